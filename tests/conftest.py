@@ -1,0 +1,1 @@
+pytest_plugins = ["spire_fabric.testing.pytest_plugin"]
