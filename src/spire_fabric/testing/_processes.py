@@ -174,12 +174,12 @@ plugins {{
   DataStore "sql" {{
     plugin_data {{
       database_type = "sqlite3"
-      connection_string = "{self.data_dir / 'datastore.sqlite3'}"
+      connection_string = "{self.data_dir / "datastore.sqlite3"}"
     }}
   }}
   KeyManager "disk" {{
     plugin_data {{
-      keys_path = "{self.data_dir / 'keys.json'}"
+      keys_path = "{self.data_dir / "keys.json"}"
     }}
   }}
   NodeAttestor "join_token" {{

@@ -14,20 +14,33 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 PROTO_DIR = REPO / "src" / "spire_fabric" / "proto"
 
-SERVER_APIS = ["agent", "bundle", "entry", "svid", "trustdomain", "localauthority", "debug", "logger"]
+SERVER_APIS = [
+    "agent",
+    "bundle",
+    "entry",
+    "svid",
+    "trustdomain",
+    "localauthority",
+    "debug",
+    "logger",
+]
 AGENT_APIS = ["delegatedidentity", "debug", "logger"]
 
 
 @pytest.mark.parametrize("api", SERVER_APIS)
 def test_every_server_api_stub_imports(api: str) -> None:
-    grpc_mod = importlib.import_module(f"spire_fabric.proto.spire.api.server.{api}.v1.{api}_pb2_grpc")
+    grpc_mod = importlib.import_module(
+        f"spire_fabric.proto.spire.api.server.{api}.v1.{api}_pb2_grpc"
+    )
     stubs = [name for name in dir(grpc_mod) if name.endswith("Stub")]
     assert stubs, f"no gRPC stub class in server {api} API"
 
 
 @pytest.mark.parametrize("api", AGENT_APIS)
 def test_every_agent_api_stub_imports(api: str) -> None:
-    grpc_mod = importlib.import_module(f"spire_fabric.proto.spire.api.agent.{api}.v1.{api}_pb2_grpc")
+    grpc_mod = importlib.import_module(
+        f"spire_fabric.proto.spire.api.agent.{api}.v1.{api}_pb2_grpc"
+    )
     assert any(name.endswith("Stub") for name in dir(grpc_mod))
 
 
@@ -77,8 +90,6 @@ def _diff_trees(a: Path, b: Path) -> list[str]:
     problems = [f"only committed: {f}" for f in sorted(fa - fb)]
     problems += [f"only generated: {f}" for f in sorted(fb - fa)]
     problems += [
-        f"differs: {f}"
-        for f in sorted(fa & fb)
-        if not filecmp.cmp(a / f, b / f, shallow=False)
+        f"differs: {f}" for f in sorted(fa & fb) if not filecmp.cmp(a / f, b / f, shallow=False)
     ]
     return problems

@@ -1,0 +1,34 @@
+"""Targets that make a topology real, and the SPIRE binaries they run.
+
+Names are resolved lazily so `python -m spire_fabric.runtime.binaries` does not import
+the module twice (runpy warns when the package already imported it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spire_fabric.runtime.binaries import (
+        SPIRE_VERSION,
+        SpireBinaries,
+        SpireBinariesError,
+        ensure_spire,
+        spire_cache_dir,
+    )
+
+__all__ = [
+    "SPIRE_VERSION",
+    "SpireBinaries",
+    "SpireBinariesError",
+    "ensure_spire",
+    "spire_cache_dir",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from spire_fabric.runtime import binaries
+
+        return getattr(binaries, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
