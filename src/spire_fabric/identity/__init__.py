@@ -1,0 +1,55 @@
+"""SPIFFE identity primitives: IDs, bundles, SVIDs and their verification.
+
+Modelled on go-spiffe's ``spiffeid``, ``bundle/*`` and ``svid/*`` packages. All values are
+immutable; errors form one tree rooted at :class:`IdentityError` (a ValueError)::
+
+    IdentityError
+    ├── SpiffeIdError (.rule: SpiffeIdRule)
+    │   └── TrustDomainError
+    ├── BundleError
+    ├── X509SvidError
+    └── JwtSvidError
+"""
+
+from ._bundle_set import BundleSet
+from ._bundle_source import JwtBundleSource, X509BundleSource
+from ._errors import (
+    BundleError,
+    IdentityError,
+    JwtSvidError,
+    SpiffeIdError,
+    SpiffeIdRule,
+    TrustDomainError,
+    X509SvidError,
+)
+from ._jwt_bundle import JwtBundle
+from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
+from ._spiffe_bundle import SpiffeBundle
+from ._spiffe_id import SpiffeId, TrustDomain
+from ._x509_bundle import X509Bundle
+from ._x509_svid import X509Svid, spiffe_id_from_certificate
+from ._x509_verify import verify_x509_svid
+
+__all__ = [
+    "BundleError",
+    "BundleSet",
+    "IdentityError",
+    "JwtBundle",
+    "JwtBundleSource",
+    "JwtSvid",
+    "JwtSvidError",
+    "SpiffeBundle",
+    "SpiffeId",
+    "SpiffeIdError",
+    "SpiffeIdRule",
+    "TrustDomain",
+    "TrustDomainError",
+    "X509Bundle",
+    "X509BundleSource",
+    "X509Svid",
+    "X509SvidError",
+    "parse_and_validate_jwt_svid",
+    "parse_insecure_jwt_svid",
+    "spiffe_id_from_certificate",
+    "verify_x509_svid",
+]

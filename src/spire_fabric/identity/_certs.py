@@ -1,0 +1,60 @@
+"""Reading certificate lists in the encodings the Workload API and bundle files use."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+
+def _der_element_end(data: bytes, start: int) -> int:
+    """End offset of the DER element (tag, length, value) that begins at ``start``."""
+    if len(data) - start < 2:
+        raise ValueError("truncated DER header")
+    if data[start] != 0x30:
+        raise ValueError(f"expected a DER SEQUENCE (0x30), found tag 0x{data[start]:02x}")
+    first = data[start + 1]
+    header = 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(data) - start < 2 + count:
+            raise ValueError("invalid DER length")
+        length = int.from_bytes(data[start + 2 : start + 2 + count], "big")
+        header += count
+    end = start + header + length
+    if end > len(data):
+        raise ValueError("truncated DER certificate")
+    return end
+
+
+def load_der_certificates(data: bytes) -> list[x509.Certificate]:
+    """Parse concatenated ASN.1 DER certificates (the Workload API's wire format).
+
+    ValueError names the index of the certificate that did not parse.
+    """
+    certs: list[x509.Certificate] = []
+    offset = 0
+    while offset < len(data):
+        try:
+            end = _der_element_end(data, offset)
+            certs.append(x509.load_der_x509_certificate(data[offset:end]))
+        except ValueError as e:
+            raise ValueError(f"certificate {len(certs)}: {e}") from None
+        offset = end
+    return certs
+
+
+def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """Parse every CERTIFICATE block of a PEM document; empty input gives an empty list."""
+    if not data.strip():
+        return []
+    return x509.load_pem_x509_certificates(data)
+
+
+def certificates_to_pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def certificates_to_der(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)

@@ -1,0 +1,116 @@
+"""JSON Web Key <-> cryptography public keys, and the base64 flavours JOSE uses.
+
+Only what SPIFFE bundles carry: RSA, EC (P-256/384/521) and OKP Ed25519 public keys
+(RFC 7517/7518/8037). Written against cryptography directly so bundle parsing and JWT
+validation need no JOSE library.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+_URLSAFE_TO_STD = str.maketrans("-_", "+/")
+
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
+    "P-256": (ec.SECP256R1, 32),
+    "P-384": (ec.SECP384R1, 48),
+    "P-521": (ec.SECP521R1, 66),
+}
+_CURVE_NAMES = {cls.name: (crv, size) for crv, (cls, size) in _CURVES.items()}
+
+
+class UnsupportedKeyTypeError(ValueError):
+    """The JWK's ``kty`` (or curve) is one we do not know; SPIFFE says skip such keys."""
+
+
+def b64url_decode(s: str) -> bytes:
+    """Decode unpadded base64url, refusing characters outside the alphabet."""
+    pad = -len(s) % 4
+    if pad == 3:
+        raise ValueError("invalid base64url length")
+    try:
+        return base64.b64decode(s.translate(_URLSAFE_TO_STD) + "=" * pad, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"invalid base64url: {e}") from None
+
+
+def b64url_encode(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
+
+
+def _uint(jwk: Mapping[str, Any], field: str) -> int:
+    value = jwk.get(field)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field!r} is required (base64url string)")
+    try:
+        return int.from_bytes(b64url_decode(value), "big")
+    except ValueError as e:
+        raise ValueError(f"{field!r}: {e}") from None
+
+
+def _uint_bytes(n: int, size: int | None = None) -> str:
+    length = size if size is not None else max(1, (n.bit_length() + 7) // 8)
+    return b64url_encode(n.to_bytes(length, "big"))
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKeyTypes:
+    """Build the public key a JWK describes; ValueError names the missing or bad field."""
+    kty = jwk.get("kty")
+    if not isinstance(kty, str) or not kty:
+        raise ValueError("'kty' is required")
+    if kty == "RSA":
+        try:
+            return rsa.RSAPublicNumbers(_uint(jwk, "e"), _uint(jwk, "n")).public_key()
+        except ValueError as e:
+            raise ValueError(f"invalid RSA key: {e}") from None
+    if kty == "EC":
+        crv = jwk.get("crv")
+        if crv not in _CURVES:
+            raise UnsupportedKeyTypeError(f"unsupported EC curve {crv!r}")
+        curve_cls, _ = _CURVES[crv]
+        try:
+            numbers = ec.EllipticCurvePublicNumbers(_uint(jwk, "x"), _uint(jwk, "y"), curve_cls())
+            return numbers.public_key()
+        except ValueError as e:
+            raise ValueError(f"invalid EC {crv} key: {e}") from None
+    if kty == "OKP":
+        if jwk.get("crv") != "Ed25519":
+            raise UnsupportedKeyTypeError(f"unsupported OKP curve {jwk.get('crv')!r}")
+        x = jwk.get("x")
+        if not isinstance(x, str):
+            raise ValueError("'x' is required (base64url string)")
+        try:
+            return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(x))
+        except ValueError as e:
+            raise ValueError(f"invalid Ed25519 key: {e}") from None
+    raise UnsupportedKeyTypeError(f"unsupported key type {kty!r}")
+
+
+def jwk_from_public_key(key: PublicKeyTypes) -> dict[str, str]:
+    """The JWK members (kty and key parameters) for a public key."""
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        return {"kty": "RSA", "n": _uint_bytes(numbers.n), "e": _uint_bytes(numbers.e)}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVE_NAMES:
+            raise ValueError(f"EC curve {key.curve.name} has no JWK name")
+        crv, size = _CURVE_NAMES[key.curve.name]
+        ec_numbers = key.public_numbers()
+        return {
+            "kty": "EC",
+            "crv": crv,
+            "x": _uint_bytes(ec_numbers.x, size),
+            "y": _uint_bytes(ec_numbers.y, size),
+        }
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        from cryptography.hazmat.primitives import serialization
+
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}
+    raise ValueError(f"cannot express a {type(key).__name__} as a JWK")

@@ -1,0 +1,117 @@
+"""JWT bundle: the JWT-SVID signing keys of one trust domain, by key ID."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from ._errors import BundleError
+from ._jwk import jwk_from_public_key, public_key_from_jwk
+from ._spiffe_id import TrustDomain
+
+if TYPE_CHECKING:
+    import spiffe
+
+__all__ = ["JwtBundle"]
+
+
+def freeze_authorities(
+    authorities: Mapping[str, PublicKeyTypes], error_prefix: str
+) -> Mapping[str, PublicKeyTypes]:
+    for kid in authorities:
+        if not isinstance(kid, str) or not kid:
+            raise BundleError(f"{error_prefix}: JWT authority key ID cannot be empty")
+    return MappingProxyType(dict(authorities))
+
+
+def load_jwks_document(data: bytes | str, error_prefix: str) -> tuple[dict[str, Any], list[Any]]:
+    """Decode a JWKS and return it with its ``keys`` array, naming what is malformed."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{error_prefix}: unable to parse JWKS: {e}") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{error_prefix}: JWKS must be a JSON object, got {type(doc).__name__}")
+    # RFC 7517 section 5 and SPIFFE bundle spec 4.1.3: "keys" MUST be present.
+    keys = doc.get("keys")
+    if keys is None:
+        raise BundleError(f"{error_prefix}: JWKS is missing the required 'keys' member")
+    if not isinstance(keys, list):
+        raise BundleError(f"{error_prefix}: 'keys' must be an array, got {type(keys).__name__}")
+    return doc, keys
+
+
+@dataclass(frozen=True)
+class JwtBundle:
+    """Immutable mapping of key ID to public key for one trust domain.
+
+    A bundle is itself a JwtBundleSource that knows only its own trust domain.
+    """
+
+    trust_domain: TrustDomain
+    jwt_authorities: Mapping[str, PublicKeyTypes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trust_domain, TrustDomain):
+            raise TypeError("trust_domain must be a TrustDomain")
+        frozen = freeze_authorities(self.jwt_authorities, "jwtbundle")
+        object.__setattr__(self, "jwt_authorities", frozen)
+
+    def __hash__(self) -> int:
+        # Public keys are not all hashable (EC keys are not); kids identify the content
+        # well enough for hashing, equality still compares the keys.
+        return hash((self.trust_domain, frozenset(self.jwt_authorities)))
+
+    @classmethod
+    def parse_jwks(cls, trust_domain: TrustDomain, data: bytes | str) -> JwtBundle:
+        """Parse a JWKS (as the Workload API's FetchJWTBundles sends it).
+
+        Like go-spiffe's jwtbundle.Parse every key needs a ``kid``, and a key that cannot
+        be read is an error naming its index.
+        """
+        _, keys = load_jwks_document(data, "jwtbundle")
+        authorities: dict[str, PublicKeyTypes] = {}
+        for i, jwk in enumerate(keys):
+            if not isinstance(jwk, dict):
+                raise BundleError(f"jwtbundle: keys[{i}] must be a JSON object")
+            kid = jwk.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise BundleError(f"jwtbundle: keys[{i}].kid is required")
+            if kid in authorities:
+                raise BundleError(f"jwtbundle: keys[{i}].kid {kid!r} appears more than once")
+            try:
+                authorities[kid] = public_key_from_jwk(jwk)
+            except ValueError as e:
+                raise BundleError(f"jwtbundle: keys[{i}] (kid {kid!r}): {e}") from None
+        return cls(trust_domain, authorities)
+
+    @classmethod
+    def from_spiffe(cls, bundle: spiffe.JwtBundle) -> JwtBundle:
+        return cls(TrustDomain.from_spiffe(bundle.trust_domain), bundle.jwt_authorities)
+
+    def find_jwt_authority(self, key_id: str) -> PublicKeyTypes | None:
+        return self.jwt_authorities.get(key_id)
+
+    def to_jwks(self) -> bytes:
+        keys = [
+            {"kid": kid, **jwk_from_public_key(key)}
+            for kid, key in sorted(self.jwt_authorities.items())
+        ]
+        return json.dumps({"keys": keys}).encode()
+
+    def to_spiffe(self) -> spiffe.JwtBundle:
+        import spiffe
+
+        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), dict(self.jwt_authorities))
+
+    def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        return self if trust_domain == self.trust_domain else None
+
+    def __repr__(self) -> str:
+        kids = ", ".join(sorted(self.jwt_authorities))
+        return f"JwtBundle({self.trust_domain.name!r}, kids=[{kids}])"
