@@ -133,6 +133,7 @@ class SpireServerProcess(_SpireProcess):
         federation: bool = False,
         log_level: str = "DEBUG",
         extra_server_config: str = "",
+        extra_plugins: str = "",
     ) -> None:
         self.binaries = binaries
         self.trust_domain = trust_domain
@@ -185,6 +186,7 @@ plugins {{
   NodeAttestor "join_token" {{
     plugin_data {{}}
   }}
+{extra_plugins}
 }}
 """
         )

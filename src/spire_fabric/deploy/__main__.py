@@ -1,0 +1,5 @@
+import sys
+
+from spire_fabric.deploy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Argument parsing and dispatch. Subcommands live in their own modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from rich.console import Console
+
+from spire_fabric.deploy import plan, render
+from spire_fabric.deploy._common import EXIT_USAGE, UsageError
+
+# Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
+# run(args, console) -> int installed with set_defaults(run=...).
+SUBCOMMANDS: tuple[ModuleType, ...] = (plan, render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m spire_fabric.deploy",
+        description="Plan, render and run SPIRE topologies.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(soft_wrap=True)
+    try:
+        return int(args.run(args, console))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE

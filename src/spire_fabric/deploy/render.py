@@ -1,0 +1,71 @@
+"""``render``: write every config of a topology into a directory, changing nothing else."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from spire_fabric.deploy._common import UsageError, add_topology_args, resolve_topology
+from spire_fabric.render import (
+    RenderPaths,
+    render_agent_config,
+    render_mermaid,
+    render_server_config,
+)
+from spire_fabric.topology import Target, Topology, dump_topology
+
+# The Kubernetes manifest renderer is written separately; until it exists the
+# kubernetes target renders configs only. Signature: (topology) -> {relative path: text}.
+render_kubernetes_manifests: Callable[[Topology], dict[str, str]] | None
+try:
+    from spire_fabric.render.kubernetes import (  # type: ignore[import-not-found,no-redef]
+        render_kubernetes_manifests,
+    )
+except ImportError:  # pragma: no cover - depends on the colleague's module
+    render_kubernetes_manifests = None
+
+
+def render_files(topology: Topology, target: Target, state_dir: str) -> dict[str, str]:
+    """Relative path -> content for everything ``render`` writes. Pure.
+
+    ``state_dir`` is where the local target keeps its files (it appears inside configs).
+    """
+    paths = RenderPaths.local(state_dir) if target == "local" else RenderPaths.kubernetes()
+    files: dict[str, str] = {
+        "topology.yaml": dump_topology(topology),
+        "architecture.mmd": render_mermaid(topology),
+    }
+    for s in topology.servers:
+        files[f"servers/{s.name}/server.conf"] = render_server_config(topology, s.name, paths)
+    for a in topology.agents:
+        files[f"agents/{a.name}/agent.conf"] = render_agent_config(topology, a.name, paths)
+    if target == "kubernetes" and render_kubernetes_manifests is not None:
+        for rel, text in render_kubernetes_manifests(topology).items():
+            files[f"kubernetes/{rel}"] = text
+    return files
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("render", help="write server/agent configs and diagrams")
+    add_topology_args(p)
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    topology = resolve_topology(args.topology)
+    out: Path = args.output
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a directory")
+    files = render_files(topology, args.target, str(out.resolve()))
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        console.print(f"wrote {path}")
+    if args.target == "kubernetes" and render_kubernetes_manifests is None:
+        console.print("note: Kubernetes manifests are not available yet (configs only)")
+    return 0

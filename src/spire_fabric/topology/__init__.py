@@ -1,0 +1,130 @@
+"""The declarative SPIRE topology: model, builder, presets, validation and YAML.
+
+Typical use::
+
+    from spire_fabric.topology import Topology, preset, load_topology, dump_topology
+
+    t = (
+        Topology.builder("demo")
+        .trust_domain("example.org")
+        .server("spire-server", "example.org", default_x509_svid_ttl="1h")
+        .agent("agent-1", "spire-server")
+        .workload("app", "spiffe://example.org/app", agent="agent-1",
+                  selectors=["unix:uid:1000"])
+        .build()
+    )
+"""
+
+from spire_fabric.topology._builder import TopologyBuilder
+from spire_fabric.topology._durations import format_duration, parse_duration
+from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._model import (
+    CA_KEY_TYPES,
+    TARGETS,
+    WORKLOAD_ATTESTORS,
+    Agent,
+    AgentKubernetes,
+    BundleEndpoint,
+    CaHierarchy,
+    Cluster,
+    Datastore,
+    DiskUpstreamAuthority,
+    FederationRelationship,
+    Images,
+    IntermediateCa,
+    JoinTokenAttestor,
+    K8sPsatAttestor,
+    KubernetesOptions,
+    MySqlDatastore,
+    MySqlInstance,
+    NodeAttestor,
+    PostgresDatastore,
+    RootCa,
+    Server,
+    ServerKubernetes,
+    ServerNodePorts,
+    ServerPorts,
+    SpireUpstreamAuthority,
+    SqliteDatastore,
+    Target,
+    Topology,
+    TrustDomainSpec,
+    UpstreamAuthority,
+    Workload,
+    WorkloadKubernetes,
+)
+from spire_fabric.topology._presets import PRESET_NAMES, preset
+from spire_fabric.topology._resolve import (
+    agent_node_attestor,
+    agent_workload_attestors,
+    bundle_endpoint_url,
+    controller_manager_enabled,
+    effective_datastore,
+    endpoint_spiffe_id,
+    psat_allow_list,
+    server_address_for,
+    server_node_attestors,
+    service_host,
+    upstream_address_for,
+    workload_selectors,
+)
+from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._yaml import dump_topology, load_topology
+
+__all__ = [
+    "CA_KEY_TYPES",
+    "PRESET_NAMES",
+    "TARGETS",
+    "WORKLOAD_ATTESTORS",
+    "Agent",
+    "AgentKubernetes",
+    "BundleEndpoint",
+    "CaHierarchy",
+    "Cluster",
+    "Datastore",
+    "DiskUpstreamAuthority",
+    "FederationRelationship",
+    "Images",
+    "IntermediateCa",
+    "JoinTokenAttestor",
+    "K8sPsatAttestor",
+    "KubernetesOptions",
+    "MySqlDatastore",
+    "MySqlInstance",
+    "NodeAttestor",
+    "PostgresDatastore",
+    "Problem",
+    "RootCa",
+    "Server",
+    "ServerKubernetes",
+    "ServerNodePorts",
+    "ServerPorts",
+    "SpireUpstreamAuthority",
+    "SqliteDatastore",
+    "Target",
+    "Topology",
+    "TopologyBuilder",
+    "TopologyError",
+    "TrustDomainSpec",
+    "UpstreamAuthority",
+    "Workload",
+    "WorkloadKubernetes",
+    "agent_node_attestor",
+    "agent_workload_attestors",
+    "bundle_endpoint_url",
+    "controller_manager_enabled",
+    "dump_topology",
+    "effective_datastore",
+    "endpoint_spiffe_id",
+    "format_duration",
+    "load_topology",
+    "parse_duration",
+    "preset",
+    "psat_allow_list",
+    "server_address_for",
+    "server_node_attestors",
+    "service_host",
+    "upstream_address_for",
+    "validate_topology",
+    "workload_selectors",
+]

@@ -1,0 +1,401 @@
+"""The declarative topology: values only, no behaviour beyond small derived properties.
+
+One model serves two targets. Fields at the top level of each element apply everywhere;
+fields under ``kubernetes`` apply only when the topology is made real on Kubernetes (the
+local target runs every server and agent as a host process and ignores them). Where a value
+differs per target (the datastore, the agent's node attestor) the Kubernetes variant lives
+under ``kubernetes`` and :mod:`spire_fabric.topology._resolve` picks the effective one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from spire_fabric.topology._builder import TopologyBuilder
+
+Target = Literal["local", "kubernetes"]
+TARGETS: tuple[Target, ...] = ("local", "kubernetes")
+
+BundleEndpointProfile = Literal["https_spiffe", "https_web"]
+KeyManagerKind = Literal["disk", "memory"]
+AgentNodeAttestor = Literal["join_token", "k8s_psat"]
+Registration = Literal["controller-manager", "spire-api"]
+RbacScope = Literal["cluster", "namespace"]
+
+CA_KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-4096")
+WORKLOAD_ATTESTORS = ("unix", "k8s")
+
+
+# --- datastores -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SqliteDatastore:
+    """Embedded SQLite. ``path`` None means ``<data_dir>/datastore.sqlite3`` of the target."""
+
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class MySqlInstance:
+    """A MySQL that the Kubernetes target deploys next to the server (the DSN points at it).
+
+    The password never appears in the model: the DSN carries ``${SPIRE_DB_PASSWORD}`` and
+    the server runs with ``-expandEnv`` with that variable taken from ``password_secret``.
+    """
+
+    service: str
+    image: str = "mysql:8.4"
+    database: str = "spire"
+    user: str = "spire"
+    password_secret: str = "spire-mysql"
+    storage: str = "1Gi"
+
+
+@dataclass(frozen=True)
+class MySqlDatastore:
+    """MySQL through a go-sql-driver DSN; SPIRE requires ``parseTime=true`` in it."""
+
+    dsn: str
+    instance: MySqlInstance | None = None
+
+
+@dataclass(frozen=True)
+class PostgresDatastore:
+    """PostgreSQL through a libpq connection string (``dbname=spire host=... ``)."""
+
+    dsn: str
+
+
+Datastore = SqliteDatastore | MySqlDatastore | PostgresDatastore
+
+
+# --- upstream authorities ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskUpstreamAuthority:
+    """The server's CA is signed by a CA we hold on disk: ``ca`` names an intermediate of
+    the topology's CA hierarchy. The file locations come from the render target, unless
+    overridden here for a CA the user brings."""
+
+    ca: str
+    cert_file: str | None = None
+    key_file: str | None = None
+    bundle_file: str | None = None
+
+
+@dataclass(frozen=True)
+class SpireUpstreamAuthority:
+    """Nested SPIRE: the server gets its CA from ``server`` (same trust domain only),
+    through the Workload API of ``agent`` (an agent of that upstream server running next
+    to this server)."""
+
+    server: str
+    agent: str
+
+
+UpstreamAuthority = DiskUpstreamAuthority | SpireUpstreamAuthority
+
+
+# --- node attestors ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinTokenAttestor:
+    """Server side of join-token attestation (tokens are minted through the API)."""
+
+
+@dataclass(frozen=True)
+class K8sPsatAttestor:
+    """Server side of projected-service-account-token attestation for these clusters.
+    The service-account allow list of each cluster is derived from the agents that run
+    there, so it cannot drift from them."""
+
+    clusters: tuple[str, ...]
+
+
+NodeAttestor = JoinTokenAttestor | K8sPsatAttestor
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    """Ports inside the server's network namespace (a pod on Kubernetes, ``host`` locally)."""
+
+    api: int = 8081
+    health: int = 8080
+    federation: int = 8443
+
+
+@dataclass(frozen=True)
+class ServerNodePorts:
+    """NodePorts that expose the server outside its cluster (agents and federated servers
+    in other clusters reach it through these)."""
+
+    api: int | None = None
+    federation: int | None = None
+
+
+@dataclass(frozen=True)
+class BundleEndpoint:
+    """The server's federation bundle endpoint. ``https_web`` serves with a certificate
+    from files of the render target; ``https_spiffe`` with the server's own SVID."""
+
+    profile: BundleEndpointProfile = "https_spiffe"
+    refresh_hint: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class ServerKubernetes:
+    """Where the server runs on the Kubernetes target, and what differs there."""
+
+    cluster: str
+    namespace: str
+    service_account: str = "spire-server"
+    node_ports: ServerNodePorts = field(default_factory=ServerNodePorts)
+    datastore: Datastore | None = None
+    controller_manager: bool = True
+    bundle_configmap: str = "spire-bundle"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    trust_domain: str
+    host: str = "127.0.0.1"
+    ports: ServerPorts = field(default_factory=ServerPorts)
+    bundle_endpoint: BundleEndpoint | None = field(default_factory=BundleEndpoint)
+    datastore: Datastore = field(default_factory=SqliteDatastore)
+    key_manager: KeyManagerKind = "disk"
+    ca_key_type: str = "ec-p256"
+    ca_ttl: timedelta = timedelta(hours=24)
+    default_x509_svid_ttl: timedelta = timedelta(hours=1)
+    default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
+    upstream_authority: UpstreamAuthority | None = None
+    node_attestors: tuple[NodeAttestor, ...] = (JoinTokenAttestor(),)
+    log_level: str = "INFO"
+    kubernetes: ServerKubernetes | None = None
+
+
+# --- agents -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentKubernetes:
+    """Where the agent runs on the Kubernetes target (a DaemonSet) and how it attests."""
+
+    cluster: str
+    namespace: str
+    service_account: str = "spire-agent"
+    node_attestor: AgentNodeAttestor = "k8s_psat"
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent attesting to ``server``. Locally it always attests with a join token (there
+    is no Kubernetes to vouch for it); on Kubernetes with ``kubernetes.node_attestor``."""
+
+    name: str
+    server: str
+    workload_attestors: tuple[str, ...] = ("unix",)
+    host: str = "127.0.0.1"
+    health_port: int | None = None
+    socket_path: str | None = None
+    admin_socket_path: str | None = None
+    admin_socket: bool = True
+    log_level: str = "INFO"
+    kubernetes: AgentKubernetes | None = None
+
+
+# --- workloads --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadKubernetes:
+    namespace: str
+    service_account: str
+    service_port: int | None = None
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A registration entry (and, on Kubernetes, the pod that wears it).
+
+    ``selectors`` are "type:value" strings such as ``k8s:ns:payments`` or ``unix:uid:1000``;
+    ``local_selectors``, when set, replace them on the local target where there is no
+    Kubernetes to produce ``k8s:*`` selectors.
+    """
+
+    name: str
+    spiffe_id: str
+    agent: str
+    selectors: tuple[str, ...]
+    local_selectors: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    federates_with: tuple[str, ...] = ()
+    x509_svid_ttl: timedelta | None = None
+    jwt_svid_ttl: timedelta | None = None
+    hint: str | None = None
+    downstream: bool = False
+    kubernetes: WorkloadKubernetes | None = None
+
+
+# --- federation -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FederationRelationship:
+    """``server`` fetches the bundle of ``trust_domain`` from its bundle endpoint.
+
+    ``endpoint_url`` None means: derive it per target from the server that owns that trust
+    domain. ``endpoint_spiffe_id`` None (https_spiffe) means SPIRE's own server ID,
+    ``spiffe://<trust_domain>/spire/server``.
+    """
+
+    server: str
+    trust_domain: str
+    profile: BundleEndpointProfile = "https_spiffe"
+    endpoint_url: str | None = None
+    endpoint_spiffe_id: str | None = None
+
+
+# --- CA hierarchy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootCa:
+    name: str = "enterprise-root-ca"
+    common_name: str = "Enterprise Root CA"
+    key_type: str = "ec-p256"
+    ttl: timedelta = timedelta(hours=87600)
+
+
+@dataclass(frozen=True)
+class IntermediateCa:
+    """An intermediate the root issues for one trust domain. It carries a URI name
+    constraint permitting only that trust domain, so a server holding it cannot mint
+    SVIDs for a federated trust domain even though both bundles contain the root.
+    ``path_length`` 1 leaves room for SPIRE's own signing CA below it."""
+
+    name: str
+    trust_domain: str
+    common_name: str
+    key_type: str = "ec-p256"
+    ttl: timedelta = timedelta(hours=8760)
+    path_length: int = 1
+
+    @property
+    def permitted_uri_domain(self) -> str:
+        return self.trust_domain
+
+
+@dataclass(frozen=True)
+class CaHierarchy:
+    root: RootCa = field(default_factory=RootCa)
+    intermediates: tuple[IntermediateCa, ...] = ()
+
+
+# --- kubernetes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A Kubernetes cluster. ``node_address`` is how other clusters reach its NodePorts
+    (kind names its node container ``<cluster>-control-plane``)."""
+
+    name: str
+    namespaces: tuple[str, ...] = ()
+    node_address: str | None = None
+
+    @property
+    def effective_node_address(self) -> str:
+        return self.node_address or f"{self.name}-control-plane"
+
+
+@dataclass(frozen=True)
+class Images:
+    server: str = "ghcr.io/spiffe/spire-server:1.13.3"
+    agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
+    controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
+    workload: str = "python:3.11-slim"
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """Target-wide choices the Kubernetes renderer reads.
+
+    ``registration`` "spire-api" means entries are created through the SPIRE Server API
+    (no CRDs, no controller manager); ``rbac`` "namespace" means only Roles/RoleBindings.
+    """
+
+    registration: Registration = "controller-manager"
+    rbac: RbacScope = "cluster"
+    images: Images = field(default_factory=Images)
+
+
+# --- the whole ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustDomainSpec:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    trust_domains: tuple[TrustDomainSpec, ...] = ()
+    servers: tuple[Server, ...] = ()
+    agents: tuple[Agent, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    federations: tuple[FederationRelationship, ...] = ()
+    ca: CaHierarchy | None = None
+    clusters: tuple[Cluster, ...] = ()
+    kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
+
+    @staticmethod
+    def builder(name: str) -> TopologyBuilder:
+        from spire_fabric.topology._builder import TopologyBuilder
+
+        return TopologyBuilder(name)
+
+    def server(self, name: str) -> Server:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(f"topology {self.name!r} has no server {name!r}")
+
+    def agent(self, name: str) -> Agent:
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise KeyError(f"topology {self.name!r} has no agent {name!r}")
+
+    def workload(self, name: str) -> Workload:
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        raise KeyError(f"topology {self.name!r} has no workload {name!r}")
+
+    def cluster(self, name: str) -> Cluster:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        raise KeyError(f"topology {self.name!r} has no cluster {name!r}")
+
+    def servers_of(self, trust_domain: str) -> tuple[Server, ...]:
+        return tuple(s for s in self.servers if s.trust_domain == trust_domain)
+
+    def agents_of(self, server: str) -> tuple[Agent, ...]:
+        return tuple(a for a in self.agents if a.server == server)
+
+    def federations_of(self, server: str) -> tuple[FederationRelationship, ...]:
+        return tuple(f for f in self.federations if f.server == server)

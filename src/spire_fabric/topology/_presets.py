@@ -1,0 +1,300 @@
+"""Ready-made topologies: ``basic``, ``enterprise``, ``nested``, ``crd-free``.
+
+``enterprise`` follows DESIGN.md "The enterprise topology, resolved" to the letter; its
+numbers (ports, NodePorts, TTLs) are the source design's. Locally every server is a host
+process, so servers that share container ports get their own loopback address
+(127.0.0.1, 127.0.0.2, ...): Linux routes all of 127/8 to lo without configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spire_fabric.topology._model import (
+    AgentKubernetes,
+    DiskUpstreamAuthority,
+    IntermediateCa,
+    JoinTokenAttestor,
+    K8sPsatAttestor,
+    MySqlDatastore,
+    MySqlInstance,
+    RootCa,
+    ServerKubernetes,
+    ServerNodePorts,
+    ServerPorts,
+    SpireUpstreamAuthority,
+    Topology,
+    WorkloadKubernetes,
+)
+
+
+def _mysql(service: str, namespace: str) -> MySqlDatastore:
+    """A per-server MySQL in the server's namespace; the password comes from the
+    environment (``-expandEnv``) so it never lands in a ConfigMap."""
+    return MySqlDatastore(
+        dsn=(
+            f"spire:${{SPIRE_DB_PASSWORD}}@tcp({service}.{namespace}.svc:3306)/spire?parseTime=true"
+        ),
+        instance=MySqlInstance(service=service),
+    )
+
+
+def basic() -> Topology:
+    """One trust domain, one server, one agent, one workload: the smallest real thing."""
+    return (
+        Topology.builder("basic")
+        .trust_domain("example.org", "single trust domain")
+        .cluster("spire-cluster", ["spire", "apps"])
+        .server(
+            "spire-server",
+            "example.org",
+            bundle_endpoint=None,
+            node_attestors=(JoinTokenAttestor(), K8sPsatAttestor(("spire-cluster",))),
+            kubernetes=ServerKubernetes(cluster="spire-cluster", namespace="spire"),
+        )
+        .agent(
+            "spire-agent",
+            "spire-server",
+            workload_attestors=["unix", "k8s"],
+            health_port=8180,
+            kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire"),
+        )
+        .workload(
+            "example-app",
+            "spiffe://example.org/ns/apps/sa/example-app",
+            agent="spire-agent",
+            selectors=["k8s:ns:apps", "k8s:sa:example-app"],
+            local_selectors=["unix:uid:1000"],
+            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
+        )
+        .build()
+    )
+
+
+def enterprise() -> Topology:
+    """Upstream and downstream trust domains under one Enterprise Root CA, federated."""
+    up_td, down_td = "enterprise-root.org", "downstream.example.org"
+    up_cluster, down_cluster = "upstream-cluster", "downstream-cluster"
+    b = (
+        Topology.builder("enterprise")
+        .trust_domain(up_td, "upstream: holds the Enterprise Root's first intermediate")
+        .trust_domain(down_td, "downstream: regional intermediate, federated with upstream")
+        .cluster(up_cluster, ["spire-upstream"])
+        .cluster(down_cluster, ["spire-downstream", "downstream-workloads"])
+        .ca(
+            RootCa(),
+            [
+                IntermediateCa(
+                    name="enterprise-root-intermediate",
+                    trust_domain=up_td,
+                    common_name="Enterprise Root Intermediate CA (enterprise-root.org)",
+                ),
+                IntermediateCa(
+                    name="downstream-regional-intermediate",
+                    trust_domain=down_td,
+                    common_name="Downstream Regional Intermediate CA (downstream.example.org)",
+                ),
+            ],
+        )
+        .server(
+            "spire-upstream-server",
+            up_td,
+            host="127.0.0.1",
+            ports=ServerPorts(api=8081, health=8080, federation=8443),
+            ca_ttl="48h",
+            default_x509_svid_ttl="6h",
+            default_jwt_svid_ttl="30m",
+            upstream_authority=DiskUpstreamAuthority(ca="enterprise-root-intermediate"),
+            node_attestors=(JoinTokenAttestor(), K8sPsatAttestor((up_cluster,))),
+            kubernetes=ServerKubernetes(
+                cluster=up_cluster,
+                namespace="spire-upstream",
+                node_ports=ServerNodePorts(api=31081, federation=31443),
+                datastore=_mysql("spire-upstream-mysql", "spire-upstream"),
+            ),
+        )
+        .server(
+            "spire-downstream-server",
+            down_td,
+            host="127.0.0.2",
+            ports=ServerPorts(api=8081, health=8080, federation=8443),
+            ca_ttl="24h",
+            default_x509_svid_ttl="4h",
+            default_jwt_svid_ttl="15m",
+            upstream_authority=DiskUpstreamAuthority(ca="downstream-regional-intermediate"),
+            node_attestors=(JoinTokenAttestor(), K8sPsatAttestor((down_cluster,))),
+            kubernetes=ServerKubernetes(
+                cluster=down_cluster,
+                namespace="spire-downstream",
+                node_ports=ServerNodePorts(api=32081, federation=32443),
+                datastore=_mysql("spire-downstream-mysql", "spire-downstream"),
+            ),
+        )
+        .federate("spire-upstream-server", "spire-downstream-server")
+        .agent(
+            "upstream-agent",
+            "spire-upstream-server",
+            workload_attestors=["unix", "k8s"],
+            health_port=8180,
+            kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream"),
+        )
+    )
+    for i in (1, 2, 3):
+        b.agent(
+            f"downstream-agent-{i}",
+            "spire-downstream-server",
+            workload_attestors=["unix", "k8s"],
+            health_port=8180 + i,
+            kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream"),
+        )
+    b.workload(
+        "upstream-client",
+        f"spiffe://{up_td}/ns/spire-upstream/sa/upstream-client",
+        agent="upstream-agent",
+        selectors=["k8s:ns:spire-upstream", "k8s:sa:upstream-client"],
+        federates_with=[down_td],
+        kubernetes=WorkloadKubernetes(
+            namespace="spire-upstream", service_account="upstream-client"
+        ),
+    )
+    gateway_node_port = {"security-gateway": 30080}
+    for i, name in enumerate(("enterprise-api", "data-processor", "security-gateway"), 1):
+        b.workload(
+            name,
+            f"spiffe://{down_td}/ns/downstream-workloads/sa/{name}",
+            agent=f"downstream-agent-{i}",
+            selectors=["k8s:ns:downstream-workloads", f"k8s:sa:{name}"],
+            dns_names=[f"{name}.downstream-workloads.svc"],
+            federates_with=[up_td],
+            kubernetes=WorkloadKubernetes(
+                namespace="downstream-workloads",
+                service_account=name,
+                service_port=8443,
+                node_port=gateway_node_port.get(name),
+            ),
+        )
+    return b.build()
+
+
+def nested() -> Topology:
+    """Real SPIRE nesting: the child server's CA comes from the root server through the
+    root-side agent's Workload API (UpstreamAuthority "spire"), all in one trust domain."""
+    td = "nested.example.org"
+    cluster = "nested-cluster"
+    return (
+        Topology.builder("nested")
+        .trust_domain(td, "one trust domain, two tiers of SPIRE servers")
+        .cluster(cluster, ["spire-root", "spire-child", "apps"])
+        .server(
+            "spire-root-server",
+            td,
+            host="127.0.0.1",
+            bundle_endpoint=None,
+            ca_ttl="48h",
+            node_attestors=(JoinTokenAttestor(), K8sPsatAttestor((cluster,))),
+            kubernetes=ServerKubernetes(cluster=cluster, namespace="spire-root"),
+        )
+        .agent(
+            "root-agent",
+            "spire-root-server",
+            workload_attestors=["unix", "k8s"],
+            health_port=8180,
+            kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-root"),
+        )
+        .server(
+            "spire-child-server",
+            td,
+            host="127.0.0.2",
+            bundle_endpoint=None,
+            ca_ttl="24h",
+            upstream_authority=SpireUpstreamAuthority(
+                server="spire-root-server", agent="root-agent"
+            ),
+            node_attestors=(JoinTokenAttestor(), K8sPsatAttestor((cluster,))),
+            kubernetes=ServerKubernetes(cluster=cluster, namespace="spire-child"),
+        )
+        .agent(
+            "child-agent",
+            "spire-child-server",
+            workload_attestors=["unix", "k8s"],
+            health_port=8181,
+            kubernetes=AgentKubernetes(
+                cluster=cluster, namespace="spire-child", service_account="spire-child-agent"
+            ),
+        )
+        .workload(
+            "spire-child-server",
+            f"spiffe://{td}/spire-child-server",
+            agent="root-agent",
+            selectors=["k8s:ns:spire-child", "k8s:sa:spire-server"],
+            local_selectors=["unix:uid:1000"],
+            downstream=True,
+        )
+        .workload(
+            "example-app",
+            f"spiffe://{td}/ns/apps/sa/example-app",
+            agent="child-agent",
+            selectors=["k8s:ns:apps", "k8s:sa:example-app"],
+            local_selectors=["unix:uid:1000"],
+            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
+        )
+        .build()
+    )
+
+
+def crd_free() -> Topology:
+    """Registration through the SPIRE Server API and namespace-scoped RBAC only: no CRDs,
+    no controller manager, no ClusterRoles. Hence join_token agents and the unix workload
+    attestor even on Kubernetes (k8s_psat and the k8s attestor need cluster-scoped reads)."""
+    cluster = "spire-cluster"
+    return (
+        Topology.builder("crd-free")
+        .trust_domain("example.org", "single trust domain, no cluster-scoped RBAC")
+        .cluster(cluster, ["spire"])
+        .kubernetes(registration="spire-api", rbac="namespace")
+        .server(
+            "spire-server",
+            "example.org",
+            bundle_endpoint=None,
+            kubernetes=ServerKubernetes(
+                cluster=cluster, namespace="spire", controller_manager=False
+            ),
+        )
+        .agent(
+            "spire-agent",
+            "spire-server",
+            workload_attestors=["unix"],
+            health_port=8180,
+            kubernetes=AgentKubernetes(
+                cluster=cluster, namespace="spire", node_attestor="join_token"
+            ),
+        )
+        .workload(
+            "example-app",
+            "spiffe://example.org/example-app",
+            agent="spire-agent",
+            selectors=["unix:uid:1000"],
+            kubernetes=WorkloadKubernetes(namespace="spire", service_account="example-app"),
+        )
+        .build()
+    )
+
+
+_PRESETS: dict[str, Callable[[], Topology]] = {
+    "basic": basic,
+    "enterprise": enterprise,
+    "nested": nested,
+    "crd-free": crd_free,
+}
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
+
+def preset(name: str) -> Topology:
+    """A validated preset topology by name (see :data:`PRESET_NAMES`)."""
+    try:
+        factory = _PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}"
+        ) from None
+    return factory()

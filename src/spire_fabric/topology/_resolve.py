@@ -1,0 +1,148 @@
+"""Values that depend on the target: what each element becomes on ``local`` or ``kubernetes``.
+
+Renderers and runtimes ask here instead of re-deriving, so a server address or a bundle
+endpoint URL is computed in exactly one place.
+"""
+
+from __future__ import annotations
+
+from spire_fabric.topology._model import (
+    Agent,
+    AgentNodeAttestor,
+    Datastore,
+    FederationRelationship,
+    K8sPsatAttestor,
+    NodeAttestor,
+    Server,
+    Target,
+    Topology,
+    Workload,
+)
+
+
+def effective_datastore(server: Server, target: Target) -> Datastore:
+    """The Kubernetes override when there is one on that target, else the server's own."""
+    if target == "kubernetes" and server.kubernetes and server.kubernetes.datastore:
+        return server.kubernetes.datastore
+    return server.datastore
+
+
+def server_node_attestors(server: Server, target: Target) -> tuple[NodeAttestor, ...]:
+    """k8s_psat is dropped locally: there are no Kubernetes agents to attest."""
+    if target == "local":
+        return tuple(a for a in server.node_attestors if not isinstance(a, K8sPsatAttestor))
+    return server.node_attestors
+
+
+def agent_node_attestor(agent: Agent, target: Target) -> AgentNodeAttestor:
+    if target == "kubernetes" and agent.kubernetes is not None:
+        return agent.kubernetes.node_attestor
+    return "join_token"
+
+
+def agent_workload_attestors(agent: Agent, target: Target) -> tuple[str, ...]:
+    """The k8s workload attestor needs a kubelet, which only exists on Kubernetes."""
+    if target == "local":
+        return tuple(a for a in agent.workload_attestors if a != "k8s")
+    return agent.workload_attestors
+
+
+def workload_selectors(workload: Workload, target: Target) -> tuple[str, ...]:
+    if target == "local" and workload.local_selectors:
+        return workload.local_selectors
+    return workload.selectors
+
+
+def controller_manager_enabled(topology: Topology, server: Server) -> bool:
+    return (
+        topology.kubernetes.registration == "controller-manager"
+        and server.kubernetes is not None
+        and server.kubernetes.controller_manager
+    )
+
+
+def psat_allow_list(topology: Topology, server: Server, cluster: str) -> tuple[str, ...]:
+    """``namespace:service_account`` of every agent of ``server`` attesting with k8s_psat
+    in ``cluster``; sorted so the rendered HCL is stable."""
+    entries = {
+        f"{a.kubernetes.namespace}:{a.kubernetes.service_account}"
+        for a in topology.agents_of(server.name)
+        if a.kubernetes is not None
+        and a.kubernetes.cluster == cluster
+        and a.kubernetes.node_attestor == "k8s_psat"
+    }
+    return tuple(sorted(entries))
+
+
+def service_host(server: Server) -> str:
+    """In-cluster DNS name of a server: the Service is named after the server."""
+    assert server.kubernetes is not None
+    return f"{server.name}.{server.kubernetes.namespace}.svc"
+
+
+def _cluster_of(topology: Topology, server_or_agent: Server | Agent) -> str | None:
+    k = server_or_agent.kubernetes
+    return k.cluster if k is not None else None
+
+
+def server_address_for(topology: Topology, agent: Agent, target: Target) -> tuple[str, int]:
+    """Where ``agent`` dials its server: same cluster -> Service DNS, other cluster ->
+    the server cluster's node address and API NodePort, local -> host and API port."""
+    server = topology.server(agent.server)
+    return _reach(topology, server, _cluster_of(topology, agent), target, "api")
+
+
+def upstream_address_for(topology: Topology, server: Server, target: Target) -> tuple[str, int]:
+    """Where a nested server dials its upstream server (UpstreamAuthority "spire")."""
+    from spire_fabric.topology._model import SpireUpstreamAuthority
+
+    ua = server.upstream_authority
+    assert isinstance(ua, SpireUpstreamAuthority)
+    upstream = topology.server(ua.server)
+    return _reach(topology, upstream, _cluster_of(topology, server), target, "api")
+
+
+def bundle_endpoint_owner(topology: Topology, trust_domain: str) -> Server | None:
+    for s in topology.servers_of(trust_domain):
+        if s.bundle_endpoint is not None:
+            return s
+    return None
+
+
+def bundle_endpoint_url(topology: Topology, fed: FederationRelationship, target: Target) -> str:
+    if fed.endpoint_url:
+        return fed.endpoint_url
+    owner = bundle_endpoint_owner(topology, fed.trust_domain)
+    if owner is None:
+        raise ValueError(
+            f"no server of {fed.trust_domain!r} serves a bundle endpoint; set endpoint_url"
+        )
+    here = topology.server(fed.server)
+    host, port = _reach(topology, owner, _cluster_of(topology, here), target, "federation")
+    return f"https://{host}:{port}"
+
+
+def endpoint_spiffe_id(fed: FederationRelationship) -> str:
+    """SPIRE serves its bundle endpoint with the server SVID, ``/spire/server``."""
+    return fed.endpoint_spiffe_id or f"spiffe://{fed.trust_domain}/spire/server"
+
+
+def _reach(
+    topology: Topology, server: Server, from_cluster: str | None, target: Target, port: str
+) -> tuple[str, int]:
+    container_port = server.ports.api if port == "api" else server.ports.federation
+    if target == "local" or server.kubernetes is None:
+        return server.host, container_port
+    if from_cluster == server.kubernetes.cluster:
+        return service_host(server), container_port
+    node_port = (
+        server.kubernetes.node_ports.api
+        if port == "api"
+        else server.kubernetes.node_ports.federation
+    )
+    if node_port is None:
+        raise ValueError(
+            f"server {server.name!r} is reached from another cluster but has no {port} NodePort"
+        )
+    node = topology.cluster(server.kubernetes.cluster).effective_node_address
+    return node, node_port

@@ -1,0 +1,476 @@
+"""Every rule a topology must satisfy before anything is rendered from it.
+
+Rules collect problems instead of stopping at the first one, so the user sees the whole
+list in one :class:`TopologyError`. Each problem names a field path and says why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from datetime import timedelta
+
+from spire_fabric.identity import SpiffeId, SpiffeIdError, TrustDomain
+from spire_fabric.topology._durations import format_duration
+from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._model import (
+    CA_KEY_TYPES,
+    WORKLOAD_ATTESTORS,
+    Agent,
+    DiskUpstreamAuthority,
+    K8sPsatAttestor,
+    MySqlDatastore,
+    Server,
+    SpireUpstreamAuthority,
+    Topology,
+    Workload,
+)
+from spire_fabric.topology._resolve import agent_workload_attestors, bundle_endpoint_owner
+
+_PROFILES = ("https_spiffe", "https_web")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
+_NODE_PORT_RANGE = range(30000, 32768)
+
+
+def validate_topology(topology: Topology) -> Topology:
+    """Return ``topology`` unchanged if it is sound, else raise :class:`TopologyError`."""
+    v = _Validator(topology)
+    v.run()
+    if v.problems:
+        raise TopologyError(v.problems)
+    return topology
+
+
+class _Validator:
+    def __init__(self, t: Topology) -> None:
+        self.t = t
+        self.problems: list[Problem] = []
+        self.trust_domains = {td.name for td in t.trust_domains}
+        self.servers = {s.name: s for s in t.servers}
+        self.agents = {a.name: a for a in t.agents}
+        self.clusters = {c.name: c for c in t.clusters}
+
+    def bad(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def run(self) -> None:
+        self._names()
+        for i, td in enumerate(self.t.trust_domains):
+            self._trust_domain(f"trust_domains[{i}]", td.name)
+        for s in self.t.servers:
+            self._server(s)
+        for a in self.t.agents:
+            self._agent(a)
+        for w in self.t.workloads:
+            self._workload(w)
+        self._federations()
+        self._ca()
+        self._ports()
+        self._kubernetes()
+
+    # --- names ------------------------------------------------------------------------
+
+    def _names(self) -> None:
+        groups: dict[str, Iterable[str]] = {
+            "trust_domains": (td.name for td in self.t.trust_domains),
+            "servers": (s.name for s in self.t.servers),
+            "agents": (a.name for a in self.t.agents),
+            "workloads": (w.name for w in self.t.workloads),
+            "clusters": (c.name for c in self.t.clusters),
+        }
+        for group, names in groups.items():
+            for name, count in sorted(Counter(names).items()):
+                if count > 1:
+                    self.bad(
+                        f"{group}[{name}]", f"name is used {count} times; names must be unique"
+                    )
+        if not self.t.name:
+            self.bad("name", "topology name cannot be empty")
+
+    def _trust_domain(self, path: str, name: str) -> bool:
+        if ":/" in name:
+            self.bad(path, f"expected a bare trust domain name like 'example.org', got {name!r}")
+            return False
+        try:
+            TrustDomain.parse(name)
+        except SpiffeIdError as e:
+            self.bad(path, f"invalid trust domain: {e}")
+            return False
+        return True
+
+    def _known_trust_domain(self, path: str, name: str) -> None:
+        if self._trust_domain(path, name) and name not in self.trust_domains:
+            self.bad(
+                path,
+                f"trust domain {name!r} is not declared in trust_domains "
+                f"(declared: {', '.join(sorted(self.trust_domains)) or 'none'})",
+            )
+
+    # --- servers ----------------------------------------------------------------------
+
+    def _server(self, s: Server) -> None:
+        p = f"servers[{s.name}]"
+        self._known_trust_domain(f"{p}.trust_domain", s.trust_domain)
+        try:
+            ipaddress.ip_address(s.host)
+        except ValueError:
+            self.bad(
+                f"{p}.host",
+                f"{s.host!r} is not an IP address; SPIRE binds the bundle endpoint to an IP",
+            )
+        if s.ca_key_type not in CA_KEY_TYPES:
+            self.bad(
+                f"{p}.ca_key_type",
+                f"{s.ca_key_type!r} is not a SPIRE key type; use one of {', '.join(CA_KEY_TYPES)}",
+            )
+        if s.key_manager not in ("disk", "memory"):
+            self.bad(f"{p}.key_manager", f"{s.key_manager!r} is not one of disk, memory")
+        if s.log_level not in _LOG_LEVELS:
+            self.bad(f"{p}.log_level", f"{s.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        for field_name in ("default_x509_svid_ttl", "default_jwt_svid_ttl"):
+            self._ttl_within_ca(f"{p}.{field_name}", getattr(s, field_name), s)
+        if s.bundle_endpoint is not None and s.bundle_endpoint.profile not in _PROFILES:
+            self.bad(
+                f"{p}.bundle_endpoint.profile",
+                f"{s.bundle_endpoint.profile!r} is not a SPIRE bundle endpoint profile; "
+                f"use https_spiffe or https_web",
+            )
+        self._datastore(f"{p}.datastore", s.datastore)
+        if s.kubernetes is not None:
+            k = s.kubernetes
+            self._placement(f"{p}.kubernetes", k.cluster, k.namespace)
+            if k.datastore is not None:
+                self._datastore(f"{p}.kubernetes.datastore", k.datastore)
+        self._upstream_authority(p, s)
+        if not s.node_attestors:
+            self.bad(f"{p}.node_attestors", "a server needs at least one node attestor")
+        for na in s.node_attestors:
+            if isinstance(na, K8sPsatAttestor):
+                for c in na.clusters:
+                    if c not in self.clusters:
+                        self.bad(
+                            f"{p}.node_attestors.k8s_psat.clusters[{c}]",
+                            f"unknown cluster {c!r}; declare it under clusters",
+                        )
+
+    def _ttl_within_ca(self, path: str, ttl: timedelta | None, server: Server) -> None:
+        if ttl is not None and ttl > server.ca_ttl:
+            self.bad(
+                path,
+                f"SVID TTL {format_duration(ttl)} is longer than the CA TTL "
+                f"{format_duration(server.ca_ttl)} of server {server.name!r}; SPIRE would "
+                f"cut it short, so lower the TTL or raise ca_ttl",
+            )
+
+    def _datastore(self, path: str, ds: object) -> None:
+        if isinstance(ds, MySqlDatastore):
+            query = ds.dsn.partition("?")[2]
+            params = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+            if params.get("parseTime", "").lower() != "true":
+                self.bad(
+                    f"{path}.dsn",
+                    "MySQL DSN must contain parseTime=true; SPIRE's sql datastore reads "
+                    "timestamps as time.Time and fails without it",
+                )
+
+    def _upstream_authority(self, p: str, s: Server) -> None:
+        ua = s.upstream_authority
+        path = f"{p}.upstream_authority"
+        if isinstance(ua, DiskUpstreamAuthority):
+            cas = {i.name: i for i in (self.t.ca.intermediates if self.t.ca else ())}
+            root = self.t.ca.root.name if self.t.ca else None
+            if ua.ca == root:
+                self.bad(
+                    f"{path}.ca",
+                    f"{ua.ca!r} is the root; a server must hold its trust domain's "
+                    "intermediate so the URI name constraint binds it",
+                )
+            elif ua.ca not in cas:
+                self.bad(f"{path}.ca", f"no intermediate {ua.ca!r} in ca.intermediates")
+            elif cas[ua.ca].trust_domain != s.trust_domain:
+                self.bad(
+                    f"{path}.ca",
+                    f"intermediate {ua.ca!r} is constrained to {cas[ua.ca].trust_domain!r} "
+                    f"but the server is in {s.trust_domain!r}",
+                )
+        elif isinstance(ua, SpireUpstreamAuthority):
+            upstream = self.servers.get(ua.server)
+            if upstream is None:
+                self.bad(f"{path}.server", f"unknown server {ua.server!r}")
+            elif upstream.name == s.name:
+                self.bad(f"{path}.server", "a server cannot be its own upstream")
+            elif upstream.trust_domain != s.trust_domain:
+                self.bad(
+                    f"{path}.server",
+                    f"upstream server {ua.server!r} is in {upstream.trust_domain!r} but this "
+                    f"server is in {s.trust_domain!r}: SPIRE nesting (UpstreamAuthority "
+                    f'"spire") only works within one trust domain; use a disk upstream '
+                    "authority signed by a shared root plus federation instead",
+                )
+            agent = self.agents.get(ua.agent)
+            if agent is None:
+                self.bad(f"{path}.agent", f"unknown agent {ua.agent!r}")
+            elif agent.server != ua.server:
+                self.bad(
+                    f"{path}.agent",
+                    f"agent {ua.agent!r} attests to {agent.server!r}, not to the upstream "
+                    f"server {ua.server!r}; the nested server fetches its CA through it",
+                )
+
+    def _placement(self, path: str, cluster: str, namespace: str) -> None:
+        c = self.clusters.get(cluster)
+        if c is None:
+            self.bad(f"{path}.cluster", f"unknown cluster {cluster!r}; declare it under clusters")
+        elif namespace not in c.namespaces:
+            self.bad(
+                f"{path}.namespace",
+                f"namespace {namespace!r} is not declared in cluster {cluster!r} "
+                f"(declared: {', '.join(c.namespaces) or 'none'})",
+            )
+
+    # --- agents -----------------------------------------------------------------------
+
+    def _agent(self, a: Agent) -> None:
+        p = f"agents[{a.name}]"
+        server = self.servers.get(a.server)
+        if server is None:
+            self.bad(f"{p}.server", f"unknown server {a.server!r}")
+        for att in a.workload_attestors:
+            if att not in WORKLOAD_ATTESTORS:
+                self.bad(
+                    f"{p}.workload_attestors",
+                    f"{att!r} is not supported; use {', '.join(WORKLOAD_ATTESTORS)}",
+                )
+        if not a.workload_attestors:
+            self.bad(f"{p}.workload_attestors", "an agent needs at least one workload attestor")
+        if a.log_level not in _LOG_LEVELS:
+            self.bad(f"{p}.log_level", f"{a.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        k = a.kubernetes
+        if k is None:
+            return
+        self._placement(f"{p}.kubernetes", k.cluster, k.namespace)
+        if k.node_attestor not in ("join_token", "k8s_psat"):
+            self.bad(f"{p}.kubernetes.node_attestor", f"{k.node_attestor!r} is not supported")
+        if k.node_attestor == "k8s_psat" and server is not None:
+            psat = [n for n in server.node_attestors if isinstance(n, K8sPsatAttestor)]
+            if not any(k.cluster in n.clusters for n in psat):
+                self.bad(
+                    f"{p}.kubernetes.node_attestor",
+                    f"k8s_psat needs server {server.name!r} to run a k8s_psat node attestor "
+                    f"listing cluster {k.cluster!r}",
+                )
+
+    # --- workloads --------------------------------------------------------------------
+
+    def _workload(self, w: Workload) -> None:
+        p = f"workloads[{w.name}]"
+        spiffe_id: SpiffeId | None = None
+        try:
+            spiffe_id = SpiffeId.parse(w.spiffe_id)
+        except SpiffeIdError as e:
+            self.bad(f"{p}.spiffe_id", str(e))
+        agent = self.agents.get(w.agent)
+        server = self.servers.get(agent.server) if agent else None
+        if agent is None:
+            self.bad(f"{p}.agent", f"unknown agent {w.agent!r}")
+        if (
+            spiffe_id is not None
+            and server is not None
+            and spiffe_id.trust_domain.name != server.trust_domain
+        ):
+            self.bad(
+                f"{p}.spiffe_id",
+                f"{w.spiffe_id} is not in trust domain {server.trust_domain!r} of server "
+                f"{server.name!r} (via agent {w.agent!r}); a server only mints IDs of "
+                "its own trust domain",
+            )
+        if agent is not None:
+            self._selectors(f"{p}.selectors", w.selectors, agent.workload_attestors, agent)
+            local = agent_workload_attestors(agent, "local")
+            if w.local_selectors:
+                self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
+        if not w.selectors:
+            self.bad(f"{p}.selectors", "a workload needs at least one selector")
+        for i, td in enumerate(w.federates_with):
+            path = f"{p}.federates_with[{i}]"
+            self._known_trust_domain(path, td)
+            if server is not None and td == server.trust_domain:
+                self.bad(path, f"{td!r} is the workload's own trust domain")
+            elif (
+                server is not None
+                and td in self.trust_domains
+                and not any(f.trust_domain == td for f in self.t.federations_of(server.name))
+            ):
+                self.bad(
+                    path,
+                    f"server {server.name!r} has no federation relationship with {td!r}, "
+                    "so SPIRE would refuse the entry",
+                )
+        if server is not None:
+            self._ttl_within_ca(f"{p}.x509_svid_ttl", w.x509_svid_ttl, server)
+            self._ttl_within_ca(f"{p}.jwt_svid_ttl", w.jwt_svid_ttl, server)
+        if w.kubernetes is not None and agent is not None and agent.kubernetes is not None:
+            self._placement(f"{p}.kubernetes", agent.kubernetes.cluster, w.kubernetes.namespace)
+
+    def _selectors(
+        self, path: str, selectors: tuple[str, ...], attestors: tuple[str, ...], agent: Agent
+    ) -> None:
+        for sel in selectors:
+            kind, sep, value = sel.partition(":")
+            if not sep or not kind or not value:
+                self.bad(path, f"selector {sel!r} must look like 'type:value' (e.g. unix:uid:0)")
+            elif kind not in attestors:
+                self.bad(
+                    path,
+                    f"selector {sel!r} needs the {kind!r} workload attestor, but agent "
+                    f"{agent.name!r} runs only {', '.join(attestors) or 'none'} here",
+                )
+
+    # --- federation -------------------------------------------------------------------
+
+    def _federations(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for f in self.t.federations:
+            p = f"federations[{f.server}->{f.trust_domain}]"
+            server = self.servers.get(f.server)
+            if server is None:
+                self.bad(f"{p}.server", f"unknown server {f.server!r}")
+            if (f.server, f.trust_domain) in seen:
+                self.bad(p, "duplicate federation relationship")
+            seen.add((f.server, f.trust_domain))
+            if f.profile not in _PROFILES:
+                self.bad(f"{p}.profile", f"{f.profile!r} is not one of https_spiffe, https_web")
+            self._known_trust_domain(f"{p}.trust_domain", f.trust_domain)
+            if server is not None and f.trust_domain == server.trust_domain:
+                self.bad(
+                    f"{p}.trust_domain",
+                    f"server {f.server!r} cannot federate with its own trust domain",
+                )
+            owner = bundle_endpoint_owner(self.t, f.trust_domain)
+            if f.endpoint_url is None:
+                if f.trust_domain in self.trust_domains and owner is None:
+                    self.bad(
+                        f"{p}.endpoint_url",
+                        f"no server of {f.trust_domain!r} serves a bundle endpoint; "
+                        "give endpoint_url explicitly",
+                    )
+            elif not f.endpoint_url.lower().startswith("https://"):
+                self.bad(f"{p}.endpoint_url", "SPIRE requires an https:// bundle endpoint URL")
+            if (
+                owner is not None
+                and owner.bundle_endpoint is not None
+                and f.endpoint_url is None
+                and owner.bundle_endpoint.profile != f.profile
+            ):
+                self.bad(
+                    f"{p}.profile",
+                    f"{f.profile!r} does not match the {owner.bundle_endpoint.profile!r} "
+                    f"bundle endpoint of server {owner.name!r}",
+                )
+            if f.endpoint_spiffe_id is not None:
+                if f.profile != "https_spiffe":
+                    self.bad(f"{p}.endpoint_spiffe_id", "only meaningful with https_spiffe")
+                try:
+                    sid = SpiffeId.parse(f.endpoint_spiffe_id)
+                except SpiffeIdError as e:
+                    self.bad(f"{p}.endpoint_spiffe_id", str(e))
+                else:
+                    if sid.trust_domain.name != f.trust_domain:
+                        self.bad(
+                            f"{p}.endpoint_spiffe_id",
+                            f"{f.endpoint_spiffe_id} is not in {f.trust_domain!r}",
+                        )
+
+    # --- CA ---------------------------------------------------------------------------
+
+    def _ca(self) -> None:
+        if self.t.ca is None:
+            return
+        names = Counter([self.t.ca.root.name, *(i.name for i in self.t.ca.intermediates)])
+        for name, count in sorted(names.items()):
+            if count > 1:
+                self.bad(f"ca[{name}]", f"CA name is used {count} times")
+        for i in self.t.ca.intermediates:
+            p = f"ca.intermediates[{i.name}]"
+            self._known_trust_domain(f"{p}.trust_domain", i.trust_domain)
+            if i.ttl > self.t.ca.root.ttl:
+                self.bad(f"{p}.ttl", "an intermediate cannot outlive the root that signs it")
+            if i.path_length < 1:
+                self.bad(
+                    f"{p}.path_length",
+                    "must be at least 1 to leave room for SPIRE's own signing CA",
+                )
+
+    # --- ports ------------------------------------------------------------------------
+
+    def _ports(self) -> None:
+        owners: dict[tuple[str, int], list[str]] = {}
+
+        def claim(host: str, port: int | None, path: str) -> None:
+            if port is None:
+                return
+            if not 0 < port < 65536:
+                self.bad(path, f"port {port} is outside 1-65535")
+            owners.setdefault((host, port), []).append(path)
+
+        for s in self.t.servers:
+            p = f"servers[{s.name}]"
+            claim(s.host, s.ports.api, f"{p}.ports.api")
+            claim(s.host, s.ports.health, f"{p}.ports.health")
+            if s.bundle_endpoint is not None:
+                claim(s.host, s.ports.federation, f"{p}.ports.federation")
+            if s.kubernetes is not None:
+                for kind in ("api", "federation"):
+                    np = getattr(s.kubernetes.node_ports, kind)
+                    self._node_port(np, f"{p}.kubernetes.node_ports.{kind}")
+                    claim("<nodeport>", np, f"{p}.kubernetes.node_ports.{kind}")
+        for a in self.t.agents:
+            claim(a.host, a.health_port, f"agents[{a.name}].health_port")
+        for w in self.t.workloads:
+            if w.kubernetes is not None:
+                path = f"workloads[{w.name}].kubernetes.node_port"
+                self._node_port(w.kubernetes.node_port, path)
+                claim("<nodeport>", w.kubernetes.node_port, path)
+        for (host, port), paths in owners.items():
+            if len(paths) > 1:
+                where = "NodePort" if host == "<nodeport>" else f"{host}:{port}"
+                for path in paths:
+                    others = ", ".join(x for x in paths if x != path)
+                    self.bad(path, f"port collision on {where} {port} with {others}")
+
+    def _node_port(self, port: int | None, path: str) -> None:
+        if port is not None and port not in _NODE_PORT_RANGE:
+            self.bad(path, f"NodePort {port} is outside Kubernetes' default range 30000-32767")
+
+    # --- kubernetes options -----------------------------------------------------------
+
+    def _kubernetes(self) -> None:
+        k = self.t.kubernetes
+        if k.registration not in ("controller-manager", "spire-api"):
+            self.bad("kubernetes.registration", "must be controller-manager or spire-api")
+        if k.rbac not in ("cluster", "namespace"):
+            self.bad("kubernetes.rbac", "must be cluster or namespace")
+        if k.registration == "spire-api":
+            for s in self.t.servers:
+                if s.kubernetes is not None and s.kubernetes.controller_manager:
+                    self.bad(
+                        f"servers[{s.name}].kubernetes.controller_manager",
+                        "the controller manager registers through CRDs; with "
+                        "kubernetes.registration: spire-api turn it off",
+                    )
+        if k.rbac != "namespace":
+            return
+        for a in self.t.agents:
+            if a.kubernetes is not None and a.kubernetes.node_attestor == "k8s_psat":
+                self.bad(
+                    f"agents[{a.name}].kubernetes.node_attestor",
+                    "k8s_psat needs cluster-scoped RBAC (TokenReview, nodes); with "
+                    "kubernetes.rbac: namespace use join_token",
+                )
+            if "k8s" in a.workload_attestors and a.kubernetes is not None:
+                self.bad(
+                    f"agents[{a.name}].workload_attestors",
+                    "the k8s workload attestor needs cluster-scoped RBAC (nodes/proxy); with "
+                    "kubernetes.rbac: namespace use unix",
+                )

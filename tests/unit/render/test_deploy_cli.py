@@ -1,0 +1,60 @@
+"""`python -m spire_fabric.deploy plan|render`: output, files, and clean failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from spire_fabric.deploy.cli import main
+from spire_fabric.topology import dump_topology, load_topology, preset
+
+
+def test_plan_lists_servers_agents_and_entries(capsys):
+    assert main(["plan", "--topology", "enterprise", "--target", "kubernetes"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("spire-upstream-server", "downstream-agent-3", "security-gateway", "MySQL"):
+        assert needle in out
+
+
+def test_render_writes_configs_topology_and_diagram(tmp_path):
+    out = tmp_path / "out"
+    assert main(["render", "--topology", "enterprise", "-o", str(out)]) == 0
+    assert (out / "servers/spire-upstream-server/server.conf").is_file()
+    assert (out / "agents/downstream-agent-1/agent.conf").is_file()
+    assert (out / "architecture.mmd").read_text().startswith("flowchart LR")
+    assert load_topology(out / "topology.yaml") == preset("enterprise")
+
+
+def test_render_accepts_a_yaml_file(tmp_path):
+    src = tmp_path / "mine.yaml"
+    src.write_text(dump_topology(preset("nested")))
+    assert main(["render", "--topology", str(src), "-o", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o/servers/spire-child-server/server.conf").is_file()
+
+
+def test_unknown_preset_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["render", "--topology", "huge", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a preset" in err
+    assert not out.exists()
+
+
+def test_yaml_with_an_error_exits_2_with_the_field_path(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(dump_topology(preset("basic")).replace("agent: spire-agent", "agent: ghost"))
+    out = tmp_path / "out"
+    assert main(["render", "--topology", str(bad), "-o", str(out)]) == 2
+    assert "workloads[example-app].agent: unknown agent 'ghost'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "spire_fabric.deploy", "plan", "--topology", "basic"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "spire-server" in result.stdout

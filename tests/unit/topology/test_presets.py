@@ -1,0 +1,77 @@
+"""The enterprise preset keeps the names and numbers of DESIGN.md."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from spire_fabric.topology import (
+    DiskUpstreamAuthority,
+    SpireUpstreamAuthority,
+    controller_manager_enabled,
+    preset,
+)
+
+
+def test_enterprise_names_and_numbers_match_the_design():
+    t = preset("enterprise")
+    assert [td.name for td in t.trust_domains] == ["enterprise-root.org", "downstream.example.org"]
+    up, down = t.server("spire-upstream-server"), t.server("spire-downstream-server")
+    assert (up.kubernetes.namespace, down.kubernetes.namespace) == (
+        "spire-upstream",
+        "spire-downstream",
+    )
+    for s in (up, down):
+        assert (s.ports.api, s.ports.health, s.ports.federation) == (8081, 8080, 8443)
+        assert s.bundle_endpoint.profile == "https_spiffe"
+        assert isinstance(s.upstream_authority, DiskUpstreamAuthority)
+        assert controller_manager_enabled(t, s)
+    assert (up.kubernetes.node_ports.api, up.kubernetes.node_ports.federation) == (31081, 31443)
+    assert (down.kubernetes.node_ports.api, down.kubernetes.node_ports.federation) == (
+        32081,
+        32443,
+    )
+    assert t.workload("security-gateway").kubernetes.node_port == 30080
+    assert (up.default_x509_svid_ttl, up.default_jwt_svid_ttl) == (
+        timedelta(hours=6),
+        timedelta(minutes=30),
+    )
+    assert (down.default_x509_svid_ttl, down.default_jwt_svid_ttl) == (
+        timedelta(hours=4),
+        timedelta(minutes=15),
+    )
+
+
+def test_enterprise_workloads_federate_with_the_upstream_trust_domain():
+    t = preset("enterprise")
+    for name in ("enterprise-api", "data-processor", "security-gateway"):
+        w = t.workload(name)
+        assert w.spiffe_id == f"spiffe://downstream.example.org/ns/downstream-workloads/sa/{name}"
+        assert w.federates_with == ("enterprise-root.org",)
+    assert len(t.agents_of("spire-downstream-server")) == 3
+    client = t.workload("upstream-client")
+    assert client.spiffe_id.startswith("spiffe://enterprise-root.org/")
+    assert client.federates_with == ("downstream.example.org",)
+
+
+def test_enterprise_intermediates_are_constrained_to_their_trust_domains():
+    t = preset("enterprise")
+    assert t.ca.root.common_name == "Enterprise Root CA"
+    by_td = {i.trust_domain: i for i in t.ca.intermediates}
+    for s in t.servers:
+        assert s.upstream_authority.ca == by_td[s.trust_domain].name
+        assert by_td[s.trust_domain].permitted_uri_domain == s.trust_domain
+
+
+def test_nested_preset_nests_within_one_trust_domain():
+    t = preset("nested")
+    child = t.server("spire-child-server")
+    assert isinstance(child.upstream_authority, SpireUpstreamAuthority)
+    assert t.server(child.upstream_authority.server).trust_domain == child.trust_domain
+    assert any(w.downstream for w in t.workloads)
+
+
+def test_crd_free_preset_turns_off_controller_manager_and_cluster_rbac():
+    t = preset("crd-free")
+    assert t.kubernetes.registration == "spire-api"
+    assert t.kubernetes.rbac == "namespace"
+    assert not any(controller_manager_enabled(t, s) for s in t.servers)
