@@ -1,0 +1,1 @@
+"""The `local` target: a topology as real SPIRE processes on this machine, supervised."""

@@ -1,0 +1,111 @@
+"""The local supervisor restarts what crashes, says why, and stops exactly what it started.
+
+Components here are tiny Python sleepers: this tests process supervision, not SPIRE.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spire_fabric.runtime.local._supervisor_client import SupervisorClient
+from spire_fabric.runtime.local.supervisor import Component, pid_alive
+
+SLEEPER = "import time\nwhile True: time.sleep(1)"
+
+
+def sleeper(state: Path, name: str, tag: str = "") -> Component:
+    return Component(
+        name=name,
+        argv=(sys.executable, "-c", SLEEPER, tag or name),
+        log_path=str(state / "logs" / f"{name.replace(':', '-')}.log"),
+    )
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def client(tmp_path):
+    c = SupervisorClient(tmp_path)
+    yield c
+    c.stop()
+
+
+def test_supervisor_starts_planned_components_and_survives_the_caller(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "server:a"), sleeper(tmp_path, "agent:b")])
+    supervisor_pid = client.ensure_running()
+    states = wait_for(lambda: (s := client.states()) and all(x.running for x in s.values()) and s)
+    assert set(states) == {"server:a", "agent:b"}
+    assert os.getsid(supervisor_pid) == supervisor_pid  # own session: outlives the CLI
+
+
+def test_crashed_component_is_restarted_and_the_reason_is_recorded(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "agent:x")])
+    client.ensure_running()
+    first = wait_for(lambda: client.states()["agent:x"].pid)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (p := client.states()["agent:x"].pid) and p != first and p)
+    state = client.states()["agent:x"]
+    assert second != first and state.restarts == 1
+    assert state.last_exit == "was killed by SIGKILL"
+    log = client.log_path.read_text()
+    assert "agent:x" in log and "SIGKILL" in log and "restarting in" in log
+
+
+def test_changed_plan_is_applied_on_reload(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "server:a"), sleeper(tmp_path, "agent:b")])
+    client.ensure_running()
+    old_b = wait_for(lambda: client.states().get("agent:b") and client.states()["agent:b"].pid)
+    a_pid = wait_for(lambda: client.states()["server:a"].pid)
+    client.set_components([sleeper(tmp_path, "server:a"), sleeper(tmp_path, "agent:b", "v2")])
+    wait_for(lambda: (p := client.states()["agent:b"].pid) and p != old_b)
+    assert client.states()["server:a"].pid == a_pid  # unchanged component kept running
+    assert not pid_alive(old_b)
+    client.set_components([sleeper(tmp_path, "server:a")])
+    wait_for(lambda: "agent:b" not in client.states())
+
+
+def test_stop_ends_the_supervisor_and_every_child_and_nothing_else(client, tmp_path) -> None:
+    bystander = sleeper(tmp_path, "bystander")
+    import subprocess
+
+    other = subprocess.Popen(list(bystander.argv))  # same command line, not ours
+    try:
+        client.set_components([sleeper(tmp_path, "server:a"), sleeper(tmp_path, "bystander")])
+        supervisor_pid = client.ensure_running()
+        children = wait_for(lambda: (s := client.states()) and all(x.pid for x in s.values()) and s)
+        stopped = client.stop()
+        assert supervisor_pid in stopped
+        assert not pid_alive(supervisor_pid)
+        for state in children.values():
+            assert not pid_alive(state.pid)
+        assert other.poll() is None, "a process with the same name was killed"
+        assert not list((tmp_path / "run").glob("*.pid"))
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_new_supervisor_stops_orphans_of_a_dead_one(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "agent:orphan")])
+    supervisor_pid = client.ensure_running()
+    orphan = wait_for(lambda: client.states()["agent:orphan"].pid)
+    os.kill(supervisor_pid, signal.SIGKILL)  # a crash: the child lives on
+    wait_for(lambda: not pid_alive(supervisor_pid))
+    assert pid_alive(orphan)
+    client.ensure_running()
+    fresh = wait_for(lambda: (p := client.states()["agent:orphan"].pid) and p != orphan and p)
+    assert not pid_alive(orphan) and pid_alive(fresh)
