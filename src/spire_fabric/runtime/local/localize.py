@@ -1,0 +1,162 @@
+"""Turn a topology into what runs on this machine: loopback ports, datastore, selectors.
+
+Why a transformation and not special cases in the renderers: the renderers stay pure and
+target-agnostic, and `plan`, `up`, `status` and `verify` all read the same localized
+topology, so a port or selector is decided in exactly one place.
+
+Ports: a server that has Kubernetes NodePorts listens locally on those numbers (the source
+design's 31081/31443 upstream, 32081/32443 downstream), with health on `api - 1`;
+`--port-base` shifts every local port by `port_base - 31000`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from spire_fabric.topology import (
+    Datastore,
+    MySqlDatastore,
+    PostgresDatastore,
+    Server,
+    ServerPorts,
+    SqliteDatastore,
+    Topology,
+    validate_topology,
+)
+
+__all__ = [
+    "DEFAULT_PORT_BASE",
+    "LocalSettings",
+    "LocalizeError",
+    "datastore_from_url",
+    "local_ports",
+    "localize",
+]
+
+DEFAULT_PORT_BASE = 31000
+LOOPBACK = "127.0.0.1"
+
+
+class LocalizeError(ValueError):
+    """A local setting (port base, datastore URL) cannot be applied; says which and why."""
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """What the user chose for this machine, on top of the topology."""
+
+    port_base: int = DEFAULT_PORT_BASE
+    datastore_url: str | None = None  # mysql://… or postgres://…; `{server}` per server
+    uid: int = dataclasses.field(default_factory=os.getuid)
+
+
+def localize(topology: Topology, settings: LocalSettings) -> Topology:
+    """The topology as the local target runs it (validated again after the changes)."""
+    offset = settings.port_base - DEFAULT_PORT_BASE
+    servers = tuple(
+        dataclasses.replace(
+            s,
+            host=LOOPBACK,
+            ports=_shift(local_ports(s), offset),
+            datastore=(
+                datastore_from_url(settings.datastore_url, s.name, len(topology.servers))
+                if settings.datastore_url
+                else s.datastore
+            ),
+        )
+        for s in topology.servers
+    )
+    agents = tuple(
+        dataclasses.replace(
+            a,
+            host=LOOPBACK,
+            health_port=None if a.health_port is None else _port(a.health_port + offset),
+        )
+        for a in topology.agents
+    )
+    # Each agent serves exactly the entries parented to it, so the process's uid is
+    # enough to tell the workload apart from anything else on this agent's socket.
+    workloads = tuple(
+        dataclasses.replace(w, local_selectors=(f"unix:uid:{settings.uid}",))
+        for w in topology.workloads
+    )
+    local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
+    validate_topology(local)
+    return local
+
+
+def local_ports(server: Server) -> ServerPorts:
+    """The server's local ports before any `--port-base` shift."""
+    k8s = server.kubernetes
+    if k8s is not None and k8s.node_ports.api is not None:
+        api = k8s.node_ports.api
+        federation = k8s.node_ports.federation or server.ports.federation
+        return ServerPorts(api=api, health=api - 1, federation=federation)
+    return server.ports
+
+
+def _shift(ports: ServerPorts, offset: int) -> ServerPorts:
+    return ServerPorts(
+        api=_port(ports.api + offset),
+        health=_port(ports.health + offset),
+        federation=_port(ports.federation + offset),
+    )
+
+
+def _port(value: int) -> int:
+    if not 1024 <= value <= 65535:
+        raise LocalizeError(
+            f"--port-base moves a port to {value}, outside 1024-65535; pick another base"
+        )
+    return value
+
+
+def datastore_from_url(url: str, server: str, server_count: int) -> Datastore:
+    """`mysql://user:pass@host:3306/db` or `postgres://user:pass@host:5432/db?sslmode=…`.
+
+    Two SPIRE servers must never share one database, so with several servers the URL's
+    database name must contain `{server}`, replaced by each server's name (`-` becomes
+    `_`, which MySQL and PostgreSQL accept unquoted).
+    """
+    if server_count > 1 and "{server}" not in url:
+        raise LocalizeError(
+            f"--datastore {_redact(url)}: this topology has {server_count} servers and two "
+            "SPIRE servers cannot share one database; put {server} in the database name, "
+            "e.g. mysql://spire:secret@127.0.0.1:3306/spire_{server}"
+        )
+    url = url.replace("{server}", re.sub(r"[^A-Za-z0-9_]", "_", server))
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("mysql", "mariadb"):
+        if not parts.hostname or not parts.path.strip("/"):
+            raise LocalizeError(
+                f"--datastore {_redact(url)}: expected mysql://user:pass@host:port/db"
+            )
+        userinfo = unquote(parts.username or "")
+        if parts.password:
+            userinfo += ":" + unquote(parts.password)
+        query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+        query["parseTime"] = "true"  # SPIRE refuses MySQL DSNs without it
+        params = "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+        host = f"{parts.hostname}:{parts.port or 3306}"
+        return MySqlDatastore(dsn=f"{userinfo}@tcp({host}){parts.path}?{params}")
+    if scheme in ("postgres", "postgresql"):
+        if not parts.hostname or not parts.path.strip("/"):
+            raise LocalizeError(
+                f"--datastore {_redact(url)}: expected postgres://user:pass@host:port/db"
+            )
+        return PostgresDatastore(dsn=url if parts.query else f"{url}?sslmode=disable")
+    if scheme == "sqlite":
+        return SqliteDatastore()
+    raise LocalizeError(
+        f"--datastore {_redact(url)}: unsupported scheme {parts.scheme!r}; "
+        "use mysql://, mariadb:// or postgres://"
+    )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
