@@ -305,7 +305,7 @@ class LocalDeployment:
             url = f"https://{remote.host}:{remote.ports.federation}"
             profile: HttpsSpiffeProfile | HttpsWebProfile
             if fed.profile == "https_spiffe":
-                endpoint_id = endpoint_spiffe_id(self.local, fed)
+                endpoint_id = endpoint_spiffe_id(fed)
                 profile = HttpsSpiffeProfile(endpoint_spiffe_id=SpiffeId.parse(endpoint_id))
             else:
                 profile = HttpsWebProfile()
@@ -413,11 +413,17 @@ class LocalDeployment:
         return entries
 
     def _apply_entries(self) -> None:
-        from spire_fabric.server import apply_entries
+        from spire_fabric.server._reconcile import apply_entries
 
         for s in self.local.servers:
             with self.server_client(s) as client:
-                apply_entries(client, self.desired_entries(s), owner=entry_owner(self.local))
+                result = apply_entries(
+                    client, self.desired_entries(s), owner=entry_owner(self.local)
+                )
+            try:
+                result.raise_for_errors()
+            except Exception as err:
+                raise UpError(f"registering entries on {s.name}: {err}") from err
 
     def _wait_for_workload_svids(self) -> None:
         from spire_fabric.workload import WorkloadApiClient

@@ -1,0 +1,76 @@
+"""Options and helpers shared by the subcommands that act on a local deployment."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from spire_fabric.deploy._common import UsageError
+from spire_fabric.runtime.local.deployment import LocalDeployment
+from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE
+from spire_fabric.runtime.local.state import StateError, default_state_dir
+
+
+def add_state_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the deployment lives (default: ~/.local/state/spire-fabric/<topology>)",
+    )
+
+
+def add_local_args(parser: argparse.ArgumentParser) -> None:
+    add_state_dir_arg(parser)
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORT_BASE,
+        help=f"shift every local port by PORT_BASE-{DEFAULT_PORT_BASE} "
+        f"(default {DEFAULT_PORT_BASE}: upstream 31081/31443, downstream 32081/32443)",
+    )
+    parser.add_argument(
+        "--datastore",
+        default=None,
+        metavar="URL",
+        help="mysql://user:pass@host:port/db_{server} or postgres://… (default: SQLite)",
+    )
+
+
+def state_dir_for(args: argparse.Namespace, topology_name: str = "enterprise") -> Path:
+    return args.state_dir or default_state_dir(topology_name)
+
+
+def open_deployment(args: argparse.Namespace) -> LocalDeployment:
+    try:
+        return LocalDeployment.open(state_dir_for(args))
+    except StateError as err:
+        raise UsageError(str(err)) from err
+
+
+class StepPrinter:
+    """Prints each step of `up` with how long it took, so slow steps are visible."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.timings: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        with self.console.status(escape(name) + " …"):
+            try:
+                yield
+            except BaseException:
+                elapsed = time.monotonic() - start
+                self.console.print(f"[red]✗[/red] {escape(name)} [dim]({elapsed:.1f}s)[/dim]")
+                raise
+        elapsed = time.monotonic() - start
+        self.timings.append((name, elapsed))
+        self.console.print(f"[green]✓[/green] {escape(name)} [dim]({elapsed:.1f}s)[/dim]")

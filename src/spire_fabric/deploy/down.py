@@ -1,0 +1,27 @@
+"""``down``: stop exactly the processes `up` started (by recorded pid); keep state unless
+``--purge``."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("down", help="stop a local deployment")
+    add_state_dir_arg(p)
+    p.add_argument("--purge", action="store_true", help="also delete the state directory")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    deployment = open_deployment(args)
+    stopped = deployment.down(purge=args.purge)
+    what = ", ".join(str(p) for p in stopped) or "nothing was running"
+    console.print(f"down {deployment.topology.name}: stopped {what}")
+    if args.purge:
+        console.print(f"purged {deployment.state.path}")
+    return 0

@@ -1,0 +1,68 @@
+"""``up``: make a topology real on this machine, then verify it.
+
+No arguments means the enterprise topology on the local target, SQLite datastores and the
+source design's ports. Running it again changes nothing; after a crash or a reboot it brings
+back only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from rich.console import Console
+
+from spire_fabric.deploy._common import UsageError, resolve_topology
+from spire_fabric.deploy._local import StepPrinter, add_local_args, state_dir_for
+from spire_fabric.runtime.binaries import SpireBinariesError
+from spire_fabric.runtime.local.deployment import LocalDeployment, UpError
+from spire_fabric.runtime.local.localize import LocalizeError, LocalSettings
+from spire_fabric.runtime.local.state import StateError
+from spire_fabric.topology import TopologyError
+
+EXIT_FAILED = 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("up", help="start (or heal) a topology locally and verify it")
+    p.add_argument(
+        "--topology",
+        default="enterprise",
+        metavar="PRESET|FILE.yaml",
+        help="a preset or a topology YAML file (default: enterprise)",
+    )
+    p.add_argument("--target", choices=("local",), default="local", help="only local for now")
+    add_local_args(p)
+    p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    topology = resolve_topology(args.topology)
+    settings = LocalSettings(
+        port_base=args.port_base, datastore_url=args.datastore, uid=os.getuid()
+    )
+    state_dir = state_dir_for(args, topology.name)
+    try:
+        deployment = LocalDeployment.create(topology, state_dir, settings)
+    except (StateError, LocalizeError, TopologyError) as err:
+        raise UsageError(str(err)) from err
+    printer = StepPrinter(console)
+    started = time.monotonic()
+    console.print(f"[bold]up[/bold] {topology.name} → {deployment.state.path}")
+    try:
+        deployment.up(printer)
+    except (UpError, SpireBinariesError) as err:
+        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        return EXIT_FAILED
+    if args.no_verify:
+        console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")
+        return 0
+    from spire_fabric.deploy.verify import print_report, verify_deployment
+
+    with printer("verify"):
+        report = verify_deployment(deployment)
+    print_report(report, console)
+    console.print(f"up to verified in {time.monotonic() - started:.1f}s")
+    return 0 if report.ok else EXIT_FAILED

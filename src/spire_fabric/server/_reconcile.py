@@ -1,0 +1,210 @@
+"""Make a server's entries match a desired set, touching only the entries we own.
+
+Why ownership lives in the entry ID: SPIRE lets a client choose the entry ID at creation,
+IDs are visible in every tool (`spire-server entry show`), and they cannot be changed
+afterwards, so `<owner>.<digest>` marks our entries without borrowing a field (like
+`hint`) that workloads use for something else. The digest is derived from the SPIFFE ID
+and parent ID, so the same desired entry always gets the same ID — an entry deleted
+behind our back is re-created under its old name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+from spire_fabric.server._errors import SpireApiError, SpireValidationError
+from spire_fabric.server._models import Entry, EntryField
+
+if TYPE_CHECKING:
+    from spire_fabric.server._async_client import AsyncSpireServerClient
+    from spire_fabric.server._client import SpireServerClient
+
+__all__ = [
+    "ApplyResult",
+    "EntryChange",
+    "EntryPlan",
+    "apply_entries",
+    "apply_entries_async",
+    "owned_entry_id",
+    "plan_entries",
+]
+
+_OWNER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+Action = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    action: Action
+    entry: Entry  # what will be (create/update) or what was (delete)
+    fields: frozenset[EntryField] = frozenset()  # for updates: what differs
+    previous: Entry | None = None  # for updates: the entry as SPIRE had it
+
+    def describe(self) -> str:
+        what = f"{self.entry.spiffe_id} (parent {self.entry.parent_id})"
+        if self.action == "update":
+            changed = ", ".join(sorted(f.value for f in self.fields))
+            return f"update {what}: {changed}"
+        return f"{self.action} {what}"
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """What `apply_entries` would do; empty when the server already matches."""
+
+    changes: tuple[EntryChange, ...]
+    unchanged: tuple[Entry, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def of(self, action: Action) -> list[EntryChange]:
+        return [c for c in self.changes if c.action == action]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: EntryPlan
+    failures: tuple[tuple[EntryChange, SpireApiError], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def created(self) -> int:
+        return self._done("create")
+
+    @property
+    def updated(self) -> int:
+        return self._done("update")
+
+    @property
+    def deleted(self) -> int:
+        return self._done("delete")
+
+    def _done(self, action: Action) -> int:
+        failed = sum(1 for change, _ in self.failures if change.action == action)
+        return len(self.plan.of(action)) - failed
+
+    def raise_for_errors(self) -> ApplyResult:
+        if self.failures:
+            change, error = self.failures[0]
+            raise type(error)(
+                error.code,
+                f"{error.message} ({len(self.failures)} failure(s) in all)",
+                operation=change.describe(),
+            )
+        return self
+
+
+def owned_entry_id(owner: str, entry: Entry) -> str:
+    _check_owner(owner)
+    key = f"{entry.spiffe_id}|{entry.parent_id}".encode()
+    return f"{owner}.{hashlib.sha256(key).hexdigest()[:40]}"
+
+
+def plan_entries(current: Iterable[Entry], desired: Iterable[Entry], *, owner: str) -> EntryPlan:
+    """The changes that turn `current` into `desired` for `owner`'s entries. Pure."""
+    _check_owner(owner)
+    prefix = f"{owner}."
+    owned = {e.id: e for e in current if e.id.startswith(prefix)}
+    wanted: dict[str, Entry] = {}
+    for entry in desired:
+        entry_id = owned_entry_id(owner, entry)
+        if entry_id in wanted:
+            raise SpireValidationError(
+                f"two desired entries have SPIFFE ID {entry.spiffe_id} and parent "
+                f"{entry.parent_id}; each (SPIFFE ID, parent) pair may appear once"
+            )
+        if entry.id and entry.id != entry_id:
+            raise SpireValidationError(
+                f"desired entry {entry.spiffe_id} carries id {entry.id!r}; leave it empty, "
+                "apply_entries assigns owned IDs"
+            )
+        wanted[entry_id] = replace(entry, id=entry_id)
+
+    changes: list[EntryChange] = []
+    unchanged: list[Entry] = []
+    for entry_id, entry in sorted(wanted.items()):
+        have = owned.get(entry_id)
+        if have is None:
+            changes.append(EntryChange("create", entry))
+            continue
+        differs = have.diff(entry)
+        if differs:
+            changes.append(EntryChange("update", entry, frozenset(differs), have))
+        else:
+            unchanged.append(have)
+    for entry_id, have in sorted(owned.items()):
+        if entry_id not in wanted:
+            changes.append(EntryChange("delete", have))
+    return EntryPlan(tuple(changes), tuple(unchanged))
+
+
+def apply_entries(
+    client: SpireServerClient,
+    desired: Iterable[Entry],
+    *,
+    owner: str,
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Create what is missing, update what changed, delete what we own and no longer want.
+
+    Entries of other owners (the CLI, the controller manager) are never touched. Failed
+    items are reported in the result, not raised: call `raise_for_errors()` to raise.
+    """
+    plan = plan_entries(client.list_entries(), desired, owner=owner)
+    if dry_run or not plan:
+        return ApplyResult(plan)
+    failures: list[tuple[EntryChange, SpireApiError]] = []
+    creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
+    if deletes:  # first, so a re-keyed entry never collides with its old self
+        result = client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+    if creates:
+        result = client.create_entries([c.entry for c in creates])
+        failures += [(creates[i.index], i.error) for i in result.failed if i.error]
+    if updates:
+        result = client.update_entries([c.entry for c in updates])
+        failures += [(updates[i.index], i.error) for i in result.failed if i.error]
+    return ApplyResult(plan, tuple(failures))
+
+
+async def apply_entries_async(
+    client: AsyncSpireServerClient,
+    desired: Iterable[Entry],
+    *,
+    owner: str,
+    dry_run: bool = False,
+) -> ApplyResult:
+    """`apply_entries` for `AsyncSpireServerClient`."""
+    current = [e async for e in client.list_entries()]
+    plan = plan_entries(current, desired, owner=owner)
+    if dry_run or not plan:
+        return ApplyResult(plan)
+    failures: list[tuple[EntryChange, SpireApiError]] = []
+    creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
+    if deletes:
+        result = await client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+    if creates:
+        result = await client.create_entries([c.entry for c in creates])
+        failures += [(creates[i.index], i.error) for i in result.failed if i.error]
+    if updates:
+        result = await client.update_entries([c.entry for c in updates])
+        failures += [(updates[i.index], i.error) for i in result.failed if i.error]
+    return ApplyResult(plan, tuple(failures))
+
+
+def _check_owner(owner: str) -> None:
+    if not _OWNER.match(owner):
+        raise SpireValidationError(
+            f"owner {owner!r} must be 1-64 characters of letters, digits, '-' and '_' "
+            "(it becomes the prefix of SPIRE entry IDs)"
+        )
