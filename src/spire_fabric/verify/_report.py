@@ -1,0 +1,48 @@
+"""The verification report: one row per check, a table for people and JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check. `id` is stable (`agent-live:downstream-agent-1`) so tests and scripts
+    can assert on exactly which checks failed."""
+
+    id: str
+    title: str
+    ok: bool
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    topology: str
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
+
+    def get(self, check_id: str) -> CheckResult:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(check_id)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "topology": self.topology,
+                "ok": self.ok,
+                "checks": [asdict(c) for c in self.checks],
+            },
+            indent=2,
+        )
