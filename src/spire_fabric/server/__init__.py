@@ -1,0 +1,96 @@
+"""SPIRE Server API client: entries, agents, join tokens, bundles, federation, SVIDs, debug.
+
+    from spire_fabric.server import SpireServerClient, Entry
+
+    with SpireServerClient("unix:///tmp/spire-server/private/api.sock") as spire:
+        spire.create_entries([Entry("spiffe://example.org/web", parent, ["unix:uid:1000"])])
+        for entry in spire.list_entries(selectors=["unix:uid:1000"]):
+            ...
+
+`AsyncSpireServerClient` is the same API for asyncio. Errors form one tree rooted at
+`SpireServerError` (see `spire_fabric.server._errors`).
+"""
+
+from spire_fabric.server._async_client import AsyncSpireServerClient
+from spire_fabric.server._client import SpireServerClient
+from spire_fabric.server._errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    SpireApiError,
+    SpireClientConfigError,
+    SpireServerError,
+    SpireValidationError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from spire_fabric.server._models import (
+    Agent,
+    BatchItem,
+    BatchResult,
+    Bundle,
+    CertInfo,
+    Entry,
+    EntryField,
+    FederationRelationship,
+    HttpsSpiffeProfile,
+    HttpsWebProfile,
+    JoinToken,
+    JwtAuthority,
+    JwtSvid,
+    LoggerLevels,
+    LogLevel,
+    MatchBehavior,
+    Selector,
+    SelectorLike,
+    ServerInfo,
+    X509Authority,
+    X509Svid,
+)
+from spire_fabric.server._retry import RetryPolicy
+
+__all__ = [
+    "Agent",
+    "AlreadyExistsError",
+    "AsyncSpireServerClient",
+    "BatchItem",
+    "BatchResult",
+    "Bundle",
+    "CertInfo",
+    "DeadlineExceededError",
+    "Entry",
+    "EntryField",
+    "FailedPreconditionError",
+    "FederationRelationship",
+    "HttpsSpiffeProfile",
+    "HttpsWebProfile",
+    "InternalError",
+    "InvalidArgumentError",
+    "JoinToken",
+    "JwtAuthority",
+    "JwtSvid",
+    "LogLevel",
+    "LoggerLevels",
+    "MatchBehavior",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "Selector",
+    "SelectorLike",
+    "ServerInfo",
+    "SpireApiError",
+    "SpireClientConfigError",
+    "SpireServerClient",
+    "SpireServerError",
+    "SpireValidationError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "X509Authority",
+    "X509Svid",
+]

@@ -1,0 +1,443 @@
+"""`AsyncSpireServerClient`: the asyncio SPIRE Server API client (grpc.aio).
+
+Same methods, arguments, models, errors and retry rules as `SpireServerClient` (see its
+module docstring); every method is a coroutine except the `list_*` methods, which return
+async iterators that fetch page by page. Create and use it inside one event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from cryptography import x509
+
+from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.server._calls import Batch, Call, Paged
+from spire_fabric.server._client_base import ClientBase
+from spire_fabric.server._errors import SpireApiError
+from spire_fabric.server._models import (
+    Agent,
+    BatchResult,
+    Bundle,
+    Entry,
+    EntryField,
+    FederationRelationship,
+    JoinToken,
+    JwtAuthority,
+    JwtSvid,
+    LoggerLevels,
+    LogLevel,
+    MatchBehavior,
+    SelectorLike,
+    ServerInfo,
+    X509Authority,
+    X509Svid,
+)
+from spire_fabric.server._transport import open_aio
+
+T = TypeVar("T")
+
+
+class AsyncSpireServerClient(ClientBase):
+    """Asyncio client for one SPIRE server; addresses and auth as `SpireServerClient`.
+
+    Use `async with AsyncSpireServerClient(...) as client:`, or `await client.close()`.
+    """
+
+    def __init__(self, address: str, **kwargs: Any) -> None:
+        super().__init__(address, **kwargs)
+        self._channel = open_aio(self._spec)
+        self._make_stubs(self._channel)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+            self._spec.close()
+
+    async def __aenter__(self) -> AsyncSpireServerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ---- sending -----------------------------------------------------------------------
+
+    async def _attempt(self, call: Call[T], deadline: float) -> T:
+        method, remaining = self._method(call, deadline)
+        try:
+            response = await method(
+                call.request, timeout=remaining, wait_for_ready=not call.idempotent
+            )
+        except grpc.RpcError as err:
+            raise self._rpc_error(err, call) from None
+        return call.parse(response)
+
+    async def _send(self, call: Call[T], timeout: float | None) -> T:
+        deadline = self._deadline(timeout)
+        if not call.idempotent:
+            return await self._attempt(call, deadline)
+        async for attempt in self.retry.aio(deadline):
+            with attempt:
+                return await self._attempt(call, deadline)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _iterate(self, paged: Paged[T], timeout: float | None) -> AsyncIterator[T]:
+        token = ""
+        while True:
+            items, token = await self._send(paged.page(token), timeout)
+            for item in items:
+                yield item
+            if not token:
+                return
+
+    async def _send_batch(self, batch: Batch[T], timeout: float | None) -> BatchResult[T]:
+        done: list[Any] = []
+        for call in batch.chunks:
+            try:
+                done.append(await self._send(call, timeout))
+            except SpireApiError as err:
+                raise batch.fail(err, done) from None
+        return batch.merge(done)
+
+    # ---- entries -----------------------------------------------------------------------
+
+    async def count_entries(
+        self,
+        *,
+        spiffe_id: SpiffeId | str | None = None,
+        parent_id: SpiffeId | str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        federates_with: Iterable[TrustDomain | str] | None = None,
+        federates_with_match: MatchBehavior = MatchBehavior.EXACT,
+        hint: str | None = None,
+        downstream: bool | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Number of entries matching every given filter (retried)."""
+        call = self._ops.count_entries(
+            spiffe_id=spiffe_id,
+            parent_id=parent_id,
+            selectors=selectors,
+            selector_match=selector_match,
+            federates_with=federates_with,
+            federates_with_match=federates_with_match,
+            hint=hint,
+            downstream=downstream,
+        )
+        return await self._send(call, timeout)
+
+    def list_entries(
+        self,
+        *,
+        spiffe_id: SpiffeId | str | None = None,
+        parent_id: SpiffeId | str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        federates_with: Iterable[TrustDomain | str] | None = None,
+        federates_with_match: MatchBehavior = MatchBehavior.EXACT,
+        hint: str | None = None,
+        downstream: bool | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Entry]:
+        """Entries matching every given filter, fetched page by page as you iterate (retried).
+
+        Filters are checked when called, before iteration starts.
+        """
+        paged = self._ops.list_entries(
+            page_size,
+            spiffe_id=spiffe_id,
+            parent_id=parent_id,
+            selectors=selectors,
+            selector_match=selector_match,
+            federates_with=federates_with,
+            federates_with_match=federates_with_match,
+            hint=hint,
+            downstream=downstream,
+        )
+        return self._iterate(paged, timeout)
+
+    async def get_entry(self, entry_id: str, *, timeout: float | None = None) -> Entry:
+        """One entry by ID; NotFoundError if there is none (retried)."""
+        return await self._send(self._ops.get_entry(entry_id), timeout)
+
+    async def create_entries(
+        self, entries: Sequence[Entry], *, timeout: float | None = None
+    ) -> BatchResult[Entry]:
+        """Create entries; per-item results in input order (sent once, chunked).
+
+        An item that matches an existing entry fails with AlreadyExistsError and its
+        `value` is the existing entry.
+        """
+        return await self._send_batch(self._ops.create_entries(entries), timeout)
+
+    async def create_entry(self, entry: Entry, *, timeout: float | None = None) -> Entry:
+        """Create one entry and return it as stored; raises its error (sent once)."""
+        item = (await self.create_entries([entry], timeout=timeout))[0]
+        if item.error is not None:
+            raise item.error
+        assert item.value is not None
+        return item.value
+
+    async def update_entries(
+        self,
+        entries: Sequence[Entry],
+        *,
+        fields: Iterable[EntryField | str] | None = None,
+        timeout: float | None = None,
+    ) -> BatchResult[Entry]:
+        """Update entries by ID; `fields` limits what is written (None = all) (retried)."""
+        return await self._send_batch(self._ops.update_entries(entries, fields), timeout)
+
+    async def delete_entries(
+        self, entry_ids: Sequence[str], *, timeout: float | None = None
+    ) -> BatchResult[str]:
+        """Delete entries by ID; per-item results in input order (sent once, chunked)."""
+        return await self._send_batch(self._ops.delete_entries(entry_ids), timeout)
+
+    async def get_authorized_entries(self, *, timeout: float | None = None) -> list[Entry]:
+        """Entries the caller (an agent or admin SVID) is authorized for (retried)."""
+        return await self._send(self._ops.get_authorized_entries(), timeout)
+
+    # ---- agents ------------------------------------------------------------------------
+
+    async def count_agents(
+        self,
+        *,
+        attestation_type: str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        banned: bool | None = None,
+        can_reattest: bool | None = None,
+        expires_before: datetime | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Number of agents matching every given filter (retried)."""
+        call = self._ops.count_agents(
+            attestation_type=attestation_type,
+            selectors=selectors,
+            selector_match=selector_match,
+            banned=banned,
+            can_reattest=can_reattest,
+            expires_before=expires_before,
+        )
+        return await self._send(call, timeout)
+
+    def list_agents(
+        self,
+        *,
+        attestation_type: str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        banned: bool | None = None,
+        can_reattest: bool | None = None,
+        expires_before: datetime | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Agent]:
+        """Agents matching every given filter, page by page as you iterate (retried)."""
+        paged = self._ops.list_agents(
+            page_size,
+            attestation_type=attestation_type,
+            selectors=selectors,
+            selector_match=selector_match,
+            banned=banned,
+            can_reattest=can_reattest,
+            expires_before=expires_before,
+        )
+        return self._iterate(paged, timeout)
+
+    async def get_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> Agent:
+        """One agent by SPIFFE ID; NotFoundError if unknown (retried)."""
+        return await self._send(self._ops.get_agent(agent_id), timeout)
+
+    async def ban_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> None:
+        """Ban an agent: its SVID is revoked and it cannot re-attest (retried)."""
+        await self._send(self._ops.ban_agent(agent_id), timeout)
+
+    async def delete_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> None:
+        """Forget an agent; it may attest again (sent once)."""
+        await self._send(self._ops.delete_agent(agent_id), timeout)
+
+    async def create_join_token(
+        self,
+        *,
+        ttl: int,
+        agent_id: SpiffeId | str | None = None,
+        timeout: float | None = None,
+    ) -> JoinToken:
+        """A new join token valid `ttl` seconds; `agent_id` aliases the agent (sent once)."""
+        return await self._send(self._ops.create_join_token(ttl, agent_id), timeout)
+
+    # ---- bundles -----------------------------------------------------------------------
+
+    async def get_bundle(self, *, timeout: float | None = None) -> Bundle:
+        """The server's own trust domain bundle (retried)."""
+        return await self._send(self._ops.get_bundle(), timeout)
+
+    async def count_bundles(self, *, timeout: float | None = None) -> int:
+        """Number of bundles, the server's own included (retried)."""
+        return await self._send(self._ops.count_bundles(), timeout)
+
+    async def append_bundle(
+        self,
+        *,
+        x509_authorities: Iterable[X509Authority | x509.Certificate] = (),
+        jwt_authorities: Iterable[JwtAuthority] = (),
+        timeout: float | None = None,
+    ) -> Bundle:
+        """Add authorities to the server's own bundle; returns the new bundle (retried)."""
+        return await self._send(self._ops.append_bundle(x509_authorities, jwt_authorities), timeout)
+
+    def list_federated_bundles(
+        self, *, page_size: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Bundle]:
+        """Bundles of other trust domains, page by page (retried)."""
+        return self._iterate(self._ops.list_federated_bundles(page_size), timeout)
+
+    async def get_federated_bundle(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> Bundle:
+        """Another trust domain's bundle; NotFoundError if the server has none (retried)."""
+        return await self._send(self._ops.get_federated_bundle(trust_domain), timeout)
+
+    async def create_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Add bundles for new trust domains (sent once)."""
+        return await self._send_batch(self._ops.create_federated_bundles(bundles), timeout)
+
+    async def update_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Replace existing federated bundles; NotFound per unknown one (retried)."""
+        return await self._send_batch(self._ops.update_federated_bundles(bundles), timeout)
+
+    async def set_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Create or replace federated bundles (retried)."""
+        return await self._send_batch(self._ops.set_federated_bundles(bundles), timeout)
+
+    async def delete_federated_bundles(
+        self,
+        trust_domains: Sequence[TrustDomain | str],
+        *,
+        mode: str = "restrict",
+        timeout: float | None = None,
+    ) -> BatchResult[TrustDomain]:
+        """Delete federated bundles (sent once).
+
+        `mode` is SPIRE's: "restrict" refuses while entries federate with the trust
+        domain, "delete" also deletes those entries, "dissociate" unlinks them.
+        """
+        return await self._send_batch(
+            self._ops.delete_federated_bundles(trust_domains, mode), timeout
+        )
+
+    # ---- federation relationships ------------------------------------------------------
+
+    def list_federation_relationships(
+        self, *, page_size: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[FederationRelationship]:
+        """Configured federation relationships, page by page (retried)."""
+        return self._iterate(self._ops.list_federation_relationships(page_size), timeout)
+
+    async def get_federation_relationship(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> FederationRelationship:
+        """The relationship with one trust domain; NotFoundError if none (retried)."""
+        return await self._send(self._ops.get_federation_relationship(trust_domain), timeout)
+
+    async def create_federation_relationships(
+        self, relationships: Sequence[FederationRelationship], *, timeout: float | None = None
+    ) -> BatchResult[FederationRelationship]:
+        """Create relationships (and their initial bundles, if given) (sent once)."""
+        return await self._send_batch(
+            self._ops.create_federation_relationships(relationships), timeout
+        )
+
+    async def update_federation_relationships(
+        self,
+        relationships: Sequence[FederationRelationship],
+        *,
+        fields: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> BatchResult[FederationRelationship]:
+        """Update relationships; `fields` from bundle_endpoint_url, bundle_endpoint_profile,
+        trust_domain_bundle (None = all) (retried)."""
+        batch = self._ops.update_federation_relationships(relationships, fields)
+        return await self._send_batch(batch, timeout)
+
+    async def delete_federation_relationships(
+        self, trust_domains: Sequence[TrustDomain | str], *, timeout: float | None = None
+    ) -> BatchResult[TrustDomain]:
+        """Delete relationships (the bundles stay) (sent once)."""
+        return await self._send_batch(
+            self._ops.delete_federation_relationships(trust_domains), timeout
+        )
+
+    async def refresh_bundle(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> None:
+        """Fetch a federated trust domain's bundle from its endpoint now (retried)."""
+        await self._send(self._ops.refresh_bundle(trust_domain), timeout)
+
+    # ---- SVIDs -------------------------------------------------------------------------
+
+    async def mint_x509_svid(
+        self,
+        spiffe_id: SpiffeId | str | None = None,
+        *,
+        csr: x509.CertificateSigningRequest | bytes | None = None,
+        dns_names: Sequence[str] = (),
+        ttl: int = 0,
+        timeout: float | None = None,
+    ) -> X509Svid:
+        """Mint an X.509-SVID for `spiffe_id` (a P-256 key and CSR are made for you), or
+        sign your own `csr`; ttl 0 = server default (sent once)."""
+        return await self._send(
+            self._ops.mint_x509_svid(spiffe_id, csr=csr, dns_names=dns_names, ttl=ttl), timeout
+        )
+
+    async def mint_jwt_svid(
+        self,
+        spiffe_id: SpiffeId | str,
+        audience: Sequence[str],
+        *,
+        ttl: int = 0,
+        timeout: float | None = None,
+    ) -> JwtSvid:
+        """Mint a JWT-SVID for `spiffe_id` and `audience`; ttl 0 = default (sent once)."""
+        return await self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
+
+    # ---- debug / logger ----------------------------------------------------------------
+
+    async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """Uptime, counts and the server's own SVID chain (retried)."""
+        return await self._send(self._ops.server_info(), timeout)
+
+    async def get_log_level(self, *, timeout: float | None = None) -> LoggerLevels:
+        """Current and launch log levels (retried)."""
+        return await self._send(self._ops.get_log_level(), timeout)
+
+    async def set_log_level(
+        self, level: LogLevel | str, *, timeout: float | None = None
+    ) -> LoggerLevels:
+        """Change the server's log level at runtime (retried)."""
+        return await self._send(self._ops.set_log_level(level), timeout)
+
+    async def reset_log_level(self, *, timeout: float | None = None) -> LoggerLevels:
+        """Back to the level the server was launched with (retried)."""
+        return await self._send(self._ops.reset_log_level(), timeout)

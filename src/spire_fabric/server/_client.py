@@ -1,0 +1,438 @@
+"""`SpireServerClient`: the blocking SPIRE Server API client.
+
+Every method takes `timeout=` (seconds, overriding the client default) that bounds each
+RPC it makes -- one page of a listing, one chunk of a batch -- including retries.
+Retry rule per method: "retried" methods are repeated on transient failures
+(UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED) with backoff; "sent once" methods are not
+re-sent (a second attempt could duplicate or misreport), but wait for the connection to
+be ready before sending, so a server restart delays them rather than failing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from cryptography import x509
+
+from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.server._calls import Batch, Call, Paged
+from spire_fabric.server._client_base import ClientBase
+from spire_fabric.server._errors import SpireApiError
+from spire_fabric.server._models import (
+    Agent,
+    BatchResult,
+    Bundle,
+    Entry,
+    EntryField,
+    FederationRelationship,
+    JoinToken,
+    JwtAuthority,
+    JwtSvid,
+    LoggerLevels,
+    LogLevel,
+    MatchBehavior,
+    SelectorLike,
+    ServerInfo,
+    X509Authority,
+    X509Svid,
+)
+from spire_fabric.server._transport import open_sync
+
+T = TypeVar("T")
+
+
+class SpireServerClient(ClientBase):
+    """Blocking client for one SPIRE server.
+
+    `address` is the server's local API socket (`unix:///run/spire/server/api.sock` or a
+    plain path) or, for remote admin, `host:port` together with `svid_source` (an admin
+    X.509-SVID) and `bundle_source`; see `spire_fabric.server._transport` for exactly
+    how the server is authenticated. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, address: str, **kwargs: Any) -> None:
+        super().__init__(address, **kwargs)
+        self._channel = open_sync(self._spec)
+        self._make_stubs(self._channel)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+            self._spec.close()
+
+    def __enter__(self) -> SpireServerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def _attempt(self, call: Call[T], deadline: float) -> T:
+        method, remaining = self._method(call, deadline)
+        try:
+            response = method(call.request, timeout=remaining, wait_for_ready=not call.idempotent)
+        except grpc.RpcError as err:
+            raise self._rpc_error(err, call) from None
+        return call.parse(response)
+
+    def _send(self, call: Call[T], timeout: float | None) -> T:
+        deadline = self._deadline(timeout)
+        if not call.idempotent:
+            return self._attempt(call, deadline)
+        for attempt in self.retry.sync(deadline):
+            with attempt:
+                return self._attempt(call, deadline)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _iterate(self, paged: Paged[T], timeout: float | None) -> Iterator[T]:
+        token = ""
+        while True:
+            items, token = self._send(paged.page(token), timeout)
+            yield from items
+            if not token:
+                return
+
+    def _send_batch(self, batch: Batch[T], timeout: float | None) -> BatchResult[T]:
+        done: list[Any] = []
+        for call in batch.chunks:
+            try:
+                done.append(self._send(call, timeout))
+            except SpireApiError as err:
+                raise batch.fail(err, done) from None
+        return batch.merge(done)
+
+    # ---- entries -----------------------------------------------------------------------
+
+    def count_entries(
+        self,
+        *,
+        spiffe_id: SpiffeId | str | None = None,
+        parent_id: SpiffeId | str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        federates_with: Iterable[TrustDomain | str] | None = None,
+        federates_with_match: MatchBehavior = MatchBehavior.EXACT,
+        hint: str | None = None,
+        downstream: bool | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Number of entries matching every given filter (retried)."""
+        call = self._ops.count_entries(
+            spiffe_id=spiffe_id,
+            parent_id=parent_id,
+            selectors=selectors,
+            selector_match=selector_match,
+            federates_with=federates_with,
+            federates_with_match=federates_with_match,
+            hint=hint,
+            downstream=downstream,
+        )
+        return self._send(call, timeout)
+
+    def list_entries(
+        self,
+        *,
+        spiffe_id: SpiffeId | str | None = None,
+        parent_id: SpiffeId | str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        federates_with: Iterable[TrustDomain | str] | None = None,
+        federates_with_match: MatchBehavior = MatchBehavior.EXACT,
+        hint: str | None = None,
+        downstream: bool | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Entry]:
+        """Entries matching every given filter, fetched page by page as you iterate (retried).
+
+        Filters are checked when called, before iteration starts.
+        """
+        paged = self._ops.list_entries(
+            page_size,
+            spiffe_id=spiffe_id,
+            parent_id=parent_id,
+            selectors=selectors,
+            selector_match=selector_match,
+            federates_with=federates_with,
+            federates_with_match=federates_with_match,
+            hint=hint,
+            downstream=downstream,
+        )
+        return self._iterate(paged, timeout)
+
+    def get_entry(self, entry_id: str, *, timeout: float | None = None) -> Entry:
+        """One entry by ID; NotFoundError if there is none (retried)."""
+        return self._send(self._ops.get_entry(entry_id), timeout)
+
+    def create_entries(
+        self, entries: Sequence[Entry], *, timeout: float | None = None
+    ) -> BatchResult[Entry]:
+        """Create entries; per-item results in input order (sent once, chunked).
+
+        An item that matches an existing entry fails with AlreadyExistsError and its
+        `value` is the existing entry.
+        """
+        return self._send_batch(self._ops.create_entries(entries), timeout)
+
+    def create_entry(self, entry: Entry, *, timeout: float | None = None) -> Entry:
+        """Create one entry and return it as stored; raises its error (sent once)."""
+        item = self.create_entries([entry], timeout=timeout)[0]
+        if item.error is not None:
+            raise item.error
+        assert item.value is not None
+        return item.value
+
+    def update_entries(
+        self,
+        entries: Sequence[Entry],
+        *,
+        fields: Iterable[EntryField | str] | None = None,
+        timeout: float | None = None,
+    ) -> BatchResult[Entry]:
+        """Update entries by ID; `fields` limits what is written (None = all) (retried)."""
+        return self._send_batch(self._ops.update_entries(entries, fields), timeout)
+
+    def delete_entries(
+        self, entry_ids: Sequence[str], *, timeout: float | None = None
+    ) -> BatchResult[str]:
+        """Delete entries by ID; per-item results in input order (sent once, chunked)."""
+        return self._send_batch(self._ops.delete_entries(entry_ids), timeout)
+
+    def get_authorized_entries(self, *, timeout: float | None = None) -> list[Entry]:
+        """Entries the caller (an agent or admin SVID) is authorized for (retried)."""
+        return self._send(self._ops.get_authorized_entries(), timeout)
+
+    # ---- agents ------------------------------------------------------------------------
+
+    def count_agents(
+        self,
+        *,
+        attestation_type: str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        banned: bool | None = None,
+        can_reattest: bool | None = None,
+        expires_before: datetime | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Number of agents matching every given filter (retried)."""
+        call = self._ops.count_agents(
+            attestation_type=attestation_type,
+            selectors=selectors,
+            selector_match=selector_match,
+            banned=banned,
+            can_reattest=can_reattest,
+            expires_before=expires_before,
+        )
+        return self._send(call, timeout)
+
+    def list_agents(
+        self,
+        *,
+        attestation_type: str | None = None,
+        selectors: Iterable[SelectorLike] | SelectorLike | None = None,
+        selector_match: MatchBehavior = MatchBehavior.EXACT,
+        banned: bool | None = None,
+        can_reattest: bool | None = None,
+        expires_before: datetime | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Agent]:
+        """Agents matching every given filter, page by page as you iterate (retried)."""
+        paged = self._ops.list_agents(
+            page_size,
+            attestation_type=attestation_type,
+            selectors=selectors,
+            selector_match=selector_match,
+            banned=banned,
+            can_reattest=can_reattest,
+            expires_before=expires_before,
+        )
+        return self._iterate(paged, timeout)
+
+    def get_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> Agent:
+        """One agent by SPIFFE ID; NotFoundError if unknown (retried)."""
+        return self._send(self._ops.get_agent(agent_id), timeout)
+
+    def ban_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> None:
+        """Ban an agent: its SVID is revoked and it cannot re-attest (retried)."""
+        self._send(self._ops.ban_agent(agent_id), timeout)
+
+    def delete_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> None:
+        """Forget an agent; it may attest again (sent once)."""
+        self._send(self._ops.delete_agent(agent_id), timeout)
+
+    def create_join_token(
+        self,
+        *,
+        ttl: int,
+        agent_id: SpiffeId | str | None = None,
+        timeout: float | None = None,
+    ) -> JoinToken:
+        """A new join token valid `ttl` seconds; `agent_id` aliases the agent (sent once)."""
+        return self._send(self._ops.create_join_token(ttl, agent_id), timeout)
+
+    # ---- bundles -----------------------------------------------------------------------
+
+    def get_bundle(self, *, timeout: float | None = None) -> Bundle:
+        """The server's own trust domain bundle (retried)."""
+        return self._send(self._ops.get_bundle(), timeout)
+
+    def count_bundles(self, *, timeout: float | None = None) -> int:
+        """Number of bundles, the server's own included (retried)."""
+        return self._send(self._ops.count_bundles(), timeout)
+
+    def append_bundle(
+        self,
+        *,
+        x509_authorities: Iterable[X509Authority | x509.Certificate] = (),
+        jwt_authorities: Iterable[JwtAuthority] = (),
+        timeout: float | None = None,
+    ) -> Bundle:
+        """Add authorities to the server's own bundle; returns the new bundle (retried)."""
+        return self._send(self._ops.append_bundle(x509_authorities, jwt_authorities), timeout)
+
+    def list_federated_bundles(
+        self, *, page_size: int | None = None, timeout: float | None = None
+    ) -> Iterator[Bundle]:
+        """Bundles of other trust domains, page by page (retried)."""
+        return self._iterate(self._ops.list_federated_bundles(page_size), timeout)
+
+    def get_federated_bundle(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> Bundle:
+        """Another trust domain's bundle; NotFoundError if the server has none (retried)."""
+        return self._send(self._ops.get_federated_bundle(trust_domain), timeout)
+
+    def create_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Add bundles for new trust domains (sent once)."""
+        return self._send_batch(self._ops.create_federated_bundles(bundles), timeout)
+
+    def update_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Replace existing federated bundles; NotFound per unknown one (retried)."""
+        return self._send_batch(self._ops.update_federated_bundles(bundles), timeout)
+
+    def set_federated_bundles(
+        self, bundles: Sequence[Bundle], *, timeout: float | None = None
+    ) -> BatchResult[Bundle]:
+        """Create or replace federated bundles (retried)."""
+        return self._send_batch(self._ops.set_federated_bundles(bundles), timeout)
+
+    def delete_federated_bundles(
+        self,
+        trust_domains: Sequence[TrustDomain | str],
+        *,
+        mode: str = "restrict",
+        timeout: float | None = None,
+    ) -> BatchResult[TrustDomain]:
+        """Delete federated bundles (sent once).
+
+        `mode` is SPIRE's: "restrict" refuses while entries federate with the trust
+        domain, "delete" also deletes those entries, "dissociate" unlinks them.
+        """
+        return self._send_batch(self._ops.delete_federated_bundles(trust_domains, mode), timeout)
+
+    # ---- federation relationships ------------------------------------------------------
+
+    def list_federation_relationships(
+        self, *, page_size: int | None = None, timeout: float | None = None
+    ) -> Iterator[FederationRelationship]:
+        """Configured federation relationships, page by page (retried)."""
+        return self._iterate(self._ops.list_federation_relationships(page_size), timeout)
+
+    def get_federation_relationship(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> FederationRelationship:
+        """The relationship with one trust domain; NotFoundError if none (retried)."""
+        return self._send(self._ops.get_federation_relationship(trust_domain), timeout)
+
+    def create_federation_relationships(
+        self, relationships: Sequence[FederationRelationship], *, timeout: float | None = None
+    ) -> BatchResult[FederationRelationship]:
+        """Create relationships (and their initial bundles, if given) (sent once)."""
+        return self._send_batch(self._ops.create_federation_relationships(relationships), timeout)
+
+    def update_federation_relationships(
+        self,
+        relationships: Sequence[FederationRelationship],
+        *,
+        fields: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> BatchResult[FederationRelationship]:
+        """Update relationships; `fields` from bundle_endpoint_url, bundle_endpoint_profile,
+        trust_domain_bundle (None = all) (retried)."""
+        batch = self._ops.update_federation_relationships(relationships, fields)
+        return self._send_batch(batch, timeout)
+
+    def delete_federation_relationships(
+        self, trust_domains: Sequence[TrustDomain | str], *, timeout: float | None = None
+    ) -> BatchResult[TrustDomain]:
+        """Delete relationships (the bundles stay) (sent once)."""
+        return self._send_batch(self._ops.delete_federation_relationships(trust_domains), timeout)
+
+    def refresh_bundle(
+        self, trust_domain: TrustDomain | str, *, timeout: float | None = None
+    ) -> None:
+        """Fetch a federated trust domain's bundle from its endpoint now (retried)."""
+        self._send(self._ops.refresh_bundle(trust_domain), timeout)
+
+    # ---- SVIDs -------------------------------------------------------------------------
+
+    def mint_x509_svid(
+        self,
+        spiffe_id: SpiffeId | str | None = None,
+        *,
+        csr: x509.CertificateSigningRequest | bytes | None = None,
+        dns_names: Sequence[str] = (),
+        ttl: int = 0,
+        timeout: float | None = None,
+    ) -> X509Svid:
+        """Mint an X.509-SVID for `spiffe_id` (a P-256 key and CSR are made for you), or
+        sign your own `csr`; ttl 0 = server default (sent once)."""
+        return self._send(
+            self._ops.mint_x509_svid(spiffe_id, csr=csr, dns_names=dns_names, ttl=ttl), timeout
+        )
+
+    def mint_jwt_svid(
+        self,
+        spiffe_id: SpiffeId | str,
+        audience: Sequence[str],
+        *,
+        ttl: int = 0,
+        timeout: float | None = None,
+    ) -> JwtSvid:
+        """Mint a JWT-SVID for `spiffe_id` and `audience`; ttl 0 = default (sent once)."""
+        return self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
+
+    # ---- debug / logger ----------------------------------------------------------------
+
+    def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """Uptime, counts and the server's own SVID chain (retried)."""
+        return self._send(self._ops.server_info(), timeout)
+
+    def get_log_level(self, *, timeout: float | None = None) -> LoggerLevels:
+        """Current and launch log levels (retried)."""
+        return self._send(self._ops.get_log_level(), timeout)
+
+    def set_log_level(self, level: LogLevel | str, *, timeout: float | None = None) -> LoggerLevels:
+        """Change the server's log level at runtime (retried)."""
+        return self._send(self._ops.set_log_level(level), timeout)
+
+    def reset_log_level(self, *, timeout: float | None = None) -> LoggerLevels:
+        """Back to the level the server was launched with (retried)."""
+        return self._send(self._ops.reset_log_level(), timeout)

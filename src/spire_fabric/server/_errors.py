@@ -1,0 +1,150 @@
+"""One exception tree for everything the SPIRE Server API client raises.
+
+    SpireServerError                 (anything from this package)
+    ├── SpireClientConfigError       bad client configuration (address, sources)
+    ├── SpireValidationError         bad input caught before any RPC (also a ValueError)
+    └── SpireApiError                the server (or gRPC) refused; keeps .code and .message
+        ├── InvalidArgumentError
+        ├── NotFoundError
+        ├── AlreadyExistsError
+        ├── PermissionDeniedError
+        ├── UnauthenticatedError
+        ├── FailedPreconditionError
+        ├── ResourceExhaustedError
+        ├── UnavailableError
+        ├── DeadlineExceededError
+        └── InternalError
+
+Per-item failures of batch calls are not raised: they come back as `BatchItem.error`
+(a `SpireApiError`), and `BatchResult.raise_for_errors()` raises the first one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+__all__ = [
+    "AlreadyExistsError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "SpireApiError",
+    "SpireClientConfigError",
+    "SpireServerError",
+    "SpireValidationError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "error_from_code",
+    "error_from_rpc",
+]
+
+
+class SpireServerError(Exception):
+    """Base of every error raised by `spire_fabric.server`."""
+
+
+class SpireClientConfigError(SpireServerError, ValueError):
+    """The client cannot be built as configured (address form, missing TLS sources...)."""
+
+
+class SpireValidationError(SpireServerError, ValueError):
+    """Input that SPIRE would reject, caught locally so no RPC is made."""
+
+
+class SpireApiError(SpireServerError):
+    """The server or the gRPC layer answered with a non-OK status.
+
+    `message` is SPIRE's own text (e.g. "failed to convert entry: invalid DNS name");
+    `operation` names the RPC (or batch item) it came from.
+    """
+
+    code: grpc.StatusCode
+    #: Set when a batch stopped on a chunk that failed as a whole: the BatchResult of
+    #: the chunks that completed before it (their changes are applied).
+    partial_result: Any = None
+
+    def __init__(self, code: grpc.StatusCode, message: str, operation: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.operation = operation
+        where = f"{operation}: " if operation else ""
+        super().__init__(f"{where}{code.name}: {message}")
+
+
+class InvalidArgumentError(SpireApiError):
+    pass
+
+
+class NotFoundError(SpireApiError):
+    pass
+
+
+class AlreadyExistsError(SpireApiError):
+    pass
+
+
+class PermissionDeniedError(SpireApiError):
+    pass
+
+
+class UnauthenticatedError(SpireApiError):
+    pass
+
+
+class FailedPreconditionError(SpireApiError):
+    pass
+
+
+class ResourceExhaustedError(SpireApiError):
+    pass
+
+
+class UnavailableError(SpireApiError):
+    pass
+
+
+class DeadlineExceededError(SpireApiError):
+    pass
+
+
+class InternalError(SpireApiError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[SpireApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INTERNAL: InternalError,
+}
+
+_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_from_code(
+    code: grpc.StatusCode | int, message: str, operation: str = ""
+) -> SpireApiError:
+    """The typed error for a status code (an int is how batch results carry it)."""
+    status = (
+        code if isinstance(code, grpc.StatusCode) else _BY_INT.get(code, grpc.StatusCode.UNKNOWN)
+    )
+    return _BY_CODE.get(status, SpireApiError)(status, message, operation)
+
+
+def error_from_rpc(err: grpc.RpcError, operation: str) -> SpireApiError:
+    """Map a gRPC failure (sync or aio) to our tree, keeping SPIRE's message verbatim."""
+    code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = err.details() if callable(getattr(err, "details", None)) else str(err)
+    return error_from_code(code or grpc.StatusCode.UNKNOWN, details or "", operation)
