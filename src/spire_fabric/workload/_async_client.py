@@ -1,0 +1,287 @@
+"""The asyncio Workload API client (grpc.aio); the same design as WorkloadApiClient."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import grpc
+import grpc.aio
+
+from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, X509Bundle, X509Svid
+from spire_fabric.proto.workload import workload_pb2, workload_pb2_grpc
+
+from ._async_watch import AsyncWatcher, AsyncWatchStream
+from ._backoff import BackoffPolicy
+from ._base import (
+    CHANNEL_OPTIONS,
+    METADATA,
+    ClientBase,
+    ErrorCallback,
+    audiences,
+    subject_string,
+    validation_error,
+)
+from ._convert import (
+    X509Context,
+    jwt_bundles_from_response,
+    jwt_svid_from_token,
+    jwt_svids_from_response,
+    x509_bundles_from_response,
+    x509_context_from_response,
+    x509_svid_from_message,
+)
+from ._convert import (
+    bundle_set as _bundle_set,
+)
+from ._endpoint import WorkloadEndpoint
+from ._errors import WorkloadApiResponseError
+
+__all__ = ["AsyncWorkloadApiClient"]
+
+T = TypeVar("T")
+_SOCKET_POLL = 0.05
+
+
+class AsyncWorkloadApiClient(ClientBase):
+    """The asyncio twin of :class:`WorkloadApiClient`; same arguments, same errors.
+
+    The gRPC channel is created on first use, inside the running event loop (grpc.aio
+    channels belong to one loop). Use ``async with`` or ``await client.close()``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | WorkloadEndpoint | None = None,
+        *,
+        timeout: float = 5.0,
+        wait_for_socket: float = 10.0,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint, timeout=timeout, wait_for_socket=wait_for_socket, backoff=backoff
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    def _get_stub(self) -> Any:
+        self._check_open()
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
+            self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
+        return self._stub
+
+    async def _prepare(self) -> Any:
+        stub = self._get_stub()
+        if not self._socket_present():
+            deadline = time.monotonic() + self.wait_for_socket
+            while not self._socket_present():
+                if time.monotonic() >= deadline:
+                    raise self._socket_missing_error()
+                await asyncio.sleep(_SOCKET_POLL)
+        return stub
+
+    async def _first(self, method: str, request: Any, timeout: float | None) -> Any:
+        stub = await self._prepare()
+        limit = timeout or self.timeout
+        call = getattr(stub, method)(request, metadata=METADATA, timeout=limit, wait_for_ready=True)
+        try:
+            response = await call.read()
+        except grpc.RpcError as err:
+            raise self._error(err, method, limit) from None
+        finally:
+            call.cancel()
+        if response is grpc.aio.EOF:
+            raise WorkloadApiResponseError(
+                f"{method}: Workload API at {self.endpoint} closed the stream without a message",
+                endpoint=self.endpoint.address,
+            )
+        return response
+
+    async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
+        stub = await self._prepare()
+        limit = timeout or self.timeout
+        return await getattr(stub, method)(
+            request, metadata=METADATA, timeout=limit, wait_for_ready=True
+        )
+
+    async def fetch_x509_context(self, *, timeout: float | None = None) -> X509Context:
+        response = await self._first("FetchX509SVID", workload_pb2.X509SVIDRequest(), timeout)
+        return x509_context_from_response(response, self.endpoint.address)
+
+    async def fetch_x509_svid(self, *, timeout: float | None = None) -> X509Svid:
+        response = await self._first("FetchX509SVID", workload_pb2.X509SVIDRequest(), timeout)
+        if not response.svids:
+            raise WorkloadApiResponseError(
+                f"Workload API at {self.endpoint} sent an X.509 SVID response without SVIDs",
+                endpoint=self.endpoint.address,
+            )
+        return x509_svid_from_message(response.svids[0], self.endpoint.address)
+
+    async def fetch_x509_svids(self, *, timeout: float | None = None) -> list[X509Svid]:
+        return list((await self.fetch_x509_context(timeout=timeout)).svids)
+
+    async def fetch_x509_bundles(self, *, timeout: float | None = None) -> BundleSet[X509Bundle]:
+        response = await self._first("FetchX509Bundles", workload_pb2.X509BundlesRequest(), timeout)
+        return BundleSet(x509_bundles_from_response(response, self.endpoint.address).values())
+
+    async def fetch_jwt_bundles(self, *, timeout: float | None = None) -> BundleSet[JwtBundle]:
+        response = await self._first("FetchJWTBundles", workload_pb2.JWTBundlesRequest(), timeout)
+        return BundleSet(jwt_bundles_from_response(response, self.endpoint.address).values())
+
+    async def fetch_jwt_svids(
+        self,
+        audience: str,
+        *extra_audiences: str,
+        subject: SpiffeId | str | None = None,
+        timeout: float | None = None,
+    ) -> list[JwtSvid]:
+        auds = audiences(audience, extra_audiences)
+        request = workload_pb2.JWTSVIDRequest(audience=auds, spiffe_id=subject_string(subject))
+        try:
+            response = await self._unary("FetchJWTSVID", request, timeout)
+        except grpc.RpcError as err:
+            raise self._error(err, "FetchJWTSVID", timeout or self.timeout) from None
+        return jwt_svids_from_response(response, auds, self.endpoint.address)
+
+    async def fetch_jwt_svid(
+        self,
+        audience: str,
+        *extra_audiences: str,
+        subject: SpiffeId | str | None = None,
+        timeout: float | None = None,
+    ) -> JwtSvid:
+        svids = await self.fetch_jwt_svids(
+            audience, *extra_audiences, subject=subject, timeout=timeout
+        )
+        return svids[0]
+
+    async def validate_jwt_svid(
+        self, token: str, audience: str, *, timeout: float | None = None
+    ) -> JwtSvid:
+        if not token:
+            raise ValueError("validate_jwt_svid: token must not be empty")
+        if not audience:
+            raise ValueError("validate_jwt_svid: audience must not be empty")
+        request = workload_pb2.ValidateJWTSVIDRequest(audience=audience, svid=token)
+        try:
+            await self._unary("ValidateJWTSVID", request, timeout)
+        except grpc.RpcError as err:
+            raise validation_error(err, self.endpoint, audience, closed=self._closed) from None
+        return jwt_svid_from_token(token, (audience,), self.endpoint.address)
+
+    # -- streams ------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        method: str,
+        request: Any,
+        convert: Callable[[Any], T],
+        on_error: ErrorCallback | None,
+    ) -> AsyncWatchStream[T]:
+        self._check_open()
+
+        async def open_call() -> Any:
+            return getattr(self._get_stub(), method)(request, metadata=METADATA)
+
+        return AsyncWatchStream(
+            open_call,
+            convert,
+            lambda err: self._error(err, method),
+            what=method,
+            endpoint=self.endpoint.address,
+            backoff=self.backoff,
+            on_error=on_error,
+        )
+
+    @overload
+    def watch_x509_context(
+        self, on_update: None = None, *, on_error: ErrorCallback | None = None
+    ) -> AsyncWatchStream[X509Context]: ...
+    @overload
+    def watch_x509_context(
+        self, on_update: Callable[[X509Context], Any], *, on_error: ErrorCallback | None = None
+    ) -> AsyncWatcher[X509Context]: ...
+    def watch_x509_context(
+        self,
+        on_update: Callable[[X509Context], Any] | None = None,
+        *,
+        on_error: ErrorCallback | None = None,
+    ) -> AsyncWatchStream[X509Context] | AsyncWatcher[X509Context]:
+        """Every X.509 context the agent sends, as an async iterator, or to ``on_update``
+        (plain or async) from a task. Either way the stream reconnects until closed."""
+        stream = self._stream(
+            "FetchX509SVID",
+            workload_pb2.X509SVIDRequest(),
+            lambda r: x509_context_from_response(r, self.endpoint.address),
+            on_error,
+        )
+        return stream if on_update is None else AsyncWatcher(stream, on_update, "x509-context")
+
+    @overload
+    def watch_x509_bundles(
+        self, on_update: None = None, *, on_error: ErrorCallback | None = None
+    ) -> AsyncWatchStream[BundleSet[X509Bundle]]: ...
+    @overload
+    def watch_x509_bundles(
+        self,
+        on_update: Callable[[BundleSet[X509Bundle]], Any],
+        *,
+        on_error: ErrorCallback | None = None,
+    ) -> AsyncWatcher[BundleSet[X509Bundle]]: ...
+    def watch_x509_bundles(
+        self,
+        on_update: Callable[[BundleSet[X509Bundle]], Any] | None = None,
+        *,
+        on_error: ErrorCallback | None = None,
+    ) -> AsyncWatchStream[BundleSet[X509Bundle]] | AsyncWatcher[BundleSet[X509Bundle]]:
+        stream = self._stream(
+            "FetchX509Bundles",
+            workload_pb2.X509BundlesRequest(),
+            lambda r: _bundle_set(x509_bundles_from_response(r, self.endpoint.address)),
+            on_error,
+        )
+        return stream if on_update is None else AsyncWatcher(stream, on_update, "x509-bundles")
+
+    @overload
+    def watch_jwt_bundles(
+        self, on_update: None = None, *, on_error: ErrorCallback | None = None
+    ) -> AsyncWatchStream[BundleSet[JwtBundle]]: ...
+    @overload
+    def watch_jwt_bundles(
+        self,
+        on_update: Callable[[BundleSet[JwtBundle]], Any],
+        *,
+        on_error: ErrorCallback | None = None,
+    ) -> AsyncWatcher[BundleSet[JwtBundle]]: ...
+    def watch_jwt_bundles(
+        self,
+        on_update: Callable[[BundleSet[JwtBundle]], Any] | None = None,
+        *,
+        on_error: ErrorCallback | None = None,
+    ) -> AsyncWatchStream[BundleSet[JwtBundle]] | AsyncWatcher[BundleSet[JwtBundle]]:
+        stream = self._stream(
+            "FetchJWTBundles",
+            workload_pb2.JWTBundlesRequest(),
+            lambda r: _bundle_set(jwt_bundles_from_response(r, self.endpoint.address)),
+            on_error,
+        )
+        return stream if on_update is None else AsyncWatcher(stream, on_update, "jwt-bundles")
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the channel; open streams end."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncWorkloadApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
