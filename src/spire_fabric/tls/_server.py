@@ -1,0 +1,185 @@
+"""Ready-made mTLS servers: threaded (socketserver / http.server handlers) and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from spire_fabric.identity import SpiffeId, X509BundleSource
+
+from ._authorize import Authorizer
+from ._context import SpiffeServerContext, mtls_server_context
+from ._peer import peer_spiffe_id
+from ._sources import X509SvidSource
+
+__all__ = ["MtlsServer", "serve_mtls_threaded", "start_mtls_server"]
+
+logger = logging.getLogger("spire_fabric.tls")
+
+
+class _TlsThreadingServer(socketserver.ThreadingTCPServer):
+    """Accepts plain TCP and handshakes in the per-connection thread.
+
+    Handshaking in ``accept()`` (what wrapping the listening socket does) would let one
+    slow or silent client stall every other client; here the handshake, and with it the
+    SPIFFE check, runs with a timeout in the connection's own thread.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[socketserver.BaseRequestHandler],
+        context: SpiffeServerContext,
+        handshake_timeout: float,
+    ) -> None:
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.rejected: list[str] = []
+        self._rejected_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.handshake_timeout)
+        try:
+            conn = self.context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+            conn.do_handshake()  # our SSLSocket class runs verify_peer here
+        except (OSError, ValueError) as e:
+            with self._rejected_lock:
+                self.rejected.append(str(e))
+            logger.info("tls: handshake with %s refused: %s", client_address, e)
+            request.close()
+            return
+        conn.settimeout(None)
+        try:
+            self.finish_request(conn, client_address)
+        except Exception:
+            self.handle_error(conn, client_address)
+        finally:
+            self.shutdown_request(conn)
+
+
+class MtlsServer:
+    """A running threaded mTLS server; a context manager that stops it on exit.
+
+    ``rejected`` lists why handshakes were refused (for logs and tests).
+    """
+
+    def __init__(self, server: _TlsThreadingServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"https://{host}:{port}"
+
+    @property
+    def context(self) -> SpiffeServerContext:
+        return self._server.context
+
+    @property
+    def rejected(self) -> list[str]:
+        return list(self._server.rejected)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+    def __enter__(self) -> MtlsServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def serve_mtls_threaded(
+    handler: type[socketserver.BaseRequestHandler],
+    svid_source: X509SvidSource,
+    bundle_source: X509BundleSource,
+    authorizer: Authorizer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    handshake_timeout: float = 10.0,
+    context: SpiffeServerContext | None = None,
+) -> MtlsServer:
+    """Serve ``handler`` (e.g. an ``http.server.BaseHTTPRequestHandler``) over mTLS.
+
+    Each connection runs in its own thread; a handler reads its verified peer with
+    ``peer_spiffe_id(self.request)``. Pass ``context`` to reuse one built elsewhere
+    (then the three sources are ignored). Returns once the socket listens.
+    """
+    ctx = context or mtls_server_context(svid_source, bundle_source, authorizer)
+    return MtlsServer(_TlsThreadingServer((host, port), handler, ctx, handshake_timeout))
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Awaitable[None]]
+
+
+async def start_mtls_server(
+    handler: Handler,
+    svid_source: X509SvidSource,
+    bundle_source: X509BundleSource,
+    authorizer: Authorizer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    handshake_timeout: float = 10.0,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """``asyncio.start_server`` over mTLS; ``handler(reader, writer, peer_id)`` per client.
+
+    The peer is verified and authorized inside the handshake (asyncio drives our
+    SSLObject), so ``handler`` only ever sees accepted peers.
+    """
+    context = mtls_server_context(svid_source, bundle_source, authorizer)
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            peer = peer_spiffe_id(writer.get_extra_info("ssl_object"))
+        except LookupError:
+            # Cannot happen with our context; refuse rather than serve an unchecked peer.
+            logger.error("tls: connection without a verified SPIFFE peer; closing")
+            writer.close()
+            return
+        try:
+            await handler(reader, writer, peer)
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    return await asyncio.start_server(
+        on_connect,
+        host,
+        port,
+        ssl=context,
+        ssl_handshake_timeout=handshake_timeout,
+        family=socket.AF_INET if ":" not in host else socket.AF_INET6,
+        **kwargs,
+    )
