@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import add_topology_args, resolve_topology
+from spire_fabric.render.kubernetes import staged_objects
 from spire_fabric.topology import (
     MySqlDatastore,
     PostgresDatastore,
@@ -51,6 +53,7 @@ def plan_items(topology: Topology, target: Target) -> list[PlanItem]:
     if target == "kubernetes":
         for c in topology.clusters:
             items.append(PlanItem("cluster", c.name, "namespaces " + ", ".join(c.namespaces)))
+        items += _manifest_items(topology)
     for s in topology.servers:
         where = (
             f"{s.kubernetes.namespace}@{s.kubernetes.cluster}"
@@ -77,6 +80,17 @@ def plan_items(topology: Topology, target: Target) -> list[PlanItem]:
     for w in topology.workloads:
         sel = ",".join(workload_selectors(w, target))
         items.append(PlanItem("entry", w.name, f"{w.spiffe_id} [{sel}] via {w.agent}"))
+    return items
+
+
+def _manifest_items(topology: Topology) -> list[PlanItem]:
+    """One line per manifest file, counting its objects by kind, so the plan shows every
+    Kubernetes object ``up`` applies without a hundred rows."""
+    items: list[PlanItem] = []
+    for cluster, file, objects in staged_objects(topology):
+        kinds = Counter(o["kind"] for o in objects)
+        detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        items.append(PlanItem("manifests", f"{cluster}/{file}", detail))
     return items
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -15,17 +14,8 @@ from spire_fabric.render import (
     render_mermaid,
     render_server_config,
 )
+from spire_fabric.render.kubernetes import render_kubernetes_manifests
 from spire_fabric.topology import Target, Topology, dump_topology
-
-# The Kubernetes manifest renderer is written separately; until it exists the
-# kubernetes target renders configs only. Signature: (topology) -> {relative path: text}.
-render_kubernetes_manifests: Callable[[Topology], dict[str, str]] | None
-try:
-    from spire_fabric.render.kubernetes import (  # type: ignore[import-not-found,no-redef]
-        render_kubernetes_manifests,
-    )
-except ImportError:  # pragma: no cover - depends on the colleague's module
-    render_kubernetes_manifests = None
 
 
 def render_files(topology: Topology, target: Target, state_dir: str) -> dict[str, str]:
@@ -42,7 +32,7 @@ def render_files(topology: Topology, target: Target, state_dir: str) -> dict[str
         files[f"servers/{s.name}/server.conf"] = render_server_config(topology, s.name, paths)
     for a in topology.agents:
         files[f"agents/{a.name}/agent.conf"] = render_agent_config(topology, a.name, paths)
-    if target == "kubernetes" and render_kubernetes_manifests is not None:
+    if target == "kubernetes":
         for rel, text in render_kubernetes_manifests(topology).items():
             files[f"kubernetes/{rel}"] = text
     return files
@@ -66,6 +56,4 @@ def run(args: argparse.Namespace, console: Console) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         console.print(f"wrote {path}")
-    if args.target == "kubernetes" and render_kubernetes_manifests is None:
-        console.print("note: Kubernetes manifests are not available yet (configs only)")
     return 0

@@ -1,0 +1,194 @@
+"""Shared vocabulary of the Kubernetes renderer: object shells, labels, security contexts,
+and the few placement decisions more than one object kind must agree on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spire_fabric.topology import Agent, Server, Topology, Workload
+
+Obj = dict[str, Any]
+
+# Images the topology model does not carry (it pins SPIRE and the controller manager).
+# spiffe-csi-driver 0.2.8 (2025-08) is the release of SPIRE 1.13's time and already has
+# -plugin-name (since 0.2.2); the registrar version is the one spiffe-csi's examples use.
+CSI_DRIVER_IMAGE = "ghcr.io/spiffe/spiffe-csi-driver:0.2.8"
+CSI_REGISTRAR_IMAGE = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.10.0"
+
+# The SPIRE server image runs as 1000:1000 (SPIRE's Dockerfile, spireuid/spiregid); the
+# agent image runs as root so it can own the hostPath socket directory.
+SPIRE_UID = 1000
+WORKLOAD_UID = 1000
+MYSQL_UID = 999  # the mysql user of the official image
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TOPOLOGY = "spire-fabric.io/topology"
+LABEL_CLUSTER = "spire-fabric.io/cluster"
+MANAGED_BY = "spire-fabric"
+
+HOST_SOCKET_ROOT = "/run/spire/agent-sockets"
+WORKLOAD_SOCKET_DIR = "/spiffe-workload-api"
+AGENT_TOKEN_DIR = "/var/run/secrets/tokens"  # k8s_psat agent default token_path's directory
+PSAT_AUDIENCE = "spire-server"  # k8s_psat server default audience
+
+
+def meta(
+    topology: Topology,
+    cluster: str,
+    name: str,
+    namespace: str | None = None,
+    *,
+    component: str | None = None,
+    app: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> Obj:
+    """Every object carries its topology and cluster as labels: the runtime routes objects
+    to clusters by them, and ``down`` deletes exactly what carries them."""
+    all_labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_TOPOLOGY: topology.name,
+        LABEL_CLUSTER: cluster,
+    }
+    if app is not None:
+        all_labels[LABEL_NAME] = app
+    if component is not None:
+        all_labels[LABEL_COMPONENT] = component
+    all_labels.update(labels or {})
+    m: Obj = {"name": name}
+    if namespace is not None:
+        m["namespace"] = namespace
+    m["labels"] = dict(sorted(all_labels.items()))
+    return m
+
+
+def obj(api_version: str, kind: str, metadata: Obj, **body: Any) -> Obj:
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+
+
+def selector_labels(app: str, component: str) -> dict[str, str]:
+    return {LABEL_NAME: app, LABEL_COMPONENT: component}
+
+
+def restricted_container() -> Obj:
+    """What Pod Security "restricted" demands of a container, plus a read-only root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_pod(uid: int) -> Obj:
+    return {
+        "fsGroup": uid,
+        "runAsGroup": uid,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def config_map(
+    topology: Topology, cluster: str, name: str, namespace: str, data: dict[str, str], app: str
+) -> Obj:
+    return obj(
+        "v1",
+        "ConfigMap",
+        meta(topology, cluster, name, namespace, app=app, component="config"),
+        data=dict(sorted(data.items())),
+    )
+
+
+def service_account(topology: Topology, cluster: str, name: str, namespace: str) -> Obj:
+    return obj("v1", "ServiceAccount", meta(topology, cluster, name, namespace, app=name))
+
+
+def server_cluster(server: Server) -> str:
+    assert server.kubernetes is not None
+    return server.kubernetes.cluster
+
+
+def k8s_agents(topology: Topology) -> tuple[Agent, ...]:
+    return tuple(a for a in topology.agents if a.kubernetes is not None)
+
+
+def k8s_servers(topology: Topology) -> tuple[Server, ...]:
+    return tuple(s for s in topology.servers if s.kubernetes is not None)
+
+
+def agent_namespaces(topology: Topology, cluster: str) -> frozenset[str]:
+    """Namespaces that host an agent (and its CSI driver): they need host access."""
+    return frozenset(
+        a.kubernetes.namespace
+        for a in k8s_agents(topology)
+        if a.kubernetes is not None and a.kubernetes.cluster == cluster
+    )
+
+
+def agent_node_selector(topology: Topology, agent: Agent) -> dict[str, str] | None:
+    """Agents of one server in one cluster must run on different nodes.
+
+    k8s_psat names an agent ``spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node uid>``, so
+    two such agents of the same server on one node would share an ID and evict each other
+    on every re-attestation. One label key per server with the agent's name as value makes
+    the collision impossible: a node carries one value per key. The runtime labels nodes.
+    """
+    k = agent.kubernetes
+    assert k is not None
+    siblings = [
+        a
+        for a in topology.agents_of(agent.server)
+        if a.kubernetes is not None and a.kubernetes.cluster == k.cluster
+    ]
+    if len(siblings) < 2:
+        return None
+    return {f"spire-fabric.io/agent.{agent.server}": agent.name}
+
+
+def csi_driver_name(agent: Agent) -> str:
+    """One CSI driver per agent: each agent serves its own socket directory."""
+    return f"{agent.name}.csi.spiffe.io"
+
+
+def agent_host_socket_dir(agent: Agent) -> str:
+    return f"{HOST_SOCKET_ROOT}/{agent.name}"
+
+
+def uses_csi(topology: Topology) -> bool:
+    """Workloads reach the agent socket through the SPIFFE CSI driver, which keeps their
+    namespaces "restricted" (csi volumes are allowed there, hostPath is not). Registering a
+    CSIDriver is cluster-scoped, so a namespace-scoped install mounts the host directory."""
+    return topology.kubernetes.rbac == "cluster"
+
+
+def csi_agents(topology: Topology) -> tuple[Agent, ...]:
+    """Agents whose socket a pod consumes: workloads' agents and nested servers' upstream
+    agents. Only these get a CSI driver."""
+    from spire_fabric.topology import SpireUpstreamAuthority
+
+    if not uses_csi(topology):
+        return ()
+    names = {w.agent for w in topology.workloads if w.kubernetes is not None}
+    names |= {
+        s.upstream_authority.agent
+        for s in k8s_servers(topology)
+        if isinstance(s.upstream_authority, SpireUpstreamAuthority)
+    }
+    return tuple(a for a in k8s_agents(topology) if a.name in names)
+
+
+def workload_socket_volume(topology: Topology, agent: Agent, name: str) -> Obj:
+    if uses_csi(topology):
+        return {"name": name, "csi": {"driver": csi_driver_name(agent), "readOnly": True}}
+    return {
+        "name": name,
+        "hostPath": {"path": agent_host_socket_dir(agent), "type": "Directory"},
+    }
+
+
+def workload_module(workload: Workload) -> str:
+    return "examples." + workload.name.replace("-", "_")

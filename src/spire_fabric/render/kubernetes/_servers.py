@@ -1,0 +1,267 @@
+"""SPIRE servers: config, bundle ConfigMaps, Service with NodePorts, and the StatefulSet
+(with the spire-controller-manager as a sidecar sharing the server's API socket)."""
+
+from __future__ import annotations
+
+from posixpath import dirname
+
+from spire_fabric.render._paths import K8S_ROOT, RenderPaths
+from spire_fabric.render._server import render_server_config
+from spire_fabric.render.kubernetes._common import (
+    SPIRE_UID,
+    Obj,
+    config_map,
+    meta,
+    obj,
+    restricted_container,
+    restricted_pod,
+    selector_labels,
+    workload_socket_volume,
+)
+from spire_fabric.render.kubernetes._controller_manager import (
+    controller_manager_config_map,
+    controller_manager_container,
+    controller_manager_volumes,
+)
+from spire_fabric.render.kubernetes._rbac import bundle_publisher_namespaces
+from spire_fabric.topology import (
+    DiskUpstreamAuthority,
+    MySqlDatastore,
+    Server,
+    SpireUpstreamAuthority,
+    Topology,
+    controller_manager_enabled,
+    effective_datastore,
+)
+
+PATHS = RenderPaths.kubernetes()
+COMPONENT = "server"
+DATA_STORAGE = "1Gi"
+
+
+def server_config_map_name(server: Server) -> str:
+    return f"{server.name}-config"
+
+
+def upstream_ca_secret_name(server: Server) -> str:
+    """Holds tls.crt / tls.key / bundle.crt of the server's intermediate. Created by the
+    installer from the CA hierarchy, never rendered: it carries a private key."""
+    return f"{server.name}-upstream-ca"
+
+
+def bundle_endpoint_secret_name(server: Server) -> str:
+    return f"{server.name}-bundle-endpoint-tls"
+
+
+def _needs_expand_env(server: Server) -> bool:
+    ds = effective_datastore(server, "kubernetes")
+    return isinstance(ds, MySqlDatastore) and "${" in ds.dsn
+
+
+def render_server_objects(topology: Topology, server: Server) -> list[Obj]:
+    """ConfigMaps first, then the Service and the StatefulSet, in apply order."""
+    k = server.kubernetes
+    assert k is not None
+    out = [
+        config_map(
+            topology,
+            k.cluster,
+            server_config_map_name(server),
+            k.namespace,
+            {"server.conf": render_server_config(topology, server.name, PATHS)},
+            server.name,
+        )
+    ]
+    for ns in bundle_publisher_namespaces(topology, server):
+        # Rendered empty so agents can mount it before the first publish; the
+        # BundlePublisher owns bundle.crt (its own server-side-apply field manager).
+        out.append(
+            obj(
+                "v1",
+                "ConfigMap",
+                meta(
+                    topology, k.cluster, k.bundle_configmap, ns, app=server.name, component="bundle"
+                ),
+            )
+        )
+    if controller_manager_enabled(topology, server):
+        out.append(controller_manager_config_map(topology, server))
+    out.append(_service(topology, server))
+    out.append(_stateful_set(topology, server))
+    return out
+
+
+def _service(topology: Topology, server: Server) -> Obj:
+    k = server.kubernetes
+    assert k is not None
+    ports: list[Obj] = [
+        {"name": "api", "port": server.ports.api, "protocol": "TCP", "targetPort": "api"}
+    ]
+    if k.node_ports.api is not None:
+        ports[0]["nodePort"] = k.node_ports.api
+    if server.bundle_endpoint is not None:
+        fed: Obj = {
+            "name": "federation",
+            "port": server.ports.federation,
+            "protocol": "TCP",
+            "targetPort": "federation",
+        }
+        if k.node_ports.federation is not None:
+            fed["nodePort"] = k.node_ports.federation
+        ports.append(fed)
+    node_port = k.node_ports.api is not None or k.node_ports.federation is not None
+    return obj(
+        "v1",
+        "Service",
+        meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
+        spec={
+            "type": "NodePort" if node_port else "ClusterIP",
+            "selector": selector_labels(server.name, COMPONENT),
+            "ports": ports,
+        },
+    )
+
+
+def _server_container(topology: Topology, server: Server) -> Obj:
+    args = ["-config", PATHS.server_config(server.name)]
+    if _needs_expand_env(server):
+        args.append("-expandEnv")
+    ports: list[Obj] = [
+        {"name": "api", "containerPort": server.ports.api, "protocol": "TCP"},
+        {"name": "health", "containerPort": server.ports.health, "protocol": "TCP"},
+    ]
+    if server.bundle_endpoint is not None:
+        ports.append(
+            {"name": "federation", "containerPort": server.ports.federation, "protocol": "TCP"}
+        )
+    c: Obj = {
+        "name": "spire-server",
+        "image": topology.kubernetes.images.server,
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
+    }
+    ds = effective_datastore(server, "kubernetes")
+    if _needs_expand_env(server) and isinstance(ds, MySqlDatastore) and ds.instance:
+        c["env"] = [
+            {
+                "name": "SPIRE_DB_PASSWORD",
+                "valueFrom": {
+                    "secretKeyRef": {"name": ds.instance.password_secret, "key": "password"}
+                },
+            }
+        ]
+    c["ports"] = ports
+    c["livenessProbe"] = _probe("/live", 15)
+    c["readinessProbe"] = _probe("/ready", 5)
+    c["securityContext"] = restricted_container()
+    c["volumeMounts"] = _server_mounts(server)
+    return c
+
+
+def _probe(path: str, delay: int) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": "health"},
+        "initialDelaySeconds": delay,
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+
+
+def _server_mounts(server: Server) -> list[Obj]:
+    mounts: list[Obj] = [
+        {
+            "name": "config",
+            "mountPath": dirname(PATHS.server_config(server.name)),
+            "readOnly": True,
+        },
+        {"name": "data", "mountPath": PATHS.server_data_dir(server.name)},
+        {"name": "server-socket", "mountPath": dirname(PATHS.server_socket(server.name))},
+    ]
+    ua = server.upstream_authority
+    if isinstance(ua, DiskUpstreamAuthority):
+        mounts.append(
+            {"name": "upstream-ca", "mountPath": f"{K8S_ROOT}/upstream-ca", "readOnly": True}
+        )
+    elif isinstance(ua, SpireUpstreamAuthority):
+        mounts.append(
+            {
+                "name": "upstream-agent",
+                "mountPath": dirname(PATHS.nested_upstream_socket(server.name, ua.agent)),
+                "readOnly": True,
+            }
+        )
+    if server.bundle_endpoint is not None and server.bundle_endpoint.profile == "https_web":
+        mounts.append(
+            {
+                "name": "bundle-endpoint-tls",
+                "mountPath": dirname(PATHS.bundle_endpoint_cert(server.name)),
+                "readOnly": True,
+            }
+        )
+    return mounts
+
+
+def _server_volumes(topology: Topology, server: Server) -> list[Obj]:
+    volumes: list[Obj] = [
+        {"name": "config", "configMap": {"name": server_config_map_name(server)}},
+        # The API socket lives on an emptyDir so the controller-manager sidecar can reach it.
+        {"name": "server-socket", "emptyDir": {}},
+    ]
+    ua = server.upstream_authority
+    if isinstance(ua, DiskUpstreamAuthority):
+        volumes.append(
+            {
+                "name": "upstream-ca",
+                "secret": {"secretName": upstream_ca_secret_name(server), "defaultMode": 0o440},
+            }
+        )
+    elif isinstance(ua, SpireUpstreamAuthority):
+        agent = topology.agent(ua.agent)
+        volumes.append(workload_socket_volume(topology, agent, "upstream-agent"))
+    if server.bundle_endpoint is not None and server.bundle_endpoint.profile == "https_web":
+        volumes.append(
+            {
+                "name": "bundle-endpoint-tls",
+                "secret": {"secretName": bundle_endpoint_secret_name(server), "defaultMode": 0o440},
+            }
+        )
+    return volumes
+
+
+def _stateful_set(topology: Topology, server: Server) -> Obj:
+    """A StatefulSet for the PVC that keeps keys.json (and SQLite, when used) across
+    restarts. One replica: the disk KeyManager is not shared between replicas."""
+    k = server.kubernetes
+    assert k is not None
+    labels = selector_labels(server.name, COMPONENT)
+    containers = [_server_container(topology, server)]
+    volumes = _server_volumes(topology, server)
+    if controller_manager_enabled(topology, server):
+        containers.append(controller_manager_container(topology, server))
+        volumes += controller_manager_volumes(server)
+    pod_spec: Obj = {
+        "serviceAccountName": k.service_account,
+        "securityContext": restricted_pod(SPIRE_UID),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    return obj(
+        "apps/v1",
+        "StatefulSet",
+        meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
+        spec={
+            "replicas": 1,
+            "serviceName": server.name,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": DATA_STORAGE}},
+                    },
+                }
+            ],
+        },
+    )

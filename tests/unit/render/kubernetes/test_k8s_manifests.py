@@ -1,0 +1,338 @@
+"""What the manifests say: ports, RBAC, configs, images, determinism, CLI wiring."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from spire_fabric.deploy.render import render_files
+from spire_fabric.render import RenderPaths, render_agent_config, render_server_config
+from spire_fabric.render.kubernetes import (
+    cluster_of,
+    mysql_secret,
+    render_kubernetes_manifests,
+    render_kubernetes_objects,
+)
+from spire_fabric.topology import PRESET_NAMES, preset
+
+K8S = RenderPaths.kubernetes()
+
+
+def _find(objects, kind, name, namespace=None):
+    for o in objects:
+        m = o["metadata"]
+        if o["kind"] == kind and m["name"] == name and m.get("namespace") == namespace:
+            return o
+    raise AssertionError(f"no {kind} {namespace}/{name}")
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_rendering_is_byte_identical_on_repeat_with_sorted_paths(name):
+    a = render_kubernetes_manifests(preset(name))
+    b = render_kubernetes_manifests(preset(name))
+    assert a == b
+    assert list(a) == sorted(a)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_manifest_files_hold_exactly_the_objects_in_the_same_order(name):
+    topology = preset(name)
+    from_files = [
+        doc
+        for _, text in sorted(
+            render_kubernetes_manifests(topology).items(),
+            key=lambda kv: ([c.name for c in topology.clusters].index(kv[0].split("/")[0]), kv[0]),
+        )
+        for doc in yaml.safe_load_all(text)
+    ]
+    assert from_files == render_kubernetes_objects(topology)
+
+
+def test_enterprise_exposes_the_design_node_ports():
+    text = "".join(render_kubernetes_manifests(preset("enterprise")).values())
+    for port in (31081, 31443, 32081, 32443, 30080):
+        assert f"nodePort: {port}\n" in text
+    objects = render_kubernetes_objects(preset("enterprise"))
+    up = _find(objects, "Service", "spire-upstream-server", "spire-upstream")
+    assert [(p["port"], p["nodePort"]) for p in up["spec"]["ports"]] == [
+        (8081, 31081),
+        (8443, 31443),
+    ]
+    gw = _find(objects, "Service", "security-gateway", "downstream-workloads")
+    assert gw["spec"]["type"] == "NodePort"
+    assert gw["spec"]["ports"][0]["nodePort"] == 30080
+
+
+def test_each_object_goes_to_the_cluster_its_file_names():
+    for path, text in render_kubernetes_manifests(preset("enterprise")).items():
+        for doc in yaml.safe_load_all(text):
+            assert cluster_of(doc) == path.split("/")[0]
+
+
+def test_crd_free_has_no_cluster_scoped_rbac_or_controller_manager():
+    objects = render_kubernetes_objects(preset("crd-free"))
+    kinds = {o["kind"] for o in objects}
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    assert "CustomResourceDefinition" not in kinds and "CSIDriver" not in kinds
+    assert not [o for o in objects if o["apiVersion"].startswith("spire.spiffe.io/")]
+    sts = _find(objects, "StatefulSet", "spire-server", "spire")
+    assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["spire-server"]
+    role = _find(objects, "Role", "spire-fabric-spire-server-bundle-publisher", "spire")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "patch"],
+            "resourceNames": ["spire-bundle"],
+        }
+    ]
+
+
+def test_psat_server_gets_exactly_tokenreviews_create_and_pods_nodes_get():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    role = _find(objects, "ClusterRole", "spire-fabric-spire-downstream-server-node-attestor")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get"]},
+    ]
+    binding = _find(
+        objects, "ClusterRoleBinding", "spire-fabric-spire-downstream-server-node-attestor"
+    )
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "spire-server", "namespace": "spire-downstream"}
+    ]
+
+
+def test_k8s_workload_attestor_gets_only_kubelet_pod_listing():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    role = _find(
+        objects, "ClusterRole", "spire-fabric-spire-downstream-spire-agent-workload-attestor"
+    )
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_bundle_publisher_may_write_every_configmap_its_server_conf_names(name):
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    for s in topology.servers:
+        conf = render_server_config(topology, s.name, K8S)
+        block = conf[conf.index('BundlePublisher "k8s_configmap"') :]
+        namespaces = set(re.findall(r'namespace\s*=\s*"([^"]+)"', block))
+        assert namespaces
+        for ns in namespaces:
+            role = _find(objects, "Role", f"spire-fabric-{s.name}-bundle-publisher", ns)
+            assert role["rules"][0]["resourceNames"] == [s.kubernetes.bundle_configmap]
+            _find(objects, "ConfigMap", s.kubernetes.bundle_configmap, ns)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_config_maps_carry_the_hcl_renderers_output_verbatim(name):
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    for s in topology.servers:
+        cm = _find(objects, "ConfigMap", f"{s.name}-config", s.kubernetes.namespace)
+        assert cm["data"] == {"server.conf": render_server_config(topology, s.name, K8S)}
+    for a in topology.agents:
+        cm = _find(objects, "ConfigMap", f"{a.name}-config", a.kubernetes.namespace)
+        assert cm["data"] == {"agent.conf": render_agent_config(topology, a.name, K8S)}
+
+
+def test_mysql_backed_server_expands_the_password_from_the_mysql_secret():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    sts = _find(objects, "StatefulSet", "spire-upstream-server", "spire-upstream")
+    server = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "-expandEnv" in server["args"]
+    assert server["env"] == [
+        {
+            "name": "SPIRE_DB_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "spire-mysql", "key": "password"}},
+        }
+    ]
+    secret = _find(objects, "Secret", "spire-mysql", "spire-upstream")
+    assert "data" not in secret  # never a password in a rendered file
+    for kind in ("Deployment", "Service"):
+        _find(objects, kind, "spire-upstream-mysql", "spire-upstream")
+    _find(objects, "PersistentVolumeClaim", "spire-upstream-mysql-data", "spire-upstream")
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_sqlite_server_runs_without_expand_env():
+    objects = render_kubernetes_objects(preset("basic"))
+    sts = _find(objects, "StatefulSet", "spire-server", "spire")
+    server = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "-expandEnv" not in server["args"] and "env" not in server
+
+
+def test_mysql_secret_with_values_carries_them_base64_encoded():
+    topology = preset("enterprise")
+    s = mysql_secret(
+        topology, topology.server("spire-upstream-server"), password="pw", root_password="root"
+    )
+    assert s["data"] == {"password": "cHc=", "root-password": "cm9vdA=="}
+
+
+def test_server_probes_hit_the_health_port_liveness_and_readiness_paths():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    c = _find(objects, "StatefulSet", "spire-downstream-server", "spire-downstream")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
+    assert health == 8080
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+
+
+def test_psat_agents_mount_a_projected_token_for_the_spire_server_audience():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    ds = _find(objects, "DaemonSet", "downstream-agent-1", "spire-downstream")
+    vol = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "psat-token")
+    token = vol["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "spire-server" and token["path"] == "spire-agent"
+    mount = next(
+        m
+        for m in ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        if m["name"] == "psat-token"
+    )
+    assert mount["mountPath"] == "/var/run/secrets/tokens"  # agent's default token_path dir
+
+
+def test_join_token_agent_reads_its_token_from_a_secret_not_from_agent_conf():
+    objects = render_kubernetes_objects(preset("crd-free"))
+    c = _find(objects, "DaemonSet", "spire-agent", "spire")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert c["args"][-2:] == ["-joinToken", "$(SPIRE_JOIN_TOKEN)"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SPIRE_JOIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "spire-agent-join-token"
+
+
+def test_agents_of_one_server_in_one_cluster_are_kept_on_different_nodes():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    selectors = [
+        _find(objects, "DaemonSet", f"downstream-agent-{i}", "spire-downstream")["spec"][
+            "template"
+        ]["spec"]["nodeSelector"]
+        for i in (1, 2, 3)
+    ]
+    assert len({tuple(s) for s in selectors}) == 1  # one key: a node holds one value
+    assert len({tuple(s.values()) for s in selectors}) == 3
+    api = _find(objects, "Deployment", "enterprise-api", "downstream-workloads")
+    assert api["spec"]["template"]["spec"]["nodeSelector"] == selectors[0]
+
+
+def test_workloads_get_the_socket_from_their_agents_csi_driver():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    d = _find(objects, "Deployment", "data-processor", "downstream-workloads")
+    spec = d["spec"]["template"]["spec"]
+    vol = next(v for v in spec["volumes"] if v["name"] == "spiffe-workload-api")
+    assert vol["csi"]["driver"] == "downstream-agent-2.csi.spiffe.io"
+    _find(objects, "CSIDriver", "downstream-agent-2.csi.spiffe.io")
+    c = spec["containers"][0]
+    assert c["command"] == ["python", "-m", "examples.data_processor"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["SPIFFE_ENDPOINT_SOCKET"] == "unix:///spiffe-workload-api/api.sock"
+
+
+def test_cluster_spiffe_ids_register_the_design_workloads_federated_with_upstream():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    for name in ("enterprise-api", "data-processor", "security-gateway"):
+        spec = _find(objects, "ClusterSPIFFEID", name)["spec"]
+        assert spec["spiffeIDTemplate"] == (
+            f"spiffe://downstream.example.org/ns/downstream-workloads/sa/{name}"
+        )
+        assert spec["federatesWith"] == ["enterprise-root.org"]
+        assert spec["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": "downstream-workloads"}
+        }
+        assert spec["workloadSelectorTemplates"] == [f"k8s:sa:{name}"]
+        assert spec["className"] == "spire-downstream-server"
+    ftd = _find(
+        objects, "ClusterFederatedTrustDomain", "spire-downstream-server-enterprise-root-org"
+    )["spec"]
+    assert ftd["bundleEndpointURL"] == "https://upstream-cluster-control-plane:31443"
+    assert ftd["bundleEndpointProfile"] == {
+        "type": "https_spiffe",
+        "endpointSPIFFEID": "spiffe://enterprise-root.org/spire/server",
+    }
+
+
+def test_controller_manager_config_names_the_psat_cluster_and_the_shared_socket():
+    topology = preset("nested")
+    objects = render_kubernetes_objects(topology)
+    for s in topology.servers:
+        cm = _find(
+            objects, "ConfigMap", f"{s.name}-controller-manager-config", s.kubernetes.namespace
+        )
+        cfg = yaml.safe_load(cm["data"]["controller-manager-config.yaml"])
+        assert cfg["kind"] == "ControllerManagerConfig"
+        assert cfg["clusterName"] == "nested-cluster"
+        assert cfg["className"] == s.name  # two controller managers share the cluster
+        assert cfg["spireServerSocketPath"] == K8S.server_socket(s.name)
+
+
+def test_nested_child_server_reads_its_upstream_svid_through_the_root_agent_csi_driver():
+    objects = render_kubernetes_objects(preset("nested"))
+    spec = _find(objects, "StatefulSet", "spire-child-server", "spire-child")["spec"]["template"][
+        "spec"
+    ]
+    vol = next(v for v in spec["volumes"] if v["name"] == "upstream-agent")
+    assert vol["csi"]["driver"] == "root-agent.csi.spiffe.io"
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "upstream-agent")
+    assert K8S.nested_upstream_socket("spire-child-server", "root-agent") == (
+        mount["mountPath"] + "/api.sock"
+    )
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_image_is_pinned_to_a_tag(name):
+    for o in render_kubernetes_objects(preset(name)):
+        spec = o.get("spec", {}).get("template", {}).get("spec")
+        for c in (spec or {}).get("containers", []):
+            image = c["image"]
+            assert re.search(r":v?\d+\.\d+", image), image
+            assert not image.endswith(":latest")
+
+
+def test_spire_images_are_the_pinned_release():
+    objects = render_kubernetes_objects(preset("basic"))
+    images = {
+        c["image"]
+        for o in objects
+        if o["kind"] in ("StatefulSet", "DaemonSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+    assert {
+        "ghcr.io/spiffe/spire-server:1.13.3",
+        "ghcr.io/spiffe/spire-agent:1.13.3",
+        "ghcr.io/spiffe/spire-controller-manager:0.6.3",
+    } <= images
+
+
+def test_render_cli_writes_the_manifests_under_kubernetes_for_the_kubernetes_target():
+    files = render_files(preset("enterprise"), "kubernetes", "/unused")
+    manifests = render_kubernetes_manifests(preset("enterprise"))
+    assert {f"kubernetes/{k}": v for k, v in manifests.items()}.items() <= files.items()
+    assert not [
+        k for k in render_files(preset("enterprise"), "local", "/s") if k.startswith("kubernetes/")
+    ]
+
+
+def test_kubernetes_plan_lists_every_manifest_file_with_its_object_counts():
+    from spire_fabric.deploy.plan import plan_items
+
+    topology = preset("enterprise")
+    items = [i for i in plan_items(topology, "kubernetes") if i.kind == "manifests"]
+    assert [i.name for i in items] == sorted(
+        render_kubernetes_manifests(topology),
+        key=lambda p: (p.split("/")[0] != "upstream-cluster", p),
+    )
+    workloads = next(i for i in items if i.name == "downstream-cluster/06-workloads.yaml")
+    assert workloads.detail == "3 Deployment, 3 Service, 3 ServiceAccount"
+    assert not [i for i in plan_items(topology, "local") if i.kind == "manifests"]
