@@ -8,6 +8,7 @@ Each object starts exactly one process and stops exactly that pid; nothing is ki
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -134,7 +135,11 @@ class SpireServerProcess(_SpireProcess):
         log_level: str = "DEBUG",
         extra_server_config: str = "",
         extra_plugins: str = "",
+        datastore: tuple[str, str] | None = None,
     ) -> None:
+        """`datastore=(database_type, connection_string)` puts SPIRE's DataStore "sql" on an
+        external MySQL/MariaDB or PostgreSQL (see `spire_fabric.testing.databases`); the
+        default None keeps the embedded SQLite file in `data_dir`."""
         self.binaries = binaries
         self.trust_domain = trust_domain
         self.name = f"spire-server[{trust_domain}]"
@@ -156,6 +161,18 @@ class SpireServerProcess(_SpireProcess):
       profile "https_spiffe" {{}}
     }}
   }}"""
+        if datastore is None:
+            sqlite_path = self.data_dir / "datastore.sqlite3"
+            datastore_data = (
+                f'      database_type = "sqlite3"\n      connection_string = "{sqlite_path}"'
+            )
+        else:
+            # JSON string escapes are valid HCL string escapes (quotes, backslashes in DSNs)
+            database_type, connection_string = datastore
+            datastore_data = (
+                f"      database_type = {json.dumps(database_type)}\n"
+                f"      connection_string = {json.dumps(connection_string)}"
+            )
         self.config_path.write_text(
             f"""server {{
   bind_address = "127.0.0.1"
@@ -174,8 +191,7 @@ class SpireServerProcess(_SpireProcess):
 plugins {{
   DataStore "sql" {{
     plugin_data {{
-      database_type = "sqlite3"
-      connection_string = "{self.data_dir / "datastore.sqlite3"}"
+{datastore_data}
     }}
   }}
   KeyManager "disk" {{

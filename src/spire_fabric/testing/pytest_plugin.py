@@ -15,6 +15,12 @@ import pytest
 
 from spire_fabric.runtime.binaries import SpireBinaries, SpireBinariesError, ensure_spire
 from spire_fabric.testing._processes import SpireAgentProcess, SpireServerProcess
+from spire_fabric.testing.databases import (
+    DatabaseBinariesError,
+    MariaDbServer,
+    PostgresServer,
+    stop_and_remove,
+)
 
 _STARTED = pytest.StashKey[list[Any]]()
 
@@ -99,3 +105,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for process in item.stash.get(_STARTED, []):
             report.sections.append((f"{process.name} log ({process.log_path})", process.log_tail()))
     return report
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDbServer]:
+    """A throwaway MariaDB on 127.0.0.1 for the whole session (one per xdist worker).
+
+    Tests isolate themselves by creating their own database and user. Missing binaries fail
+    the test (never skip): the SQL datastore claims must be proven against a real server.
+    """
+    try:
+        server = MariaDbServer()
+    except DatabaseBinariesError as err:
+        pytest.fail(f"a real MariaDB is required for this test: {err}")
+    try:
+        yield server.start()
+    finally:
+        stop_and_remove(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL on 127.0.0.1 for the whole session (one per xdist worker).
+
+    Tests isolate themselves by creating their own database and user. Missing binaries fail
+    the test (never skip): the SQL datastore claims must be proven against a real server.
+    """
+    try:
+        server = PostgresServer()
+    except DatabaseBinariesError as err:
+        pytest.fail(f"a real PostgreSQL is required for this test: {err}")
+    try:
+        yield server.start()
+    finally:
+        stop_and_remove(server)

@@ -1,0 +1,609 @@
+"""Throwaway MariaDB and PostgreSQL servers for tests of SPIRE's SQL datastore.
+
+Why real servers: what a user is promised for `--datastore mysql://…` / `postgres://…` depends
+on SPIRE's own migrations, drivers and error handling against a real database, so the tests
+start one in a temp dir (data, unix socket, log) on a free 127.0.0.1 port and stop exactly the
+pid they started. The database's own CLI (`mariadb`, `psql`) is the client, so no Python
+driver is needed, and it doubles as the oracle ("the table has 1 row").
+
+The binaries come from the distribution (`scripts/install-databases`); the packaged system
+services are not used.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from spire_fabric.testing._processes import free_port, short_tempdir
+
+INSTALL_HINT = "run scripts/install-databases (as root) to install them"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+_Server = TypeVar("_Server", bound="_DatabaseServer")
+
+
+class DatabaseError(RuntimeError):
+    """A test database server did not start, did not stop, or a SQL statement failed."""
+
+
+class DatabaseBinariesError(DatabaseError):
+    """The database server binaries are not installed."""
+
+
+def _check_name(kind: str, name: str) -> str:
+    # Names go into SQL text unquoted by a driver, so only plain identifiers are accepted.
+    if not _NAME.match(name):
+        raise DatabaseError(
+            f"invalid {kind} name {name!r}: use letters, digits and '_' (max 63, no leading digit)"
+        )
+    return name
+
+
+def _sql_string(value: str) -> str:
+    """A SQL string literal; quotes doubled and backslashes doubled (MariaDB reads escapes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _which(name: str, *fallbacks: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in fallbacks:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class _DatabaseServer:
+    """One database server process that we started, with its log and a readiness probe."""
+
+    kind: str
+    scheme: str
+    stop_signal: signal.Signals = signal.SIGTERM
+    workdir: Path
+    log_path: Path
+    port: int
+    _proc: subprocess.Popen[bytes] | None = None
+    _spawn_kwargs: dict[str, Any]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self: _Server, timeout: float = 60.0) -> _Server:
+        """Initialise the data dir on first start, run the server and wait until it answers."""
+        if self.running:
+            raise DatabaseError(f"{self.kind} is already running (pid {self.pid})")
+        if not self._initialized():
+            self._initialize()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
+        try:
+            self._proc = subprocess.Popen(
+                self._server_argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                **self._spawn_kwargs,
+            )
+        finally:
+            log.close()
+        self._wait_ready(timeout)
+        self._after_first_start()
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise DatabaseError(
+                    f"{self.kind} exited (code {code}) before it accepted connections; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise DatabaseError(
+            f"{self.kind} did not accept connections within {timeout:.0f}s "
+            f"(port {self.port}); log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server we started (its shutdown signal, then SIGKILL), and only that pid."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(self.stop_signal)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def remove(self) -> None:
+        """Delete the data dir, socket and log (the server must be stopped)."""
+        if self.running:
+            raise DatabaseError(f"{self.kind} is still running (pid {self.pid}); stop it first")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.log_path, lines)
+
+    def __enter__(self: _Server) -> _Server:
+        return self if self.running else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- SQL through the database's own CLI ---------------------------------------------------
+
+    def query(self, sql: str, database: str | None = None) -> list[list[str]]:
+        """Run SQL as the superuser over the unix socket; rows as lists of text fields."""
+        out = self.execute(sql, database)
+        return [line.split("\t") for line in out.splitlines() if line != ""]
+
+    def execute(self, sql: str, database: str | None = None) -> str:
+        """Run SQL as the superuser over the unix socket; the CLI's raw output."""
+        argv = self._client_argv(sql, database)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise DatabaseError(
+                f"{self.kind}: SQL failed ({result.returncode}): {sql!r}: "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result.stdout
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database (idempotent); returns its name."""
+        raise NotImplementedError
+
+    def create_user(
+        self, name: str, password: str, *, databases: Iterable[str] | None = None
+    ) -> str:
+        """Create a login user with `password`; returns its name.
+
+        `databases=None` gives the user every privilege (so a caller such as the installer
+        can create its own databases); otherwise all privileges on just those databases.
+        """
+        raise NotImplementedError
+
+    def url(self, database: str, user: str, password: str) -> str:
+        """The URL form `spire_fabric.deploy up --datastore` accepts."""
+        raise NotImplementedError
+
+    def spire_datastore(self, database: str, user: str, password: str) -> tuple[str, str]:
+        """`(database_type, connection_string)` for SPIRE's DataStore "sql" plugin."""
+        raise NotImplementedError
+
+    # -- per engine ---------------------------------------------------------------------------
+
+    def _initialized(self) -> bool:
+        raise NotImplementedError
+
+    def _initialize(self) -> None:
+        raise NotImplementedError
+
+    def _server_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _after_first_start(self) -> None:
+        return None
+
+    def _client_argv(self, sql: str, database: str | None) -> list[str]:
+        raise NotImplementedError
+
+    def _run_init(self, argv: Sequence[str], what: str) -> None:
+        init_log = self.workdir / f"{what}.log"
+        with open(init_log, "wb") as log:
+            result = subprocess.run(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                timeout=180,
+                **self._spawn_kwargs,
+            )
+        if result.returncode != 0:
+            raise DatabaseError(
+                f"{self.kind}: `{' '.join(argv)}` failed ({result.returncode}); "
+                f"log {init_log}:\n{_tail(init_log)}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+
+
+@dataclass(frozen=True)
+class MariaDbBinaries:
+    server: str
+    install_db: str
+    client: str
+
+
+def find_mariadb() -> MariaDbBinaries:
+    """The MariaDB server, data-dir initialiser and client, or an error saying how to get them."""
+    server = _which("mariadbd", "/usr/sbin/mariadbd")
+    install_db = _which("mariadb-install-db", "/usr/bin/mariadb-install-db")
+    client = _which("mariadb", "/usr/bin/mariadb")
+    missing = [
+        name
+        for name, path in (
+            ("mariadbd", server),
+            ("mariadb-install-db", install_db),
+            ("mariadb", client),
+        )
+        if path is None
+    ]
+    if server is None or install_db is None or client is None:
+        raise DatabaseBinariesError(
+            f"MariaDB binaries not found: {', '.join(missing)}; {INSTALL_HINT}"
+        )
+    return MariaDbBinaries(server, install_db, client)
+
+
+class MariaDbServer(_DatabaseServer):
+    """A MariaDB server on 127.0.0.1:<free port> with its data dir and socket in `workdir`.
+
+    The superuser is `root` without password, reachable only over the unix socket in the
+    temp dir; users made with `create_user` log in over TCP with a password, as SPIRE does.
+    """
+
+    kind = "mariadb"
+    scheme = "mysql"
+
+    def __init__(self, workdir: Path | None = None, *, port: int | None = None) -> None:
+        self.binaries = find_mariadb()
+        self.workdir = workdir or short_tempdir("sf-mariadb-")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.data_dir = self.workdir / "data"
+        self.socket_path = self.workdir / "mysqld.sock"
+        self.log_path = self.workdir / "mariadb.log"
+        self._fresh = True
+        self._spawn_kwargs = {}
+        # mariadbd refuses to run as root unless told so explicitly; elsewhere it runs as us.
+        self._user_args = ["--user=root"] if os.geteuid() == 0 else []
+
+    def _initialized(self) -> bool:
+        return (self.data_dir / "mysql").is_dir()
+
+    def _initialize(self) -> None:
+        self._run_init(
+            [
+                self.binaries.install_db,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *self._user_args,
+            ],
+            "mariadb-install-db",
+        )
+
+    def _server_argv(self) -> list[str]:
+        return [
+            self.binaries.server,
+            "--no-defaults",
+            f"--datadir={self.data_dir}",
+            f"--socket={self.socket_path}",
+            f"--pid-file={self.workdir / 'mariadbd.pid'}",
+            "--bind-address=127.0.0.1",
+            f"--port={self.port}",
+            "--skip-name-resolve",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+            # test speed, not durability: the data dir is thrown away
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-log-file-size=16M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--skip-performance-schema",
+            *self._user_args,
+        ]
+
+    def _ready(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        argv = self._client_argv("SELECT 1", None)
+        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+    def _after_first_start(self) -> None:
+        if not self._fresh:
+            return
+        self._fresh = False
+        # mariadb-install-db creates anonymous accounts; drop them so that only the users we
+        # create can log in (an anonymous match would shadow a wrong-password failure).
+        for user, host in self.query("SELECT User, Host FROM mysql.user WHERE User = ''"):
+            self.execute(f"DROP USER {_sql_string(user)}@{_sql_string(host)}")
+
+    def _client_argv(self, sql: str, database: str | None) -> list[str]:
+        argv = [
+            self.binaries.client,
+            "--no-defaults",
+            f"--socket={self.socket_path}",
+            "--user=root",
+            "--batch",
+            "--skip-column-names",
+            "--execute",
+            sql,
+        ]
+        if database is not None:
+            argv.append(_check_name("database", database))
+        return argv
+
+    def create_database(self, name: str) -> str:
+        _check_name("database", name)
+        self.execute(
+            f"CREATE DATABASE IF NOT EXISTS `{name}` "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+        )
+        return name
+
+    def create_user(
+        self, name: str, password: str, *, databases: Iterable[str] | None = None
+    ) -> str:
+        _check_name("user", name)
+        account = f"{_sql_string(name)}@'%'"
+        statements = [
+            f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {_sql_string(password)}",
+            f"ALTER USER {account} IDENTIFIED BY {_sql_string(password)}",
+        ]
+        if databases is None:
+            statements.append(f"GRANT ALL PRIVILEGES ON *.* TO {account}")
+        else:
+            statements += [
+                f"GRANT ALL PRIVILEGES ON `{_check_name('database', db)}`.* TO {account}"
+                for db in databases
+            ]
+        self.execute("; ".join(statements))
+        return name
+
+    def grant(self, user: str, database: str) -> None:
+        """All privileges on `database` for an existing user."""
+        self.execute(
+            f"GRANT ALL PRIVILEGES ON `{_check_name('database', database)}`.* "
+            f"TO {_sql_string(_check_name('user', user))}@'%'"
+        )
+
+    def url(self, database: str, user: str, password: str) -> str:
+        return (
+            f"mysql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.port}/{database}"
+        )
+
+    def spire_datastore(self, database: str, user: str, password: str) -> tuple[str, str]:
+        # go-sql-driver/mysql DSN: the password is taken literally up to the last '@'.
+        return ("mysql", f"{user}:{password}@tcp(127.0.0.1:{self.port})/{database}?parseTime=true")
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@dataclass(frozen=True)
+class PostgresBinaries:
+    bindir: Path
+    client: str
+
+    @property
+    def initdb(self) -> str:
+        return str(self.bindir / "initdb")
+
+    @property
+    def server(self) -> str:
+        return str(self.bindir / "postgres")
+
+
+def find_postgres() -> PostgresBinaries:
+    """The PostgreSQL server bindir (initdb, postgres) and psql, or an error saying how."""
+    bindir: Path | None = None
+    initdb = shutil.which("initdb")
+    if initdb:
+        bindir = Path(initdb).resolve().parent
+    else:
+        # Debian keeps the server binaries off PATH, one dir per major version: newest wins
+        found = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+            key=lambda p: (
+                int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+            ),
+        )
+        if found:
+            bindir = Path(found[-1]).parent
+    client = _which("psql") or (str(bindir / "psql") if bindir else None)
+    if bindir is None or not (bindir / "postgres").exists() or client is None:
+        raise DatabaseBinariesError(
+            f"PostgreSQL server binaries (initdb, postgres, psql) not found; {INSTALL_HINT}"
+        )
+    return PostgresBinaries(bindir, client)
+
+
+class PostgresServer(_DatabaseServer):
+    """A PostgreSQL server on 127.0.0.1:<free port> with its data dir and socket in `workdir`.
+
+    PostgreSQL refuses to run as root, so when we are root the server (and initdb) run as the
+    unprivileged `run_as` user (default `postgres`), which then owns `workdir`. The superuser
+    `postgres` is trusted on the unix socket only; TCP logins need a password
+    (scram-sha-256), so a wrong password really fails.
+    """
+
+    kind = "postgresql"
+    scheme = "postgres"
+    # SIGTERM is "smart" shutdown, which waits for clients (a SPIRE server) to leave;
+    # SIGINT is "fast" shutdown: it disconnects them and stops cleanly.
+    stop_signal = signal.SIGINT
+
+    def __init__(
+        self, workdir: Path | None = None, *, port: int | None = None, run_as: str = "postgres"
+    ) -> None:
+        self.binaries = find_postgres()
+        self.workdir = workdir or short_tempdir("sf-pg-")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.data_dir = self.workdir / "data"
+        self.socket_dir = self.workdir
+        self.log_path = self.workdir / "postgres.log"
+        self._spawn_kwargs = {}
+        if os.geteuid() == 0:
+            try:
+                account = pwd.getpwnam(run_as)
+            except KeyError:
+                raise DatabaseError(
+                    f"PostgreSQL refuses to run as root and there is no user {run_as!r} to run "
+                    f"it as; {INSTALL_HINT} (it creates the 'postgres' user) or pass run_as="
+                ) from None
+            os.chown(self.workdir, account.pw_uid, account.pw_gid)
+            self.log_path.touch()
+            os.chown(self.log_path, account.pw_uid, account.pw_gid)
+            self._spawn_kwargs = {
+                "user": account.pw_uid,
+                "group": account.pw_gid,
+                "extra_groups": [],
+                "env": {**os.environ, "HOME": str(self.workdir), "USER": run_as},
+            }
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    def _initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def _initialize(self) -> None:
+        self._run_init(
+            [
+                self.binaries.initdb,
+                "--pgdata",
+                str(self.data_dir),
+                "--username=postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            "initdb",
+        )
+
+    def _server_argv(self) -> list[str]:
+        return [
+            self.binaries.server,
+            "-D", str(self.data_dir),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"port={self.port}",
+            "-c", f"unix_socket_directories={self.socket_dir}",
+            "-c", "logging_collector=off",
+            # test speed, not durability: the data dir is thrown away
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        argv = self._client_argv("SELECT 1", None)
+        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+    def _client_argv(self, sql: str, database: str | None) -> list[str]:
+        return [
+            self.binaries.client,
+            "--no-psqlrc",
+            "--host", str(self.socket_dir),
+            "--port", str(self.port),
+            "--username", "postgres",
+            "--dbname", _check_name("database", database) if database else "postgres",
+            "--tuples-only",
+            "--no-align",
+            "--field-separator=\t",
+            "--set", "ON_ERROR_STOP=1",
+            "--command", sql,
+        ]  # fmt: skip
+
+    def create_database(self, name: str) -> str:
+        _check_name("database", name)
+        exists = self.query(f"SELECT 1 FROM pg_database WHERE datname = {_sql_string(name)}")
+        if not exists:
+            self.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def create_user(
+        self, name: str, password: str, *, databases: Iterable[str] | None = None
+    ) -> str:
+        _check_name("user", name)
+        exists = self.query(f"SELECT 1 FROM pg_roles WHERE rolname = {_sql_string(name)}")
+        verb = "ALTER" if exists else "CREATE"
+        # psql sends the literal; PostgreSQL hashes it with scram-sha-256 (password_encryption)
+        pw = password.replace("'", "''")
+        if databases is None:
+            self.execute(f"{verb} ROLE \"{name}\" LOGIN SUPERUSER PASSWORD '{pw}'")
+        else:
+            self.execute(f"{verb} ROLE \"{name}\" LOGIN PASSWORD '{pw}'")
+            for database in databases:
+                self.grant(name, database)
+        return name
+
+    def grant(self, user: str, database: str) -> None:
+        """All privileges on `database` and its `public` schema for an existing user.
+
+        Since PostgreSQL 15 only the owner may create tables in `public`, and SPIRE's
+        migrations create tables there, so the schema grant is needed too.
+        """
+        _check_name("user", user)
+        _check_name("database", database)
+        self.execute(f'GRANT ALL PRIVILEGES ON DATABASE "{database}" TO "{user}"')
+        self.execute(f'GRANT ALL ON SCHEMA public TO "{user}"', database)
+
+    def url(self, database: str, user: str, password: str) -> str:
+        return (
+            f"postgres://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.port}/{database}?sslmode=disable"
+        )
+
+    def spire_datastore(self, database: str, user: str, password: str) -> tuple[str, str]:
+        return ("postgres", self.url(database, user, password))
+
+
+def stop_and_remove(server: _DatabaseServer) -> None:
+    """Teardown helper: stop the server, then delete its temp dir."""
+    server.stop()
+    server.remove()
