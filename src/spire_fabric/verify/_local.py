@@ -145,7 +145,7 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
                 f"{forbidden_w.name} is refused by {server_w.name}'s authorizer",
                 lambda s=server_w, c=client_w, f=forbidden_w: _mtls(
                     svid_of(s), context_of(s), svid_of(f), context_of(f), allowed=False,
-                    authorized=svid_of(c).spiffe_id,
+                    authorized=SpiffeId.parse(c.spiffe_id),
                 ),
             )  # fmt: skip
         yield _check(

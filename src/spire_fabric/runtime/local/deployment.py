@@ -49,6 +49,7 @@ __all__ = [
 StepReporter = Callable[[str], AbstractContextManager[object]]
 
 JOIN_TOKEN_TTL_S = 600
+UNIX_SOCKET_PATH_MAX = 107
 SERVER_START_TIMEOUT_S = 60.0
 AGENT_START_TIMEOUT_S = 60.0
 SVID_WAIT_TIMEOUT_S = 60.0
@@ -153,7 +154,8 @@ class LocalDeployment:
     def up(self, report: StepReporter = _no_report) -> None:
         with report("provision SPIRE binaries"):
             _ = self.binaries
-        self._check_ports()  # before anything is written: a taken port changes nothing
+        self._check_socket_paths()  # before anything is written: bad input changes nothing
+        self._check_ports()
         self.state.save(self.record, self.topology)
         with report("CA hierarchy (Enterprise Root and intermediates)"):
             self.ensure_ca()
@@ -196,6 +198,19 @@ class LocalDeployment:
         if self.local.ca is None:
             return None
         return load_ca(_ca_files(self.state.ca_dir, self.local.ca.root.name))
+
+    def _check_socket_paths(self) -> None:
+        """Unix socket paths are limited to 107 bytes; SPIRE fails obscurely past that."""
+        sockets = [self.paths.server_socket(s.name) for s in self.local.servers]
+        for a in self.local.agents:
+            sockets += [self.paths.agent_socket(a.name), self.paths.agent_admin_socket(a.name)]
+        too_long = [p for p in sockets if len(p.encode()) > UNIX_SOCKET_PATH_MAX]
+        if too_long:
+            raise UpError(
+                f"state directory {self.state.path} is too deep: the socket path "
+                f"{too_long[0]} is {len(too_long[0].encode())} bytes, over the "
+                f"{UNIX_SOCKET_PATH_MAX}-byte limit of unix sockets; pass a shorter --state-dir"
+            )
 
     def _check_ports(self) -> None:
         ours = {s.pid for s in self.supervisor.states().values() if s.pid is not None}

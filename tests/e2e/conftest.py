@@ -1,0 +1,93 @@
+"""A whole enterprise topology, really running, for end-to-end tests.
+
+One deployment per module (bringing it up costs ~10 s); each fault test heals what it broke
+with `up` before the next one starts, and asserts it did.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from spire_fabric.runtime.local.deployment import LocalDeployment
+from spire_fabric.testing import short_tempdir
+from spire_fabric.verify import Report, verify_deployment
+
+# Every local port of the enterprise preset, relative to the port base (see localize.py)
+_PORT_OFFSETS = (80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
+
+
+def free_port_base() -> int:
+    """A port base whose every port is free right now (so tests never fight a dev's `up`)."""
+    for base in range(41000, 60000, 1000):
+        ports = [base + off for off in _PORT_OFFSETS]
+        if all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port base between 41000 and 60000")
+
+
+def _free(port: int) -> bool:
+    if port < 1024:
+        return False
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Deploy:
+    """Runs `python -m spire_fabric.deploy` like a user would, against one state dir."""
+
+    state_dir: Path
+    port_base: int
+
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "spire_fabric.deploy",
+            *args,
+            "--state-dir",
+            str(self.state_dir),
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"`deploy {' '.join(args)}` exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("up", "--port-base", str(self.port_base), *extra, check=check)
+
+    def verify(self) -> Report:
+        return verify_deployment(self.deployment())
+
+    def verify_json(self) -> dict:
+        return json.loads(self.run("verify", "--output", "json").stdout)
+
+    def deployment(self) -> LocalDeployment:
+        return LocalDeployment.open(self.state_dir)
+
+
+@pytest.fixture(scope="module")
+def enterprise() -> Iterator[Deploy]:
+    deploy = Deploy(short_tempdir("sf-e2e-") / "state", free_port_base())
+    try:
+        deploy.up()
+        yield deploy
+    finally:
+        deploy.run("down", "--purge")

@@ -1,0 +1,226 @@
+"""From nothing to a verified enterprise topology, faults that verification must catch, and
+a `down` that leaves nothing behind. Everything here is real SPIRE."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from spire_fabric.runtime.local.deployment import agent_component, server_component
+from spire_fabric.runtime.local.supervisor import pid_alive
+from spire_fabric.testing import short_tempdir
+from spire_fabric.verify import Report
+
+from .conftest import Deploy, free_port_base
+
+DOWNSTREAM = "spire-downstream-server"
+UPSTREAM = "spire-upstream-server"
+
+
+def failed_ids(report: Report) -> set[str]:
+    return {c.id for c in report.failed}
+
+
+def wait_for_green(deploy: Deploy, timeout: float = 30) -> Report:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = deploy.verify()
+        if report.ok or time.monotonic() > deadline:
+            return report
+        time.sleep(0.5)
+
+
+def involving(report: Report, workload: str) -> set[str]:
+    """Checks whose id names a workload (its SVID, the handshakes and JWTs it takes part in)."""
+    return {c.id for c in report.checks if workload in c.id.split(":", 1)[1].split("->")}
+
+
+def test_up_from_nothing_is_fully_verified(enterprise: Deploy) -> None:
+    report = enterprise.verify()
+    assert report.ok, [f"{c.id}: {c.detail}" for c in report.failed]
+    ids = {c.id for c in report.checks}
+    # the checks DESIGN.md and the installer issue ask for, for every component
+    assert {f"server-live:{UPSTREAM}", f"server-live:{DOWNSTREAM}"} <= ids
+    assert {f"datastore:{UPSTREAM}", f"datastore:{DOWNSTREAM}"} <= ids
+    assert {f"agent-attested:downstream-agent-{i}" for i in (1, 2, 3)} <= ids
+    assert {
+        f"federated-bundle:{UPSTREAM}->downstream.example.org",
+        f"federated-bundle:{DOWNSTREAM}->enterprise-root.org",
+    } <= ids
+    assert {"mtls:upstream-client->enterprise-api", "jwt:upstream-client->enterprise-api"} <= ids
+    assert any(i.startswith("mtls-refused:") for i in ids)
+
+
+def test_verify_cli_reports_json_and_exit_status(enterprise: Deploy) -> None:
+    result = enterprise.run("verify", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is True and len(data["checks"]) >= 20
+
+
+def test_status_lists_every_component(enterprise: Deploy) -> None:
+    result = enterprise.run("status", "--output", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    expected = {UPSTREAM, DOWNSTREAM, "upstream-agent"} | {
+        f"downstream-agent-{i}" for i in (1, 2, 3)
+    }
+    assert set(rows) >= expected
+    for name in expected:
+        assert rows[name]["healthy"] and rows[name]["pid"], rows[name]
+
+
+def test_second_up_changes_nothing(enterprise: Deploy) -> None:
+    d = enterprise.deployment()
+    before_pids = {n: s.pid for n, s in d.supervisor.states().items()}
+    with d.server_client(DOWNSTREAM) as c:
+        before_entries = sorted((e.id, e.revision_number) for e in c.list_entries())
+        before_bundle = c.get_bundle()
+    enterprise.up("--no-verify")
+    after_pids = {n: s.pid for n, s in d.supervisor.states().items()}
+    with d.server_client(DOWNSTREAM) as c:
+        after_entries = sorted((e.id, e.revision_number) for e in c.list_entries())
+        after_bundle = c.get_bundle()
+    assert after_pids == before_pids  # no process restarted
+    assert after_entries == before_entries  # no entry re-created or updated
+    assert after_bundle.x509_authorities == before_bundle.x509_authorities
+
+
+def test_killed_agent_is_restarted_by_the_supervisor_with_the_reason_logged(
+    enterprise: Deploy,
+) -> None:
+    d = enterprise.deployment()
+    name = agent_component("downstream-agent-2")
+    pid = d.supervisor.states()[name].pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = d.supervisor.states()[name]
+        if state.pid and state.pid != pid:
+            break
+        time.sleep(0.1)
+    assert state.pid != pid and state.last_exit == "was killed by SIGKILL"
+    assert "downstream-agent-2" in d.supervisor.log_path.read_text()
+    report = wait_for_green(enterprise)
+    assert report.ok, failed_ids(report)
+
+
+def test_agent_down_turns_its_checks_red_and_up_heals_it(enterprise: Deploy) -> None:
+    d = enterprise.deployment()
+    # Without the supervisor (as after a crash of the whole host) nothing restarts it.
+    os.kill(d.supervisor.pid, signal.SIGKILL)
+    agent_pid = d.supervisor.states()[agent_component("downstream-agent-1")].pid
+    os.kill(agent_pid, signal.SIGKILL)
+    while pid_alive(agent_pid):
+        time.sleep(0.05)
+
+    report = enterprise.verify()
+    red = failed_ids(report)
+    assert "agent-live:downstream-agent-1" in red
+    assert "workload-svid:enterprise-api" in red  # enterprise-api lives on that agent
+    allowed = {"agent-live:downstream-agent-1"} | involving(report, "enterprise-api")
+    assert red <= allowed, red - allowed
+
+    enterprise.up()
+    assert wait_for_green(enterprise).ok
+
+
+def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy) -> None:
+    d = enterprise.deployment()
+    with d.server_client(DOWNSTREAM) as c:
+        victim = next(e for e in c.list_entries() if e.spiffe_id.path.endswith("/data-processor"))
+    server = d.local.server(DOWNSTREAM)
+    # SPIRE's own CLI does the deleting, as an operator would
+    import subprocess
+
+    subprocess.run(
+        [str(d.binaries.server), "entry", "delete", "-entryID", victim.id,
+         "-socketPath", d.paths.server_socket(server.name)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    report = enterprise.verify()
+    red = failed_ids(report)
+    assert f"entries:{DOWNSTREAM}" in red
+    assert (
+        "missing" in report.get(f"entries:{DOWNSTREAM}").detail
+        or "create" in report.get(f"entries:{DOWNSTREAM}").detail
+    )
+    allowed = {f"entries:{DOWNSTREAM}"} | involving(report, "data-processor")
+    assert red <= allowed, red - allowed
+
+    enterprise.up()
+    assert wait_for_green(enterprise).ok
+    with d.server_client(DOWNSTREAM) as c:
+        assert c.get_entry(victim.id).spiffe_id == victim.spiffe_id  # same owned ID
+
+
+def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
+    enterprise: Deploy,
+) -> None:
+    d = enterprise.deployment()
+    with d.server_client(DOWNSTREAM) as c:
+        c.delete_federated_bundles(["enterprise-root.org"], mode="dissociate").raise_for_errors()
+
+    report = enterprise.verify()
+    red = failed_ids(report)
+    assert f"federated-bundle:{DOWNSTREAM}->enterprise-root.org" in red
+    # dissociating also strips federates_with from our entries: that is an entry change
+    allowed = {
+        f"federated-bundle:{DOWNSTREAM}->enterprise-root.org",
+        f"entries:{DOWNSTREAM}",
+    } | {c.id for c in report.checks if c.id.startswith(("mtls", "jwt"))}
+    assert red <= allowed, red - allowed
+    assert not any(i.startswith("federated-bundle:" + UPSTREAM) for i in red)
+
+    enterprise.up()
+    assert wait_for_green(enterprise).ok
+
+
+def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy) -> None:
+    d = enterprise.deployment()
+    with d.server_client(DOWNSTREAM) as c:
+        entries_before = sorted((e.id, str(e.spiffe_id)) for e in c.list_entries())
+        bundle_before = c.get_bundle().x509_authorities
+    os.kill(d.supervisor.pid, signal.SIGKILL)
+    server_pid = d.supervisor.states()[server_component(DOWNSTREAM)].pid
+    os.kill(server_pid, signal.SIGKILL)
+    while pid_alive(server_pid):
+        time.sleep(0.05)
+
+    red = failed_ids(enterprise.verify())
+    assert f"server-live:{DOWNSTREAM}" in red and f"datastore:{DOWNSTREAM}" in red
+    assert f"server-live:{UPSTREAM}" not in red
+
+    enterprise.up()
+    assert wait_for_green(enterprise).ok
+    with d.server_client(DOWNSTREAM) as c:
+        assert sorted((e.id, str(e.spiffe_id)) for e in c.list_entries()) == entries_before
+        assert c.get_bundle().x509_authorities == bundle_before
+
+
+def test_down_leaves_no_process_and_no_port() -> None:
+    state = short_tempdir("sf-e2e-down-") / "state"
+    deploy = Deploy(state, free_port_base())
+    try:
+        deploy.up("--no-verify")
+    except BaseException:
+        deploy.run("down", "--purge")
+        raise
+    d = deploy.deployment()
+    pids = [s.pid for s in d.supervisor.states().values()] + [d.supervisor.pid]
+    ports = [p for _, p, _ in d._ports()]
+    assert all(pids)
+
+    result = deploy.run("down", check=True)
+
+    assert "stopped" in result.stdout
+    assert not any(pid_alive(p) for p in pids)
+    from .conftest import _free
+
+    assert all(_free(p) for p in ports), [p for p in ports if not _free(p)]
+    assert (state / "state.json").exists()  # state kept without --purge
+    deploy.run("down", "--purge", check=True)
+    assert not state.exists()
