@@ -1,7 +1,96 @@
 """spire_fabric: a Python toolkit for SPIFFE/SPIRE.
 
-Topology builders, SPIRE Server/Agent API clients, a workload SDK with federated mTLS on the
-stdlib `ssl` module, and an installer that makes a multi-cluster SPIRE architecture real.
+What application code needs is importable from here::
+
+    from spire_fabric import X509Source, mtls_server_context, authorize_id
+
+The rest lives in its room, named by the concept (as go-spiffe's packages are):
+`identity` (IDs, bundles, SVID verification), `workload` (Workload API), `tls` (mutual TLS
+on stdlib ssl), `federation` (bundle endpoints), `server` (SPIRE Server and Agent admin
+APIs), `topology` / `render` (the declarative model and its configs, manifests, diagrams),
+`runtime` / `verify` / `deploy` (making a topology real and proving it works).
 """
 
 __version__ = "0.1.0"
+
+from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
+from spire_fabric.identity import (
+    BundleSet,
+    JwtBundle,
+    JwtSvid,
+    SpiffeBundle,
+    SpiffeId,
+    TrustDomain,
+    X509Bundle,
+    X509Svid,
+    parse_and_validate_jwt_svid,
+    verify_x509_svid,
+)
+from spire_fabric.server import AsyncSpireServerClient, SpireServerClient
+from spire_fabric.tls import (
+    authorize_any,
+    authorize_id,
+    authorize_member_of,
+    authorize_one_of,
+    authorize_predicate,
+    connect_mtls,
+    mtls_client_context,
+    mtls_server_context,
+    mtls_urlopen,
+    serve_mtls_threaded,
+    start_mtls_server,
+    tls_client_context,
+    tls_server_context,
+    verify_peer,
+)
+from spire_fabric.workload import (
+    AsyncBundleSource,
+    AsyncJwtSource,
+    AsyncWorkloadApiClient,
+    AsyncX509Source,
+    BundleSource,
+    JwtSource,
+    WorkloadApiClient,
+    X509Source,
+)
+
+__all__ = [
+    "AsyncBundleSource",
+    "AsyncJwtSource",
+    "AsyncSpireServerClient",
+    "AsyncWorkloadApiClient",
+    "AsyncX509Source",
+    "BundleSet",
+    "BundleSource",
+    "BundleWatcher",
+    "JwtBundle",
+    "JwtSource",
+    "JwtSvid",
+    "SpiffeBundle",
+    "SpiffeId",
+    "SpireServerClient",
+    "TrustDomain",
+    "WorkloadApiClient",
+    "X509Bundle",
+    "X509Source",
+    "X509Svid",
+    "__version__",
+    "authorize_any",
+    "authorize_id",
+    "authorize_member_of",
+    "authorize_one_of",
+    "authorize_predicate",
+    "connect_mtls",
+    "fetch_bundle",
+    "mtls_client_context",
+    "mtls_server_context",
+    "mtls_urlopen",
+    "parse_and_validate_jwt_svid",
+    "serve_bundle_endpoint",
+    "serve_mtls_threaded",
+    "start_mtls_server",
+    "tls_client_context",
+    "tls_server_context",
+    "verify_peer",
+    "verify_x509_svid",
+]

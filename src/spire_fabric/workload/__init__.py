@@ -12,9 +12,6 @@ Modelled on go-spiffe's ``workloadapi`` package. Errors form one tree rooted at
     ├── NoMatchingSvidError          (also a LookupError) a picker found no SVID it wants
     ├── SourceNotReadyError          a source got no first update in time
     └── WorkloadApiClosedError       the client or source was used after close()
-
-Note: ``BundleSource`` here is the Workload API source class; the protocol of the same
-name in :mod:`spire_fabric.identity` is what it (and any bundle holder) satisfies.
 """
 
 from ._async_client import AsyncWorkloadApiClient
