@@ -7,6 +7,7 @@ with `up` before the next one starts, and asserts it did.
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -26,7 +27,10 @@ _PORT_OFFSETS = (80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 3100
 
 def free_port_base() -> int:
     """A port base whose every port is free right now (so tests never fight a dev's `up`)."""
-    for base in range(41000, 60000, 1000):
+    # A random start keeps two test runs on one machine from racing for the same ports.
+    bases = list(range(41000, 60000, 1000))
+    start = random.randrange(len(bases))
+    for base in bases[start:] + bases[:start]:
         ports = [base + off for off in _PORT_OFFSETS]
         if all(_free(p) for p in ports):
             return base
