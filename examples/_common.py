@@ -1,0 +1,106 @@
+"""What all three examples do the same way: flags with env fallbacks, logging, SIGTERM,
+and getting an identity with an error message an operator can act on.
+
+Kept deliberately small; the interesting code (serving, calling, authorizing) lives in each
+example so it reads as plain use of ``spire_fabric.workload`` and ``spire_fabric.tls``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.tls import Authorizer, authorize_predicate
+from spire_fabric.workload import NoIdentityIssuedError, WorkloadApiError, X509Source
+
+EXIT_NO_IDENTITY = 2
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """A flag's fallback: the installer may configure a process through its environment."""
+    return os.environ.get(name) or default
+
+
+def env_list(name: str) -> list[str]:
+    """A repeatable flag's fallback: comma- or space-separated values."""
+    return (os.environ.get(name) or "").replace(",", " ").split()
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (port 0 lets the kernel pick; the chosen port is logged)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def setup_logging(name: str) -> None:
+    """One line per event on stdout (spire_fabric's own loggers included, e.g. refused
+    handshakes), so a supervisor's log shows what happened and to whom."""
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+        force=True,
+    )
+
+
+def stop_event() -> threading.Event:
+    """Set on SIGTERM or SIGINT, so main() can close its sources and servers and return.
+
+    Installed once the identity is there: before that, the default action (exit) is right.
+    """
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def open_x509_source(log: logging.Logger, timeout: float) -> X509Source | None:
+    """The workload's X509Source, or None after logging why there is no identity.
+
+    An agent answers "no identity issued" until a registration entry matches this process,
+    which is normal for a few seconds after an installer creates the entry; the source keeps
+    asking for ``timeout`` seconds before giving up.
+    """
+    try:
+        source = X509Source(first_update_timeout=timeout)
+    except NoIdentityIssuedError as e:
+        log.error(
+            "no identity: the SPIRE agent at %s has no registration entry for this process "
+            "(uid %d, pid %d); create one parented to that agent (e.g. selector unix:uid:%d) "
+            "and start again. Detail: %s",
+            e.endpoint, os.getuid(), os.getpid(), os.getuid(), e,
+        )  # fmt: skip
+        return None
+    except WorkloadApiError as e:
+        log.error("no identity: cannot get an X509-SVID from the Workload API: %s", e)
+        return None
+    svid = source.get_x509_svid()
+    log.info("identity %s (serial %x) from %s", svid.spiffe_id, svid.leaf.serial_number,
+             source.endpoint)  # fmt: skip
+    return source
+
+
+def authorize_allowed(ids: list[str], trust_domains: list[str]) -> Authorizer:
+    """Admit exactly the listed IDs plus every ID of the listed trust domains.
+
+    Both lists are parsed up front so a typo fails at startup, not at the first request.
+    """
+    allowed_ids = frozenset(SpiffeId.parse(i) for i in ids)
+    allowed_tds = frozenset(TrustDomain.parse(t) for t in trust_domains)
+    shown = ", ".join(
+        sorted(map(str, allowed_ids)) + [f"any ID of {t}" for t in sorted(map(str, allowed_tds))]
+    )
+    return authorize_predicate(
+        lambda peer: peer in allowed_ids or peer.trust_domain in allowed_tds,
+        f"the allowed callers ({shown or 'none'})",
+    )

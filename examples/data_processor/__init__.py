@@ -1,0 +1,1 @@
+"""data-processor: a client that calls enterprise-api over mTLS in a loop (see README.md)."""

@@ -1,0 +1,1 @@
+"""security-gateway: the cross-trust-domain front door to enterprise-api (see README.md)."""
