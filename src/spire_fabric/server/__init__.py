@@ -11,6 +11,13 @@
 `SpireServerError` (see `spire_fabric.server._errors`).
 """
 
+from spire_fabric.server._agent_async_client import AsyncSpireAgentClient, AsyncSubscription
+from spire_fabric.server._agent_client import (
+    AgentInfo,
+    SpireAgentClient,
+    Subscription,
+    X509SvidUpdate,
+)
 from spire_fabric.server._async_client import AsyncSpireServerClient
 from spire_fabric.server._client import SpireServerClient
 from spire_fabric.server._errors import (
@@ -52,19 +59,34 @@ from spire_fabric.server._models import (
     X509Authority,
     X509Svid,
 )
+from spire_fabric.server._reconcile import (
+    ApplyResult,
+    EntryChange,
+    EntryPlan,
+    apply_entries,
+    apply_entries_async,
+    owned_entry_id,
+    plan_entries,
+)
 from spire_fabric.server._retry import RetryPolicy
 
 __all__ = [
     "Agent",
+    "AgentInfo",
     "AlreadyExistsError",
+    "ApplyResult",
+    "AsyncSpireAgentClient",
     "AsyncSpireServerClient",
+    "AsyncSubscription",
     "BatchItem",
     "BatchResult",
     "Bundle",
     "CertInfo",
     "DeadlineExceededError",
     "Entry",
+    "EntryChange",
     "EntryField",
+    "EntryPlan",
     "FailedPreconditionError",
     "FederationRelationship",
     "HttpsSpiffeProfile",
@@ -84,13 +106,20 @@ __all__ = [
     "Selector",
     "SelectorLike",
     "ServerInfo",
+    "SpireAgentClient",
     "SpireApiError",
     "SpireClientConfigError",
     "SpireServerClient",
     "SpireServerError",
     "SpireValidationError",
+    "Subscription",
     "UnauthenticatedError",
     "UnavailableError",
     "X509Authority",
     "X509Svid",
+    "X509SvidUpdate",
+    "apply_entries",
+    "apply_entries_async",
+    "owned_entry_id",
+    "plan_entries",
 ]
