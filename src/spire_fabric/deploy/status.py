@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(run=run)
 
 
+def _expiry(unix: int | None) -> str:
+    if not unix:
+        return "-"
+    left = unix - time.time()
+    when = time.strftime("%H:%M:%S", time.localtime(unix))
+    return f"{when} (in {left / 3600:.1f}h)" if left > 0 else f"{when} (expired)"
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     deployment = open_deployment(args)
     rows = deployment.status()
@@ -29,7 +38,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             title=f"status: {deployment.topology.name} ({deployment.state.path})",
             title_justify="left",
         )
-        for col in ("kind", "name", "pid", "health", "restarts", "detail"):
+        for col in ("kind", "name", "pid", "health", "restarts", "SVID expires", "detail"):
             table.add_column(col, overflow="fold")
         for r in rows:
             health = (
@@ -39,7 +48,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
             )
             detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
             table.add_row(
-                r.kind, escape(r.name), str(r.pid or "-"), health, str(r.restarts), escape(detail)
+                r.kind,
+                escape(r.name),
+                str(r.pid or "-"),
+                health,
+                str(r.restarts),
+                _expiry(r.svid_expires_at),
+                escape(detail),
             )
         console.print(table)
     return 0 if all(r.healthy for r in rows) else 1

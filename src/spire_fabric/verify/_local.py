@@ -7,6 +7,7 @@ the servers'. Nothing here trusts our own bookkeeping where SPIRE can be asked i
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
@@ -34,7 +35,13 @@ from spire_fabric.runtime.local.deployment import (
 )
 from spire_fabric.server import NotFoundError
 from spire_fabric.server._reconcile import plan_entries
-from spire_fabric.tls import authorize_id, connect_mtls, mtls_client_context, mtls_server_context
+from spire_fabric.tls import (
+    authorize_id,
+    connect_mtls,
+    mtls_client_context,
+    mtls_server_context,
+    mtls_urlopen,
+)
 from spire_fabric.topology import Server, Workload
 from spire_fabric.verify._report import CheckResult, Report
 from spire_fabric.workload import WorkloadApiClient, X509Context
@@ -153,6 +160,75 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
             f"a JWT-SVID of {client_w.name} validates at {server_w.name}",
             lambda s=server_w, c=client_w: _jwt(d, issuer=c, validator=s),
         )
+    yield from _example_checks(d, svid_of, context_of)
+
+
+def _example_checks(
+    d: LocalDeployment,
+    svid_of: Callable[[Workload], X509Svid],
+    context_of: Callable[[Workload], X509Context],
+) -> Iterator[CheckResult]:
+    """The running example workloads answer real requests (when the checkout has them)."""
+    examples = {p.workload.name: p for p in d.example_processes()}
+    states = d.supervisor.states()
+    for name, p in examples.items():
+        yield _check(
+            f"workload-process:{name}",
+            f"{name} process running",
+            lambda p=p: (
+                f"pid {states[p.component.name].pid}"
+                if p.component.name in states and states[p.component.name].running
+                else _fail(f"not running; last exit: {states.get(p.component.name)}")
+            ),
+        )
+    by_name = {w.name: w for w in d.local.workloads}
+    api, caller = examples.get("enterprise-api"), by_name.get("data-processor")
+    if api is not None and caller is not None:
+        yield _check(
+            "example:enterprise-api",
+            f"enterprise-api serves its current SVID to {caller.name}",
+            lambda: _api_health(api.port, svid_of(api.workload), svid_of(caller),
+                                context_of(caller)),
+        )  # fmt: skip
+    gateway = examples.get("security-gateway")
+    if gateway is not None and api is not None:
+        gw_td = d.local.server(d.local.agent(gateway.workload.agent).server).trust_domain
+        outsider = next(
+            (w for w in d.local.workloads
+             if d.local.server(d.local.agent(w.agent).server).trust_domain
+             in gateway.workload.federates_with and gw_td in w.federates_with),
+            None,
+        )  # fmt: skip
+        if outsider is not None:
+            yield _check(
+                f"example:{outsider.name}->security-gateway->enterprise-api",
+                f"{outsider.name} reaches enterprise-api through the security gateway",
+                lambda o=outsider: _through_gateway(
+                    gateway.port, gateway.workload, svid_of(o), context_of(o)
+                ),
+            )
+
+
+def _get_json(url: str, svid: X509Svid, ctx: X509Context, server_id: str) -> dict:
+    context = mtls_client_context(
+        _StaticSvid(svid), ctx.bundle_set(), authorize_id(SpiffeId.parse(server_id))
+    )
+    with mtls_urlopen(url, context, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _api_health(port: int | None, api_svid: X509Svid, svid: X509Svid, ctx: X509Context) -> str:
+    body = _get_json(f"https://127.0.0.1:{port}/health", svid, ctx, str(api_svid.spiffe_id))
+    if body.get("spiffe_id") != str(api_svid.spiffe_id):
+        raise CheckFailed(f"/health says it is {body.get('spiffe_id')}")
+    return f"/health: {body.get('spiffe_id')}, serial {body.get('serial')}"
+
+
+def _through_gateway(port: int | None, gateway: Workload, svid: X509Svid, ctx: X509Context) -> str:
+    body = _get_json(f"https://127.0.0.1:{port}/records", svid, ctx, gateway.spiffe_id)
+    if body.get("caller") != gateway.spiffe_id:
+        raise CheckFailed(f"enterprise-api saw caller {body.get('caller')}, not the gateway")
+    return f"{len(body.get('records', []))} records; enterprise-api saw caller {body['caller']}"
 
 
 def _check(check_id: str, title: str, fn: Callable[[], str]) -> CheckResult:

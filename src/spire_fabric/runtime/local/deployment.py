@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import http.client
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,11 +33,12 @@ from spire_fabric.runtime.ca_hierarchy import (
     write_ca,
 )
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
+from spire_fabric.runtime.local.example_workloads import ExampleProcess, example_processes
 from spire_fabric.runtime.local.localize import LocalSettings, localize
 from spire_fabric.runtime.local.ports import port_is_free
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir, StateError
 from spire_fabric.runtime.local.supervisor import Component
-from spire_fabric.topology import Agent, Server, Topology, endpoint_spiffe_id
+from spire_fabric.topology import Agent, Server, Topology, Workload, endpoint_spiffe_id
 
 __all__ = [
     "LocalDeployment",
@@ -93,6 +95,7 @@ class ComponentHealth:
     detail: str
     restarts: int
     last_exit: str | None
+    svid_expires_at: int | None = None  # Unix seconds of the component's X.509-SVID
 
 
 class LocalDeployment:
@@ -174,6 +177,9 @@ class LocalDeployment:
             self._start_agents()
         with report("wait for workload SVIDs"):
             self._wait_for_workload_svids()
+        if self.example_processes():
+            with report("wait for example workloads"):
+                self._wait_for_examples()
         self.state.save(self.record, self.topology)
 
     def ensure_ca(self) -> dict[str, CaFiles]:
@@ -242,6 +248,9 @@ class LocalDeployment:
         for a in self.local.agents:
             if a.health_port is not None:
                 ports.append((a.host, a.health_port, f"{a.name} health"))
+        for p in self.example_processes():
+            if p.port is not None:
+                ports.append(("127.0.0.1", p.port, f"{p.workload.name}"))
         return ports
 
     def _server_components(self) -> list[Component]:
@@ -287,8 +296,21 @@ class LocalDeployment:
             )
         return comps
 
+    def example_processes(self) -> list[ExampleProcess]:
+        """The example workloads this deployment runs (empty outside a source checkout)."""
+        sockets = {a.name: self.paths.agent_socket(a.name) for a in self.local.agents}
+        return example_processes(self.local, sockets, self.state.logs_dir, self.record.port_base)
+
+    def _workload_components(self) -> list[Component]:
+        # only once their agent is part of the plan: a workload without its agent's
+        # socket would just wait for an identity and restart
+        agents = set(self.record.join_tokens)
+        return [p.component for p in self.example_processes() if p.workload.agent in agents]
+
     def _publish_plan(self) -> None:
-        self.supervisor.set_components(self._server_components() + self._agent_components())
+        self.supervisor.set_components(
+            self._server_components() + self._agent_components() + self._workload_components()
+        )
         self.supervisor.ensure_running()
 
     def _start_servers(self) -> None:
@@ -472,6 +494,17 @@ class LocalDeployment:
                     + f"; see {self.state.logs_dir / (w.agent + '.log')}"
                 )
 
+    def _wait_for_examples(self) -> None:
+        for p in self.example_processes():
+            if p.port is None:
+                continue
+            self._wait(
+                lambda p=p: _tcp_open("127.0.0.1", p.port),
+                SVID_WAIT_TIMEOUT_S,
+                f"example {p.workload.name} is not listening on 127.0.0.1:{p.port}",
+                p.component.name,
+            )
+
     def _wait(self, ready: Callable[[], bool], timeout: float, what: str, component: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -485,8 +518,48 @@ class LocalDeployment:
 
     # ---- status ------------------------------------------------------------------------
 
+    def _server_svid_expiry(self, server: Server) -> int | None:
+        try:
+            with self.server_client(server) as client:
+                chain = client.server_info(timeout=3).svid_chain
+        except Exception:
+            return None
+        return chain[0].expires_at if chain else None
+
+    def _agent_svid_expiries(self) -> dict[str, int]:
+        """Agent SVID expiry as each server knows it (by the join token the agent used)."""
+        result: dict[str, int] = {}
+        for s in self.local.servers:
+            try:
+                with self.server_client(s) as client:
+                    agents = {str(a.id): a for a in client.list_agents(timeout=3)}
+            except Exception:
+                continue
+            for a in self.local.agents_of(s.name):
+                token = self.record.join_tokens.get(a.name)
+                info = agents.get(f"spiffe://{s.trust_domain}/spire/agent/join_token/{token}")
+                if info is not None:
+                    result[a.name] = info.x509svid_expires_at
+        return result
+
+    def _workload_svid_expiry(self, workload: Workload) -> int | None:
+        from spire_fabric.workload import WorkloadApiClient
+
+        try:
+            with WorkloadApiClient(
+                f"unix://{self.paths.agent_socket(workload.agent)}", wait_for_socket=0.2
+            ) as client:
+                svids = client.fetch_x509_svids(timeout=3)
+        except Exception:
+            return None
+        for svid in svids:
+            if str(svid.spiffe_id) == workload.spiffe_id:
+                return int(svid.leaf.not_valid_after_utc.timestamp())
+        return None
+
     def status(self) -> list[ComponentHealth]:
         states = self.supervisor.states()
+        agent_expiry = self._agent_svid_expiries()
         rows = []
         for s in self.local.servers:
             st = states.get(server_component(s.name))
@@ -498,9 +571,10 @@ class LocalDeployment:
                     pid=st.pid if st else None,
                     running=bool(st and st.running),
                     healthy=healthy,
-                    detail=f"api {s.host}:{s.ports.api}, bundle endpoint :{s.ports.federation}",
+                    detail=f"api :{s.ports.api}, bundle endpoint :{s.ports.federation}",
                     restarts=st.restarts if st else 0,
                     last_exit=st.last_exit if st else None,
+                    svid_expires_at=self._server_svid_expiry(s) if healthy else None,
                 )
             )
         for a in self.local.agents:
@@ -512,9 +586,27 @@ class LocalDeployment:
                     pid=st.pid if st else None,
                     running=bool(st and st.running),
                     healthy=bool(st and st.running) and self.agent_healthy(a),
-                    detail=f"socket {self.paths.agent_socket(a.name)}",
+                    detail=f"-> {a.server}",
                     restarts=st.restarts if st else 0,
                     last_exit=st.last_exit if st else None,
+                    svid_expires_at=agent_expiry.get(a.name),
+                )
+            )
+        for p in self.example_processes():
+            st = states.get(p.component.name)
+            running = bool(st and st.running)
+            listening = p.port is None or _tcp_open("127.0.0.1", p.port)
+            rows.append(
+                ComponentHealth(
+                    name=p.workload.name,
+                    kind="workload",
+                    pid=st.pid if st else None,
+                    running=running,
+                    healthy=running and listening,
+                    detail=f"https://127.0.0.1:{p.port}" if p.port else "client",
+                    restarts=st.restarts if st else 0,
+                    last_exit=st.last_exit if st else None,
+                    svid_expires_at=self._workload_svid_expiry(p.workload),
                 )
             )
         return rows
@@ -568,6 +660,14 @@ def _http_ok(host: str, port: int, path: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _tail(path: Path, lines: int = 20) -> str:
