@@ -15,6 +15,8 @@ from spire_fabric.topology import (
     SqliteDatastore,
     Topology,
     bundle_endpoint_url,
+    bundle_publisher_namespaces,
+    config_federations,
     effective_datastore,
     endpoint_spiffe_id,
     format_duration,
@@ -67,7 +69,7 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
 def _federation(
     w: HclWriter, topology: Topology, server: Server, paths: RenderPaths, bind: str
 ) -> None:
-    feds = topology.federations_of(server.name)
+    feds = config_federations(topology, server, paths.target)
     if server.bundle_endpoint is None and not feds:
         return
     w.blank()
@@ -165,28 +167,25 @@ def _upstream_authority(
 
 def _bundle_publisher(w: HclWriter, topology: Topology, server: Server, paths: RenderPaths) -> None:
     """On Kubernetes the server keeps its bundle in a ConfigMap of every namespace where its
-    agents run, which is how agents get trust_bundle_path without insecure_bootstrap."""
+    agents run, which is how agents get trust_bundle_path without insecure_bootstrap. With
+    no such namespace there is nothing to publish (an empty ``clusters`` publishes nothing
+    anyway, per the plugin's doc)."""
     if paths.is_local or server.kubernetes is None:
         return
     k = server.kubernetes
-    targets = sorted(
-        {
-            (a.kubernetes.cluster, a.kubernetes.namespace)
-            for a in topology.agents_of(server.name)
-            if a.kubernetes is not None and a.kubernetes.cluster == k.cluster
-        }
-        | {(k.cluster, k.namespace)}
-    )
+    namespaces = bundle_publisher_namespaces(topology, server)
+    if not namespaces:
+        return
     with w.block("BundlePublisher", "k8s_configmap"), w.block("plugin_data"):
         w.attr(
             "clusters",
             {
-                f"{cluster}-{namespace}": {
+                f"{k.cluster}-{namespace}": {
                     "configmap_name": k.bundle_configmap,
                     "configmap_key": "bundle.crt",
                     "namespace": namespace,
                     "format": "pem",
                 }
-                for cluster, namespace in targets
+                for namespace in namespaces
             },
         )

@@ -55,9 +55,12 @@ from spire_fabric.topology._model import (
 )
 from spire_fabric.topology._presets import PRESET_NAMES, preset
 from spire_fabric.topology._resolve import (
+    agent_namespaces,
     agent_node_attestor,
     agent_workload_attestors,
     bundle_endpoint_url,
+    bundle_publisher_namespaces,
+    config_federations,
     controller_manager_enabled,
     effective_datastore,
     endpoint_spiffe_id,
@@ -109,9 +112,12 @@ __all__ = [
     "UpstreamAuthority",
     "Workload",
     "WorkloadKubernetes",
+    "agent_namespaces",
     "agent_node_attestor",
     "agent_workload_attestors",
     "bundle_endpoint_url",
+    "bundle_publisher_namespaces",
+    "config_federations",
     "controller_manager_enabled",
     "dump_topology",
     "effective_datastore",

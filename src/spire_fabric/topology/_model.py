@@ -48,7 +48,7 @@ class MySqlInstance:
     """
 
     service: str
-    image: str = "mysql:8.4"
+    image: str = "mysql:8.4.6"
     database: str = "spire"
     user: str = "spire"
     password_secret: str = "spire-mysql"
@@ -188,7 +188,11 @@ class Server:
 
 @dataclass(frozen=True)
 class AgentKubernetes:
-    """Where the agent runs on the Kubernetes target (a DaemonSet) and how it attests."""
+    """Where the agent runs on the Kubernetes target (a DaemonSet) and how it attests.
+
+    ``namespace`` must hold agents only: it is the one namespace labelled Pod Security
+    "privileged" (the agent and its SPIFFE CSI driver need hostPID and hostPath), so a
+    server or workload placed there would get host access it does not need."""
 
     cluster: str
     namespace: str
@@ -324,7 +328,7 @@ class Images:
     server: str = "ghcr.io/spiffe/spire-server:1.13.3"
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
-    workload: str = "python:3.11-slim"
+    workload: str = "python:3.11.13-slim"
 
 
 @dataclass(frozen=True)

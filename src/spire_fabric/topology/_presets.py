@@ -4,6 +4,10 @@
 numbers (ports, NodePorts, TTLs) are the source design's. Locally every server is a host
 process, so servers that share container ports get their own loopback address
 (127.0.0.1, 127.0.0.2, ...): Linux routes all of 127/8 to lo without configuration.
+
+On Kubernetes every cluster gets one namespace for its agents (``<...>-agents``), apart
+from the servers' and workloads' namespaces: it alone is Pod Security "privileged", because
+agents and their SPIFFE CSI drivers alone need the host.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def basic() -> Topology:
     return (
         Topology.builder("basic")
         .trust_domain("example.org", "single trust domain")
-        .cluster("spire-cluster", ["spire", "apps"])
+        .cluster("spire-cluster", ["spire", "spire-agents", "apps"])
         .server(
             "spire-server",
             "example.org",
@@ -57,7 +61,7 @@ def basic() -> Topology:
             "spire-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
-            kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire"),
+            kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire-agents"),
         )
         .workload(
             "example-app",
@@ -79,8 +83,10 @@ def enterprise() -> Topology:
         Topology.builder("enterprise")
         .trust_domain(up_td, "upstream: holds the Enterprise Root's first intermediate")
         .trust_domain(down_td, "downstream: regional intermediate, federated with upstream")
-        .cluster(up_cluster, ["spire-upstream"])
-        .cluster(down_cluster, ["spire-downstream", "downstream-workloads"])
+        .cluster(up_cluster, ["spire-upstream", "spire-upstream-agents"])
+        .cluster(
+            down_cluster, ["spire-downstream", "spire-downstream-agents", "downstream-workloads"]
+        )
         .ca(
             RootCa(),
             [
@@ -136,7 +142,7 @@ def enterprise() -> Topology:
             "spire-upstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
-            kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream"),
+            kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
     for i in (1, 2, 3):
@@ -145,7 +151,7 @@ def enterprise() -> Topology:
             "spire-downstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180 + i,
-            kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream"),
+            kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream-agents"),
         )
     b.workload(
         "upstream-client",
@@ -184,7 +190,7 @@ def nested() -> Topology:
     return (
         Topology.builder("nested")
         .trust_domain(td, "one trust domain, two tiers of SPIRE servers")
-        .cluster(cluster, ["spire-root", "spire-child", "apps"])
+        .cluster(cluster, ["spire-root", "spire-child", "spire-agents", "apps"])
         .server(
             "spire-root-server",
             td,
@@ -199,7 +205,7 @@ def nested() -> Topology:
             "spire-root-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
-            kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-root"),
+            kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-agents"),
         )
         .server(
             "spire-child-server",
@@ -211,7 +217,10 @@ def nested() -> Topology:
                 server="spire-root-server", agent="root-agent"
             ),
             node_attestors=(JoinTokenAttestor(), K8sPsatAttestor((cluster,))),
-            kubernetes=ServerKubernetes(cluster=cluster, namespace="spire-child"),
+            # Both servers publish their bundle into spire-agents: one ConfigMap each.
+            kubernetes=ServerKubernetes(
+                cluster=cluster, namespace="spire-child", bundle_configmap="spire-child-bundle"
+            ),
         )
         .agent(
             "child-agent",
@@ -219,7 +228,7 @@ def nested() -> Topology:
             workload_attestors=["unix", "k8s"],
             health_port=8181,
             kubernetes=AgentKubernetes(
-                cluster=cluster, namespace="spire-child", service_account="spire-child-agent"
+                cluster=cluster, namespace="spire-agents", service_account="spire-child-agent"
             ),
         )
         .workload(
@@ -245,12 +254,16 @@ def nested() -> Topology:
 def crd_free() -> Topology:
     """Registration through the SPIRE Server API and namespace-scoped RBAC only: no CRDs,
     no controller manager, no ClusterRoles. Hence join_token agents and the unix workload
-    attestor even on Kubernetes (k8s_psat and the k8s attestor need cluster-scoped reads)."""
+    attestor even on Kubernetes (k8s_psat and the k8s attestor need cluster-scoped reads).
+
+    The agent namespace works with Roles alone: the server's BundlePublisher gets a Role
+    there bound to its ServiceAccount in ``spire``. Without a CSIDriver (cluster-scoped)
+    the workload mounts the agent socket by hostPath, so ``apps`` must be privileged too."""
     cluster = "spire-cluster"
     return (
         Topology.builder("crd-free")
         .trust_domain("example.org", "single trust domain, no cluster-scoped RBAC")
-        .cluster(cluster, ["spire"])
+        .cluster(cluster, ["spire", "spire-agents", "apps"])
         .kubernetes(registration="spire-api", rbac="namespace")
         .server(
             "spire-server",
@@ -266,7 +279,7 @@ def crd_free() -> Topology:
             workload_attestors=["unix"],
             health_port=8180,
             kubernetes=AgentKubernetes(
-                cluster=cluster, namespace="spire", node_attestor="join_token"
+                cluster=cluster, namespace="spire-agents", node_attestor="join_token"
             ),
         )
         .workload(
@@ -274,7 +287,7 @@ def crd_free() -> Topology:
             "spiffe://example.org/example-app",
             agent="spire-agent",
             selectors=["unix:uid:1000"],
-            kubernetes=WorkloadKubernetes(namespace="spire", service_account="example-app"),
+            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
         )
         .build()
     )

@@ -61,6 +61,53 @@ def controller_manager_enabled(topology: Topology, server: Server) -> bool:
     )
 
 
+def config_federations(
+    topology: Topology, server: Server, target: Target
+) -> tuple[FederationRelationship, ...]:
+    """The relationships server.conf declares as ``federates_with``.
+
+    None on Kubernetes when the server's controller manager renders them as
+    ClusterFederatedTrustDomains: SPIRE 1.13.3 merges server.conf's ``federates_with`` over
+    the datastore's relationships (pkg/server/server.go, MergeTrustDomainConfigSources),
+    so a second copy in the config would silently override what the controller manager
+    reconciles. Everywhere else (local, no controller manager) the config is the owner.
+    """
+    if target == "kubernetes" and controller_manager_enabled(topology, server):
+        return ()
+    return topology.federations_of(server.name)
+
+
+def agent_namespaces(topology: Topology, cluster: str) -> tuple[str, ...]:
+    """Namespaces of ``cluster`` that host agents: the only ones that need host access."""
+    return tuple(
+        sorted(
+            {
+                a.kubernetes.namespace
+                for a in topology.agents
+                if a.kubernetes is not None and a.kubernetes.cluster == cluster
+            }
+        )
+    )
+
+
+def bundle_publisher_namespaces(topology: Topology, server: Server) -> tuple[str, ...]:
+    """Where the server's k8s_configmap BundlePublisher writes its bundle: the namespaces
+    of its agents in its own cluster, because agents read trust_bundle_path from that
+    ConfigMap. Nobody else reads it, so the server's own namespace is not among them."""
+    k = server.kubernetes
+    if k is None:
+        return ()
+    return tuple(
+        sorted(
+            {
+                a.kubernetes.namespace
+                for a in topology.agents_of(server.name)
+                if a.kubernetes is not None and a.kubernetes.cluster == k.cluster
+            }
+        )
+    )
+
+
 def psat_allow_list(topology: Topology, server: Server, cluster: str) -> tuple[str, ...]:
     """``namespace:service_account`` of every agent of ``server`` attesting with k8s_psat
     in ``cluster``; sorted so the rendered HCL is stable."""

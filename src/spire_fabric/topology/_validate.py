@@ -26,7 +26,12 @@ from spire_fabric.topology._model import (
     Topology,
     Workload,
 )
-from spire_fabric.topology._resolve import agent_workload_attestors, bundle_endpoint_owner
+from spire_fabric.topology._resolve import (
+    agent_namespaces,
+    agent_workload_attestors,
+    bundle_endpoint_owner,
+    bundle_publisher_namespaces,
+)
 
 _PROFILES = ("https_spiffe", "https_web")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -68,6 +73,8 @@ class _Validator:
         self._ca()
         self._ports()
         self._kubernetes()
+        self._agent_namespaces()
+        self._bundle_configmaps()
 
     # --- names ------------------------------------------------------------------------
 
@@ -474,3 +481,49 @@ class _Validator:
                     "the k8s workload attestor needs cluster-scoped RBAC (nodes/proxy); with "
                     "kubernetes.rbac: namespace use unix",
                 )
+
+    def _agent_namespaces(self) -> None:
+        """Agents need hostPID and hostPath, so their namespace is Pod Security
+        "privileged"; anything else placed there would get the same licence."""
+        hosts = {
+            (c.name, ns): "agents"
+            for c in self.t.clusters
+            for ns in agent_namespaces(self.t, c.name)
+        }
+        for s in self.t.servers:
+            k = s.kubernetes
+            if k is not None and (k.cluster, k.namespace) in hosts:
+                self.bad(
+                    f"servers[{s.name}].kubernetes.namespace",
+                    f"namespace {k.namespace!r} hosts agents and is therefore privileged; "
+                    "give the server a namespace of its own that can enforce restricted",
+                )
+        for w in self.t.workloads:
+            agent = self.agents.get(w.agent)
+            if w.kubernetes is None or agent is None or agent.kubernetes is None:
+                continue
+            if (agent.kubernetes.cluster, w.kubernetes.namespace) in hosts:
+                self.bad(
+                    f"workloads[{w.name}].kubernetes.namespace",
+                    f"namespace {w.kubernetes.namespace!r} hosts agents and is therefore "
+                    "privileged; run the workload in a namespace without agents",
+                )
+
+    def _bundle_configmaps(self) -> None:
+        """Two servers publishing one ConfigMap name into one namespace would overwrite
+        each other's bundle, and an agent would trust the wrong server."""
+        owners: dict[tuple[str, str, str], str] = {}
+        for s in self.t.servers:
+            k = s.kubernetes
+            if k is None:
+                continue
+            for ns in bundle_publisher_namespaces(self.t, s):
+                key = (k.cluster, ns, k.bundle_configmap)
+                other = owners.setdefault(key, s.name)
+                if other != s.name:
+                    self.bad(
+                        f"servers[{s.name}].kubernetes.bundle_configmap",
+                        f"server {other!r} already publishes its bundle as ConfigMap "
+                        f"{k.bundle_configmap!r} in namespace {ns!r} of cluster {k.cluster!r}; "
+                        "pick another name",
+                    )

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from integration.tls._pki import MutableSvidSource, make_ca, make_svid
 from spire_fabric.federation import FederationError, fetch_bundle, serve_bundle_endpoint
 from spire_fabric.identity import SpiffeBundle, TrustDomain, X509Bundle
+from spire_fabric.testing.pki import MutableSvidSource, make_ca, make_svid
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from spire_fabric.identity import BundleSet, SpiffeId, X509Bundle
+from spire_fabric.testing.pki import Ca, MutableSvidSource, make_ca, make_svid
 from spire_fabric.tls import (
     PeerRejectedError,
     authorize_any,
@@ -22,7 +23,6 @@ from spire_fabric.tls import (
 )
 
 from ._federated import INTRUDER_B, SERVICE_A, SERVICE_B, TD_A, TD_B, Federated
-from ._pki import Ca, MutableSvidSource, make_ca, make_svid
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tls._pki import MutableSvidSource, make_ca, make_svid
 
 from spire_fabric.federation import (
     BundleWatcher,
@@ -26,6 +25,7 @@ from spire_fabric.federation import (
     serve_bundle_endpoint,
 )
 from spire_fabric.identity import SpiffeBundle, TrustDomain
+from spire_fabric.testing.pki import MutableSvidSource, make_ca, make_svid
 
 TD = TrustDomain("td-c.test")
 ENDPOINT_ID = "spiffe://td-c.test/bundle-endpoint"

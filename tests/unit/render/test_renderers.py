@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -10,7 +11,7 @@ from spire_fabric.render import (
     render_mermaid,
     render_server_config,
 )
-from spire_fabric.topology import PRESET_NAMES, TARGETS, MySqlDatastore, preset
+from spire_fabric.topology import PRESET_NAMES, TARGETS, MySqlDatastore, Topology, preset
 
 LOCAL = RenderPaths.local("/state")
 K8S = RenderPaths.kubernetes()
@@ -48,17 +49,53 @@ def test_local_target_uses_sqlite_and_kubernetes_target_uses_mysql():
 def test_kubernetes_target_publishes_bundle_and_attests_with_psat():
     t = preset("enterprise")
     conf = render_server_config(t, "spire-downstream-server", K8S)
-    assert 'BundlePublisher "k8s_configmap"' in conf
-    assert 'service_account_allow_list = ["spire-downstream:spire-agent"]' in conf
+    publisher = conf[conf.index('BundlePublisher "k8s_configmap"') :]
+    assert re.findall(r'namespace\s*=\s*"([^"]+)"', publisher) == ["spire-downstream-agents"]
+    assert 'service_account_allow_list = ["spire-downstream-agents:spire-agent"]' in conf
     assert "k8s_psat" not in render_server_config(t, "spire-downstream-server", LOCAL)
     agent = render_agent_config(t, "downstream-agent-1", K8S)
     assert 'NodeAttestor "k8s_psat"' in agent and 'cluster = "downstream-cluster"' in agent
     assert 'server_address = "spire-downstream-server.spire-downstream.svc"' in agent
 
 
-def test_cross_cluster_federation_goes_through_node_ports():
-    conf = render_server_config(preset("enterprise"), "spire-upstream-server", K8S)
-    assert 'bundle_endpoint_url = "https://downstream-cluster-control-plane:32443"' in conf
+def _without_controller_manager(t: Topology, *servers: str) -> Topology:
+    return dataclasses.replace(
+        t,
+        servers=tuple(
+            dataclasses.replace(
+                s, kubernetes=dataclasses.replace(s.kubernetes, controller_manager=False)
+            )
+            if s.name in servers
+            else s
+            for s in t.servers
+        ),
+    )
+
+
+@pytest.mark.parametrize("server", ["spire-upstream-server", "spire-downstream-server"])
+def test_controller_manager_owns_federation_so_kubernetes_server_conf_omits_federates_with(server):
+    t = preset("enterprise")
+    conf = render_server_config(t, server, K8S)
+    assert "federates_with" not in conf
+    assert "bundle_endpoint {" in conf and 'profile "https_spiffe" {}' in conf
+    assert "port = 8443" in conf
+
+
+@pytest.mark.parametrize("server", ["spire-upstream-server", "spire-downstream-server"])
+def test_local_server_conf_keeps_federates_with(server):
+    t = preset("enterprise")
+    other = {"spire-upstream-server": "downstream.example.org"}.get(server, "enterprise-root.org")
+    conf = render_server_config(t, server, LOCAL)
+    assert f'federates_with "{other}"' in conf and "bundle_endpoint {" in conf
+
+
+def test_server_without_controller_manager_federates_through_its_config_via_node_ports():
+    t = _without_controller_manager(preset("enterprise"), "spire-upstream-server")
+    up = render_server_config(t, "spire-upstream-server", K8S)
+    assert 'federates_with "downstream.example.org"' in up
+    assert 'bundle_endpoint_url = "https://downstream-cluster-control-plane:32443"' in up
+    # the other server still has its controller manager, which keeps the relationship
+    assert "federates_with" not in render_server_config(t, "spire-downstream-server", K8S)
 
 
 def test_local_agent_attests_with_join_token_and_no_kubelet_attestor():

@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from spire_fabric.identity import BundleSet
-
-from ._pki import Ca, MutableSvidSource, make_ca, make_svid
+from spire_fabric.testing.pki import Ca, MutableSvidSource, make_ca, make_svid
 
 SERVER_ID = "spiffe://td-a.test/server"
 CLIENT_ID = "spiffe://td-b.test/client"

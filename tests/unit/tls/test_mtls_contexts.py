@@ -13,6 +13,7 @@ import urllib.error
 import pytest
 
 from spire_fabric.identity import BundleSet, SpiffeId
+from spire_fabric.testing.pki import MutableSvidSource, make_ca, make_svid
 from spire_fabric.tls import (
     PeerRejectedError,
     authorize_any,
@@ -30,7 +31,6 @@ from spire_fabric.tls import (
     verify_peer,
 )
 
-from ._pki import MutableSvidSource, make_ca, make_svid
 from .conftest import CLIENT_ID, SERVER_ID, World
 
 

@@ -10,10 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from spire_fabric.identity import BundleSet
+from spire_fabric.testing.pki import make_ca, make_svid
 from spire_fabric.tls import PeerRejectedError, authorize_any, authorize_id
 from spire_fabric.tls._peer import VerifiedChainCache
-
-from ._pki import make_ca, make_svid
 
 
 class ChainOnly:

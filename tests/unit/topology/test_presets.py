@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from spire_fabric.topology import (
+    PRESET_NAMES,
     DiskUpstreamAuthority,
     SpireUpstreamAuthority,
+    agent_namespaces,
     controller_manager_enabled,
     preset,
 )
@@ -75,3 +79,34 @@ def test_crd_free_preset_turns_off_controller_manager_and_cluster_rbac():
     assert t.kubernetes.registration == "spire-api"
     assert t.kubernetes.rbac == "namespace"
     assert not any(controller_manager_enabled(t, s) for s in t.servers)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_cluster_keeps_its_agents_in_one_namespace_of_their_own(name):
+    t = preset(name)
+    for c in t.clusters:
+        agent_ns = agent_namespaces(t, c.name)
+        assert len(agent_ns) == 1, (c.name, agent_ns)
+        assert agent_ns[0].endswith("-agents")
+        others = {s.kubernetes.namespace for s in t.servers if s.kubernetes.cluster == c.name}
+        others |= {
+            w.kubernetes.namespace
+            for w in t.workloads
+            if w.kubernetes is not None and t.agent(w.agent).kubernetes.cluster == c.name
+        }
+        assert agent_ns[0] not in others
+
+
+def test_enterprise_agents_run_in_per_cluster_agent_namespaces():
+    t = preset("enterprise")
+    assert {a.name: a.kubernetes.namespace for a in t.agents} == {
+        "upstream-agent": "spire-upstream-agents",
+        "downstream-agent-1": "spire-downstream-agents",
+        "downstream-agent-2": "spire-downstream-agents",
+        "downstream-agent-3": "spire-downstream-agents",
+    }
+    assert t.cluster("downstream-cluster").namespaces == (
+        "spire-downstream",
+        "spire-downstream-agents",
+        "downstream-workloads",
+    )

@@ -240,6 +240,48 @@ def test_node_port_outside_range_is_rejected(builder):
     assert "30000-32767" in msg
 
 
+def _in_namespace(t, server=None, workload=None, namespace="spire-agents"):
+    """``t`` with one server's or workload's Kubernetes namespace moved."""
+    if server is not None:
+        s = t.server(server)
+        moved = dataclasses.replace(
+            s, kubernetes=dataclasses.replace(s.kubernetes, namespace=namespace)
+        )
+        return dataclasses.replace(
+            t, servers=tuple(moved if x.name == server else x for x in t.servers)
+        )
+    w = t.workload(workload)
+    moved_w = dataclasses.replace(
+        w, kubernetes=dataclasses.replace(w.kubernetes, namespace=namespace)
+    )
+    return dataclasses.replace(
+        t, workloads=tuple(moved_w if x.name == workload else x for x in t.workloads)
+    )
+
+
+def test_server_in_the_agents_privileged_namespace_is_rejected():
+    t = _in_namespace(preset("basic"), server="spire-server")
+    msg = only(problems_of(t), "servers[spire-server].kubernetes.namespace")
+    assert "hosts agents and is therefore privileged" in msg
+
+
+def test_workload_in_the_agents_privileged_namespace_is_rejected():
+    t = _in_namespace(preset("basic"), workload="example-app")
+    msg = only(problems_of(t), "workloads[example-app].kubernetes.namespace")
+    assert "hosts agents and is therefore privileged" in msg
+
+
+def test_two_servers_publishing_one_bundle_configmap_into_one_namespace_are_rejected():
+    t = preset("nested")
+    child = t.server("spire-child-server")
+    same_name = dataclasses.replace(
+        child, kubernetes=dataclasses.replace(child.kubernetes, bundle_configmap="spire-bundle")
+    )
+    t = dataclasses.replace(t, servers=(t.servers[0], same_name))
+    msg = only(problems_of(t), "servers[spire-child-server].kubernetes.bundle_configmap")
+    assert "'spire-root-server' already publishes" in msg and "'spire-agents'" in msg
+
+
 def test_namespace_rbac_forbids_psat_agents():
     t = preset("basic")
     t = dataclasses.replace(t, kubernetes=dataclasses.replace(t.kubernetes, rbac="namespace"))

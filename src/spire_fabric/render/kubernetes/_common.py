@@ -120,15 +120,6 @@ def k8s_servers(topology: Topology) -> tuple[Server, ...]:
     return tuple(s for s in topology.servers if s.kubernetes is not None)
 
 
-def agent_namespaces(topology: Topology, cluster: str) -> frozenset[str]:
-    """Namespaces that host an agent (and its CSI driver): they need host access."""
-    return frozenset(
-        a.kubernetes.namespace
-        for a in k8s_agents(topology)
-        if a.kubernetes is not None and a.kubernetes.cluster == cluster
-    )
-
-
 def agent_node_selector(topology: Topology, agent: Agent) -> dict[str, str] | None:
     """Agents of one server in one cluster must run on different nodes.
 

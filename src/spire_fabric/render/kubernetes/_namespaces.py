@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-from spire_fabric.render.kubernetes._common import Obj, agent_namespaces, meta, obj, uses_csi
-from spire_fabric.topology import Topology
+from spire_fabric.render.kubernetes._common import Obj, meta, obj, uses_csi
+from spire_fabric.topology import Topology, agent_namespaces
 
 PSA = "pod-security.kubernetes.io"
 
 
 def pod_security_level(topology: Topology, cluster: str, namespace: str) -> str:
-    """ "privileged" only where an agent (or its CSI driver) runs: they need hostPID and
-    hostPath, which even "baseline" forbids. Everything else is "restricted".
+    """ "privileged" only where agents (and their CSI drivers) run: they need hostPID and
+    hostPath, which even "baseline" forbids. The model keeps agents in namespaces of their
+    own (validation refuses a server or workload there), so the label grants host access
+    to nothing else. Everything else enforces "restricted".
 
-    The model places agents next to their server (``spire-upstream`` holds both), and the
-    k8s_psat allow list is ``namespace:service_account`` of the agent, so moving agents
-    elsewhere here would break attestation. Such a shared namespace is therefore enforced
-    as privileged but audited and warned as restricted, and the tests prove that every pod
-    other than the agents' in it is restricted-clean anyway.
+    One exception, forced by SPIRE and Kubernetes rather than chosen: without cluster-scoped
+    RBAC there is no CSIDriver, so a workload can only reach the agent socket through a
+    hostPath volume, and its namespace must be privileged for that mount alone.
     """
     if namespace in agent_namespaces(topology, cluster):
         return "privileged"
     if not uses_csi(topology) and any(
         w.kubernetes is not None and w.kubernetes.namespace == namespace for w in topology.workloads
     ):
-        return "privileged"  # namespace-scoped installs mount the socket as hostPath
+        return "privileged"
     return "restricted"
 
 
@@ -32,13 +32,13 @@ def render_namespaces(topology: Topology, cluster: str) -> list[Obj]:
     out: list[Obj] = []
     for ns in c.namespaces:
         level = pod_security_level(topology, cluster, ns)
+        # audit and warn say the same as enforce: a namespace is privileged on purpose or
+        # not at all, and an expected warning on every agent rollout would teach people to
+        # ignore the real ones.
         labels = {
-            f"{PSA}/enforce": level,
-            f"{PSA}/enforce-version": "latest",
-            f"{PSA}/audit": "restricted",
-            f"{PSA}/audit-version": "latest",
-            f"{PSA}/warn": "restricted",
-            f"{PSA}/warn-version": "latest",
+            f"{PSA}/{mode}{suffix}": value
+            for mode in ("enforce", "audit", "warn")
+            for suffix, value in (("", level), ("-version", "latest"))
         }
         out.append(obj("v1", "Namespace", meta(topology, cluster, ns, labels=labels)))
     return out

@@ -6,8 +6,10 @@ Sources (SPIRE 1.13.3 docs and code, spire-controller-manager 0.6.3 demo RBAC):
 - agent WorkloadAttestor "k8s": it only calls the kubelet's ``/pods`` endpoint
   (pkg/agent/plugin/workloadattestor/k8s/k8s.go), which the kubelet authorizes as
   ``nodes/proxy`` get. The agent never calls the API server, so nothing else.
-- server BundlePublisher "k8s_configmap": get and patch of its one ConfigMap in each
-  namespace it publishes to (it server-side applies; we render the ConfigMap, so no create).
+- server BundlePublisher "k8s_configmap": get and patch of its one ConfigMap in each agent
+  namespace it publishes to (doc/plugin_server_bundlepublisher_k8s_configmap.md: it
+  server-side applies; we render the ConfigMap, so no create). A Role in the agents'
+  namespace bound to the server's ServiceAccount in its own: namespace-scoped still.
 - spire-controller-manager: read namespaces, nodes, pods, endpoints; read its CRDs and
   write their status and finalizers. Webhooks are off (see _controller_manager.py), so no
   ValidatingWebhookConfiguration rights; one replica, so no leader-election leases.
@@ -28,6 +30,7 @@ from spire_fabric.topology import (
     Server,
     Topology,
     agent_workload_attestors,
+    bundle_publisher_namespaces,
     controller_manager_enabled,
 )
 
@@ -39,19 +42,6 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str], **extra: li
     rule: Obj = {"apiGroups": groups, "resources": resources, "verbs": verbs}
     rule.update(extra)
     return rule
-
-
-def bundle_publisher_namespaces(topology: Topology, server: Server) -> tuple[str, ...]:
-    """Namespaces the server's k8s_configmap BundlePublisher writes to: its own and those of
-    its agents in its cluster (the HCL renderer configures the same set)."""
-    k = server.kubernetes
-    assert k is not None
-    namespaces = {k.namespace} | {
-        a.kubernetes.namespace
-        for a in topology.agents_of(server.name)
-        if a.kubernetes is not None and a.kubernetes.cluster == k.cluster
-    }
-    return tuple(sorted(namespaces))
 
 
 def _binding(

@@ -23,13 +23,13 @@ from spire_fabric.render.kubernetes._controller_manager import (
     controller_manager_container,
     controller_manager_volumes,
 )
-from spire_fabric.render.kubernetes._rbac import bundle_publisher_namespaces
 from spire_fabric.topology import (
     DiskUpstreamAuthority,
     MySqlDatastore,
     Server,
     SpireUpstreamAuthority,
     Topology,
+    bundle_publisher_namespaces,
     controller_manager_enabled,
     effective_datastore,
 )

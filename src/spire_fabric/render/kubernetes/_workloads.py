@@ -1,7 +1,7 @@
 """The example workloads: ServiceAccount, Deployment and (when they serve) a Service.
 
-The image is a placeholder pinned by the topology (``images.workload``, python:3.11-slim by
-default) running ``python -m examples.<name>``; a real deployment builds an image holding
+The image is a placeholder pinned by the topology (``images.workload``, python:3.11.13-slim
+by default) running ``python -m examples.<name>``; a real deployment builds an image holding
 spire_fabric and the examples and overrides ``images.workload``. The Workload API socket
 arrives through the agent's SPIFFE CSI driver, so the pod stays Pod Security "restricted".
 """

@@ -104,7 +104,6 @@ class SupervisorClient:
             data: dict[str, Any] = json.loads((self.run_dir / "status.json").read_text())
         except (OSError, ValueError):
             data = {"components": {}}
-        supervisor_alive = self.pid is not None
         states = {}
         for component in self.planned():
             raw = data.get("components", {}).get(component.name, {})
@@ -112,7 +111,8 @@ class SupervisorClient:
             states[component.name] = ComponentState(
                 name=component.name,
                 pid=pid,
-                running=supervisor_alive and pid is not None,
+                # alive is alive: orphans of a dead supervisor still serve
+                running=pid is not None,
                 restarts=int(raw.get("restarts", 0)),
                 last_exit=raw.get("last_exit"),
             )

@@ -71,7 +71,7 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     servers = tuple(
         dataclasses.replace(
             s,
-            host=s.host if s.host.startswith("127.") else LOOPBACK,
+            host=LOOPBACK,
             ports=_shift(local_ports(s), offset),
             datastore=(
                 datastore_from_url(settings.datastore_url, s.name, len(topology.servers))

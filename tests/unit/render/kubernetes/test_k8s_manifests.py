@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -79,7 +80,7 @@ def test_crd_free_has_no_cluster_scoped_rbac_or_controller_manager():
     assert not [o for o in objects if o["apiVersion"].startswith("spire.spiffe.io/")]
     sts = _find(objects, "StatefulSet", "spire-server", "spire")
     assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["spire-server"]
-    role = _find(objects, "Role", "spire-fabric-spire-server-bundle-publisher", "spire")
+    role = _find(objects, "Role", "spire-fabric-spire-server-bundle-publisher", "spire-agents")
     assert role["rules"] == [
         {
             "apiGroups": [""],
@@ -111,10 +112,87 @@ def test_psat_server_gets_exactly_tokenreviews_create_and_pods_nodes_get():
 
 def test_k8s_workload_attestor_gets_only_kubelet_pod_listing():
     objects = render_kubernetes_objects(preset("enterprise"))
-    role = _find(
-        objects, "ClusterRole", "spire-fabric-spire-downstream-spire-agent-workload-attestor"
-    )
+    name = "spire-fabric-spire-downstream-agents-spire-agent-workload-attestor"
+    role = _find(objects, "ClusterRole", name)
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+    binding = _find(objects, "ClusterRoleBinding", name)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "spire-agent", "namespace": "spire-downstream-agents"}
+    ]
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_rbac_subjects_and_psat_allow_list_name_the_agents_where_they_run(name):
+    """Moving agents into their own namespace must move everything that names them."""
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    agents = {
+        (o["metadata"]["namespace"], o["spec"]["template"]["spec"]["serviceAccountName"])
+        for o in objects
+        if o["kind"] == "DaemonSet"
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+    }
+    for ns, sa in agents:
+        _find(objects, "ServiceAccount", sa, ns)
+    attestor_subjects = {
+        (s["namespace"], s["name"])
+        for o in objects
+        if o["kind"] == "ClusterRoleBinding"
+        and o["metadata"]["name"].endswith("-workload-attestor")
+        for s in o["subjects"]
+    }
+    k8s_attesting = {
+        (a.kubernetes.namespace, a.kubernetes.service_account)
+        for a in topology.agents
+        if "k8s" in a.workload_attestors
+    }
+    assert attestor_subjects == (k8s_attesting if topology.kubernetes.rbac == "cluster" else set())
+    for s in topology.servers:
+        conf = render_server_config(topology, s.name, K8S)
+        allowed = set(re.findall(r"service_account_allow_list = \[([^\]]*)\]", conf))
+        listed = {tuple(x.strip('" ').split(":")) for a in allowed for x in a.split(",") if x}
+        psat_agents = {
+            (a.kubernetes.namespace, a.kubernetes.service_account)
+            for a in topology.agents_of(s.name)
+            if a.kubernetes.node_attestor == "k8s_psat"
+        }
+        assert listed == psat_agents
+        assert listed <= agents
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_bundle_configmaps_are_published_only_into_the_agents_namespaces(name):
+    """Agents mount the bundle ConfigMap; the server may write it there and nowhere else."""
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    for s in topology.servers:
+        k = s.kubernetes
+        agent_ns = {a.kubernetes.namespace for a in topology.agents_of(s.name)}
+        maps = {
+            o["metadata"]["namespace"]
+            for o in objects
+            if o["kind"] == "ConfigMap"
+            and o["metadata"]["name"] == k.bundle_configmap
+            and cluster_of(o) == k.cluster
+        }
+        roles = {
+            o["metadata"]["namespace"]
+            for o in objects
+            if o["kind"] == "Role"
+            and o["metadata"]["name"] == f"spire-fabric-{s.name}-bundle-publisher"
+        }
+        assert maps == roles == agent_ns
+        assert k.namespace not in agent_ns
+        for ns in agent_ns:
+            binding = _find(objects, "RoleBinding", f"spire-fabric-{s.name}-bundle-publisher", ns)
+            assert binding["subjects"] == [
+                {"kind": "ServiceAccount", "name": k.service_account, "namespace": k.namespace}
+            ]
+        for a in topology.agents_of(s.name):
+            ds = _find(objects, "DaemonSet", a.name, a.kubernetes.namespace)
+            volumes = ds["spec"]["template"]["spec"]["volumes"]
+            bundle = next(v for v in volumes if v["name"] == "bundle")
+            assert bundle["configMap"]["name"] == k.bundle_configmap
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -191,7 +269,7 @@ def test_server_probes_hit_the_health_port_liveness_and_readiness_paths():
 
 def test_psat_agents_mount_a_projected_token_for_the_spire_server_audience():
     objects = render_kubernetes_objects(preset("enterprise"))
-    ds = _find(objects, "DaemonSet", "downstream-agent-1", "spire-downstream")
+    ds = _find(objects, "DaemonSet", "downstream-agent-1", "spire-downstream-agents")
     vol = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "psat-token")
     token = vol["projected"]["sources"][0]["serviceAccountToken"]
     assert token["audience"] == "spire-server" and token["path"] == "spire-agent"
@@ -205,7 +283,7 @@ def test_psat_agents_mount_a_projected_token_for_the_spire_server_audience():
 
 def test_join_token_agent_reads_its_token_from_a_secret_not_from_agent_conf():
     objects = render_kubernetes_objects(preset("crd-free"))
-    c = _find(objects, "DaemonSet", "spire-agent", "spire")["spec"]["template"]["spec"][
+    c = _find(objects, "DaemonSet", "spire-agent", "spire-agents")["spec"]["template"]["spec"][
         "containers"
     ][0]
     assert c["args"][-2:] == ["-joinToken", "$(SPIRE_JOIN_TOKEN)"]
@@ -216,7 +294,7 @@ def test_join_token_agent_reads_its_token_from_a_secret_not_from_agent_conf():
 def test_agents_of_one_server_in_one_cluster_are_kept_on_different_nodes():
     objects = render_kubernetes_objects(preset("enterprise"))
     selectors = [
-        _find(objects, "DaemonSet", f"downstream-agent-{i}", "spire-downstream")["spec"][
+        _find(objects, "DaemonSet", f"downstream-agent-{i}", "spire-downstream-agents")["spec"][
             "template"
         ]["spec"]["nodeSelector"]
         for i in (1, 2, 3)
@@ -263,6 +341,61 @@ def test_cluster_spiffe_ids_register_the_design_workloads_federated_with_upstrea
     }
 
 
+def _config_federations(conf: str) -> set[str]:
+    return set(re.findall(r'federates_with "([^"]+)"', conf))
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_each_federation_relationship_is_configured_exactly_once(name):
+    """A relationship lives either in a ClusterFederatedTrustDomain (controller manager) or
+    in server.conf, never both: SPIRE lets the config copy silently win."""
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    for s in topology.servers:
+        conf = _find(objects, "ConfigMap", f"{s.name}-config", s.kubernetes.namespace)["data"][
+            "server.conf"
+        ]
+        crs = {
+            o["spec"]["trustDomain"]
+            for o in objects
+            if o["kind"] == "ClusterFederatedTrustDomain" and o["spec"]["className"] == s.name
+        }
+        in_conf = _config_federations(conf)
+        assert not crs & in_conf
+        assert crs | in_conf == {f.trust_domain for f in topology.federations_of(s.name)}
+
+
+def test_enterprise_federation_is_owned_by_the_controller_manager_on_kubernetes():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    conf = _find(objects, "ConfigMap", "spire-upstream-server-config", "spire-upstream")["data"][
+        "server.conf"
+    ]
+    assert _config_federations(conf) == set()
+    assert "bundle_endpoint {" in conf
+    _find(objects, "ClusterFederatedTrustDomain", "spire-upstream-server-downstream-example-org")
+
+
+def test_without_a_controller_manager_the_server_conf_carries_the_federation():
+    t = preset("enterprise")
+    t = dataclasses.replace(
+        t,
+        kubernetes=dataclasses.replace(t.kubernetes, registration="spire-api"),
+        servers=tuple(
+            dataclasses.replace(
+                s, kubernetes=dataclasses.replace(s.kubernetes, controller_manager=False)
+            )
+            for s in t.servers
+        ),
+    )
+    objects = render_kubernetes_objects(t)
+    assert not [o for o in objects if o["kind"] == "ClusterFederatedTrustDomain"]
+    conf = _find(objects, "ConfigMap", "spire-upstream-server-config", "spire-upstream")["data"][
+        "server.conf"
+    ]
+    assert _config_federations(conf) == {"downstream.example.org"}
+    assert 'bundle_endpoint_url = "https://downstream-cluster-control-plane:32443"' in conf
+
+
 def test_controller_manager_config_names_the_psat_cluster_and_the_shared_socket():
     topology = preset("nested")
     objects = render_kubernetes_objects(topology)
@@ -290,14 +423,41 @@ def test_nested_child_server_reads_its_upstream_svid_through_the_root_agent_csi_
     )
 
 
-@pytest.mark.parametrize("name", PRESET_NAMES)
-def test_every_image_is_pinned_to_a_tag(name):
-    for o in render_kubernetes_objects(preset(name)):
+# A full release version: major.minor.patch, optionally "v"-prefixed and with a variant
+# suffix such as "-slim". "8.4" or "3.11-slim" float across patch releases.
+PINNED_TAG = re.compile(r"^v?\d+\.\d+\.\d+(-[A-Za-z0-9][A-Za-z0-9.]*)?$")
+
+
+def _images(objects):
+    for o in objects:
         spec = o.get("spec", {}).get("template", {}).get("spec")
-        for c in (spec or {}).get("containers", []):
-            image = c["image"]
-            assert re.search(r":v?\d+\.\d+", image), image
-            assert not image.endswith(":latest")
+        for c in (spec or {}).get("initContainers", []) + (spec or {}).get("containers", []):
+            yield c["image"]
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_image_is_pinned_to_a_full_version(name):
+    images = list(_images(render_kubernetes_objects(preset(name))))
+    assert images
+    for image in images:
+        repo, _, tag = image.rpartition(":")
+        assert "/" not in tag and "@" not in repo, image
+        assert PINNED_TAG.match(tag), image
+
+
+@pytest.mark.parametrize("tag", ["8.4", "3.11-slim", "latest", "1.13", "1.13.3-", "1.x.3"])
+def test_the_pin_check_refuses_floating_tags(tag):
+    assert not PINNED_TAG.match(tag)
+
+
+@pytest.mark.parametrize("tag", ["8.4.6", "3.11.13-slim", "v2.10.0", "1.13.3"])
+def test_the_pin_check_accepts_full_versions(tag):
+    assert PINNED_TAG.match(tag)
+
+
+def test_mysql_and_workload_images_are_pinned_to_patch_releases():
+    images = set(_images(render_kubernetes_objects(preset("enterprise"))))
+    assert {"mysql:8.4.6", "python:3.11.13-slim"} <= images
 
 
 def test_spire_images_are_the_pinned_release():

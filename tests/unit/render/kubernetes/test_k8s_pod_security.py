@@ -42,8 +42,7 @@ def test_every_pod_in_a_restricted_namespace_satisfies_restricted(name):
         if levels[where] == "restricted":
             assert restricted_violations(spec) == [], o["metadata"]["name"]
             checked += 1
-    if name != "crd-free":  # crd-free keeps everything in its agent's namespace
-        assert checked > 0
+    assert checked > 0  # every preset has its server in a restricted namespace
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -86,12 +85,68 @@ def _hostpath_workload_namespaces(objects):
     }
 
 
-def test_enterprise_server_and_workload_namespaces_are_restricted_where_no_agent_runs():
+def _components(objects: list[dict]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for where, o, _ in _pods(objects):
+        out.setdefault(where, set()).add(o["metadata"]["labels"]["app.kubernetes.io/component"])
+    return out
+
+
+CLUSTER_RBAC_PRESETS = [n for n in PRESET_NAMES if preset(n).kubernetes.rbac == "cluster"]
+
+
+@pytest.mark.parametrize("name", CLUSTER_RBAC_PRESETS)
+def test_privileged_namespaces_hold_only_agents_and_every_other_namespace_is_restricted(name):
+    objects = render_kubernetes_objects(preset(name))
+    components = _components(objects)
+    levels = _levels(objects)
+    assert set(levels.values()) == {"privileged", "restricted"}
+    for where, level in levels.items():
+        if level == "privileged":
+            assert components.get(where), f"{where} is privileged but runs nothing"
+            assert components[where] <= HOST_COMPONENTS, where
+        else:
+            assert level == "restricted", where
+            assert not components.get(where, set()) & HOST_COMPONENTS, where
+
+
+def test_crd_free_privileges_only_the_agents_and_the_hostpath_socket_workloads():
+    """Without cluster RBAC there is no CSIDriver, so the workload's namespace must allow
+    the hostPath socket mount; the agents still have a namespace of their own and the
+    server's namespace still enforces restricted."""
+    objects = render_kubernetes_objects(preset("crd-free"))
+    levels = _levels(objects)
+    assert levels == {
+        ("spire-cluster", "spire"): "restricted",
+        ("spire-cluster", "spire-agents"): "privileged",
+        ("spire-cluster", "apps"): "privileged",
+    }
+    assert _components(objects) == {
+        ("spire-cluster", "spire"): {"server"},
+        ("spire-cluster", "spire-agents"): {"agent"},
+        ("spire-cluster", "apps"): {"workload"},
+    }
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_audit_and_warn_say_the_same_level_as_enforce(name):
+    for o in render_kubernetes_objects(preset(name)):
+        if o["kind"] == "Namespace":
+            labels = o["metadata"]["labels"]
+            level = labels[ENFORCE]
+            assert labels["pod-security.kubernetes.io/audit"] == level
+            assert labels["pod-security.kubernetes.io/warn"] == level
+
+
+def test_enterprise_servers_and_workloads_enforce_restricted_and_agents_have_their_own():
     levels = _levels(render_kubernetes_objects(preset("enterprise")))
-    assert levels[("downstream-cluster", "downstream-workloads")] == "restricted"
-    # agents share these with their servers (psat allow list is namespace:sa)
-    assert levels[("downstream-cluster", "spire-downstream")] == "privileged"
-    assert levels[("upstream-cluster", "spire-upstream")] == "privileged"
+    assert levels == {
+        ("upstream-cluster", "spire-upstream"): "restricted",
+        ("upstream-cluster", "spire-upstream-agents"): "privileged",
+        ("downstream-cluster", "spire-downstream"): "restricted",
+        ("downstream-cluster", "spire-downstream-agents"): "privileged",
+        ("downstream-cluster", "downstream-workloads"): "restricted",
+    }
 
 
 def test_agents_get_host_pid_and_a_host_socket_dir_but_no_capabilities():

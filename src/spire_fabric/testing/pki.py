@@ -1,4 +1,5 @@
-"""A small CA kit for tls/federation tests: SPIRE-shaped CAs and X509-SVIDs in memory."""
+"""In-memory SPIRE-shaped CAs and X509-SVIDs, for tests that need certificates without SPIRE
+(e.g. a forged peer, or a rotation driven by the test itself)."""
 
 from __future__ import annotations
 
