@@ -97,11 +97,24 @@ def _manifest_items(topology: Topology) -> list[PlanItem]:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("plan", help="show what `up` would create")
     add_topology_args(p)
+    p.add_argument("--port-base", type=int, default=31000, help="as for `up` (local target)")
+    p.add_argument("--datastore", default=None, metavar="URL", help="as for `up` (local target)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     topology = resolve_topology(args.topology)
+    if args.target == "local":
+        # show what `up` would really bind: the localized ports, datastore and selectors
+        from spire_fabric.deploy._common import UsageError
+        from spire_fabric.runtime.local.localize import LocalizeError, LocalSettings, localize
+
+        try:
+            topology = localize(
+                topology, LocalSettings(port_base=args.port_base, datastore_url=args.datastore)
+            )
+        except LocalizeError as err:
+            raise UsageError(str(err)) from err
     table = Table(title=f"plan: {topology.name} on {args.target}", title_justify="left")
     for column in ("kind", "name", "detail"):
         table.add_column(column, overflow="fold")
