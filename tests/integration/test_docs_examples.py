@@ -31,6 +31,14 @@ EXPECTED = {
         "watched td-b.test x509 roots: 1",
     ],
     "validate-a-jwt.md": [f"caller: {SERVICE_B}", "refused: jwtsvid: expected audience"],
+    "explore-trust-bundles.md": [
+        "own trust domain: td-a.test",
+        "federated: td-b.test 1 root(s)",
+        "follows td-b.test at https://127.0.0.1:",
+        "workload trusts td-b.test with 1 root(s)",
+        "JWT bundles for: ['td-a.test', 'td-b.test']",
+        "td-b.test bundle endpoint: sequence",
+    ],
 }
 
 
@@ -55,6 +63,7 @@ def test_docs_page_examples_run_against_real_spire(
     monkeypatch.setenv("TD_A_SOCKET", world.agent_a.endpoint)
     monkeypatch.setenv("TD_B_SOCKET", world.agent_b.endpoint)
     monkeypatch.setenv("TD_B_BUNDLE_ENDPOINT", world.server_b.federation_url)
+    monkeypatch.setenv("TD_A_SERVER_SOCKET", str(world.server_a.socket_path))
 
     out = io.StringIO()
     namespace: dict[str, object] = {"__name__": f"docs_{page}"}

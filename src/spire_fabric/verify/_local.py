@@ -93,6 +93,11 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
                 return svid
         raise CheckFailed(f"agent {workload.agent} does not issue {workload.spiffe_id}")
 
+    yield _check(
+        "supervisor",
+        "supervisor running (restarts what crashes)",
+        lambda: f"pid {d.supervisor.pid}" if d.supervisor.pid else _fail("not running"),
+    )
     for s in t.servers:
         yield _check(
             f"server-live:{s.name}", f"{s.name} live and ready", lambda s=s: _server_live(s)
@@ -211,7 +216,7 @@ def _example_checks(
 
 def _get_json(url: str, svid: X509Svid, ctx: X509Context, server_id: str) -> dict:
     context = mtls_client_context(
-        _StaticSvid(svid), ctx.bundle_set(), authorize_id(SpiffeId.parse(server_id))
+        _StaticSvid(svid), ctx.get_bundle_set(), authorize_id(SpiffeId.parse(server_id))
     )
     with mtls_urlopen(url, context, timeout=10) as resp:
         return json.loads(resp.read())
@@ -407,11 +412,11 @@ def _mtls(
     """A real handshake on loopback: the server admits exactly one client ID."""
     server_context = mtls_server_context(
         _StaticSvid(server_svid),
-        server_ctx.bundle_set(),
+        server_ctx.get_bundle_set(),
         authorize_id(authorized or client_svid.spiffe_id),
     )
     client_context = mtls_client_context(
-        _StaticSvid(client_svid), client_ctx.bundle_set(), authorize_id(server_svid.spiffe_id)
+        _StaticSvid(client_svid), client_ctx.get_bundle_set(), authorize_id(server_svid.spiffe_id)
     )
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -46,7 +46,7 @@ class X509Context:
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
         return self.bundles.get(trust_domain)
 
-    def bundle_set(self) -> BundleSet[X509Bundle]:
+    def get_bundle_set(self) -> BundleSet[X509Bundle]:
         """A new BundleSet of all bundles (a copy: editing it does not touch this context)."""
         return BundleSet(self.bundles.values())
 

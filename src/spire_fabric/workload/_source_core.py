@@ -224,7 +224,7 @@ class X509Getters:
 
     def get_bundle_set(self) -> BundleSet[X509Bundle]:
         """All X.509 bundles (own and federated), as a new BundleSet."""
-        return self._x509.current().context.bundle_set()
+        return self._x509.current().context.get_bundle_set()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener()`` (no arguments) after each update that changed anything."""
