@@ -30,11 +30,10 @@ from spire_fabric.identity import (
 )
 from spire_fabric.runtime.local.deployment import (
     LocalDeployment,
-    _http_ok,
     entry_owner,
+    http_ok,
 )
-from spire_fabric.server import NotFoundError
-from spire_fabric.server._reconcile import plan_entries
+from spire_fabric.server import NotFoundError, plan_entries
 from spire_fabric.tls import (
     authorize_id,
     connect_mtls,
@@ -253,8 +252,8 @@ def _fail(message: str) -> str:
 
 
 def _server_live(s: Server) -> str:
-    live = _http_ok(s.host, s.ports.health, "/live")
-    ready = _http_ok(s.host, s.ports.health, "/ready")
+    live = http_ok(s.host, s.ports.health, "/live")
+    ready = http_ok(s.host, s.ports.health, "/ready")
     if not (live and ready):
         raise CheckFailed(
             f"health {s.host}:{s.ports.health}: live={'ok' if live else 'no'}, "

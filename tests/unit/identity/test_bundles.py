@@ -80,6 +80,7 @@ def test_jwt_bundle_jwks_round_trip_keeps_every_key(jwt_keys):
 
 def test_jwt_bundle_jwks_is_readable_by_pyjwt(jwt_keys):
     import jwt  # pyjwt: an independent implementation, installed with py-spiffe
+
     doc = json.loads(JwtBundle(TD, jwt_keys).to_jwks())
     for jwk in doc["keys"]:
         oracle = jwt.PyJWK(jwk).key

@@ -69,6 +69,7 @@ def test_valid_token_is_accepted(keys, bundles, alg, kid):
 
 def test_token_signed_by_pyjwt_is_accepted(keys, bundles):
     import jwt  # pyjwt: an independent implementation, installed with py-spiffe
+
     token = jwt.encode(claims(), keys["a-ec"], algorithm="ES256", headers={"kid": "a-ec"})
     assert parse_and_validate_jwt_svid(token, bundles, ["db"]).spiffe_id.path == "/web"
 

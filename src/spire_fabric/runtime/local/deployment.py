@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from spire_fabric.identity import SpiffeId, TrustDomain
 from spire_fabric.render import RenderPaths, render_agent_config, render_server_config
 from spire_fabric.runtime.binaries import SpireBinaries, ensure_spire
@@ -38,7 +40,26 @@ from spire_fabric.runtime.local.localize import LocalSettings, localize
 from spire_fabric.runtime.local.ports import port_is_free
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir, StateError
 from spire_fabric.runtime.local.supervisor import Component
-from spire_fabric.topology import Agent, Server, Topology, Workload, endpoint_spiffe_id
+from spire_fabric.server import (
+    Bundle,
+    Entry,
+    FederationRelationship,
+    HttpsSpiffeProfile,
+    HttpsWebProfile,
+    NotFoundError,
+    SpireApiError,
+    SpireServerClient,
+    apply_entries,
+)
+from spire_fabric.topology import (
+    Agent,
+    Server,
+    Topology,
+    Workload,
+    endpoint_spiffe_id,
+    workload_selectors,
+)
+from spire_fabric.workload import WorkloadApiClient
 
 __all__ = [
     "LocalDeployment",
@@ -317,26 +338,17 @@ class LocalDeployment:
         self._publish_plan()
         for s in self.local.servers:
             self._wait(
-                lambda s=s: _http_ok(s.host, s.ports.health, "/ready"),
+                lambda s=s: http_ok(s.host, s.ports.health, "/ready"),
                 SERVER_START_TIMEOUT_S,
                 f"{s.name} did not become ready on {s.host}:{s.ports.health}/ready",
                 server_component(s.name),
             )
 
-    def server_client(self, server: Server | str):  # -> SpireServerClient
-        from spire_fabric.server import SpireServerClient
-
+    def server_client(self, server: Server | str) -> SpireServerClient:
         name = server if isinstance(server, str) else server.name
         return SpireServerClient(f"unix://{self.paths.server_socket(name)}")
 
     def _bootstrap_federation(self) -> None:
-        from spire_fabric.server import (
-            FederationRelationship,
-            HttpsSpiffeProfile,
-            HttpsWebProfile,
-            NotFoundError,
-        )
-
         for fed in self.local.federations:
             owner = self.local.server(fed.server)
             remote = next(iter(self.local.servers_of(fed.trust_domain)), None)
@@ -373,8 +385,6 @@ class LocalDeployment:
                     oc.set_federated_bundles([remote_bundle]).raise_for_errors()
 
     def _mint_join_tokens(self) -> None:
-        from spire_fabric.server import SpireApiError
-
         for a in self.local.agents:
             server = self.local.server(a.server)
             bootstrap = Path(self.paths.agent_trust_bundle(a.name))
@@ -420,7 +430,7 @@ class LocalDeployment:
 
     def agent_healthy(self, agent: Agent) -> bool:
         if agent.health_port is not None:
-            return _http_ok(agent.host, agent.health_port, "/ready")
+            return http_ok(agent.host, agent.health_port, "/ready")
         result = subprocess.run(
             [
                 str(self.binaries.agent),
@@ -432,10 +442,7 @@ class LocalDeployment:
         )
         return result.returncode == 0
 
-    def desired_entries(self, server: Server) -> list:
-        from spire_fabric.server import Entry
-        from spire_fabric.topology import workload_selectors
-
+    def desired_entries(self, server: Server) -> list[Entry]:
         entries = []
         for w in self.local.workloads:
             agent = self.local.agent(w.agent)
@@ -457,8 +464,6 @@ class LocalDeployment:
         return entries
 
     def _apply_entries(self) -> None:
-        from spire_fabric.server._reconcile import apply_entries
-
         for s in self.local.servers:
             with self.server_client(s) as client:
                 result = apply_entries(
@@ -470,8 +475,6 @@ class LocalDeployment:
                 raise UpError(f"registering entries on {s.name}: {err}") from err
 
     def _wait_for_workload_svids(self) -> None:
-        from spire_fabric.workload import WorkloadApiClient
-
         for w in self.local.workloads:
             socket = f"unix://{self.paths.agent_socket(w.agent)}"
             deadline = time.monotonic() + SVID_WAIT_TIMEOUT_S
@@ -543,8 +546,6 @@ class LocalDeployment:
         return result
 
     def _workload_svid_expiry(self, workload: Workload) -> int | None:
-        from spire_fabric.workload import WorkloadApiClient
-
         try:
             with WorkloadApiClient(
                 f"unix://{self.paths.agent_socket(workload.agent)}", wait_for_socket=0.2
@@ -563,7 +564,7 @@ class LocalDeployment:
         rows = []
         for s in self.local.servers:
             st = states.get(server_component(s.name))
-            healthy = _http_ok(s.host, s.ports.health, "/ready")
+            healthy = http_ok(s.host, s.ports.health, "/ready")
             rows.append(
                 ComponentHealth(
                     name=s.name,
@@ -628,9 +629,7 @@ def _ca_files(ca_dir: Path, name: str) -> CaFiles:
     )
 
 
-def _bundle_pem(bundle) -> str:  # a spire_fabric.server.Bundle
-    from cryptography.hazmat.primitives import serialization
-
+def _bundle_pem(bundle: Bundle) -> str:
     return "".join(
         a.certificate.public_bytes(serialization.Encoding.PEM).decode()
         for a in bundle.x509_authorities
@@ -650,7 +649,7 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _http_ok(host: str, port: int, path: str) -> bool:
+def http_ok(host: str, port: int, path: str) -> bool:
     """GET a SPIRE health endpoint directly (http.client: no proxy settings apply)."""
     conn = http.client.HTTPConnection(host, port, timeout=2)
     try:

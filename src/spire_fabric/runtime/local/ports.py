@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PortInUse", "find_port_owner", "port_is_free"]
+__all__ = ["PortInUse", "find_port_owner", "is_listening", "port_is_free"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ def find_port_owner(port: int) -> tuple[int | None, str | None]:
                     cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").strip()
                     return int(pid_dir.name), cmd.decode(errors="replace")[:200]
     return None, None
+
+
+def is_listening(port: int) -> bool:
+    """Whether any process listens on TCP `port` (connections in TIME_WAIT do not count)."""
+    return bool(_listening_inodes(port))
 
 
 def _listening_inodes(port: int) -> set[str]:
