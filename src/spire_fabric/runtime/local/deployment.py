@@ -62,11 +62,14 @@ from spire_fabric.topology import (
 from spire_fabric.workload import WorkloadApiClient
 
 __all__ = [
+    "ComponentHealth",
     "LocalDeployment",
+    "StateError",
     "StepReporter",
     "UpError",
     "agent_alias_id",
     "entry_owner",
+    "http_ok",
 ]
 
 StepReporter = Callable[[str], AbstractContextManager[object]]
@@ -675,5 +678,3 @@ def _tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return "(no log)"
 
-
-__all__ += ["ComponentHealth", "StateError"]
