@@ -12,8 +12,12 @@ from spire_fabric.testing._processes import (
     free_port,
     short_tempdir,
 )
+from spire_fabric.testing.databases import DatabaseError, MariaDbServer, PostgresServer
 
 __all__ = [
+    "DatabaseError",
+    "MariaDbServer",
+    "PostgresServer",
     "SpireAgentProcess",
     "SpireProcessError",
     "SpireServerProcess",
