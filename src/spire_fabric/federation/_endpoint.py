@@ -11,7 +11,6 @@ import http.server
 import logging
 import threading
 from datetime import timedelta
-from types import TracebackType
 
 from spire_fabric.identity import (
     BundleError,
@@ -20,7 +19,7 @@ from spire_fabric.identity import (
     X509BundleSource,
 )
 from spire_fabric.tls import X509SvidSource, tls_server_context
-from spire_fabric.tls._server import _TlsThreadingServer
+from spire_fabric.tls._server import MtlsServer, _TlsThreadingServer
 
 __all__ = ["BundleEndpointServer", "current_spiffe_bundle", "serve_bundle_endpoint"]
 
@@ -109,45 +108,17 @@ class _BundleServer(_TlsThreadingServer):
             self.requests_served += 1
 
 
-class BundleEndpointServer:
+class BundleEndpointServer(MtlsServer):
     """A running bundle endpoint; a context manager that stops it on exit."""
 
-    def __init__(self, server: _BundleServer) -> None:
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"https://{host}:{port}"
+    _server: _BundleServer
 
     @property
     def requests_served(self) -> int:
         return self._server.requests_served
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
-
     def __enter__(self) -> BundleEndpointServer:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def serve_bundle_endpoint(
