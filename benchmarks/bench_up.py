@@ -42,7 +42,7 @@ class Timer:
 
 def free_base() -> int:
     for base in range(46000, 60000, 1000):
-        offsets = (80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
+        offsets = (-920, -557, 80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
         ok = True
         for off in offsets:
             with socket.socket() as s:

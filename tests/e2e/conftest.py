@@ -21,8 +21,9 @@ from spire_fabric.runtime.local.deployment import LocalDeployment
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report, verify_deployment
 
-# Every local port of the enterprise preset, relative to the port base (see localize.py)
-_PORT_OFFSETS = (80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
+# Every local port of the enterprise preset relative to the port base (see localize.py and
+# example_workloads.py: the gateway on 30080 and the API on 30443 move with it too)
+_PORT_OFFSETS = (-920, -557, 80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
 
 
 def free_port_base() -> int:
