@@ -170,9 +170,9 @@ def apply_entries(
     if creates:
         result = client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]
-    if updates:
-        result = client.update_entries([c.entry for c in updates])
-        failures += [(updates[i.index], i.error) for i in result.failed if i.error]
+    for fields, group in _by_changed_fields(updates):
+        result = client.update_entries([c.entry for c in group], fields=fields)
+        failures += [(group[i.index], i.error) for i in result.failed if i.error]
     return ApplyResult(plan, tuple(failures))
 
 
@@ -196,10 +196,21 @@ async def apply_entries_async(
     if creates:
         result = await client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]
-    if updates:
-        result = await client.update_entries([c.entry for c in updates])
-        failures += [(updates[i.index], i.error) for i in result.failed if i.error]
+    for fields, group in _by_changed_fields(updates):
+        result = await client.update_entries([c.entry for c in group], fields=fields)
+        failures += [(group[i.index], i.error) for i in result.failed if i.error]
     return ApplyResult(plan, tuple(failures))
+
+
+def _by_changed_fields(
+    updates: list[EntryChange],
+) -> list[tuple[frozenset[EntryField], list[EntryChange]]]:
+    """Updates grouped by what changed, so each batch writes only those fields (SPIRE's
+    update mask) and never overwrites a concurrent edit of a field we did not change."""
+    groups: dict[frozenset[EntryField], list[EntryChange]] = {}
+    for change in updates:
+        groups.setdefault(change.fields, []).append(change)
+    return sorted(groups.items(), key=lambda item: sorted(f.value for f in item[0]))
 
 
 def _check_owner(owner: str) -> None:

@@ -113,3 +113,20 @@ def test_owned_id_is_stable_and_depends_on_spiffe_id_and_parent_only():
     assert owned_entry_id("pay", a) == owned_entry_id("pay", entry("/a", x509_svid_ttl=5))
     assert owned_entry_id("pay", a) != owned_entry_id("pay", entry("/b"))
     assert owned_entry_id("pay", a) != owned_entry_id("ops", a)
+
+
+def test_updates_are_grouped_so_each_write_masks_only_the_fields_that_changed():
+    from spire_fabric.server._reconcile import _by_changed_fields
+
+    current = [
+        stored("pay", entry("/a", x509_svid_ttl=60)),
+        stored("pay", entry("/b", hint="old")),
+        stored("pay", entry("/c", x509_svid_ttl=60)),
+    ]
+    desired = [entry("/a", x509_svid_ttl=120), entry("/b", hint="new"), entry("/c")]
+    groups = _by_changed_fields(plan_entries(current, desired, owner="pay").of("update"))
+    assert [(sorted(f.value for f in fields), sorted(str(c.entry.spiffe_id) for c in group))
+            for fields, group in groups] == [
+        (["hint"], ["spiffe://example.org/b"]),
+        (["x509_svid_ttl"], ["spiffe://example.org/a", "spiffe://example.org/c"]),
+    ]  # fmt: skip
