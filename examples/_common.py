@@ -7,6 +7,7 @@ example so it reads as plain use of ``spire_fabric.workload`` and ``spire_fabric
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -104,3 +105,32 @@ def authorize_allowed(ids: list[str], trust_domains: list[str]) -> Authorizer:
         lambda peer: peer in allowed_ids or peer.trust_domain in allowed_tds,
         f"the allowed callers ({shown or 'none'})",
     )
+
+
+def add_allow_args(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    """`--allow` / `--allow-trust-domain`: who may call a serving example."""
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="SPIFFE_ID",
+        help=f"a caller ID to admit; repeatable (env {env_prefix}_ALLOW, comma-separated)",
+    )
+    p.add_argument(
+        "--allow-trust-domain",
+        action="append",
+        metavar="TD",
+        help=f"admit every ID of this trust domain; repeatable "
+        f"(env {env_prefix}_ALLOW_TRUST_DOMAIN)",
+    )
+
+
+def resolve_allow_args(
+    p: argparse.ArgumentParser, args: argparse.Namespace, env_prefix: str
+) -> None:
+    """Fill the allow lists from the environment and refuse an empty allow list."""
+    args.allow = args.allow or env_list(f"{env_prefix}_ALLOW")
+    args.allow_trust_domain = args.allow_trust_domain or env_list(
+        f"{env_prefix}_ALLOW_TRUST_DOMAIN"
+    )
+    if not args.allow and not args.allow_trust_domain:
+        p.error("nobody would be admitted: give --allow and/or --allow-trust-domain")

@@ -21,11 +21,12 @@ from spire_fabric.workload import JwtSource, WorkloadApiError, X509Source
 
 from .._common import (
     EXIT_NO_IDENTITY,
+    add_allow_args,
     authorize_allowed,
     env,
-    env_list,
     host_port,
     open_x509_source,
+    resolve_allow_args,
     setup_logging,
     stop_event,
 )
@@ -48,19 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=env("ENTERPRISE_API_LISTEN", "127.0.0.1:8443"),
         help="HOST:PORT to serve on; port 0 picks one (env ENTERPRISE_API_LISTEN)",
     )
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="SPIFFE_ID",
-        help="a caller ID to admit; repeatable (env ENTERPRISE_API_ALLOW, comma-separated)",
-    )
-    p.add_argument(
-        "--allow-trust-domain",
-        action="append",
-        metavar="TD",
-        help="admit every ID of this trust domain; repeatable "
-        "(env ENTERPRISE_API_ALLOW_TRUST_DOMAIN)",
-    )
+    add_allow_args(p, "ENTERPRISE_API")
     p.add_argument(
         "--jwt-audience",
         default=env("ENTERPRISE_API_JWT_AUDIENCE"),
@@ -74,12 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for an SVID from the Workload API at startup",
     )
     args = p.parse_args(argv)
-    args.allow = args.allow or env_list("ENTERPRISE_API_ALLOW")
-    args.allow_trust_domain = args.allow_trust_domain or env_list(
-        "ENTERPRISE_API_ALLOW_TRUST_DOMAIN"
-    )
-    if not args.allow and not args.allow_trust_domain:
-        p.error("nobody would be admitted: give --allow and/or --allow-trust-domain")
+    resolve_allow_args(p, args, "ENTERPRISE_API")
     return args
 
 

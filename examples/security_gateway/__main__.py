@@ -30,11 +30,12 @@ from spire_fabric.workload import WorkloadApiError
 
 from .._common import (
     EXIT_NO_IDENTITY,
+    add_allow_args,
     authorize_allowed,
     env,
-    env_list,
     host_port,
     open_x509_source,
+    resolve_allow_args,
     setup_logging,
     stop_event,
 )
@@ -68,19 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         required=upstream_id is None,
         help="the SPIFFE ID the upstream must present (env SECURITY_GATEWAY_UPSTREAM_ID)",
     )
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="SPIFFE_ID",
-        help="a caller ID to admit; repeatable (env SECURITY_GATEWAY_ALLOW, comma-separated)",
-    )
-    p.add_argument(
-        "--allow-trust-domain",
-        action="append",
-        metavar="TD",
-        help="admit every ID of this trust domain; repeatable "
-        "(env SECURITY_GATEWAY_ALLOW_TRUST_DOMAIN)",
-    )
+    add_allow_args(p, "SECURITY_GATEWAY")
     p.add_argument(
         "--identity-timeout",
         type=float,
@@ -88,12 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for an SVID from the Workload API at startup",
     )
     args = p.parse_args(argv)
-    args.allow = args.allow or env_list("SECURITY_GATEWAY_ALLOW")
-    args.allow_trust_domain = args.allow_trust_domain or env_list(
-        "SECURITY_GATEWAY_ALLOW_TRUST_DOMAIN"
-    )
-    if not args.allow and not args.allow_trust_domain:
-        p.error("nobody would be admitted: give --allow and/or --allow-trust-domain")
+    resolve_allow_args(p, args, "SECURITY_GATEWAY")
     if urlsplit(args.upstream).scheme != "https":
         p.error(f"--upstream must be an https:// URL, got {args.upstream!r}")
     return args
