@@ -31,7 +31,7 @@ def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths)
         w.attr("log_level", agent.log_level)
         w.attr("server_address", host)
         w.attr("server_port", port)
-        w.attr("socket_path", agent.socket_path or paths.agent_socket(agent.name))
+        w.attr("socket_path", paths.agent_socket(agent))
         w.attr("trust_domain", server.trust_domain)
         if paths.insecure_bootstrap:
             w.attr("insecure_bootstrap", True)
@@ -41,7 +41,7 @@ def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths)
         if agent.admin_socket:
             w.attr(
                 "admin_socket_path",
-                agent.admin_socket_path or paths.agent_admin_socket(agent.name),
+                paths.agent_admin_socket(agent),
             )
     w.blank()
     with w.block("plugins"):

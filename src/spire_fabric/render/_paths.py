@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spire_fabric.topology import Target
+from spire_fabric.topology import Agent, Target
 
 K8S_ROOT = "/run/spire"
 
@@ -81,7 +81,7 @@ class RenderPaths:
     def bundle_endpoint_key(self, server: str) -> str:
         return self._server(server, "bundle-endpoint/tls.key")
 
-    def nested_upstream_socket(self, server: str, agent: str) -> str:
+    def nested_upstream_socket(self, server: str, agent: Agent) -> str:
         """The Workload API socket a nested server reads its upstream SVID from: the
         upstream-side agent's socket (locally) or a socket volume shared with it (k8s)."""
         if self.is_local:
@@ -101,14 +101,21 @@ class RenderPaths:
     def agent_data_dir(self, name: str) -> str:
         return self._agent(name, "data")
 
-    def agent_socket(self, name: str) -> str:
+    def agent_socket(self, agent: Agent) -> str:
+        """The agent's Workload API socket: the one decision every part reads (the agent's
+        config, the installer, the verifier, the workloads' environment, the pod mounts).
+        ``Agent.socket_path`` wins on every target when the topology sets it."""
+        if agent.socket_path:
+            return agent.socket_path
         if self.is_local:
-            return self._agent(name, "public/api.sock")
+            return self._agent(agent.name, "public/api.sock")
         return f"{K8S_ROOT}/sockets/api.sock"
 
-    def agent_admin_socket(self, name: str) -> str:
+    def agent_admin_socket(self, agent: Agent) -> str:
         # SPIRE refuses an admin socket in the Workload API socket's directory.
-        return self._agent(name, "admin/admin.sock")
+        if agent.admin_socket_path:
+            return agent.admin_socket_path
+        return self._agent(agent.name, "admin/admin.sock")
 
     def agent_trust_bundle(self, name: str) -> str:
         if self.is_local:

@@ -162,7 +162,10 @@ def _upstream_authority(
             w.attr("server_address", host)
             # The spire plugin declares server_port as a string.
             w.attr("server_port", str(port))
-            w.attr("workload_api_socket", paths.nested_upstream_socket(server.name, ua.agent))
+            w.attr(
+                "workload_api_socket",
+                paths.nested_upstream_socket(server.name, topology.agent(ua.agent)),
+            )
 
 
 def _bundle_publisher(w: HclWriter, topology: Topology, server: Server, paths: RenderPaths) -> None:

@@ -30,11 +30,13 @@ from spire_fabric.topology._model import (
     Datastore,
     DiskUpstreamAuthority,
     FederationRelationship,
+    HealthProbe,
     Images,
     IntermediateCa,
     JoinTokenAttestor,
     K8sPsatAttestor,
     KubernetesOptions,
+    LocalRun,
     MySqlDatastore,
     MySqlInstance,
     NodeAttestor,
@@ -72,6 +74,8 @@ from spire_fabric.topology._resolve import (
     workload_selectors,
 )
 from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
+from spire_fabric.topology._workload_run import expand as expand_placeholders
 from spire_fabric.topology._yaml import dump_topology, load_topology
 
 __all__ = [
@@ -87,14 +91,18 @@ __all__ = [
     "Datastore",
     "DiskUpstreamAuthority",
     "FederationRelationship",
+    "HealthProbe",
     "Images",
     "IntermediateCa",
     "JoinTokenAttestor",
     "K8sPsatAttestor",
     "KubernetesOptions",
+    "LocalRun",
     "MySqlDatastore",
     "MySqlInstance",
     "NodeAttestor",
+    "Placeholder",
+    "PlaceholderError",
     "PostgresDatastore",
     "Problem",
     "RootCa",
@@ -122,9 +130,11 @@ __all__ = [
     "dump_topology",
     "effective_datastore",
     "endpoint_spiffe_id",
+    "expand_placeholders",
     "format_duration",
     "load_topology",
     "parse_duration",
+    "placeholders",
     "preset",
     "psat_allow_list",
     "server_address_for",

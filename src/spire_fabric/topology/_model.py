@@ -222,15 +222,63 @@ class Agent:
 
 @dataclass(frozen=True)
 class WorkloadKubernetes:
+    """The workload's pod. ``command`` None means ``python -m <run.module> <run.args>`` (the
+    local description, with placeholders resolved for the cluster); ``image`` None means the
+    topology's ``images.workload``."""
+
     namespace: str
     service_account: str
     service_port: int | None = None
     node_port: int | None = None
+    image: str | None = None
+    command: tuple[str, ...] = ()
+
+
+HealthScheme = Literal["mtls", "http"]
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """How `verify` and `status` see that a workload serves: a GET of ``path``.
+
+    ``mtls``: over mutual TLS, the server must authenticate as the workload's SPIFFE ID and
+    the client presents the SVID of ``caller`` (a workload of the topology; None means the
+    workload's own SVID), so the probe proves identity and authorization, not just a socket.
+    ``expect`` holds ``key=value`` pairs that the JSON answer must contain (placeholders as
+    in :class:`LocalRun` args), so a probe can prove what the service did, not only that it
+    answered.
+    """
+
+    path: str = "/health"
+    scheme: HealthScheme = "mtls"
+    caller: str | None = None
+    expect: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """How the local target runs the workload as a process next to its agent.
+
+    Exactly one of ``module`` (``python -m module``, with the interpreter running spire_fabric)
+    or ``command`` (an argv). ``args`` and ``env`` ("NAME=value") may hold placeholders that
+    each target resolves: ``{port}`` and ``{listen}`` (where this workload listens),
+    ``{spiffe_id}``, and ``{url:NAME}``, ``{port:NAME}``, ``{spiffe_id:NAME}`` of another
+    workload. ``port`` is the local listen port (moved by ``--port-base`` like every other
+    local port). The process gets ``SPIFFE_ENDPOINT_SOCKET`` of its agent.
+    """
+
+    module: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    port: int | None = None
+    health: HealthProbe | None = None
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A registration entry (and, on Kubernetes, the pod that wears it).
+    """A registration entry and, when ``run`` is set, the process (locally) or pod
+    (Kubernetes) that wears it.
 
     ``selectors`` are "type:value" strings such as ``k8s:ns:payments`` or ``unix:uid:1000``;
     ``local_selectors``, when set, replace them on the local target where there is no
@@ -248,6 +296,7 @@ class Workload:
     jwt_svid_ttl: timedelta | None = None
     hint: str | None = None
     downstream: bool = False
+    run: LocalRun | None = None
     kubernetes: WorkloadKubernetes | None = None
 
 

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from spire_fabric.topology._model import (
     AgentKubernetes,
     DiskUpstreamAuthority,
+    HealthProbe,
     IntermediateCa,
     JoinTokenAttestor,
     K8sPsatAttestor,
+    LocalRun,
     MySqlDatastore,
     MySqlInstance,
     RootCa,
@@ -41,6 +43,56 @@ def _mysql(service: str, namespace: str) -> MySqlDatastore:
         ),
         instance=MySqlInstance(service=service),
     )
+
+
+# The three example workloads (``spire_fabric.examples``), described as data: the runtime
+# and the verifier know them only through these descriptions. Locally the API listens on
+# 30443 and the gateway on its NodePort number, 30080, like the servers on theirs.
+_EXAMPLES = "spire_fabric.examples"
+_EXAMPLE_RUNS: dict[str, LocalRun] = {
+    "enterprise-api": LocalRun(
+        module=f"{_EXAMPLES}.enterprise_api",
+        args=(
+            "--listen", "{listen}",
+            "--jwt-audience", "{spiffe_id}",
+            "--allow", "{spiffe_id:data-processor}",
+            "--allow", "{spiffe_id:security-gateway}",
+        ),
+        port=30443,
+        # data-processor is a caller the API admits: proves identity and authorization
+        health=HealthProbe("/health", caller="data-processor", expect=("spiffe_id={spiffe_id}",)),
+    ),
+    "data-processor": LocalRun(
+        module=f"{_EXAMPLES}.data_processor",
+        args=(
+            "--api", "{url:enterprise-api}",
+            "--api-id", "{spiffe_id:enterprise-api}",
+            "--interval", "5",
+        ),
+    ),
+    "security-gateway": LocalRun(
+        module=f"{_EXAMPLES}.security_gateway",
+        args=(
+            "--listen", "{listen}",
+            "--upstream", "{url:enterprise-api}",
+            "--upstream-id", "{spiffe_id:enterprise-api}",
+            "--allow-trust-domain", "enterprise-root.org",
+        ),
+        port=30080,
+        # an upstream workload through the gateway to the API: the API must see the
+        # gateway as its caller, so the answer proves the whole path
+        health=HealthProbe("/records", caller="upstream-client", expect=("caller={spiffe_id}",)),
+    ),
+}  # fmt: skip
+
+# The single workload of the smaller presets runs the API example as a plain service that
+# admits only itself, so `up` of every preset starts a real workload that verify can call.
+_APP_RUN = LocalRun(
+    module=f"{_EXAMPLES}.enterprise_api",
+    args=("--listen", "{listen}", "--jwt-audience", "{spiffe_id}", "--allow", "{spiffe_id}"),
+    port=30443,
+    health=HealthProbe("/health", expect=("spiffe_id={spiffe_id}",)),
+)
 
 
 def basic() -> Topology:
@@ -69,7 +121,10 @@ def basic() -> Topology:
             agent="spire-agent",
             selectors=["k8s:ns:apps", "k8s:sa:example-app"],
             local_selectors=["unix:uid:1000"],
-            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
+            run=_APP_RUN,
+            kubernetes=WorkloadKubernetes(
+                namespace="apps", service_account="example-app", service_port=8443
+            ),
         )
         .build()
     )
@@ -163,8 +218,8 @@ def enterprise() -> Topology:
             namespace="spire-upstream", service_account="upstream-client"
         ),
     )
-    gateway_node_port = {"security-gateway": 30080}
     for i, name in enumerate(("enterprise-api", "data-processor", "security-gateway"), 1):
+        node_port = 30080 if name == "security-gateway" else None
         b.workload(
             name,
             f"spiffe://{down_td}/ns/downstream-workloads/sa/{name}",
@@ -172,11 +227,12 @@ def enterprise() -> Topology:
             selectors=["k8s:ns:downstream-workloads", f"k8s:sa:{name}"],
             dns_names=[f"{name}.downstream-workloads.svc"],
             federates_with=[up_td],
+            run=_EXAMPLE_RUNS[name],
             kubernetes=WorkloadKubernetes(
                 namespace="downstream-workloads",
                 service_account=name,
                 service_port=8443,
-                node_port=gateway_node_port.get(name),
+                node_port=node_port,
             ),
         )
     return b.build()
@@ -245,7 +301,10 @@ def nested() -> Topology:
             agent="child-agent",
             selectors=["k8s:ns:apps", "k8s:sa:example-app"],
             local_selectors=["unix:uid:1000"],
-            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
+            run=_APP_RUN,
+            kubernetes=WorkloadKubernetes(
+                namespace="apps", service_account="example-app", service_port=8443
+            ),
         )
         .build()
     )
@@ -287,7 +346,10 @@ def crd_free() -> Topology:
             "spiffe://example.org/example-app",
             agent="spire-agent",
             selectors=["unix:uid:1000"],
-            kubernetes=WorkloadKubernetes(namespace="apps", service_account="example-app"),
+            run=_APP_RUN,
+            kubernetes=WorkloadKubernetes(
+                namespace="apps", service_account="example-app", service_port=8443
+            ),
         )
         .build()
     )

@@ -32,6 +32,7 @@ from spire_fabric.topology._resolve import (
     bundle_endpoint_owner,
     bundle_publisher_namespaces,
 )
+from spire_fabric.topology._validate_run import run_problems
 
 _PROFILES = ("https_spiffe", "https_web")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -42,6 +43,7 @@ def validate_topology(topology: Topology) -> Topology:
     """Return ``topology`` unchanged if it is sound, else raise :class:`TopologyError`."""
     v = _Validator(topology)
     v.run()
+    v.problems += run_problems(topology)
     if v.problems:
         raise TopologyError(v.problems)
     return topology

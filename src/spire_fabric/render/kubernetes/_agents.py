@@ -83,10 +83,10 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
             "readOnly": True,
         },
         {"name": "data", "mountPath": PATHS.agent_data_dir(agent.name)},
-        {"name": "sockets", "mountPath": dirname(PATHS.agent_socket(agent.name))},
+        {"name": "sockets", "mountPath": dirname(PATHS.agent_socket(agent))},
     ]
     if agent.admin_socket:
-        mounts.append({"name": "admin", "mountPath": dirname(PATHS.agent_admin_socket(agent.name))})
+        mounts.append({"name": "admin", "mountPath": dirname(PATHS.agent_admin_socket(agent))})
     if psat:
         mounts.append({"name": "psat-token", "mountPath": AGENT_TOKEN_DIR, "readOnly": True})
     c: Obj = {

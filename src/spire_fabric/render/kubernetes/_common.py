@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spire_fabric.topology import Agent, Server, Topology, Workload
+from spire_fabric.topology import Agent, Server, Topology
 
 Obj = dict[str, Any]
 
@@ -179,7 +179,3 @@ def workload_socket_volume(topology: Topology, agent: Agent, name: str) -> Obj:
         "name": name,
         "hostPath": {"path": agent_host_socket_dir(agent), "type": "Directory"},
     }
-
-
-def workload_module(workload: Workload) -> str:
-    return "examples." + workload.name.replace("-", "_")

@@ -154,7 +154,7 @@ def _server_container(topology: Topology, server: Server) -> Obj:
     c["livenessProbe"] = _probe("/live", 15)
     c["readinessProbe"] = _probe("/ready", 5)
     c["securityContext"] = restricted_container()
-    c["volumeMounts"] = _server_mounts(server)
+    c["volumeMounts"] = _server_mounts(topology, server)
     return c
 
 
@@ -167,7 +167,7 @@ def _probe(path: str, delay: int) -> Obj:
     }
 
 
-def _server_mounts(server: Server) -> list[Obj]:
+def _server_mounts(topology: Topology, server: Server) -> list[Obj]:
     mounts: list[Obj] = [
         {
             "name": "config",
@@ -186,7 +186,9 @@ def _server_mounts(server: Server) -> list[Obj]:
         mounts.append(
             {
                 "name": "upstream-agent",
-                "mountPath": dirname(PATHS.nested_upstream_socket(server.name, ua.agent)),
+                "mountPath": dirname(
+                    PATHS.nested_upstream_socket(server.name, topology.agent(ua.agent))
+                ),
                 "readOnly": True,
             }
         )

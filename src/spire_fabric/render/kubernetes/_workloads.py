@@ -1,12 +1,16 @@
-"""The example workloads: ServiceAccount, Deployment and (when they serve) a Service.
+"""Workloads: a ServiceAccount always (the identity is registered for it), and a Deployment
+and (when it serves) a Service for a workload that says how to run.
 
-The image is a placeholder pinned by the topology (``images.workload``, python:3.11.13-slim
-by default) running ``python -m examples.<name>``; a real deployment builds an image holding
-spire_fabric and the examples and overrides ``images.workload``. The Workload API socket
-arrives through the agent's SPIFFE CSI driver, so the pod stays Pod Security "restricted".
+What runs comes from the workload's description: ``kubernetes.command`` if set, else
+``python -m <run.module> <run.args>`` with the placeholders resolved for the cluster
+(``{url:NAME}`` is that workload's Service). The image is ``kubernetes.image`` or the
+topology's ``images.workload``. The Workload API socket arrives through the agent's SPIFFE
+CSI driver, so the pod stays Pod Security "restricted".
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
@@ -20,10 +24,9 @@ from spire_fabric.render.kubernetes._common import (
     restricted_pod,
     selector_labels,
     service_account,
-    workload_module,
     workload_socket_volume,
 )
-from spire_fabric.topology import Topology, Workload
+from spire_fabric.topology import Placeholder, Topology, Workload, expand_placeholders
 
 COMPONENT = "workload"
 PATHS = RenderPaths.kubernetes()
@@ -36,18 +39,61 @@ def workload_cluster(topology: Topology, w: Workload) -> str:
     return agent.kubernetes.cluster
 
 
+def _service_port(w: Workload) -> int | None:
+    k = w.kubernetes
+    if k is not None and k.service_port is not None:
+        return k.service_port
+    return w.run.port if w.run else None
+
+
+def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder], str]:
+    def value(p: Placeholder) -> str:
+        target = topology.workload(p.workload) if p.workload else w
+        port = _service_port(target)
+        if p.key == "spiffe_id":
+            return target.spiffe_id
+        if p.key == "port":
+            return str(port)
+        if p.key == "listen":
+            return f"0.0.0.0:{port}"
+        namespace = target.kubernetes.namespace if target.kubernetes else "default"
+        return f"https://{target.name}.{namespace}.svc:{port}"  # url
+
+    return value
+
+
+def workload_command(topology: Topology, w: Workload) -> list[str] | None:
+    """The container's argv, or None when the topology does not say how to run it."""
+    k, run = w.kubernetes, w.run
+    value = _placeholder_value(topology, w)
+    if k is not None and k.command:
+        return [expand_placeholders(t, value) for t in k.command]
+    if run is None:
+        return None
+    base = ["python", "-m", run.module] if run.module else list(run.command)
+    return [expand_placeholders(t, value) for t in (*base, *run.args)]
+
+
 def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     k = w.kubernetes
     assert k is not None
-    agent = topology.agent(w.agent)
     cluster = workload_cluster(topology, w)
+    command = workload_command(topology, w)
+    if command is None:  # registered only: the user's own pods run as this account
+        return [service_account(topology, cluster, k.service_account, k.namespace)]
+    agent = topology.agent(w.agent)
     labels = selector_labels(w.name, COMPONENT)
-    socket_file = PATHS.agent_socket(agent.name).rsplit("/", 1)[1]
+    socket_file = PATHS.agent_socket(agent).rsplit("/", 1)[1]
+    value = _placeholder_value(topology, w)
+    extra_env = [
+        {"name": n, "value": expand_placeholders(v, value)}
+        for n, _, v in (e.partition("=") for e in (w.run.env if w.run else ()))
+    ]
     container: Obj = {
         "name": w.name,
-        "image": topology.kubernetes.images.workload,
+        "image": k.image or topology.kubernetes.images.workload,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", workload_module(w)],
+        "command": command,
         "env": [
             {
                 "name": "SPIFFE_ENDPOINT_SOCKET",
@@ -56,6 +102,7 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             {"name": "SPIFFE_ID", "value": w.spiffe_id},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *extra_env,
         ],
     }
     if k.service_port is not None:

@@ -313,7 +313,13 @@ def test_workloads_get_the_socket_from_their_agents_csi_driver():
     assert vol["csi"]["driver"] == "downstream-agent-2.csi.spiffe.io"
     _find(objects, "CSIDriver", "downstream-agent-2.csi.spiffe.io")
     c = spec["containers"][0]
-    assert c["command"] == ["python", "-m", "examples.data_processor"]
+    # the command is the workload's run description, placeholders resolved for the cluster
+    assert c["command"] == [
+        "python", "-m", "spire_fabric.examples.data_processor",
+        "--api", "https://enterprise-api.downstream-workloads.svc:8443",
+        "--api-id", "spiffe://downstream.example.org/ns/downstream-workloads/sa/enterprise-api",
+        "--interval", "5",
+    ]  # fmt: skip
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["SPIFFE_ENDPOINT_SOCKET"] == "unix:///spiffe-workload-api/api.sock"
 
@@ -418,7 +424,7 @@ def test_nested_child_server_reads_its_upstream_svid_through_the_root_agent_csi_
     vol = next(v for v in spec["volumes"] if v["name"] == "upstream-agent")
     assert vol["csi"]["driver"] == "root-agent.csi.spiffe.io"
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "upstream-agent")
-    assert K8S.nested_upstream_socket("spire-child-server", "root-agent") == (
+    assert K8S.nested_upstream_socket("spire-child-server", preset("nested").agent("root-agent")) == (
         mount["mountPath"] + "/api.sock"
     )
 

@@ -1,0 +1,196 @@
+"""What a running topology offers, wherever it runs: the seam between targets and checks.
+
+Why an interface: `verify`, `status`, the CLI, notebooks and the dashboard need the same
+things of every target (a client for each server's API, each agent's Workload API, where
+each workload listens, lifecycle) and must not care whether SPIRE runs as processes on
+this machine or as pods in two clusters. A target implements :class:`Deployment`; the
+checks are written once against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from cryptography import x509
+
+from spire_fabric.identity import SpiffeId
+from spire_fabric.server import Entry, SpireServerClient
+from spire_fabric.topology import Target, Topology
+
+__all__ = [
+    "Change",
+    "ChangeAction",
+    "ComponentHealth",
+    "Deployment",
+    "DeploymentPlan",
+    "StepReporter",
+    "WorkloadAddress",
+    "no_report",
+]
+
+StepReporter = Callable[[str], AbstractContextManager[object]]
+"""Called with a step's name around each step of `up`, so a CLI can show progress."""
+
+
+@contextlib.contextmanager
+def _silent(_: str) -> Iterator[None]:
+    yield
+
+
+no_report: StepReporter = _silent
+
+ChangeAction = Literal["create", "update", "delete", "start", "restart", "stop", "set"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing `up` would do. ``kind`` is what it acts on (``process``, ``config``,
+    ``entry``, ``federation``, ``federated-bundle``, ``join-token``, ``ca``); ``fields``
+    are the changed fields of an update, so a plan shows *what* changes, not only *that*."""
+
+    action: ChangeAction
+    kind: str
+    name: str
+    detail: str = ""
+    fields: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        text = f"{self.action} {self.kind} {self.name}"
+        if self.fields:
+            text += f" ({', '.join(self.fields)})"
+        return text + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    """What `up` would do, read from the recorded state and the live servers, like
+    ``terraform plan``. Empty means "no changes"."""
+
+    topology: str
+    target: Target
+    changes: tuple[Change, ...] = ()
+    notes: tuple[str, ...] = ()  # what could not be read (a server that is down)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def of(self, kind: str) -> list[Change]:
+        return [c for c in self.changes if c.kind == kind]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "topology": self.topology,
+                "target": self.target,
+                "changes": [asdict(c) for c in self.changes],
+                "notes": list(self.notes),
+            },
+            indent=2,
+        )
+
+
+@dataclass(frozen=True)
+class WorkloadAddress:
+    """Where a workload of the topology serves, as its clients reach it on this target."""
+
+    workload: str
+    host: str
+    port: int
+    spiffe_id: SpiffeId
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    """One row of `status`: a server, agent, workload or the target's own controller."""
+
+    name: str
+    kind: str  # server | agent | workload | supervisor
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+    restarts: int = 0
+    last_exit: str | None = None
+    svid_expires_at: int | None = None  # Unix seconds of the component's X.509-SVID
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Deployment(Protocol):
+    """A topology made real on one target. Every method works on a deployment that `up`
+    left running, from any process (``spire_fabric.deploy.attach(name)`` returns one)."""
+
+    @property
+    def name(self) -> str:
+        """The topology's name (also the deployment's)."""
+        ...
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def topology(self) -> Topology:
+        """The topology as this target runs it (local ports, selectors, datastores)."""
+        ...
+
+    @property
+    def entry_owner(self) -> str:
+        """The owner under which this deployment's entries are managed (`apply_entries`)."""
+        ...
+
+    # -- reaching the parts ----------------------------------------------------------------
+
+    def server(self, name: str) -> SpireServerClient:
+        """A client of that server's API (the caller closes it, or uses ``with``)."""
+        ...
+
+    def server_health(self, name: str) -> tuple[bool, bool]:
+        """(live, ready) as the server's health endpoint reports them."""
+        ...
+
+    def bundle_endpoint_url(self, name: str) -> str:
+        """Where that server's federation bundle endpoint is reached from here."""
+        ...
+
+    def agent_endpoint(self, name: str) -> str:
+        """The Workload API address of that agent (``unix:///…``)."""
+        ...
+
+    def agent_healthy(self, name: str) -> bool: ...
+
+    def agent_id(self, name: str) -> SpiffeId | None:
+        """The SPIFFE ID the agent attested as (None if it never attested)."""
+        ...
+
+    def workload_address(self, name: str) -> WorkloadAddress | None:
+        """Where that workload serves (None if it does not listen or does not run here)."""
+        ...
+
+    def root_ca(self) -> x509.Certificate | None:
+        """The topology's offline root (Enterprise Root CA), if it has a CA hierarchy."""
+        ...
+
+    def desired_entries(self, server: str) -> list[Entry]:
+        """The registration entries this deployment keeps on that server."""
+        ...
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def plan(self) -> DeploymentPlan: ...
+
+    def up(self, report: StepReporter = no_report) -> DeploymentPlan:
+        """Apply the plan (idempotent); returns the plan that was applied."""
+        ...
+
+    def status(self) -> list[ComponentHealth]: ...
+
+    def down(self, purge: bool = False) -> list[int]: ...
