@@ -21,12 +21,14 @@ class UsageError(Exception):
     """Bad input from the user: printed as one message, exit status 2, nothing written."""
 
 
-def add_topology_args(parser: argparse.ArgumentParser) -> None:
+def add_topology_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument(
         "--topology",
-        required=True,
+        required=required,
+        default=None if required else "enterprise",
         metavar="PRESET|FILE.yaml",
-        help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file",
+        help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file"
+        + ("" if required else " (default: enterprise)"),
     )
     parser.add_argument(
         "--target",

@@ -12,9 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError
-from spire_fabric.runtime.local.deployment import LocalDeployment
-from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE
-from spire_fabric.runtime.local.state import StateError, default_state_dir
+from spire_fabric.runtime.deployment import Change, DeploymentPlan
+from spire_fabric.runtime.local import (
+    DEFAULT_PORT_BASE,
+    LocalDeployment,
+    StateError,
+    default_state_dir,
+    state_lock,
+)
 
 
 def add_state_dir_arg(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +57,45 @@ def open_deployment(args: argparse.Namespace) -> LocalDeployment:
         return LocalDeployment.open(state_dir_for(args))
     except StateError as err:
         raise UsageError(str(err)) from err
+
+
+@contextlib.contextmanager
+def locked(path: Path, command: str, console: Console) -> Iterator[None]:
+    """Hold the state directory's lock; say once whom we wait for."""
+    try:
+        with state_lock(path, command, waiting=lambda m: console.print(f"[yellow]{escape(m)}")):
+            yield
+    except StateError as err:
+        raise UsageError(str(err)) from err
+
+
+_ACTION_STYLE = {"create": "green", "start": "green", "set": "green", "update": "yellow",
+                 "restart": "yellow", "delete": "red", "stop": "red"}  # fmt: skip
+
+
+def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) -> None:
+    """Terraform-style: one line per change, a summary, and "no changes" when all is well."""
+    if title:
+        console.print(f"[bold]plan[/bold] {plan.topology} on {plan.target}")
+    for c in plan.changes:
+        style = _ACTION_STYLE.get(c.action, "white")
+        console.print(f"  [{style}]{c.action:>7}[/{style}] {escape(_line(c))}")
+    for note in plan.notes:
+        console.print(f"  [dim]note: {escape(note)}[/dim]")
+    if not plan:
+        console.print("no changes: the deployment matches the topology")
+        return
+    counts: dict[str, int] = {}
+    for c in plan.changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    console.print("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()))
+
+
+def _line(c: Change) -> str:
+    text = f"{c.kind} {c.name}"
+    if c.fields:
+        text += f" [{', '.join(c.fields)}]"
+    return text + (f": {c.detail}" if c.detail else "")
 
 
 class StepPrinter:

@@ -36,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args, console))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return int(getattr(args, "usage_exit", EXIT_USAGE))

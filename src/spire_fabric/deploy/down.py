@@ -7,7 +7,7 @@ import argparse
 
 from rich.console import Console
 
-from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
+from spire_fabric.deploy._local import add_state_dir_arg, locked, open_deployment, state_dir_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,10 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    deployment = open_deployment(args)
-    stopped = deployment.down(purge=args.purge)
+    with locked(state_dir_for(args), "down", console):
+        deployment = open_deployment(args)
+        stopped = deployment.down(purge=args.purge)
     what = ", ".join(str(p) for p in stopped) or "nothing was running"
-    console.print(f"down {deployment.topology.name}: stopped {what}")
+    console.print(f"down {deployment.name}: stopped {what}")
     if args.purge:
         console.print(f"purged {deployment.state.path}")
     return 0

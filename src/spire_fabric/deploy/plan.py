@@ -1,8 +1,15 @@
-"""``plan``: what ``up`` would create, one line per thing, before anything happens."""
+"""``plan``: what ``up`` would do, before anything happens (like ``terraform plan``).
+
+Locally it reads the recorded state, the files, the supervisor and the live servers and
+lists each change (processes to start or restart, configs, entries with their changed
+fields, federation); "no changes" when all is well. On Kubernetes (no live target yet) it
+lists what ``up`` would create. Exit status: 0 no changes, 2 changes, 1 error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -10,14 +17,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spire_fabric.deploy._common import add_topology_args, resolve_topology
+from spire_fabric.deploy._common import UsageError, add_topology_args, resolve_topology
+from spire_fabric.deploy._local import add_local_args, print_plan, state_dir_for
 from spire_fabric.render.kubernetes import staged_objects
+from spire_fabric.runtime.local import LocalDeployment, LocalizeError, LocalSettings, StateError
 from spire_fabric.topology import (
     MySqlDatastore,
     PostgresDatastore,
     SqliteDatastore,
     Target,
     Topology,
+    TopologyError,
     agent_node_attestor,
     bundle_endpoint_url,
     controller_manager_enabled,
@@ -80,6 +90,10 @@ def plan_items(topology: Topology, target: Target) -> list[PlanItem]:
     for w in topology.workloads:
         sel = ",".join(workload_selectors(w, target))
         items.append(PlanItem("entry", w.name, f"{w.spiffe_id} [{sel}] via {w.agent}"))
+        if w.run is not None and target == "local":
+            what = f"python -m {w.run.module}" if w.run.module else " ".join(w.run.command)
+            port = f" on port {w.run.port}" if w.run.port else ""
+            items.append(PlanItem("workload", w.name, f"{what}{port}"))
     return items
 
 
@@ -94,31 +108,50 @@ def _manifest_items(topology: Topology) -> list[PlanItem]:
     return items
 
 
+EXIT_NO_CHANGES, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("plan", help="show what `up` would create")
-    add_topology_args(p)
-    p.add_argument("--port-base", type=int, default=31000, help="as for `up` (local target)")
-    p.add_argument("--datastore", default=None, metavar="URL", help="as for `up` (local target)")
-    p.set_defaults(run=run)
+    p = subparsers.add_parser("plan", help="show what `up` would do (exit 2 if anything)")
+    add_topology_args(p, required=False)
+    add_local_args(p)
+    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.set_defaults(run=run, usage_exit=EXIT_ERROR)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     topology = resolve_topology(args.topology)
-    if args.target == "local":
-        # show what `up` would really bind: the localized ports, datastore and selectors
-        from spire_fabric.deploy._common import UsageError
-        from spire_fabric.runtime.local.localize import LocalizeError, LocalSettings, localize
+    if args.target == "kubernetes":
+        return _kubernetes_plan(topology, args, console)
+    settings = LocalSettings(port_base=args.port_base, datastore_url=args.datastore)
+    try:
+        deployment = LocalDeployment.create(topology, state_dir_for(args, topology.name), settings)
+        plan = deployment.plan()
+    except (StateError, LocalizeError, TopologyError) as err:
+        raise UsageError(str(err)) from err
+    if args.output == "json":
+        print(plan.to_json())
+    else:
+        if not deployment.state.exists():
+            _print_items(deployment.topology, "local", console)
+        print_plan(plan, console)
+    return EXIT_CHANGES if plan else EXIT_NO_CHANGES
 
-        try:
-            topology = localize(
-                topology, LocalSettings(port_base=args.port_base, datastore_url=args.datastore)
-            )
-        except LocalizeError as err:
-            raise UsageError(str(err)) from err
-    table = Table(title=f"plan: {topology.name} on {args.target}", title_justify="left")
+
+def _kubernetes_plan(topology: Topology, args: argparse.Namespace, console: Console) -> int:
+    items = plan_items(topology, "kubernetes")
+    if args.output == "json":
+        print(json.dumps({"topology": topology.name, "target": "kubernetes",
+                          "create": [item.__dict__ for item in items]}, indent=2))  # fmt: skip
+    else:
+        _print_items(topology, "kubernetes", console)
+    return EXIT_CHANGES if items else EXIT_NO_CHANGES
+
+
+def _print_items(topology: Topology, target: Target, console: Console) -> None:
+    table = Table(title=f"{topology.name} on {target}: what up runs", title_justify="left")
     for column in ("kind", "name", "detail"):
         table.add_column(column, overflow="fold")
-    for item in plan_items(topology, args.target):
+    for item in plan_items(topology, target):
         table.add_row(escape(item.kind), escape(item.name), escape(item.detail))
     console.print(table)
-    return 0

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
         table = Table(
-            title=f"status: {deployment.topology.name} ({deployment.state.path})",
+            title=f"status: {deployment.name} ({deployment.state.path})",
             title_justify="left",
         )
         for col in ("kind", "name", "pid", "health", "restarts", "SVID expires", "detail"):

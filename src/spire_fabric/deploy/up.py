@@ -14,11 +14,21 @@ import time
 from rich.console import Console
 
 from spire_fabric.deploy._common import UsageError, resolve_topology
-from spire_fabric.deploy._local import StepPrinter, add_local_args, state_dir_for
+from spire_fabric.deploy._local import (
+    StepPrinter,
+    add_local_args,
+    locked,
+    print_plan,
+    state_dir_for,
+)
 from spire_fabric.runtime.binaries import SpireBinariesError
-from spire_fabric.runtime.local.deployment import LocalDeployment, UpError
-from spire_fabric.runtime.local.localize import LocalizeError, LocalSettings
-from spire_fabric.runtime.local.state import StateError
+from spire_fabric.runtime.local import (
+    LocalDeployment,
+    LocalizeError,
+    LocalSettings,
+    StateError,
+    UpError,
+)
 from spire_fabric.topology import TopologyError
 
 EXIT_FAILED = 1
@@ -45,18 +55,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
         port_base=args.port_base, datastore_url=args.datastore, uid=os.getuid()
     )
     state_dir = state_dir_for(args, topology.name)
-    try:
-        deployment = LocalDeployment.create(topology, state_dir, settings)
-    except (StateError, LocalizeError, TopologyError) as err:
-        raise UsageError(str(err)) from err
-    printer = StepPrinter(console)
     started = time.monotonic()
-    console.print(f"[bold]up[/bold] {topology.name} → {deployment.state.path}")
-    try:
-        deployment.up(printer)
-    except (UpError, SpireBinariesError) as err:
-        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
-        return EXIT_FAILED
+    # One `up` or `down` at a time per state directory; a second one waits.
+    with locked(state_dir, "up", console):
+        try:
+            deployment = LocalDeployment.create(topology, state_dir, settings)
+        except (StateError, LocalizeError, TopologyError) as err:
+            raise UsageError(str(err)) from err
+        printer = StepPrinter(console)
+        console.print(f"[bold]up[/bold] {topology.name} → {deployment.state.path}")
+        try:
+            plan = deployment.plan()
+            print_plan(plan, console, title=False)
+            deployment.up(printer, plan=plan)
+        except (UpError, SpireBinariesError) as err:
+            console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+            return EXIT_FAILED
     if args.no_verify:
         console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")
         return 0

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
-from spire_fabric.runtime.local.deployment import LocalDeployment
+from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.verify import Report
 from spire_fabric.verify import verify_deployment as _verify
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(run=run)
 
 
-def verify_deployment(deployment: LocalDeployment) -> Report:
+def verify_deployment(deployment: Deployment) -> Report:
     return _verify(deployment)
 
 

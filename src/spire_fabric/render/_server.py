@@ -27,6 +27,9 @@ from spire_fabric.topology import (
 ANY_ADDRESS = "0.0.0.0"
 
 
+LOCAL_CACHE_RELOAD_INTERVAL = "1s"
+
+
 def render_server_config(topology: Topology, server_name: str, paths: RenderPaths) -> str:
     """The complete ``server.conf`` of one server. Pure: same input, same bytes."""
     server = topology.server(server_name)
@@ -48,6 +51,12 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("default_x509_svid_ttl", format_duration(server.default_x509_svid_ttl))
         w.attr("default_jwt_svid_ttl", format_duration(server.default_jwt_svid_ttl))
         _federation(w, topology, server, paths, bind)
+        if paths.is_local:
+            # Local development only: a new entry reaches the agents in about a second
+            # instead of SPIRE's default 5 s cache reload (SPIRE's own integration suites
+            # do the same). Kubernetes renderings keep SPIRE's defaults. See docs/local.md.
+            with w.block("experimental"):
+                w.attr("cache_reload_interval", LOCAL_CACHE_RELOAD_INTERVAL)
     w.blank()
     with w.block("plugins"):
         _datastore(w, server, paths)

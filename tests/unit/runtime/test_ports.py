@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 
-from spire_fabric.runtime.local.ports import port_is_free
+from spire_fabric.runtime.local.ports import port_in_use
 
 
 def test_free_port_is_reported_free() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert port_is_free("127.0.0.1", port) is None
+    assert port_in_use("127.0.0.1", port) is None
 
 
 def test_taken_port_names_its_owner() -> None:
@@ -20,7 +20,7 @@ def test_taken_port_names_its_owner() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        taken = port_is_free("127.0.0.1", port)
+        taken = port_in_use("127.0.0.1", port)
     assert taken is not None
     assert taken.owner_pid == os.getpid()
     assert f"port {port}" in taken.describe() and f"pid {os.getpid()}" in taken.describe()

@@ -23,7 +23,6 @@ from spire_fabric.topology import (
     PostgresDatastore,
     Server,
     ServerPorts,
-    SpireUpstreamAuthority,
     SqliteDatastore,
     Topology,
     validate_topology,
@@ -57,16 +56,6 @@ class LocalSettings:
 
 def localize(topology: Topology, settings: LocalSettings) -> Topology:
     """The topology as the local target runs it (validated again after the changes)."""
-    nested = [
-        s.name for s in topology.servers if isinstance(s.upstream_authority, SpireUpstreamAuthority)
-    ]
-    if nested:
-        raise LocalizeError(
-            f'topology {topology.name!r}: server {nested[0]} uses UpstreamAuthority "spire" '
-            "(nested SPIRE); the local target cannot start nested servers yet (the child "
-            "needs an attested agent of its parent before it can start). Render it with "
-            "`deploy render` or use the kubernetes target."
-        )
     offset = settings.port_base - DEFAULT_PORT_BASE
     servers = tuple(
         dataclasses.replace(

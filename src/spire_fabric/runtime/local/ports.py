@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PortInUse", "find_port_owner", "is_listening", "port_is_free"]
+__all__ = ["PortInUse", "find_port_owner", "is_listening", "port_in_use"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class PortInUse:
         )
 
 
-def port_is_free(host: str, port: int) -> PortInUse | None:
+def port_in_use(host: str, port: int) -> PortInUse | None:
     """None when we could bind `host:port` right now; else who holds it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,17 +7,30 @@ The directory is 0700 because it holds CA keys and (for external datastores) a D
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE, LocalSettings
 from spire_fabric.topology import Topology, dump_topology, load_topology
 
-__all__ = ["DeploymentRecord", "StateDir", "StateError", "default_state_dir"]
+__all__ = [
+    "LOCK_FILE",
+    "DeploymentRecord",
+    "StateDir",
+    "StateError",
+    "default_state_dir",
+    "state_lock",
+]
 
 STATE_VERSION = 1
+LOCK_FILE = "lock"
+LOCK_WAIT_S = 300.0
 
 
 class StateError(RuntimeError):
@@ -86,7 +99,7 @@ class StateDir:
     def check_compatible(self, topology: Topology) -> None:
         """Refuse to deploy a different topology over an existing one: nothing is changed."""
         if not self.exists():
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
                 raise StateError(
                     f"state directory {self.path} is not empty and holds no spire_fabric "
                     "deployment; pass an empty or new --state-dir"
@@ -113,3 +126,61 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def state_lock(
+    path: Path,
+    command: str,
+    *,
+    timeout: float = LOCK_WAIT_S,
+    waiting: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the state directory's lock for one command, as Terraform locks its state.
+
+    A second `up`/`down` on the same directory waits for the first (``waiting`` is told
+    once who holds the lock) and gives up after ``timeout`` with the holder's pid. The
+    lock is an `flock`, so a crashed holder releases it with its last file descriptor. A
+    directory this call had to create is removed again if the command leaves it empty, so
+    bad input leaves nothing behind.
+    """
+    path = path.expanduser().resolve()
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_path = path / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(lock_path)
+                if time.monotonic() >= deadline:
+                    raise StateError(
+                        f"state directory {path} is locked by {holder}; it is still running "
+                        f"after {timeout:.0f}s. Wait for it, or stop that process."
+                    ) from None
+                if waiting is not None and not told:
+                    waiting(f"waiting for {holder}, which holds the lock on {path}")
+                    told = True
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+        if created and path.exists() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            lock_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def _lock_holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(lock_path.read_text() or "{}")
+        return f"pid {info['pid']} (`{info['command']}`)"
+    except (OSError, ValueError, KeyError):
+        return "another process"

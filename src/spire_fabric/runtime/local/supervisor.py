@@ -170,6 +170,8 @@ class Supervisor:
     def _start(self, r: _Running) -> None:
         c = r.component
         Path(c.log_path).parent.mkdir(parents=True, exist_ok=True)
+        if c.cwd is not None:  # a workload's own directory; made (again) on each start
+            Path(c.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
         env = {**os.environ, **c.env}
         try:
             with open(c.log_path, "ab") as out:

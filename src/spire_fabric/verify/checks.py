@@ -1,4 +1,8 @@
-"""Checks that prove a local deployment works, against SPIRE's own APIs and real handshakes.
+"""Checks that prove a running deployment works, against SPIRE's own APIs and real handshakes.
+
+Written once against the :class:`~spire_fabric.runtime.Deployment` interface, so the same
+checks run on every target. Workloads are known only through their description in the
+topology (``run.health``): nothing here names a particular program.
 
 Each check fails when its own thing is broken and (as far as the dependency allows) only
 then: a killed agent turns its `agent-live` check and its workloads' SVID checks red, not
@@ -12,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,11 +33,7 @@ from spire_fabric.identity import (
     parse_and_validate_jwt_svid,
     verify_x509_svid,
 )
-from spire_fabric.runtime.local.deployment import (
-    LocalDeployment,
-    entry_owner,
-    http_ok,
-)
+from spire_fabric.runtime.deployment import ComponentHealth, Deployment
 from spire_fabric.server import NotFoundError, plan_entries
 from spire_fabric.tls import (
     authorize_id,
@@ -41,7 +42,14 @@ from spire_fabric.tls import (
     mtls_server_context,
     mtls_urlopen,
 )
-from spire_fabric.topology import Server, Workload
+from spire_fabric.topology import (
+    HealthProbe,
+    Placeholder,
+    Server,
+    SpireUpstreamAuthority,
+    Workload,
+    expand_placeholders,
+)
 from spire_fabric.verify._report import CheckResult, Report
 from spire_fabric.workload import WorkloadApiClient, X509Context
 
@@ -62,13 +70,14 @@ class _StaticSvid:
         return self.svid
 
 
-def verify_deployment(deployment: LocalDeployment) -> Report:
+def verify_deployment(deployment: Deployment) -> Report:
     checks = list(_run_checks(deployment))
-    return Report(deployment.topology.name, tuple(checks))
+    return Report(deployment.name, tuple(checks))
 
 
-def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
-    t = d.local
+def _run_checks(d: Deployment) -> Iterator[CheckResult]:
+    t = d.topology
+    rows = {(r.kind, r.name): r for r in d.status()}
     contexts: dict[str, X509Context | Exception] = {}
 
     def context_of(workload: Workload) -> X509Context:
@@ -76,7 +85,7 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
         if cached is None:
             try:
                 with WorkloadApiClient(
-                    f"unix://{d.paths.agent_socket(workload.agent)}", wait_for_socket=0.5
+                    d.agent_endpoint(workload.agent), wait_for_socket=0.5
                 ) as client:
                     cached = client.fetch_x509_context(timeout=5)
             except Exception as err:
@@ -92,14 +101,16 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
                 return svid
         raise CheckFailed(f"agent {workload.agent} does not issue {workload.spiffe_id}")
 
-    yield _check(
-        "supervisor",
-        "supervisor running (restarts what crashes)",
-        lambda: f"pid {d.supervisor.pid}" if d.supervisor.pid else _fail("not running"),
-    )
+    for (kind, name), row in rows.items():
+        if kind == "supervisor":
+            yield _check(
+                name,
+                f"{name} running ({row.detail})",
+                lambda row=row: f"pid {row.pid}" if row.running else _fail("not running"),
+            )
     for s in t.servers:
         yield _check(
-            f"server-live:{s.name}", f"{s.name} live and ready", lambda s=s: _server_live(s)
+            f"server-live:{s.name}", f"{s.name} live and ready", lambda s=s: _server_live(d, s)
         )
         yield _check(
             f"datastore:{s.name}",
@@ -115,7 +126,7 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
         yield _check(
             f"agent-live:{a.name}",
             f"{a.name} live",
-            lambda a=a: "healthy" if d.agent_healthy(a) else _fail("agent is not healthy"),
+            lambda a=a: "healthy" if d.agent_healthy(a.name) else _fail("agent is not healthy"),
         )
     for s in t.servers:
         yield _check(
@@ -141,8 +152,9 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
         yield _check(
             f"workload-svid:{w.name}",
             f"{w.name} holds {w.spiffe_id}",
-            lambda w=w: _workload_svid(d, w, svid_of(w), root.certificate if root else None),
+            lambda w=w: _workload_svid(d, w, svid_of(w), root),
         )
+    yield from _nested_checks(d, svid_of)
     for server_w, client_w, forbidden_w in _cross_domain_pairs(d):
         yield _check(
             f"mtls:{client_w.name}->{server_w.name}",
@@ -164,75 +176,125 @@ def _run_checks(d: LocalDeployment) -> Iterator[CheckResult]:
             f"a JWT-SVID of {client_w.name} validates at {server_w.name}",
             lambda s=server_w, c=client_w: _jwt(d, issuer=c, validator=s),
         )
-    yield from _example_checks(d, svid_of, context_of)
+    yield from _workload_run_checks(d, rows, svid_of, context_of)
 
 
-def _example_checks(
-    d: LocalDeployment,
+def _workload_run_checks(
+    d: Deployment,
+    rows: dict[tuple[str, str], ComponentHealth],
     svid_of: Callable[[Workload], X509Svid],
     context_of: Callable[[Workload], X509Context],
 ) -> Iterator[CheckResult]:
-    """The running example workloads answer real requests (when the checkout has them)."""
-    examples = {p.workload.name: p for p in d.example_processes()}
-    states = d.supervisor.states()
-    for name, p in examples.items():
+    """Each workload the topology says how to run is running, and answers its health
+    probe as the identity it was given (a missing process is a red check, never absent)."""
+    by_name = {w.name: w for w in d.topology.workloads}
+    for w in d.topology.workloads:
+        if w.run is None:
+            continue
+        row = rows.get(("workload", w.name))
         yield _check(
-            f"workload-process:{name}",
-            f"{name} process running",
-            lambda p=p: (
-                f"pid {states[p.component.name].pid}"
-                if p.component.name in states and states[p.component.name].running
-                else _fail(f"not running; last exit: {states.get(p.component.name)}")
+            f"workload-process:{w.name}",
+            f"{w.name} running",
+            lambda w=w, row=row: _workload_running(w, row),
+        )
+        probe = w.run.health
+        if probe is None:
+            continue
+        caller = by_name[probe.caller] if probe.caller else w
+        by = f" for {caller.name}" if caller is not w else ""
+        yield _check(
+            f"workload-health:{w.name}",
+            f"{w.name} answers {probe.path}{by}",
+            lambda w=w, probe=probe, caller=caller: _probe(
+                d, w, probe, svid_of(caller), context_of(caller)
             ),
         )
-    by_name = {w.name: w for w in d.local.workloads}
-    api, caller = examples.get("enterprise-api"), by_name.get("data-processor")
-    if api is not None and caller is not None:
-        yield _check(
-            "example:enterprise-api",
-            f"enterprise-api serves its current SVID to {caller.name}",
-            lambda: _api_health(api.port, svid_of(api.workload), svid_of(caller),
-                                context_of(caller)),
-        )  # fmt: skip
-    gateway = examples.get("security-gateway")
-    if gateway is not None and api is not None:
-        gw_td = d.local.server(d.local.agent(gateway.workload.agent).server).trust_domain
-        outsider = next(
-            (w for w in d.local.workloads
-             if d.local.server(d.local.agent(w.agent).server).trust_domain
-             in gateway.workload.federates_with and gw_td in w.federates_with),
-            None,
-        )  # fmt: skip
-        if outsider is not None:
-            yield _check(
-                f"example:{outsider.name}->security-gateway->enterprise-api",
-                f"{outsider.name} reaches enterprise-api through the security gateway",
-                lambda o=outsider: _through_gateway(
-                    gateway.port, gateway.workload, svid_of(o), context_of(o)
-                ),
+
+
+def _workload_running(w: Workload, row: ComponentHealth | None) -> str:
+    if row is None:
+        raise CheckFailed("this target did not start it")
+    if not row.running:
+        raise CheckFailed(f"not running; last exit: {row.last_exit or 'none recorded'}")
+    return f"pid {row.pid}" if row.pid else "running"
+
+
+def _probe(d: Deployment, w: Workload, probe: HealthProbe, svid: X509Svid, ctx: X509Context) -> str:
+    address = d.workload_address(w.name)
+    if address is None:
+        raise CheckFailed("it has no address on this target")
+    url = f"{address.url}{probe.path}"
+    if probe.scheme == "http":
+        url = url.replace("https://", "http://", 1)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read()
+    else:
+        context = mtls_client_context(
+            _StaticSvid(svid), ctx.get_bundle_set(), authorize_id(SpiffeId.parse(w.spiffe_id))
+        )
+        with mtls_urlopen(url, context, timeout=10) as resp:
+            body = resp.read()
+    if not probe.expect:
+        return f"{url}: 200"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise CheckFailed(f"{url} did not answer JSON: {body[:80]!r}") from None
+
+    def value(p: Placeholder) -> str:
+        target = d.topology.workload(p.workload) if p.workload else w
+        if p.key == "spiffe_id":
+            return target.spiffe_id
+        other = d.workload_address(target.name)
+        return (
+            ""
+            if other is None
+            else {"port": str(other.port), "url": other.url}.get(
+                p.key, f"{other.host}:{other.port}"
             )
+        )
+
+    seen = []
+    for item in probe.expect:
+        key, _, raw = item.partition("=")
+        want = expand_placeholders(raw, value)
+        got = answer.get(key) if isinstance(answer, dict) else None
+        if str(got) != want:
+            raise CheckFailed(f"{url}: {key} is {got!r}, expected {want!r}")
+        seen.append(f"{key}={got}")
+    return f"{url}: " + ", ".join(seen)
 
 
-def _get_json(url: str, svid: X509Svid, ctx: X509Context, server_id: str) -> dict:
-    context = mtls_client_context(
-        _StaticSvid(svid), ctx.get_bundle_set(), authorize_id(SpiffeId.parse(server_id))
+def _nested_checks(d: Deployment, svid_of: Callable[[Workload], X509Svid]) -> Iterator[CheckResult]:
+    """A nested server's workloads chain through its CA to its parent's roots."""
+    t = d.topology
+    for s in t.servers:
+        ua = s.upstream_authority
+        if not isinstance(ua, SpireUpstreamAuthority):
+            continue
+        ours = [w for w in t.workloads if t.agent(w.agent).server == s.name]
+        if not ours:
+            continue
+        w = ours[0]
+        yield _check(
+            f"nested-chain:{s.name}",
+            f"{w.name} chains through {s.name}'s CA to {ua.server}'s root",
+            lambda w=w, parent=ua.server: _nested_chain(d, svid_of(w), parent),
+        )
+
+
+def _nested_chain(d: Deployment, svid: X509Svid, parent: str) -> str:
+    with d.server(parent) as client:
+        roots = tuple(a.certificate for a in client.get_bundle(timeout=5).x509_authorities)
+    if len(svid.cert_chain) < 2:
+        raise CheckFailed("the SVID carries no intermediate: it was not signed by a child CA")
+    only_parent = BundleSet([X509Bundle(svid.spiffe_id.trust_domain, roots)])
+    verify_x509_svid(svid.cert_chain, only_parent)
+    child_ca = svid.cert_chain[1]
+    return (
+        f"leaf signed by {child_ca.subject.rfc4514_string() or 'the child CA'}, "
+        f"{len(svid.cert_chain) - 1} intermediate(s), verified against {parent}'s roots only"
     )
-    with mtls_urlopen(url, context, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _api_health(port: int | None, api_svid: X509Svid, svid: X509Svid, ctx: X509Context) -> str:
-    body = _get_json(f"https://127.0.0.1:{port}/health", svid, ctx, str(api_svid.spiffe_id))
-    if body.get("spiffe_id") != str(api_svid.spiffe_id):
-        raise CheckFailed(f"/health says it is {body.get('spiffe_id')}")
-    return f"/health: {body.get('spiffe_id')}, serial {body.get('serial')}"
-
-
-def _through_gateway(port: int | None, gateway: Workload, svid: X509Svid, ctx: X509Context) -> str:
-    body = _get_json(f"https://127.0.0.1:{port}/records", svid, ctx, gateway.spiffe_id)
-    if body.get("caller") != gateway.spiffe_id:
-        raise CheckFailed(f"enterprise-api saw caller {body.get('caller')}, not the gateway")
-    return f"{len(body.get('records', []))} records; enterprise-api saw caller {body['caller']}"
 
 
 def _check(check_id: str, title: str, fn: Callable[[], str]) -> CheckResult:
@@ -251,47 +313,41 @@ def _fail(message: str) -> str:
     raise CheckFailed(message)
 
 
-def _server_live(s: Server) -> str:
-    live = http_ok(s.host, s.ports.health, "/live")
-    ready = http_ok(s.host, s.ports.health, "/ready")
+def _server_live(d: Deployment, s: Server) -> str:
+    live, ready = d.server_health(s.name)
     if not (live and ready):
-        raise CheckFailed(
-            f"health {s.host}:{s.ports.health}: live={'ok' if live else 'no'}, "
-            f"ready={'ok' if ready else 'no'}"
-        )
-    return f"{s.host}:{s.ports.health} /live and /ready OK"
+        raise CheckFailed(f"health: live={'ok' if live else 'no'}, ready={'ok' if ready else 'no'}")
+    return "/live and /ready OK"
 
 
-def _datastore(d: LocalDeployment, s: Server) -> str:
+def _datastore(d: Deployment, s: Server) -> str:
     # Counting entries is a datastore round trip inside SPIRE: it fails if the DB is gone.
-    with d.server_client(s) as client:
+    with d.server(s.name) as client:
         count = client.count_entries(timeout=5)
     kind = type(s.datastore).__name__.removesuffix("Datastore")
     return f"{kind}: {count} entries"
 
 
-def _agent_attested(d: LocalDeployment, agent_name: str) -> str:
-    agent = d.local.agent(agent_name)
-    token = d.record.join_tokens.get(agent_name)
-    if token is None:
-        raise CheckFailed("never attested (no join token recorded)")
-    td = d.local.server(agent.server).trust_domain
-    agent_id = f"spiffe://{td}/spire/agent/join_token/{token}"
-    with d.server_client(agent.server) as client:
+def _agent_attested(d: Deployment, agent_name: str) -> str:
+    agent = d.topology.agent(agent_name)
+    agent_id = d.agent_id(agent_name)
+    if agent_id is None:
+        raise CheckFailed("never attested (no attestation recorded)")
+    with d.server(agent.server) as client:
         try:
             info = client.get_agent(agent_id, timeout=5)
         except NotFoundError:
             raise CheckFailed(f"{agent.server} does not know agent {agent_id}") from None
     if info.banned:
         raise CheckFailed(f"{agent_id} is banned")
-    return agent_id
+    return str(agent_id)
 
 
-def _entries(d: LocalDeployment, s: Server) -> str:
-    desired = d.desired_entries(s)
-    with d.server_client(s) as client:
+def _entries(d: Deployment, s: Server) -> str:
+    desired = d.desired_entries(s.name)
+    with d.server(s.name) as client:
         current = list(client.list_entries(timeout=10))
-    plan = plan_entries(current, desired, owner=entry_owner(d.local))
+    plan = plan_entries(current, desired, owner=d.entry_owner)
     if plan:
         raise CheckFailed("; ".join(c.describe() for c in plan.changes))
     return f"{len(plan.unchanged)} entries as expected"
@@ -307,16 +363,16 @@ def _x509_authorities(bundle: object) -> set[bytes]:
     }
 
 
-def _federated_bundle(d: LocalDeployment, server_name: str, trust_domain: str) -> str:
-    remote = next(iter(d.local.servers_of(trust_domain)), None)
+def _federated_bundle(d: Deployment, server_name: str, trust_domain: str) -> str:
+    remote = next(iter(d.topology.servers_of(trust_domain)), None)
     if remote is None:
         raise CheckFailed(f"no server of {trust_domain} in this topology")
-    with d.server_client(server_name) as client:
+    with d.server(server_name) as client:
         try:
             held = client.get_federated_bundle(trust_domain, timeout=5)
         except NotFoundError:
             raise CheckFailed(f"{server_name} holds no bundle for {trust_domain}") from None
-    with d.server_client(remote) as rc:
+    with d.server(remote.name) as rc:
         remote_own = rc.get_bundle(timeout=5)
     trust = X509Bundle(
         TrustDomain(trust_domain), tuple(a.certificate for a in remote_own.x509_authorities)
@@ -330,8 +386,8 @@ def _federated_bundle(d: LocalDeployment, server_name: str, trust_domain: str) -
     return f"{len(_x509_authorities(held))} X.509 authorities match the bundle endpoint"
 
 
-def _fetch_endpoint(d: LocalDeployment, s: Server, trust: X509Bundle):  # -> SpiffeBundle
-    url = f"https://{s.host}:{s.ports.federation}"
+def _fetch_endpoint(d: Deployment, s: Server, trust: X509Bundle):  # -> SpiffeBundle
+    url = d.bundle_endpoint_url(s.name)
     profile = s.bundle_endpoint.profile if s.bundle_endpoint else HTTPS_SPIFFE
     return fetch_bundle(
         url,
@@ -343,8 +399,8 @@ def _fetch_endpoint(d: LocalDeployment, s: Server, trust: X509Bundle):  # -> Spi
     )
 
 
-def _bundle_endpoint(d: LocalDeployment, s: Server) -> str:
-    with d.server_client(s) as client:
+def _bundle_endpoint(d: Deployment, s: Server) -> str:
+    with d.server(s.name) as client:
         own = client.get_bundle(timeout=5)
     trust = X509Bundle(
         TrustDomain(s.trust_domain), tuple(a.certificate for a in own.x509_authorities)
@@ -353,15 +409,15 @@ def _bundle_endpoint(d: LocalDeployment, s: Server) -> str:
     if _x509_authorities(served.x509_bundle()) != _x509_authorities(own):
         raise CheckFailed("the bundle endpoint serves a bundle that differs from the server's")
     return (
-        f"https://{s.host}:{s.ports.federation} authenticated as "
+        f"{d.bundle_endpoint_url(s.name)} authenticated as "
         f"spiffe://{s.trust_domain}/spire/server; sequence {served.sequence_number}"
     )
 
 
 def _workload_svid(
-    d: LocalDeployment, w: Workload, svid: X509Svid, root: x509.Certificate | None
+    d: Deployment, w: Workload, svid: X509Svid, root: x509.Certificate | None
 ) -> str:
-    server = d.local.server(d.local.agent(w.agent).server)
+    server = d.topology.server(d.topology.agent(w.agent).server)
     expected_ttl = w.x509_svid_ttl or server.default_x509_svid_ttl
     leaf = svid.leaf
     ttl = leaf.not_valid_after_utc - leaf.not_valid_before_utc
@@ -375,10 +431,10 @@ def _workload_svid(
     return f"TTL {ttl}, chains to {root.subject.rfc4514_string()}"
 
 
-def _cross_domain_pairs(d: LocalDeployment) -> list[tuple[Workload, Workload, Workload | None]]:
+def _cross_domain_pairs(d: Deployment) -> list[tuple[Workload, Workload, Workload | None]]:
     """(server, client, forbidden) workloads for each ordered pair of federated trust
     domains: one call each way, so both directions of the federation are proven."""
-    t = d.local
+    t = d.topology
     td_of = {w.name: t.server(t.agent(w.agent).server).trust_domain for w in t.workloads}
     pairs = []
     seen: set[tuple[str, str]] = set()
@@ -457,11 +513,11 @@ def _mtls(
     return f"refused as it must be ({outcome})"
 
 
-def _jwt(d: LocalDeployment, *, issuer: Workload, validator: Workload) -> str:
+def _jwt(d: Deployment, *, issuer: Workload, validator: Workload) -> str:
     audience = validator.spiffe_id
-    with WorkloadApiClient(f"unix://{d.paths.agent_socket(issuer.agent)}") as client:
+    with WorkloadApiClient(d.agent_endpoint(issuer.agent)) as client:
         token = client.fetch_jwt_svid(audience, subject=issuer.spiffe_id, timeout=5)
-    with WorkloadApiClient(f"unix://{d.paths.agent_socket(validator.agent)}") as client:
+    with WorkloadApiClient(d.agent_endpoint(validator.agent)) as client:
         bundles = client.fetch_jwt_bundles(timeout=5)
     validated = parse_and_validate_jwt_svid(token.token, bundles, [audience])
     try:

@@ -1,0 +1,106 @@
+"""`plan` of a local deployment: what `up` would change, read from the recorded state, the
+files on disk, the supervisor's process plan and the live servers (like `terraform plan`).
+
+Each part asks the same function that `up` uses to decide (configs rendered by
+:mod:`.processes`, entries planned by `plan_entries`, federation by :mod:`.bootstrap`), so
+the plan and what `up` does cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from spire_fabric.runtime.deployment import Change, DeploymentPlan
+from spire_fabric.runtime.local.bootstrap import (
+    agents_needing_tokens,
+    ca_changes,
+    desired_entries,
+    entry_changes,
+    federation_changes,
+)
+from spire_fabric.runtime.local.context import LocalContext
+from spire_fabric.runtime.local.processes import config_files, desired_components
+from spire_fabric.runtime.local.supervisor import Component
+from spire_fabric.runtime.local.waits import http_ok
+
+__all__ = ["compute_plan"]
+
+NEW_TOKEN = "<new join token>"
+
+
+def _process_changes(ctx: LocalContext, needing_tokens: set[str]) -> list[Change]:
+    # Plan as if the missing join tokens were minted: those agents restart with them.
+    planned_ctx = copy.copy(ctx)
+    planned_ctx.record = copy.deepcopy(ctx.record)
+    for name in needing_tokens:
+        planned_ctx.record.join_tokens[name] = NEW_TOKEN
+    desired = {c.name: c for c in desired_components(planned_ctx)}
+    current = {c.name: c for c in ctx.supervisor.planned()}
+    states = ctx.supervisor.states()
+    changes: list[Change] = []
+    if ctx.supervisor.pid is None:
+        changes.append(Change("start", "process", "supervisor", "restarts what crashes"))
+    for name, want in desired.items():
+        have = current.get(name)
+        if have is None:
+            changes.append(Change("start", "process", name, " ".join(want.argv[:3])))
+        elif have != want:
+            changes.append(Change("restart", "process", name, "", _differences(have, want)))
+        elif not (states.get(name) and states[name].running):
+            changes.append(Change("start", "process", name, "not running"))
+    for name in current.keys() - desired.keys():
+        changes.append(Change("stop", "process", name, "no longer in the topology"))
+    return changes
+
+
+def _differences(have: Component, want: Component) -> tuple[str, ...]:
+    fields = []
+    if have.argv != want.argv:
+        fields.append("argv")
+    if have.env.get("SPIRE_FABRIC_CONFIG_SHA256") != want.env.get("SPIRE_FABRIC_CONFIG_SHA256"):
+        fields.append("config")
+    if {k: v for k, v in have.env.items() if k != "SPIRE_FABRIC_CONFIG_SHA256"} != {
+        k: v for k, v in want.env.items() if k != "SPIRE_FABRIC_CONFIG_SHA256"
+    }:
+        fields.append("env")
+    if have.cwd != want.cwd:
+        fields.append("cwd")
+    return tuple(fields)
+
+
+def compute_plan(ctx: LocalContext) -> DeploymentPlan:
+    changes: list[Change] = []
+    notes: list[str] = []
+    changes += ca_changes(ctx)
+    for cfg in config_files(ctx):
+        if cfg.differs():
+            action = "update" if cfg.path.exists() else "create"
+            changes.append(Change(action, "config", str(cfg.path)))
+    all_agents = [a.name for a in ctx.local.agents]
+    needing = agents_needing_tokens(ctx, all_agents)
+    for a in needing:
+        changes.append(Change("create", "join-token", a.name, f"attest to {a.server}"))
+    changes += _process_changes(ctx, {a.name for a in needing})
+    ready = {s.name for s in ctx.local.servers if http_ok(s.host, s.ports.health, "/ready", 1)}
+    fresh = not ctx.state.exists()
+    if ready:
+        changes += federation_changes(ctx, ready)
+    for fed in ctx.local.federations:
+        if fed.server not in ready:
+            if fresh:
+                changes.append(
+                    Change("create", "federation", f"{fed.server} -> {fed.trust_domain}")
+                )
+            else:
+                notes.append(f"{fed.server} is not running: federation is checked after it starts")
+    for s in ctx.local.servers:
+        if s.name in ready:
+            changes += entry_changes(ctx, s.name)
+        elif fresh:
+            changes += [
+                Change("create", "entry", str(e.spiffe_id), f"on {s.name}, parent {e.parent_id}")
+                for e in desired_entries(ctx, s.name)
+            ]
+        else:
+            notes.append(f"{s.name} is not running: its entries are compared after it starts")
+    return DeploymentPlan(ctx.local.name, "local", tuple(changes), tuple(notes))

@@ -1,0 +1,123 @@
+"""`status` of a local deployment: each component's process, health and SVID expiry.
+
+Health comes from the components themselves (SPIRE's health endpoints, a workload's
+listening port), the SVID expiry from SPIRE's APIs: never from our own bookkeeping alone.
+"""
+
+from __future__ import annotations
+
+from spire_fabric.runtime.deployment import ComponentHealth
+from spire_fabric.runtime.local.bootstrap import agent_join_token_id
+from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.waits import agent_healthy, http_ok, tcp_open
+from spire_fabric.runtime.local.workloads import workload_processes
+from spire_fabric.topology import Workload
+from spire_fabric.workload import WorkloadApiClient
+
+__all__ = ["status_rows"]
+
+
+def _server_svid_expiry(ctx: LocalContext, name: str) -> int | None:
+    try:
+        with ctx.server_client(name) as client:
+            chain = client.server_info(timeout=3).svid_chain
+    except Exception:
+        return None
+    return chain[0].expires_at if chain else None
+
+
+def _agent_svid_expiries(ctx: LocalContext) -> dict[str, int]:
+    """Agent SVID expiry as each server knows it (by the join token the agent used)."""
+    result: dict[str, int] = {}
+    for s in ctx.local.servers:
+        try:
+            with ctx.server_client(s.name) as client:
+                agents = {str(a.id): a for a in client.list_agents(timeout=3)}
+        except Exception:
+            continue
+        for a in ctx.local.agents_of(s.name):
+            token = ctx.record.join_tokens.get(a.name)
+            if token is None:
+                continue
+            info = agents.get(str(agent_join_token_id(s.trust_domain, token)))
+            if info is not None:
+                result[a.name] = info.x509svid_expires_at
+    return result
+
+
+def _workload_svid_expiry(ctx: LocalContext, workload: Workload) -> int | None:
+    try:
+        with WorkloadApiClient(ctx.agent_endpoint(workload.agent), wait_for_socket=0.2) as c:
+            svids = c.fetch_x509_svids(timeout=3)
+    except Exception:
+        return None
+    for svid in svids:
+        if str(svid.spiffe_id) == workload.spiffe_id:
+            return int(svid.leaf.not_valid_after_utc.timestamp())
+    return None
+
+
+def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
+    states = ctx.supervisor.states()
+    sup = ctx.supervisor.pid
+    rows = [
+        ComponentHealth(
+            name="supervisor",
+            kind="supervisor",
+            pid=sup,
+            running=sup is not None,
+            healthy=sup is not None,
+            detail="restarts what crashes",
+        )
+    ]
+    agent_expiry = _agent_svid_expiries(ctx)
+    for s in ctx.local.servers:
+        st = states.get(server_component(s.name))
+        healthy = http_ok(s.host, s.ports.health, "/ready")
+        rows.append(
+            ComponentHealth(
+                name=s.name,
+                kind="server",
+                pid=st.pid if st else None,
+                running=bool(st and st.running),
+                healthy=healthy,
+                detail=f"api :{s.ports.api}, bundle endpoint :{s.ports.federation}",
+                restarts=st.restarts if st else 0,
+                last_exit=st.last_exit if st else None,
+                svid_expires_at=_server_svid_expiry(ctx, s.name) if healthy else None,
+            )
+        )
+    for a in ctx.local.agents:
+        st = states.get(agent_component(a.name))
+        running = bool(st and st.running)
+        rows.append(
+            ComponentHealth(
+                name=a.name,
+                kind="agent",
+                pid=st.pid if st else None,
+                running=running,
+                healthy=running and agent_healthy(ctx, a.name),
+                detail=f"-> {a.server}, {ctx.agent_endpoint(a.name)}",
+                restarts=st.restarts if st else 0,
+                last_exit=st.last_exit if st else None,
+                svid_expires_at=agent_expiry.get(a.name),
+            )
+        )
+    for p in workload_processes(ctx):
+        st = states.get(p.component.name)
+        running = bool(st and st.running)
+        listening = p.port is None or tcp_open("127.0.0.1", p.port)
+        rows.append(
+            ComponentHealth(
+                name=p.workload.name,
+                kind="workload",
+                pid=st.pid if st else None,
+                running=running,
+                healthy=running and listening,
+                detail=f"https://127.0.0.1:{p.port}" if p.port else "client",
+                restarts=st.restarts if st else 0,
+                last_exit=st.last_exit if st else None,
+                svid_expires_at=_workload_svid_expiry(ctx, p.workload),
+            )
+        )
+    return rows

@@ -1,0 +1,143 @@
+"""Bounded waits of `up`, and the probes they poll.
+
+A wait that runs out raises :class:`UpError` naming what did not become ready, the last
+exit the supervisor saw and the tail of that component's log: the user sees *why* without
+opening a file.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from spire_fabric.runtime.local.bootstrap import UpError
+from spire_fabric.runtime.local.context import (
+    LocalContext,
+    agent_component,
+    server_component,
+    workload_component,
+)
+from spire_fabric.runtime.local.workloads import workload_processes
+from spire_fabric.workload import WorkloadApiClient
+
+__all__ = ["agent_healthy", "http_ok", "tcp_open", "wait_for"]
+
+SERVER_START_TIMEOUT_S = 60.0
+AGENT_START_TIMEOUT_S = 60.0
+SVID_WAIT_TIMEOUT_S = 60.0
+POLL_S = 0.05
+
+
+def http_ok(host: str, port: int, path: str, timeout: float = 2.0) -> bool:
+    """GET a health endpoint directly (http.client: no proxy settings apply)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_for(
+    ctx: LocalContext, ready: Callable[[], bool], timeout: float, what: str, component: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(POLL_S)
+    state = ctx.supervisor.states().get(component)
+    log = ctx.log_path(component)
+    extra = f" (last exit: {state.last_exit})" if state and state.last_exit else ""
+    raise UpError(f"{what} within {timeout:.0f}s{extra}; log: {log}\n{tail(log)}")
+
+
+def agent_healthy(ctx: LocalContext, name: str) -> bool:
+    agent = ctx.local.agent(name)
+    if agent.health_port is not None:
+        return http_ok(agent.host, agent.health_port, "/ready")
+    result = subprocess.run(
+        [str(ctx.binaries.agent), "healthcheck", "-socketPath", ctx.agent_socket(name)],
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+def wait_servers_ready(ctx: LocalContext, names: list[str]) -> None:
+    for name in names:
+        s = ctx.local.server(name)
+        wait_for(
+            ctx,
+            lambda s=s: http_ok(s.host, s.ports.health, "/ready"),
+            SERVER_START_TIMEOUT_S,
+            f"{s.name} did not become ready on {s.host}:{s.ports.health}/ready",
+            server_component(s.name),
+        )
+
+
+def wait_agents_healthy(ctx: LocalContext, names: list[str]) -> None:
+    for name in names:
+        wait_for(
+            ctx,
+            lambda n=name: agent_healthy(ctx, n),
+            AGENT_START_TIMEOUT_S,
+            f"{name} did not become healthy",
+            agent_component(name),
+        )
+
+
+def _issues(ctx: LocalContext, agent: str, spiffe_id: str) -> bool:
+    try:
+        with WorkloadApiClient(ctx.agent_endpoint(agent), wait_for_socket=0.2) as client:
+            return spiffe_id in {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
+    except Exception:  # the agent may not have synced yet
+        return False
+
+
+def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
+    """Until every entry of these agents reaches the agent (SPIRE's entry cache reload and
+    the agent's sync interval are what this waits for)."""
+    for w in ctx.local.workloads:
+        if w.agent not in agents:
+            continue
+        wait_for(
+            ctx,
+            lambda w=w: _issues(ctx, w.agent, w.spiffe_id),
+            SVID_WAIT_TIMEOUT_S,
+            f"workload {w.name}: agent {w.agent} did not issue {w.spiffe_id}",
+            agent_component(w.agent),
+        )
+
+
+def wait_workloads_listening(ctx: LocalContext) -> None:
+    for p in workload_processes(ctx):
+        if p.port is None:
+            continue
+        wait_for(
+            ctx,
+            lambda p=p: tcp_open("127.0.0.1", p.port),
+            SVID_WAIT_TIMEOUT_S,
+            f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
+            workload_component(p.workload.name),
+        )
