@@ -424,9 +424,9 @@ def test_nested_child_server_reads_its_upstream_svid_through_the_root_agent_csi_
     vol = next(v for v in spec["volumes"] if v["name"] == "upstream-agent")
     assert vol["csi"]["driver"] == "root-agent.csi.spiffe.io"
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "upstream-agent")
-    assert K8S.nested_upstream_socket("spire-child-server", preset("nested").agent("root-agent")) == (
-        mount["mountPath"] + "/api.sock"
-    )
+    assert K8S.nested_upstream_socket(
+        "spire-child-server", preset("nested").agent("root-agent")
+    ) == (mount["mountPath"] + "/api.sock")
 
 
 # A full release version: major.minor.patch, optionally "v"-prefixed and with a variant
