@@ -7,6 +7,7 @@ list in one :class:`TopologyError`. Each problem names a field path and says why
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
@@ -38,6 +39,16 @@ _PROFILES = ("https_spiffe", "https_web")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
 _NODE_PORT_RANGE = range(30000, 32768)
 
+# The name rules of Kubernetes (k8s.io/apimachinery/pkg/util/validation): namespaces and most
+# object names we derive from component names are DNS-1123 labels; Services are DNS-1035
+# labels (no leading digit); ServiceAccounts, ConfigMaps and Secrets are DNS-1123 subdomains.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_MAX = 63
+_SUBDOMAIN_MAX = 253
+_AS_DIRECTORY = "it is used as a directory and Kubernetes object name"
+
 
 def validate_topology(topology: Topology) -> Topology:
     """Return ``topology`` unchanged if it is sound, else raise :class:`TopologyError`."""
@@ -63,6 +74,9 @@ class _Validator:
 
     def run(self) -> None:
         self._names()
+        self._dns_names()
+        if not self.t.servers:
+            self.bad("servers", "a topology needs at least one server")
         for i, td in enumerate(self.t.trust_domains):
             self._trust_domain(f"trust_domains[{i}]", td.name)
         for s in self.t.servers:
@@ -96,6 +110,81 @@ class _Validator:
                     )
         if not self.t.name:
             self.bad("name", "topology name cannot be empty")
+
+    def _dns_names(self) -> None:
+        """Names become directories (the local state root) and Kubernetes object names, so
+        a name like ``../../x`` would escape the state root and ``App_1`` would be refused by
+        the API server only after half a deployment was applied."""
+        t = self.t
+        if t.name:
+            self._label("name", t.name, _AS_DIRECTORY)
+        for s in t.servers:
+            p = f"servers[{s.name}]"
+            self._label(f"{p}.name", s.name, _AS_DIRECTORY)
+            self._mysql_instance(f"{p}.datastore", s.datastore)
+            if s.kubernetes is not None:
+                k = s.kubernetes
+                self._pod_identity(f"{p}.kubernetes", k.namespace, k.service_account)
+                self._subdomain(f"{p}.kubernetes.bundle_configmap", k.bundle_configmap, "ConfigMap")
+                self._mysql_instance(f"{p}.kubernetes.datastore", k.datastore)
+        for a in t.agents:
+            p = f"agents[{a.name}]"
+            self._label(f"{p}.name", a.name, _AS_DIRECTORY)
+            if a.kubernetes is not None:
+                k8s = a.kubernetes
+                self._pod_identity(f"{p}.kubernetes", k8s.namespace, k8s.service_account)
+        for w in t.workloads:
+            p = f"workloads[{w.name}]"
+            self._label(f"{p}.name", w.name, _AS_DIRECTORY)
+            if w.kubernetes is not None:
+                k8s = w.kubernetes
+                self._pod_identity(f"{p}.kubernetes", k8s.namespace, k8s.service_account)
+        for c in t.clusters:
+            p = f"clusters[{c.name}]"
+            self._label(f"{p}.name", c.name, "it names the cluster and its nodes")
+            for i, ns in enumerate(c.namespaces):
+                self._namespace(f"{p}.namespaces[{i}]", ns)
+        if t.ca is not None:
+            self._label("ca.root.name", t.ca.root.name, _AS_DIRECTORY)
+            for i in t.ca.intermediates:
+                self._label(f"ca.intermediates[{i.name}].name", i.name, _AS_DIRECTORY)
+
+    def _mysql_instance(self, path: str, ds: object) -> None:
+        if not isinstance(ds, MySqlDatastore) or ds.instance is None:
+            return
+        inst = ds.instance
+        if len(inst.service) > _LABEL_MAX or not _DNS1035_LABEL.fullmatch(inst.service):
+            self.bad(
+                f"{path}.instance.service",
+                f"{inst.service!r} is not a DNS-1035 label (lowercase letters, digits and '-', "
+                f"starting with a letter and ending with a letter or digit, at most "
+                f"{_LABEL_MAX} characters); Kubernetes Service names must be one",
+            )
+        self._subdomain(f"{path}.instance.password_secret", inst.password_secret, "Secret")
+
+    def _label(self, path: str, name: str, use: str) -> None:
+        if len(name) > _LABEL_MAX or not _DNS1123_LABEL.fullmatch(name):
+            self.bad(
+                path,
+                f"{name!r} is not a DNS-1123 label (lowercase letters, digits and '-', starting "
+                f"and ending with a letter or digit, at most {_LABEL_MAX} characters); {use}",
+            )
+
+    def _pod_identity(self, path: str, namespace: str, service_account: str) -> None:
+        self._namespace(f"{path}.namespace", namespace)
+        self._subdomain(f"{path}.service_account", service_account, "ServiceAccount")
+
+    def _namespace(self, path: str, name: str) -> None:
+        self._label(path, name, "Kubernetes namespace names must be one")
+
+    def _subdomain(self, path: str, name: str, kind: str) -> None:
+        if len(name) > _SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(name):
+            self.bad(
+                path,
+                f"{name!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+                f"each '.'-separated part starting and ending with a letter or digit, at most "
+                f"{_SUBDOMAIN_MAX} characters); Kubernetes {kind} names must be one",
+            )
 
     def _trust_domain(self, path: str, name: str) -> bool:
         if ":/" in name:
