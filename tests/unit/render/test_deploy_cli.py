@@ -10,7 +10,8 @@ from spire_fabric.topology import dump_topology, load_topology, preset
 
 
 def test_plan_lists_servers_agents_and_entries(capsys):
-    assert main(["plan", "--topology", "enterprise", "--target", "kubernetes"]) == 0
+    # exit 2: there is something to create (terraform's -detailed-exitcode)
+    assert main(["plan", "--topology", "enterprise", "--target", "kubernetes"]) == 2
     out = capsys.readouterr().out
     for needle in ("spire-upstream-server", "downstream-agent-3", "security-gateway", "MySQL"):
         assert needle in out
@@ -49,12 +50,13 @@ def test_yaml_with_an_error_exits_2_with_the_field_path(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_module_entry_point_runs():
+def test_module_entry_point_runs(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "spire_fabric.deploy", "plan", "--topology", "basic"],
+        [sys.executable, "-m", "spire_fabric.deploy", "plan", "--topology", "basic",
+         "--state-dir", str(tmp_path / "state")],
         capture_output=True,
         text=True,
         timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # a new deployment: everything to create
     assert "spire-server" in result.stdout
