@@ -1,10 +1,10 @@
 """Wall time of `deploy up` to a green `verify`, and of `down` to nothing running.
 
-Target (installer issue): up-to-verified <= 20 s on a 2-core machine, SPIRE already built.
-Prints the time of every step so the slow ones are visible, and where inside the slowest
-step the time goes (agent attestation vs the agent's entry sync).
+Target (deployment-interface issue): up-to-verified <= 6 s, median of 3 runs, on a 2-core
+machine with SPIRE already built, enterprise with its three workloads. Prints the time of
+every step so the slow ones are visible, and the ratio of the median to the target.
 
-    python benchmarks/bench_up.py [--topology enterprise] [--runs 1]
+    python benchmarks/bench_up.py [--topology enterprise] [--runs 3]
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import time
 from collections.abc import Iterator
 
 from spire_fabric.runtime.binaries import ensure_spire
-from spire_fabric.runtime.local.deployment import LocalDeployment
+from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.localize import LocalSettings
 from spire_fabric.runtime.local.supervisor import pid_alive
 from spire_fabric.testing import short_tempdir
 from spire_fabric.topology import preset
 from spire_fabric.verify import verify_deployment
 
-TARGET_S = 20.0
+TARGET_S = 6.0
 
 
 class Timer:
@@ -83,7 +83,7 @@ def one_run(topology_name: str) -> tuple[float, float, list[tuple[str, float]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", default="enterprise")
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     binaries = ensure_spire()
     print(f"SPIRE {binaries.version} ({binaries.source}); {os.cpu_count()} CPUs")
@@ -98,7 +98,8 @@ def main() -> int:
     up_med = statistics.median(ups)
     down_med = statistics.median(downs)
     print(
-        f"\nup-to-verified median {up_med:.2f} s vs target {TARGET_S:.0f} s: "
+        f"\nup-to-verified runs {', '.join(f'{u:.2f}' for u in ups)} s; "
+        f"median {up_med:.2f} s vs target {TARGET_S:.0f} s: "
         f"ratio {up_med / TARGET_S:.2f} (<= 1.0 meets it); down median {down_med:.2f} s"
     )
     return 0 if up_med <= TARGET_S else 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spire_fabric.runtime.local.deployment import LocalDeployment
+from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report, verify_deployment
 

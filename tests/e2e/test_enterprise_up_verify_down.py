@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from spire_fabric.runtime.local.deployment import agent_component, server_component
+from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
 from spire_fabric.testing import short_tempdir
@@ -76,12 +76,12 @@ def test_status_lists_every_component(enterprise: Deploy) -> None:
 def test_second_up_changes_nothing(enterprise: Deploy) -> None:
     d = enterprise.deployment()
     before_pids = {n: s.pid for n, s in d.supervisor.states().items()}
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         before_entries = sorted((e.id, e.revision_number) for e in c.list_entries())
         before_bundle = c.get_bundle()
     enterprise.up("--no-verify")
     after_pids = {n: s.pid for n, s in d.supervisor.states().items()}
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         after_entries = sorted((e.id, e.revision_number) for e in c.list_entries())
         after_bundle = c.get_bundle()
     assert after_pids == before_pids  # no process restarted
@@ -133,9 +133,9 @@ def test_agent_down_turns_its_checks_red_and_up_heals_it(enterprise: Deploy) -> 
 
 def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy) -> None:
     d = enterprise.deployment()
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         victim = next(e for e in c.list_entries() if e.spiffe_id.path.endswith("/data-processor"))
-    server = d.local.server(DOWNSTREAM)
+    server = d.topology.server(DOWNSTREAM)
     # SPIRE's own CLI does the deleting, as an operator would
     import subprocess
 
@@ -155,7 +155,7 @@ def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy
     finally:
         enterprise.up()
     assert wait_for_green(enterprise).ok
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         assert c.get_entry(victim.id).spiffe_id == victim.spiffe_id  # same owned ID
 
 
@@ -163,7 +163,7 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
     enterprise: Deploy,
 ) -> None:
     d = enterprise.deployment()
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         c.delete_federated_bundles(["enterprise-root.org"], mode="dissociate").raise_for_errors()
 
     try:
@@ -185,7 +185,7 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
 
 def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy) -> None:
     d = enterprise.deployment()
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         entries_before = sorted((e.id, str(e.spiffe_id)) for e in c.list_entries())
         bundle_before = c.get_bundle().x509_authorities
     os.kill(d.supervisor.pid, signal.SIGKILL)
@@ -201,7 +201,7 @@ def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy)
     finally:
         enterprise.up()
     assert wait_for_green(enterprise).ok
-    with d.server_client(DOWNSTREAM) as c:
+    with d.server(DOWNSTREAM) as c:
         assert sorted((e.id, str(e.spiffe_id)) for e in c.list_entries()) == entries_before
         assert c.get_bundle().x509_authorities == bundle_before
 

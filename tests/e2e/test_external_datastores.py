@@ -37,7 +37,7 @@ def test_enterprise_runs_and_verifies_on_an_external_sql_datastore(engine, reque
         # the database itself as the oracle: SPIRE's tables hold our entries
         d = deploy.deployment()
         for server in SERVERS:
-            expected = len(d.desired_entries(d.local.server(server)))
+            expected = len(d.desired_entries(server))
             rows = db.query(
                 "SELECT COUNT(*) FROM registered_entries WHERE entry_id LIKE 'spire-fabric-%'",
                 f"{prefix}_{server.replace('-', '_')}",

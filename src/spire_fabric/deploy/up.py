@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -29,7 +30,7 @@ from spire_fabric.runtime.local import (
     StateError,
     UpError,
 )
-from spire_fabric.topology import TopologyError
+from spire_fabric.topology import Topology, TopologyError
 
 EXIT_FAILED = 1
 CONVERGE_S = 15.0
@@ -56,12 +57,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     state_dir = state_dir_for(args, topology.name)
     started = time.monotonic()
-    # One `up` or `down` at a time per state directory; a second one waits.
+    # Bad input is refused before the lock is touched, so it changes nothing at all.
+    _create(topology, state_dir, settings)
+    # One `up` or `down` at a time per state directory; a second one waits, then reads
+    # the state the first one left (its join tokens, its processes).
     with locked(state_dir, "up", console):
-        try:
-            deployment = LocalDeployment.create(topology, state_dir, settings)
-        except (StateError, LocalizeError, TopologyError) as err:
-            raise UsageError(str(err)) from err
+        deployment = _create(topology, state_dir, settings)
         printer = StepPrinter(console)
         console.print(f"[bold]up[/bold] {topology.name} → {deployment.state.path}")
         try:
@@ -87,3 +88,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     print_report(report, console)
     console.print(f"up to verified in {time.monotonic() - started:.1f}s")
     return 0 if report.ok else EXIT_FAILED
+
+
+def _create(topology: Topology, state_dir: Path, settings: LocalSettings) -> LocalDeployment:
+    try:
+        return LocalDeployment.create(topology, state_dir, settings)
+    except (StateError, LocalizeError, TopologyError) as err:
+        raise UsageError(str(err)) from err

@@ -16,17 +16,44 @@ if TYPE_CHECKING:
         ensure_spire,
         spire_cache_dir,
     )
+    from spire_fabric.runtime.deployment import (
+        Change,
+        ComponentHealth,
+        Deployment,
+        DeploymentPlan,
+        StepReporter,
+        WorkloadAddress,
+    )
+
+_INTERFACE = (
+    "Change",
+    "ComponentHealth",
+    "Deployment",
+    "DeploymentPlan",
+    "StepReporter",
+    "WorkloadAddress",
+)
 
 __all__ = [
     "SPIRE_VERSION",
+    "Change",
+    "ComponentHealth",
+    "Deployment",
+    "DeploymentPlan",
     "SpireBinaries",
     "SpireBinariesError",
+    "StepReporter",
+    "WorkloadAddress",
     "ensure_spire",
     "spire_cache_dir",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _INTERFACE:
+        from spire_fabric.runtime import deployment
+
+        return getattr(deployment, name)
     if name in __all__:
         from spire_fabric.runtime import binaries
 

@@ -34,7 +34,7 @@ class PlaceholderError(ValueError):
 class Placeholder:
     key: str  # one of PLACEHOLDER_KEYS
     workload: str | None  # None: the workload the text belongs to
-    text: str  # as written, e.g. "{url:enterprise-api}"
+    text: str  # as written, e.g. "{url:billing-api}"
 
 
 def placeholders(text: str) -> list[Placeholder]:

@@ -515,9 +515,9 @@ def _mtls(
 
 def _jwt(d: Deployment, *, issuer: Workload, validator: Workload) -> str:
     audience = validator.spiffe_id
-    with WorkloadApiClient(d.agent_endpoint(issuer.agent)) as client:
+    with WorkloadApiClient(d.agent_endpoint(issuer.agent), wait_for_socket=1) as client:
         token = client.fetch_jwt_svid(audience, subject=issuer.spiffe_id, timeout=5)
-    with WorkloadApiClient(d.agent_endpoint(validator.agent)) as client:
+    with WorkloadApiClient(d.agent_endpoint(validator.agent), wait_for_socket=1) as client:
         bundles = client.fetch_jwt_bundles(timeout=5)
     validated = parse_and_validate_jwt_svid(token.token, bundles, [audience])
     try:

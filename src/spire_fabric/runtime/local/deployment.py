@@ -18,7 +18,9 @@ from pathlib import Path
 from cryptography import x509
 
 from spire_fabric.identity import SpiffeId
+from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
+from spire_fabric.runtime.ca_hierarchy import CaFiles
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
@@ -27,6 +29,7 @@ from spire_fabric.runtime.deployment import (
     no_report,
 )
 from spire_fabric.runtime.local import bootstrap, waits
+from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError, agent_join_token_id
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
@@ -175,13 +178,21 @@ class LocalDeployment:
         return self.ctx.record
 
     @property
-    def supervisor(self):  # -> SupervisorClient
+    def supervisor(self) -> SupervisorClient:
         return self.ctx.supervisor
+
+    @property
+    def binaries(self) -> SpireBinaries:
+        return self.ctx.binaries
+
+    @property
+    def paths(self) -> RenderPaths:
+        return self.ctx.paths
 
     def workload_processes(self) -> list[WorkloadProcess]:
         return workload_processes(self.ctx)
 
-    def ensure_ca(self):  # -> dict[str, CaFiles]
+    def ensure_ca(self) -> dict[str, CaFiles]:
         return bootstrap.ensure_ca(self.ctx)
 
     # ---- lifecycle ---------------------------------------------------------------------

@@ -60,7 +60,7 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     servers = tuple(
         dataclasses.replace(
             s,
-            host=LOOPBACK,
+            host=_loopback(s.host),
             ports=_shift(local_ports(s), offset),
             datastore=(
                 datastore_from_url(settings.datastore_url, s.name, len(topology.servers))
@@ -87,6 +87,13 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
     validate_topology(local)
     return local
+
+
+def _loopback(host: str) -> str:
+    """A loopback address the topology chose is kept (servers that share container ports,
+    as in the nested preset, each get their own: Linux routes all of 127/8 to lo);
+    anything else becomes 127.0.0.1, so nothing listens beyond this machine."""
+    return host if host.startswith("127.") else LOOPBACK
 
 
 def local_ports(server: Server) -> ServerPorts:

@@ -1,0 +1,117 @@
+"""The checks' own logic, on a test double of the Deployment interface.
+
+The real local deployment is what the integration and e2e tests verify; here a double lets
+a test say exactly what a target reports and assert what verify makes of it: a workload
+the topology says to run but the target did not start is a red check, never a missing one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spire_fabric.identity import SpiffeId
+from spire_fabric.runtime import Deployment
+from spire_fabric.runtime.deployment import ComponentHealth, DeploymentPlan, WorkloadAddress
+from spire_fabric.runtime.local import LocalDeployment, LocalSettings
+from spire_fabric.topology import Topology, preset
+from spire_fabric.verify import verify_deployment
+
+
+class Unreachable(Exception):
+    pass
+
+
+@dataclass
+class DoubleDeployment:
+    """Reports what the test says; every SPIRE call fails as if the servers were down."""
+
+    topology: Topology
+    rows: list[ComponentHealth] = field(default_factory=list)
+    target = "local"
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def entry_owner(self) -> str:
+        return "double"
+
+    def server(self, name):
+        raise Unreachable(f"{name} is down")
+
+    def server_health(self, name):
+        return (False, False)
+
+    def bundle_endpoint_url(self, name):
+        return "https://127.0.0.1:9"
+
+    def agent_endpoint(self, name):
+        return "unix:///nonexistent/agent.sock"
+
+    def agent_healthy(self, name):
+        return False
+
+    def agent_id(self, name):
+        return None
+
+    def workload_address(self, name) -> WorkloadAddress | None:
+        return None
+
+    def root_ca(self):
+        return None
+
+    def desired_entries(self, server):
+        return []
+
+    def plan(self):
+        return DeploymentPlan(self.name, "local")
+
+    def up(self, report=None):
+        return self.plan()
+
+    def status(self):
+        return self.rows
+
+    def down(self, purge=False):
+        return []
+
+
+def test_the_local_target_and_the_double_both_satisfy_the_interface(tmp_path):
+    local = LocalDeployment.create(preset("basic"), tmp_path / "state", LocalSettings())
+    assert isinstance(local, Deployment)
+    assert isinstance(DoubleDeployment(preset("basic")), Deployment)
+    assert not (tmp_path / "state").exists()  # constructing reads, it never writes
+
+
+def test_a_workload_the_target_did_not_start_is_a_red_check_not_an_absent_one():
+    report = verify_deployment(DoubleDeployment(preset("enterprise")))
+    for name in ("enterprise-api", "data-processor", "security-gateway"):
+        check = report.get(f"workload-process:{name}")
+        assert not check.ok and "did not start it" in check.detail
+    # and its health probe is there, red, saying why
+    health = report.get("workload-health:enterprise-api")
+    assert not health.ok
+
+
+def test_a_running_workload_row_turns_its_process_check_green():
+    t = preset("basic")
+    rows = [ComponentHealth("example-app", "workload", 4242, True, True, "")]
+    report = verify_deployment(DoubleDeployment(t, rows))
+    assert report.get("workload-process:example-app").ok
+    assert report.get("workload-process:example-app").detail == "pid 4242"
+    # nothing else can pass when every server is down: the report is red, not empty
+    assert not report.ok and report.get("server-live:spire-server").detail.startswith("health")
+
+
+def test_a_stopped_workload_shows_its_last_exit():
+    rows = [ComponentHealth("example-app", "workload", None, False, False, "",
+                            last_exit="exited with code 3")]  # fmt: skip
+    report = verify_deployment(DoubleDeployment(preset("basic"), rows))
+    assert "exited with code 3" in report.get("workload-process:example-app").detail
+
+
+def test_agent_attestation_check_uses_the_interface_not_the_local_state():
+    report = verify_deployment(DoubleDeployment(preset("basic")))
+    assert "never attested" in report.get("agent-attested:spire-agent").detail
+    assert SpiffeId.parse("spiffe://example.org/x")  # the double needs no SPIRE at all
