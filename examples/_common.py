@@ -16,7 +16,13 @@ import threading
 
 from spire_fabric.identity import SpiffeId, TrustDomain
 from spire_fabric.tls import Authorizer, authorize_predicate
-from spire_fabric.workload import NoIdentityIssuedError, WorkloadApiError, X509Source
+from spire_fabric.workload import (
+    NoIdentityIssuedError,
+    WorkloadApiError,
+    X509Source,
+    pick_by_id,
+    pick_first,
+)
 
 EXIT_NO_IDENTITY = 2
 
@@ -72,8 +78,12 @@ def open_x509_source(log: logging.Logger, timeout: float) -> X509Source | None:
     which is normal for a few seconds after an installer creates the entry; the source keeps
     asking for ``timeout`` seconds before giving up.
     """
+    # An agent issues every SVID whose selectors match this process; when several workloads
+    # share an agent and a uid (as on the local target), SPIFFE_ID says which one is ours.
+    wanted = os.environ.get("SPIFFE_ID")
+    picker = pick_by_id(wanted) if wanted else pick_first
     try:
-        source = X509Source(first_update_timeout=timeout)
+        source = X509Source(first_update_timeout=timeout, picker=picker)
     except NoIdentityIssuedError as e:
         log.error(
             "no identity: the SPIRE agent at %s has no registration entry for this process "

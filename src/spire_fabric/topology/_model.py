@@ -264,7 +264,8 @@ class LocalRun:
     each target resolves: ``{port}`` and ``{listen}`` (where this workload listens),
     ``{spiffe_id}``, and ``{url:NAME}``, ``{port:NAME}``, ``{spiffe_id:NAME}`` of another
     workload. ``port`` is the local listen port (moved by ``--port-base`` like every other
-    local port). The process gets ``SPIFFE_ENDPOINT_SOCKET`` of its agent.
+    local port). The process gets ``SPIFFE_ENDPOINT_SOCKET`` of its agent and ``SPIFFE_ID``
+    (the ID to pick when the agent issues it several).
     """
 
     module: str | None = None

@@ -59,7 +59,9 @@ def workload_processes(ctx: LocalContext) -> list[WorkloadProcess]:
         value = placeholder_value(ctx.local, w, ctx.record.port_base)
         base = (sys.executable, "-m", run.module) if run.module else run.command
         argv = tuple(expand_placeholders(t, value) for t in (*base, *run.args))
-        env = {"SPIFFE_ENDPOINT_SOCKET": ctx.agent_endpoint(w.agent)}
+        # SPIFFE_ID as on Kubernetes: workloads sharing an agent and a uid get each other's
+        # SVIDs too, and this is how a workload picks its own
+        env = {"SPIFFE_ENDPOINT_SOCKET": ctx.agent_endpoint(w.agent), "SPIFFE_ID": w.spiffe_id}
         for item in run.env:
             name, _, raw = item.partition("=")
             env[name] = expand_placeholders(raw, value)
