@@ -109,3 +109,23 @@ def test_a_new_supervisor_stops_orphans_of_a_dead_one(client, tmp_path) -> None:
     client.ensure_running()
     fresh = wait_for(lambda: (p := client.states()["agent:orphan"].pid) and p != orphan and p)
     assert not pid_alive(orphan) and pid_alive(fresh)
+
+
+def test_a_second_supervisor_for_the_same_state_dir_exits_and_the_first_stays(
+    client, tmp_path
+) -> None:
+    import subprocess
+
+    client.set_components([sleeper(tmp_path, "agent:only")])
+    first = client.ensure_running()
+    wait_for(lambda: client.states()["agent:only"].running)
+    child = client.states()["agent:only"].pid
+    second = subprocess.run(
+        [sys.executable, "-m", "spire_fabric.runtime.local.supervisor",
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert second.returncode == 0
+    assert "another supervisor already runs" in second.stdout
+    assert client.pid == first and pid_alive(first)
+    assert client.states()["agent:only"].pid == child  # nothing was started twice

@@ -62,7 +62,6 @@ class SupervisorClient:
             return pid
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "supervisor.pid").unlink(missing_ok=True)
         with open(self.log_path, "ab") as out:
             # A new session: the supervisor outlives this command and its terminal.
             subprocess.Popen(

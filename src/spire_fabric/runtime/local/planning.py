@@ -43,7 +43,7 @@ def _process_changes(ctx: LocalContext, needing_tokens: set[str]) -> list[Change
     for name, want in desired.items():
         have = current.get(name)
         if have is None:
-            changes.append(Change("start", "process", name, " ".join(want.argv[:3])))
+            changes.append(Change("start", "process", name))
         elif have != want:
             changes.append(Change("restart", "process", name, "", _differences(have, want)))
         elif not (states.get(name) and states[name].running):
@@ -75,7 +75,7 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
     for cfg in config_files(ctx):
         if cfg.differs():
             action = "update" if cfg.path.exists() else "create"
-            changes.append(Change(action, "config", str(cfg.path)))
+            changes.append(Change(action, "config", str(cfg.path.relative_to(ctx.state.path))))
     all_agents = [a.name for a in ctx.local.agents]
     needing = agents_needing_tokens(ctx, all_agents)
     for a in needing:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -307,6 +308,15 @@ def run_supervisor(state_dir: Path) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stdout,
     )
+    # One supervisor per state directory, whoever starts it: a second one (two `up` racing,
+    # or a user starting it by hand) leaves the running one in charge and exits.
+    lock_fd = os.open(run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another supervisor already runs for %s; exiting", state_dir)
+        os.close(lock_fd)
+        return 0
     supervisor = Supervisor(state_dir)
     signal.signal(signal.SIGHUP, supervisor.request_reload)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
