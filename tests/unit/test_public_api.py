@@ -27,6 +27,8 @@ MODULES = [
     "spire_fabric.tls",
     "spire_fabric.federation",
     "spire_fabric.server",
+    "spire_fabric.agent",
+    "spire_fabric.entries",
 ]
 
 
@@ -124,6 +126,8 @@ def listing() -> str:
                 lines.append(f"{name}: {_kind(obj)}{_signature(obj)}")
             else:
                 lines.append(f"{name}: {type(obj).__name__}")
+        for name, home in sorted(getattr(module, "_MOVED", {}).items()):
+            lines.append(f"{name}: moved to {home} (deprecated alias here)")
         lines.append("")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from spire_fabric.identity import SpiffeId, TrustDomain
 from spire_fabric.server._calls import Batch, Call, Paged
-from spire_fabric.server._client_base import ClientBase
+from spire_fabric.server._client_config import ClientBase
 from spire_fabric.server._errors import SpireApiError
 from spire_fabric.server._models import (
     Agent,

@@ -45,7 +45,7 @@ from spire_fabric.proto.spire.api.agent.delegatedidentity.v1 import (
 from spire_fabric.proto.spire.api.agent.logger.v1 import logger_pb2, logger_pb2_grpc
 from spire_fabric.server import _convert as cv
 from spire_fabric.server._calls import Call
-from spire_fabric.server._client_base import DEFAULT_TIMEOUT, ClientBase
+from spire_fabric.server._client_config import DEFAULT_TIMEOUT, ClientBase
 from spire_fabric.server._errors import (
     SpireApiError,
     SpireClientConfigError,

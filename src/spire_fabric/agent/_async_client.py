@@ -1,7 +1,7 @@
 """The SPIRE agent's admin API client (Delegated Identity, Debug, Logger), for asyncio
 (grpc.aio) and blocking code.
 
-    from spire_fabric.server import SpireAgentClient
+    from spire_fabric.agent import SpireAgentClient
 
     with SpireAgentClient("/run/spire/agent/admin/admin.sock") as agent:
         with agent.subscribe_to_x509_svids(["k8s:pod-uid:1234"]) as updates:
@@ -10,7 +10,7 @@
 
 The asyncio client is the one written by hand; `scripts/gen-sync` generates the blocking
 twin from it (the same class names without `Async`, the same methods without `await`).
-Who may call, and which SPIRE versions serve what: see `spire_fabric.server._agent_api`.
+Who may call, and which SPIRE versions serve what: see `spire_fabric.agent._api`.
 
 Streams (`subscribe_*`) return a subscription: opening waits for the FIRST update
 within `timeout` (so authorization errors and a missing socket raise right there, and
@@ -30,10 +30,10 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from spire_fabric._concurrency import AsyncBackground, AsyncCancelled, AsyncEvent, AsyncQueue
+from spire_fabric.agent._api import AgentClientBase, AgentInfo, X509SvidUpdate
 from spire_fabric.identity import JwtBundle, JwtSvid, TrustDomain, X509Bundle
-from spire_fabric.server._agent_api import AgentClientBase, AgentInfo, X509SvidUpdate
 from spire_fabric.server._calls import Call
-from spire_fabric.server._client_base import DEFAULT_TIMEOUT
+from spire_fabric.server._client_config import DEFAULT_TIMEOUT
 from spire_fabric.server._errors import (
     DeadlineExceededError,
     SpireApiError,
@@ -44,7 +44,7 @@ from spire_fabric.server._models import LoggerLevels, LogLevel, SelectorLike
 from spire_fabric.server._retry import RetryPolicy
 from spire_fabric.server._transport import open_aio
 
-__all__ = ["AgentInfo", "AsyncSpireAgentClient", "AsyncSubscription", "X509SvidUpdate"]
+__all__ = ["AsyncSpireAgentClient", "AsyncSubscription"]
 
 T = TypeVar("T")
 

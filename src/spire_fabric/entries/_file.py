@@ -1,4 +1,4 @@
-"""Registration entries from a YAML file: the input of `python -m spire_fabric.server entries`.
+"""Registration entries from a YAML file: the input of `python -m spire_fabric.entries`.
 
 The format (every key but `entries` and each entry's `spiffe_id`, `parent_id` and
 `selectors` is optional)::
@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from spire_fabric.entries._reconcile import check_owner
 from spire_fabric.server._errors import SpireValidationError
 from spire_fabric.server._models import (
     Entry,
@@ -46,7 +47,6 @@ from spire_fabric.server._models import (
     trust_domain_arg,
     ttl_arg,
 )
-from spire_fabric.server._reconcile import _check_owner as check_owner
 
 __all__ = [
     "ENTRY_KEYS",
