@@ -48,8 +48,8 @@ class AsyncQueue(Generic[T]):
     async def get(self, timeout: float | None = None) -> T:
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            raise TimeoutError from None
+        except asyncio.TimeoutError as err:  # not the builtin TimeoutError before Python 3.11
+            raise TimeoutError from err
 
 
 class Queue(Generic[T]):
@@ -64,8 +64,8 @@ class Queue(Generic[T]):
     def get(self, timeout: float | None = None) -> T:
         try:
             return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError from None
+        except queue.Empty as err:
+            raise TimeoutError from err
 
 
 class AsyncEvent:

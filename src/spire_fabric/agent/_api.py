@@ -147,12 +147,12 @@ def _x509_update(msg: di_pb2.SubscribeToX509SVIDsResponse) -> X509SvidUpdate:
                 b"".join(item.x509_svid.cert_chain), item.x509_svid_key, hint=item.x509_svid.hint
             )
         except IdentityError as err:
-            raise _unusable("X.509-SVID", err, op) from None
+            raise _unusable("X.509-SVID", err, op) from err
         svids.append(svid)
     try:
         tds = tuple(TrustDomain.parse(td) for td in msg.federates_with)
     except IdentityError as err:
-        raise _unusable("federates_with trust domain", err, op) from None
+        raise _unusable("federates_with trust domain", err, op) from err
     return X509SvidUpdate(tuple(svids), tds)
 
 
@@ -164,7 +164,7 @@ def _x509_bundles(msg: di_pb2.SubscribeToX509BundlesResponse) -> dict[TrustDomai
             td = TrustDomain.parse(key)
             bundles[td] = X509Bundle.parse_der(td, der)
         except IdentityError as err:
-            raise _unusable(f"X.509 bundle for {key!r}", err, op) from None
+            raise _unusable(f"X.509 bundle for {key!r}", err, op) from err
     return bundles
 
 
@@ -176,7 +176,7 @@ def _jwt_bundles(msg: di_pb2.SubscribeToJWTBundlesResponse) -> dict[TrustDomain,
             td = TrustDomain.parse(key)
             bundles[td] = JwtBundle.parse_jwks(td, jwks)
         except IdentityError as err:
-            raise _unusable(f"JWT bundle for {key!r}", err, op) from None
+            raise _unusable(f"JWT bundle for {key!r}", err, op) from err
     return bundles
 
 
@@ -240,7 +240,7 @@ class AgentApi:
                     replace(parse_insecure_jwt_svid(s.token, auds), hint=s.hint) for s in resp.svids
                 ]
             except IdentityError as err:
-                raise _unusable("JWT-SVID", err, "delegatedidentity.FetchJWTSVIDs") from None
+                raise _unusable("JWT-SVID", err, "delegatedidentity.FetchJWTSVIDs") from err
 
         # Retried: asking again only mints another token for the same identity.
         return Call("delegatedidentity", "FetchJWTSVIDs", req, parse, idempotent=True)

@@ -93,13 +93,13 @@ class AsyncSubscription(Generic[T]):
         """Wait for the first message (or error) so opening fails fast and visibly."""
         try:
             item = await self._queue.get(max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
+        except TimeoutError as err:
             await self.close()
             raise DeadlineExceededError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "no first update from the agent before the deadline",
                 self.name,
-            ) from None
+            ) from err
         if item[0] != _MSG:
             await self.close()
             raise item[1] if item[0] == _ERR else self._ended()
@@ -116,12 +116,12 @@ class AsyncSubscription(Generic[T]):
         first, self._first = self._first, None
         try:
             kind, value = first or await self._queue.get(timeout)
-        except TimeoutError:
+        except TimeoutError as err:
             raise DeadlineExceededError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no update from the agent within {timeout} seconds (the stream stays open)",
                 self.name,
-            ) from None
+            ) from err
         if kind == _MSG:
             return self._parse(value)
         self._done = True
@@ -141,8 +141,8 @@ class AsyncSubscription(Generic[T]):
         """The next update; DeadlineExceededError if none arrives within `timeout` s."""
         try:
             return await self._take(timeout)
-        except StopAsyncIteration:
-            raise SpireClientConfigError(f"the {self.name} subscription is closed") from None
+        except StopAsyncIteration as err:
+            raise SpireClientConfigError(f"the {self.name} subscription is closed") from err
 
     async def close(self) -> None:
         """End the stream; iteration stops after queued updates. The asyncio twin also
@@ -211,7 +211,7 @@ class AsyncSpireAgentClient(AgentClientBase):
         try:
             response = await method(call.request, timeout=remaining, wait_for_ready=True)
         except grpc.RpcError as err:
-            raise self._rpc_error(err, call) from None
+            raise self._rpc_error(err, call) from err
         return call.parse(response)
 
     async def _send(self, call: Call[T], timeout: float | None) -> T:

@@ -90,7 +90,7 @@ class AsyncSpireServerClient(ClientBase):
                 call.request, timeout=remaining, wait_for_ready=not call.idempotent
             )
         except grpc.RpcError as err:
-            raise self._rpc_error(err, call) from None
+            raise self._rpc_error(err, call) from err
         return call.parse(response)
 
     async def _send(self, call: Call[T], timeout: float | None) -> T:
@@ -117,7 +117,7 @@ class AsyncSpireServerClient(ClientBase):
             try:
                 done.append(await self._send(call, timeout))
             except SpireApiError as err:
-                raise batch.fail(err, done) from None
+                raise batch.fail(err, done) from err
         return batch.merge(done)
 
     # ---- entries -----------------------------------------------------------------------

@@ -91,7 +91,7 @@ class SpireServerClient(ClientBase):
                 call.request, timeout=remaining, wait_for_ready=not call.idempotent
             )
         except grpc.RpcError as err:
-            raise self._rpc_error(err, call) from None
+            raise self._rpc_error(err, call) from err
         return call.parse(response)
 
     def _send(self, call: Call[T], timeout: float | None) -> T:
@@ -118,7 +118,7 @@ class SpireServerClient(ClientBase):
             try:
                 done.append(self._send(call, timeout))
             except SpireApiError as err:
-                raise batch.fail(err, done) from None
+                raise batch.fail(err, done) from err
         return batch.merge(done)
 
     # ---- entries -----------------------------------------------------------------------

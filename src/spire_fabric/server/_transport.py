@@ -147,7 +147,7 @@ def _trust_domain_of(leaf: x509.Certificate) -> TrustDomain:
         raise SpireClientConfigError(
             f"svid_source's leaf certificate carries no SPIFFE ID ({err}); pass "
             "server_trust_domain explicitly"
-        ) from None
+        ) from err
 
 
 def open_sync(spec: ChannelSpec) -> grpc.Channel:

@@ -21,13 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.binaries import SpireBinaries
 
 _JOIN_TOKEN = re.compile(r"Token:\s*(\S+)")
 _ENTRY_ID = re.compile(r"Entry ID\s*:\s*(\S+)")
 
 
-class SpireProcessError(RuntimeError):
+class SpireProcessError(SpireFabricError, RuntimeError):
     """A SPIRE process did not start, did not become healthy, or a CLI call failed."""
 
 

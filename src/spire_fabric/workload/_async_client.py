@@ -114,7 +114,7 @@ class AsyncWorkloadApiClient(ClientBase):
             else:
                 response = next(call, _EOF)
         except grpc.RpcError as err:
-            raise self._error(err, method, limit) from None
+            raise self._error(err, method, limit) from err
         finally:
             call.cancel()
         if response is _EOF:
@@ -170,7 +170,7 @@ class AsyncWorkloadApiClient(ClientBase):
         try:
             response = await self._unary("FetchJWTSVID", request, timeout)
         except grpc.RpcError as err:
-            raise self._error(err, "FetchJWTSVID", timeout or self.timeout) from None
+            raise self._error(err, "FetchJWTSVID", timeout or self.timeout) from err
         return jwt_svids_from_response(response, auds, self.endpoint.address)
 
     async def fetch_jwt_svid(
@@ -200,7 +200,7 @@ class AsyncWorkloadApiClient(ClientBase):
         try:
             await self._unary("ValidateJWTSVID", request, timeout)
         except grpc.RpcError as err:
-            raise validation_error(err, self.endpoint, audience, closed=self._closed) from None
+            raise validation_error(err, self.endpoint, audience, closed=self._closed) from err
         return jwt_svid_from_token(token, (audience,), self.endpoint.address)
 
     # -- streams ------------------------------------------------------------------------

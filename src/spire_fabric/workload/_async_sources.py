@@ -72,10 +72,10 @@ class _AsyncSource:
         self._watchers = self._make_watchers()
         try:
             await asyncio.wait_for(self._until_ready(), self._first_update_timeout)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as err:
             error = not_ready_error(self._state, self._first_update_timeout)
             await self.close()
-            raise error from None
+            raise error from err
         except BaseException:
             await self.close()
             raise

@@ -127,7 +127,7 @@ class AsyncWatchStream(Generic[T]):
                 error = self._error(err)
                 if error.code in FATAL_STREAM_CODES:
                     report(error, self._on_error)
-                    raise error from None
+                    raise error from err
             finally:
                 call.cancel()
             report(error, self._on_error)
