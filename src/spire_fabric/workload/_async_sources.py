@@ -33,6 +33,7 @@ from ._source_core import (
     X509Getters,
     X509Snapshot,
     bundles_builder,
+    client_or_endpoint,
     not_ready_error,
     pick,
     x509_builder,
@@ -52,6 +53,7 @@ class _AsyncSource:
         on_error: ErrorCallback | None,
         first_update_timeout: float,
     ) -> None:
+        client, endpoint = client_or_endpoint(client, endpoint, type(self).__name__)
         self._owns_client = client is None
         self._client = client if client is not None else AsyncWorkloadApiClient(endpoint)
         self._user_on_error = on_error
