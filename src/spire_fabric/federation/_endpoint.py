@@ -19,8 +19,7 @@ from spire_fabric.identity import (
     X509BundleSource,
     as_trust_domain,
 )
-from spire_fabric.tls import X509SvidSource, tls_server_context
-from spire_fabric.tls._server import MtlsServer, _TlsThreadingServer
+from spire_fabric.tls import MtlsServer, TlsThreadingServer, X509SvidSource, tls_server_context
 
 __all__ = ["BundleEndpointServer", "current_spiffe_bundle", "serve_bundle_endpoint"]
 
@@ -82,7 +81,7 @@ class _BundleHandler(http.server.BaseHTTPRequestHandler):
         logger.debug("federation: %s " + format, self.address_string(), *args)
 
 
-class _BundleServer(_TlsThreadingServer):
+class _BundleServer(TlsThreadingServer):
     def __init__(
         self,
         address: tuple[str, int],
