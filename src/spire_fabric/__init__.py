@@ -13,6 +13,7 @@ APIs), `topology` / `render` (the declarative model and its configs, manifests, 
 
 __version__ = "0.1.0"
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
 from spire_fabric.identity import (
     BundleSet,
@@ -68,6 +69,7 @@ __all__ = [
     "JwtSvid",
     "SpiffeBundle",
     "SpiffeId",
+    "SpireFabricError",
     "SpireServerClient",
     "TrustDomain",
     "WorkloadApiClient",

@@ -17,9 +17,9 @@ from spire_fabric.identity import (
     SpiffeBundle,
     TrustDomain,
     X509BundleSource,
+    as_trust_domain,
 )
-from spire_fabric.tls import X509SvidSource, tls_server_context
-from spire_fabric.tls._server import MtlsServer, _TlsThreadingServer
+from spire_fabric.tls import MtlsServer, TlsThreadingServer, X509SvidSource, tls_server_context
 
 __all__ = ["BundleEndpointServer", "current_spiffe_bundle", "serve_bundle_endpoint"]
 
@@ -81,7 +81,7 @@ class _BundleHandler(http.server.BaseHTTPRequestHandler):
         logger.debug("federation: %s " + format, self.address_string(), *args)
 
 
-class _BundleServer(_TlsThreadingServer):
+class _BundleServer(TlsThreadingServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -136,7 +136,7 @@ def serve_bundle_endpoint(
     this endpoint by the SPIFFE ID of ``svid_source``'s SVID. ``refresh_hint`` overrides the
     hint in the served document. Returns once the socket listens.
     """
-    td = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
+    td = as_trust_domain(trust_domain)
     current_spiffe_bundle(bundle_source, td)  # fail now, not on the first request
     server = _BundleServer(
         (host, port), tls_server_context(svid_source), bundle_source, td, refresh_hint

@@ -20,6 +20,7 @@ from spire_fabric.identity import (
     SpiffeId,
     TrustDomain,
     X509BundleSource,
+    as_trust_domain,
 )
 from spire_fabric.tls import authorize_id, tls_client_context
 
@@ -70,7 +71,7 @@ def fetch_bundle(
     Raises FederationError naming the URL and what went wrong (TLS authentication, HTTP
     status, size, or bundle parsing).
     """
-    td = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
+    td = as_trust_domain(trust_domain)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise FederationError(

@@ -26,6 +26,13 @@ from ._jwt_bundle import JwtBundle
 from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
 from ._spiffe_bundle import SpiffeBundle
 from ._spiffe_id import SpiffeId, TrustDomain
+from ._spire_ids import (
+    agent_alias_id,
+    as_trust_domain,
+    join_token_agent_id,
+    node_alias_id,
+    spire_server_id,
+)
 from ._x509_bundle import X509Bundle
 from ._x509_svid import X509Svid, spiffe_id_from_certificate
 from ._x509_verify import verify_x509_svid
@@ -48,8 +55,13 @@ __all__ = [
     "X509BundleSource",
     "X509Svid",
     "X509SvidError",
+    "agent_alias_id",
+    "as_trust_domain",
+    "join_token_agent_id",
+    "node_alias_id",
     "parse_and_validate_jwt_svid",
     "parse_insecure_jwt_svid",
     "spiffe_id_from_certificate",
+    "spire_server_id",
     "verify_x509_svid",
 ]

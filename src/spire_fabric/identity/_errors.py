@@ -2,7 +2,7 @@
 
 ::
 
-    IdentityError(ValueError)
+    IdentityError(SpireFabricError, ValueError)
     ├── SpiffeIdError          .rule names the SPIFFE ID rule that was broken
     │   └── TrustDomainError   raised where a trust domain (not a whole ID) was expected
     ├── BundleError            X.509 / JWT / SPIFFE bundle documents
@@ -18,6 +18,8 @@ says which check refused the input.
 from __future__ import annotations
 
 from enum import Enum
+
+from spire_fabric.errors import SpireFabricError
 
 __all__ = [
     "BundleError",
@@ -64,7 +66,7 @@ class SpiffeIdRule(str, Enum):
     TRAILING_SLASH = "path cannot have a trailing slash"
 
 
-class IdentityError(ValueError):
+class IdentityError(SpireFabricError, ValueError):
     """Base of every error raised by spire_fabric.identity."""
 
 

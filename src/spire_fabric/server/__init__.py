@@ -1,5 +1,8 @@
 """SPIRE Server API client: entries, agents, join tokens, bundles, federation, SVIDs, debug.
 
+(The Agent admin API client is `spire_fabric.agent`; entries as code -- the YAML format,
+`apply_entries` and its CLI -- is `spire_fabric.entries`.)
+
     from spire_fabric.server import SpireServerClient, Entry
 
     with SpireServerClient("unix:///tmp/spire-server/private/api.sock") as spire:
@@ -7,17 +10,14 @@
         for entry in spire.list_entries(selectors=["unix:uid:1000"]):
             ...
 
-`AsyncSpireServerClient` is the same API for asyncio. Errors form one tree rooted at
+`AsyncSpireServerClient` is the same API for asyncio (the hand-written one; the blocking
+client is generated from it by scripts/gen-sync). Errors form one tree rooted at
 `SpireServerError` (see `spire_fabric.server._errors`).
 """
 
-from spire_fabric.server._agent_async_client import AsyncSpireAgentClient, AsyncSubscription
-from spire_fabric.server._agent_client import (
-    AgentInfo,
-    SpireAgentClient,
-    Subscription,
-    X509SvidUpdate,
-)
+import warnings as _warnings
+from typing import Any as _Any
+
 from spire_fabric.server._async_client import AsyncSpireServerClient
 from spire_fabric.server._client import SpireServerClient
 from spire_fabric.server._errors import (
@@ -59,34 +59,53 @@ from spire_fabric.server._models import (
     X509Authority,
     X509Svid,
 )
-from spire_fabric.server._reconcile import (
-    ApplyResult,
-    EntryChange,
-    EntryPlan,
-    apply_entries,
-    apply_entries_async,
-    owned_entry_id,
-    plan_entries,
-)
 from spire_fabric.server._retry import RetryPolicy
+
+# Names that moved out of this package; importing them from here still works for one
+# release, with a DeprecationWarning naming the new home.
+_MOVED = {
+    "AgentInfo": "spire_fabric.agent",
+    "AsyncSpireAgentClient": "spire_fabric.agent",
+    "AsyncSubscription": "spire_fabric.agent",
+    "SpireAgentClient": "spire_fabric.agent",
+    "Subscription": "spire_fabric.agent",
+    "X509SvidUpdate": "spire_fabric.agent",
+    "ApplyResult": "spire_fabric.entries",
+    "EntryChange": "spire_fabric.entries",
+    "EntryPlan": "spire_fabric.entries",
+    "apply_entries": "spire_fabric.entries",
+    "apply_entries_async": "spire_fabric.entries",
+    "owned_entry_id": "spire_fabric.entries",
+    "plan_entries": "spire_fabric.entries",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _warnings.warn(
+        f"spire_fabric.server.{name} moved to {home}.{name}; import it from there "
+        "(the old path goes away in the next release)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    import importlib
+
+    return getattr(importlib.import_module(home), name)
+
 
 __all__ = [
     "Agent",
-    "AgentInfo",
     "AlreadyExistsError",
-    "ApplyResult",
-    "AsyncSpireAgentClient",
     "AsyncSpireServerClient",
-    "AsyncSubscription",
     "BatchItem",
     "BatchResult",
     "Bundle",
     "CertInfo",
     "DeadlineExceededError",
     "Entry",
-    "EntryChange",
     "EntryField",
-    "EntryPlan",
     "FailedPreconditionError",
     "FederationRelationship",
     "HttpsSpiffeProfile",
@@ -106,20 +125,13 @@ __all__ = [
     "Selector",
     "SelectorLike",
     "ServerInfo",
-    "SpireAgentClient",
     "SpireApiError",
     "SpireClientConfigError",
     "SpireServerClient",
     "SpireServerError",
     "SpireValidationError",
-    "Subscription",
     "UnauthenticatedError",
     "UnavailableError",
     "X509Authority",
     "X509Svid",
-    "X509SvidUpdate",
-    "apply_entries",
-    "apply_entries_async",
-    "owned_entry_id",
-    "plan_entries",
 ]

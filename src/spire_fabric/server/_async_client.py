@@ -1,8 +1,15 @@
-"""`AsyncSpireServerClient`: the asyncio SPIRE Server API client (grpc.aio).
+"""The SPIRE Server API client, for asyncio (grpc.aio) and blocking code.
 
-Same methods, arguments, models, errors and retry rules as `SpireServerClient` (see its
-module docstring); every method is a coroutine except the `list_*` methods, which return
-async iterators that fetch page by page. Create and use it inside one event loop.
+The asyncio client is the one written by hand; `scripts/gen-sync` generates the blocking
+twin from it (the same class name without `Async`, the same methods without `await`).
+
+Every method takes `timeout=` (seconds, overriding the client default) that bounds each
+RPC it makes -- one page of a listing, one chunk of a batch -- including retries.
+Retry rule per method: "retried" methods are repeated on transient failures
+(UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED) with backoff; "sent once" methods are not
+re-sent (a second attempt could duplicate or misreport), but wait for the connection to
+be ready before sending, so a server restart delays them rather than failing them.
+The `list_*` methods return an async iterator that fetches page by page.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from cryptography import x509
 
 from spire_fabric.identity import SpiffeId, TrustDomain
 from spire_fabric.server._calls import Batch, Call, Paged
-from spire_fabric.server._client_base import ClientBase
+from spire_fabric.server._client_config import ClientBase
 from spire_fabric.server._errors import SpireApiError
 from spire_fabric.server._models import (
     Agent,
@@ -43,9 +50,13 @@ T = TypeVar("T")
 
 
 class AsyncSpireServerClient(ClientBase):
-    """Asyncio client for one SPIRE server; addresses and auth as `SpireServerClient`.
+    """Client for one SPIRE server.
 
-    Use `async with AsyncSpireServerClient(...) as client:`, or `await client.close()`.
+    `address` is the server's local API socket (`unix:///run/spire/server/api.sock` or a
+    plain path) or, for remote admin, `host:port` together with `svid_source` (an admin
+    X.509-SVID) and `bundle_source`; see `spire_fabric.server._transport` for exactly
+    how the server is authenticated. Use `async with AsyncSpireServerClient(...) as client:`,
+    or `await client.close()`.
     """
 
     def __init__(self, address: str, **kwargs: Any) -> None:
@@ -79,7 +90,7 @@ class AsyncSpireServerClient(ClientBase):
                 call.request, timeout=remaining, wait_for_ready=not call.idempotent
             )
         except grpc.RpcError as err:
-            raise self._rpc_error(err, call) from None
+            raise self._rpc_error(err, call) from err
         return call.parse(response)
 
     async def _send(self, call: Call[T], timeout: float | None) -> T:
@@ -106,7 +117,7 @@ class AsyncSpireServerClient(ClientBase):
             try:
                 done.append(await self._send(call, timeout))
             except SpireApiError as err:
-                raise batch.fail(err, done) from None
+                raise batch.fail(err, done) from err
         return batch.merge(done)
 
     # ---- entries -----------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any
 
 import grpc
 
+from spire_fabric.errors import SpireFabricError
+
 __all__ = [
     "AlreadyExistsError",
     "DeadlineExceededError",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-class SpireServerError(Exception):
+class SpireServerError(SpireFabricError):
     """Base of every error raised by `spire_fabric.server`."""
 
 

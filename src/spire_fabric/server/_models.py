@@ -64,7 +64,7 @@ def spiffe_id_arg(value: SpiffeId | str, what: str) -> SpiffeId:
     try:
         return SpiffeId.parse(value)
     except SpiffeIdError as err:
-        raise SpireValidationError(f"{what} is not a valid SPIFFE ID: {err}") from None
+        raise SpireValidationError(f"{what} is not a valid SPIFFE ID: {err}") from err
 
 
 def trust_domain_arg(value: TrustDomain | SpiffeId | str, what: str) -> TrustDomain:
@@ -78,7 +78,7 @@ def trust_domain_arg(value: TrustDomain | SpiffeId | str, what: str) -> TrustDom
     try:
         return TrustDomain.parse(value)
     except SpiffeIdError as err:
-        raise SpireValidationError(f"{what} is not a valid trust domain: {err}") from None
+        raise SpireValidationError(f"{what} is not a valid trust domain: {err}") from err
 
 
 def ttl_arg(value: int, what: str) -> int:
@@ -505,11 +505,11 @@ def fields_arg(values: Iterable[EntryField | str] | None) -> frozenset[EntryFiel
     for v in values:
         try:
             result.add(EntryField(v))
-        except ValueError:
+        except ValueError as err:
             valid = ", ".join(f.value for f in EntryField)
             raise SpireValidationError(
                 f"{v!r} is not an updatable entry field; choose from: {valid}"
-            ) from None
+            ) from err
     if not result:
         raise SpireValidationError("an update mask needs at least one field")
     return frozenset(result)

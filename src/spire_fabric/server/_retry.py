@@ -1,6 +1,6 @@
 """When and how long a failed RPC is retried (tenacity), shared by both clients.
 
-The rule: only calls marked idempotent (see `_base.ServerApi`) are retried, only on the
+The rule: only calls marked idempotent (see `_requests.ServerApi`) are retried, only on the
 codes in `RetryPolicy.retry_on`, with jittered exponential backoff, and never past
 the call's deadline or `RetryPolicy.max_elapsed`, whichever comes first.
 """

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import grpc
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.identity import SpiffeId, TrustDomain, spire_server_id
 from spire_fabric.server._errors import SpireClientConfigError
 from spire_fabric.server._models import trust_domain_arg
 from spire_fabric.server._tunnel import SpiffeTlsTunnel, client_context
@@ -134,7 +134,7 @@ def tls_channel_spec(
         return client_context(list(svid.cert_chain), svid.private_key, roots)
 
     make_context()  # fail now, with a clear message, if the sources are unusable
-    tunnel = SpiffeTlsTunnel((host, int(port)), SpiffeId(td, "/spire/server"), make_context)
+    tunnel = SpiffeTlsTunnel((host, int(port)), spire_server_id(td), make_context)
     return ChannelSpec(tunnel.target, _CHANNEL_OPTIONS, tunnel)
 
 
@@ -147,7 +147,7 @@ def _trust_domain_of(leaf: x509.Certificate) -> TrustDomain:
         raise SpireClientConfigError(
             f"svid_source's leaf certificate carries no SPIFFE ID ({err}); pass "
             "server_trust_domain explicitly"
-        ) from None
+        ) from err
 
 
 def open_sync(spec: ChannelSpec) -> grpc.Channel:

@@ -30,13 +30,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import SpiffeId
 
 _PEM = serialization.Encoding.PEM
 _CHUNK = 64 * 1024
 
 
-class PeerIdError(ssl.SSLError):
+class PeerIdError(ssl.SSLError, SpireFabricError):
     """The server presented a valid chain for another SPIFFE ID than the one expected."""
 
 
@@ -48,8 +49,8 @@ def check_server_certificate(der: bytes, expected: SpiffeId) -> None:
             raise PeerIdError(f"server presented a CA certificate, not an SVID for {expected}")
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise PeerIdError(f"server certificate has no SPIFFE ID; expected {expected}") from None
+    except x509.ExtensionNotFound as err:
+        raise PeerIdError(f"server certificate has no SPIFFE ID; expected {expected}") from err
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if uris != [str(expected)]:
         raise PeerIdError(f"server SPIFFE ID is {uris or 'missing'}, expected {expected}")

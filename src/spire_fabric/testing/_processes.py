@@ -21,13 +21,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from spire_fabric.errors import SpireFabricError
+from spire_fabric.identity import join_token_agent_id, spire_server_id
 from spire_fabric.runtime.binaries import SpireBinaries
 
 _JOIN_TOKEN = re.compile(r"Token:\s*(\S+)")
 _ENTRY_ID = re.compile(r"Entry ID\s*:\s*(\S+)")
 
 
-class SpireProcessError(RuntimeError):
+class SpireProcessError(SpireFabricError, RuntimeError):
     """A SPIRE process did not start, did not become healthy, or a CLI call failed."""
 
 
@@ -219,7 +221,7 @@ plugins {{
 
     @property
     def server_id(self) -> str:
-        return f"spiffe://{self.trust_domain}/spire/server"
+        return str(spire_server_id(self.trust_domain))
 
     def start(self, timeout: float = 30.0) -> SpireServerProcess:
         self._spawn([str(self.binaries.server), "run", "-config", str(self.config_path)])
@@ -381,7 +383,7 @@ plugins {{
         """The agent's SPIFFE ID: the parent ID for entries this agent should serve."""
         if self.join_token is None:
             raise SpireProcessError(f"{self.name} has not attested yet")
-        return f"spiffe://{self.server.trust_domain}/spire/agent/join_token/{self.join_token}"
+        return str(join_token_agent_id(self.server.trust_domain, self.join_token))
 
     @property
     def endpoint(self) -> str:

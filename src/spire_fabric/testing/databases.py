@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.testing._processes import free_port, short_tempdir
 
 INSTALL_HINT = "run scripts/install-databases (as root) to install them"
@@ -36,7 +37,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _Server = TypeVar("_Server", bound="_DatabaseServer")
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(SpireFabricError, RuntimeError):
     """A test database server did not start, did not stop, or a SQL statement failed."""
 
 
@@ -486,11 +487,11 @@ class PostgresServer(_DatabaseServer):
         if os.geteuid() == 0:
             try:
                 account = pwd.getpwnam(run_as)
-            except KeyError:
+            except KeyError as err:
                 raise DatabaseError(
                     f"PostgreSQL refuses to run as root and there is no user {run_as!r} to run "
                     f"it as; {INSTALL_HINT} (it creates the 'postgres' user) or pass run_as="
-                ) from None
+                ) from err
             os.chown(self.workdir, account.pw_uid, account.pw_gid)
             self.log_path.touch()
             os.chown(self.log_path, account.pw_uid, account.pw_gid)

@@ -30,7 +30,7 @@ from ._context import (
 )
 from ._errors import AuthorizationError, PeerRejectedError
 from ._peer import peer_chain, peer_spiffe_id, verify_peer
-from ._server import MtlsServer, serve_mtls_threaded, start_mtls_server
+from ._server import MtlsServer, TlsThreadingServer, serve_mtls_threaded, start_mtls_server
 from ._sources import X509SvidSource, all_x509_bundles
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "PeerRejectedError",
     "SpiffeClientContext",
     "SpiffeServerContext",
+    "TlsThreadingServer",
     "X509SvidSource",
     "all_x509_bundles",
     "authorize_any",

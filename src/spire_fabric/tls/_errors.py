@@ -2,8 +2,8 @@
 
 ::
 
-    AuthorizationError(Exception)            raised by an Authorizer: the peer is not wanted
-    ssl.SSLCertVerificationError
+    AuthorizationError(SpireFabricError)           raised by an Authorizer: the peer is not wanted
+    ssl.SSLCertVerificationError, SpireFabricError
     └── PeerRejectedError                    the handshake completed but the SPIFFE check failed
 
 PeerRejectedError is an ``ssl.SSLCertVerificationError`` (so an ``ssl.SSLError``, an
@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import ssl
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import SpiffeId
 
 __all__ = ["AuthorizationError", "PeerRejectedError"]
 
 
-class AuthorizationError(Exception):
+class AuthorizationError(SpireFabricError):
     """An authorizer refused a verified peer; the message says what was expected."""
 
 
-class PeerRejectedError(ssl.SSLCertVerificationError):
+class PeerRejectedError(ssl.SSLCertVerificationError, SpireFabricError):
     """The peer's X509-SVID did not verify against its own trust domain, or was not authorized.
 
     ``peer_id`` is the ID the peer claimed (None if its certificate had none); the cause

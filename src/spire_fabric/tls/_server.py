@@ -18,13 +18,14 @@ from ._context import SpiffeServerContext, mtls_server_context
 from ._peer import peer_spiffe_id
 from ._sources import X509SvidSource
 
-__all__ = ["MtlsServer", "serve_mtls_threaded", "start_mtls_server"]
+__all__ = ["MtlsServer", "TlsThreadingServer", "serve_mtls_threaded", "start_mtls_server"]
 
 logger = logging.getLogger("spire_fabric.tls")
 
 
-class _TlsThreadingServer(socketserver.ThreadingTCPServer):
-    """Accepts plain TCP and handshakes in the per-connection thread.
+class TlsThreadingServer(socketserver.ThreadingTCPServer):
+    """Accepts plain TCP and handshakes in the per-connection thread; the public base of
+    servers built on this package's TLS contexts (the federation bundle endpoint is one).
 
     Handshaking in ``accept()`` (what wrapping the listening socket does) would let one
     slow or silent client stall every other client; here the handshake, and with it the
@@ -76,7 +77,7 @@ class MtlsServer:
     ``rejected`` lists why handshakes were refused (for logs and tests).
     """
 
-    def __init__(self, server: _TlsThreadingServer) -> None:
+    def __init__(self, server: TlsThreadingServer) -> None:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
@@ -136,7 +137,7 @@ def serve_mtls_threaded(
     (then the three sources are ignored). Returns once the socket listens.
     """
     ctx = context or mtls_server_context(svid_source, bundle_source, authorizer)
-    return MtlsServer(_TlsThreadingServer((host, port), handler, ctx, handshake_timeout))
+    return MtlsServer(TlsThreadingServer((host, port), handler, ctx, handshake_timeout))
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Awaitable[None]]

@@ -1,14 +1,18 @@
-"""The asyncio Workload API client (grpc.aio); the same design as WorkloadApiClient."""
+"""The Workload API client, for asyncio (grpc.aio) and blocking code.
+
+The asyncio client is the one written by hand; `scripts/gen-sync` generates the blocking
+twin from it (the same class name without `Async`, the same methods without `await`).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # ASYNC
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 import grpc
-import grpc.aio
+import grpc.aio  # ASYNC
 
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, X509Bundle, X509Svid
 from spire_fabric.proto.workload import workload_pb2, workload_pb2_grpc
@@ -44,12 +48,22 @@ __all__ = ["AsyncWorkloadApiClient"]
 T = TypeVar("T")
 _SOCKET_POLL = 0.05
 
+if True:  # ASYNC
+    _EOF: Any = grpc.aio.EOF
+else:
+    _EOF: Any = object()
+
 
 class AsyncWorkloadApiClient(ClientBase):
-    """The asyncio twin of :class:`WorkloadApiClient`; same arguments, same errors.
+    """A client of the SPIFFE Workload API of a local SPIRE agent.
 
-    The gRPC channel is created on first use, inside the running event loop (grpc.aio
-    channels belong to one loop). Use ``async with`` or ``await client.close()``.
+    ``endpoint`` defaults to ``SPIFFE_ENDPOINT_SOCKET``. Unary calls wait up to
+    ``wait_for_socket`` seconds for a unix socket that is not there yet (the agent may
+    start after the workload), then have ``timeout`` seconds to answer. Streams
+    (``watch_*``) reconnect with ``backoff`` until closed. In the asyncio client the gRPC
+    channel is created on first use, inside the running event loop (grpc.aio channels
+    belong to one loop). Use ``async with AsyncWorkloadApiClient() as client:`` or
+    ``await client.close()``.
     """
 
     def __init__(
@@ -63,8 +77,14 @@ class AsyncWorkloadApiClient(ClientBase):
         super().__init__(
             endpoint, timeout=timeout, wait_for_socket=wait_for_socket, backoff=backoff
         )
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        if True:  # ASYNC
+            self._channel: Any = None
+            self._stub: Any = None
+        else:
+            self._channel = grpc.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
+            self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
+
+    # -- unary --------------------------------------------------------------------------
 
     def _get_stub(self) -> Any:
         self._check_open()
@@ -84,16 +104,20 @@ class AsyncWorkloadApiClient(ClientBase):
         return stub
 
     async def _first(self, method: str, request: Any, timeout: float | None) -> Any:
+        """The first message of a server stream: what a one-shot fetch needs."""
         stub = await self._prepare()
         limit = timeout or self.timeout
         call = getattr(stub, method)(request, metadata=METADATA, timeout=limit, wait_for_ready=True)
         try:
-            response = await call.read()
+            if True:  # ASYNC
+                response = await call.read()
+            else:
+                response = next(call, _EOF)
         except grpc.RpcError as err:
-            raise self._error(err, method, limit) from None
+            raise self._error(err, method, limit) from err
         finally:
             call.cancel()
-        if response is grpc.aio.EOF:
+        if response is _EOF:
             raise WorkloadApiResponseError(
                 f"{method}: Workload API at {self.endpoint} closed the stream without a message",
                 endpoint=self.endpoint.address,
@@ -108,10 +132,12 @@ class AsyncWorkloadApiClient(ClientBase):
         )
 
     async def fetch_x509_context(self, *, timeout: float | None = None) -> X509Context:
+        """All X509-SVIDs of this workload and every X.509 bundle it may trust (incl. federated)."""
         response = await self._first("FetchX509SVID", workload_pb2.X509SVIDRequest(), timeout)
         return x509_context_from_response(response, self.endpoint.address)
 
     async def fetch_x509_svid(self, *, timeout: float | None = None) -> X509Svid:
+        """The default X509-SVID (the first the agent lists); only that one is parsed."""
         response = await self._first("FetchX509SVID", workload_pb2.X509SVIDRequest(), timeout)
         if not response.svids:
             raise WorkloadApiResponseError(
@@ -138,12 +164,13 @@ class AsyncWorkloadApiClient(ClientBase):
         subject: SpiffeId | str | None = None,
         timeout: float | None = None,
     ) -> list[JwtSvid]:
+        """A JWT-SVID for each identity of this workload (or only ``subject``'s)."""
         auds = audiences(audience, extra_audiences)
         request = workload_pb2.JWTSVIDRequest(audience=auds, spiffe_id=subject_string(subject))
         try:
             response = await self._unary("FetchJWTSVID", request, timeout)
         except grpc.RpcError as err:
-            raise self._error(err, "FetchJWTSVID", timeout or self.timeout) from None
+            raise self._error(err, "FetchJWTSVID", timeout or self.timeout) from err
         return jwt_svids_from_response(response, auds, self.endpoint.address)
 
     async def fetch_jwt_svid(
@@ -153,6 +180,8 @@ class AsyncWorkloadApiClient(ClientBase):
         subject: SpiffeId | str | None = None,
         timeout: float | None = None,
     ) -> JwtSvid:
+        """A JWT-SVID for ``audience`` (and ``extra_audiences``): the default identity's, or
+        ``subject``'s if this workload has several."""
         svids = await self.fetch_jwt_svids(
             audience, *extra_audiences, subject=subject, timeout=timeout
         )
@@ -161,6 +190,8 @@ class AsyncWorkloadApiClient(ClientBase):
     async def validate_jwt_svid(
         self, token: str, audience: str, *, timeout: float | None = None
     ) -> JwtSvid:
+        """Have the agent validate ``token`` for ``audience`` against the bundles it holds
+        (own and federated); raises JwtSvidRejectedError naming the agent's reason."""
         if not token:
             raise ValueError("validate_jwt_svid: token must not be empty")
         if not audience:
@@ -169,7 +200,7 @@ class AsyncWorkloadApiClient(ClientBase):
         try:
             await self._unary("ValidateJWTSVID", request, timeout)
         except grpc.RpcError as err:
-            raise validation_error(err, self.endpoint, audience, closed=self._closed) from None
+            raise validation_error(err, self.endpoint, audience, closed=self._closed) from err
         return jwt_svid_from_token(token, (audience,), self.endpoint.address)
 
     # -- streams ------------------------------------------------------------------------
@@ -211,14 +242,17 @@ class AsyncWorkloadApiClient(ClientBase):
         on_error: ErrorCallback | None = None,
     ) -> AsyncWatchStream[X509Context] | AsyncWatcher[X509Context]:
         """Every X.509 context the agent sends, as an async iterator, or to ``on_update``
-        (plain or async) from a task. Either way the stream reconnects until closed."""
+        from a background reader (a task that also takes async callbacks; a daemon thread in
+        the blocking client). Either way the stream reconnects until closed."""
         stream = self._stream(
             "FetchX509SVID",
             workload_pb2.X509SVIDRequest(),
             lambda r: x509_context_from_response(r, self.endpoint.address),
             on_error,
         )
-        return stream if on_update is None else AsyncWatcher(stream, on_update, "x509-context")
+        if on_update is None:
+            return stream
+        return AsyncWatcher(stream, on_update, "watch-x509-context")
 
     @overload
     def watch_x509_bundles(
@@ -243,7 +277,9 @@ class AsyncWorkloadApiClient(ClientBase):
             lambda r: _bundle_set(x509_bundles_from_response(r, self.endpoint.address)),
             on_error,
         )
-        return stream if on_update is None else AsyncWatcher(stream, on_update, "x509-bundles")
+        if on_update is None:
+            return stream
+        return AsyncWatcher(stream, on_update, "watch-x509-bundles")
 
     @overload
     def watch_jwt_bundles(
@@ -268,12 +304,14 @@ class AsyncWorkloadApiClient(ClientBase):
             lambda r: _bundle_set(jwt_bundles_from_response(r, self.endpoint.address)),
             on_error,
         )
-        return stream if on_update is None else AsyncWatcher(stream, on_update, "jwt-bundles")
+        if on_update is None:
+            return stream
+        return AsyncWatcher(stream, on_update, "watch-jwt-bundles")
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the channel; open streams end."""
+        """Close the channel; open streams end (watchers stop, iterators finish)."""
         if self._closed:
             return
         self._closed = True

@@ -33,6 +33,7 @@ from ._source_core import (
     X509Getters,
     X509Snapshot,
     bundles_builder,
+    client_or_endpoint,
     not_ready_error,
     pick,
     x509_builder,
@@ -52,6 +53,7 @@ class _AsyncSource:
         on_error: ErrorCallback | None,
         first_update_timeout: float,
     ) -> None:
+        client, endpoint = client_or_endpoint(client, endpoint, type(self).__name__)
         self._owns_client = client is None
         self._client = client if client is not None else AsyncWorkloadApiClient(endpoint)
         self._user_on_error = on_error
@@ -72,10 +74,10 @@ class _AsyncSource:
         self._watchers = self._make_watchers()
         try:
             await asyncio.wait_for(self._until_ready(), self._first_update_timeout)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as err:
             error = not_ready_error(self._state, self._first_update_timeout)
             await self.close()
-            raise error from None
+            raise error from err
         except BaseException:
             await self.close()
             raise

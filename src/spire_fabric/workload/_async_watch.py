@@ -1,14 +1,22 @@
-"""Long-lived Workload API streams for the asyncio client; the twin of ``_watch``."""
+"""Long-lived Workload API streams: reconnecting iterators, and watchers feeding a callback
+from a background reader (an asyncio task; a daemon thread in the blocking twin).
+
+The asyncio module is the one written by hand; `scripts/gen-sync` generates the blocking
+twin from it. A stream that breaks (agent restart, socket gone) is reported and reopened
+with backoff, forever, until closed. Only a request the agent calls invalid ends it,
+because asking again cannot help; that too is reported, and re-raised to the consumer.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
+import inspect  # ASYNC
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
+
+from spire_fabric._concurrency import AsyncBackground, AsyncCancelled, AsyncEvent
 
 from ._backoff import BackoffPolicy
 from ._base import FATAL_STREAM_CODES, ErrorCallback, logger, report
@@ -22,7 +30,9 @@ T = TypeVar("T")
 class AsyncWatchStream(Generic[T]):
     """An endless async iterator of updates from one Workload API stream.
 
-    Reconnects with backoff; errors go to ``on_error`` and the log. ``close()`` ends it.
+    ``close()`` may be called at any time (in the blocking twin, from any thread); the
+    iterator then stops. Errors go to ``on_error`` and the log; iteration continues after
+    a reconnect.
     """
 
     def __init__(
@@ -43,7 +53,8 @@ class AsyncWatchStream(Generic[T]):
         self._endpoint = endpoint
         self._backoff = backoff
         self._on_error = on_error
-        self._stop = asyncio.Event()
+        self._stop = AsyncEvent()
+        self._lock = threading.Lock()
         self._call: Any = None
         self._iterator = self._run()
 
@@ -58,25 +69,39 @@ class AsyncWatchStream(Generic[T]):
         return self._stop.is_set()
 
     def close(self) -> None:
-        """Stop the stream; safe to call from the event loop at any time."""
+        """Stop the stream."""
         self._stop.set()
-        if self._call is not None:
-            self._call.cancel()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
 
-    async def aclose(self) -> None:
-        self.close()
-        await self._iterator.aclose()
+    if True:  # ASYNC
+
+        async def aclose(self) -> None:
+            self.close()
+            await self._iterator.aclose()
 
     async def __aenter__(self) -> AsyncWatchStream[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        if True:  # ASYNC
+            await self.aclose()
+        else:
+            self.close()
 
     async def _run(self) -> AsyncIterator[T]:
         backoff = self._backoff.start()
         while not self._stop.is_set():
-            self._call = call = await self._open_call()
+            if True:  # ASYNC
+                self._call = call = await self._open_call()
+            else:
+                with self._lock:
+                    self._call = call = self._open_call()
+            if self._stop.is_set():
+                call.cancel()
+                return
             try:
                 async for response in call:
                     backoff.reset()
@@ -90,8 +115,9 @@ class AsyncWatchStream(Generic[T]):
                     f"{self._what}: the Workload API at {self._endpoint} ended the stream",
                     endpoint=self._endpoint,
                 )
-            except asyncio.CancelledError:
-                # grpc.aio raises CancelledError when close() cancelled the call.
+            except AsyncCancelled:
+                # grpc.aio raises CancelledError when close() cancelled the call (the
+                # blocking twin's grpc raises RpcError instead).
                 if self._stop.is_set():
                     return
                 raise
@@ -101,21 +127,22 @@ class AsyncWatchStream(Generic[T]):
                 error = self._error(err)
                 if error.code in FATAL_STREAM_CODES:
                     report(error, self._on_error)
-                    raise error from None
+                    raise error from err
             finally:
                 call.cancel()
             report(error, self._on_error)
             delay = backoff.next()
             logger.debug("%s: reconnecting to %s in %.2fs", self._what, self._endpoint, delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            if await self._stop.wait(delay):
+                return
 
 
 class AsyncWatcher(Generic[T]):
-    """A task feeding an AsyncWatchStream's updates to a callback (plain or async).
+    """A background reader feeding a watch stream's updates to a callback (in the asyncio
+    twin, a plain or async one).
 
-    A callback that raises is logged and the watch goes on. ``error`` holds the error that
-    ended the watch, if any.
+    An exception in the callback is logged and the watch goes on: one bad handler must
+    not stop identity rotation. ``error`` holds the error that ended the watch, if any.
     """
 
     def __init__(
@@ -127,15 +154,18 @@ class AsyncWatcher(Generic[T]):
         self._stream = stream
         self._on_update = on_update
         self.error: WorkloadApiError | None = None
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        self._reader = AsyncBackground(self._run, name)
 
     async def _run(self) -> None:
         try:
             async for item in self._stream:
                 try:
-                    result = self._on_update(item)
-                    if inspect.isawaitable(result):
-                        await result
+                    if True:  # ASYNC
+                        result = self._on_update(item)
+                        if inspect.isawaitable(result):
+                            await result
+                    else:
+                        self._on_update(item)
                 except Exception:
                     logger.exception("Workload API update callback %r raised", self._on_update)
         except WorkloadApiError as err:
@@ -143,16 +173,25 @@ class AsyncWatcher(Generic[T]):
 
     @property
     def running(self) -> bool:
-        return not self._task.done()
+        return self._reader.is_alive()
 
-    async def aclose(self) -> None:
-        self._stream.close()
-        if self._task is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    if True:  # ASYNC
+
+        async def aclose(self) -> None:
+            self._stream.close()
+            await self._reader.join()
+
+    else:
+
+        def close(self, timeout: float | None = 5.0) -> None:
+            self._stream.close()
+            self._reader.join(timeout)
 
     async def __aenter__(self) -> AsyncWatcher[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        if True:  # ASYNC
+            await self.aclose()
+        else:
+            self.close()

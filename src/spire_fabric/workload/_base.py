@@ -147,13 +147,24 @@ def validation_error(
     return error_from_rpc(err, endpoint, "ValidateJWTSVID", closed=closed)
 
 
-def audiences(audience: str, extra: Iterable[str]) -> tuple[str, ...]:
-    """The requested audiences, first one first, without duplicates; none may be empty."""
-    result = tuple(dict.fromkeys((audience, *extra)))
-    for a in result:
+def audiences(audience: str | Iterable[str], extra: Iterable[str]) -> tuple[str, ...]:
+    """The requested audiences, first one first, without duplicates; none may be empty.
+
+    ``audience`` may also be a list or tuple of them (``fetch_jwt_svid(["a", "b"])`` is
+    ``fetch_jwt_svid("a", "b")``)."""
+    if isinstance(audience, (list, tuple)):
+        if not audience:
+            raise ValueError("JWT-SVID audiences: give at least one audience")
+        requested = (*audience, *extra)
+    else:
+        requested = (audience, *extra)
+    for a in requested:
         if not isinstance(a, str) or not a:
-            raise ValueError(f"JWT-SVID audiences must be non-empty strings, got {a!r}")
-    return result
+            raise ValueError(
+                f"JWT-SVID audiences must be non-empty strings (as audience, *extra_audiences"
+                f" or one list of them), got {a!r}"
+            )
+    return tuple(dict.fromkeys(requested))
 
 
 def subject_string(subject: SpiffeId | str | None) -> str:

@@ -84,14 +84,14 @@ def _parse_tcp(address: str) -> WorkloadEndpoint:
     host = parts.hostname or ""
     try:
         ip = ipaddress.ip_address(host)
-    except ValueError:
+    except ValueError as err:
         raise _invalid(
             address, f"the tcp host must be an IP address, not {host!r} (DNS names are not allowed)"
-        ) from None
+        ) from err
     try:
         port = parts.port
-    except ValueError:
-        raise _invalid(address, "the tcp port is not a number in 1-65535") from None
+    except ValueError as err:
+        raise _invalid(address, "the tcp port is not a number in 1-65535") from err
     if not port:
         raise _invalid(address, "a tcp URI must include a port")
     if ip.version == 6:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from spire_fabric.errors import SpireFabricError
+
 if TYPE_CHECKING:
     import grpc
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-class WorkloadApiError(Exception):
+class WorkloadApiError(SpireFabricError):
     """Base of every error raised by spire_fabric.workload."""
 
     def __init__(

@@ -7,6 +7,7 @@ another, and ``get_x509_svid()`` returns the same object until the SVID really c
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +25,7 @@ from spire_fabric.identity import (
 
 from ._base import logger
 from ._convert import X509Context
+from ._endpoint import WorkloadEndpoint
 from ._errors import (
     NoIdentityIssuedError,
     NoMatchingSvidError,
@@ -33,6 +35,8 @@ from ._errors import (
 )
 from ._pickers import X509SvidPicker
 
+C = TypeVar("C")
+E = TypeVar("E")
 S = TypeVar("S")
 Listener = Callable[[], None]
 
@@ -334,3 +338,17 @@ class JwtSvidCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def client_or_endpoint(client: C, endpoint: E, kind: str) -> tuple[C | None, E | str]:
+    """A source's (client, endpoint) arguments, taking an address given as the first
+    argument (``X509Source("unix:///path")``) as the endpoint, as ``WorkloadApiClient``
+    takes it."""
+    if isinstance(client, (str, os.PathLike, WorkloadEndpoint)):
+        if endpoint is not None:
+            raise TypeError(
+                f"{kind}: the first argument is a Workload API client; the address goes in "
+                f"endpoint= (got an address both as the first argument and as endpoint=)"
+            )
+        return None, os.fspath(client) if isinstance(client, os.PathLike) else client
+    return client, endpoint

@@ -28,6 +28,7 @@ from ._source_core import (
     X509Getters,
     X509Snapshot,
     bundles_builder,
+    client_or_endpoint,
     pick,
     x509_builder,
 )
@@ -49,6 +50,7 @@ class _Source:
         endpoint: str | WorkloadEndpoint | None,
         on_error: ErrorCallback | None,
     ) -> None:
+        client, endpoint = client_or_endpoint(client, endpoint, type(self).__name__)
         self._owns_client = client is None
         self._client = client if client is not None else WorkloadApiClient(endpoint)
         self._user_on_error = on_error

@@ -15,12 +15,11 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from spire_fabric.agent import AsyncSpireAgentClient, SpireAgentClient
 from spire_fabric.identity import SpiffeId, TrustDomain, X509Bundle, verify_x509_svid
 from spire_fabric.server import (
-    AsyncSpireAgentClient,
     DeadlineExceededError,
     PermissionDeniedError,
-    SpireAgentClient,
     SpireApiError,
     SpireClientConfigError,
     SpireValidationError,

@@ -7,14 +7,12 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from spire_fabric.entries import apply_entries, apply_entries_async, owned_entry_id
 from spire_fabric.server import (
     AsyncSpireServerClient,
     Entry,
     EntryField,
     SpireServerClient,
-    apply_entries,
-    apply_entries_async,
-    owned_entry_id,
 )
 from spire_fabric.testing import SpireServerProcess
 

@@ -1,4 +1,4 @@
-"""`python -m spire_fabric.server entries ...` as a user runs it, against a real server."""
+"""`python -m spire_fabric.entries ...` as a user runs it, against a real server."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ entries:
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "spire_fabric.server", "entries", *args],
+        [sys.executable, "-m", "spire_fabric.entries", *args],
         capture_output=True,
         text=True,
         timeout=120,

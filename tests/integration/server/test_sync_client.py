@@ -328,7 +328,7 @@ def test_minted_svids_chain_to_the_bundle_the_cli_shows(client, spire_server):
     issuer = next(r for r in roots if r.subject == top.issuer)
     top.verify_directly_issued_by(issuer)
 
-    from spire_fabric.server._base import make_csr
+    from spire_fabric.server._requests import make_csr
 
     key = ec.generate_private_key(ec.SECP256R1())
     own = client.mint_x509_svid(csr=make_csr(key, SpiffeId.parse("spiffe://example.org/own"), []))

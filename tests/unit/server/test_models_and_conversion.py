@@ -32,9 +32,9 @@ from spire_fabric.server import (
     X509Authority,
 )
 from spire_fabric.server import _convert as cv
-from spire_fabric.server._base import ServerApi
 from spire_fabric.server._calls import chunked, status_outcome
 from spire_fabric.server._errors import error_from_code
+from spire_fabric.server._requests import ServerApi
 
 PARENT = "spiffe://example.org/spire/agent/join_token/abc"
 

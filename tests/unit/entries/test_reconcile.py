@@ -6,13 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from spire_fabric.server import (
-    Entry,
-    EntryField,
-    SpireValidationError,
-    owned_entry_id,
-    plan_entries,
-)
+from spire_fabric.entries import owned_entry_id, plan_entries
+from spire_fabric.server import Entry, EntryField, SpireValidationError
 
 PARENT = "spiffe://example.org/spire/agent/join_token/abc"
 
@@ -116,7 +111,7 @@ def test_owned_id_is_stable_and_depends_on_spiffe_id_and_parent_only():
 
 
 def test_updates_are_grouped_so_each_write_masks_only_the_fields_that_changed():
-    from spire_fabric.server._reconcile import _by_changed_fields
+    from spire_fabric.entries._reconcile import _by_changed_fields
 
     current = [
         stored("pay", entry("/a", x509_svid_ttl=60)),

@@ -1,4 +1,4 @@
-"""`python -m spire_fabric.server entries apply|diff|list`: registration from YAML files.
+"""`python -m spire_fabric.entries apply|diff|list`: registration from YAML files.
 
 Thin on purpose: it parses arguments and the entries file, calls `apply_entries`, and
 prints. Exit codes: 0 done (for `diff`: always 0, whether or not there are changes --
@@ -18,16 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from spire_fabric.server._client import SpireServerClient
-from spire_fabric.server._entries_file import EntriesFile, entry_to_dict, load_entries_file
-from spire_fabric.server._errors import SpireServerError, SpireValidationError
-from spire_fabric.server._models import Entry
-from spire_fabric.server._reconcile import (
+from spire_fabric.entries._file import EntriesFile, entry_to_dict, load_entries_file
+from spire_fabric.entries._reconcile import (
     ApplyResult,
     EntryChange,
     apply_entries,
+    check_owner,
 )
-from spire_fabric.server._reconcile import _check_owner as check_owner
+from spire_fabric.server import Entry, SpireServerClient, SpireServerError, SpireValidationError
 
 __all__ = ["main"]
 
@@ -67,20 +65,12 @@ class _UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spire_fabric.server",
-        description="Manage SPIRE registration entries from files.",
+        prog="python -m spire_fabric.entries",
+        description="Apply, diff or list owned SPIRE registration entries from files.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    groups = parser.add_subparsers(dest="group", required=True, metavar="entries")
-    entries = groups.add_parser(
-        "entries",
-        help="apply, diff or list owned registration entries",
-        description="Apply, diff or list owned registration entries.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = entries.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("apply", "make the server's owned entries match the file"),
         ("diff", "show what apply would change (dry run)"),

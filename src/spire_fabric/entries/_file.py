@@ -1,4 +1,4 @@
-"""Registration entries from a YAML file: the input of `python -m spire_fabric.server entries`.
+"""Registration entries from a YAML file: the input of `python -m spire_fabric.entries`.
 
 The format (every key but `entries` and each entry's `spiffe_id`, `parent_id` and
 `selectors` is optional)::
@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from spire_fabric.entries._reconcile import check_owner
 from spire_fabric.server._errors import SpireValidationError
 from spire_fabric.server._models import (
     Entry,
@@ -46,7 +47,6 @@ from spire_fabric.server._models import (
     trust_domain_arg,
     ttl_arg,
 )
-from spire_fabric.server._reconcile import _check_owner as check_owner
 
 __all__ = [
     "ENTRY_KEYS",
@@ -102,7 +102,7 @@ def load_entries_file(path: str | Path) -> EntriesFile:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise EntriesFileError(source, "", f"cannot read the file: {err.strerror}") from None
+        raise EntriesFileError(source, "", f"cannot read the file: {err.strerror}") from err
     return parse_entries(text, source=source)
 
 
@@ -114,7 +114,7 @@ def parse_entries(text: str, *, source: str = "<string>") -> EntriesFile:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise EntriesFileError(source, where, f"not valid YAML: {problem}") from None
+        raise EntriesFileError(source, where, f"not valid YAML: {problem}") from err
     return entries_from_data(data, source=source)
 
 
@@ -134,7 +134,7 @@ def entries_from_data(data: Any, *, source: str = "<string>") -> EntriesFile:
         try:
             check_owner(owner)
         except SpireValidationError as err:
-            raise fail("owner", str(err)) from None
+            raise fail("owner", str(err)) from err
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise fail("defaults", "must be a mapping of entry fields")
@@ -185,7 +185,7 @@ def _entry(item: Mapping[str, Any], where: str, fail: Fail) -> Entry:
         try:
             return convert(item[key])
         except SpireValidationError as err:
-            raise fail(f"{where}.{key}", _bare(err)) from None
+            raise fail(f"{where}.{key}", _bare(err)) from err
 
     def each(key: str, convert: Callable[[Any], Any]) -> tuple[Any, ...]:
         values = item.get(key, [])
@@ -198,7 +198,7 @@ def _entry(item: Mapping[str, Any], where: str, fail: Fail) -> Entry:
             try:
                 out.append(convert(value))
             except SpireValidationError as err:
-                raise fail(f"{where}.{key}[{j}]", _bare(err)) from None
+                raise fail(f"{where}.{key}[{j}]", _bare(err)) from err
         return tuple(out)
 
     kwargs: dict[str, Any] = {
@@ -221,7 +221,7 @@ def _entry(item: Mapping[str, Any], where: str, fail: Fail) -> Entry:
     try:
         return Entry(**kwargs)
     except SpireValidationError as err:  # e.g. the hint length limit
-        raise fail(where, str(err)) from None
+        raise fail(where, str(err)) from err
 
 
 def _bare(err: SpireValidationError) -> str:
@@ -273,10 +273,10 @@ def _timestamp(value: Any) -> int:
     if isinstance(value, str):
         try:
             when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+        except ValueError as err:
             raise SpireValidationError(
                 f"must be Unix seconds or an ISO 8601 time, got {value!r}"
-            ) from None
+            ) from err
     if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
         when = dt.datetime(when.year, when.month, when.day)
     if not isinstance(when, dt.datetime):

@@ -15,7 +15,6 @@ from spire_fabric.proto.spire.api.server.entry.v1 import entry_pb2_grpc
 from spire_fabric.proto.spire.api.server.logger.v1 import logger_pb2_grpc
 from spire_fabric.proto.spire.api.server.svid.v1 import svid_pb2_grpc
 from spire_fabric.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2_grpc
-from spire_fabric.server._base import DEFAULT_PAGE_SIZE, ServerApi
 from spire_fabric.server._calls import Call
 from spire_fabric.server._errors import (
     DeadlineExceededError,
@@ -24,6 +23,7 @@ from spire_fabric.server._errors import (
     error_from_code,
     error_from_rpc,
 )
+from spire_fabric.server._requests import DEFAULT_PAGE_SIZE, ServerApi
 from spire_fabric.server._retry import RetryPolicy
 from spire_fabric.server._transport import (
     ChannelSpec,

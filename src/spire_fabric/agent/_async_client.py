@@ -1,14 +1,26 @@
-"""`AsyncSpireAgentClient`: the agent admin API for asyncio (grpc.aio).
+"""The SPIRE agent's admin API client (Delegated Identity, Debug, Logger), for asyncio
+(grpc.aio) and blocking code.
 
-Same methods, arguments, models, errors and authorization rules as `SpireAgentClient`
-(see `spire_fabric.server._agent_client`); every method is a coroutine, and
-`subscribe_*` return an `AsyncSubscription` (an async iterator). Create and use the
-client inside one event loop.
+    from spire_fabric.agent import SpireAgentClient
+
+    with SpireAgentClient("/run/spire/agent/admin/admin.sock") as agent:
+        with agent.subscribe_to_x509_svids(["k8s:pod-uid:1234"]) as updates:
+            for update in updates:
+                ...  # update.svids: identity.X509Svid (with key), update.federates_with
+
+The asyncio client is the one written by hand; `scripts/gen-sync` generates the blocking
+twin from it (the same class names without `Async`, the same methods without `await`).
+Who may call, and which SPIRE versions serve what: see `spire_fabric.agent._api`.
+
+Streams (`subscribe_*`) return a subscription: opening waits for the FIRST update
+within `timeout` (so authorization errors and a missing socket raise right there, and
+opening is retried on transient errors like the other retried calls); after that the
+stream stays open until `close()`. Errors, models and retry rules are the server
+client's (see `spire_fabric.server._errors`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -17,10 +29,11 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from spire_fabric._concurrency import AsyncBackground, AsyncCancelled, AsyncEvent, AsyncQueue
+from spire_fabric.agent._api import AgentClientBase, AgentInfo, X509SvidUpdate
 from spire_fabric.identity import JwtBundle, JwtSvid, TrustDomain, X509Bundle
-from spire_fabric.server._agent_client import AgentClientBase, AgentInfo, X509SvidUpdate
 from spire_fabric.server._calls import Call
-from spire_fabric.server._client_base import DEFAULT_TIMEOUT
+from spire_fabric.server._client_config import DEFAULT_TIMEOUT
 from spire_fabric.server._errors import (
     DeadlineExceededError,
     SpireApiError,
@@ -39,11 +52,13 @@ _MSG, _ERR, _END = "msg", "err", "end"
 
 
 class AsyncSubscription(Generic[T]):
-    """An open Delegated Identity stream: `async for`, or `await next_update(timeout)`.
+    """An open Delegated Identity stream: iterate it, or `next_update(timeout)`.
 
-    A task reads the stream into a queue so a timed wait never cancels the stream
-    itself. Iteration ends after `close()`; an agent error is raised once, then the
-    subscription is over.
+    A background reader (a task; a daemon thread in the blocking twin) reads the gRPC
+    stream into a queue, so `next_update` can wait with a timeout without tearing the
+    stream down. Iteration ends after `close()`; an error from the agent (e.g.
+    PermissionDeniedError when the caller's delegate entry is removed) is raised to the
+    reader once, then the subscription is over.
     """
 
     def __init__(
@@ -57,61 +72,62 @@ class AsyncSubscription(Generic[T]):
         self._stream = stream
         self._parse = parse
         self._error = error
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._closed = False
+        self._queue: AsyncQueue[tuple[str, Any]] = AsyncQueue()
+        self._closed = AsyncEvent()
         self._done = False
         self._first: tuple[str, Any] | None = None
-        self._task = asyncio.get_running_loop().create_task(self._pump())
+        self._reader = AsyncBackground(self._pump, f"spire-agent-{name}")
 
     async def _pump(self) -> None:
         try:
             async for message in self._stream:
-                self._queue.put_nowait((_MSG, message))
+                self._queue.put((_MSG, message))
         except grpc.RpcError as err:
-            if not self._closed:
-                self._queue.put_nowait((_ERR, self._error(err)))
-        except asyncio.CancelledError:
+            if not self._closed.is_set():
+                self._queue.put((_ERR, self._error(err)))
+        except AsyncCancelled:
             pass
-        self._queue.put_nowait((_END, None))
+        self._queue.put((_END, None))
+
+    async def _prime(self, deadline: float) -> None:
+        """Wait for the first message (or error) so opening fails fast and visibly."""
+        try:
+            item = await self._queue.get(max(0.0, deadline - time.monotonic()))
+        except TimeoutError as err:
+            await self.close()
+            raise DeadlineExceededError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "no first update from the agent before the deadline",
+                self.name,
+            ) from err
+        if item[0] != _MSG:
+            await self.close()
+            raise item[1] if item[0] == _ERR else self._ended()
+        self._first = item
 
     def _ended(self) -> SpireApiError:
         return UnavailableError(
             grpc.StatusCode.UNAVAILABLE, "the agent ended the stream", self.name
         )
 
-    async def _prime(self, deadline: float) -> None:
-        try:
-            item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            await self.close()
-            raise DeadlineExceededError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "no first update from the agent before the deadline",
-                self.name,
-            ) from None
-        if item[0] != _MSG:
-            await self.close()
-            raise item[1] if item[0] == _ERR else self._ended()
-        self._first = item
-
     async def _take(self, timeout: float | None) -> T:
         if self._done:
             raise StopAsyncIteration
         first, self._first = self._first, None
         try:
-            kind, value = first or await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+            kind, value = first or await self._queue.get(timeout)
+        except TimeoutError as err:
             raise DeadlineExceededError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no update from the agent within {timeout} seconds (the stream stays open)",
                 self.name,
-            ) from None
+            ) from err
         if kind == _MSG:
             return self._parse(value)
         self._done = True
         if kind == _ERR:
             raise value
-        if self._closed:
+        if self._closed.is_set():
             raise StopAsyncIteration
         raise self._ended()
 
@@ -125,15 +141,17 @@ class AsyncSubscription(Generic[T]):
         """The next update; DeadlineExceededError if none arrives within `timeout` s."""
         try:
             return await self._take(timeout)
-        except StopAsyncIteration:
-            raise SpireClientConfigError(f"the {self.name} subscription is closed") from None
+        except StopAsyncIteration as err:
+            raise SpireClientConfigError(f"the {self.name} subscription is closed") from err
 
     async def close(self) -> None:
-        """End the stream and wait for its reader task."""
-        if not self._closed:
-            self._closed = True
+        """End the stream; iteration stops after queued updates. The asyncio twin also
+        waits for its reader task; the blocking twin may be closed from any thread."""
+        if not self._closed.is_set():
+            self._closed.set()
             self._stream.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            if True:  # ASYNC
+                await self._reader.join()
 
     async def __aenter__(self) -> AsyncSubscription[T]:
         return self
@@ -148,9 +166,11 @@ class AsyncSubscription(Generic[T]):
 
 
 class AsyncSpireAgentClient(AgentClientBase):
-    """Asyncio client of one SPIRE agent's admin socket; see `SpireAgentClient`.
+    """Client of one SPIRE agent's admin socket (`admin_socket_path`).
 
-    Use `async with AsyncSpireAgentClient(path) as agent:`, or `await agent.close()`.
+    `timeout` (seconds) bounds each unary call including retries, and for `subscribe_*`
+    the wait for the first update. Use `async with AsyncSpireAgentClient(path) as agent:`,
+    or `await agent.close()`.
     """
 
     def __init__(
@@ -166,7 +186,7 @@ class AsyncSpireAgentClient(AgentClientBase):
         self._subscriptions: weakref.WeakSet[AsyncSubscription[Any]] = weakref.WeakSet()
 
     async def close(self) -> None:
-        """Close open subscriptions and the channel."""
+        """Close open subscriptions (their iteration ends) and the channel."""
         if not self._closed:
             self._closed = True
             for sub in list(self._subscriptions):
@@ -191,7 +211,7 @@ class AsyncSpireAgentClient(AgentClientBase):
         try:
             response = await method(call.request, timeout=remaining, wait_for_ready=True)
         except grpc.RpcError as err:
-            raise self._rpc_error(err, call) from None
+            raise self._rpc_error(err, call) from err
         return call.parse(response)
 
     async def _send(self, call: Call[T], timeout: float | None) -> T:
@@ -203,7 +223,9 @@ class AsyncSpireAgentClient(AgentClientBase):
 
     async def _open(self, call: Call[T], deadline: float) -> AsyncSubscription[T]:
         method, _ = self._method(call, deadline)
-        stream = method(call.request, wait_for_ready=True)  # no deadline: see the sync client
+        # No gRPC deadline on the stream itself (it would end a healthy subscription);
+        # the first-update wait in _prime is the deadline.
+        stream = method(call.request, wait_for_ready=True)
         sub = AsyncSubscription(
             stream, call.parse, lambda err: self._rpc_error(err, call), call.name
         )
@@ -227,7 +249,8 @@ class AsyncSpireAgentClient(AgentClientBase):
         pid: int | None = None,
         timeout: float | None = None,
     ) -> AsyncSubscription[X509SvidUpdate]:
-        """X.509-SVIDs for the workload given by `selectors` or `pid`, as they rotate."""
+        """X.509-SVIDs for the workload described by `selectors` (trusted as given) or
+        attested by `pid`, as they are issued and rotated."""
         call = self._agent_ops.subscribe_to_x509_svids(selectors, pid)
         return await self._subscribe(call, timeout)
 
@@ -253,7 +276,10 @@ class AsyncSpireAgentClient(AgentClientBase):
         pid: int | None = None,
         timeout: float | None = None,
     ) -> list[JwtSvid]:
-        """A JWT-SVID for `audience` per identity of the workload (retried)."""
+        """A JWT-SVID for `audience` per identity of the workload (retried).
+
+        PermissionDeniedError ("no identity issued") when no entry matches the workload.
+        """
         call = self._agent_ops.fetch_jwt_svids(audience, selectors, pid)
         return await self._send(call, timeout)
 

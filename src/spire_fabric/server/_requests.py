@@ -677,9 +677,9 @@ class ServerApi:
         if isinstance(level, str):
             try:
                 level = LogLevel[level.upper()]
-            except KeyError:
+            except KeyError as err:
                 names = ", ".join(lv.name.lower() for lv in LogLevel if lv)
-                raise SpireValidationError(f"unknown log level {level!r}; use {names}") from None
+                raise SpireValidationError(f"unknown log level {level!r}; use {names}") from err
         if level == LogLevel.UNSPECIFIED:
             raise SpireValidationError("set_log_level needs a real level, not UNSPECIFIED")
         req = logger_api_pb2.SetLogLevelRequest(new_level=int(level))

@@ -16,12 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from spire_fabric.server._errors import SpireApiError, SpireValidationError
-from spire_fabric.server._models import Entry, EntryField
+from spire_fabric.server import Entry, EntryField, SpireApiError, SpireValidationError
 
 if TYPE_CHECKING:
-    from spire_fabric.server._async_client import AsyncSpireServerClient
-    from spire_fabric.server._client import SpireServerClient
+    from spire_fabric.server import AsyncSpireServerClient, SpireServerClient
 
 __all__ = [
     "ApplyResult",
@@ -104,14 +102,14 @@ class ApplyResult:
 
 
 def owned_entry_id(owner: str, entry: Entry) -> str:
-    _check_owner(owner)
+    check_owner(owner)
     key = f"{entry.spiffe_id}|{entry.parent_id}".encode()
     return f"{owner}.{hashlib.sha256(key).hexdigest()[:40]}"
 
 
 def plan_entries(current: Iterable[Entry], desired: Iterable[Entry], *, owner: str) -> EntryPlan:
     """The changes that turn `current` into `desired` for `owner`'s entries. Pure."""
-    _check_owner(owner)
+    check_owner(owner)
     prefix = f"{owner}."
     owned = {e.id: e for e in current if e.id.startswith(prefix)}
     wanted: dict[str, Entry] = {}
@@ -213,7 +211,7 @@ def _by_changed_fields(
     return sorted(groups.items(), key=lambda item: sorted(f.value for f in item[0]))
 
 
-def _check_owner(owner: str) -> None:
+def check_owner(owner: str) -> None:
     if not _OWNER.match(owner):
         raise SpireValidationError(
             f"owner {owner!r} must be 1-64 characters of letters, digits, '-' and '_' "

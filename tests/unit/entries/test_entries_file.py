@@ -6,15 +6,15 @@ import textwrap
 
 import pytest
 
-from spire_fabric.identity import SpiffeId, TrustDomain
-from spire_fabric.server import Entry, Selector
-from spire_fabric.server._entries_file import (
+from spire_fabric.entries._file import (
     EntriesFileError,
     entries_from_data,
     entry_to_dict,
     load_entries_file,
     parse_entries,
 )
+from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.server import Entry, Selector
 
 PARENT = "spiffe://example.org/spire/agent/join_token/abc"
 
