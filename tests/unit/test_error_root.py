@@ -16,17 +16,7 @@ from spire_fabric.errors import SpireFabricError
 # Public modules of the deployment side (runtime/verify/deploy/topology) whose error classes
 # (UpError, StateError, LocalizeError, SpireBinariesError, TopologyError, CheckFailed, ...)
 # are still to be moved under the root; remove a module here once it is done.
-PENDING = {
-    "spire_fabric.runtime",
-    "spire_fabric.runtime.binaries",
-    "spire_fabric.runtime.local",
-    "spire_fabric.runtime.local.deployment",
-    "spire_fabric.runtime.local.localize",
-    "spire_fabric.runtime.local.state",
-    "spire_fabric.verify",
-    "spire_fabric.deploy",
-    "spire_fabric.topology",
-}
+PENDING: set[str] = set()
 
 
 def _public_modules() -> list[str]:

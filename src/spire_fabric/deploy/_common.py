@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.topology import (
     PRESET_NAMES,
     TARGETS,
@@ -17,7 +18,7 @@ from spire_fabric.topology import (
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(SpireFabricError):
     """Bad input from the user: printed as one message, exit status 2, nothing written."""
 
 

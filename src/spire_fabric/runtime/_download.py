@@ -25,6 +25,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from spire_fabric.errors import SpireFabricError
+
 RELEASE_URL_ENV = "SPIRE_FABRIC_RELEASE_URL"
 DEFAULT_RELEASE_URL = "https://github.com/spiffe/spire/releases/download"
 
@@ -38,7 +40,7 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-class DownloadError(Exception):
+class DownloadError(SpireFabricError):
     """A download step failed; the message is one line fit for the final step list."""
 
 

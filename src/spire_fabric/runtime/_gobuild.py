@@ -20,13 +20,15 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from spire_fabric.errors import SpireFabricError
+
 MODULE = "github.com/spiffe/spire"
 _VERSION_VAR = f"{MODULE}/pkg/common/version.gittag"
 _BUILD_TIMEOUT_S = 3600.0
 _TAIL_LINES = 6
 
 
-class GoBuildError(Exception):
+class GoBuildError(SpireFabricError):
     """Building failed; the message names each route tried and the tail of Go's output."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime._download import DownloadError, download_release, release_base_url
 from spire_fabric.runtime._gobuild import GoBuildError, build_with_go
 
@@ -54,7 +55,7 @@ class SpireBinaries:
     source: str  # "explicit dir" | "PATH" | "cache" | "download" | "go build"
 
 
-class SpireBinariesError(RuntimeError):
+class SpireBinariesError(SpireFabricError, RuntimeError):
     """No usable SPIRE binaries; the message lists each step tried, why it failed, the fix."""
 
 

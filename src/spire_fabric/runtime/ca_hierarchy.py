@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from spire_fabric.identity import TrustDomain
+from spire_fabric.identity import TrustDomain, as_trust_domain
 
 __all__ = [
     "CaFiles",
@@ -104,7 +104,7 @@ def issue_intermediate_ca(
 
     Path length 1 leaves room for exactly one more CA below it: SPIRE's own signing CA.
     """
-    td = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
+    td = as_trust_domain(trust_domain)
     key = ec.generate_private_key(ec.SECP256R1())
     start = (now or dt.datetime.now(dt.timezone.utc)) - _CLOCK_SKEW
     not_after = min(start + ttl, parent.certificate.not_valid_after_utc)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.identity import SpiffeId, TrustDomain, as_trust_domain
 
 from ._errors import AuthorizationError
 
@@ -66,7 +66,7 @@ def authorize_one_of(*expected: SpiffeId | str) -> Authorizer:
 
 def authorize_member_of(trust_domain: TrustDomain | str) -> Authorizer:
     """Accept any ID of one trust domain (e.g. every workload of a federated partner)."""
-    td = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
+    td = as_trust_domain(trust_domain)
 
     def authorize(peer: SpiffeId, chain: list[x509.Certificate]) -> None:
         if peer.trust_domain != td:

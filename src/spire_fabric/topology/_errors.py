@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spire_fabric.errors import SpireFabricError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -16,7 +18,7 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-class TopologyError(ValueError):
+class TopologyError(SpireFabricError, ValueError):
     """Every problem found in a topology, reported at once so a user fixes them in one pass.
 
     ``problems`` holds each :class:`Problem`; ``str(err)`` lists them one per line, each

@@ -6,6 +6,7 @@ endpoint URL is computed in exactly one place.
 
 from __future__ import annotations
 
+from spire_fabric.identity import spire_server_id
 from spire_fabric.topology._model import (
     Agent,
     AgentNodeAttestor,
@@ -171,7 +172,7 @@ def bundle_endpoint_url(topology: Topology, fed: FederationRelationship, target:
 
 def endpoint_spiffe_id(fed: FederationRelationship) -> str:
     """SPIRE serves its bundle endpoint with the server SVID, ``/spire/server``."""
-    return fed.endpoint_spiffe_id or f"spiffe://{fed.trust_domain}/spire/server"
+    return fed.endpoint_spiffe_id or str(spire_server_id(fed.trust_domain))
 
 
 def _reach(

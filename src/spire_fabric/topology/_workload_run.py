@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from spire_fabric.errors import SpireFabricError
+
 __all__ = [
     "PLACEHOLDER_KEYS",
     "Placeholder",
@@ -26,7 +28,7 @@ PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 
-class PlaceholderError(ValueError):
+class PlaceholderError(SpireFabricError, ValueError):
     """A placeholder names an unknown key or workload; the message says which."""
 
 

@@ -23,6 +23,8 @@ from datetime import timedelta
 
 from cryptography import x509
 
+from spire_fabric.entries import plan_entries
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import HTTPS_SPIFFE, fetch_bundle
 from spire_fabric.identity import (
     BundleSet,
@@ -31,10 +33,11 @@ from spire_fabric.identity import (
     X509Bundle,
     X509Svid,
     parse_and_validate_jwt_svid,
+    spire_server_id,
     verify_x509_svid,
 )
 from spire_fabric.runtime.deployment import ComponentHealth, Deployment
-from spire_fabric.server import NotFoundError, plan_entries
+from spire_fabric.server import NotFoundError
 from spire_fabric.tls import (
     authorize_id,
     connect_mtls,
@@ -58,7 +61,7 @@ __all__ = ["verify_deployment"]
 TTL_TOLERANCE = timedelta(seconds=60)
 
 
-class CheckFailed(Exception):
+class CheckFailed(SpireFabricError):
     """Raised inside a check with the reason shown in the report."""
 
 
@@ -393,7 +396,7 @@ def _fetch_endpoint(d: Deployment, s: Server, trust: X509Bundle):  # -> SpiffeBu
         url,
         s.trust_domain,
         profile=profile,
-        endpoint_id=f"spiffe://{s.trust_domain}/spire/server",
+        endpoint_id=spire_server_id(s.trust_domain),
         bundle_source=trust,
         timeout=5,
     )
@@ -410,7 +413,7 @@ def _bundle_endpoint(d: Deployment, s: Server) -> str:
         raise CheckFailed("the bundle endpoint serves a bundle that differs from the server's")
     return (
         f"{d.bundle_endpoint_url(s.name)} authenticated as "
-        f"spiffe://{s.trust_domain}/spire/server; sequence {served.sequence_number}"
+        f"{spire_server_id(s.trust_domain)}; sequence {served.sequence_number}"
     )
 
 

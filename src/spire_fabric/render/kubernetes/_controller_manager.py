@@ -19,6 +19,7 @@ from posixpath import dirname
 
 import yaml
 
+from spire_fabric.identity import node_alias_id, spire_server_id
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
     Obj,
@@ -133,7 +134,7 @@ def agent_alias_id(topology: Topology, agent: Agent) -> str:
     k = agent.kubernetes
     assert k is not None
     td = topology.server(agent.server).trust_domain
-    return f"spiffe://{td}/spire-fabric/agents/{k.namespace}/{k.service_account}"
+    return str(node_alias_id(td, k.namespace, k.service_account))
 
 
 def _cluster_spiffe_id(topology: Topology, server: Server, w: Workload) -> Obj:
@@ -190,7 +191,7 @@ def _agent_alias(topology: Topology, server: Server, agent: Agent) -> Obj:
         spec={
             "className": server.name,
             "spiffeID": agent_alias_id(topology, agent),
-            "parentID": f"spiffe://{server.trust_domain}/spire/server",
+            "parentID": str(spire_server_id(server.trust_domain)),
             "selectors": [
                 f"k8s_psat:agent_ns:{k.namespace}",
                 f"k8s_psat:agent_sa:{k.service_account}",

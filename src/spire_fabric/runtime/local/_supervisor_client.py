@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.local.supervisor import (
     Component,
     pid_alive,
@@ -23,7 +24,7 @@ from spire_fabric.runtime.local.supervisor import (
 _MODULE = "spire_fabric.runtime.local.supervisor"
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(SpireFabricError, RuntimeError):
     """The supervisor could not be started, reached or stopped."""
 
 

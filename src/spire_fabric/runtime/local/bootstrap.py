@@ -13,7 +13,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from spire_fabric.entries import apply_entries, plan_entries
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.identity import agent_alias_id as identity_agent_alias_id
 from spire_fabric.runtime.ca_hierarchy import (
     CaFiles,
     CertificateAuthority,
@@ -33,8 +36,6 @@ from spire_fabric.server import (
     HttpsWebProfile,
     NotFoundError,
     SpireApiError,
-    apply_entries,
-    plan_entries,
 )
 from spire_fabric.topology import Agent, Server, Topology, endpoint_spiffe_id, workload_selectors
 
@@ -56,19 +57,13 @@ __all__ = [
 JOIN_TOKEN_TTL_S = 600
 
 
-class UpError(RuntimeError):
+class UpError(SpireFabricError, RuntimeError):
     """A step of `up` failed; the message names the step, the component and its log."""
 
 
 def agent_alias_id(topology: Topology, agent: Agent) -> SpiffeId:
     """A stable SPIFFE ID for an agent, so entries survive re-attestation with a new token."""
-    td = topology.server(agent.server).trust_domain
-    return SpiffeId.parse(f"spiffe://{td}/spire-fabric/agent/{agent.name}")
-
-
-def agent_join_token_id(trust_domain: str, token: str) -> SpiffeId:
-    """SPIRE's ID for an agent attested with a join token (pkg/server/.../join_token)."""
-    return SpiffeId.parse(f"spiffe://{trust_domain}/spire/agent/join_token/{token}")
+    return identity_agent_alias_id(topology.server(agent.server).trust_domain, agent.name)
 
 
 def entry_owner(topology: Topology) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId
+from spire_fabric.identity import SpiffeId, join_token_agent_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles
@@ -30,7 +30,7 @@ from spire_fabric.runtime.deployment import (
 )
 from spire_fabric.runtime.local import bootstrap, waits
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
-from spire_fabric.runtime.local.bootstrap import UpError, agent_join_token_id
+from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
 from spire_fabric.runtime.local.planning import compute_plan
@@ -152,7 +152,7 @@ class LocalDeployment:
         token = self.ctx.record.join_tokens.get(name)
         if token is None:
             return None
-        return agent_join_token_id(self.ctx.local.server(agent.server).trust_domain, token)
+        return join_token_agent_id(self.ctx.local.server(agent.server).trust_domain, token)
 
     def workload_address(self, name: str) -> WorkloadAddress | None:
         for p in self.workload_processes():

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.topology import (
     Datastore,
     MySqlDatastore,
@@ -41,7 +42,7 @@ DEFAULT_PORT_BASE = 31000
 LOOPBACK = "127.0.0.1"
 
 
-class LocalizeError(ValueError):
+class LocalizeError(SpireFabricError, ValueError):
     """A local setting (port base, datastore URL) cannot be applied; says which and why."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE, LocalSettings
 from spire_fabric.topology import Topology, dump_topology, load_topology
 
@@ -33,7 +34,7 @@ LOCK_FILE = "lock"
 LOCK_WAIT_S = 300.0
 
 
-class StateError(RuntimeError):
+class StateError(SpireFabricError, RuntimeError):
     """The state directory cannot be used for this request; says why and how to fix it."""
 
 

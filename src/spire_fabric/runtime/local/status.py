@@ -6,8 +6,8 @@ listening port), the SVID expiry from SPIRE's APIs: never from our own bookkeepi
 
 from __future__ import annotations
 
+from spire_fabric.identity import join_token_agent_id
 from spire_fabric.runtime.deployment import ComponentHealth
-from spire_fabric.runtime.local.bootstrap import agent_join_token_id
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
 from spire_fabric.runtime.local.waits import agent_healthy, http_ok, tcp_open
 from spire_fabric.runtime.local.workloads import workload_processes
@@ -39,7 +39,7 @@ def _agent_svid_expiries(ctx: LocalContext) -> dict[str, int]:
             token = ctx.record.join_tokens.get(a.name)
             if token is None:
                 continue
-            info = agents.get(str(agent_join_token_id(s.trust_domain, token)))
+            info = agents.get(str(join_token_agent_id(s.trust_domain, token)))
             if info is not None:
                 result[a.name] = info.x509svid_expires_at
     return result
