@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-_URLSAFE_TO_STD = str.maketrans("-_", "+/")
+_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+# RFC 4648 section 3.5: the unused low bits of the last character are zero, so each octet
+# string has exactly one encoding. With 2 characters in the last quantum 4 bits are
+# unused (alphabet index a multiple of 16), with 3 characters 2 bits (a multiple of 4).
+_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 
 _CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
     "P-256": (ec.SECP256R1, 32),
@@ -29,14 +35,49 @@ class UnsupportedKeyTypeError(ValueError):
     """The JWK's ``kty`` (or curve) is one we do not know; SPIFFE says skip such keys."""
 
 
+def _b64url_problem(s: str) -> str:
+    """Why ``s`` is not unpadded, canonical base64url (only called once it failed)."""
+    if "=" in s:
+        return "'=' padding is not allowed (RFC 7515 section 2: base64url without padding)"
+    if "+" in s or "/" in s:
+        return "'+' and '/' are standard base64, not base64url (RFC 7515 section 2)"
+    if not _B64URL_RE.fullmatch(s):
+        return "character outside the base64url alphabet (RFC 4648 section 5)"
+    if len(s) % 4 == 1:
+        return "invalid base64url length"
+    return (
+        "non-canonical base64url: the unused bits of the last character are not zero "
+        "(RFC 4648 section 3.5)"
+    )
+
+
+def b64url_is_canonical(s: str) -> bool:
+    """True if ``s`` (already known to use only the base64url alphabet) has the one
+    canonical unpadded spelling of its octets."""
+    rem = len(s) % 4
+    return rem == 0 or (rem != 1 and s[-1] in _CANONICAL_LAST[rem])
+
+
+def b64url_decode_checked(s: str) -> bytes:
+    """Decode ``s``, which the caller has already checked with :func:`b64url_is_canonical`
+    and the base64url alphabet (the JWT parser matches all three parts with one regex)."""
+    return binascii.a2b_base64(s.encode("ascii").translate(_URLSAFE_TO_STD) + b"=="[: -len(s) % 4])
+
+
 def b64url_decode(s: str) -> bytes:
-    """Decode unpadded base64url, refusing characters outside the alphabet."""
-    pad = -len(s) % 4
-    if pad == 3:
-        raise ValueError("invalid base64url length")
+    """Decode unpadded base64url, refusing every other spelling of the same octets.
+
+    RFC 7515 section 2 defines base64url as RFC 4648 section 5 with the padding omitted.
+    Padding, the standard alphabet's ``+``/``/`` and non-zero unused bits would each give
+    one value several encodings (go's RawURLEncoding also refuses the first two).
+    """
+    if not isinstance(s, str):
+        raise ValueError(f"invalid base64url: expected a string, got {type(s).__name__}")
+    if not (_B64URL_RE.fullmatch(s) and b64url_is_canonical(s)):
+        raise ValueError(f"invalid base64url: {_b64url_problem(s)}")
     try:
-        return base64.b64decode(s.translate(_URLSAFE_TO_STD) + "=" * pad, validate=True)
-    except (binascii.Error, ValueError) as e:
+        return b64url_decode_checked(s)
+    except binascii.Error as e:  # unreachable after the checks above; kept as a backstop
         raise ValueError(f"invalid base64url: {e}") from None
 
 
