@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -54,18 +54,52 @@ def spiffe_id_from_certificate(cert: x509.Certificate) -> SpiffeId:
         raise X509SvidError(f"x509svid: {e}") from None
 
 
-def is_ca(cert: x509.Certificate) -> bool:
+def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
+    """The value of the certificate's ``kind`` extension, or None if it has none.
+
+    cryptography parses extensions lazily, so a certificate that loaded fine can still
+    raise ValueError here (duplicate or malformed extensions); that is a problem with the
+    certificate, reported as one.
+    """
     try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        return False
+        return None
+    except ValueError as e:
+        raise CertificateProblem(f"malformed extensions: {e}") from None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    constraints = _extension(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
 
 
 def key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    usage: x509.KeyUsage | None = _extension(cert, x509.KeyUsage)
+    return usage
+
+
+def signing_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign certificates in an X509-SVID chain, or None if it may.
+
+    X509-SVID spec section 4.1: signing certificates MUST set ``cA`` to true; section
+    4.3: they MUST set ``keyCertSign`` (when key usage is present, as RFC 5280 section
+    4.2.1.3 reads it). OpenSSL still accepts a trust anchor without basicConstraints if
+    it has keyCertSign (its legacy rule), go's verifier accepts a v1 root without any
+    extensions, and both accept a leaf placed in the bundle; all are refused here.
+    """
     try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
+        constraints = _extension(cert, x509.BasicConstraints)
+        usage = key_usage(cert)
+    except CertificateProblem as e:
+        return str(e)
+    if constraints is None:
+        return "no basicConstraints extension (signing certificates must set cA=true)"
+    if not constraints.ca:
+        return "basicConstraints cA is false"
+    if usage is not None and not usage.key_cert_sign:
+        return "key usage lacks keyCertSign"
+    return None
 
 
 def _validate_leaf(leaf: x509.Certificate) -> SpiffeId:
