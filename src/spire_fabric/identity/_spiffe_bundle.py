@@ -21,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._certs import load_der_certificate
 from ._errors import BundleError
 from ._jwk import (
     UnsupportedKeyTypeError,
@@ -68,7 +69,8 @@ def _x509_authority(i: int, jwk: Mapping[str, Any]) -> x509.Certificate | None:
         )
     try:
         # x5c is standard base64 (RFC 7517 section 4.7), not base64url.
-        cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+        der = base64.b64decode(x5c[0], validate=True)
+        cert = load_der_certificate(der)
     except (TypeError, ValueError, binascii.Error) as e:
         raise BundleError(f"spiffebundle: keys[{i}].x5c[0] is not a DER certificate: {e}") from None
     if any(p in jwk for p in _KEY_PARAMETERS):

@@ -7,10 +7,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from ._certs import certificates_to_pem, load_der_certificates, load_pem_certificates
+from ._certs import (
+    EXTENSION_ERRORS,
+    certificates_to_pem,
+    load_der_certificates,
+    load_pem_certificates,
+)
 from ._errors import SpiffeIdError, X509SvidError
 from ._spiffe_id import SpiffeId
 
@@ -25,13 +31,8 @@ class CertificateProblem(ValueError):
 
 
 def _uri_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    except ValueError as e:
-        raise CertificateProblem(f"malformed extensions: {e}") from None
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
+    san = _extension(cert, x509.SubjectAlternativeName)
+    return [] if san is None else san.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def id_from_certificate(cert: x509.Certificate) -> SpiffeId:
@@ -65,7 +66,7 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as e:
+    except EXTENSION_ERRORS as e:
         raise CertificateProblem(f"malformed extensions: {e}") from None
 
 
@@ -167,7 +168,8 @@ class X509Svid:
             matches = _public_bytes(self.private_key.public_key()) == _public_bytes(
                 chain[0].public_key()
             )
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, UnsupportedAlgorithm):
+            # A leaf key cryptography cannot read cannot be shown to match either.
             matches = False
         if not matches:
             raise X509SvidError(

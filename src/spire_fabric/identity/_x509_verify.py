@@ -15,6 +15,7 @@ from cryptography import x509
 from OpenSSL import crypto
 
 from ._bundle_source import X509BundleSource
+from ._certs import load_der_certificate
 from ._errors import X509SvidError
 from ._spiffe_id import SpiffeId
 from ._x509_svid import (
@@ -49,7 +50,7 @@ def _load_chain(chain: Sequence[x509.Certificate | bytes]) -> list[x509.Certific
         if not isinstance(item, (bytes, bytearray, memoryview)):
             raise TypeError(f"chain[{i}] must be a Certificate or DER bytes")
         try:
-            certs.append(x509.load_der_x509_certificate(bytes(item)))
+            certs.append(load_der_certificate(bytes(item)))
         except ValueError as e:
             raise _fail(f"chain[{i}] is not a DER certificate: {e}") from None
     return certs
@@ -169,9 +170,11 @@ def verify_x509_svid(
             now = now.astimezone(timezone.utc)
         store.set_time(now)
 
-    context = crypto.X509StoreContext(store, leaf_x509, chain=intermediates)
     try:
+        context = crypto.X509StoreContext(store, leaf_x509, chain=intermediates)
         verified = context.get_verified_chain()
     except crypto.X509StoreContextError as e:
         raise _openssl_failure(e, ignored) from None
+    except crypto.Error as e:
+        raise _fail(f"could not verify leaf certificate: OpenSSL error {e}") from None
     return spiffe_id, [c.to_cryptography() for c in verified]

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from spire_fabric.identity import BundleError, JwtBundle, SpiffeBundle, TrustDomain
+from spire_fabric.identity import BundleError, JwtBundle, SpiffeBundle, TrustDomain, X509Bundle
 from spire_fabric.identity._jwk import b64url_encode, jwk_from_public_key
 
 from ._pki import make_ca
@@ -188,3 +188,30 @@ def test_refresh_hint_beyond_timedelta_is_an_error_not_overflow(hint):
 def test_largest_refresh_hint_still_parses():
     doc = json.dumps({"keys": [], "spiffe_refresh_hint": 999_999_999 * 86_400})
     assert SpiffeBundle.parse(TD, doc).refresh_hint is not None
+
+
+# --- certificates are read eagerly, as go's ParseCertificate reads them ---------------
+
+
+def _der_with_off_curve_key() -> bytes:
+    """A CA certificate whose EC point was corrupted after signing: it still loads, lazily."""
+    ca = make_ca("example.org", key=ec.generate_private_key(ec.SECP256R1()))
+    der = bytearray(ca.cert.public_bytes(serialization.Encoding.DER))
+    point = ca.cert.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    at = bytes(der).index(point) + len(point) - 1
+    der[at] ^= 0x01
+    return bytes(der)
+
+
+def test_x5c_certificate_with_a_corrupt_public_key_is_refused():
+    doc = {"keys": [{"use": "x509-svid", "kty": "EC", "x5c": []}]}
+    doc["keys"][0]["x5c"] = [base64.b64encode(_der_with_off_curve_key()).decode()]
+    with pytest.raises(BundleError, match=r"keys\[0\]\.x5c\[0\] .*malformed public key"):
+        SpiffeBundle.parse(TD, json.dumps(doc))
+
+
+def test_der_bundle_with_a_corrupt_public_key_is_refused():
+    with pytest.raises(BundleError, match="certificate 0: malformed public key"):
+        X509Bundle.parse_der(TD, _der_with_off_curve_key())

@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from spire_fabric.identity import (
+    BundleError,
     IdentityError,
     TrustDomain,
     X509Bundle,
+    X509Svid,
     X509SvidError,
     verify_x509_svid,
 )
@@ -126,3 +128,39 @@ def test_bytes_that_are_no_certificate_are_an_x509_svid_error(der):
         with pytest.raises(X509SvidError, match=r"chain\[\d\] is not a DER certificate") as e:
             verify_x509_svid(chain, X509Bundle(TD, (root.cert,)))
         assert isinstance(e.value, IdentityError)
+
+
+def _der_with_version(version_byte: int) -> tuple[bytes, Issued]:
+    root = make_ca(TD.name)
+    der = bytearray(make_leaf(root, [LEAF_ID]).cert.public_bytes(serialization.Encoding.DER))
+    at = bytes(der).index(b"\xa0\x03\x02\x01\x02") + 4  # [0] EXPLICIT INTEGER 2 (v3)
+    der[at] = version_byte
+    return bytes(der), root
+
+
+def test_unknown_certificate_version_is_an_error_not_invalid_version():
+    # cryptography raises InvalidVersion, which is not a ValueError; found by fuzzing.
+    der, root = _der_with_version(0x12)
+    with pytest.raises(X509SvidError, match=r"chain\[0\] .*unsupported certificate version"):
+        verify_x509_svid([der], X509Bundle(TD, (root.cert,)))
+    with pytest.raises(BundleError, match="certificate 0: unsupported certificate version"):
+        X509Bundle.parse_der(TD, der)
+    with pytest.raises(X509SvidError, match="unsupported certificate version"):
+        X509Svid.parse_der(der, b"")
+
+
+def test_leaf_key_of_unknown_algorithm_is_an_x509_svid_error():
+    # An OID edit turns the leaf key into one cryptography cannot read (UnsupportedAlgorithm,
+    # not a ValueError); the SVID's private key then cannot be shown to match it.
+    root = make_ca(TD.name)
+    leaf = make_leaf(root, [LEAF_ID])
+    der = leaf.cert.public_bytes(serialization.Encoding.DER)
+    ec_public_key_oid = bytes.fromhex("06072a8648ce3d0201")  # 1.2.840.10045.2.1
+    der = der.replace(ec_public_key_oid, bytes.fromhex("06072a8648ce3d0209"), 1)
+    key_der = leaf.key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(X509SvidError, match="leaf certificate does not match private key"):
+        X509Svid.parse_der(der, key_der)
