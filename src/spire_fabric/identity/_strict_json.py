@@ -22,7 +22,7 @@ __all__ = ["MAX_DEPTH", "NonFiniteNumberError", "StrictJsonError", "decode_utf8"
 # allows 10000; no SPIFFE document nests more than 4.
 MAX_DEPTH = 64
 
-_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+_SPECIAL = re.compile(r'[\[\]{}"\\]')
 _SHOWN = 40
 
 
@@ -71,17 +71,32 @@ _DECODER = json.JSONDecoder(
 
 
 def _check_depth(text: str) -> None:
-    # Fast path: fewer brackets than the bound cannot nest deeper than it.
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return
+    """Track bracket depth outside strings; only called when there are more than MAX_DEPTH.
+
+    Jumps between the characters that matter with one regex and keeps the string/escape
+    state here, so it stays linear (a regex matching whole strings would backtrack
+    quadratically on ``"\\"\\"\\"...``).
+    """
     depth = 0
-    for m in _BRACKETS.finditer(text):
-        token = m.group()
-        if token in "[{":
+    in_string = False
+    skip_to = -1
+    for m in _SPECIAL.finditer(text):
+        at = m.start()
+        if at < skip_to:
+            continue  # the character after a backslash
+        c = m.group()
+        if in_string:
+            if c == "\\":
+                skip_to = at + 2
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 raise StrictJsonError(f"JSON nests deeper than {MAX_DEPTH} levels")
-        elif token in "]}":
+        elif c in "]}":
             depth -= 1
 
 
@@ -124,7 +139,6 @@ def decode_utf8(data: bytes | bytearray | str) -> str:
     if isinstance(data, str):
         text = data
     else:
-        data = bytes(data)
         if b"\x00" in data:
             # A NUL cannot occur in UTF-8 JSON (control characters must be escaped), but
             # it is in every UTF-16/UTF-32 encoding of ASCII text.
@@ -133,7 +147,7 @@ def decode_utf8(data: bytes | bytearray | str) -> str:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise StrictJsonError(f"not UTF-8 (RFC 8259 section 8.1): {e.reason}") from None
-    if text.startswith("\ufeff"):
+    if text[:1] == "\ufeff":
         raise StrictJsonError("byte order mark before JSON (RFC 8259 section 8.1)")
     return text
 
@@ -141,10 +155,13 @@ def decode_utf8(data: bytes | bytearray | str) -> str:
 def loads_strict(data: bytes | bytearray | str) -> Any:
     """Parse JSON, refusing everything that RFC 8259 / RFC 7493 leave ambiguous.
 
-    Raises StrictJsonError (a ValueError) with a message naming the broken rule.
+    Raises StrictJsonError (a ValueError) with a message naming the broken rule. It runs
+    on every JWT-SVID validation, so the common case costs two counts and one scan.
     """
     text = decode_utf8(data)
-    _check_depth(text)
+    # Fewer brackets than the bound cannot nest deeper than it; only then scan.
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text)
     try:
         value = _DECODER.decode(text)
     except StrictJsonError:
