@@ -40,7 +40,8 @@ TD = TrustDomain("a.example.org")
 SUBJECT = "spiffe://a.example.org/web"
 HEADER = {"alg": "ES256", "kid": "k1", "typ": "JWT"}
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-NOW = int(time.time())
+NOW = int(time.time())  # at import: strategies are built once; the long profile runs long
+VALID_FOR = 7 * 86400  # so tokens minted at import stay valid through a long run
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -60,7 +61,7 @@ def sign(payload: bytes, header: bytes | None = None) -> str:
 
 
 def valid_claims(**overrides: Any) -> dict[str, Any]:
-    return {"sub": SUBJECT, "aud": ["db"], "exp": NOW + 3600, "iat": NOW, **overrides}
+    return {"sub": SUBJECT, "aud": ["db"], "exp": NOW + VALID_FOR, "iat": NOW, **overrides}
 
 
 @cache
@@ -288,10 +289,11 @@ def test_flipped_bits_in_any_decoded_part_never_validate(index: int, data: st.Da
 )
 @budget(1)
 def test_well_formed_tokens_validate_and_report_their_claims(sub, audiences, lifetime) -> None:
-    claims = valid_claims(sub=sub, aud=["db", *audiences], exp=NOW + lifetime)
+    exp = int(time.time()) + lifetime
+    claims = valid_claims(sub=sub, aud=["db", *audiences], exp=exp)
     svid = parse_and_validate_jwt_svid(sign(json.dumps(claims).encode()), bundle(), ["db"])
     check_valid(svid)
-    assert svid.expiry == datetime.fromtimestamp(NOW + lifetime, tz=timezone.utc)
+    assert svid.expiry == datetime.fromtimestamp(exp, tz=timezone.utc)
     assert svid.audience == ("db", *audiences)
 
 
