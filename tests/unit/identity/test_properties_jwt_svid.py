@@ -136,18 +136,29 @@ dates = st.one_of(
     st.floats(),
     json_values,
 )
-claims_strategy = st.fixed_dictionaries(
-    {},
-    optional={
-        "sub": st.one_of(st.just(SUBJECT), st.just("spiffe://a.example.org"), json_values),
-        "aud": st.one_of(st.just("db"), st.lists(st.sampled_from(["db", "x"])), json_values),
-        "exp": dates,
-        "nbf": dates,
-        "iat": dates,
-        "iss": json_values,
-        "jti": json_values,
-        "custom": json_values,
-    },
+_claim_values = {
+    "sub": st.one_of(st.just(SUBJECT), st.just("spiffe://a.example.org"), json_values),
+    "aud": st.one_of(st.just("db"), st.lists(st.sampled_from(["db", "x"])), json_values),
+    "exp": dates,
+    "nbf": dates,
+    "iat": dates,
+    "iss": st.text(max_size=5) | json_values,
+    "jti": st.text(max_size=5) | json_values,
+    "custom": json_values,
+}
+_core = ("sub", "aud", "exp")
+claims_strategy = st.one_of(
+    # Any subset of the claims, any values: mostly refused.
+    st.fixed_dictionaries({}, optional=_claim_values),
+    # The required claims present and most often well-typed: the accepting paths too.
+    st.fixed_dictionaries(
+        {
+            "sub": st.just(SUBJECT) | _claim_values["sub"],
+            "aud": st.just(["db"]) | _claim_values["aud"],
+            "exp": st.integers(NOW + 60, NOW + VALID_FOR) | dates,
+        },
+        optional={k: v for k, v in _claim_values.items() if k not in _core},
+    ),
 )
 
 
