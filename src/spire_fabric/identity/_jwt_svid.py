@@ -55,10 +55,12 @@ _STRING_CLAIMS = (("iss", "4.1.1"), ("sub", "4.1.2"), ("jti", "4.1.7"))
 _DATE_CLAIMS = (("exp", "4.1.4"), ("nbf", "4.1.5"), ("iat", "4.1.6"))
 _SHOWN = 60
 
-# Parsed, already validated headers by their base64url text. A workload's tokens share
-# one header, so this skips a base64 and a JSON decode per validation; the value is a
-# pure function of the key, and bounded so hostile headers cannot grow it.
-_HEADER_CACHE_SIZE = 256
+# Parsed, already validated headers by their base64url text, and SPIFFE IDs by subject.
+# A workload's tokens share one header and one sub, so these skip a base64 decode, a JSON
+# decode and an ID parse per validation. Each value is a pure function of its key (and
+# immutable), so a cached answer is the answer; only input that parsed enters, and a full
+# cache is emptied, so hostile tokens can cost a re-parse but never memory.
+_CACHE_SIZE = 256
 
 _PKCS1 = padding.PKCS1v15()
 _SHA = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
@@ -265,10 +267,27 @@ def _header(segment: str) -> _Header:
     if cached is not None:
         return cached
     parsed = _parse_header(segment)
-    if len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
+    if len(_HEADER_CACHE) >= _CACHE_SIZE:
         _HEADER_CACHE.clear()
     _HEADER_CACHE[segment] = parsed
     return parsed
+
+
+_SUBJECT_CACHE: dict[str, SpiffeId] = {}
+
+
+def _subject(sub: str) -> SpiffeId:
+    spiffe_id = _SUBJECT_CACHE.get(sub)
+    if spiffe_id is not None:
+        return spiffe_id
+    try:
+        spiffe_id = SpiffeId.parse(sub)
+    except SpiffeIdError as e:
+        raise _fail(f"token has an invalid subject claim: {e}") from None
+    if len(_SUBJECT_CACHE) >= _CACHE_SIZE:
+        _SUBJECT_CACHE.clear()
+    _SUBJECT_CACHE[sub] = spiffe_id
+    return spiffe_id
 
 
 def _check_registered_claims(claims: Mapping[str, Any]) -> None:
@@ -340,7 +359,7 @@ def _parse(
     now: datetime | None,
 ) -> JwtSvid:
     header_part, payload_part, signature_part = _split(token)
-    header = _header(header_part)
+    header = _HEADER_CACHE.get(header_part) or _header(header_part)
     claims = _decode_json(payload_part, "payload")
     _check_registered_claims(claims)
     sub = claims.get("sub")
@@ -349,10 +368,7 @@ def _parse(
     exp = claims.get("exp")
     if exp is None:
         raise _fail("token missing exp claim")
-    try:
-        spiffe_id = SpiffeId.parse(sub)
-    except SpiffeIdError as e:
-        raise _fail(f"token has an invalid subject claim: {e}") from None
+    spiffe_id = _SUBJECT_CACHE.get(sub) or _subject(sub)
 
     if bundle_source is not None:
         signing_input = token[: len(header_part) + 1 + len(payload_part)]
@@ -360,7 +376,10 @@ def _parse(
 
     _check_times(claims, exp, now)
     actual = _audience(claims)
-    if not any(a in actual for a in expected):
+    for a in expected:
+        if a in actual:
+            break
+    else:
         raise _fail(f"expected audience in {list(expected)!r} (audience={list(actual)!r})")
 
     return JwtSvid(

@@ -130,6 +130,20 @@ def _check_strings(value: Any) -> None:
                 stack.append(v)
 
 
+def _decode(text: str) -> Any:
+    """``_DECODER.decode`` without its whitespace handling when there is none to handle.
+
+    The C scanner reads one value at offset 0; if that value is the whole text, it is
+    what ``decode`` would return. Anything else (leading or trailing whitespace, an
+    error) takes ``decode`` itself, which also words the error.
+    """
+    try:
+        value, end = _DECODER.scan_once(text, 0)
+    except StopIteration:
+        return _DECODER.decode(text)
+    return value if end == len(text) else _DECODER.decode(text)
+
+
 def decode_utf8(data: bytes | bytearray | str) -> str:
     """The text of a JSON document that must be UTF-8 without a byte order mark.
 
@@ -163,7 +177,7 @@ def loads_strict(data: bytes | bytearray | str) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH:
         _check_depth(text)
     try:
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except StrictJsonError:
         raise
     except RecursionError:
