@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 _COMMON = {
-    # No example database: runs do not write .hypothesis/ into the work tree, and the
-    # failing example is printed (with its reproduction blob) instead.
+    # No example database: a run does not depend on earlier runs, and a failing example
+    # is printed with its reproduction blob instead. (Hypothesis still caches constants
+    # in .hypothesis/, which carries its own .gitignore.)
     "database": None,
     "print_blob": True,
     # Certificates and signatures make single examples slow on a loaded CI machine; the
