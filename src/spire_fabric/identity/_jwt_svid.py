@@ -240,10 +240,10 @@ def _check_alg(alg: object) -> str:
             raise _fail(f"unsigned token (alg 'none') is not accepted; expected one of {_ALLOWED}")
         if alg.upper().startswith("HS"):
             raise _fail(
-                f"HMAC algorithm {alg!r} is not accepted: JWT-SVIDs are signed with asymmetric "
-                f"keys; expected one of {_ALLOWED}"
+                f"HMAC algorithm {_shown(alg)} is not accepted: JWT-SVIDs are signed with "
+                f"asymmetric keys; expected one of {_ALLOWED}"
             )
-        raise _fail(f"unsupported token algorithm {alg!r}; expected one of {_ALLOWED}")
+        raise _fail(f"unsupported token algorithm {_shown(alg)}; expected one of {_ALLOWED}")
     return alg
 
 
@@ -252,7 +252,9 @@ def _parse_header(segment: str) -> _Header:
     alg = _check_alg(header.get("alg"))
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
-        raise _fail(f"token header kid must be a string (RFC 7515 section 4.1.4), got {kid!r}")
+        raise _fail(
+            f"token header kid must be a string (RFC 7515 section 4.1.4), got {_shown(kid)}"
+        )
     typ = header.get("typ")
     if typ is not None and typ not in ("JWT", "JOSE"):
         raise _fail(f"token header type {_shown(typ)} is not 'JWT' or 'JOSE'")
@@ -380,7 +382,7 @@ def _parse(
         if a in actual:
             break
     else:
-        raise _fail(f"expected audience in {list(expected)!r} (audience={list(actual)!r})")
+        raise _fail(f"expected audience in {list(expected)!r} (audience={_shown(list(actual))})")
 
     return JwtSvid(
         token=token,
@@ -412,7 +414,7 @@ def _verify_signature(
         )
     key = bundle.find_jwt_authority(kid)
     if key is None:
-        raise _fail(f"no JWT authority {kid!r} found for trust domain {td.name!r}")
+        raise _fail(f"no JWT authority {_shown(kid)} found for trust domain {td.name!r}")
     alg = header.alg
     try:
         # Both parts were checked by _split: ASCII, canonical base64url.
@@ -420,10 +422,10 @@ def _verify_signature(
     except InvalidSignature:
         raise _fail(
             f"unable to get claims from token: signature verification failed (alg {alg}, "
-            f"kid {kid!r}, trust domain {td.name!r})"
+            f"kid {_shown(kid)}, trust domain {td.name!r})"
         ) from None
     except _KeyMismatch as e:
-        raise _fail(f"token alg {alg} does not fit JWT authority {kid!r}: {e}") from None
+        raise _fail(f"token alg {alg} does not fit JWT authority {_shown(kid)}: {e}") from None
 
 
 def parse_and_validate_jwt_svid(
