@@ -1,7 +1,9 @@
 """Local JWT-SVID validations per second: spire_fabric.identity vs py-spiffe.
 
 Both validate the same ES256 token (signature, expiry, audience) against the same key.
-Baseline: py-spiffe's ``JwtSvid.parse_and_validate``. Target ratio >= 1.0x.
+Baseline: py-spiffe's ``JwtSvid.parse_and_validate``. Target ratio >= 2.0x (issue 16),
+with strict parsing (docs/untrusted-input.md). Nothing is memoized across calls but the
+parsed header and subject ID; OpenSSL's ECDSA verify is most of the time per token.
 
     .venv/bin/python benchmarks/bench_jwt_validation.py [seconds-per-round]
 """
@@ -71,7 +73,7 @@ def main() -> None:
     theirs_rate = statistics.median(r[1] for r in rounds)
     print(f"spire_fabric.identity parse_and_validate_jwt_svid: {ours_rate:10.0f} validations/s")
     print(f"py-spiffe JwtSvid.parse_and_validate (baseline):   {theirs_rate:10.0f} validations/s")
-    print(f"ratio: {ours_rate / theirs_rate:.2f}x (target >= 1.00x)")
+    print(f"ratio: {ours_rate / theirs_rate:.2f}x (target >= 2.00x)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,50 @@
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+
+# What cryptography raises for a malformed extension besides ValueError.
+EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
+
+def check_certificate(cert: x509.Certificate) -> x509.Certificate:
+    """Read the parts cryptography parses lazily, so a broken one fails now, at parse time.
+
+    go's ``x509.ParseCertificate`` decodes names, public key and extensions eagerly; without
+    this a certificate with a corrupt key or duplicate extensions would load here and fail
+    later (or, in a bundle, sit there as an authority that can never verify anything).
+    ValueError names the broken part. A key of an algorithm cryptography does not know is
+    kept, as go keeps it (``UnknownPublicKeyAlgorithm``).
+    """
+    try:
+        cert.subject, cert.issuer  # noqa: B018 - parsed on access
+    except ValueError as e:
+        raise ValueError(f"malformed name: {e}") from None
+    try:
+        cert.public_key()
+    except UnsupportedAlgorithm:
+        pass
+    except ValueError as e:
+        raise ValueError(f"malformed public key: {e}") from None
+    try:
+        cert.extensions  # noqa: B018 - parsed on access
+    except EXTENSION_ERRORS as e:
+        raise ValueError(f"malformed extensions: {e}") from None
+    return cert
+
+
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    """One DER certificate, fully read; ValueError (only) if any part of it is malformed.
+
+    cryptography reports an unknown version number as InvalidVersion, which is not a
+    ValueError; it is translated so callers need to catch one type.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as e:
+        raise ValueError(f"unsupported certificate version: {e}") from None
+    return check_certificate(cert)
 
 
 def _der_element_end(data: bytes, start: int) -> int:
@@ -38,7 +81,7 @@ def load_der_certificates(data: bytes) -> list[x509.Certificate]:
     while offset < len(data):
         try:
             end = _der_element_end(data, offset)
-            certs.append(x509.load_der_x509_certificate(data[offset:end]))
+            certs.append(load_der_certificate(data[offset:end]))
         except ValueError as e:
             raise ValueError(f"certificate {len(certs)}: {e}") from None
         offset = end
@@ -49,7 +92,16 @@ def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     """Parse every CERTIFICATE block of a PEM document; empty input gives an empty list."""
     if not data.strip():
         return []
-    return x509.load_pem_x509_certificates(data)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except x509.InvalidVersion as e:
+        raise ValueError(f"unsupported certificate version: {e}") from None
+    for i, cert in enumerate(certs):
+        try:
+            check_certificate(cert)
+        except ValueError as e:
+            raise ValueError(f"certificate {i}: {e}") from None
+    return certs
 
 
 def certificates_to_pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:

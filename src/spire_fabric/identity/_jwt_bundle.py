@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from ._errors import BundleError
 from ._jwk import jwk_from_public_key, public_key_from_jwk
 from ._spiffe_id import TrustDomain
+from ._strict_json import StrictJsonError, loads_strict
 
 if TYPE_CHECKING:
     import spiffe
@@ -30,10 +31,16 @@ def freeze_authorities(
 
 
 def load_jwks_document(data: bytes | str, error_prefix: str) -> tuple[dict[str, Any], list[Any]]:
-    """Decode a JWKS and return it with its ``keys`` array, naming what is malformed."""
+    """Decode a JWKS and return it with its ``keys`` array, naming what is malformed.
+
+    The JSON is read strictly (UTF-8, no BOM, no NaN, no duplicate member names): a
+    bundle that two parties could read differently is not one trust statement.
+    """
+    if not isinstance(data, (bytes, bytearray, str)):
+        raise TypeError(f"JWKS must be bytes or str, got {type(data).__name__}")
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        doc = loads_strict(data)
+    except StrictJsonError as e:
         raise BundleError(f"{error_prefix}: unable to parse JWKS: {e}") from None
     if not isinstance(doc, dict):
         raise BundleError(f"{error_prefix}: JWKS must be a JSON object, got {type(doc).__name__}")

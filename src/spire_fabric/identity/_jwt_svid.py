@@ -11,10 +11,12 @@ to run per request.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
@@ -25,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._bundle_source import JwtBundleSource
 from ._errors import JwtSvidError, SpiffeIdError
-from ._jwk import b64url_decode
+from ._jwk import b64url_decode, b64url_decode_checked, b64url_is_canonical
 from ._spiffe_id import SpiffeId
+from ._strict_json import NonFiniteNumberError, StrictJsonError, loads_strict
 
 if TYPE_CHECKING:
     import spiffe
@@ -35,6 +38,29 @@ __all__ = ["JwtSvid", "parse_and_validate_jwt_svid", "parse_insecure_jwt_svid"]
 
 # go-jose's jwt.DefaultLeeway, which go-spiffe inherits: tolerated clock skew for exp/nbf/iat.
 CLOCK_SKEW_LEEWAY_SECONDS = 60.0
+
+# JWS compact serialization (RFC 7515 section 7.1): three base64url parts. One regex both
+# splits the token and checks every character, so valid tokens pay for a single scan.
+_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
+_PART_NAMES = ("header", "payload", "signature")
+
+# A NumericDate (RFC 7519 section 2) must fit a datetime: years 1 through 9999 UTC. go's
+# time.Time reaches further, but a token valid until the year 10000 is no token anyone
+# minted on purpose, and refusing it keeps OverflowError out of every caller.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MIN_NUMERIC_DATE = -62135596800  # 0001-01-01T00:00:00Z
+_MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+# RFC 7519 section 4.1: the registered claims and their types.
+_STRING_CLAIMS = (("iss", "4.1.1"), ("sub", "4.1.2"), ("jti", "4.1.7"))
+_DATE_CLAIMS = (("exp", "4.1.4"), ("nbf", "4.1.5"), ("iat", "4.1.6"))
+_SHOWN = 60
+
+# Parsed, already validated headers by their base64url text, and SPIFFE IDs by subject.
+# A workload's tokens share one header and one sub, so these skip a base64 decode, a JSON
+# decode and an ID parse per validation. Each value is a pure function of its key (and
+# immutable), so a cached answer is the answer; only input that parsed enters, and a full
+# cache is emptied, so hostile tokens can cost a re-parse but never memory.
+_CACHE_SIZE = 256
 
 _PKCS1 = padding.PKCS1v15()
 _SHA = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
@@ -127,18 +153,184 @@ class JwtSvid:
         )
 
 
-def _decode_json(segment: str, what: str) -> dict[str, Any]:
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+def _split(token: str) -> tuple[str, str, str]:
+    """The three parts of a compact JWS, each checked as canonical unpadded base64url."""
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, got {type(token).__name__}")
+    if not token:
+        raise _fail("token is empty")
+    m = _TOKEN_RE.fullmatch(token)
+    if m is not None:
+        header, payload, signature = m.groups()
+        if (
+            b64url_is_canonical(header)
+            and b64url_is_canonical(payload)
+            and b64url_is_canonical(signature)
+        ):
+            return header, payload, signature
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _fail(
+            f"unable to parse JWT token: expected 3 dot-separated parts (JWS compact "
+            f"serialization), got {len(parts)}"
+        )
+    for part, what in zip(parts, _PART_NAMES, strict=True):
+        try:
+            b64url_decode(part)
+        except ValueError as e:
+            if what == "signature":
+                raise _fail(f"unable to parse JWT token: signature: {e}") from None
+            raise _fail(f"unable to parse JWT token: {what} is not base64url JSON: {e}") from None
+    raise AssertionError(f"JWS part checks disagree on {token[:_SHOWN]!r}")  # pragma: no cover
+
+
+def _name_non_finite_date(raw: bytes) -> None:
+    """Raise naming the date claim that is NaN, Infinity or beyond double range, if any.
+
+    Only runs once strict parsing has refused such a number somewhere in the payload; the
+    lenient re-parse (depth and UTF-8 already checked) finds out whether it was a date.
+    """
     try:
-        value = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError) as e:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(doc, dict):
+        return
+    for name, section in _DATE_CLAIMS:
+        value = doc.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(
+                f"token {name} claim must be a finite NumericDate (RFC 7519 section "
+                f"{section}; RFC 8259 section 6 has no NaN or Infinity), got {value}"
+            )
+
+
+def _decode_json(segment: str, what: str) -> dict[str, Any]:
+    raw = b64url_decode_checked(segment)
+    try:
+        value = loads_strict(raw)
+    except StrictJsonError as e:
+        if isinstance(e, NonFiniteNumberError) and what == "payload":
+            _name_non_finite_date(raw)
         raise _fail(f"unable to parse JWT token: {what} is not base64url JSON: {e}") from None
     if not isinstance(value, dict):
         raise _fail(f"unable to parse JWT token: {what} must be a JSON object")
     return value
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+@dataclass(frozen=True, slots=True)
+class _Header:
+    alg: str
+    kid: str | None
+
+
+_HEADER_CACHE: dict[str, _Header] = {}
+
+
+def _check_alg(alg: object) -> str:
+    if not isinstance(alg, str) or not alg:
+        raise _fail("token header missing 'alg'")
+    if alg not in _VERIFIERS:
+        if alg.lower() == "none":
+            raise _fail(f"unsigned token (alg 'none') is not accepted; expected one of {_ALLOWED}")
+        if alg.upper().startswith("HS"):
+            raise _fail(
+                f"HMAC algorithm {_shown(alg)} is not accepted: JWT-SVIDs are signed with "
+                f"asymmetric keys; expected one of {_ALLOWED}"
+            )
+        raise _fail(f"unsupported token algorithm {_shown(alg)}; expected one of {_ALLOWED}")
+    return alg
+
+
+def _parse_header(segment: str) -> _Header:
+    header = _decode_json(segment, "header")
+    alg = _check_alg(header.get("alg"))
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise _fail(
+            f"token header kid must be a string (RFC 7515 section 4.1.4), got {_shown(kid)}"
+        )
+    typ = header.get("typ")
+    if typ is not None and typ not in ("JWT", "JOSE"):
+        raise _fail(f"token header type {_shown(typ)} is not 'JWT' or 'JOSE'")
+    if "crit" in header:
+        # RFC 7515 section 4.1.11: we understand no extension, so none can be critical.
+        raise _fail(f"token header has unsupported critical parameters {_shown(header['crit'])}")
+    return _Header(alg, kid)
+
+
+def _header(segment: str) -> _Header:
+    cached = _HEADER_CACHE.get(segment)
+    if cached is not None:
+        return cached
+    parsed = _parse_header(segment)
+    if len(_HEADER_CACHE) >= _CACHE_SIZE:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[segment] = parsed
+    return parsed
+
+
+_SUBJECT_CACHE: dict[str, SpiffeId] = {}
+
+
+def _subject(sub: str) -> SpiffeId:
+    spiffe_id = _SUBJECT_CACHE.get(sub)
+    if spiffe_id is not None:
+        return spiffe_id
+    try:
+        spiffe_id = SpiffeId.parse(sub)
+    except SpiffeIdError as e:
+        raise _fail(f"token has an invalid subject claim: {e}") from None
+    if len(_SUBJECT_CACHE) >= _CACHE_SIZE:
+        _SUBJECT_CACHE.clear()
+    _SUBJECT_CACHE[sub] = spiffe_id
+    return spiffe_id
+
+
+def _check_registered_claims(claims: Mapping[str, Any]) -> None:
+    """RFC 7519 section 4.1 fixes the type of each registered claim; go-jose refuses a
+    claim of another type, and so do we instead of skipping the check it feeds."""
+    for name, section in _STRING_CLAIMS:
+        value = claims.get(name)
+        if value is not None and type(value) is not str:
+            raise _fail(
+                f"token {name} claim must be a string (RFC 7519 section {section}), "
+                f"got {_shown(value)}"
+            )
+    for name, section in _DATE_CLAIMS:
+        value = claims.get(name)
+        if value is None:
+            continue
+        # bool is an int to Python, but `true` is not a number to JSON.
+        if type(value) is not int and type(value) is not float:
+            raise _fail(
+                f"token {name} claim must be a NumericDate, a JSON number of seconds since "
+                f"the epoch (RFC 7519 section {section}), got {_shown(value)}"
+            )
+        if not _MIN_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:
+            raise _fail(
+                f"token {name} claim {_shown(value)} is out of range: a NumericDate must "
+                "fall in the years 1 to 9999"
+            )
+
+
+def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    aud = claims.get("aud")
+    if type(aud) is str:
+        return (aud,)
+    if type(aud) is list and all(type(a) is str for a in aud):
+        return tuple(aud)
+    if aud is None:
+        return ()
+    raise _fail(
+        "token aud claim must be a string or an array of strings (RFC 7519 section 4.1.3), "
+        f"got {_shown(aud)}"
+    )
 
 
 def _expected_audience(audience: Iterable[str]) -> tuple[str, ...]:
@@ -149,97 +341,67 @@ def _expected_audience(audience: Iterable[str]) -> tuple[str, ...]:
     return expected
 
 
+def _check_times(claims: Mapping[str, Any], exp: float, now: datetime | None) -> None:
+    now_ts = time.time() if now is None else now.timestamp()
+    if now_ts - CLOCK_SKEW_LEEWAY_SECONDS > exp:
+        expired = (_EPOCH + timedelta(seconds=exp)).isoformat()
+        raise _fail(f"token has expired (exp {expired})")
+    nbf = claims.get("nbf")
+    if nbf is not None and now_ts + CLOCK_SKEW_LEEWAY_SECONDS < nbf:
+        raise _fail("token is not valid yet (nbf is in the future)")
+    iat = claims.get("iat")
+    if iat is not None and now_ts + CLOCK_SKEW_LEEWAY_SECONDS < iat:
+        raise _fail("token issued in the future (iat)")
+
+
 def _parse(
     token: str,
     expected: tuple[str, ...],
     bundle_source: JwtBundleSource | None,
     now: datetime | None,
 ) -> JwtSvid:
-    if not token:
-        raise _fail("token is empty")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise _fail(
-            f"unable to parse JWT token: expected 3 dot-separated parts (JWS compact "
-            f"serialization), got {len(parts)}"
-        )
-    header = _decode_json(parts[0], "header")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or not alg:
-        raise _fail("token header missing 'alg'")
-    if alg not in _VERIFIERS:
-        if alg.lower() == "none":
-            raise _fail(f"unsigned token (alg 'none') is not accepted; expected one of {_ALLOWED}")
-        if alg.upper().startswith("HS"):
-            raise _fail(
-                f"HMAC algorithm {alg!r} is not accepted: JWT-SVIDs are signed with asymmetric "
-                f"keys; expected one of {_ALLOWED}"
-            )
-        raise _fail(f"unsupported token algorithm {alg!r}; expected one of {_ALLOWED}")
-    typ = header.get("typ")
-    if typ is not None and typ not in ("JWT", "JOSE"):
-        raise _fail(f"token header type {typ!r} is not 'JWT' or 'JOSE'")
-    if "crit" in header:
-        raise _fail(f"token header has unsupported critical parameters {header['crit']!r}")
-
-    claims = _decode_json(parts[1], "payload")
+    header_part, payload_part, signature_part = _split(token)
+    header = _HEADER_CACHE.get(header_part) or _header(header_part)
+    claims = _decode_json(payload_part, "payload")
+    _check_registered_claims(claims)
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
+    if not sub:
         raise _fail("token missing subject claim")
     exp = claims.get("exp")
     if exp is None:
         raise _fail("token missing exp claim")
-    if not _number(exp):
-        raise _fail(f"token exp claim must be a number, got {exp!r}")
-    try:
-        spiffe_id = SpiffeId.parse(sub)
-    except SpiffeIdError as e:
-        raise _fail(f"token has an invalid subject claim: {e}") from None
+    spiffe_id = _SUBJECT_CACHE.get(sub) or _subject(sub)
 
     if bundle_source is not None:
-        _verify_signature(parts, header, alg, spiffe_id, bundle_source)
+        signing_input = token[: len(header_part) + 1 + len(payload_part)]
+        _verify_signature(signing_input, signature_part, header, spiffe_id, bundle_source)
 
-    now_ts = time.time() if now is None else now.timestamp()
-    if now_ts - CLOCK_SKEW_LEEWAY_SECONDS > exp:
-        expired = datetime.fromtimestamp(exp, tz=timezone.utc).isoformat()
-        raise _fail(f"token has expired (exp {expired})")
-    nbf = claims.get("nbf")
-    if _number(nbf) and now_ts + CLOCK_SKEW_LEEWAY_SECONDS < nbf:
-        raise _fail("token is not valid yet (nbf is in the future)")
-    iat = claims.get("iat")
-    if _number(iat) and now_ts + CLOCK_SKEW_LEEWAY_SECONDS < iat:
-        raise _fail("token issued in the future (iat)")
-
-    aud = claims.get("aud")
-    if isinstance(aud, str):
-        actual: tuple[str, ...] = (aud,)
-    elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
-        actual = tuple(aud)
-    elif aud is None:
-        actual = ()
+    _check_times(claims, exp, now)
+    actual = _audience(claims)
+    for a in expected:
+        if a in actual:
+            break
     else:
-        raise _fail(f"token aud claim must be a string or an array of strings, got {aud!r}")
-    if not any(a in actual for a in expected):
-        raise _fail(f"expected audience in {list(expected)!r} (audience={list(actual)!r})")
+        raise _fail(f"expected audience in {list(expected)!r} (audience={_shown(list(actual))})")
 
     return JwtSvid(
         token=token,
         spiffe_id=spiffe_id,
         audience=actual,
-        expiry=datetime.fromtimestamp(exp, tz=timezone.utc),
+        expiry=_EPOCH + timedelta(seconds=exp),
         claims=claims,
     )
 
 
 def _verify_signature(
-    parts: list[str],
-    header: Mapping[str, Any],
-    alg: str,
+    signing_input: str,
+    signature_part: str,
+    header: _Header,
     spiffe_id: SpiffeId,
     bundle_source: JwtBundleSource,
 ) -> None:
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
+    kid = header.kid
+    if not kid:
         raise _fail("token header missing key id")
     td = spiffe_id.trust_domain
     bundle = bundle_source.get_jwt_bundle_for_trust_domain(td)
@@ -252,21 +414,18 @@ def _verify_signature(
         )
     key = bundle.find_jwt_authority(kid)
     if key is None:
-        raise _fail(f"no JWT authority {kid!r} found for trust domain {td.name!r}")
+        raise _fail(f"no JWT authority {_shown(kid)} found for trust domain {td.name!r}")
+    alg = header.alg
     try:
-        signature = b64url_decode(parts[2])
-    except ValueError as e:
-        raise _fail(f"unable to parse JWT token: signature: {e}") from None
-    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
-    try:
-        _VERIFIERS[alg](key, signature, signing_input)
+        # Both parts were checked by _split: ASCII, canonical base64url.
+        _VERIFIERS[alg](key, b64url_decode_checked(signature_part), signing_input.encode())
     except InvalidSignature:
         raise _fail(
             f"unable to get claims from token: signature verification failed (alg {alg}, "
-            f"kid {kid!r}, trust domain {td.name!r})"
+            f"kid {_shown(kid)}, trust domain {td.name!r})"
         ) from None
     except _KeyMismatch as e:
-        raise _fail(f"token alg {alg} does not fit JWT authority {kid!r}: {e}") from None
+        raise _fail(f"token alg {alg} does not fit JWT authority {_shown(kid)}: {e}") from None
 
 
 def parse_and_validate_jwt_svid(

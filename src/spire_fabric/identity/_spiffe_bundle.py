@@ -17,11 +17,18 @@ from datetime import timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._certs import load_der_certificate
 from ._errors import BundleError
-from ._jwk import UnsupportedKeyTypeError, jwk_from_public_key, public_key_from_jwk
+from ._jwk import (
+    UnsupportedKeyTypeError,
+    jwk_from_public_key,
+    public_key_from_jwk,
+    refuse_private_members,
+)
 from ._jwt_bundle import JwtBundle, freeze_authorities, load_jwks_document
 from ._spiffe_id import TrustDomain
 from ._x509_bundle import X509Bundle, dedupe_certificates
@@ -31,6 +38,9 @@ __all__ = ["SpiffeBundle"]
 X509_SVID_USE = "x509-svid"
 JWT_SVID_USE = "jwt-svid"
 _MAX_UINT64 = 2**64 - 1
+# The longest refresh hint a timedelta holds (999999999 days); go-spiffe's int64 seconds
+# overflow time.Duration far earlier, so no real bundle comes near it.
+_MAX_REFRESH_HINT = 999_999_999 * 86_400
 _KEY_PARAMETERS = ("n", "e", "x", "y")
 _KNOWN_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 
@@ -41,7 +51,11 @@ def _optional_uint(doc: Mapping[str, Any], name: str, maximum: int) -> int | Non
         return None
     # bool is an int in Python but `true` is not a number of seconds.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise BundleError(f"spiffebundle: {name} must be a non-negative integer, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+        raise BundleError(
+            f"spiffebundle: {name} must be a non-negative integer of at most {maximum}, "
+            f"got {shown}"
+        )
     return value
 
 
@@ -55,7 +69,8 @@ def _x509_authority(i: int, jwk: Mapping[str, Any]) -> x509.Certificate | None:
         )
     try:
         # x5c is standard base64 (RFC 7517 section 4.7), not base64url.
-        cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+        der = base64.b64decode(x5c[0], validate=True)
+        cert = load_der_certificate(der)
     except (TypeError, ValueError, binascii.Error) as e:
         raise BundleError(f"spiffebundle: keys[{i}].x5c[0] is not a DER certificate: {e}") from None
     if any(p in jwk for p in _KEY_PARAMETERS):
@@ -67,7 +82,13 @@ def _x509_authority(i: int, jwk: Mapping[str, Any]) -> x509.Certificate | None:
             return None
         except ValueError as e:
             raise BundleError(f"spiffebundle: keys[{i}]: {e}") from None
-        if declared != cert.public_key():
+        try:
+            certified = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm) as e:
+            raise BundleError(
+                f"spiffebundle: keys[{i}].x5c[0] has an unreadable public key: {e}"
+            ) from None
+        if declared != certified:
             raise BundleError(
                 f"spiffebundle: keys[{i}]: key parameters do not match the x5c certificate"
             )
@@ -122,7 +143,7 @@ class SpiffeBundle:
         4.2.1 and 4.2.2 require; a malformed key of a known kind is an error naming it.
         """
         doc, keys = load_jwks_document(data, "spiffebundle")
-        hint = _optional_uint(doc, "spiffe_refresh_hint", _MAX_UINT64)
+        hint = _optional_uint(doc, "spiffe_refresh_hint", _MAX_REFRESH_HINT)
         sequence = _optional_uint(doc, "spiffe_sequence", _MAX_UINT64)
         authorities: list[x509.Certificate] = []
         jwt_authorities: dict[str, PublicKeyTypes] = {}
@@ -134,6 +155,10 @@ class SpiffeBundle:
                 raise BundleError(f"spiffebundle: keys[{i}].kty is required")
             if kty not in _KNOWN_KEY_TYPES:
                 continue
+            try:
+                refuse_private_members(kty, jwk)
+            except ValueError as e:
+                raise BundleError(f"spiffebundle: keys[{i}]: {e}") from None
             use = jwk.get("use")
             if use == X509_SVID_USE:
                 cert = _x509_authority(i, jwk)

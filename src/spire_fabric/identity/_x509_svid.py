@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from ._certs import certificates_to_pem, load_der_certificates, load_pem_certificates
+from ._certs import (
+    EXTENSION_ERRORS,
+    certificates_to_pem,
+    load_der_certificates,
+    load_pem_certificates,
+)
 from ._errors import SpiffeIdError, X509SvidError
 from ._spiffe_id import SpiffeId
 
@@ -25,13 +31,8 @@ class CertificateProblem(ValueError):
 
 
 def _uri_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    except ValueError as e:
-        raise CertificateProblem(f"malformed extensions: {e}") from None
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
+    san = _extension(cert, x509.SubjectAlternativeName)
+    return [] if san is None else san.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def id_from_certificate(cert: x509.Certificate) -> SpiffeId:
@@ -54,18 +55,52 @@ def spiffe_id_from_certificate(cert: x509.Certificate) -> SpiffeId:
         raise X509SvidError(f"x509svid: {e}") from None
 
 
-def is_ca(cert: x509.Certificate) -> bool:
+def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
+    """The value of the certificate's ``kind`` extension, or None if it has none.
+
+    cryptography parses extensions lazily, so a certificate that loaded fine can still
+    raise ValueError here (duplicate or malformed extensions); that is a problem with the
+    certificate, reported as one.
+    """
     try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        return False
+        return None
+    except EXTENSION_ERRORS as e:
+        raise CertificateProblem(f"malformed extensions: {e}") from None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    constraints = _extension(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
 
 
 def key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    usage: x509.KeyUsage | None = _extension(cert, x509.KeyUsage)
+    return usage
+
+
+def signing_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign certificates in an X509-SVID chain, or None if it may.
+
+    X509-SVID spec section 4.1: signing certificates MUST set ``cA`` to true; section
+    4.3: they MUST set ``keyCertSign`` (when key usage is present, as RFC 5280 section
+    4.2.1.3 reads it). OpenSSL still accepts a trust anchor without basicConstraints if
+    it has keyCertSign (its legacy rule), go's verifier accepts a v1 root without any
+    extensions, and both accept a leaf placed in the bundle; all are refused here.
+    """
     try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
+        constraints = _extension(cert, x509.BasicConstraints)
+        usage = key_usage(cert)
+    except CertificateProblem as e:
+        return str(e)
+    if constraints is None:
+        return "no basicConstraints extension (signing certificates must set cA=true)"
+    if not constraints.ca:
+        return "basicConstraints cA is false"
+    if usage is not None and not usage.key_cert_sign:
+        return "key usage lacks keyCertSign"
+    return None
 
 
 def _validate_leaf(leaf: x509.Certificate) -> SpiffeId:
@@ -133,7 +168,8 @@ class X509Svid:
             matches = _public_bytes(self.private_key.public_key()) == _public_bytes(
                 chain[0].public_key()
             )
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, UnsupportedAlgorithm):
+            # A leaf key cryptography cannot read cannot be shown to match either.
             matches = False
         if not matches:
             raise X509SvidError(

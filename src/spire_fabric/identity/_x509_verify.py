@@ -15,9 +15,16 @@ from cryptography import x509
 from OpenSSL import crypto
 
 from ._bundle_source import X509BundleSource
+from ._certs import load_der_certificate
 from ._errors import X509SvidError
 from ._spiffe_id import SpiffeId
-from ._x509_svid import CertificateProblem, id_from_certificate, is_ca, key_usage
+from ._x509_svid import (
+    CertificateProblem,
+    id_from_certificate,
+    is_ca,
+    key_usage,
+    signing_problem,
+)
 
 __all__ = ["verify_x509_svid"]
 
@@ -26,34 +33,103 @@ def _fail(reason: str) -> X509SvidError:
     return X509SvidError(f"x509svid: {reason}")
 
 
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string() or "<empty subject>"
+    except ValueError:
+        return "<unreadable subject>"
+
+
+def _load_chain(chain: Sequence[x509.Certificate | bytes]) -> list[x509.Certificate]:
+    """Certificates as given, DER bytes (what a handshake hands over) parsed here."""
+    certs: list[x509.Certificate] = []
+    for i, item in enumerate(chain):
+        if isinstance(item, x509.Certificate):
+            certs.append(item)
+            continue
+        if not isinstance(item, (bytes, bytearray, memoryview)):
+            raise TypeError(f"chain[{i}] must be a Certificate or DER bytes")
+        try:
+            certs.append(load_der_certificate(bytes(item)))
+        except ValueError as e:
+            raise _fail(f"chain[{i}] is not a DER certificate: {e}") from None
+    return certs
+
+
+def _check_leaf(leaf: x509.Certificate) -> SpiffeId:
+    try:
+        spiffe_id = id_from_certificate(leaf)
+    except CertificateProblem as e:
+        raise _fail(f"could not get leaf SPIFFE ID: {e}") from None
+    try:
+        leaf_is_ca, usage = is_ca(leaf), key_usage(leaf)
+    except CertificateProblem as e:
+        raise _fail(f"leaf certificate: {e}") from None
+    if leaf_is_ca:
+        raise _fail("leaf certificate with CA flag set to true")
+    if usage is not None and usage.key_cert_sign:
+        raise _fail("leaf certificate with KeyCertSign key usage")
+    if usage is not None and usage.crl_sign:
+        raise _fail("leaf certificate with KeyCrlSign key usage")
+    return spiffe_id
+
+
+def _signers(
+    certs: Sequence[x509.Certificate], role: str
+) -> tuple[list[crypto.X509], list[str]]:
+    """The certificates allowed to sign (as OpenSSL objects), and why the others are not.
+
+    Filtering before OpenSSL builds the chain (rather than checking the chain it picked)
+    means a usable CA is still found when an unusable twin sits next to it, as go's
+    verifier, which tries every candidate, would find it.
+    """
+    usable: list[crypto.X509] = []
+    ignored: list[str] = []
+    for cert in certs:
+        problem = signing_problem(cert)
+        if problem is None:
+            try:
+                usable.append(crypto.X509.from_cryptography(cert))
+                continue
+            except crypto.Error as e:
+                problem = f"OpenSSL cannot read it: {e}"
+        ignored.append(f"{role} {_subject(cert)!r} ({problem})")
+    return usable, ignored
+
+
+def _openssl_failure(e: crypto.X509StoreContextError, ignored: list[str]) -> X509SvidError:
+    depth = e.errors[1] if len(e.errors) > 1 else "?"
+    try:
+        subject = _subject(e.certificate.to_cryptography())
+    except (AttributeError, ValueError):
+        subject = "<unknown certificate>"
+    note = f"; ignored as signers: {', '.join(ignored)}" if ignored else ""
+    return _fail(
+        f"could not verify leaf certificate: {e} (at chain depth {depth}, {subject}){note}"
+    )
+
+
 def verify_x509_svid(
-    chain: Sequence[x509.Certificate],
+    chain: Sequence[x509.Certificate | bytes],
     bundle_source: X509BundleSource,
     *,
     now: datetime | None = None,
 ) -> tuple[SpiffeId, list[x509.Certificate]]:
     """Verify a peer's X509-SVID chain (leaf first) and return its ID and verified chain.
 
-    Only the roots of the leaf ID's own trust domain are trusted, so a CA of a federated
-    trust domain cannot vouch for IDs outside its domain. ``now`` (naive means UTC)
+    ``chain`` holds certificates or their DER bytes, as a handshake delivers them; bytes
+    that do not parse are an X509SvidError like any other refusal. Only the roots of the
+    leaf ID's own trust domain are trusted, so a CA of a federated trust domain cannot
+    vouch for IDs outside its domain. Every signing certificate, bundle roots included,
+    must be a CA by basicConstraints (X509-SVID section 4.1). ``now`` (naive means UTC)
     replaces the current time for validity checks. The returned chain runs from the leaf
     to the bundle authority that anchored it.
     """
-    if not chain:
+    certs = _load_chain(chain)
+    if not certs:
         raise _fail("empty certificates chain")
-    leaf = chain[0]
-    try:
-        spiffe_id = id_from_certificate(leaf)
-    except CertificateProblem as e:
-        raise _fail(f"could not get leaf SPIFFE ID: {e}") from None
-
-    if is_ca(leaf):
-        raise _fail("leaf certificate with CA flag set to true")
-    usage = key_usage(leaf)
-    if usage is not None and usage.key_cert_sign:
-        raise _fail("leaf certificate with KeyCertSign key usage")
-    if usage is not None and usage.crl_sign:
-        raise _fail("leaf certificate with KeyCrlSign key usage")
+    leaf = certs[0]
+    spiffe_id = _check_leaf(leaf)
 
     td = spiffe_id.trust_domain
     bundle = bundle_source.get_x509_bundle_for_trust_domain(td)
@@ -69,9 +145,22 @@ def verify_x509_svid(
     if not bundle.x509_authorities:
         raise _fail(f"could not verify leaf certificate: X.509 bundle of {td.name!r} is empty")
 
+    anchors, ignored = _signers(bundle.x509_authorities, "bundle authority")
+    intermediates, ignored_intermediates = _signers(certs[1:], "intermediate")
+    ignored += ignored_intermediates
+    if not anchors:
+        raise _fail(
+            f"could not verify leaf certificate: no authority in the X.509 bundle of "
+            f"{td.name!r} may sign certificates: {', '.join(ignored)}"
+        )
+    try:
+        leaf_x509 = crypto.X509.from_cryptography(leaf)
+    except crypto.Error as e:
+        raise _fail(f"leaf certificate cannot be read by OpenSSL: {e}") from None
+
     store = crypto.X509Store()
-    for authority in bundle.x509_authorities:
-        store.add_cert(crypto.X509.from_cryptography(authority))
+    for anchor in anchors:
+        store.add_cert(anchor)
     # Go's verifier treats every certificate in Roots as a trust anchor, self-signed or not;
     # PARTIAL_CHAIN gives OpenSSL the same semantics.
     store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
@@ -81,17 +170,11 @@ def verify_x509_svid(
             now = now.astimezone(timezone.utc)
         store.set_time(now)
 
-    context = crypto.X509StoreContext(
-        store,
-        crypto.X509.from_cryptography(leaf),
-        chain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
-    )
     try:
+        context = crypto.X509StoreContext(store, leaf_x509, chain=intermediates)
         verified = context.get_verified_chain()
     except crypto.X509StoreContextError as e:
-        depth = e.errors[1] if len(e.errors) > 1 else "?"
-        subject = e.certificate.to_cryptography().subject.rfc4514_string() or "<empty subject>"
-        raise _fail(
-            f"could not verify leaf certificate: {e} (at chain depth {depth}, {subject})"
-        ) from None
+        raise _openssl_failure(e, ignored) from None
+    except crypto.Error as e:
+        raise _fail(f"could not verify leaf certificate: OpenSSL error {e}") from None
     return spiffe_id, [c.to_cryptography() for c in verified]

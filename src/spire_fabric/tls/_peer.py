@@ -84,9 +84,10 @@ def verify_peer(
 def _verify(
     raw: tuple[bytes, ...], bundle_source: X509BundleSource
 ) -> tuple[SpiffeId, list[x509.Certificate]]:
-    chain = [x509.load_der_x509_certificate(der) for der in raw]
+    # The DER goes to the verifier as is: it parses it and turns any malformed certificate
+    # into an X509SvidError, where cryptography would raise ValueError or InvalidVersion.
     try:
-        return verify_x509_svid(chain, bundle_source)
+        return verify_x509_svid(list(raw), bundle_source)
     except X509SvidError as e:
         raise PeerRejectedError(f"tls: peer certificate rejected: {e}") from e
 

@@ -38,3 +38,10 @@ def sign_token(header: dict[str, Any], payload: dict[str, Any], key: Any = None)
     else:
         raise ValueError(alg)
     return f"{signing_input}.{b64url(signature)}"
+
+
+def sign_es256_parts(header_part: str, payload_part: str, key: ec.EllipticCurvePrivateKey) -> str:
+    """Sign already-encoded parts, so tests can sign exactly the text they mean to send."""
+    signing_input = f"{header_part}.{payload_part}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
