@@ -9,15 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-Scalar = str | int | bool
-Value = Scalar | Sequence[str] | Mapping[str, "Value"]
+from spire_fabric.identity import TrustDomain
+
+# A trust domain is written as its name: the model keeps it typed, HCL has only strings.
+Scalar = str | int | bool | TrustDomain
+Value = Scalar | Sequence[str | TrustDomain] | Mapping[str, "Value"]
 
 _INDENT = "    "
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def quote(text: str | TrustDomain) -> str:
+    escaped = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
@@ -54,7 +57,7 @@ class HclWriter:
                 self.attr(k if _IDENT.fullmatch(k) else quote(k), v)
             self._depth -= 1
             self._emit("}")
-        elif isinstance(value, (str, int, bool)):
+        elif isinstance(value, (str, int, bool, TrustDomain)):
             self._emit(f"{key} = {scalar(value)}")
         else:
             self._emit(f"{key} = [{', '.join(quote(v) for v in value)}]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology import (
     DiskUpstreamAuthority,
     MySqlDatastore,
@@ -20,12 +21,12 @@ from spire_fabric.topology import (
 )
 
 
-def _id(prefix: str, name: str) -> str:
-    return f"{prefix}_{re.sub(r'[^A-Za-z0-9]', '_', name)}"
+def _id(prefix: str, name: str | TrustDomain) -> str:
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9]', '_', str(name))}"
 
 
-def _label(*lines: str) -> str:
-    return '"' + "<br/>".join(line.replace('"', "'") for line in lines) + '"'
+def _label(*lines: str | TrustDomain) -> str:
+    return '"' + "<br/>".join(str(line).replace('"', "'") for line in lines) + '"'
 
 
 def _datastore_name(ds: object) -> str:
@@ -74,7 +75,7 @@ def render_mermaid(topology: Topology) -> str:
         add("    end")
 
     for td in topology.trust_domains:
-        add(f"    subgraph {_id('td', td.name)}[{_label('trust domain ' + td.name)}]")
+        add(f"    subgraph {_id('td', td.name)}[{_label(f'trust domain {td.name}')}]")
         add("        direction TB")
         for s in topology.servers_of(td.name):
             sid = _id("srv", s.name)

@@ -6,11 +6,13 @@ about meaning: :meth:`TopologyBuilder.build` runs :func:`validate_topology`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._durations import parse_duration
+from spire_fabric.topology._errors import Problem, TopologyError
 from spire_fabric.topology._model import (
     Agent,
     AgentKubernetes,
@@ -28,6 +30,7 @@ from spire_fabric.topology._model import (
     Workload,
     WorkloadKubernetes,
 )
+from spire_fabric.topology._trust_domains import topology_trust_domain
 from spire_fabric.topology._validate import validate_topology
 
 _DURATION_FIELDS = {
@@ -70,9 +73,22 @@ class TopologyBuilder:
         self._clusters: list[Cluster] = []
         self._ca: CaHierarchy | None = None
         self._kubernetes = KubernetesOptions()
+        # A trust domain that is not one cannot be stored in the typed model: the problem
+        # is kept and reported by build() with the others, naming the field.
+        self._problems: list[Problem] = []
 
-    def trust_domain(self, name: str, description: str = "") -> TopologyBuilder:
-        self._trust_domains.append(TrustDomainSpec(name, description))
+    def _add(self, items: list[Any], make: Callable[[], Any]) -> None:
+        try:
+            items.append(make())
+        except TopologyError as err:
+            self._problems.extend(err.problems)
+
+    def trust_domain(self, name: TrustDomain | str, description: str = "") -> TopologyBuilder:
+        path = f"trust_domains[{len(self._trust_domains)}]"
+        self._add(
+            self._trust_domains,
+            lambda: TrustDomainSpec(topology_trust_domain(name, path), description),
+        )
         return self
 
     def cluster(
@@ -84,14 +100,17 @@ class TopologyBuilder:
     def server(
         self,
         name: str,
-        trust_domain: str,
+        trust_domain: TrustDomain | str,
         *,
         kubernetes: ServerKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
         """Add a server; ``fields`` are :class:`Server` fields (TTLs may be "6h")."""
-        self._servers.append(
-            Server(name=name, trust_domain=trust_domain, kubernetes=kubernetes, **_coerce(fields))
+        self._add(
+            self._servers,
+            lambda: Server(
+                name=name, trust_domain=trust_domain, kubernetes=kubernetes, **_coerce(fields)
+            ),
         )
         return self
 
@@ -118,30 +137,34 @@ class TopologyBuilder:
         kubernetes: WorkloadKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
-        self._workloads.append(
-            Workload(
+        self._add(
+            self._workloads,
+            lambda: Workload(
                 name=name,
                 spiffe_id=spiffe_id,
                 agent=agent,
                 selectors=tuple(selectors),
                 kubernetes=kubernetes,
                 **_coerce(fields),
-            )
+            ),
         )
         return self
 
     def federation(
         self,
         server: str,
-        trust_domain: str,
+        trust_domain: TrustDomain | str,
         *,
         profile: BundleEndpointProfile = "https_spiffe",
         endpoint_url: str | None = None,
         endpoint_spiffe_id: str | None = None,
     ) -> TopologyBuilder:
         """One-way: ``server`` fetches ``trust_domain``'s bundle."""
-        self._federations.append(
-            FederationRelationship(server, trust_domain, profile, endpoint_url, endpoint_spiffe_id)
+        self._add(
+            self._federations,
+            lambda: FederationRelationship(
+                server, trust_domain, profile, endpoint_url, endpoint_spiffe_id
+            ),
         )
         return self
 
@@ -170,6 +193,8 @@ class TopologyBuilder:
         return self
 
     def build(self, *, validate: bool = True) -> Topology:
+        if self._problems:
+            raise TopologyError(self._problems)
         topology = Topology(
             name=self._name,
             trust_domains=tuple(self._trust_domains),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from spire_fabric.identity import TrustDomain, as_trust_domain
+
 if TYPE_CHECKING:
     from spire_fabric.topology._builder import TopologyBuilder
 
@@ -164,10 +166,17 @@ class ServerKubernetes:
     bundle_configmap: str = "spire-bundle"
 
 
+def _typed(obj: object, field: str, path: str) -> None:
+    """Store ``field`` as a TrustDomain (a str is read once, here; see _trust_domains)."""
+    from spire_fabric.topology._trust_domains import topology_trust_domain
+
+    object.__setattr__(obj, field, topology_trust_domain(getattr(obj, field), path))
+
+
 @dataclass(frozen=True)
 class Server:
     name: str
-    trust_domain: str
+    trust_domain: TrustDomain
     host: str = "127.0.0.1"
     ports: ServerPorts = field(default_factory=ServerPorts)
     bundle_endpoint: BundleEndpoint | None = field(default_factory=BundleEndpoint)
@@ -181,6 +190,9 @@ class Server:
     node_attestors: tuple[NodeAttestor, ...] = (JoinTokenAttestor(),)
     log_level: str = "INFO"
     kubernetes: ServerKubernetes | None = None
+
+    def __post_init__(self) -> None:
+        _typed(self, "trust_domain", f"servers[{self.name}].trust_domain")
 
 
 # --- agents -----------------------------------------------------------------------------
@@ -292,13 +304,22 @@ class Workload:
     selectors: tuple[str, ...]
     local_selectors: tuple[str, ...] = ()
     dns_names: tuple[str, ...] = ()
-    federates_with: tuple[str, ...] = ()
+    federates_with: tuple[TrustDomain, ...] = ()
     x509_svid_ttl: timedelta | None = None
     jwt_svid_ttl: timedelta | None = None
     hint: str | None = None
     downstream: bool = False
     run: LocalRun | None = None
     kubernetes: WorkloadKubernetes | None = None
+
+    def __post_init__(self) -> None:
+        from spire_fabric.topology._trust_domains import topology_trust_domain
+
+        typed = tuple(
+            topology_trust_domain(td, f"workloads[{self.name}].federates_with[{i}]")
+            for i, td in enumerate(self.federates_with)
+        )
+        object.__setattr__(self, "federates_with", typed)
 
 
 # --- federation -------------------------------------------------------------------------
@@ -314,10 +335,13 @@ class FederationRelationship:
     """
 
     server: str
-    trust_domain: str
+    trust_domain: TrustDomain
     profile: BundleEndpointProfile = "https_spiffe"
     endpoint_url: str | None = None
     endpoint_spiffe_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _typed(self, "trust_domain", f"federations[{self.server}->{self.trust_domain}]")
 
 
 # --- CA hierarchy -----------------------------------------------------------------------
@@ -339,15 +363,18 @@ class IntermediateCa:
     ``path_length`` 1 leaves room for SPIRE's own signing CA below it."""
 
     name: str
-    trust_domain: str
+    trust_domain: TrustDomain
     common_name: str
     key_type: str = "ec-p256"
     ttl: timedelta = timedelta(hours=8760)
     path_length: int = 1
 
+    def __post_init__(self) -> None:
+        _typed(self, "trust_domain", f"ca.intermediates[{self.name}].trust_domain")
+
     @property
     def permitted_uri_domain(self) -> str:
-        return self.trust_domain
+        return self.trust_domain.name
 
 
 @dataclass(frozen=True)
@@ -399,8 +426,11 @@ class KubernetesOptions:
 
 @dataclass(frozen=True)
 class TrustDomainSpec:
-    name: str
+    name: TrustDomain
     description: str = ""
+
+    def __post_init__(self) -> None:
+        _typed(self, "name", f"trust_domains[{self.name}]")
 
 
 @dataclass(frozen=True)
@@ -445,8 +475,9 @@ class Topology:
                 return c
         raise KeyError(f"topology {self.name!r} has no cluster {name!r}")
 
-    def servers_of(self, trust_domain: str) -> tuple[Server, ...]:
-        return tuple(s for s in self.servers if s.trust_domain == trust_domain)
+    def servers_of(self, trust_domain: TrustDomain | str) -> tuple[Server, ...]:
+        td = as_trust_domain(trust_domain)
+        return tuple(s for s in self.servers if s.trust_domain == td)
 
     def agents_of(self, server: str) -> tuple[Agent, ...]:
         return tuple(a for a in self.agents if a.server == server)

@@ -6,7 +6,7 @@ endpoint URL is computed in exactly one place.
 
 from __future__ import annotations
 
-from spire_fabric.identity import spire_server_id
+from spire_fabric.identity import TrustDomain, spire_server_id
 from spire_fabric.topology._model import (
     Agent,
     AgentNodeAttestor,
@@ -150,7 +150,7 @@ def upstream_address_for(topology: Topology, server: Server, target: Target) -> 
     return _reach(topology, upstream, _cluster_of(topology, server), target, "api")
 
 
-def bundle_endpoint_owner(topology: Topology, trust_domain: str) -> Server | None:
+def bundle_endpoint_owner(topology: Topology, trust_domain: TrustDomain | str) -> Server | None:
     for s in topology.servers_of(trust_domain):
         if s.bundle_endpoint is not None:
             return s

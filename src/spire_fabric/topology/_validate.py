@@ -77,8 +77,6 @@ class _Validator:
         self._dns_names()
         if not self.t.servers:
             self.bad("servers", "a topology needs at least one server")
-        for i, td in enumerate(self.t.trust_domains):
-            self._trust_domain(f"trust_domains[{i}]", td.name)
         for s in self.t.servers:
             self._server(s)
         for a in self.t.agents:
@@ -186,23 +184,14 @@ class _Validator:
                 f"{_SUBDOMAIN_MAX} characters); Kubernetes {kind} names must be one",
             )
 
-    def _trust_domain(self, path: str, name: str) -> bool:
-        if ":/" in name:
-            self.bad(path, f"expected a bare trust domain name like 'example.org', got {name!r}")
-            return False
-        try:
-            TrustDomain.parse(name)
-        except SpiffeIdError as e:
-            self.bad(path, f"invalid trust domain: {e}")
-            return False
-        return True
-
-    def _known_trust_domain(self, path: str, name: str) -> None:
-        if self._trust_domain(path, name) and name not in self.trust_domains:
+    def _known_trust_domain(self, path: str, td: TrustDomain) -> None:
+        # The model holds TrustDomain values (text was read once, with its own errors);
+        # what is left to check is that the topology declares it.
+        if td not in self.trust_domains:
             self.bad(
                 path,
-                f"trust domain {name!r} is not declared in trust_domains "
-                f"(declared: {', '.join(sorted(self.trust_domains)) or 'none'})",
+                f"trust domain '{td}' is not declared in trust_domains "
+                f"(declared: {', '.join(sorted(map(str, self.trust_domains))) or 'none'})",
             )
 
     # --- servers ----------------------------------------------------------------------
@@ -289,8 +278,8 @@ class _Validator:
             elif cas[ua.ca].trust_domain != s.trust_domain:
                 self.bad(
                     f"{path}.ca",
-                    f"intermediate {ua.ca!r} is constrained to {cas[ua.ca].trust_domain!r} "
-                    f"but the server is in {s.trust_domain!r}",
+                    f"intermediate {ua.ca!r} is constrained to '{cas[ua.ca].trust_domain}' "
+                    f"but the server is in '{s.trust_domain}'",
                 )
         elif isinstance(ua, SpireUpstreamAuthority):
             upstream = self.servers.get(ua.server)
@@ -301,8 +290,8 @@ class _Validator:
             elif upstream.trust_domain != s.trust_domain:
                 self.bad(
                     f"{path}.server",
-                    f"upstream server {ua.server!r} is in {upstream.trust_domain!r} but this "
-                    f"server is in {s.trust_domain!r}: SPIRE nesting (UpstreamAuthority "
+                    f"upstream server {ua.server!r} is in '{upstream.trust_domain}' but this "
+                    f"server is in '{s.trust_domain}': SPIRE nesting (UpstreamAuthority "
                     f'"spire") only works within one trust domain; use a disk upstream '
                     "authority signed by a shared root plus federation instead",
                 )
@@ -375,11 +364,11 @@ class _Validator:
         if (
             spiffe_id is not None
             and server is not None
-            and spiffe_id.trust_domain.name != server.trust_domain
+            and spiffe_id.trust_domain != server.trust_domain
         ):
             self.bad(
                 f"{p}.spiffe_id",
-                f"{w.spiffe_id} is not in trust domain {server.trust_domain!r} of server "
+                f"{w.spiffe_id} is not in trust domain '{server.trust_domain}' of server "
                 f"{server.name!r} (via agent {w.agent!r}); a server only mints IDs of "
                 "its own trust domain",
             )
@@ -394,7 +383,7 @@ class _Validator:
             path = f"{p}.federates_with[{i}]"
             self._known_trust_domain(path, td)
             if server is not None and td == server.trust_domain:
-                self.bad(path, f"{td!r} is the workload's own trust domain")
+                self.bad(path, f"'{td}' is the workload's own trust domain")
             elif (
                 server is not None
                 and td in self.trust_domains
@@ -402,7 +391,7 @@ class _Validator:
             ):
                 self.bad(
                     path,
-                    f"server {server.name!r} has no federation relationship with {td!r}, "
+                    f"server {server.name!r} has no federation relationship with '{td}', "
                     "so SPIRE would refuse the entry",
                 )
         if server is not None:
@@ -450,7 +439,7 @@ class _Validator:
                 if f.trust_domain in self.trust_domains and owner is None:
                     self.bad(
                         f"{p}.endpoint_url",
-                        f"no server of {f.trust_domain!r} serves a bundle endpoint; "
+                        f"no server of '{f.trust_domain}' serves a bundle endpoint; "
                         "give endpoint_url explicitly",
                     )
             elif not f.endpoint_url.lower().startswith("https://"):
@@ -474,10 +463,10 @@ class _Validator:
                 except SpiffeIdError as e:
                     self.bad(f"{p}.endpoint_spiffe_id", str(e))
                 else:
-                    if sid.trust_domain.name != f.trust_domain:
+                    if sid.trust_domain != f.trust_domain:
                         self.bad(
                             f"{p}.endpoint_spiffe_id",
-                            f"{f.endpoint_spiffe_id} is not in {f.trust_domain!r}",
+                            f"{f.endpoint_spiffe_id} is not in '{f.trust_domain}'",
                         )
 
     # --- CA ---------------------------------------------------------------------------

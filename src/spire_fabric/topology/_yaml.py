@@ -20,9 +20,11 @@ from typing import Any, Union
 
 import yaml
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology import _model as m
 from spire_fabric.topology._durations import format_duration, parse_duration
 from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._trust_domains import topology_trust_domain
 from spire_fabric.topology._validate import validate_topology
 
 HEADER = (
@@ -93,6 +95,8 @@ def load_topology(source: str | os.PathLike[str], *, validate: bool = True) -> m
 def _encode(value: Any, owner: type | None = None, field_name: str = "") -> Any:
     if isinstance(value, timedelta):
         return format_duration(value)
+    if isinstance(value, TrustDomain):
+        return value.name
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(value):
@@ -164,6 +168,9 @@ class _Reader:
             return None
         try:
             return cls(**kwargs)
+        except TopologyError as e:
+            self.problems.extend(e.problems)
+            return None
         except (TypeError, ValueError) as e:
             self.bad(path, str(e))
             return None
@@ -211,6 +218,12 @@ class _Reader:
             if raw not in args:
                 self.bad(path, f"{raw!r} is not one of: {', '.join(map(str, args))}")
             return raw
+        if hint is TrustDomain:
+            try:
+                return topology_trust_domain(raw, path)
+            except TopologyError as e:
+                self.problems.extend(e.problems)
+                return None
         if hint is timedelta:
             try:
                 return parse_duration(raw)

@@ -366,7 +366,7 @@ def _x509_authorities(bundle: object) -> set[bytes]:
     }
 
 
-def _federated_bundle(d: Deployment, server_name: str, trust_domain: str) -> str:
+def _federated_bundle(d: Deployment, server_name: str, trust_domain: TrustDomain) -> str:
     remote = next(iter(d.topology.servers_of(trust_domain)), None)
     if remote is None:
         raise CheckFailed(f"no server of {trust_domain} in this topology")
@@ -378,7 +378,7 @@ def _federated_bundle(d: Deployment, server_name: str, trust_domain: str) -> str
     with d.server(remote.name) as rc:
         remote_own = rc.get_bundle(timeout=5)
     trust = X509Bundle(
-        TrustDomain(trust_domain), tuple(a.certificate for a in remote_own.x509_authorities)
+        remote.trust_domain, tuple(a.certificate for a in remote_own.x509_authorities)
     )
     served = _fetch_endpoint(d, remote, trust)
     if _x509_authorities(held) != _x509_authorities(served.x509_bundle()):
@@ -406,7 +406,7 @@ def _bundle_endpoint(d: Deployment, s: Server) -> str:
     with d.server(s.name) as client:
         own = client.get_bundle(timeout=5)
     trust = X509Bundle(
-        TrustDomain(s.trust_domain), tuple(a.certificate for a in own.x509_authorities)
+        s.trust_domain, tuple(a.certificate for a in own.x509_authorities)
     )
     served = _fetch_endpoint(d, s, trust)
     if _x509_authorities(served.x509_bundle()) != _x509_authorities(own):

@@ -116,7 +116,7 @@ def test_builder_reads_well_and_accepts_strings_for_durations():
 
 def test_federate_creates_both_directions():
     t = preset("enterprise")
-    pairs = {(f.server, f.trust_domain) for f in t.federations}
+    pairs = {(f.server, str(f.trust_domain)) for f in t.federations}
     assert pairs == {
         ("spire-upstream-server", "downstream.example.org"),
         ("spire-downstream-server", "enterprise-root.org"),

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology import (
     PRESET_NAMES,
     DiskUpstreamAuthority,
@@ -18,7 +19,12 @@ from spire_fabric.topology import (
 
 def test_enterprise_names_and_numbers_match_the_design():
     t = preset("enterprise")
-    assert [td.name for td in t.trust_domains] == ["enterprise-root.org", "downstream.example.org"]
+    # trust domains are typed in the model (TrustDomain), written as names in YAML
+    assert [str(td.name) for td in t.trust_domains] == [
+        "enterprise-root.org",
+        "downstream.example.org",
+    ]
+    assert all(isinstance(td.name, TrustDomain) for td in t.trust_domains)
     up, down = t.server("spire-upstream-server"), t.server("spire-downstream-server")
     assert (up.kubernetes.namespace, down.kubernetes.namespace) == (
         "spire-upstream",
@@ -50,11 +56,11 @@ def test_enterprise_workloads_federate_with_the_upstream_trust_domain():
     for name in ("enterprise-api", "data-processor", "security-gateway"):
         w = t.workload(name)
         assert w.spiffe_id == f"spiffe://downstream.example.org/ns/downstream-workloads/sa/{name}"
-        assert w.federates_with == ("enterprise-root.org",)
+        assert w.federates_with == (TrustDomain("enterprise-root.org"),)
     assert len(t.agents_of("spire-downstream-server")) == 3
     client = t.workload("upstream-client")
     assert client.spiffe_id.startswith("spiffe://enterprise-root.org/")
-    assert client.federates_with == ("downstream.example.org",)
+    assert client.federates_with == (TrustDomain("downstream.example.org"),)
 
 
 def test_enterprise_intermediates_are_constrained_to_their_trust_domains():
@@ -63,7 +69,7 @@ def test_enterprise_intermediates_are_constrained_to_their_trust_domains():
     by_td = {i.trust_domain: i for i in t.ca.intermediates}
     for s in t.servers:
         assert s.upstream_authority.ca == by_td[s.trust_domain].name
-        assert by_td[s.trust_domain].permitted_uri_domain == s.trust_domain
+        assert by_td[s.trust_domain].permitted_uri_domain == s.trust_domain.name
 
 
 def test_nested_preset_nests_within_one_trust_domain():

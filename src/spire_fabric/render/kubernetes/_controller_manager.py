@@ -61,7 +61,7 @@ def controller_manager_config(topology: Topology, server: Server) -> Obj:
         "kind": "ControllerManagerConfig",
         "clusterName": k.cluster,  # must equal the k8s_psat cluster: it is in agent IDs
         "clusterDomain": "cluster.local",
-        "trustDomain": server.trust_domain,
+        "trustDomain": str(server.trust_domain),
         "className": server.name,
         "entryIDPrefix": f"{server.name}.",
         "ignoreNamespaces": list(IGNORED_NAMESPACES),
@@ -160,7 +160,7 @@ def _entry_options(spec: Obj, w: Workload, *, dns_key: str, ttl_key: str, jwt_ke
     if w.dns_names:
         spec[dns_key] = list(w.dns_names)
     if w.federates_with:
-        spec["federatesWith"] = sorted(w.federates_with)
+        spec["federatesWith"] = sorted(str(td) for td in w.federates_with)
     if w.x509_svid_ttl is not None:
         spec[ttl_key] = format_duration(w.x509_svid_ttl)
     if w.jwt_svid_ttl is not None:
@@ -232,13 +232,13 @@ def _federated_trust_domains(topology: Topology, server: Server) -> list[Obj]:
                 meta(
                     topology,
                     server.kubernetes.cluster,
-                    f"{server.name}-{fed.trust_domain.replace('.', '-')}",
+                    f"{server.name}-{fed.trust_domain.name.replace('.', '-')}",
                     app=server.name,
                     component="registration",
                 ),
                 spec={
                     "className": server.name,
-                    "trustDomain": fed.trust_domain,
+                    "trustDomain": str(fed.trust_domain),
                     "bundleEndpointURL": bundle_endpoint_url(topology, fed, "kubernetes"),
                     "bundleEndpointProfile": profile,
                 },

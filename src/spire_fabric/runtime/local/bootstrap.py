@@ -130,7 +130,7 @@ def root_ca(ctx: LocalContext) -> CertificateAuthority | None:
 # ---- federation ----------------------------------------------------------------------
 
 
-def _relationship(ctx: LocalContext, trust_domain: str, profile_name: str, remote: Server):
+def _relationship(ctx: LocalContext, trust_domain: TrustDomain, profile_name: str, remote: Server):
     url = f"https://{remote.host}:{remote.ports.federation}"
     profile: HttpsSpiffeProfile | HttpsWebProfile
     if profile_name == "https_spiffe":
@@ -150,7 +150,7 @@ def _federation_work(ctx: LocalContext, only: set[str] | None, apply: bool) -> l
         if remote is None or (only is not None and not {fed.server, remote.name} <= only):
             continue
         url, profile = _relationship(ctx, fed.trust_domain, fed.profile, remote)
-        td = TrustDomain.parse(fed.trust_domain)
+        td = fed.trust_domain
         name = f"{fed.server} -> {fed.trust_domain}"
         with ctx.server_client(fed.server) as oc:
             try:
@@ -265,7 +265,7 @@ def desired_entries(ctx: LocalContext, server: str) -> list[Entry]:
                 selectors=tuple(workload_selectors(w, "local")),
                 x509_svid_ttl=int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,
                 jwt_svid_ttl=int(w.jwt_svid_ttl.total_seconds()) if w.jwt_svid_ttl else 0,
-                federates_with=tuple(TrustDomain.parse(td) for td in w.federates_with),
+                federates_with=w.federates_with,
                 dns_names=tuple(w.dns_names),
                 downstream=w.downstream,
                 hint=w.hint or "",

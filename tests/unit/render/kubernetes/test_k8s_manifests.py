@@ -368,7 +368,7 @@ def test_each_federation_relationship_is_configured_exactly_once(name):
         }
         in_conf = _config_federations(conf)
         assert not crs & in_conf
-        assert crs | in_conf == {f.trust_domain for f in topology.federations_of(s.name)}
+        assert crs | in_conf == {str(f.trust_domain) for f in topology.federations_of(s.name)}
 
 
 def test_enterprise_federation_is_owned_by_the_controller_manager_on_kubernetes():
