@@ -39,15 +39,27 @@ def render_files(topology: Topology, target: Target, state_dir: str) -> dict[str
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("render", help="write server/agent configs and diagrams")
+    p = subparsers.add_parser(
+        "render", help="write server/agent configs and diagrams", allow_abbrev=False
+    )
     add_topology_args(p)
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
+    # `--output` means a format (table|json) in every other command; here the flag names
+    # a directory, so it has its own name
+    p.add_argument("-o", "--output-dir", type=Path, metavar="DIR", help="(required)")
+    p.add_argument("--output", dest="output_format_misuse", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.output_format_misuse is not None:
+        raise UsageError(
+            "render writes files: pass the directory with -o/--output-dir DIR "
+            "(--output selects table or json in the other commands)"
+        )
+    if args.output_dir is None:
+        raise UsageError("render needs -o/--output-dir DIR")
     topology = resolve_topology(args.topology)
-    out: Path = args.output
+    out: Path = args.output_dir
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
     files = render_files(topology, args.target, str(out.resolve()))

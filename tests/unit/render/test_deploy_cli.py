@@ -60,3 +60,12 @@ def test_module_entry_point_runs(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr  # a new deployment: everything to create
     assert "spire-server" in result.stdout
+
+
+def test_render_names_its_directory_flag_apart_from_the_output_format(tmp_path, capsys):
+    # `--output` is a format (table|json) everywhere else; render's directory is -o/--output-dir
+    assert main(["render", "--topology", "basic", "--output-dir", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "topology.yaml").is_file()
+    assert main(["render", "--topology", "basic", "--output", str(tmp_path / "b")]) == 2
+    assert "-o/--output-dir DIR" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
