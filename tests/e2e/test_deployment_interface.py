@@ -210,3 +210,30 @@ def test_two_concurrent_ups_end_with_one_green_deployment_and_one_supervisor() -
         assert deploy.verify().ok
     finally:
         assert_down_leaves_nothing(deploy)
+
+
+def test_a_workload_that_cannot_start_fails_up_naming_it_and_its_check_is_red() -> None:
+    base = short_tempdir("sf-broken-")
+    t = preset("basic")
+    broken = Workload(
+        name="broken-app",
+        spiffe_id="spiffe://example.org/broken-app",
+        agent=t.agents[0].name,
+        selectors=("unix:uid:0",),
+        run=LocalRun(module="no_such_module_for_spire_fabric"),
+    )
+    yaml_path = base / "broken.yaml"
+    yaml_path.write_text(dump_topology(dataclasses.replace(t, workloads=(*t.workloads, broken))))
+    deploy = Deploy(base / "state", free_port_base())
+    try:
+        result = deploy.up("--topology", str(yaml_path), check=False)
+        assert result.returncode == 1, result.stdout
+        assert "broken-app could not be started: it exited with code 1" in result.stdout
+        assert "No module named no_such_module_for_spire_fabric" in result.stdout  # the log tail
+        report = deploy.verify()
+        check = report.get("workload-process:broken-app")  # present and red, not absent
+        assert not check.ok
+        assert report.get("workload-svid:broken-app").ok  # its identity was still issued
+    finally:
+        if deploy.state_dir.exists():
+            assert_down_leaves_nothing(deploy)

@@ -35,6 +35,7 @@ class ComponentState:
     running: bool
     restarts: int
     last_exit: str | None
+    started_at: float | None = None  # Unix time of the current run
 
 
 class SupervisorClient:
@@ -115,6 +116,7 @@ class SupervisorClient:
                 running=pid is not None,
                 restarts=int(raw.get("restarts", 0)),
                 last_exit=raw.get("last_exit"),
+                started_at=raw.get("started_at") if pid is not None else None,
             )
         return states
 

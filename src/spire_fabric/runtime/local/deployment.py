@@ -243,9 +243,9 @@ class LocalDeployment:
                 waits.wait_agents_healthy(ctx, tier_agents)
         with report("wait for workload SVIDs"):
             waits.wait_for_svids(ctx, agents)
-        if any(p.port is not None for p in self.workload_processes()):
+        if self.workload_processes():
             with report("wait for workloads"):
-                waits.wait_workloads_listening(ctx)
+                waits.wait_workloads(ctx)
         ctx.state.save(ctx.record, ctx.topology)
         return plan
 

@@ -29,6 +29,7 @@ __all__ = ["agent_healthy", "http_ok", "tcp_open", "wait_for"]
 SERVER_START_TIMEOUT_S = 60.0
 AGENT_START_TIMEOUT_S = 60.0
 SVID_WAIT_TIMEOUT_S = 60.0
+WORKLOAD_SETTLE_S = 0.5
 POLL_S = 0.05
 
 
@@ -130,8 +131,31 @@ def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
         )
 
 
-def wait_workloads_listening(ctx: LocalContext) -> None:
+def _settled(ctx: LocalContext, component: str) -> bool:
+    """Running for WORKLOAD_SETTLE_S without a crash; a crash fails the wait at once."""
+    state = ctx.supervisor.states().get(component)
+    if state is not None and state.last_exit is not None and not state.running:
+        raise UpError(
+            f"{component.split(':', 1)[1]} could not be started: it {state.last_exit}; "
+            f"log: {ctx.log_path(component)}\n{tail(ctx.log_path(component))}"
+        )
+    started = state.started_at if state is not None else None
+    return started is not None and time.time() - started >= WORKLOAD_SETTLE_S
+
+
+def wait_workloads(ctx: LocalContext) -> None:
+    """Every workload the topology says to run is running: one that serves answers on its
+    port, one that does not has run for a moment without crashing. One that cannot start
+    fails `up` naming it and why, never silently."""
     for p in workload_processes(ctx):
+        component = workload_component(p.workload.name)
+        wait_for(
+            ctx,
+            lambda c=component: _settled(ctx, c),
+            SVID_WAIT_TIMEOUT_S,
+            f"workload {p.workload.name} did not stay running",
+            component,
+        )
         if p.port is None:
             continue
         wait_for(
@@ -139,5 +163,5 @@ def wait_workloads_listening(ctx: LocalContext) -> None:
             lambda p=p: tcp_open("127.0.0.1", p.port),
             SVID_WAIT_TIMEOUT_S,
             f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
-            workload_component(p.workload.name),
+            component,
         )
