@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("status", help="show every component of a local deployment")
     add_state_dir_arg(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("-v", "--verbose", action="store_true", help="also restarts and details")
     p.set_defaults(run=run)
 
 
@@ -24,8 +25,7 @@ def _expiry(unix: int | None) -> str:
     if not unix:
         return "-"
     left = unix - time.time()
-    when = time.strftime("%H:%M:%S", time.localtime(unix))
-    return f"{when} (in {left / 3600:.1f}h)" if left > 0 else f"{when} (expired)"
+    return f"in {left / 3600:.1f}h" if left > 0 else "expired"
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -34,12 +34,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
+        # one line per component in 80 columns; restarts and details with -v
         table = Table(
             title=f"status: {deployment.name} ({deployment.state.path})",
             title_justify="left",
+            box=None,
         )
-        for col in ("kind", "name", "pid", "health", "restarts", "SVID expires", "detail"):
-            table.add_column(col, overflow="fold")
+        columns = ["kind", "name", "pid", "health", "SVID expires"]
+        if args.verbose:
+            columns += ["restarts", "detail"]
+        for col in columns:
+            table.add_column(col, overflow="fold" if args.verbose else "ellipsis",
+                             no_wrap=not args.verbose)  # fmt: skip
         for r in rows:
             health = (
                 "[green]healthy[/green]"
@@ -47,14 +53,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 else ("[yellow]running, not healthy[/yellow]" if r.running else "[red]down[/red]")
             )
             detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
-            table.add_row(
-                r.kind,
-                escape(r.name),
-                str(r.pid or "-"),
-                health,
-                str(r.restarts),
-                _expiry(r.svid_expires_at),
-                escape(detail),
-            )
+            cells = [r.kind, escape(r.name), str(r.pid or "-"), health, _expiry(r.svid_expires_at)]
+            if args.verbose:
+                cells += [str(r.restarts), escape(detail)]
+            table.add_row(*cells)
         console.print(table)
+        for r in rows:  # why something is down is worth a line even without -v
+            if not r.healthy and r.last_exit and not args.verbose:
+                console.print(f"[red]{escape(r.name)}[/red]: last exit: {escape(r.last_exit)}")
     return 0 if all(r.healthy for r in rows) else 1

@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("verify", help="check that a local deployment really works")
     add_state_dir_arg(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("-v", "--verbose", action="store_true", help="the whole detail of each check")
     p.set_defaults(run=run)
 
 
@@ -25,14 +26,25 @@ def verify_deployment(deployment: Deployment) -> Report:
     return _verify(deployment)
 
 
-def print_report(report: Report, console: Console) -> None:
-    table = Table(title=f"verify: {report.topology}", title_justify="left")
-    for col in ("", "check", "detail"):
-        table.add_column(col, overflow="fold")
+def print_report(report: Report, console: Console, *, verbose: bool = False) -> None:
+    """One line per check, cut to the terminal's width (80 columns read well); the whole
+    detail with ``verbose`` (``-v``) or ``--output json``. A failed check's detail is
+    always shown whole: it is the one the user needs to read."""
+    table = Table(title=f"verify: {report.topology}", title_justify="left", box=None)
+    table.add_column("", no_wrap=True, width=1)
+    # fixed widths: rich would otherwise squeeze the mark column away for long titles
+    room = max(console.width - 7, 40)
+    fit = {"overflow": "fold"} if verbose else {"no_wrap": True, "overflow": "ellipsis"}
+    table.add_column("check", width=room * 11 // 20, **fit)  # type: ignore[arg-type]
+    table.add_column("detail", width=room - room * 11 // 20, **fit)  # type: ignore[arg-type]
     for c in report.checks:
         mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
-        table.add_row(mark, escape(c.title), escape(c.detail))
+        detail = c.detail if c.ok or verbose else "failed: see below"
+        table.add_row(mark, escape(c.title), escape(detail))
     console.print(table)
+    if not verbose:
+        for c in report.failed:
+            console.print(f"[red]✗ {escape(c.title)}[/red]: {escape(c.detail)}")
     summary = f"{len(report.checks) - len(report.failed)} passed, {len(report.failed)} failed"
     console.print(("[green]" if report.ok else "[red]") + summary)
 
@@ -43,5 +55,5 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.output == "json":
         print(report.to_json())
     else:
-        print_report(report, console)
+        print_report(report, console, verbose=args.verbose)
     return 0 if report.ok else 1
