@@ -63,3 +63,46 @@ def test_branches_resolve_to_the_blocking_one() -> None:
         "    wait(1)",
         "    g(x)",
     ]
+
+
+def test_a_dropped_block_keeps_the_spacing_of_what_follows() -> None:
+    source = (
+        "class A:\n"
+        "    def f(self) -> None:\n"
+        "        pass\n"
+        "\n"
+        "    if True:  # ASYNC\n"
+        "\n"
+        "        async def start(self) -> A:\n"
+        "            return self\n"
+        "\n"
+        "\n"
+        "class B:\n"
+        "    pass\n"
+    )
+    assert GEN.unasync(source, "m.py").splitlines()[1:] == [
+        "class A:",
+        "    def f(self) -> None:",
+        "        pass",
+        "",
+        "",
+        "class B:",
+        "    pass",
+    ]
+
+
+def test_aclose_becomes_close() -> None:
+    source = "async def f(w: AsyncWatcher) -> None:\n    await w.aclose()\n"
+    assert GEN.unasync(source, "m.py").splitlines()[1:] == [
+        "def f(w: Watcher) -> None:",
+        "    w.close()",
+    ]
+
+
+def test_the_workload_sources_are_generated_from_their_asyncio_twins() -> None:
+    assert ("workload/_async_sources.py", "workload/_sources.py") in GEN.PAIRS
+    from spire_fabric.workload import _sources
+
+    assert _sources.__doc__ is not None
+    text = Path(_sources.__file__).read_text(encoding="utf-8")
+    assert text.startswith(GEN.HEADER_PREFIX)

@@ -128,6 +128,8 @@ def listing() -> str:
                 lines.append(f"{name}: {type(obj).__name__}")
         for name, home in sorted(getattr(module, "_MOVED", {}).items()):
             lines.append(f"{name}: moved to {home} (deprecated alias here)")
+        for name, new_name in sorted(getattr(module, "_RENAMED", {}).items()):
+            lines.append(f"{name}: renamed {new_name} (deprecated alias here)")
         lines.append("")
     return "\n".join(lines)
 

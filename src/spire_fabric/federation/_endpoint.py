@@ -17,9 +17,10 @@ from spire_fabric.identity import (
     SpiffeBundle,
     TrustDomain,
     X509BundleSource,
+    X509SvidSource,
     as_trust_domain,
 )
-from spire_fabric.tls import MtlsServer, TlsThreadingServer, X509SvidSource, tls_server_context
+from spire_fabric.tls import MtlsServer, TlsThreadingServer, tls_server_context
 
 __all__ = ["BundleEndpointServer", "current_spiffe_bundle", "serve_bundle_endpoint"]
 

@@ -12,7 +12,6 @@ immutable; errors form one tree rooted at :class:`IdentityError` (a ValueError):
 """
 
 from ._bundle_set import BundleSet
-from ._bundle_source import JwtBundleSource, X509BundleSource
 from ._errors import (
     BundleError,
     IdentityError,
@@ -24,6 +23,7 @@ from ._errors import (
 )
 from ._jwt_bundle import JwtBundle
 from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
+from ._sources import JwtBundleSource, X509BundleSource, X509SvidSource
 from ._spiffe_bundle import SpiffeBundle
 from ._spiffe_id import SpiffeId, TrustDomain
 from ._spire_ids import (
@@ -55,6 +55,7 @@ __all__ = [
     "X509BundleSource",
     "X509Svid",
     "X509SvidError",
+    "X509SvidSource",
     "agent_alias_id",
     "as_trust_domain",
     "join_token_agent_id",

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ._bundle_source import JwtBundleSource
 from ._errors import JwtSvidError, SpiffeIdError
 from ._jwk import b64url_decode, b64url_decode_checked, b64url_is_canonical
+from ._sources import JwtBundleSource
 from ._spiffe_id import SpiffeId
 from ._strict_json import NonFiniteNumberError, StrictJsonError, loads_strict
 

@@ -223,6 +223,11 @@ class X509Svid:
     def leaf(self) -> x509.Certificate:
         return self.cert_chain[0]
 
+    def get_x509_svid(self) -> X509Svid:
+        """This SVID: a fixed SVID is its own ``X509SvidSource``, so it can be passed
+        wherever a source is taken (``mtls_client_context(svid, bundle, ...)``)."""
+        return self
+
     def cert_chain_pem(self) -> bytes:
         return certificates_to_pem(self.cert_chain)
 

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from cryptography import x509
 from OpenSSL import crypto
 
-from ._bundle_source import X509BundleSource
 from ._certs import load_der_certificate
 from ._errors import X509SvidError
+from ._sources import X509BundleSource
 from ._spiffe_id import SpiffeId
 from ._x509_svid import (
     CertificateProblem,

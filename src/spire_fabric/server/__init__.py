@@ -37,7 +37,7 @@ from spire_fabric.server._errors import (
     UnavailableError,
 )
 from spire_fabric.server._models import (
-    Agent,
+    AttestedAgent,
     BatchItem,
     BatchResult,
     Bundle,
@@ -49,15 +49,15 @@ from spire_fabric.server._models import (
     HttpsWebProfile,
     JoinToken,
     JwtAuthority,
-    JwtSvid,
     LoggerLevels,
     LogLevel,
     MatchBehavior,
+    MintedJwtSvid,
+    MintedX509Svid,
     Selector,
     SelectorLike,
     ServerInfo,
     X509Authority,
-    X509Svid,
 )
 from spire_fabric.server._retry import RetryPolicy
 
@@ -80,7 +80,25 @@ _MOVED = {
 }
 
 
+# Names that meant a second class besides the canonical one (identity.X509Svid, ...);
+# the old name still works for one release, with a DeprecationWarning naming the new one.
+_RENAMED = {
+    "Agent": "AttestedAgent",
+    "JwtSvid": "MintedJwtSvid",
+    "X509Svid": "MintedX509Svid",
+}
+
+
 def __getattr__(name: str) -> _Any:
+    new_name = _RENAMED.get(name)
+    if new_name is not None:
+        _warnings.warn(
+            f"spire_fabric.server.{name} is renamed spire_fabric.server.{new_name} (the "
+            f"old name goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new_name]
     home = _MOVED.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -96,9 +114,9 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
-    "Agent",
     "AlreadyExistsError",
     "AsyncSpireServerClient",
+    "AttestedAgent",
     "BatchItem",
     "BatchResult",
     "Bundle",
@@ -114,10 +132,11 @@ __all__ = [
     "InvalidArgumentError",
     "JoinToken",
     "JwtAuthority",
-    "JwtSvid",
     "LogLevel",
     "LoggerLevels",
     "MatchBehavior",
+    "MintedJwtSvid",
+    "MintedX509Svid",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
@@ -133,5 +152,4 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "X509Authority",
-    "X509Svid",
 ]

@@ -28,7 +28,7 @@ from spire_fabric.server._calls import Batch, Call, Paged
 from spire_fabric.server._client_config import ClientBase
 from spire_fabric.server._errors import SpireApiError
 from spire_fabric.server._models import (
-    Agent,
+    AttestedAgent,
     BatchResult,
     Bundle,
     Entry,
@@ -36,14 +36,14 @@ from spire_fabric.server._models import (
     FederationRelationship,
     JoinToken,
     JwtAuthority,
-    JwtSvid,
     LoggerLevels,
     LogLevel,
     MatchBehavior,
+    MintedJwtSvid,
+    MintedX509Svid,
     SelectorLike,
     ServerInfo,
     X509Authority,
-    X509Svid,
 )
 from spire_fabric.server._transport import open_sync
 
@@ -257,7 +257,7 @@ class SpireServerClient(ClientBase):
         expires_before: datetime | None = None,
         page_size: int | None = None,
         timeout: float | None = None,
-    ) -> Iterator[Agent]:
+    ) -> Iterator[AttestedAgent]:
         """Agents matching every given filter, page by page as you iterate (retried)."""
         paged = self._ops.list_agents(
             page_size,
@@ -270,7 +270,9 @@ class SpireServerClient(ClientBase):
         )
         return self._iterate(paged, timeout)
 
-    def get_agent(self, agent_id: SpiffeId | str, *, timeout: float | None = None) -> Agent:
+    def get_agent(
+        self, agent_id: SpiffeId | str, *, timeout: float | None = None
+    ) -> AttestedAgent:
         """One agent by SPIFFE ID; NotFoundError if unknown (retried)."""
         return self._send(self._ops.get_agent(agent_id), timeout)
 
@@ -416,7 +418,7 @@ class SpireServerClient(ClientBase):
         dns_names: Sequence[str] = (),
         ttl: int = 0,
         timeout: float | None = None,
-    ) -> X509Svid:
+    ) -> MintedX509Svid:
         """Mint an X.509-SVID for `spiffe_id` (a P-256 key and CSR are made for you), or
         sign your own `csr`; ttl 0 = server default (sent once)."""
         return self._send(
@@ -430,7 +432,7 @@ class SpireServerClient(ClientBase):
         *,
         ttl: int = 0,
         timeout: float | None = None,
-    ) -> JwtSvid:
+    ) -> MintedJwtSvid:
         """Mint a JWT-SVID for `spiffe_id` and `audience`; ttl 0 = default (sent once)."""
         return self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from spire_fabric.identity import TrustDomain
+from spire_fabric.identity import TrustDomain, X509BundleSource, X509SvidSource
 from spire_fabric.proto.spire.api.server.agent.v1 import agent_pb2_grpc
 from spire_fabric.proto.spire.api.server.bundle.v1 import bundle_pb2_grpc
 from spire_fabric.proto.spire.api.server.debug.v1 import debug_pb2_grpc
@@ -25,12 +25,7 @@ from spire_fabric.server._errors import (
 )
 from spire_fabric.server._requests import DEFAULT_PAGE_SIZE, ServerApi
 from spire_fabric.server._retry import RetryPolicy
-from spire_fabric.server._transport import (
-    ChannelSpec,
-    X509BundleSourceLike,
-    X509SvidSource,
-    build_channel_spec,
-)
+from spire_fabric.server._transport import ChannelSpec, build_channel_spec
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -53,7 +48,7 @@ class ClientBase:
         address: str,
         *,
         svid_source: X509SvidSource | None = None,
-        bundle_source: X509BundleSourceLike | None = None,
+        bundle_source: X509BundleSource | None = None,
         server_trust_domain: TrustDomain | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,

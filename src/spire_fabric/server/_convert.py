@@ -26,7 +26,7 @@ from spire_fabric.proto.spire.api.types import (
     x509svid_pb2,
 )
 from spire_fabric.server._models import (
-    Agent,
+    AttestedAgent,
     Bundle,
     CertInfo,
     Entry,
@@ -36,9 +36,9 @@ from spire_fabric.server._models import (
     HttpsWebProfile,
     JoinToken,
     JwtAuthority,
-    JwtSvid,
     LoggerLevels,
     LogLevel,
+    MintedJwtSvid,
     Selector,
     ServerInfo,
     X509Authority,
@@ -111,8 +111,8 @@ def entry_mask(fields: frozenset[EntryField] | None) -> entry_pb2.EntryMask | No
     return entry_pb2.EntryMask(**{f.value: True for f in fields})
 
 
-def agent_from_proto(msg: agent_pb2.Agent) -> Agent:
-    return Agent(
+def agent_from_proto(msg: agent_pb2.Agent) -> AttestedAgent:
+    return AttestedAgent(
         id=id_from_proto(msg.id),
         attestation_type=msg.attestation_type,
         x509svid_serial_number=msg.x509svid_serial_number,
@@ -229,8 +229,8 @@ def logger_from_proto(msg: logger_pb2.Logger) -> LoggerLevels:
     return LoggerLevels(current=LogLevel(msg.current_level), launch=LogLevel(msg.launch_level))
 
 
-def jwt_svid_from_proto(msg: jwtsvid_pb2.JWTSVID) -> JwtSvid:
-    return JwtSvid(
+def jwt_svid_from_proto(msg: jwtsvid_pb2.JWTSVID) -> MintedJwtSvid:
+    return MintedJwtSvid(
         token=msg.token,
         spiffe_id=id_from_proto(msg.id),
         expires_at=msg.expires_at,

@@ -24,7 +24,7 @@ from spire_fabric.identity import JwtBundle, SpiffeId, SpiffeIdError, TrustDomai
 from spire_fabric.server._errors import SpireApiError, SpireValidationError
 
 __all__ = [
-    "Agent",
+    "AttestedAgent",
     "BatchItem",
     "BatchResult",
     "Bundle",
@@ -36,15 +36,15 @@ __all__ = [
     "HttpsWebProfile",
     "JoinToken",
     "JwtAuthority",
-    "JwtSvid",
     "LogLevel",
     "LoggerLevels",
     "MatchBehavior",
+    "MintedJwtSvid",
+    "MintedX509Svid",
     "Selector",
     "SelectorLike",
     "ServerInfo",
     "X509Authority",
-    "X509Svid",
 ]
 
 T = TypeVar("T")
@@ -239,8 +239,12 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Agent:
-    """An attested agent as the server knows it (`x509svid_expires_at` is Unix seconds)."""
+class AttestedAgent:
+    """An attested agent as the server knows it (`x509svid_expires_at` is Unix seconds).
+
+    SPIRE's `Agent` API object; named so it is not taken for topology's agent (a planned
+    agent) or `spire_fabric.agent.AgentInfo` (an agent's view of itself). Formerly `Agent`.
+    """
 
     id: SpiffeId
     attestation_type: str = ""
@@ -418,8 +422,12 @@ class LoggerLevels:
 
 
 @dataclass(frozen=True)
-class X509Svid:
-    """A minted X.509-SVID; `private_key` is None when you supplied your own CSR."""
+class MintedX509Svid:
+    """A minted X.509-SVID; `private_key` is None when you supplied your own CSR.
+
+    What `mint_x509_svid` returns, as SPIRE sends it; `spire_fabric.identity.X509Svid` is
+    the validated SVID the rest of the package takes. Formerly `server.X509Svid`.
+    """
 
     spiffe_id: SpiffeId
     cert_chain: tuple[x509.Certificate, ...]
@@ -433,7 +441,13 @@ class X509Svid:
 
 
 @dataclass(frozen=True)
-class JwtSvid:
+class MintedJwtSvid:
+    """A minted JWT-SVID, as SPIRE sends it (`expires_at`, `issued_at`: Unix seconds).
+
+    `spire_fabric.identity.JwtSvid` is the parsed, validated token. Formerly
+    `server.JwtSvid`.
+    """
+
     token: str = field(repr=False)
     spiffe_id: SpiffeId
     expires_at: int

@@ -34,21 +34,21 @@ from spire_fabric.server import _convert as cv
 from spire_fabric.server._calls import Batch, Call, Outcome, Paged, chunked, status_outcome
 from spire_fabric.server._errors import SpireValidationError
 from spire_fabric.server._models import (
-    Agent,
+    AttestedAgent,
     Bundle,
     Entry,
     EntryField,
     FederationRelationship,
     JoinToken,
     JwtAuthority,
-    JwtSvid,
     LoggerLevels,
     LogLevel,
     MatchBehavior,
+    MintedJwtSvid,
+    MintedX509Svid,
     SelectorLike,
     ServerInfo,
     X509Authority,
-    X509Svid,
     fields_arg,
     non_empty,
     selectors_arg,
@@ -306,11 +306,11 @@ class ServerApi:
         req = agent_pb2.CountAgentsRequest(filter=flt)
         return Call("agent", "CountAgents", req, lambda r: r.count, idempotent=True)
 
-    def list_agents(self, page_size: int | None = None, **filters: object) -> Paged[Agent]:
+    def list_agents(self, page_size: int | None = None, **filters: object) -> Paged[AttestedAgent]:
         flt = self._agent_filter(agent_pb2.ListAgentsRequest.Filter, **filters)  # type: ignore[arg-type]
         size = self.page_size if page_size is None else _page_size(page_size)
 
-        def page(token: str) -> Call[tuple[list[Agent], str]]:
+        def page(token: str) -> Call[tuple[list[AttestedAgent], str]]:
             req = agent_pb2.ListAgentsRequest(filter=flt, page_size=size, page_token=token)
             return Call(
                 "agent",
@@ -322,7 +322,7 @@ class ServerApi:
 
         return Paged(page)
 
-    def get_agent(self, agent_id: SpiffeId | str) -> Call[Agent]:
+    def get_agent(self, agent_id: SpiffeId | str) -> Call[AttestedAgent]:
         req = agent_pb2.GetAgentRequest(id=cv.id_to_proto(spiffe_id_arg(agent_id, "agent_id")))
         return Call("agent", "GetAgent", req, cv.agent_from_proto, idempotent=True)
 
@@ -612,7 +612,7 @@ class ServerApi:
         csr: x509.CertificateSigningRequest | bytes | None,
         dns_names: Sequence[str],
         ttl: int,
-    ) -> Call[X509Svid]:
+    ) -> Call[MintedX509Svid]:
         ttl_arg(ttl, "ttl")
         key: PrivateKeyTypes | None = None
         if csr is None:
@@ -633,8 +633,8 @@ class ServerApi:
                 csr_der = bytes(csr)
         req = svid_pb2.MintX509SVIDRequest(csr=csr_der, ttl=ttl)
 
-        def parse(resp: svid_pb2.MintX509SVIDResponse) -> X509Svid:
-            return X509Svid(
+        def parse(resp: svid_pb2.MintX509SVIDResponse) -> MintedX509Svid:
+            return MintedX509Svid(
                 spiffe_id=cv.id_from_proto(resp.svid.id),
                 cert_chain=cv.x509_chain_from_proto(resp.svid),
                 expires_at=resp.svid.expires_at,
@@ -647,7 +647,7 @@ class ServerApi:
 
     def mint_jwt_svid(
         self, spiffe_id: SpiffeId | str, audience: Sequence[str], ttl: int
-    ) -> Call[JwtSvid]:
+    ) -> Call[MintedJwtSvid]:
         sid = spiffe_id_arg(spiffe_id, "spiffe_id")
         ttl_arg(ttl, "ttl")
         if isinstance(audience, str):

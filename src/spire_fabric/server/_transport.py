@@ -10,12 +10,18 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId, TrustDomain, spire_server_id
+from spire_fabric.identity import (
+    SpiffeId,
+    TrustDomain,
+    X509BundleSource,
+    X509SvidSource,
+    spire_server_id,
+)
 from spire_fabric.server._errors import SpireClientConfigError
 from spire_fabric.server._models import trust_domain_arg
 from spire_fabric.server._tunnel import SpiffeTlsTunnel, client_context
@@ -33,17 +39,9 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-class SvidLike(Protocol):
-    cert_chain: Any  # sequence of cryptography Certificates, leaf first
-    private_key: Any
-
-
-class X509SvidSource(Protocol):
-    def get_x509_svid(self) -> SvidLike: ...
-
-
-class X509BundleSourceLike(Protocol):
-    def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> Any: ...
+# The admin SVID and the server's bundle come from the one pair of source protocols
+# (spire_fabric.identity): an X509Svid and an X509Bundle serve as their own sources.
+X509BundleSourceLike = X509BundleSource  # the old name, for older imports
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def build_channel_spec(
     address: str,
     *,
     svid_source: X509SvidSource | None,
-    bundle_source: X509BundleSourceLike | None,
+    bundle_source: X509BundleSource | None,
     server_trust_domain: TrustDomain | str | None,
 ) -> ChannelSpec:
     if not address:
@@ -109,7 +107,7 @@ def build_channel_spec(
 def tls_channel_spec(
     address: str,
     svid_source: X509SvidSource,
-    bundle_source: X509BundleSourceLike,
+    bundle_source: X509BundleSource,
     server_trust_domain: TrustDomain | str | None,
 ) -> ChannelSpec:
     host, _, port = address.rpartition(":")

@@ -97,7 +97,10 @@ def make_svid(ca: Ca, spiffe_id: str, *, ttl: timedelta = timedelta(hours=1)) ->
 
 
 class MutableSvidSource:
-    """An SVID source whose SVID a test replaces, the way a Workload API source rotates."""
+    """An SVID source whose SVID a test replaces, the way a Workload API source rotates.
+
+    For an SVID that does not change, pass the ``X509Svid`` itself: it is its own source.
+    """
 
     def __init__(self, svid: X509Svid) -> None:
         self.svid = svid

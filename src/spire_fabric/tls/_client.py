@@ -7,12 +7,11 @@ import ssl
 import urllib.request
 from typing import Any
 
-from spire_fabric.identity import SpiffeId, X509BundleSource
+from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
 from ._authorize import Authorizer
 from ._context import SpiffeClientContext, mtls_client_context
 from ._peer import peer_spiffe_id
-from ._sources import X509SvidSource
 
 __all__ = ["connect_mtls", "httpx_ssl_context", "mtls_https_handler", "mtls_urlopen"]
 

@@ -41,11 +41,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from spire_fabric.identity import SpiffeId, X509Bundle, X509BundleSource, X509Svid
+from spire_fabric.identity import (
+    SpiffeId,
+    X509Bundle,
+    X509BundleSource,
+    X509Svid,
+    X509SvidSource,
+)
 
 from ._authorize import Authorizer
 from ._peer import PEER_ID_ATTRIBUTE, TlsConnection, VerifiedChainCache
-from ._sources import X509SvidSource, all_x509_bundles
+from ._sources import all_x509_bundles
 
 __all__ = [
     "SpiffeClientContext",

@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from spire_fabric.identity import SpiffeId, X509BundleSource
+from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
 from ._authorize import Authorizer
 from ._context import SpiffeServerContext, mtls_server_context
 from ._peer import peer_spiffe_id
-from ._sources import X509SvidSource
 
 __all__ = ["MtlsServer", "TlsThreadingServer", "serve_mtls_threaded", "start_mtls_server"]
 

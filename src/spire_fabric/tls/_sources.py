@@ -1,24 +1,18 @@
 """What the tls package needs from an SVID source and from a bundle source.
 
-Structural, like go-spiffe's ``x509svid.Source``: the Workload API ``X509Source``, a
-static test source and anything else with these methods plug in unchanged.
+Both protocols are defined once, in ``spire_fabric.identity`` (``X509SvidSource``,
+``X509BundleSource``); ``X509SvidSource`` stays importable from here as the same object.
+The Workload API ``X509Source``, a plain ``X509Svid`` and anything else with
+``get_x509_svid()`` plug in unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
 
-from spire_fabric.identity import SpiffeBundle, X509Bundle, X509BundleSource, X509Svid
+from spire_fabric.identity import SpiffeBundle, X509Bundle, X509BundleSource, X509SvidSource
 
 __all__ = ["X509SvidSource", "all_x509_bundles"]
-
-
-@runtime_checkable
-class X509SvidSource(Protocol):
-    def get_x509_svid(self) -> X509Svid:
-        """The current SVID. Rotation replaces the returned object, never mutates it."""
-        ...
 
 
 def all_x509_bundles(source: X509BundleSource) -> tuple[X509Bundle, ...]:

@@ -1,16 +1,21 @@
-"""AsyncX509Source, AsyncJwtSource and AsyncBundleSource: the asyncio twins of the sources.
+"""AsyncX509Source, AsyncJwtSource and AsyncBundleSource: always-current identity from the
+Workload API.
 
-Same snapshot, getters, health and listeners (``_source_core``); the watch runs as a task
-on the event loop. Getters stay plain methods (they read memory), so code written against
-``X509Source`` (e.g. an ``ssl`` handshake callback) works with either.
+The asyncio module is the one written by hand; `scripts/gen-sync` generates the blocking
+twin from it. Each source keeps the latest state as one immutable snapshot (see
+``_source_core``) and runs its watch in the background (an asyncio task; a daemon thread in
+the blocking twin). A broken stream flips ``healthy`` and is repaired in the background,
+without the application doing anything. Getters are plain methods (they read memory), so
+code written against one twin (e.g. an ``ssl`` handshake callback) works with the other.
 
-Start with ``async with AsyncX509Source(...) as source:`` or
-``source = await AsyncX509Source(...).start()``.
+Starting waits (bounded) for the first update, so a started source is a source that works.
+The asyncio sources are started by ``start()`` or by entering them as async context
+managers; the blocking ones by their constructor.
 """
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # ASYNC
 import contextlib
 import time
 from typing import Any
@@ -25,6 +30,7 @@ from ._endpoint import WorkloadEndpoint
 from ._errors import WorkloadApiError
 from ._pickers import X509SvidPicker, pick_first
 from ._source_core import (
+    DEFAULT_FIRST_UPDATE_TIMEOUT,
     BundleGetters,
     BundlesSnapshot,
     JwtBundleGetters,
@@ -34,16 +40,16 @@ from ._source_core import (
     X509Snapshot,
     bundles_builder,
     client_or_endpoint,
-    not_ready_error,
     pick,
     x509_builder,
 )
-from ._sources import DEFAULT_FIRST_UPDATE_TIMEOUT
 
 __all__ = ["AsyncBundleSource", "AsyncJwtSource", "AsyncX509Source"]
 
 
-class _AsyncSource:
+class _Source:
+    """Client ownership, watchers, waiting and closing, shared by the sources."""
+
     _state: SourceState[Any]
 
     def __init__(
@@ -59,8 +65,9 @@ class _AsyncSource:
         self._user_on_error = on_error
         self._first_update_timeout = first_update_timeout
         self._watchers: list[AsyncWatcher[Any]] = []
-        self._event: asyncio.Event | None = None
         self._started = False
+        if True:  # ASYNC
+            self._event: asyncio.Event | None = None
 
     def _make_watchers(self) -> list[AsyncWatcher[Any]]:
         raise NotImplementedError
@@ -70,43 +77,55 @@ class _AsyncSource:
         if self._started:
             return self
         self._started = True
-        self._event = asyncio.Event()
-        self._watchers = self._make_watchers()
+        if True:  # ASYNC
+            self._event = asyncio.Event()
         try:
-            await asyncio.wait_for(self._until_ready(), self._first_update_timeout)
-        except asyncio.TimeoutError as err:
-            error = not_ready_error(self._state, self._first_update_timeout)
-            await self.close()
-            raise error from err
+            self._watchers = self._make_watchers()
+            await self._until_ready()
         except BaseException:
             await self.close()
             raise
         return self
 
-    async def _until_ready(self) -> None:
-        while not (self._state.ready or self._state.closed):
-            await self._next_event()
-        if not self._state.ready:
-            raise not_ready_error(self._state, self._first_update_timeout)
+    if True:  # ASYNC
 
-    async def _next_event(self) -> None:
-        assert self._event is not None, "start() the source first"
-        await self._event.wait()
+        async def _until_ready(self) -> None:
+            """Wait until every stream delivered once; raise a clear error if none does."""
+            try:
+                await asyncio.wait_for(self._ready_or_closed(), self._first_update_timeout)
+            except asyncio.TimeoutError as err:
+                raise self._state.not_ready(self._first_update_timeout) from err
+            if not self._state.ready:
+                raise self._state.not_ready(self._first_update_timeout)
 
-    def _kick(self) -> None:
-        """Wake every waiter: a fresh event per round, so a waiter sees each change once."""
-        event, self._event = self._event, asyncio.Event()
-        if event is not None:
-            event.set()
+        async def _ready_or_closed(self) -> None:
+            while not (self._state.ready or self._state.closed):
+                await self._next_event()
+
+        async def _next_event(self) -> None:
+            assert self._event is not None, "start() the source first"
+            await self._event.wait()
+
+        def _kick(self) -> None:
+            """Wake every waiter: a fresh event per round, so a waiter sees each change once."""
+            event, self._event = self._event, asyncio.Event()
+            if event is not None:
+                event.set()
+
+    else:
+
+        def _until_ready(self) -> None:
+            """Wait until every stream delivered once; raise a clear error if none does."""
+            self._state.wait_ready(self._first_update_timeout)
 
     def _publish(self, stream: str, build: Any) -> None:
         self._state.publish(stream, build)
-        self._kick()
+        self._kick()  # ASYNC
 
     def _error_handler(self, stream: str) -> ErrorCallback:
         def on_error(error: WorkloadApiError) -> None:
             self._state.fail(stream, error)
-            self._kick()
+            self._kick()  # ASYNC
             if self._user_on_error is not None:
                 self._user_on_error(error)
 
@@ -118,26 +137,29 @@ class _AsyncSource:
 
     async def wait_until_updated(self, timeout: float | None = None) -> bool:
         """Wait for the next update (True) or until ``timeout`` passes (False)."""
-        seen = self._state.generation
+        if True:  # ASYNC
+            seen = self._state.generation
 
-        async def newer() -> None:
-            while self._state.generation == seen and not self._state.closed:
-                await self._next_event()
+            async def newer() -> None:
+                while self._state.generation == seen and not self._state.closed:
+                    await self._next_event()
 
-        try:
-            await asyncio.wait_for(newer(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return not self._state.closed
+            try:
+                await asyncio.wait_for(newer(), timeout)
+            except asyncio.TimeoutError:
+                return False
+            return not self._state.closed
+        else:
+            return self._state.wait_next(timeout)
 
     @property
     def closed(self) -> bool:
         return self._state.closed
 
     async def close(self) -> None:
-        """Stop the watch tasks (and the client, if the source created it). Idempotent."""
+        """Stop the watchers (and the client, if the source created it). Idempotent."""
         self._state.close()
-        self._kick()
+        self._kick()  # ASYNC
         for watcher in self._watchers:
             with contextlib.suppress(Exception):
                 await watcher.aclose()
@@ -155,8 +177,12 @@ class _AsyncSource:
         return f"{type(self).__name__}({self.endpoint!r}, {state})"
 
 
-class AsyncX509Source(X509Getters, _AsyncSource):
-    """The asyncio twin of :class:`X509Source`."""
+class AsyncX509Source(X509Getters, _Source):
+    """The workload's X509-SVID and X.509 bundles (own and federated), kept current.
+
+    ``picker`` chooses among several SVIDs (default: the first, as SPIRE orders them),
+    e.g. ``pick_by_hint("internal")``.
+    """
 
     def __init__(
         self,
@@ -172,6 +198,10 @@ class AsyncX509Source(X509Getters, _AsyncSource):
         self._x509 = self._state = SourceState[X509Snapshot](
             "AsyncX509Source", self.endpoint, ["x509"]
         )
+        if True:  # ASYNC
+            pass  # started by `await source.start()` or `async with source`
+        else:
+            self.start()
 
     def _make_watchers(self) -> list[AsyncWatcher[Any]]:
         return [
@@ -182,19 +212,22 @@ class AsyncX509Source(X509Getters, _AsyncSource):
         try:
             svid = pick(self._picker, context, "AsyncX509Source")
         except WorkloadApiError as error:
+            # An update we cannot use counts as a broken stream: report it, keep the old state.
             report(error, self._error_handler("x509"))
             return
         self._publish("x509", x509_builder(context, svid))
 
-    async def start(self) -> AsyncX509Source:
-        return await super().start()  # type: ignore[no-any-return]
+    if True:  # ASYNC
 
-    async def __aenter__(self) -> AsyncX509Source:
-        return await self.start()
+        async def start(self) -> AsyncX509Source:
+            return await super().start()  # type: ignore[no-any-return]
+
+        async def __aenter__(self) -> AsyncX509Source:
+            return await self.start()
 
 
-class AsyncJwtSource(JwtBundleGetters, _AsyncSource):
-    """The asyncio twin of :class:`JwtSource`."""
+class AsyncJwtSource(JwtBundleGetters, _Source):
+    """JWT bundles (own and federated) kept current, and cached JWT-SVIDs on demand."""
 
     def __init__(
         self,
@@ -209,6 +242,10 @@ class AsyncJwtSource(JwtBundleGetters, _AsyncSource):
         self._bundles = self._state = SourceState[BundlesSnapshot](
             "AsyncJwtSource", self.endpoint, ["jwt"]
         )
+        if True:  # ASYNC
+            pass  # started by `await source.start()` or `async with source`
+        else:
+            self.start()
 
     def _make_watchers(self) -> list[AsyncWatcher[Any]]:
         on_error = self._error_handler("jwt")
@@ -223,7 +260,8 @@ class AsyncJwtSource(JwtBundleGetters, _AsyncSource):
         *extra_audiences: str,
         subject: SpiffeId | str | None = None,
     ) -> JwtSvid:
-        """A JWT-SVID for the audiences, cached until half its lifetime has passed."""
+        """A JWT-SVID for the audiences, from the cache while it has more than half its
+        lifetime left, else freshly from the agent."""
         self._bundles.current()  # raises if closed or not started
         auds = audiences(audience, extra_audiences)
         key = self._cache.key(auds, subject_string(subject))
@@ -234,19 +272,25 @@ class AsyncJwtSource(JwtBundleGetters, _AsyncSource):
             self._cache.put(key, svid, fetched_at)
         return svid
 
-    async def start(self) -> AsyncJwtSource:
-        return await super().start()  # type: ignore[no-any-return]
+    if True:  # ASYNC
 
-    async def __aenter__(self) -> AsyncJwtSource:
-        return await self.start()
+        async def start(self) -> AsyncJwtSource:
+            return await super().start()  # type: ignore[no-any-return]
+
+        async def __aenter__(self) -> AsyncJwtSource:
+            return await self.start()
 
     async def close(self) -> None:
         self._cache.clear()
         await super().close()
 
 
-class AsyncBundleSource(BundleGetters, _AsyncSource):
-    """The asyncio twin of :class:`BundleSource`."""
+class AsyncBundleSource(BundleGetters, _Source):
+    """X.509 and JWT bundles of every trust domain the workload may trust, kept current.
+
+    For verifiers that need no SVID of their own; it is both an X509BundleSource and a
+    JwtBundleSource.
+    """
 
     def __init__(
         self,
@@ -260,6 +304,10 @@ class AsyncBundleSource(BundleGetters, _AsyncSource):
         self._bundles = self._state = SourceState[BundlesSnapshot](
             "AsyncBundleSource", self.endpoint, ["x509", "jwt"]
         )
+        if True:  # ASYNC
+            pass  # started by `await source.start()` or `async with source`
+        else:
+            self.start()
 
     def _make_watchers(self) -> list[AsyncWatcher[Any]]:
         return [
@@ -273,8 +321,10 @@ class AsyncBundleSource(BundleGetters, _AsyncSource):
             ),
         ]
 
-    async def start(self) -> AsyncBundleSource:
-        return await super().start()  # type: ignore[no-any-return]
+    if True:  # ASYNC
 
-    async def __aenter__(self) -> AsyncBundleSource:
-        return await self.start()
+        async def start(self) -> AsyncBundleSource:
+            return await super().start()  # type: ignore[no-any-return]
+
+        async def __aenter__(self) -> AsyncBundleSource:
+            return await self.start()

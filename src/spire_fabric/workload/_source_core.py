@@ -40,6 +40,8 @@ E = TypeVar("E")
 S = TypeVar("S")
 Listener = Callable[[], None]
 
+DEFAULT_FIRST_UPDATE_TIMEOUT = 15.0
+
 
 class SourceState(Generic[S]):
     """Snapshot, per-stream health and listeners of one source.
@@ -118,6 +120,10 @@ class SourceState(Generic[S]):
         with self.cond:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def not_ready(self, timeout: float) -> WorkloadApiError:
+        """The error for a source that got no first update within ``timeout``."""
+        return not_ready_error(self, timeout)
 
     def wait_ready(self, timeout: float) -> None:
         """Block until every stream delivered once; raise a clear error if none does."""

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from spire_fabric.federation import FederationError, fetch_bundle, serve_bundle_endpoint
 from spire_fabric.identity import SpiffeBundle, TrustDomain, X509Bundle
-from spire_fabric.testing.pki import MutableSvidSource, make_ca, make_svid
+from spire_fabric.testing.pki import make_ca, make_svid
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_real_spire_server_fetches_and_stores_the_bundle_from_our_endpoint(
     with serve_bundle_endpoint(
         served,
         TD_C,
-        MutableSvidSource(make_svid(ca, ENDPOINT_ID)),
+        make_svid(ca, ENDPOINT_ID),
         refresh_hint=timedelta(seconds=30),
     ) as endpoint:
         server.cli(

@@ -11,11 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from spire_fabric.identity import TrustDomain, X509Bundle
+from spire_fabric.identity import TrustDomain, X509Bundle, X509Svid
 from spire_fabric.proto.workload import workload_pb2, workload_pb2_grpc
 from spire_fabric.server import AsyncSpireServerClient, SpireServerClient
 from spire_fabric.testing import SpireAgentProcess, SpireServerProcess, current_uid_selector
@@ -25,23 +22,11 @@ pytestmark = pytest.mark.integration
 
 @dataclass(frozen=True)
 class FetchedSvid:
-    """What a workload gets from the Workload API: the shape `svid_source` expects."""
+    """What a workload gets from the Workload API: its SVID (an ``X509Svid`` is its own
+    svid_source) and its trust domain's bundle (its own bundle_source)."""
 
-    spiffe_id: str
-    cert_chain: list[x509.Certificate]
-    private_key: PrivateKeyTypes
+    svid: X509Svid
     bundle: X509Bundle
-
-
-class StaticSvidSource:
-    def __init__(self, svid: FetchedSvid) -> None:
-        self.svid = svid
-
-    def get_x509_svid(self) -> FetchedSvid:
-        return self.svid
-
-    def get_x509_bundle_for_trust_domain(self, td: TrustDomain) -> X509Bundle | None:
-        return self.svid.bundle if td == self.svid.bundle.trust_domain else None
 
 
 def fetch_x509_svid(agent: SpireAgentProcess, spiffe_id: str, timeout: float = 30.0) -> FetchedSvid:
@@ -72,16 +57,11 @@ def fetch_x509_svid(agent: SpireAgentProcess, spiffe_id: str, timeout: float = 3
 
 
 def _decode(svid: Any) -> FetchedSvid:
-    chain = _der_certs(svid.x509_svid)
-    key = serialization.load_der_private_key(svid.x509_svid_key, None)
     td = TrustDomain.parse(svid.spiffe_id)
-    return FetchedSvid(svid.spiffe_id, chain, key, X509Bundle(td, tuple(_der_certs(svid.bundle))))
-
-
-def _der_certs(data: bytes) -> list[x509.Certificate]:
-    from spire_fabric.identity._certs import load_der_certificates
-
-    return load_der_certificates(data)
+    return FetchedSvid(
+        X509Svid.parse_der(svid.x509_svid, svid.x509_svid_key),
+        X509Bundle.parse_der(td, svid.bundle),
+    )
 
 
 def cli_json(server: SpireServerProcess, *args: str) -> Any:

@@ -22,7 +22,7 @@ from spire_fabric.server import (
     NotFoundError,
 )
 
-from .conftest import StaticSvidSource, cli_json, fetch_x509_svid, register_admin
+from .conftest import cli_json, fetch_x509_svid, register_admin
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +120,9 @@ async def test_async_client_rides_out_a_server_restart(spire_server):
 
 async def test_async_tcp_with_admin_svid(spire_server, spire_agent):
     admin_id = register_admin(spire_server, spire_agent, "/admin/async")
-    source = StaticSvidSource(fetch_x509_svid(spire_agent, admin_id))
+    admin = fetch_x509_svid(spire_agent, admin_id)
     async with AsyncSpireServerClient(
-        spire_server.address, svid_source=source, bundle_source=source, timeout=10
+        spire_server.address, svid_source=admin.svid, bundle_source=admin.bundle, timeout=10
     ) as tcp:
         made = (await tcp.create_entries([entry("/tcp")])).raise_for_errors()[0].value
         assert made.id in {e["id"] for e in cli_json(spire_server, "entry", "show")["entries"]}

@@ -390,12 +390,12 @@ def test_client_survives_a_server_restart_without_help(spire_server):
 
 
 def test_tcp_with_admin_svid_authenticates_the_server(spire_server, spire_agent: SpireAgentProcess):
-    from .conftest import StaticSvidSource, fetch_x509_svid, register_admin
+    from .conftest import fetch_x509_svid, register_admin
 
     admin_id = register_admin(spire_server, spire_agent, "/admin/ops")
-    source = StaticSvidSource(fetch_x509_svid(spire_agent, admin_id))
+    admin = fetch_x509_svid(spire_agent, admin_id)  # an X509Svid is its own svid_source
     with SpireServerClient(
-        spire_server.address, svid_source=source, bundle_source=source, timeout=10
+        spire_server.address, svid_source=admin.svid, bundle_source=admin.bundle, timeout=10
     ) as tcp:
         created = tcp.create_entry(entry("/via-tcp"))
         assert created.id in cli_entries(spire_server)
@@ -407,19 +407,15 @@ def test_tcp_with_admin_svid_authenticates_the_server(spire_server, spire_agent:
     with pytest.raises(SpireClientConfigError, match=r"no X\.509 authorities for trust domain"):
         SpireServerClient(
             spire_server.address,
-            svid_source=source,
-            bundle_source=source,
+            svid_source=admin.svid,
+            bundle_source=admin.bundle,
             server_trust_domain="other.org",
         )
 
-    class WrongRoots(StaticSvidSource):
-        def get_x509_bundle_for_trust_domain(self, td):  # a valid cert that is not our CA
-            return X509Bundle(td, (source.svid.cert_chain[0],))
-
-    wrong = WrongRoots(source.svid)
+    wrong = X509Bundle(admin.bundle.trust_domain, (admin.svid.leaf,))  # valid, not our CA
     with (
         SpireServerClient(
-            spire_server.address, svid_source=wrong, bundle_source=wrong, timeout=2
+            spire_server.address, svid_source=admin.svid, bundle_source=wrong, timeout=2
         ) as bad,
         pytest.raises(
             UnavailableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"

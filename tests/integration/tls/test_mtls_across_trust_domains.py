@@ -10,7 +10,7 @@ import time
 import pytest
 
 from spire_fabric.identity import BundleSet, SpiffeId, X509Bundle
-from spire_fabric.testing.pki import Ca, MutableSvidSource, make_ca, make_svid
+from spire_fabric.testing.pki import Ca, make_ca, make_svid
 from spire_fabric.tls import (
     PeerRejectedError,
     authorize_any,
@@ -106,8 +106,8 @@ def test_forged_peer_with_a_td_a_id_chaining_to_td_b_ca_is_refused_though_b_is_t
             X509Bundle(TD_B, (*real_b.x509_authorities, forging_ca.cert)),
         ]
     )
-    forged = MutableSvidSource(make_svid(forging_ca, "spiffe://td-a.test/service-a-admin"))
-    honest_b_via_forging_ca = MutableSvidSource(make_svid(forging_ca, "spiffe://td-b.test/ok"))
+    forged = make_svid(forging_ca, "spiffe://td-a.test/service-a-admin")
+    honest_b_via_forging_ca = make_svid(forging_ca, "spiffe://td-b.test/ok")
     try:
         with serve_mtls_threaded(WhoAmI, a, trust, authorize_any()) as server:
             with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException)):

@@ -44,7 +44,7 @@ def test_client_fetches_the_served_bundle_over_https_spiffe() -> None:
     with serve_bundle_endpoint(
         served,
         TD,
-        MutableSvidSource(make_svid(ca, ENDPOINT_ID)),
+        make_svid(ca, ENDPOINT_ID),
         refresh_hint=timedelta(seconds=90),
     ) as endpoint:
         got = fetch_bundle(endpoint.url, TD, endpoint_id=ENDPOINT_ID, bundle_source=served)
@@ -57,7 +57,7 @@ def test_client_fetches_the_served_bundle_over_https_spiffe() -> None:
 def test_fetch_refuses_an_endpoint_with_another_spiffe_id() -> None:
     ca = make_ca("td-c.test")
     served = _bundle(ca)
-    svid = MutableSvidSource(make_svid(ca, "spiffe://td-c.test/impostor"))
+    svid = make_svid(ca, "spiffe://td-c.test/impostor")
     with (
         serve_bundle_endpoint(served, TD, svid) as endpoint,
         pytest.raises(FederationError, match=r"impostor.*is not authorized"),
@@ -68,7 +68,7 @@ def test_fetch_refuses_an_endpoint_with_another_spiffe_id() -> None:
 def test_fetch_refuses_an_endpoint_whose_svid_chains_to_another_trust_domain() -> None:
     real, rogue = make_ca("td-c.test"), make_ca("td-x.test")
     served = _bundle(rogue)
-    svid = MutableSvidSource(make_svid(rogue, ENDPOINT_ID))
+    svid = make_svid(rogue, ENDPOINT_ID)
     with (
         serve_bundle_endpoint(served, TD, svid) as endpoint,
         pytest.raises(FederationError, match="could not fetch bundle"),

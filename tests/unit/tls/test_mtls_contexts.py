@@ -13,7 +13,7 @@ import urllib.error
 import pytest
 
 from spire_fabric.identity import BundleSet, SpiffeId
-from spire_fabric.testing.pki import MutableSvidSource, make_ca, make_svid
+from spire_fabric.testing.pki import make_ca, make_svid
 from spire_fabric.tls import (
     PeerRejectedError,
     authorize_any,
@@ -85,7 +85,7 @@ def test_client_and_server_authorize_each_other_by_exact_id(world: World) -> Non
 def test_unauthorized_client_is_refused_by_the_server_before_the_handler_runs(
     world: World,
 ) -> None:
-    other = MutableSvidSource(make_svid(world.ca_b, "spiffe://td-b.test/intruder"))
+    other = make_svid(world.ca_b, "spiffe://td-b.test/intruder")
     with _serve(world) as server:
         with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException)):
             _get(server, _client(world, svid=other))
@@ -105,7 +105,7 @@ def test_forged_peer_with_td_a_id_signed_by_td_b_ca_is_refused_though_b_is_trust
 ) -> None:
     # B's CA is in the trusted pool, so OpenSSL's own pool check lets the handshake finish;
     # only the per-trust-domain check can tell that B may not vouch for a td-a.test ID.
-    forged = MutableSvidSource(make_svid(world.ca_b, "spiffe://td-a.test/admin"))
+    forged = make_svid(world.ca_b, "spiffe://td-a.test/admin")
     with _serve(world, authorizer=authorize_any()) as server:
         with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException)):
             _get(server, _client(world, svid=forged))
@@ -298,10 +298,23 @@ def test_forged_ca_cannot_be_hidden_by_adding_it_to_the_victims_bundle_view() ->
         def get_bundle_set(self):
             return BundleSet([ca_b.bundle("td-b.test")])
 
-    server_svid = MutableSvidSource(make_svid(ca_b, "spiffe://td-b.test/server"))
-    forged = MutableSvidSource(make_svid(ca_b, "spiffe://td-a.test/admin"))
+    server_svid = make_svid(ca_b, "spiffe://td-b.test/server")
+    forged = make_svid(ca_b, "spiffe://td-a.test/admin")
     with serve_mtls_threaded(WhoAmI, server_svid, Lying(), authorize_any()) as server:
         client = mtls_client_context(forged, Lying(), authorize_any())
         with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException)):
             _get(server, client)
         assert any("source returned the bundle of" in r for r in server.rejected)
+
+
+def test_a_plain_x509_svid_is_its_own_source_on_both_sides(world: World) -> None:
+    server_svid = make_svid(world.ca_a, SERVER_ID)
+    client_svid = make_svid(world.ca_b, CLIENT_ID)
+    assert client_svid.get_x509_svid() is client_svid
+    server_context = mtls_server_context(server_svid, world.bundles, authorize_id(CLIENT_ID))
+    client_context = mtls_client_context(client_svid, world.bundles, authorize_id(SERVER_ID))
+    assert server_context.current_context() is not None
+    with serve_mtls_threaded(WhoAmI, server_svid, world.bundles, authorize_id(CLIENT_ID)) as server:
+        body, serial = _get(server, client_context)
+    assert body == CLIENT_ID
+    assert serial == server_svid.leaf.serial_number
