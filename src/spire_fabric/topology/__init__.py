@@ -29,7 +29,7 @@ from spire_fabric.topology._model import (
     Cluster,
     Datastore,
     DiskUpstreamAuthority,
-    FederationRelationship,
+    Federation,
     HealthProbe,
     Images,
     IntermediateCa,
@@ -90,7 +90,7 @@ __all__ = [
     "Cluster",
     "Datastore",
     "DiskUpstreamAuthority",
-    "FederationRelationship",
+    "Federation",
     "HealthProbe",
     "Images",
     "IntermediateCa",
@@ -144,3 +144,19 @@ __all__ = [
     "validate_topology",
     "workload_selectors",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `FederationRelationship` named two classes (this one and the Server API's); the
+    # topology's is `Federation` now. The old name works for one more release.
+    if name == "FederationRelationship":
+        import warnings
+
+        warnings.warn(
+            "spire_fabric.topology.FederationRelationship is now spire_fabric.topology."
+            "Federation (spire_fabric.server.FederationRelationship is SPIRE's API object)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Federation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

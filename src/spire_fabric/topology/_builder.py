@@ -19,7 +19,7 @@ from spire_fabric.topology._model import (
     BundleEndpointProfile,
     CaHierarchy,
     Cluster,
-    FederationRelationship,
+    Federation,
     IntermediateCa,
     KubernetesOptions,
     RootCa,
@@ -69,7 +69,7 @@ class TopologyBuilder:
         self._servers: list[Server] = []
         self._agents: list[Agent] = []
         self._workloads: list[Workload] = []
-        self._federations: list[FederationRelationship] = []
+        self._federations: list[Federation] = []
         self._clusters: list[Cluster] = []
         self._ca: CaHierarchy | None = None
         self._kubernetes = KubernetesOptions()
@@ -162,7 +162,7 @@ class TopologyBuilder:
         """One-way: ``server`` fetches ``trust_domain``'s bundle."""
         self._add(
             self._federations,
-            lambda: FederationRelationship(
+            lambda: Federation(
                 server, trust_domain, profile, endpoint_url, endpoint_spiffe_id
             ),
         )

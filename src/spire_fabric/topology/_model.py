@@ -326,7 +326,7 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class FederationRelationship:
+class Federation:
     """``server`` fetches the bundle of ``trust_domain`` from its bundle endpoint.
 
     ``endpoint_url`` None means: derive it per target from the server that owns that trust
@@ -440,7 +440,7 @@ class Topology:
     servers: tuple[Server, ...] = ()
     agents: tuple[Agent, ...] = ()
     workloads: tuple[Workload, ...] = ()
-    federations: tuple[FederationRelationship, ...] = ()
+    federations: tuple[Federation, ...] = ()
     ca: CaHierarchy | None = None
     clusters: tuple[Cluster, ...] = ()
     kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
@@ -482,5 +482,5 @@ class Topology:
     def agents_of(self, server: str) -> tuple[Agent, ...]:
         return tuple(a for a in self.agents if a.server == server)
 
-    def federations_of(self, server: str) -> tuple[FederationRelationship, ...]:
+    def federations_of(self, server: str) -> tuple[Federation, ...]:
         return tuple(f for f in self.federations if f.server == server)

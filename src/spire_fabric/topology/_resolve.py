@@ -11,7 +11,7 @@ from spire_fabric.topology._model import (
     Agent,
     AgentNodeAttestor,
     Datastore,
-    FederationRelationship,
+    Federation,
     K8sPsatAttestor,
     NodeAttestor,
     Server,
@@ -64,7 +64,7 @@ def controller_manager_enabled(topology: Topology, server: Server) -> bool:
 
 def config_federations(
     topology: Topology, server: Server, target: Target
-) -> tuple[FederationRelationship, ...]:
+) -> tuple[Federation, ...]:
     """The relationships server.conf declares as ``federates_with``.
 
     None on Kubernetes when the server's controller manager renders them as
@@ -157,7 +157,7 @@ def bundle_endpoint_owner(topology: Topology, trust_domain: TrustDomain | str) -
     return None
 
 
-def bundle_endpoint_url(topology: Topology, fed: FederationRelationship, target: Target) -> str:
+def bundle_endpoint_url(topology: Topology, fed: Federation, target: Target) -> str:
     if fed.endpoint_url:
         return fed.endpoint_url
     owner = bundle_endpoint_owner(topology, fed.trust_domain)
@@ -170,7 +170,7 @@ def bundle_endpoint_url(topology: Topology, fed: FederationRelationship, target:
     return f"https://{host}:{port}"
 
 
-def endpoint_spiffe_id(fed: FederationRelationship) -> str:
+def endpoint_spiffe_id(fed: Federation) -> str:
     """SPIRE serves its bundle endpoint with the server SVID, ``/spire/server``."""
     return fed.endpoint_spiffe_id or str(spire_server_id(fed.trust_domain))
 

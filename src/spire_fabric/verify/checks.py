@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 from cryptography import x509
@@ -63,14 +62,6 @@ TTL_TOLERANCE = timedelta(seconds=60)
 
 class CheckFailed(SpireFabricError):
     """Raised inside a check with the reason shown in the report."""
-
-
-@dataclass(frozen=True)
-class _StaticSvid:
-    svid: X509Svid
-
-    def get_x509_svid(self) -> X509Svid:
-        return self.svid
 
 
 def verify_deployment(deployment: Deployment) -> Report:
@@ -233,7 +224,7 @@ def _probe(d: Deployment, w: Workload, probe: HealthProbe, svid: X509Svid, ctx: 
             body = resp.read()
     else:
         context = mtls_client_context(
-            _StaticSvid(svid), ctx.get_bundle_set(), authorize_id(SpiffeId.parse(w.spiffe_id))
+            svid, ctx.get_bundle_set(), authorize_id(SpiffeId.parse(w.spiffe_id))
         )
         with mtls_urlopen(url, context, timeout=10) as resp:
             body = resp.read()
@@ -469,12 +460,12 @@ def _mtls(
 ) -> str:
     """A real handshake on loopback: the server admits exactly one client ID."""
     server_context = mtls_server_context(
-        _StaticSvid(server_svid),
+        server_svid,
         server_ctx.get_bundle_set(),
         authorize_id(authorized or client_svid.spiffe_id),
     )
     client_context = mtls_client_context(
-        _StaticSvid(client_svid), client_ctx.get_bundle_set(), authorize_id(server_svid.spiffe_id)
+        client_svid, client_ctx.get_bundle_set(), authorize_id(server_svid.spiffe_id)
     )
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -133,3 +133,11 @@ def test_datastore_is_sqlite_locally_and_mysql_on_kubernetes_for_enterprise():
     assert isinstance(effective_datastore(s, "local"), SqliteDatastore)
     k8s = effective_datastore(s, "kubernetes")
     assert isinstance(k8s, MySqlDatastore) and "parseTime=true" in k8s.dsn
+
+
+def test_the_old_federation_name_still_imports_with_a_deprecation_warning():
+    import spire_fabric.topology as topology
+
+    with pytest.warns(DeprecationWarning, match="Federation"):
+        old = topology.FederationRelationship
+    assert old is topology.Federation
