@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import (
     LocalContext,
@@ -131,16 +132,28 @@ def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
         )
 
 
-def _settled(ctx: LocalContext, component: str) -> bool:
-    """Running for WORKLOAD_SETTLE_S without a crash; a crash fails the wait at once."""
+def _state_unless_crashed(ctx: LocalContext, component: str) -> ComponentState | None:
+    """The component's state; a crash (exited, waiting for its restart) fails `up` at once,
+    naming the workload, its exit and its log."""
     state = ctx.supervisor.states().get(component)
     if state is not None and state.last_exit is not None and not state.running:
         raise UpError(
             f"{component.split(':', 1)[1]} could not be started: it {state.last_exit}; "
             f"log: {ctx.log_path(component)}\n{tail(ctx.log_path(component))}"
         )
+    return state
+
+
+def _settled(ctx: LocalContext, component: str) -> bool:
+    """Running for WORKLOAD_SETTLE_S without a crash."""
+    state = _state_unless_crashed(ctx, component)
     started = state.started_at if state is not None else None
     return started is not None and time.time() - started >= WORKLOAD_SETTLE_S
+
+
+def _listening(ctx: LocalContext, component: str, port: int) -> bool:
+    _state_unless_crashed(ctx, component)
+    return tcp_open("127.0.0.1", port)
 
 
 def wait_workloads(ctx: LocalContext) -> None:
@@ -149,19 +162,19 @@ def wait_workloads(ctx: LocalContext) -> None:
     fails `up` naming it and why, never silently."""
     for p in workload_processes(ctx):
         component = workload_component(p.workload.name)
-        wait_for(
-            ctx,
-            lambda c=component: _settled(ctx, c),
-            SVID_WAIT_TIMEOUT_S,
-            f"workload {p.workload.name} did not stay running",
-            component,
-        )
         if p.port is None:
-            continue
-        wait_for(
-            ctx,
-            lambda p=p: tcp_open("127.0.0.1", p.port),
-            SVID_WAIT_TIMEOUT_S,
-            f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
-            component,
-        )
+            wait_for(
+                ctx,
+                lambda c=component: _settled(ctx, c),
+                SVID_WAIT_TIMEOUT_S,
+                f"workload {p.workload.name} did not stay running",
+                component,
+            )
+        else:
+            wait_for(
+                ctx,
+                lambda c=component, port=p.port: _listening(ctx, c, port),
+                SVID_WAIT_TIMEOUT_S,
+                f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
+                component,
+            )
