@@ -669,7 +669,9 @@ def _host_network(state: State) -> None:
         ["filter", "FORWARD", "-i", b, "-o", a, "-j", "ACCEPT"],
         ["filter", "FORWARD", "-i", "sfk-+", "-j", "DROP"],
         ["filter", "FORWARD", "-o", "sfk-+", "-j", "DROP"],
-        ["filter", "OUTPUT", "-d", OUTSIDE_RANGE, "!", "-o", "sfk-+", "-j", "REJECT"],
+        # The host's own addresses in the range (API servers) are reached over `lo`.
+        ["filter", "OUTPUT", "-d", OUTSIDE_RANGE, "-m", "addrtype", "!", "--dst-type",
+         "LOCAL", "!", "-o", "sfk-+", "-j", "REJECT"],
         ["filter", "OUTPUT", "-d", SERVICE_RANGE, "!", "-o", "sfk-+", "-j", "REJECT"],
     ]
     for rule in reversed(rules):
@@ -856,7 +858,8 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
             if name.endswith("/" + suffix):
                 _kill(pid, start)
 
-    if any(_proc_start_time(p) == s for p, s in pids.values()):
+    if any(_proc_start_time(p) == s for n, (p, s) in pids.items()
+           if n.endswith("/kube-apiserver")):
         _delete_workloads(state, say)
     stop("kube-proxy")
     stop("kubelet")
