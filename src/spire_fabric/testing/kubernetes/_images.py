@@ -18,6 +18,7 @@ in, so a version bump builds a new tarball.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -38,7 +39,7 @@ from spire_fabric.testing.kubernetes._build import KubeBuildError, _locked, cach
 REGISTRY = "spire-fabric.local"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
-_BASE_KEY = f"debian-{BASE_SUITE}-minbase-" + "-".join(BASE_PACKAGES)
+MARIADB_PACKAGES = ("mariadb-server", "ca-certificates")
 _LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 _EPOCH = 1_700_000_000  # fixed mtime: the same inputs give the same layer digest
 
@@ -55,7 +56,7 @@ class Image:
     tag: str
     files: tuple[tuple[str, Path], ...]  # (path in the image, file on the host)
     entrypoint: tuple[str, ...]
-    on_base: bool = True
+    base: tuple[str, ...] | None = BASE_PACKAGES  # Debian packages of the base layer
     env: tuple[str, ...] = ()
     extra_layer: Callable[[Path], Path] | None = field(default=None, compare=False)
 
@@ -89,25 +90,42 @@ def _run(cmd: Sequence[str], **kw: object) -> None:
         raise KubeBuildError(f"{' '.join(cmd[:3])} (exit {proc.returncode}): {tail}")
 
 
-def ensure_base_layer(say: Callable[[str], None] = print) -> Path:
-    """A tar layer of a minimal Debian with python3, built once with debootstrap."""
-    layer = images_dir() / f"{_BASE_KEY}.layer.tar"
+def _base_key(packages: Sequence[str]) -> str:
+    return f"debian-{BASE_SUITE}-minbase-" + "-".join(packages)
+
+
+def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
+                      say: Callable[[str], None] = print) -> Path:
+    """A tar layer of a minimal Debian with `packages`, built once with debootstrap.
+
+    Two stages, with a `policy-rc.d` in between, so no package's maintainer script starts
+    a service (MariaDB's would) inside the build root.
+    """
+    key = _base_key(packages)
+    layer = images_dir() / f"{key}.layer.tar"
     if layer.is_file():
         return layer
-    with _locked(images_dir() / ".base.lock"):
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with _locked(images_dir() / f".{key}.lock"):
         if layer.is_file():
             return layer
         if shutil.which("debootstrap") is None:
             raise KubeBuildError("debootstrap is not installed (apt-get install debootstrap)")
-        root = images_dir() / f".{_BASE_KEY}.rootfs"
+        root = images_dir() / f".{key}.rootfs"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        say(f"kube-images: debootstrap {BASE_SUITE} minbase + {','.join(BASE_PACKAGES)}")
+        say(f"kube-images: debootstrap {BASE_SUITE} minbase + {','.join(packages)}")
         t0 = time.monotonic()
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+        _run(["debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
               BASE_SUITE, str(root), debian_mirror()])
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"],
+             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
+        policy.unlink()
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
-                     "usr/share/man", "usr/share/locale", "var/log"):
+                     "usr/share/man", "usr/share/locale", "var/log", "debootstrap"):
             target = root / junk
             if target.is_dir():
                 for child in target.iterdir():
@@ -118,7 +136,9 @@ def ensure_base_layer(say: Callable[[str], None] = print) -> Path:
         tmp = layer.with_suffix(".partial")
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for entry in sorted(root.iterdir()):
-                if entry.name in ("proc", "sys", "dev"):
+                if entry.name in ("proc", "sys", "dev", "debootstrap"):
+                    if entry.name == "debootstrap":
+                        continue
                     info = tarfile.TarInfo(entry.name)
                     info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _EPOCH
                     tar.addfile(info)
@@ -126,7 +146,7 @@ def ensure_base_layer(say: Callable[[str], None] = print) -> Path:
                 tar.add(entry, arcname=entry.name)
         tmp.rename(layer)
         shutil.rmtree(root, ignore_errors=True)
-        say(f"kube-images: base layer in {time.monotonic() - t0:.0f} s")
+        say(f"kube-images: base layer {key} in {time.monotonic() - t0:.0f} s")
     return layer
 
 
@@ -251,7 +271,7 @@ def image_set(project_version: str = "0.1.0") -> dict[str, Image]:
     spire = spire_cache_dir()
     return {
         "pause": Image("pause", f"v{_build.KUBERNETES_VERSION}", (("pause", kube / "pause"),),
-                       ("/pause",), on_base=False),
+                       ("/pause",), base=None),
         "coredns": Image("coredns", _build.COREDNS_VERSION,
                          (("usr/local/bin/coredns", _build.PARTS["coredns"].bin_dir / "coredns"),),
                          ("/usr/local/bin/coredns",)),
@@ -270,7 +290,65 @@ def image_set(project_version: str = "0.1.0") -> dict[str, Image]:
             (("usr/local/bin/spire-controller-manager",
               _build.PARTS["spire-controller-manager"].bin_dir / "spire-controller-manager"),),
             ("/usr/local/bin/spire-controller-manager",)),
+        "mariadb": Image("mariadb", mariadb_version(), (), (MARIADB_ENTRYPOINT_PATH,),
+                         base=MARIADB_PACKAGES, extra_layer=_mariadb_layer),
     }
+
+
+MARIADB_ENTRYPOINT_PATH = "/usr/local/bin/sfk-mariadb-entrypoint"
+# The environment contract of the official MySQL image, which the rendered production
+# manifests use (MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD, MYSQL_ROOT_PASSWORD; data in
+# /var/lib/mysql; any uid that owns the data directory).
+MARIADB_ENTRYPOINT = """#!/bin/sh
+set -eu
+datadir=/var/lib/mysql
+run=/var/run/mysqld
+mkdir -p "$run"
+user_opt=""
+[ "$(id -u)" = 0 ] && user_opt=--user=root
+if [ ! -d "$datadir/mysql" ]; then
+  mariadb-install-db --datadir="$datadir" $user_opt --auth-root-authentication-method=normal \\
+    --skip-test-db >/dev/null
+  mariadbd --datadir="$datadir" $user_opt --skip-networking --socket="$run/init.sock" &
+  pid=$!
+  i=0
+  until mariadb --socket="$run/init.sock" -uroot -e 'select 1' >/dev/null 2>&1; do
+    i=$((i + 1)); [ "$i" -lt 120 ] || { echo "mariadb did not start" >&2; exit 1; }
+    sleep 0.5
+  done
+  mariadb --socket="$run/init.sock" -uroot <<SQL
+ALTER USER 'root'@'localhost' IDENTIFIED BY '${MYSQL_ROOT_PASSWORD}';
+CREATE DATABASE IF NOT EXISTS \\`${MYSQL_DATABASE}\\`;
+CREATE USER IF NOT EXISTS '${MYSQL_USER}'@'%' IDENTIFIED BY '${MYSQL_PASSWORD}';
+GRANT ALL ON \\`${MYSQL_DATABASE}\\`.* TO '${MYSQL_USER}'@'%';
+FLUSH PRIVILEGES;
+SQL
+  kill "$pid"
+  wait "$pid" || true
+fi
+exec mariadbd --datadir="$datadir" $user_opt --bind-address=0.0.0.0 --port=3306 \\
+  --socket="$run/mysqld.sock" "$@"
+"""
+
+
+def _mariadb_layer(out: Path) -> Path:
+    script = out.parent / "entrypoint.sh"
+    script.write_text(MARIADB_ENTRYPOINT)
+    script.chmod(0o755)
+    return _files_layer([(MARIADB_ENTRYPOINT_PATH.lstrip("/"), script)], out)
+
+
+@functools.lru_cache(maxsize=1)
+def mariadb_version() -> str:
+    """The upstream version of bookworm main's mariadb-server (what debootstrap installs)."""
+    proc = subprocess.run(["apt-cache", "madison", "mariadb-server"], capture_output=True,
+                          text=True, check=False)
+    for line in proc.stdout.splitlines():
+        cols = [c.strip() for c in line.split("|")]
+        if len(cols) == 3 and f" {BASE_SUITE}/main " in f" {cols[2]} ":
+            version = cols[1].split(":", 1)[-1]
+            return version.split("-", 1)[0]
+    return "unknown"
 
 
 def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
@@ -282,8 +360,8 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
             return image.tarball
         t0 = time.monotonic()
         layers: list[Path] = []
-        if image.on_base:
-            layers.append(ensure_base_layer(say))
+        if image.base is not None:
+            layers.append(ensure_base_layer(image.base, say))
         work = images_dir() / f".{image.repo}_{image.tag}.work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
