@@ -73,10 +73,14 @@ class Kube:
         raise AssertionError(f"{self.name}: {what} not true after {timeout} s "
                              f"(last error: {last})\nrecent events:\n{lines}")
 
-    def run_python(self, ns: str, name: str, script: str, *, timeout: float = 90,
-                   spec_extra: dict[str, Any] | None = None,
-                   container_extra: dict[str, Any] | None = None) -> tuple[str, str]:
+    def run_python(self, ns: str, name: str, script: str, **kw: Any) -> tuple[str, str]:
         """Run `python3 -c script` in a pod to completion; return (phase, logs)."""
+        return self.run(ns, name, PYTHON_IMAGE, ["python3", "-u", "-c", script], **kw)
+
+    def run(self, ns: str, name: str, image: str, command: list[str], *,
+            timeout: float = 90, spec_extra: dict[str, Any] | None = None,
+            container_extra: dict[str, Any] | None = None) -> tuple[str, str]:
+        """Run `command` in a pod of `image` to completion; return (phase, logs)."""
         from kubernetes.client.rest import ApiException
 
         with contextlib.suppress(ApiException):  # a pod of that name from an earlier run
@@ -85,9 +89,8 @@ class Kube:
         body = {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
-                     "containers": [{"name": "main", "image": PYTHON_IMAGE,
-                                     "imagePullPolicy": "Never",
-                                     "command": ["python3", "-u", "-c", script],
+                     "containers": [{"name": "main", "image": image,
+                                     "imagePullPolicy": "Never", "command": command,
                                      **(container_extra or {})}],
                      **(spec_extra or {})},
         }

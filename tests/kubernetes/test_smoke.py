@@ -212,3 +212,60 @@ def test_downstream_pod_reaches_an_upstream_nodeport(kubes: dict[str, Kube]) -> 
     phase, logs = downstream.run_python(SMOKE_NS, "cross-cluster", script)
     assert phase == "Succeeded", logs
     assert logs.strip().startswith(f"{UPSTREAM} echo-")
+
+
+@pytest.mark.parametrize("image,version", [
+    ("spire-server", "1.13.3"), ("spire-agent", "1.13.3")])
+def test_spire_images_run_the_pinned_release(kubes: dict[str, Kube], image: str,
+                                             version: str) -> None:
+    from spire_fabric.testing.kubernetes import load_image
+
+    kube = kubes[DOWNSTREAM]
+    ref = load_image(kube.name, image)
+    assert ref.endswith(f"/{image}:{version}")
+    phase, logs = kube.run(SMOKE_NS, f"{image}-version", ref, [f"/opt/spire/bin/{image}",
+                                                              "--version"])
+    assert phase == "Succeeded", logs
+    assert logs.strip() == version
+
+
+def test_mariadb_image_serves_the_mysql_protocol(kubes: dict[str, Kube]) -> None:
+    from kubernetes import utils
+    from spire_fabric.testing.kubernetes import load_image
+
+    kube = kubes[UPSTREAM]
+    ref = load_image(kube.name, "mariadb")
+    labels = {"app": "mariadb"}
+    env = [{"name": k, "value": v} for k, v in (
+        ("MYSQL_DATABASE", "spire"), ("MYSQL_USER", "spire"), ("MYSQL_PASSWORD", "s3cret"),
+        ("MYSQL_ROOT_PASSWORD", "r00t"))]
+    for doc in (
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mariadb"},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                 "name": "mariadb", "image": ref, "imagePullPolicy": "Never", "env": env,
+                 "ports": [{"containerPort": 3306}],
+                 "readinessProbe": {"tcpSocket": {"port": 3306}, "periodSeconds": 1}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mariadb"},
+         "spec": {"selector": labels, "ports": [{"port": 3306}]}},
+    ):
+        try:
+            utils.create_from_dict(kube.api, doc, namespace=SMOKE_NS)
+        except utils.FailToCreateError as exc:
+            if not all(e.status == 409 for e in exc.api_exceptions):
+                raise
+    kube.wait("MariaDB ready", lambda: (kube.apps.read_namespaced_deployment(
+        "mariadb", SMOKE_NS).status.ready_replicas or 0) == 1, timeout=120)
+    # The server's greeting (protocol 10, then its version string) is the first packet.
+    script = (
+        "import socket\n"
+        "s = socket.create_connection(('mariadb.sfk-smoke.svc', 3306), timeout=10)\n"
+        "data = s.recv(1024)\n"
+        "print(data[4], data[5:].split(b'\\0')[0].decode())\n"
+    )
+    phase, logs = kube.run_python(SMOKE_NS, "mysql-greeting", script)
+    assert phase == "Succeeded", logs
+    protocol, version = logs.split()
+    assert protocol == "10"
+    assert "MariaDB" in version

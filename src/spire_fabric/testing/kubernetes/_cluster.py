@@ -357,7 +357,6 @@ class _Cluster:
             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
             "--initial-cluster", f"{s.short}={peer_url}", "--log-level", "warn",
-            "--listen-metrics-urls", "",
         ])
         _wait(f"{s.name} etcd", lambda: urllib.request.urlopen(
             f"{etcd_url}/health", timeout=2).status == 200, 60, self.alive("etcd"))
@@ -402,7 +401,6 @@ class _Cluster:
             f"--cluster-name={s.name}",
             f"--service-cluster-ip-range={s.service_cidr}",
             "--leader-elect=false",
-            "--controllers=*,-cloud-node-lifecycle,-node-ipam",
         ])
         self.spawn("kube-scheduler", [
             str(self.kube_bin / "kube-scheduler"),

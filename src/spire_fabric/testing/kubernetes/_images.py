@@ -123,7 +123,7 @@ def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
         policy.chmod(0o755)
         _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"],
              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
-        policy.unlink()
+        policy.unlink(missing_ok=True)  # debootstrap may remove it itself
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
                      "usr/share/man", "usr/share/locale", "var/log", "debootstrap"):
             target = root / junk
