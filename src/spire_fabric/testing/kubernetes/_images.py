@@ -306,10 +306,13 @@ run=/var/run/mysqld
 mkdir -p "$run"
 user_opt=""
 [ "$(id -u)" = 0 ] && user_opt=--user=root
-if [ ! -d "$datadir/mysql" ]; then
+# Debian's package already made a data directory in the image; a mounted volume is empty.
+# Either way the variables are applied once, recorded by a marker file.
+if [ ! -e "$datadir/.sfk-initialized" ]; then
   mariadb-install-db --datadir="$datadir" $user_opt --auth-root-authentication-method=normal \\
     --skip-test-db >/dev/null
-  mariadbd --datadir="$datadir" $user_opt --skip-networking --socket="$run/init.sock" &
+  mariadbd --datadir="$datadir" $user_opt --skip-networking --skip-name-resolve \\
+    --socket="$run/init.sock" &
   pid=$!
   i=0
   until mariadb --socket="$run/init.sock" -uroot -e 'select 1' >/dev/null 2>&1; do
@@ -325,9 +328,10 @@ FLUSH PRIVILEGES;
 SQL
   kill "$pid"
   wait "$pid" || true
+  touch "$datadir/.sfk-initialized"
 fi
 exec mariadbd --datadir="$datadir" $user_opt --bind-address=0.0.0.0 --port=3306 \\
-  --socket="$run/mysqld.sock" "$@"
+  --skip-name-resolve --socket="$run/mysqld.sock" "$@"
 """
 
 

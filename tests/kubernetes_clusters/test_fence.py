@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kubernetes.conftest import SMOKE_NS, Kube
+from kubernetes_clusters._kube import SMOKE_NS, Kube
 
 OUTSIDE_NS = "sfk-outside"
 OUTSIDE_LINK = "sfk-out0"
@@ -48,20 +48,31 @@ def outside(kubes: dict[str, Kube], tmp_path_factory: pytest.TempPathFactory) ->
         _ip("-n", OUTSIDE_NS, "route", "add", "default", "via", HOST_SIDE)
         server = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{OUTSIDE_NS}", "--", sys.executable, "-u", "-c",
-             "import http.server, sys\n"
+             "import http.server, socketserver\n"
              "class H(http.server.BaseHTTPRequestHandler):\n"
              "    def do_GET(self):\n"
              "        print('request from', self.client_address[0], flush=True)\n"
              "        self.send_response(200); self.end_headers(); self.wfile.write(b'outside')\n"
-             f"http.server.HTTPServer(('{OUTSIDE_ADDR}', {PORT}), H).serve_forever()\n"],
+             # HTTPServer.server_bind looks its own name up in DNS, which this namespace
+             # has no way to (and must not) reach
+             "class S(http.server.HTTPServer):\n"
+             "    def server_bind(self):\n"
+             "        socketserver.TCPServer.server_bind(self)\n"
+             "        self.server_name, self.server_port = 'outside', self.server_address[1]\n"
+             f"S(('{OUTSIDE_ADDR}', {PORT}), H).serve_forever()\n"],
             stdout=log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
+        last: Exception | None = None
         while time.monotonic() < deadline and not log.read_text():
             try:
                 urllib.request.urlopen(f"http://{OUTSIDE_ADDR}:{PORT}/", timeout=1)
                 break
-            except OSError:
+            except OSError as exc:
+                last = exc
                 time.sleep(0.2)
+        else:
+            raise AssertionError(f"outside server not up: exit {server.poll()}, {last!r}, "
+                                 f"log {log.read_text()!r}")
         yield log
     finally:
         if server is not None:
@@ -72,7 +83,10 @@ def outside(kubes: dict[str, Kube], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_a_host_process_reaches_the_outside(outside: Path) -> None:
-    body = urllib.request.urlopen(f"http://{OUTSIDE_ADDR}:{PORT}/", timeout=5).read()
+    try:
+        body = urllib.request.urlopen(f"http://{OUTSIDE_ADDR}:{PORT}/", timeout=5).read()
+    except OSError as exc:
+        raise AssertionError(f"{exc}; outside server log: {outside.read_text()!r}") from exc
     assert body == b"outside"
     assert f"request from {HOST_SIDE}" in outside.read_text()
 

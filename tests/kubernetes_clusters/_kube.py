@@ -1,35 +1,16 @@
-"""Kubernetes tests: two real clusters on this machine (spire_fabric.testing.kubernetes).
-
-They run when SPIRE_FABRIC_KUBE_TESTS=1 (and as root), otherwise they are skipped with that
-reason; a cluster that cannot come up then fails them.
-"""
+"""Helpers of the Kubernetes tests: typed clients per cluster and run-a-pod-to-completion."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 KUBE_TESTS_ENV = "SPIRE_FABRIC_KUBE_TESTS"
 UPSTREAM = "upstream-spire-cluster"
 DOWNSTREAM = "downstream-spire-cluster"
 SMOKE_NS = "sfk-smoke"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.kubernetes)
-            if os.environ.get(KUBE_TESTS_ENV) != "1":
-                item.add_marker(pytest.mark.skip(
-                    reason=f"Kubernetes test clusters: set {KUBE_TESTS_ENV}=1 (needs root)"))
-            elif os.geteuid() != 0:
-                item.add_marker(pytest.mark.skip(reason="Kubernetes test clusters need root"))
 
 
 class Kube:
@@ -45,6 +26,23 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.auth = client.AuthenticationV1Api(self.api)
+
+    def fresh_namespace(self, ns: str, labels: dict[str, str] | None = None) -> None:
+        """`ns`, new and empty: one left by an earlier session is deleted first."""
+        from kubernetes.client.rest import ApiException
+
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(ns, grace_period_seconds=0)
+
+        def gone() -> bool:
+            try:
+                self.core.read_namespace(ns)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        self.wait(f"namespace {ns} deleted", gone, timeout=120)
+        self.ensure_namespace(ns, labels)
 
     def ensure_namespace(self, ns: str, labels: dict[str, str] | None = None) -> None:
         from kubernetes import client
@@ -126,21 +124,3 @@ def _python_image() -> str:
 PYTHON_IMAGE = _python_image()
 
 
-@pytest.fixture(scope="session")
-def kubes(kube_clusters: dict[str, Any]) -> Iterator[dict[str, Kube]]:
-    clusters = {name: Kube(name, kube_clusters["kubeconfig"], info)
-                for name, info in kube_clusters["clusters"].items()}
-    for k in clusters.values():
-        k.ensure_namespace(SMOKE_NS)
-        # Pods are refused until the service-account controller made the default account.
-        k.wait("default service account", lambda k=k: bool(
-            k.core.read_namespaced_service_account("default", SMOKE_NS)))
-    yield clusters
-    for k in clusters.values():
-        with contextlib.suppress(Exception):  # tearing the clusters down removes it anyway
-            k.core.delete_namespace(SMOKE_NS, grace_period_seconds=0)
-
-
-@pytest.fixture(scope="session", params=[UPSTREAM, DOWNSTREAM])
-def kube(request: pytest.FixtureRequest, kubes: dict[str, Kube]) -> Kube:
-    return kubes[request.param]
