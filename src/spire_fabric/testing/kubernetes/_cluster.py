@@ -762,7 +762,7 @@ def _status_locked() -> dict[str, Any]:
     state = State(path)
     procs = {}
     for name, pid, start in state.data["pids"]:
-        procs[name] = _proc_start_time(pid) == start and start is not None
+        procs[name] = start is not None and _running(pid, start)
     healthy = bool(procs) and all(procs.values())
     for spec in CLUSTERS:
         ready = False
@@ -790,18 +790,38 @@ def status() -> dict[str, Any]:
 # ------------------------------------------------------------------------ teardown
 
 
+def _running(pid: int, start: str | None) -> bool:
+    """True while `pid` is the process started at `start` and has not exited.
+
+    A process that exited but is not yet reaped (a zombie: our own child when `up` ran in
+    this process, e.g. under pytest) counts as gone, and is reaped here if it is ours.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[19] != start:
+        return False
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
 def _kill(pid: int, start: str | None, grace: float = 10) -> None:
-    if start is None or _proc_start_time(pid) != start:
+    if start is None or not _running(pid, start):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _proc_start_time(pid) == start:
+    while time.monotonic() < deadline and _running(pid, start):
         time.sleep(0.1)
-    if _proc_start_time(pid) == start:
+    if _running(pid, start):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _proc_start_time(pid) == start:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(pid, start):
             time.sleep(0.05)
 
 
@@ -856,8 +876,7 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
             if name.endswith("/" + suffix):
                 _kill(pid, start)
 
-    if any(_proc_start_time(p) == s for n, (p, s) in pids.items()
-           if n.endswith("/kube-apiserver")):
+    if any(_running(p, s) for n, (p, s) in pids.items() if n.endswith("/kube-apiserver")):
         _delete_workloads(state, say)
     stop("kube-proxy")
     stop("kubelet")
@@ -873,9 +892,9 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
             with contextlib.suppress(Exception):
                 info = json.loads(_sh(*ctr, "containers", "info", cid, check=False))
                 for ns in info["Spec"]["linux"]["namespaces"]:
-                    path = ns.get("path", "")
-                    if ns.get("type") == "network" and "/netns/cni-" in path:
-                        pod_netns.add(Path(path).name)
+                    ns_path = ns.get("path", "")
+                    if ns.get("type") == "network" and "/netns/cni-" in ns_path:
+                        pod_netns.add(Path(ns_path).name)
             _sh(*ctr, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
         time.sleep(0.5)
         for cid in ids:
@@ -903,8 +922,13 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     for n in pod_netns - before:
         with contextlib.suppress(OSError):
             Path(f"/run/netns/{n}").unlink()
-    # Cgroups depth-first: the kubelet made pod and QoS cgroups under ours.
-    for cg in state.data["cgroups"]:
+    # Cgroups depth-first: the kubelet made pod and QoS cgroups under ours, also in the v2
+    # (`unified`) hierarchy, where we made none: our name in any hierarchy is ours.
+    cgroups = set(state.data["cgroups"])
+    for spec in CLUSTERS:
+        cgroups |= {str(h / spec.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
+                    if (h / spec.cgroup).is_dir()}
+    for cg in sorted(cgroups):
         root = Path(cg)
         if root.is_dir():
             for sub in sorted((p for p in root.rglob("*") if p.is_dir()),
