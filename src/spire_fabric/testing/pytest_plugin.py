@@ -163,3 +163,6 @@ def kube_clusters() -> Iterator[dict[str, Any]]:
     finally:
         if started:
             kube.down()
+            left = kube.leftovers()
+            if left:
+                pytest.fail("the Kubernetes test clusters' teardown left: " + "; ".join(left))
