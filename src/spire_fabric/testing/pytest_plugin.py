@@ -139,3 +139,30 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server.start()
     finally:
         stop_and_remove(server)
+
+
+@pytest.fixture(scope="session")
+def kube_clusters() -> Iterator[dict[str, Any]]:
+    """The two test clusters (`upstream-spire-cluster`, `downstream-spire-cluster`), up.
+
+    Reuses clusters that are already up (left by `scripts/kube-clusters up`) and leaves them
+    running; clusters this fixture started are torn down at the end of the session. Yields
+    the harness status (`kubeconfig`, per-cluster API URL and node IP). Needs root and the
+    cached builds (`scripts/kube-clusters build`); a failure to come up fails the test.
+    """
+    from spire_fabric.testing import kubernetes as kube
+
+    started = False
+    try:
+        if not kube.status()["up"]:
+            kube.up()
+            started = True
+        yield kube.status()
+    except (kube.KubeClusterError, kube.KubeBuildError) as err:
+        pytest.fail(f"the Kubernetes test clusters could not be brought up:\n{err}")
+    finally:
+        if started:
+            kube.down()
+            left = kube.leftovers()
+            if left:
+                pytest.fail("the Kubernetes test clusters' teardown left: " + "; ".join(left))

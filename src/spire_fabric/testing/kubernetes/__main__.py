@@ -1,0 +1,46 @@
+"""`python -m spire_fabric.testing.kubernetes up|down|status|build|images|leftovers`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from spire_fabric.testing.kubernetes import _build, _cluster, _images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kube-clusters", description=__doc__)
+    parser.add_argument("command",
+                        choices=["up", "down", "status", "build", "images", "leftovers"])
+    parser.add_argument("names", nargs="*", help="build/images: which parts (default all)")
+    args = parser.parse_args(argv)
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        if args.command == "up":
+            _cluster.up(say)
+        elif args.command == "down":
+            _cluster.down(say)
+        elif args.command == "status":
+            st = _cluster.status()
+            print(json.dumps(st, indent=2))
+            return 0 if st["up"] else 3
+        elif args.command == "build":
+            return _build.main(args.names)
+        elif args.command == "images":
+            return _images.main(args.names)
+        elif args.command == "leftovers":
+            found = _cluster.leftovers()
+            print("\n".join(found) if found else "kube-clusters: nothing of ours is left")
+            return 1 if found else 0
+    except (_cluster.KubeClusterError, _build.KubeBuildError) as exc:
+        print(f"kube-clusters: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

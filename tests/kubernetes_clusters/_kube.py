@@ -1,0 +1,126 @@
+"""Helpers of the Kubernetes tests: typed clients per cluster and run-a-pod-to-completion."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+KUBE_TESTS_ENV = "SPIRE_FABRIC_KUBE_TESTS"
+UPSTREAM = "upstream-spire-cluster"
+DOWNSTREAM = "downstream-spire-cluster"
+SMOKE_NS = "sfk-smoke"
+
+
+class Kube:
+    """Typed API clients for one cluster, plus small helpers the smoke tests share."""
+
+    def __init__(self, name: str, kubeconfig: str, info: dict[str, Any]) -> None:
+        from kubernetes import client, config
+
+        self.name = name
+        self.info = info
+        self.node_ip: str = info["node_ip"]
+        self.api = config.new_client_from_config(kubeconfig, context=name)
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.auth = client.AuthenticationV1Api(self.api)
+
+    def fresh_namespace(self, ns: str, labels: dict[str, str] | None = None) -> None:
+        """`ns`, new and empty: one left by an earlier session is deleted first."""
+        from kubernetes.client.rest import ApiException
+
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(ns, grace_period_seconds=0)
+
+        def gone() -> bool:
+            try:
+                self.core.read_namespace(ns)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        self.wait(f"namespace {ns} deleted", gone, timeout=120)
+        self.ensure_namespace(ns, labels)
+
+    def ensure_namespace(self, ns: str, labels: dict[str, str] | None = None) -> None:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.create_namespace(client.V1Namespace(
+                metadata=client.V1ObjectMeta(name=ns, labels=labels)))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def wait(self, what: str, probe: Callable[[], bool], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if probe():
+                    return
+            except Exception as exc:  # API hiccups while objects appear
+                last = exc
+            time.sleep(0.5)
+        events = self.core.list_event_for_all_namespaces(_request_timeout=5).items[-15:]
+        lines = "\n".join(f"  {e.involved_object.kind}/{e.involved_object.name}: "
+                          f"{e.reason}: {e.message}" for e in events)
+        raise AssertionError(f"{self.name}: {what} not true after {timeout} s "
+                             f"(last error: {last})\nrecent events:\n{lines}")
+
+    def run_python(self, ns: str, name: str, script: str, **kw: Any) -> tuple[str, str]:
+        """Run `python3 -c script` in a pod to completion; return (phase, logs)."""
+        return self.run(ns, name, PYTHON_IMAGE, ["python3", "-u", "-c", script], **kw)
+
+    def run(self, ns: str, name: str, image: str, command: list[str], *,
+            timeout: float = 90, spec_extra: dict[str, Any] | None = None,
+            container_extra: dict[str, Any] | None = None) -> tuple[str, str]:
+        """Run `command` in a pod of `image` to completion; return (phase, logs)."""
+        from kubernetes.client.rest import ApiException
+
+        with contextlib.suppress(ApiException):  # a pod of that name from an earlier run
+            self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+            self.wait(f"old pod {name} gone", lambda: _gone(self.core, name, ns))
+        body = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "main", "image": image,
+                                     "imagePullPolicy": "Never", "command": command,
+                                     **(container_extra or {})}],
+                     **(spec_extra or {})},
+        }
+        self.core.create_namespaced_pod(ns, body)
+        phase = ""
+
+        def done() -> bool:
+            nonlocal phase
+            phase = self.core.read_namespaced_pod(name, ns).status.phase
+            return phase in ("Succeeded", "Failed")
+
+        self.wait(f"pod {ns}/{name} finished", done, timeout)
+        logs = self.core.read_namespaced_pod_log(name, ns)
+        return phase, logs
+
+
+def _gone(core: Any, name: str, ns: str) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.read_namespaced_pod(name, ns)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def _python_image() -> str:
+    from spire_fabric.testing.kubernetes._images import image_set
+
+    return image_set()["python"].ref
+
+
+PYTHON_IMAGE = _python_image()
+
+
