@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from spire_fabric.entries import apply_entries, plan_entries
 from spire_fabric.errors import SpireFabricError
-from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.identity import SpiffeId
 from spire_fabric.identity import agent_alias_id as identity_agent_alias_id
 from spire_fabric.runtime.ca_hierarchy import (
     CaFiles,
@@ -37,7 +37,14 @@ from spire_fabric.server import (
     NotFoundError,
     SpireApiError,
 )
-from spire_fabric.topology import Agent, Server, Topology, endpoint_spiffe_id, workload_selectors
+from spire_fabric.topology import (
+    Agent,
+    Federation,
+    Server,
+    Topology,
+    endpoint_spiffe_id,
+    workload_selectors,
+)
 
 __all__ = [
     "UpError",
@@ -130,15 +137,15 @@ def root_ca(ctx: LocalContext) -> CertificateAuthority | None:
 # ---- federation ----------------------------------------------------------------------
 
 
-def _relationship(ctx: LocalContext, trust_domain: TrustDomain, profile_name: str, remote: Server):
+def _relationship(
+    fed: Federation, remote: Server
+) -> tuple[str, HttpsSpiffeProfile | HttpsWebProfile]:
+    """The relationship as SPIRE's API takes it: the remote's local bundle endpoint URL and
+    this relationship's own profile (its endpoint ID, not another server's)."""
     url = f"https://{remote.host}:{remote.ports.federation}"
-    profile: HttpsSpiffeProfile | HttpsWebProfile
-    if profile_name == "https_spiffe":
-        fed = next(f for f in ctx.local.federations if f.trust_domain == trust_domain)
-        profile = HttpsSpiffeProfile(endpoint_spiffe_id=SpiffeId.parse(endpoint_spiffe_id(fed)))
-    else:
-        profile = HttpsWebProfile()
-    return url, profile
+    if fed.profile == "https_spiffe":
+        return url, HttpsSpiffeProfile(endpoint_spiffe_id=SpiffeId.parse(endpoint_spiffe_id(fed)))
+    return url, HttpsWebProfile()
 
 
 def _federation_work(ctx: LocalContext, only: set[str] | None, apply: bool) -> list[Change]:
@@ -149,7 +156,7 @@ def _federation_work(ctx: LocalContext, only: set[str] | None, apply: bool) -> l
         remote = next(iter(ctx.local.servers_of(fed.trust_domain)), None)
         if remote is None or (only is not None and not {fed.server, remote.name} <= only):
             continue
-        url, profile = _relationship(ctx, fed.trust_domain, fed.profile, remote)
+        url, profile = _relationship(fed, remote)
         td = fed.trust_domain
         name = f"{fed.server} -> {fed.trust_domain}"
         with ctx.server_client(fed.server) as oc:
