@@ -3,10 +3,10 @@
 
 Built here from Go modules (Kubernetes, etcd, CoreDNS, spire-controller-manager; cached by
 version under `~/.cache/spire-fabric/`), with images written as OCI tarballs and loaded into
-each node's containerd. Each cluster has its own control plane and its own node (kubelet,
-containerd, kube-proxy) in a network namespace of its own; pod traffic is fenced to the
-machine. Needs root. By hand: `scripts/kube-clusters up|status|down`. See
-docs/kubernetes-test-clusters.md.
+each node's containerd. Each cluster has its own control plane and its own nodes (kubelet,
+containerd, kube-proxy), each node in a network namespace of its own: upstream one node,
+downstream three (one per SPIRE agent). Pod traffic is fenced to the machine. Needs root. By
+hand: `scripts/kube-clusters up|status|down`. See docs/kubernetes-test-clusters.md.
 """
 
 from spire_fabric.testing.kubernetes._build import (
@@ -18,8 +18,10 @@ from spire_fabric.testing.kubernetes._build import (
 )
 from spire_fabric.testing.kubernetes._cluster import (
     CLUSTERS,
+    MAX_NODES,
     ClusterSpec,
     KubeClusterError,
+    NodeSpec,
     base_dir,
     down,
     kubeconfig_path,
@@ -34,10 +36,12 @@ __all__ = [
     "COREDNS_VERSION",
     "ETCD_VERSION",
     "KUBERNETES_VERSION",
+    "MAX_NODES",
     "SPIRE_CONTROLLER_MANAGER_VERSION",
     "ClusterSpec",
     "KubeBuildError",
     "KubeClusterError",
+    "NodeSpec",
     "base_dir",
     "down",
     "kubeconfig_path",

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from spire_fabric.testing.kubernetes import _build, _cluster, _images
+
+
+def _with_node_counts(items: list[str]) -> tuple[_cluster.ClusterSpec, ...]:
+    """The default clusters with the node counts given as `CLUSTER=N` overriding theirs."""
+    counts: dict[str, int] = {}
+    for item in items:
+        name, sep, n = item.partition("=")
+        spec = next((c for c in _cluster.CLUSTERS if name in (c.name, c.short)), None)
+        if not sep or spec is None or not n.isdigit():
+            raise _cluster.KubeClusterError(
+                f"--nodes {item!r}: expected CLUSTER=N with CLUSTER one of "
+                + ", ".join(c.name for c in _cluster.CLUSTERS) + " (or up/down)")
+        counts[spec.name] = int(n)
+    return tuple(dataclasses.replace(c, nodes=counts.get(c.name, c.nodes))
+                 for c in _cluster.CLUSTERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command",
                         choices=["up", "down", "status", "build", "images", "leftovers"])
     parser.add_argument("names", nargs="*", help="build/images: which parts (default all)")
+    parser.add_argument(
+        "--nodes", action="append", default=[], metavar="CLUSTER=N",
+        help="up: nodes of a cluster (name or up/down; default "
+             + ", ".join(f"{c.short}={c.nodes}" for c in _cluster.CLUSTERS) + ")")
     args = parser.parse_args(argv)
 
     def say(msg: str) -> None:
@@ -21,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "up":
-            _cluster.up(say)
+            _cluster.up(say, clusters=_with_node_counts(args.nodes))
         elif args.command == "down":
             _cluster.down(say)
         elif args.command == "status":

@@ -34,7 +34,8 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,23 +62,122 @@ class KubeClusterError(SpireFabricError, RuntimeError):
     """The test clusters could not be brought up, reached or torn down."""
 
 
+# The cluster's /24 pod range is split into /26 per node, and the cluster's /24 of node links
+# into /30 per node: four nodes fit in both.
+MAX_NODES = 4
+_POD_PREFIX = 26
+
+
 @dataclass(frozen=True)
-class ClusterSpec:
-    name: str
-    short: str
-    index: int
+class NodeSpec:
+    """Node `k` (1-based) of a cluster: its names and its addresses.
+
+    The first node keeps the names and the directory layout of the one-node harness
+    (`downstream-node`, namespace `sfk-down`, link `sfk-down0`, files in the cluster's
+    directory), so tooling and docs written for one node stay right for it; node k > 1 adds
+    k to each name (`downstream-node-2`, `sfk-down2`, `sfk-down20`, `<cluster dir>/<name>`).
+    """
+
+    cluster: ClusterSpec
+    k: int
 
     @property
-    def host_ip(self) -> str:
-        return f"10.250.{self.index}.1"
+    def _suffix(self) -> str:
+        return "" if self.k == 1 else str(self.k)
 
     @property
-    def node_ip(self) -> str:
-        return f"10.250.{self.index}.2"
+    def name(self) -> str:
+        base = f"{self.cluster.short}stream-node"
+        return base if self.k == 1 else f"{base}-{self.k}"
 
     @property
     def link_cidr(self) -> str:
-        return f"10.250.{self.index}.0/30"
+        return f"10.250.{self.cluster.index}.{4 * (self.k - 1)}/30"
+
+    @property
+    def host_ip(self) -> str:
+        """The host side of this node's link: the node's default gateway."""
+        return f"10.250.{self.cluster.index}.{4 * (self.k - 1) + 1}"
+
+    @property
+    def node_ip(self) -> str:
+        return f"10.250.{self.cluster.index}.{4 * (self.k - 1) + 2}"
+
+    @property
+    def pod_cidr(self) -> str:
+        size = 2 ** (32 - _POD_PREFIX)
+        return f"10.251.{self.cluster.index}.{size * (self.k - 1)}/{_POD_PREFIX}"
+
+    @property
+    def netns(self) -> str:
+        return f"sfk-{self.cluster.short}{self._suffix}"
+
+    @property
+    def host_veth(self) -> str:
+        return f"{self.netns}0"
+
+    @property
+    def peer_veth(self) -> str:
+        """The node side's name on the host, for the moment before it moves into the node."""
+        return f"{self.netns}1"
+
+    @property
+    def cgroup(self) -> str:
+        base = f"sfk-{self.cluster.short}stream"
+        return base if self.k == 1 else f"{base}-{self.k}"
+
+    def dir(self, cluster_dir: Path) -> Path:
+        return cluster_dir if self.k == 1 else cluster_dir / self.name
+
+    def log_prefix(self) -> str:
+        return "" if self.k == 1 else f"{self.name}."
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One test cluster: its name, its number N in the address plan, and how many nodes.
+
+    The properties without a node (`node_ip`, `node_name`, `netns`, ...) are the first
+    node's: the API server listens on the host side of the first node's link, and the other
+    nodes reach it through their default route to the host, where it is a local address.
+    """
+
+    name: str
+    short: str
+    index: int
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise KubeClusterError(
+                f"{self.name}: {self.nodes} nodes; between 1 and {MAX_NODES} fit the address "
+                f"plan (a /{_POD_PREFIX} of pods and a /30 link per node)")
+
+    def node(self, k: int) -> NodeSpec:
+        if not 1 <= k <= MAX_NODES:
+            raise KubeClusterError(f"{self.name}: no node {k} in the address plan")
+        return NodeSpec(self, k)
+
+    @property
+    def node_specs(self) -> tuple[NodeSpec, ...]:
+        return tuple(self.node(k) for k in range(1, self.nodes + 1))
+
+    @property
+    def possible_nodes(self) -> tuple[NodeSpec, ...]:
+        """Every node the address plan allows: what teardown and `leftovers` look for."""
+        return tuple(self.node(k) for k in range(1, MAX_NODES + 1))
+
+    @property
+    def host_ip(self) -> str:
+        return self.node(1).host_ip
+
+    @property
+    def node_ip(self) -> str:
+        return self.node(1).node_ip
+
+    @property
+    def link_cidr(self) -> str:
+        return f"10.250.{self.index}.0/24"
 
     @property
     def pod_cidr(self) -> str:
@@ -97,19 +197,19 @@ class ClusterSpec:
 
     @property
     def netns(self) -> str:
-        return f"sfk-{self.short}"
+        return self.node(1).netns
 
     @property
     def host_veth(self) -> str:
-        return f"sfk-{self.short}0"
+        return self.node(1).host_veth
 
     @property
     def node_name(self) -> str:
-        return f"{self.short}stream-node"
+        return self.node(1).name
 
     @property
     def cgroup(self) -> str:
-        return f"sfk-{self.short}stream"
+        return self.node(1).cgroup
 
     @property
     def api_url(self) -> str:
@@ -119,10 +219,17 @@ class ClusterSpec:
         # Below the 30000-60000 loopback range other tests on this machine use.
         return 21000 + 100 * self.index + offset
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "short": self.short, "index": self.index,
+                "nodes": self.nodes}
 
+
+# Upstream keeps one node; downstream has three, one per SPIRE agent of the downstream
+# server: k8s_psat names an agent after its node's UID, so two agents of one server on one
+# node would share a SPIFFE ID and evict each other.
 CLUSTERS = (
-    ClusterSpec("upstream-spire-cluster", "up", 1),
-    ClusterSpec("downstream-spire-cluster", "down", 2),
+    ClusterSpec("upstream-spire-cluster", "up", 1, nodes=1),
+    ClusterSpec("downstream-spire-cluster", "down", 2, nodes=3),
 )
 OUTSIDE_RANGE = "10.250.0.0/15"  # node links, pods
 SERVICE_RANGE = "10.252.0.0/16"
@@ -155,6 +262,8 @@ class State:
         self.data.setdefault("pod_netns", [])
         self.data.setdefault("dirs", [])
         self.data.setdefault("sysctl", {})
+        self.data.setdefault("routes", [])  # host routes: [cidr, "via", ip, "dev", link]
+        self.data.setdefault("sockets", [])  # containerd sockets, one per node
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -264,15 +373,23 @@ class _Cluster:
         self.pki_dir = self.dir / "pki"
         self.kube_bin = _build.PARTS["kubernetes"].bin_dir
         self.etcd_bin = _build.PARTS["etcd"].bin_dir / "etcd"
-        self.sock = self.dir / "containerd" / "containerd.sock"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes = [_Node(self, n) for n in spec.node_specs]
 
     # -- processes
 
-    def spawn(self, name: str, argv: list[str], *, in_node: bool = False) -> None:
-        if in_node:
-            argv = ["nsenter", f"--net=/run/netns/{self.spec.netns}", "--", *argv]
-        log = open(self.dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+    def spawn(self, name: str, argv: list[str], *, node: _Node | None = None) -> None:
+        """Start `argv` in its own session, logging to `logs/`, and record pid + start time.
+
+        A node's process runs with `nsenter --net` in the node's namespace and is named
+        `<node>/<name>`; the control plane's are named `<name>`.
+        """
+        log_name = f"{name}.log"
+        if node is not None:
+            argv = ["nsenter", f"--net=/run/netns/{node.spec.netns}", "--", *argv]
+            log_name = f"{node.spec.log_prefix()}{name}.log"
+            name = f"{node.spec.name}/{name}"
+        log = open(self.dir / "logs" / log_name, "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.dir,
@@ -284,34 +401,6 @@ class _Cluster:
 
     def alive(self, name: str) -> Callable[[], bool]:
         return lambda: self.procs[name].poll() is None
-
-    # -- host network
-
-    def network(self) -> None:
-        s = self.spec
-        _sh("ip", "netns", "add", s.netns)
-        self.state.add("netns", s.netns)
-        tmp_peer = f"{s.host_veth[:-1]}1"
-        _sh("ip", "link", "add", s.host_veth, "type", "veth", "peer", "name", tmp_peer)
-        self.state.add("links", s.host_veth)
-        _sh("ip", "link", "set", tmp_peer, "netns", s.netns)
-        _sh("ip", "link", "set", tmp_peer, "name", "eth0", netns=s.netns)
-        _sh("ip", "addr", "add", f"{s.host_ip}/30", "dev", s.host_veth)
-        _sh("ip", "link", "set", s.host_veth, "up")
-        _sh("ip", "addr", "add", f"{s.node_ip}/30", "dev", "eth0", netns=s.netns)
-        _sh("ip", "link", "set", "eth0", "up", netns=s.netns)
-        _sh("ip", "link", "set", "lo", "up", netns=s.netns)
-        _sh("ip", "route", "add", "default", "via", s.host_ip, netns=s.netns)
-        for cidr in (s.pod_cidr, s.service_cidr):
-            _sh("ip", "route", "add", cidr, "via", s.node_ip, "dev", s.host_veth)
-        _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=s.netns)
-        with contextlib.suppress(KubeClusterError):
-            _sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", netns=s.netns)
-        # Inside the node (gone with its namespace): a service address that kube-proxy did
-        # not translate has nowhere to go but off the machine, so refuse it here.
-        for chain in ("FORWARD", "OUTPUT"):
-            _sh("iptables", "-A", chain, "-d", s.service_cidr, "-m", "comment",
-                "--comment", COMMENT, "-j", "REJECT", netns=s.netns)
 
     # -- certificates and configs
 
@@ -327,16 +416,22 @@ class _Cluster:
         self.apiserver_kubelet = pki.issue(
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
             org="system:masters", client=True)
-        self.kubelet_serving = pki.issue(
-            "kubelet-serving", s.node_name, server=True, dns=(s.node_name,), ips=(s.node_ip,))
         self.sa_key, self.sa_pub = pki.service_account_key()
         users = {
             "admin": ("kubernetes-admin", "system:masters"),
             "controller-manager": ("system:kube-controller-manager", None),
             "scheduler": ("system:kube-scheduler", None),
             "kube-proxy": ("system:kube-proxy", None),
-            "kubelet": (f"system:node:{s.node_name}", "system:nodes"),
         }
+        # One kubelet identity per node: the Node authorizer lets a kubelet touch only its
+        # own Node object and the pods bound to it.
+        for n in self.nodes:
+            users[n.kubelet_user] = (f"system:node:{n.spec.name}", "system:nodes")
+            # The serving certificate names the node IP, so SPIRE's k8s workload attestor
+            # can verify the kubelet against the cluster CA.
+            n.kubelet_serving = pki.issue(
+                f"{n.kubelet_user}-serving", n.spec.name, server=True, dns=(n.spec.name,),
+                ips=(n.spec.node_ip,))
         self.kubeconfigs: dict[str, Path] = {}
         for name, (cn, org) in users.items():
             crt, key = pki.issue(name, cn, org=org, client=True)
@@ -411,10 +506,126 @@ class _Cluster:
             "--leader-elect=false",
         ])
 
-    # -- node
-
     def node(self) -> None:
+        """Start every node's containerd, load the node images, then the kubelets."""
+        for n in self.nodes:
+            n.start_containerd()
+        # Each node's containerd has its own content store, so every node imports every
+        # image; two at a time (the machine has two cores and the imports are CPU-bound).
+        jobs = [(n, image) for image in NODE_IMAGES for n in self.nodes]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for _ in pool.map(lambda job: job[0].load_image(job[1]), jobs):
+                pass
+        for n in self.nodes:
+            n.start_kubelet_and_proxy()
+
+    def load_image(self, name: str) -> str:
+        """Load one image into every node of this cluster (a pod may land on any)."""
+        image = _images.image_set()[name]
+        _images.ensure_image(image, self.say)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            refs = list(pool.map(lambda n: n.load_image(name), self.nodes))
+        return refs[0] if refs else image.ref
+
+    # -- objects the cluster needs before tests
+
+    def bootstrap_objects(self) -> None:
+        from kubernetes import client, config, utils
+
+        api = config.new_client_from_config(str(self.kubeconfigs["admin"]))
+        docs = _bootstrap_manifests(self.spec, self.dir)
+        for doc in docs:
+            try:
+                utils.create_from_dict(api, doc)
+            except utils.FailToCreateError as exc:
+                if not all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
+                    raise
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+
+    def wait_ready(self, timeout: float = 120) -> None:
         s = self.spec
+        for n in self.nodes:
+            def node_ready(name: str = n.spec.name) -> bool:
+                node = self.core.read_node(name)
+                return any(c.type == "Ready" and c.status == "True"
+                           for c in node.status.conditions or [])
+
+            _wait(f"{s.name} node {n.spec.name} Ready", node_ready, timeout,
+                  self.alive(f"{n.spec.name}/kubelet"))
+
+        def dns_ready() -> bool:
+            dep = self.apps.read_namespaced_deployment("coredns", "kube-system")
+            return (dep.status.ready_replicas or 0) >= 1
+
+        _wait(f"{s.name} CoreDNS ready", dns_ready, timeout)
+
+
+class _Node:
+    """One node of a cluster: a network namespace with containerd, kubelet and kube-proxy."""
+
+    def __init__(self, cluster: _Cluster, spec: NodeSpec) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.dir = spec.dir(cluster.dir)
+        self.sock = self.dir / "containerd" / "containerd.sock"
+        self.kubelet_user = "kubelet" if spec.k == 1 else f"kubelet-{spec.name}"
+        self.kubelet_serving: tuple[Path, Path] | None = None
+
+    # -- network
+
+    def network(self) -> None:
+        """The node's namespace, its veth link to the host, and its routes.
+
+        The node routes everything via the host; the host routes the node's pod subnet
+        through the node's link, so a pod on one node reaches a pod on another node of its
+        cluster by address, through the host (the fence lets forwarding between our links
+        through).
+        """
+        n, c = self.spec, self.cluster.spec
+        state = self.cluster.state
+        _sh("ip", "netns", "add", n.netns)
+        state.add("netns", n.netns)
+        _sh("ip", "link", "add", n.host_veth, "type", "veth", "peer", "name", n.peer_veth)
+        state.add("links", n.host_veth)
+        _sh("ip", "link", "set", n.peer_veth, "netns", n.netns)
+        _sh("ip", "link", "set", n.peer_veth, "name", "eth0", netns=n.netns)
+        _sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_veth)
+        _sh("ip", "link", "set", n.host_veth, "up")
+        _sh("ip", "addr", "add", f"{n.node_ip}/30", "dev", "eth0", netns=n.netns)
+        _sh("ip", "link", "set", "eth0", "up", netns=n.netns)
+        _sh("ip", "link", "set", "lo", "up", netns=n.netns)
+        _sh("ip", "route", "add", "default", "via", n.host_ip, netns=n.netns)
+        routes = [n.pod_cidr]
+        if n.k == 1:
+            # Host processes (the API server calling a webhook Service) reach services
+            # through the first node, where kube-proxy translates them.
+            routes.append(c.service_cidr)
+        for cidr in routes:
+            route = [cidr, "via", n.node_ip, "dev", n.host_veth]
+            _sh("ip", "route", "add", *route)
+            state.add("routes", route)
+        _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=n.netns)
+        with contextlib.suppress(KubeClusterError):
+            _sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", netns=n.netns)
+        # Inside the node (gone with its namespace): a service address that kube-proxy did
+        # not translate has nowhere to go but off the machine, so refuse it here.
+        for chain in ("FORWARD", "OUTPUT"):
+            _sh("iptables", "-A", chain, "-d", c.service_cidr, "-m", "comment",
+                "--comment", COMMENT, "-j", "REJECT", netns=n.netns)
+        # Pod to pod inside the cluster keeps the pod's address (no NAT between pods, as
+        # Kubernetes networking promises): the bridge plugin masquerades everything that
+        # leaves the node's /26. Appended now, before the bridge plugin appends its per-pod
+        # jumps and after kube-proxy prepends its own (which must still masquerade hairpin
+        # service traffic).
+        _sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", c.pod_cidr, "-d", c.pod_cidr,
+            "-m", "comment", "--comment", COMMENT, "-j", "ACCEPT", netns=n.netns)
+
+    # -- processes
+
+    def start_containerd(self) -> None:
+        n, c = self.spec, self.cluster.spec
         d = self.dir
         cdir = d / "containerd"
         pause = _images.image_set()["pause"].ref
@@ -451,41 +662,46 @@ state = "{cdir / 'state'}"
 """)
         _write(d / "cni" / "net.d" / "10-sfk.conflist", json.dumps({
             "cniVersion": "0.4.0",
-            "name": f"sfk-{s.short}",
+            "name": f"sfk-{c.short}",
             "plugins": [
                 {"type": "bridge", "bridge": "sfk-pods", "isGateway": True,
                  "isDefaultGateway": True, "ipMasq": True, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": s.pod_cidr}]],
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": n.pod_cidr}]],
                           "dataDir": str(d / "cni" / "ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=1))
         self.cgroups()
-        self.spawn("containerd", ["containerd", "--config", str(cdir / "config.toml")],
-                   in_node=True)
-        _wait(f"{s.name} containerd", lambda: self.sock.is_socket() and self._ctr(
-            "version").strip() != "", 30, self.alive("containerd"))
-        for name in NODE_IMAGES:
-            self.load_image(name)
+        self.cluster.state.add("sockets", str(self.sock))
+        self.cluster.spawn("containerd", ["containerd", "--config", str(cdir / "config.toml")],
+                           node=self)
+        _wait(f"{c.name} {n.name} containerd", lambda: self.sock.is_socket() and self._ctr(
+            "version").strip() != "", 30, self.cluster.alive(f"{n.name}/containerd"))
+
+    def start_kubelet_and_proxy(self) -> None:
+        n, c = self.spec, self.cluster.spec
+        d = self.dir
+        kc = self.cluster.kubeconfigs
         _write(d / "resolv.conf", "nameserver 127.0.0.1\n")
+        assert self.kubelet_serving is not None
         kubelet_crt, kubelet_key = self.kubelet_serving
         _write(d / "kubelet-config.yaml", yaml.safe_dump({
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "address": s.node_ip,
+            "address": n.node_ip,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.ca)}},
+                               "x509": {"clientCAFile": str(self.cluster.ca)}},
             "authorization": {"mode": "Webhook"},
             "tlsCertFile": str(kubelet_crt),
             "tlsPrivateKeyFile": str(kubelet_key),
             "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{s.cgroup}",
+            "cgroupRoot": f"/{n.cgroup}",
             "failCgroupV1": False,
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self.sock}",
-            "clusterDNS": [s.dns_ip],
+            "clusterDNS": [c.dns_ip],
             "clusterDomain": CLUSTER_DOMAIN,
             "resolvConf": str(d / "resolv.conf"),
             "podLogsDir": str(d / "pod-logs"),
@@ -496,25 +712,26 @@ state = "{cdir / 'state'}"
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
             "serializeImagePulls": False,
         }))
-        self.spawn("kubelet", [
-            str(self.kube_bin / "kubelet"),
+        kube_bin = self.cluster.kube_bin
+        self.cluster.spawn("kubelet", [
+            str(kube_bin / "kubelet"),
             f"--config={d / 'kubelet-config.yaml'}",
-            f"--kubeconfig={self.kubeconfigs['kubelet']}",
+            f"--kubeconfig={kc[self.kubelet_user]}",
             f"--root-dir={d / 'kubelet'}",
             f"--cert-dir={d / 'kubelet' / 'pki'}",
-            f"--hostname-override={s.node_name}",
-            f"--node-ip={s.node_ip}",
-            f"--node-labels=spire-fabric.local/cluster={s.name}",
-        ], in_node=True)
+            f"--hostname-override={n.name}",
+            f"--node-ip={n.node_ip}",
+            f"--node-labels=spire-fabric.local/cluster={c.name}",
+        ], node=self)
         _write(d / "kube-proxy-config.yaml", yaml.safe_dump({
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(self.kubeconfigs["kube-proxy"])},
+            "clientConnection": {"kubeconfig": str(kc["kube-proxy"])},
             "mode": "iptables",
-            "hostnameOverride": s.node_name,
-            "bindAddress": s.node_ip,
-            "clusterCIDR": s.pod_cidr,
-            "nodePortAddresses": [f"{s.node_ip}/32"],
+            "hostnameOverride": n.name,
+            "bindAddress": n.node_ip,
+            "clusterCIDR": c.pod_cidr,
+            "nodePortAddresses": [f"{n.node_ip}/32"],
             "metricsBindAddress": "127.0.0.1:10249",
             "healthzBindAddress": "127.0.0.1:10256",
             # root cannot change the conntrack sysctls here: leave them alone
@@ -522,16 +739,16 @@ state = "{cdir / 'state'}"
                           "tcpCloseWaitTimeout": "0s"},
             "iptables": {"masqueradeAll": True, "localhostNodePorts": False},
         }))
-        self.spawn("kube-proxy", [
-            str(self.kube_bin / "kube-proxy"), f"--config={d / 'kube-proxy-config.yaml'}",
-        ], in_node=True)
+        self.cluster.spawn("kube-proxy", [
+            str(kube_bin / "kube-proxy"), f"--config={d / 'kube-proxy-config.yaml'}",
+        ], node=self)
 
     def _ctr(self, *args: str) -> str:
         return _sh("ctr", "--address", str(self.sock), "-n", "k8s.io", *args)
 
     def load_image(self, name: str) -> str:
         image = _images.image_set()[name]
-        tarball = _images.ensure_image(image, self.say)
+        tarball = _images.ensure_image(image, self.cluster.say)
         self._ctr("images", "import", str(tarball))
         return image.ref
 
@@ -543,43 +760,10 @@ state = "{cdir / 'state'}"
             cg = hier / self.spec.cgroup
             if not cg.exists():
                 cg.mkdir()
-                self.state.add("cgroups", str(cg))
+                self.cluster.state.add("cgroups", str(cg))
             if hier.name.startswith("cpuset") and (hier / "cpuset.cpus").exists():
                 for f in ("cpuset.cpus", "cpuset.mems"):
                     (cg / f).write_text((hier / f).read_text())
-
-    # -- objects the cluster needs before tests
-
-    def bootstrap_objects(self) -> None:
-        from kubernetes import client, config, utils
-
-        api = config.new_client_from_config(str(self.kubeconfigs["admin"]))
-        docs = _bootstrap_manifests(self.spec, self.dir)
-        for doc in docs:
-            try:
-                utils.create_from_dict(api, doc)
-            except utils.FailToCreateError as exc:
-                if not all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
-                    raise
-        self.api = api
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        s = self.spec
-
-        def node_ready() -> bool:
-            node = self.core.read_node(s.node_name)
-            return any(c.type == "Ready" and c.status == "True"
-                       for c in node.status.conditions or [])
-
-        _wait(f"{s.name} node {s.node_name} Ready", node_ready, timeout, self.alive("kubelet"))
-
-        def dns_ready() -> bool:
-            dep = self.apps.read_namespaced_deployment("coredns", "kube-system")
-            return (dep.status.ready_replicas or 0) >= 1
-
-        _wait(f"{s.name} CoreDNS ready", dns_ready, timeout)
 
 
 def _bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
@@ -654,17 +838,20 @@ def _bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------ public
 
 
-def _host_network(state: State) -> None:
-    if "ip_forward" not in state.data["sysctl"]:
-        state.data["sysctl"]["ip_forward"] = Path("/proc/sys/net/ipv4/ip_forward").read_text(
-        ).strip()
-        state.save()
-    _sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    a, b = (c.host_veth for c in CLUSTERS)
-    # Inserted in reverse so they end up first in this order.
+def fence_rules(clusters: Sequence[ClusterSpec]) -> list[list[str]]:
+    """The host's iptables rules, in order, without our comment (`_host_network` adds it).
+
+    The host forwards between our node links (any two nodes of either cluster: pod to pod
+    across the nodes of one cluster, and a pod of one cluster to a NodePort of the other),
+    and drops whatever else enters or leaves an `sfk-*` link to be forwarded (so nothing of
+    ours is forwarded off the machine, and the fence test's `sfk-out0` stays outside).
+    """
+    links = [n.host_veth for c in clusters for n in c.node_specs]
     rules: list[list[str]] = [
-        ["filter", "FORWARD", "-i", a, "-o", b, "-j", "ACCEPT"],
-        ["filter", "FORWARD", "-i", b, "-o", a, "-j", "ACCEPT"],
+        ["filter", "FORWARD", "-i", a, "-o", b, "-j", "ACCEPT"]
+        for a in links for b in links if a != b
+    ]
+    rules += [
         ["filter", "FORWARD", "-i", "sfk-+", "-j", "DROP"],
         ["filter", "FORWARD", "-o", "sfk-+", "-j", "DROP"],
         # The host's own addresses in the range (API servers) are reached over `lo`.
@@ -672,23 +859,52 @@ def _host_network(state: State) -> None:
          "LOCAL", "!", "-o", "sfk-+", "-j", "REJECT"],
         ["filter", "OUTPUT", "-d", SERVICE_RANGE, "!", "-o", "sfk-+", "-j", "REJECT"],
     ]
-    for rule in reversed(rules):
+    return rules
+
+
+def _host_network(state: State, clusters: Sequence[ClusterSpec]) -> None:
+    if "ip_forward" not in state.data["sysctl"]:
+        state.data["sysctl"]["ip_forward"] = Path("/proc/sys/net/ipv4/ip_forward").read_text(
+        ).strip()
+        state.save()
+    _sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    # Inserted in reverse so they end up first in this order.
+    for rule in reversed(fence_rules(clusters)):
         table, chain, *spec = rule
         full = [*spec[:-2], "-m", "comment", "--comment", COMMENT, *spec[-2:]]
         _sh("iptables", "-t", table, "-I", chain, "1", *full)
         state.add("iptables", [table, chain, *full])
 
 
-def up(say: Say = print, *, timeout: float = 180) -> dict[str, Any]:
-    """Bring both clusters up (idempotent: if they are up and healthy, do nothing)."""
+def _recorded_specs(state: State) -> tuple[ClusterSpec, ...]:
+    """The clusters as `up` made them (node counts included); the defaults before that."""
+    recorded = state.data.get("clusters")
+    if not recorded:
+        return CLUSTERS
+    return tuple(ClusterSpec(**c) for c in recorded)
+
+
+def up(say: Say = print, *, timeout: float = 180,
+       clusters: Sequence[ClusterSpec] = CLUSTERS) -> dict[str, Any]:
+    """Bring both clusters up (idempotent: if they are up and healthy, do nothing).
+
+    `clusters` sets the node count of each (default: upstream 1, downstream 3). Clusters
+    that are up with other node counts are torn down and brought up again.
+    """
     if os.geteuid() != 0:
         raise KubeClusterError("the test clusters need root (network namespaces, cgroups)")
+    clusters = tuple(clusters)
     with _lock():
         current = _status_locked()
-        if current["up"]:
+        path = base_dir() / "state.json"
+        same_shape = current["state"] and _recorded_specs(State(path)) == clusters
+        if current["up"] and same_shape:
             say("kube-clusters: already up")
             return current
-        if current["state"]:
+        if current["up"]:
+            say("kube-clusters: up with other node counts; tearing them down first")
+            _down_locked(say)
+        elif current["state"]:
             say("kube-clusters: tearing down a previous half-started set first")
             _down_locked(say)
         t0 = time.monotonic()
@@ -702,35 +918,38 @@ def up(say: Say = print, *, timeout: float = 180) -> dict[str, Any]:
         base = base_dir()
         base.mkdir(parents=True, exist_ok=True)
         state = State(base / "state.json")
+        state.data["clusters"] = [c.to_json() for c in clusters]
         state.data["pod_netns_before"] = sorted(p.name for p in Path("/run/netns").glob("cni-*")
                                                 ) if Path("/run/netns").is_dir() else []
         state.save()
         try:
-            clusters = []
-            for spec in CLUSTERS:
+            made = []
+            for spec in clusters:
                 shutil.rmtree(base / spec.name, ignore_errors=True)
                 (base / spec.name / "logs").mkdir(parents=True)
                 state.add("dirs", str(base / spec.name))
-                clusters.append(_Cluster(spec, state, say))
-            _host_network(state)
-            for c in clusters:
-                c.network()
+                made.append(_Cluster(spec, state, say))
+            _host_network(state, clusters)
+            for c in made:
+                for n in c.nodes:
+                    n.network()
                 c.pki()
-            for c in clusters:
+            for c in made:
                 c.control_plane()
-            for c in clusters:
+            for c in made:
                 c.node()
-            for c in clusters:
+            for c in made:
                 c.bootstrap_objects()
-            for c in clusters:
+            for c in made:
                 c.wait_ready(timeout)
-            _write_kubeconfig(clusters)
+            _write_kubeconfig(made)
         except BaseException:
             say("kube-clusters: bring-up failed; logs are in "
                 f"{base}/<cluster>/logs (kept until the next up)")
             _down_locked(say, keep_logs=True)
             raise
-        say(f"kube-clusters: both clusters up in {time.monotonic() - t0:.1f} s; "
+        nodes = sum(c.nodes for c in clusters)
+        say(f"kube-clusters: both clusters ({nodes} nodes) up in {time.monotonic() - t0:.1f} s; "
             f"KUBECONFIG={kubeconfig_path()}")
         return _status_locked()
 
@@ -747,8 +966,15 @@ def _write_kubeconfig(clusters: list[_Cluster]) -> None:
 
 
 def load_image(cluster: str, name: str, say: Say = print) -> str:
-    """Load one of `_images.image_set()` into a running cluster's node; return its ref."""
-    spec = next(c for c in CLUSTERS if c.name == cluster)
+    """Load one of `_images.image_set()` into every node of a running cluster; return its ref.
+
+    Every node: a pod (a SPIRE agent of a DaemonSet, a server the scheduler places) may run
+    on any of them, and `imagePullPolicy: Never` finds only what that node's containerd has.
+    """
+    specs = _recorded_specs(State(base_dir() / "state.json"))
+    spec = next((c for c in specs if c.name == cluster), None)
+    if spec is None:
+        raise KubeClusterError(f"no test cluster named {cluster!r}")
     c = _Cluster(spec, State(base_dir() / "state.json"), say)
     return c.load_image(name)
 
@@ -764,7 +990,7 @@ def _status_locked() -> dict[str, Any]:
     for name, pid, start in state.data["pids"]:
         procs[name] = start is not None and _running(pid, start)
     healthy = bool(procs) and all(procs.values())
-    for spec in CLUSTERS:
+    for spec in _recorded_specs(state):
         ready = False
         crt = base_dir() / spec.name / "pki" / "admin.crt"
         with contextlib.suppress(Exception):
@@ -773,6 +999,9 @@ def _status_locked() -> dict[str, Any]:
         out["clusters"][spec.name] = {
             "api": spec.api_url, "node_ip": spec.node_ip, "api_ready": ready,
             "dir": str(base_dir() / spec.name),
+            "nodes": [{"name": n.name, "ip": n.node_ip, "pod_cidr": n.pod_cidr,
+                       "netns": n.netns, "link": n.host_veth,
+                       "dir": str(n.dir(base_dir() / spec.name))} for n in spec.node_specs],
             "service_unused_ip": f"10.252.{spec.index}.250",
             "processes": {k.split("/", 1)[1]: v for k, v in procs.items()
                           if k.startswith(spec.name + "/")},
@@ -825,6 +1054,20 @@ def _kill(pid: int, start: str | None, grace: float = 10) -> None:
             time.sleep(0.05)
 
 
+def _kill_all(procs: Sequence[tuple[int, str | None]], grace: float = 10) -> None:
+    """SIGTERM every process of `procs` (pid, start time) at once, SIGKILL what outlives
+    `grace`; a pid whose start time differs is another process and is left alone."""
+    live = [(pid, start) for pid, start in procs if start is not None and _running(pid, start)]
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_running(p, s) for p, s in live):
+        time.sleep(0.1)
+    for pid, start in live:
+        _kill(pid, start, grace=0)
+
+
 def _mounts_under(prefixes: list[str]) -> list[str]:
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -840,7 +1083,7 @@ def _delete_workloads(state: State, say: Say) -> None:
         from kubernetes import client, config
     except ImportError:  # pragma: no cover
         return
-    for spec in CLUSTERS:
+    for spec in _recorded_specs(state):
         kc = base_dir() / spec.name / "admin.kubeconfig"
         if not kc.is_file():
             continue
@@ -872,18 +1115,20 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     pids = {name: (pid, start) for name, pid, start in state.data["pids"]}
 
     def stop(suffix: str) -> None:
-        for name, (pid, start) in pids.items():
-            if name.endswith("/" + suffix):
-                _kill(pid, start)
+        # All of one kind at once (a kubelet per node): their grace periods overlap.
+        _kill_all([(pid, start) for name, (pid, start) in pids.items()
+                   if name.endswith("/" + suffix)])
 
     if any(_running(p, s) for n, (p, s) in pids.items() if n.endswith("/kube-apiserver")):
         _delete_workloads(state, say)
     stop("kube-proxy")
     stop("kubelet")
     # Containers the kubelet left: their network namespaces, then the tasks themselves.
+    specs = _teardown_specs(state)
+    sockets = _possible_sockets(state, specs)
     pod_netns: set[str] = set()
-    for spec in CLUSTERS:
-        sock = base_dir() / spec.name / "containerd" / "containerd.sock"
+    leftover: list[tuple[list[str], list[str]]] = []
+    for sock in sockets:
         if not sock.is_socket():
             continue
         ctr = ["ctr", "--address", str(sock), "-n", "k8s.io"]
@@ -896,7 +1141,10 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
                     if ns.get("type") == "network" and "/netns/cni-" in ns_path:
                         pod_netns.add(Path(ns_path).name)
             _sh(*ctr, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
+        leftover.append((ctr, ids))
+    if any(ids for _, ids in leftover):
         time.sleep(0.5)
+    for ctr, ids in leftover:
         for cid in ids:
             _sh(*ctr, "tasks", "delete", "-f", cid, check=False)
             _sh(*ctr, "containers", "delete", cid, check=False)
@@ -904,15 +1152,7 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     for comp in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
         stop(comp)
     # Shims whose containerd is gone: they carry our socket path in their command line.
-    for spec in CLUSTERS:
-        marker = str(base_dir() / spec.name / "containerd" / "containerd.sock").encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if marker in (proc / "cmdline").read_bytes():
-                    pid = int(proc.name)
-                    _kill(pid, _proc_start_time(pid), grace=2)
+    _kill_all([(pid, _proc_start_time(pid)) for pid in _processes_naming(sockets)], grace=2)
     before = set(state.data.get("pod_netns_before", []))
     dirs = list(state.data["dirs"])
     mounts = _mounts_under([*dirs, *(f"/run/netns/{n}" for n in pod_netns - before)])
@@ -925,9 +1165,10 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     # Cgroups depth-first: the kubelet made pod and QoS cgroups under ours, also in the v2
     # (`unified`) hierarchy, where we made none: our name in any hierarchy is ours.
     cgroups = set(state.data["cgroups"])
-    for spec in CLUSTERS:
-        cgroups |= {str(h / spec.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
-                    if (h / spec.cgroup).is_dir()}
+    for spec in specs:
+        for n in spec.possible_nodes:
+            cgroups |= {str(h / n.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
+                        if (h / n.cgroup).is_dir()}
     for cg in sorted(cgroups):
         root = Path(cg)
         if root.is_dir():
@@ -937,6 +1178,8 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
                     sub.rmdir()
             with contextlib.suppress(OSError):
                 root.rmdir()
+    for route in state.data["routes"]:
+        _sh("ip", "route", "del", *route, check=False)
     for ns in state.data["netns"]:
         _sh("ip", "netns", "del", ns, check=False)
     for link in state.data["links"]:
@@ -966,22 +1209,68 @@ def down(say: Say = print) -> None:
         _down_locked(say)
 
 
+def _teardown_specs(state: State) -> tuple[ClusterSpec, ...]:
+    """The clusters `up` recorded, and the default ones (names of an older state file)."""
+    specs = list(_recorded_specs(state))
+    specs += [c for c in CLUSTERS if c.name not in {s.name for s in specs}]
+    return tuple(specs)
+
+
+def _possible_sockets(state: State | None, specs: Sequence[ClusterSpec]) -> list[Path]:
+    """Every containerd socket of ours: recorded ones, and where any node's would be."""
+    found = [Path(p) for p in state.data["sockets"]] if state is not None else []
+    for spec in specs:
+        for n in spec.possible_nodes:
+            sock = n.dir(base_dir() / spec.name) / "containerd" / "containerd.sock"
+            if sock not in found:
+                found.append(sock)
+    return found
+
+
+def _processes_naming(paths: Sequence[Path]) -> list[int]:
+    """Pids of processes whose command line names one of `paths` (our containerd shims)."""
+    markers = [str(p).encode() for p in paths]
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if any(m + b"\0" in cmdline + b"\0" for m in markers):
+                pids.append(int(proc.name))
+    return pids
+
+
 def leftovers() -> list[str]:
-    """What of ours is still on the machine (empty after a clean `down`)."""
+    """What of ours is still on the machine (empty after a clean `down`).
+
+    It looks for every node the address plan allows, not only the recorded ones, so a
+    count that changed between `up` and `down` cannot hide anything.
+    """
     found = []
-    netns = _sh("ip", "netns", "list", check=False)
+    netns = _sh("ip", "netns", "list", check=False).split()
+    routes = _sh("ip", "-4", "route", "show", check=False).splitlines()
     for spec in CLUSTERS:
-        if spec.netns in netns.split():
-            found.append(f"netns {spec.netns}")
-        if Path(f"/sys/class/net/{spec.host_veth}").exists():
-            found.append(f"link {spec.host_veth}")
-        for hier in Path("/sys/fs/cgroup").iterdir():
-            if (hier / spec.cgroup).exists():
-                found.append(f"cgroup {hier / spec.cgroup}")
-        if _mounts_under([str(base_dir() / spec.name)]):
-            found.append(f"mounts under {base_dir() / spec.name}")
+        d = base_dir() / spec.name
+        for n in spec.possible_nodes:
+            if n.netns in netns:
+                found.append(f"netns {n.netns}")
+            for link in (n.host_veth, n.peer_veth):
+                if Path(f"/sys/class/net/{link}").exists():
+                    found.append(f"link {link}")
+            for hier in Path("/sys/fs/cgroup").iterdir():
+                if (hier / n.cgroup).exists():
+                    found.append(f"cgroup {hier / n.cgroup}")
+            for r in routes:
+                if r.split()[0] in (n.pod_cidr, spec.service_cidr):
+                    found.append(f"route {r}")
+        if _mounts_under([str(d)]):
+            found.append(f"mounts under {d}")
+    for pid in _processes_naming(_possible_sockets(None, CLUSTERS)):
+        args = _sh("ps", "-o", "args=", "-p", str(pid), check=False).strip()
+        found.append(f"process {pid} ({args[:80]})")
     for table in ("filter", "nat"):
         for line in _sh("iptables", "-t", table, "-S", check=False).splitlines():
             if COMMENT in line:
                 found.append(f"iptables -t {table} {line}")
-    return found
+    return sorted(set(found), key=found.index)
