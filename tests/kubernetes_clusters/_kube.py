@@ -22,6 +22,8 @@ class Kube:
         self.name = name
         self.info = info
         self.node_ip: str = info["node_ip"]
+        # [{"name", "ip", "pod_cidr", ...}], the first node first
+        self.nodes: list[dict[str, Any]] = info["nodes"]
         self.api = config.new_client_from_config(kubeconfig, context=name)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
@@ -77,8 +79,10 @@ class Kube:
 
     def run(self, ns: str, name: str, image: str, command: list[str], *,
             timeout: float = 90, spec_extra: dict[str, Any] | None = None,
-            container_extra: dict[str, Any] | None = None) -> tuple[str, str]:
-        """Run `command` in a pod of `image` to completion; return (phase, logs)."""
+            container_extra: dict[str, Any] | None = None,
+            node: str | None = None) -> tuple[str, str]:
+        """Run `command` in a pod of `image` to completion (on `node` if given, bypassing
+        the scheduler); return (phase, logs)."""
         from kubernetes.client.rest import ApiException
 
         with contextlib.suppress(ApiException):  # a pod of that name from an earlier run
@@ -90,6 +94,7 @@ class Kube:
                      "containers": [{"name": "main", "image": image,
                                      "imagePullPolicy": "Never", "command": command,
                                      **(container_extra or {})}],
+                     **({"nodeName": node} if node else {}),
                      **(spec_extra or {})},
         }
         self.core.create_namespaced_pod(ns, body)

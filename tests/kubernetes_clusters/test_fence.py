@@ -2,8 +2,8 @@
 
 "The outside" is a network namespace of the test's own (`sfk-outside`, a veth pair, an
 address the test assigns, the host's connected route to it): the test sends traffic to no
-address that its own namespaces do not own. A process on the host reaches it; a pod of
-either cluster does not, and neither does a pod's packet to a service address that
+address that its own namespaces do not own. A process on the host reaches it; a pod on any
+node of either cluster does not, and neither does a pod's packet to a service address that
 kube-proxy did not translate.
 """
 
@@ -91,7 +91,7 @@ def test_a_host_process_reaches_the_outside(outside: Path) -> None:
     assert f"request from {HOST_SIDE}" in outside.read_text()
 
 
-def test_a_pod_cannot_reach_the_outside(kube: Kube, outside: Path) -> None:
+def test_pods_on_every_node_cannot_reach_the_outside(kube: Kube, outside: Path) -> None:
     before = outside.read_text()
     script = (
         "import socket, urllib.request\n"
@@ -109,10 +109,13 @@ def test_a_pod_cannot_reach_the_outside(kube: Kube, outside: Path) -> None:
         "s = socket.create_connection(('kubernetes.default.svc', 443), timeout=5)\n"
         "print('api reachable'); s.close()\n"
     )
-    phase, logs = kube.run_python(SMOKE_NS, "fence-probe", script)
-    assert phase == "Succeeded", logs
-    outside_result, service_result, api = logs.strip().splitlines()
-    assert outside_result.startswith("blocked"), logs
-    assert service_result.startswith("blocked"), logs
-    assert api == "api reachable"
+    # every node: each has its own link to the host, and the fence must hold on each
+    for node in kube.nodes:
+        phase, logs = kube.run_python(SMOKE_NS, f"fence-probe-{node['name']}", script,
+                                      node=node["name"])
+        assert phase == "Succeeded", (node, logs)
+        outside_result, service_result, api = logs.strip().splitlines()
+        assert outside_result.startswith("blocked"), (node, logs)
+        assert service_result.startswith("blocked"), (node, logs)
+        assert api == "api reachable", node
     assert outside.read_text() == before, "the outside server saw a request from a pod"

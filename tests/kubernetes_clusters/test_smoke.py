@@ -1,9 +1,11 @@
-"""Smoke tests of each test cluster: the node, the workload kinds SPIRE needs, DNS, tokens,
-and the one path between the clusters (a NodePort on the other node's address)."""
+"""Smoke tests of each test cluster: the nodes, the workload kinds SPIRE needs, DNS, tokens,
+pod traffic between the nodes of a cluster, and the one path between the clusters (a NodePort
+on the other cluster's node address)."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ import http.server, os, socket
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = (os.environ['CLUSTER'] + ' ' + socket.gethostname()).encode()
+        if self.path == '/peer':  # the address this request came from
+            body = self.client_address[0].encode()
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
@@ -126,16 +130,26 @@ def workloads(kube: Kube) -> Kube:
     return _ensure_workloads(kube)
 
 
-def test_node_is_ready(kube: Kube) -> None:
-    nodes = kube.core.list_node().items
-    assert [n.metadata.name for n in nodes] == [f"{kube.name.split('stream')[0]}stream-node"]
-    (node,) = nodes
-    ready = {c.type: c.status for c in node.status.conditions}["Ready"]
-    assert ready == "True"
-    addresses = {a.type: a.address for a in node.status.addresses}
-    assert addresses["InternalIP"] == kube.node_ip
-    assert node.status.node_info.kubelet_version == "v1.37.2"
-    assert node.status.node_info.container_runtime_version.startswith("containerd://1.6")
+def test_every_node_is_ready(kube: Kube) -> None:
+    nodes = {n.metadata.name: n for n in kube.core.list_node().items}
+    short = kube.name.split("stream")[0]
+    expected = [f"{short}stream-node"] + [
+        f"{short}stream-node-{k}" for k in range(2, len(kube.nodes) + 1)]
+    assert [n["name"] for n in kube.nodes] == expected
+    assert sorted(nodes) == sorted(expected)
+    # upstream one node; downstream one per SPIRE agent of its server (k8s_psat names an
+    # agent after its node, so two agents of one server cannot share a node)
+    assert len(expected) == (1 if kube.name == UPSTREAM else 3)
+    for want in kube.nodes:
+        node = nodes[want["name"]]
+        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        assert ready == "True", want["name"]
+        addresses = {a.type: a.address for a in node.status.addresses}
+        assert addresses["InternalIP"] == want["ip"]
+        assert node.metadata.labels["spire-fabric.local/cluster"] == kube.name
+        assert node.status.node_info.kubelet_version == "v1.37.2"
+        assert node.status.node_info.container_runtime_version.startswith("containerd://1.6")
+    assert kube.nodes[0]["ip"] == kube.node_ip
 
 
 def test_pod_deployment_daemonset_statefulset_become_ready(workloads: Kube) -> None:
@@ -149,8 +163,16 @@ def test_pod_deployment_daemonset_statefulset_become_ready(workloads: Kube) -> N
     kube.wait("Pod smoke-pod Ready", pod_ready)
     kube.wait("Deployment echo available", lambda: (
         kube.apps.read_namespaced_deployment("echo", SMOKE_NS).status.ready_replicas or 0) == 2)
-    kube.wait("DaemonSet hostpid ready", lambda: (
-        kube.apps.read_namespaced_daemon_set("hostpid", SMOKE_NS).status.number_ready or 0) == 1)
+    kube.wait("DaemonSet hostpid ready on every node", lambda: (
+        kube.apps.read_namespaced_daemon_set("hostpid", SMOKE_NS).status.number_ready
+        or 0) == len(kube.nodes))
+    # one DaemonSet pod on each node, with an address of that node's pod subnet
+    pods = kube.core.list_namespaced_pod(SMOKE_NS, label_selector="app=hostpid").items
+    by_node = {p.spec.node_name: p for p in pods}
+    assert sorted(by_node) == sorted(n["name"] for n in kube.nodes)
+    for n in kube.nodes:
+        ip = ipaddress.ip_address(by_node[n["name"]].status.pod_ip)
+        assert ip in ipaddress.ip_network(n["pod_cidr"]), (n, ip)
     kube.wait("StatefulSet web ready", lambda: (
         kube.apps.read_namespaced_stateful_set("web", SMOKE_NS).status.ready_replicas or 0) == 1)
 
@@ -181,6 +203,69 @@ def test_pod_resolves_a_service_by_dns_name_and_calls_it(workloads: Kube) -> Non
     assert body.startswith(f"{kube.name} echo-")
 
 
+@pytest.fixture(scope="module")
+def first_node_service(kubes: dict[str, Kube]) -> Kube:
+    """Downstream: a Deployment whose one pod runs on the first node, behind Service
+    `pinned`."""
+    from kubernetes import utils
+
+    kube = kubes[DOWNSTREAM]
+    first = kube.nodes[0]["name"]
+    labels = {"app": "pinned"}
+    for doc in (
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pinned"},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {"terminationGracePeriodSeconds": 0,
+                      "nodeSelector": {"kubernetes.io/hostname": first},
+                      "containers": [_echo_container(kube)]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pinned"},
+         "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}},
+    ):
+        try:
+            utils.create_from_dict(kube.api, doc, namespace=SMOKE_NS)
+        except utils.FailToCreateError as exc:
+            if not all(e.status == 409 for e in exc.api_exceptions):
+                raise
+    kube.wait("Deployment pinned available", lambda: (
+        kube.apps.read_namespaced_deployment("pinned", SMOKE_NS).status.ready_replicas
+        or 0) == 1)
+    return kube
+
+
+def test_a_pod_on_another_node_reaches_a_service_on_the_first_node(
+        first_node_service: Kube) -> None:
+    kube = first_node_service
+    assert len(kube.nodes) >= 2
+    (server,) = kube.core.list_namespaced_pod(SMOKE_NS, label_selector="app=pinned").items
+    assert server.spec.node_name == kube.nodes[0]["name"]
+    (dns,) = kube.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+    cluster_ip = kube.core.read_namespaced_service("pinned", SMOKE_NS).spec.cluster_ip
+    for node in kube.nodes[1:]:
+        # by DNS name (CoreDNS runs on one node only) through the Service, then straight
+        # to the pod's address: the server sees the client pod's own address (no NAT
+        # between pods, the route goes through the host)
+        script = RETRY + (
+            "print(socket.gethostbyname('pinned.sfk-smoke.svc'))\n"
+            "print(retry(lambda: urllib.request.urlopen('http://pinned.sfk-smoke.svc/',"
+            " timeout=10).read().decode()))\n"
+            f"print(retry(lambda: urllib.request.urlopen('http://{server.status.pod_ip}:8080"
+            "/peer', timeout=10).read().decode()))\n"
+        )
+        name = f"cross-node-{node['name']}"
+        phase, logs = kube.run_python(SMOKE_NS, name, script, node=node["name"])
+        assert phase == "Succeeded", (node, logs)
+        ip, body, peer = logs.strip().splitlines()
+        assert ip == cluster_ip
+        assert body.startswith(f"{DOWNSTREAM} pinned-"), body
+        client = kube.core.read_namespaced_pod(name, SMOKE_NS)
+        assert client.spec.node_name == node["name"]
+        assert ipaddress.ip_address(client.status.pod_ip) in ipaddress.ip_network(
+            node["pod_cidr"])
+        assert peer == client.status.pod_ip, (node, peer)
+    assert dns.spec.node_name in {n["name"] for n in kube.nodes}
+
+
 def test_projected_token_for_spire_server_passes_token_review(kube: Kube) -> None:
     from kubernetes import client
 
@@ -209,7 +294,8 @@ def test_projected_token_for_spire_server_passes_token_review(kube: Kube) -> Non
     assert review("some-other-audience").authenticated is not True
 
 
-def test_downstream_pod_reaches_an_upstream_nodeport(kubes: dict[str, Kube]) -> None:
+def test_downstream_pods_on_every_node_reach_an_upstream_nodeport(
+        kubes: dict[str, Kube]) -> None:
     upstream, downstream = kubes[UPSTREAM], kubes[DOWNSTREAM]
     _ensure_workloads(upstream)  # the NodePort Service and the pods behind it
     upstream.wait("upstream Deployment echo available", lambda: (
@@ -219,9 +305,11 @@ def test_downstream_pod_reaches_an_upstream_nodeport(kubes: dict[str, Kube]) -> 
     script = RETRY + (
         f"print(retry(lambda: urllib.request.urlopen({url!r}, timeout=10).read().decode()))"
     )
-    phase, logs = downstream.run_python(SMOKE_NS, "cross-cluster", script)
-    assert phase == "Succeeded", logs
-    assert logs.strip().startswith(f"{UPSTREAM} echo-")
+    for node in downstream.nodes:
+        phase, logs = downstream.run_python(SMOKE_NS, f"cross-cluster-{node['name']}", script,
+                                            node=node["name"])
+        assert phase == "Succeeded", (node, logs)
+        assert logs.strip().startswith(f"{UPSTREAM} echo-"), (node, logs)
 
 
 @pytest.mark.parametrize("image,version", [
@@ -233,10 +321,12 @@ def test_spire_images_run_the_pinned_release(kubes: dict[str, Kube], image: str,
     kube = kubes[DOWNSTREAM]
     ref = load_image(kube.name, image)
     assert ref.endswith(f"/{image}:{version}")
-    phase, logs = kube.run(SMOKE_NS, f"{image}-version", ref, [f"/opt/spire/bin/{image}",
-                                                              "--version"])
-    assert phase == "Succeeded", logs
-    assert logs.strip() == version
+    # load_image loaded it into every node: it runs on each (imagePullPolicy Never)
+    for node in kube.nodes:
+        phase, logs = kube.run(SMOKE_NS, f"{image}-version-{node['name']}", ref,
+                               [f"/opt/spire/bin/{image}", "--version"], node=node["name"])
+        assert phase == "Succeeded", (node, logs)
+        assert logs.strip() == version
 
 
 def test_mariadb_image_serves_the_mysql_protocol(kubes: dict[str, Kube]) -> None:
