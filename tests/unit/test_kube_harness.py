@@ -92,6 +92,111 @@ def test_clusters_use_disjoint_private_ranges_named_as_in_the_design() -> None:
         assert all(s.port(o) < 30000 for o in (57, 59, 79, 80))
 
 
+def test_upstream_has_one_node_and_downstream_one_per_spire_agent() -> None:
+    up, down = _cluster.CLUSTERS
+    assert [n.name for n in up.node_specs] == ["upstream-node"]
+    assert [n.name for n in down.node_specs] == [
+        "downstream-node", "downstream-node-2", "downstream-node-3"]
+
+
+def test_the_first_node_keeps_the_one_node_names_and_addresses(tmp_path: Path) -> None:
+    up, down = _cluster.CLUSTERS
+    first = down.node(1)
+    assert (first.name, first.netns, first.host_veth, first.cgroup) == (
+        "downstream-node", "sfk-down", "sfk-down0", "sfk-downstream")
+    assert (first.host_ip, first.node_ip, first.link_cidr) == (
+        "10.250.2.1", "10.250.2.2", "10.250.2.0/30")
+    assert first.dir(tmp_path) == tmp_path
+    # the cluster's own answers are its first node's: the API server is on that link
+    assert (down.node_ip, down.node_name, down.netns, down.host_veth) == (
+        "10.250.2.2", "downstream-node", "sfk-down", "sfk-down0")
+    assert down.api_url == "https://10.250.2.1:6443"
+    assert up.node(1).node_ip == "10.250.1.2"
+
+
+def test_node_k_gets_the_kth_link_pod_subnet_and_names(tmp_path: Path) -> None:
+    down = _cluster.CLUSTERS[1]
+    plan = [(n.name, n.netns, n.host_veth, n.peer_veth, n.cgroup, n.host_ip, n.node_ip,
+             n.link_cidr, n.pod_cidr) for n in down.node_specs]
+    assert plan == [
+        ("downstream-node", "sfk-down", "sfk-down0", "sfk-down1", "sfk-downstream",
+         "10.250.2.1", "10.250.2.2", "10.250.2.0/30", "10.251.2.0/26"),
+        ("downstream-node-2", "sfk-down2", "sfk-down20", "sfk-down21", "sfk-downstream-2",
+         "10.250.2.5", "10.250.2.6", "10.250.2.4/30", "10.251.2.64/26"),
+        ("downstream-node-3", "sfk-down3", "sfk-down30", "sfk-down31", "sfk-downstream-3",
+         "10.250.2.9", "10.250.2.10", "10.250.2.8/30", "10.251.2.128/26"),
+    ]
+    assert down.node(2).dir(tmp_path) == tmp_path / "downstream-node-2"
+
+
+@pytest.mark.parametrize("spec", _cluster.CLUSTERS, ids=lambda s: s.name)
+def test_every_possible_node_fits_its_cluster_ranges_without_overlap(
+        spec: _cluster.ClusterSpec) -> None:
+    nodes = spec.possible_nodes
+    assert len(nodes) == _cluster.MAX_NODES
+    links = [ipaddress.ip_network(n.link_cidr) for n in nodes]
+    pods = [ipaddress.ip_network(n.pod_cidr) for n in nodes]
+    for n, link, pod in zip(nodes, links, pods, strict=True):
+        assert link.prefixlen == 30
+        assert link.subnet_of(ipaddress.ip_network(spec.link_cidr))  # type: ignore[arg-type]
+        assert pod.subnet_of(ipaddress.ip_network(spec.pod_cidr))  # type: ignore[arg-type]
+        # host side and node side are the two usable addresses of the /30
+        assert [str(h) for h in link.hosts()] == [n.host_ip, n.node_ip]
+    for group in (links, pods):
+        for i, a in enumerate(group):
+            assert all(not a.overlaps(b) for b in group[i + 1:])
+    # names are unique, and every link name fits the kernel's 15 characters
+    for attr in ("name", "netns", "host_veth", "peer_veth", "cgroup"):
+        values = [getattr(n, attr) for n in nodes]
+        assert len(set(values)) == len(values), attr
+    names = [v for n in nodes for v in (n.host_veth, n.peer_veth)]
+    assert len(set(names)) == len(names)
+    assert all(len(v) <= 15 and v.startswith("sfk-") for v in names)
+
+
+def test_node_counts_outside_the_address_plan_are_refused() -> None:
+    with pytest.raises(_cluster.KubeClusterError, match="between 1 and 4"):
+        _cluster.ClusterSpec("x-cluster", "x", 3, nodes=5)
+    with pytest.raises(_cluster.KubeClusterError):
+        _cluster.ClusterSpec("x-cluster", "x", 3, nodes=0)
+
+
+def test_the_fence_forwards_only_between_our_node_links() -> None:
+    rules = _cluster.fence_rules(_cluster.CLUSTERS)
+    links = ["sfk-up0", "sfk-down0", "sfk-down20", "sfk-down30"]
+    accepts = [r for r in rules if r[-1] == "ACCEPT"]
+    assert all(r[:2] == ["filter", "FORWARD"] for r in accepts)
+    pairs = {(r[r.index("-i") + 1], r[r.index("-o") + 1]) for r in accepts}
+    assert pairs == {(a, b) for a in links for b in links if a != b}
+    assert len(accepts) == len(pairs)
+    # the accepts come first, then the drops for anything else on an sfk-* link
+    drops = [i for i, r in enumerate(rules) if r[-1] == "DROP"]
+    assert drops and min(drops) > max(rules.index(r) for r in accepts)
+    assert {tuple(rules[i][2:4]) for i in drops} == {("-i", "sfk-+"), ("-o", "sfk-+")}
+    # the fence test's outside link is an sfk-* link but not a node link
+    assert "sfk-out0" not in {x for p in pairs for x in p}
+
+
+def test_the_cli_sets_node_counts() -> None:
+    from spire_fabric.testing.kubernetes import __main__ as cli
+
+    up, down = cli._with_node_counts(["down=2", "upstream-spire-cluster=2"])
+    assert (up.nodes, down.nodes) == (2, 2)
+    assert cli._with_node_counts([]) == _cluster.CLUSTERS
+    with pytest.raises(_cluster.KubeClusterError, match="CLUSTER=N"):
+        cli._with_node_counts(["sideways=2"])
+
+
+def test_state_records_node_counts_and_reads_them_back(tmp_path: Path) -> None:
+    state = _cluster.State(tmp_path / "state.json")
+    assert _cluster._recorded_specs(state) == _cluster.CLUSTERS
+    two = (_cluster.ClusterSpec("upstream-spire-cluster", "up", 1, nodes=1),
+           _cluster.ClusterSpec("downstream-spire-cluster", "down", 2, nodes=2))
+    state.data["clusters"] = [c.to_json() for c in two]
+    state.save()
+    assert _cluster._recorded_specs(_cluster.State(tmp_path / "state.json")) == two
+
+
 @pytest.mark.parametrize("spec", _cluster.CLUSTERS, ids=lambda s: s.name)
 def test_bootstrap_objects_pass_schema_validation(spec: _cluster.ClusterSpec,
                                                   tmp_path: Path) -> None:
