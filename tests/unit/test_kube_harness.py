@@ -195,6 +195,11 @@ def test_state_records_node_counts_and_reads_them_back(tmp_path: Path) -> None:
     state.data["clusters"] = [c.to_json() for c in two]
     state.save()
     assert _cluster._recorded_specs(_cluster.State(tmp_path / "state.json")) == two
+    # a state file of the one-node harness (no node counts) is read as one node each, so
+    # `up` with the defaults does not take those clusters for its own
+    legacy = _cluster.State(tmp_path / "legacy.json")
+    legacy.data["pids"].append(["upstream-spire-cluster/etcd", 1, "1"])
+    assert [c.nodes for c in _cluster._recorded_specs(legacy)] == [1, 1]
 
 
 @pytest.mark.parametrize("spec", _cluster.CLUSTERS, ids=lambda s: s.name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -353,7 +354,14 @@ def _https_ok(url: str, ca: Path, crt: Path, key: Path) -> bool:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """True if a server could listen on host:port now.
+
+    With SO_REUSEADDR, as Go's listeners (etcd, the Kubernetes components) set it: the
+    connections of the clusters just torn down linger in TIME_WAIT on these ports for a
+    minute, and they do not stop a real listener, so they must not fail `up` either.
+    """
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -877,11 +885,17 @@ def _host_network(state: State, clusters: Sequence[ClusterSpec]) -> None:
 
 
 def _recorded_specs(state: State) -> tuple[ClusterSpec, ...]:
-    """The clusters as `up` made them (node counts included); the defaults before that."""
+    """The clusters as `up` made them (node counts included).
+
+    A state file without them was written by the one-node harness: one node each. No
+    state at all (nothing up yet) gives the defaults.
+    """
     recorded = state.data.get("clusters")
-    if not recorded:
-        return CLUSTERS
-    return tuple(ClusterSpec(**c) for c in recorded)
+    if recorded:
+        return tuple(ClusterSpec(**c) for c in recorded)
+    if state.data["pids"] or state.data["netns"]:
+        return tuple(dataclasses.replace(c, nodes=1) for c in CLUSTERS)
+    return CLUSTERS
 
 
 def up(say: Say = print, *, timeout: float = 180,
