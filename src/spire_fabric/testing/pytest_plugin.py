@@ -147,7 +147,8 @@ def kube_clusters() -> Iterator[dict[str, Any]]:
 
     Reuses clusters that are already up (left by `scripts/kube-clusters up`) and leaves them
     running; clusters this fixture started are torn down at the end of the session. Yields
-    the harness status (`kubeconfig`, per-cluster API URL and node IP). Needs root and the
+    the harness status (`kubeconfig`, per-cluster API URL, first node IP and `nodes`: name,
+    IP and pod subnet of each; upstream has one node, downstream three). Needs root and the
     cached builds (`scripts/kube-clusters build`); a failure to come up fails the test.
     """
     from spire_fabric.testing import kubernetes as kube

@@ -1,23 +1,30 @@
 """Two real Kubernetes clusters on one machine: bring-up, status, teardown.
 
 Each cluster has its own etcd, kube-apiserver, kube-controller-manager and kube-scheduler
-(host processes; the API server listens on the host side of the node's veth pair), and its
-own node: containerd, kubelet and kube-proxy started with `nsenter --net` inside a network
-namespace of the node's own (not `ip netns exec`, which would give them a private mount
-namespace and hide the kubelet's volume mounts from runc). CoreDNS runs as a pod.
+(host processes; the API server listens on the host side of the first node's veth pair),
+and its own nodes (upstream one, downstream three by default: `ClusterSpec.nodes`). Each
+node is a network namespace of its own with containerd, kubelet and kube-proxy started with
+`nsenter --net` (not `ip netns exec`, which would give them a private mount namespace and
+hide the kubelet's volume mounts from runc). CoreDNS runs as a pod, on one node.
 
 Everything created is recorded in `<base>/state.json` as it is created, so `down` removes
-exactly that (processes by pid, mounts under our directories, our network namespaces,
-veths, iptables rules tagged with our comment, our cgroups) even after a half-finished
-`up`, and puts `net.ipv4.ip_forward` back as it found it.
+exactly that (processes by pid and start time, mounts under our directories, our network
+namespaces, veths, host routes, iptables rules tagged with our comment, our cgroups) even
+after a half-finished `up`, and puts `net.ipv4.ip_forward` back as it found it.
 
-Network (all private ranges unused here; N = 1 upstream, 2 downstream):
-- node link 10.250.N.0/30: host side `sfk-<short>0` = .1 (API server), node `eth0` = .2;
-- pods 10.251.N.0/24 on a bridge inside the node namespace, masqueraded to the node address;
-- services 10.252.N.0/24 (API 10.252.N.1, DNS 10.252.N.10).
-The fence: the host forwards from a node link only to the other node link; everything else
-a node or pod sends to be forwarded is dropped, and the host itself rejects our ranges on
-any interface that is not ours. Untranslated service addresses are rejected in the node.
+Network (all private ranges unused here; N = 1 upstream, 2 downstream; node k = 1, 2, ...):
+- node link 10.250.N.4(k-1)/30: host side `sfk-<short>[k]0` = .4(k-1)+1 (the first node's
+  is the API server's address), node `eth0` = .4(k-1)+2, default route via the host side;
+- pods 10.251.N.0/24, a /26 per node (node k: 10.251.N.64(k-1)/26) on a bridge inside the
+  node namespace; the host routes each node's /26 through that node's link, so pods of one
+  cluster talk to each other by address across nodes (no NAT between them); traffic that
+  leaves the cluster's pod range is masqueraded to the node address;
+- services 10.252.N.0/24 (API 10.252.N.1, DNS 10.252.N.10), routed from the host via the
+  first node.
+The fence: the host forwards between our node links only (any two, of either cluster);
+everything else a node or pod sends to be forwarded is dropped, and the host itself rejects
+our ranges on any interface that is not ours. Untranslated service addresses are rejected
+in each node.
 """
 
 from __future__ import annotations
