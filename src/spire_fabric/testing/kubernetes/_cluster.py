@@ -1187,9 +1187,9 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     # (`unified`) hierarchy, where we made none: our name in any hierarchy is ours.
     cgroups = set(state.data["cgroups"])
     for spec in specs:
-        for n in spec.possible_nodes:
-            cgroups |= {str(h / n.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
-                        if (h / n.cgroup).is_dir()}
+        for node in spec.possible_nodes:
+            cgroups |= {str(h / node.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
+                        if (h / node.cgroup).is_dir()}
     for cg in sorted(cgroups):
         root = Path(cg)
         if root.is_dir():
