@@ -214,3 +214,26 @@ def test_bootstrap_objects_pass_schema_validation(spec: _cluster.ClusterSpec,
     pvs = [d for d in docs if d["kind"] == "PersistentVolume"]
     assert len(pvs) == _cluster.PV_COUNT
     assert all(str(tmp_path) in pv["spec"]["hostPath"]["path"] for pv in pvs)
+
+
+def test_cni_results_of_our_networks_and_their_loopbacks_are_ours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def result(network: str, cid: str, ifname: str, netns: str) -> dict[str, object]:
+        return {"kind": "cniCacheV1", "containerId": cid, "networkName": network,
+                "ifName": ifname, "result": {"interfaces": [
+                    {"name": ifname, "sandbox": f"/var/run/netns/{netns}"}]}}
+
+    files = {
+        "sfk-down-aaa-eth0": result("sfk-down", "aaa", "eth0", "cni-1"),
+        "cni-loopback-aaa-lo": result("cni-loopback", "aaa", "lo", "cni-1"),
+        # another CNI user's pod on the same machine: not ours, kept
+        "other-bbb-eth0": result("other", "bbb", "eth0", "cni-2"),
+        "cni-loopback-bbb-lo": result("cni-loopback", "bbb", "lo", "cni-2"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    (tmp_path / "garbage").write_text("{not json")
+    monkeypatch.setattr(_cluster, "CNI_RESULTS", tmp_path)
+    found = _cluster._our_cni_results(_cluster.CLUSTERS)
+    assert sorted((p.name, n) for p, n in found) == [
+        ("cni-loopback-aaa-lo", "cni-1"), ("sfk-down-aaa-eth0", "cni-1")]

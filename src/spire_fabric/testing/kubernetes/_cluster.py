@@ -35,6 +35,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -1127,12 +1128,47 @@ def _delete_workloads(state: State, say: Say) -> None:
             say(f"kube-clusters: {spec.name}: could not delete pods cleanly ({exc})")
 
 
+def _swept_state(path: Path) -> State | None:
+    """Without a state file: what of ours can still be found by its name, as a state.
+
+    That happens when code that knew fewer nodes tore the clusters down (it removed the
+    file and left the other nodes' containers running in our cgroups), or when the file was
+    lost. Found by the names only we use (namespaces, links, cgroups, socket paths, the
+    rule comment); `ip_forward` is left alone, since its old value is not known.
+    """
+    found = leftovers()
+    if not found:
+        return None
+    state = State(path)  # the file does not exist: empty lists
+    netns = _sh("ip", "netns", "list", check=False).split()
+    for spec in CLUSTERS:
+        for n in spec.possible_nodes:
+            if n.netns in netns:
+                state.data["netns"].append(n.netns)
+            for link in (n.host_veth, n.peer_veth):
+                if Path(f"/sys/class/net/{link}").exists():
+                    state.data["links"].append(link)
+        if (base_dir() / spec.name).is_dir():
+            state.data["dirs"].append(str(base_dir() / spec.name))
+    for table in ("filter", "nat"):
+        for line in _sh("iptables", "-t", table, "-S", check=False).splitlines():
+            words = shlex.split(line)
+            if COMMENT in words and words[:1] == ["-A"]:
+                state.data["iptables"].append([table, *words[1:]])
+    return state
+
+
 def _down_locked(say: Say, keep_logs: bool = False) -> None:
     path = base_dir() / "state.json"
-    if not path.is_file():
-        say("kube-clusters: nothing to tear down")
-        return
-    state = State(path)
+    if path.is_file():
+        state = State(path)
+    else:
+        swept = _swept_state(path)
+        if swept is None:
+            say("kube-clusters: nothing to tear down")
+            return
+        say("kube-clusters: no state file, but parts of ours are left; removing those")
+        state = swept
     pids = {name: (pid, start) for name, pid, start in state.data["pids"]}
 
     def stop(suffix: str) -> None:
@@ -1175,14 +1211,20 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
     # Shims whose containerd is gone: they carry our socket path in their command line.
     _kill_all([(pid, _proc_start_time(pid)) for pid in _processes_naming(sockets)], grace=2)
     before = set(state.data.get("pod_netns_before", []))
+    # CNI's cache names the pod namespaces of our networks too, also those of containers
+    # that no containerd lists any more (their containerd was stopped first).
+    cni_results = _our_cni_results(specs)
+    ours = (pod_netns - before) | {n for _, n in cni_results if n}
     dirs = list(state.data["dirs"])
-    mounts = _mounts_under([*dirs, *(f"/run/netns/{n}" for n in pod_netns - before)])
+    mounts = _mounts_under([*dirs, *(f"/run/netns/{n}" for n in ours)])
     for m in mounts:
         if subprocess.run(["umount", m], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
-    for n in pod_netns - before:
+    for n in ours:
         with contextlib.suppress(OSError):
             Path(f"/run/netns/{n}").unlink()
+    for result, _ in cni_results:
+        result.unlink(missing_ok=True)
     # Cgroups depth-first: the kubelet made pod and QoS cgroups under ours, also in the v2
     # (`unified`) hierarchy, where we made none: our name in any hierarchy is ours.
     cgroups = set(state.data["cgroups"])
@@ -1190,6 +1232,10 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
         for node in spec.possible_nodes:
             cgroups |= {str(h / node.cgroup) for h in Path("/sys/fs/cgroup").iterdir()
                         if (h / node.cgroup).is_dir()}
+    # Whatever still runs in our cgroups is a container whose shim or containerd died before
+    # its task was killed (say, a teardown by code that did not know every node): ours by
+    # where it runs, so it goes, or its cgroup could not be removed.
+    _kill_all([(pid, _proc_start_time(pid)) for pid in _processes_in(cgroups)], grace=2)
     for cg in sorted(cgroups):
         root = Path(cg)
         if root.is_dir():
@@ -1220,7 +1266,7 @@ def _down_locked(say: Say, keep_logs: bool = False) -> None:
         else:
             shutil.rmtree(d, ignore_errors=True)
     kubeconfig_path().unlink(missing_ok=True)
-    path.unlink()
+    path.unlink(missing_ok=True)
     say("kube-clusters: down")
 
 
@@ -1262,6 +1308,50 @@ def _processes_naming(paths: Sequence[Path]) -> list[int]:
     return pids
 
 
+CNI_RESULTS = Path("/var/lib/cni/results")
+
+
+def _our_cni_results(specs: Sequence[ClusterSpec]) -> list[tuple[Path, str | None]]:
+    """CNI's cached results of our pods, with the pod network namespace each names.
+
+    libcni keeps them in a fixed host directory, whatever the containerd; a pod whose
+    sandbox was never torn down by CNI DEL leaves its files there. Ours: the network is one
+    of ours (`sfk-up`, `sfk-down`: names only this harness uses), or it is the loopback
+    network's result for one of those containers.
+    """
+    networks = {f"sfk-{s.short}" for s in specs}
+    entries = []
+    for f in sorted(CNI_RESULTS.iterdir()) if CNI_RESULTS.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            entries.append((f, json.loads(f.read_text())))
+    ids = {d.get("containerId") for _, d in entries if d.get("networkName") in networks}
+    found: list[tuple[Path, str | None]] = []
+    for f, d in entries:
+        if d.get("networkName") in networks or (
+                d.get("networkName") == "cni-loopback" and d.get("containerId") in ids):
+            netns = None
+            for iface in (d.get("result") or {}).get("interfaces") or []:
+                sandbox = Path(iface.get("sandbox") or "/")
+                if sandbox.parent.name == "netns" and sandbox.name.startswith("cni-"):
+                    netns = sandbox.name
+            found.append((f, netns))
+    return found
+
+
+def _processes_in(cgroups: set[str]) -> list[int]:
+    """Pids in any of `cgroups` or below them."""
+    pids: set[int] = set()
+    for cg in cgroups:
+        root = Path(cg)
+        if not root.is_dir():
+            continue
+        for procs in root.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(x) for x in procs.read_text().split()}
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
 def leftovers() -> list[str]:
     """What of ours is still on the machine (empty after a clean `down`).
 
@@ -1287,6 +1377,10 @@ def leftovers() -> list[str]:
                     found.append(f"route {r}")
         if _mounts_under([str(d)]):
             found.append(f"mounts under {d}")
+    for result, pod_netns in _our_cni_results(CLUSTERS):
+        found.append(f"cni result {result}")
+        if pod_netns and Path(f"/run/netns/{pod_netns}").exists():
+            found.append(f"pod netns {pod_netns}")
     for pid in _processes_naming(_possible_sockets(None, CLUSTERS)):
         args = _sh("ps", "-o", "args=", "-p", str(pid), check=False).strip()
         found.append(f"process {pid} ({args[:80]})")
