@@ -951,19 +951,33 @@ def up(say: Say = print, *, timeout: float = 180,
                 (base / spec.name / "logs").mkdir(parents=True)
                 state.add("dirs", str(base / spec.name))
                 made.append(_Cluster(spec, state, say))
+            # Each phase's time is reported: where a slow `up` spends it.
+            phases: list[str] = []
+            mark = time.monotonic()
+
+            def done(phase: str) -> None:
+                nonlocal mark
+                now = time.monotonic()
+                phases.append(f"{phase} {now - mark:.1f} s")
+                mark = now
+
             _host_network(state, clusters)
             for c in made:
                 for n in c.nodes:
                     n.network()
                 c.pki()
+            done("network and certificates")
             for c in made:
                 c.control_plane()
+            done("control planes")
             for c in made:
                 c.node()
+            done("nodes (containerd, images, kubelet, kube-proxy)")
             for c in made:
                 c.bootstrap_objects()
             for c in made:
                 c.wait_ready(timeout)
+            done("nodes Ready and CoreDNS ready")
             _write_kubeconfig(made)
         except BaseException:
             say("kube-clusters: bring-up failed; logs are in "
@@ -971,6 +985,7 @@ def up(say: Say = print, *, timeout: float = 180,
             _down_locked(say, keep_logs=True)
             raise
         nodes = sum(c.nodes for c in clusters)
+        say(f"kube-clusters: {', '.join(phases)}")
         say(f"kube-clusters: both clusters ({nodes} nodes) up in {time.monotonic() - t0:.1f} s; "
             f"KUBECONFIG={kubeconfig_path()}")
         return _status_locked()
