@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError, resolve_topology
 from spire_fabric.deploy._kube import add_kube_args, create
@@ -115,11 +116,12 @@ def _run_kubernetes(args: argparse.Namespace, topology: Topology, console: Conso
         contexts = ", ".join(f"{c}={x}" for c, x in deployment.settings.contexts.items())
         console.print(f"[bold]up[/bold] {topology.name} on kubernetes ({contexts})")
         try:
+            deployment.check()  # a refusal before the plan reads anything it may not
             plan = deployment.plan()
             print_plan(plan, console, title=False)
             deployment.up(printer, plan=plan)
         except KubernetesTargetError as err:
-            console.print(f"[red]error:[/red] {err}", markup=False, highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
             return EXIT_FAILED
         if args.no_verify:
             console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")

@@ -15,8 +15,21 @@ IMAGE_ROLES = ("server", "agent", "controller_manager", "workload", "mysql")
 
 def node_addresses(conn: ClusterApi) -> list[tuple[str, str]]:
     """(node name, InternalIP) of every Ready node, by name."""
+    from kubernetes.client.exceptions import ApiException
+
+    from spire_fabric.runtime.kubernetes._clusters import api_error_message
+
+    try:
+        nodes = conn.core.list_node().items
+    except ApiException as err:
+        if err.status == 403:
+            raise KubernetesTargetError(
+                f"no permission in {conn.where()}: cannot list nodes (cluster-wide): "
+                f"{api_error_message(err)}"
+            ) from err
+        raise
     out = []
-    for node in conn.core.list_node().items:
+    for node in nodes:
         ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
         ip = next((a.address for a in node.status.addresses or [] if a.type == "InternalIP"), None)
         if ready and ip:

@@ -31,9 +31,9 @@ def preflight(d: KubernetesDeployment) -> None:
         by_cluster.setdefault(cluster, []).append(o)
     for cluster, objs in by_cluster.items():
         conn = d.clusters[cluster]
+        _access(conn, objs)
         _namespaces_ours(conn, d.name, objs)
         _node_ports_free(conn, objs)
-        _access(conn, objs)
 
 
 def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict]) -> None:

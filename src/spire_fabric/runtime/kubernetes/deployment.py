@@ -12,10 +12,8 @@ SPIRE API), and the workloads. Each rollout is waited for, and a wait that fails
 from __future__ import annotations
 
 import base64
-import contextlib
 import secrets
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.entries import EntryChange, EntryPlan, apply_entries, plan_entries
-from spire_fabric.identity import SpiffeId, TrustDomain, agent_alias_id
-from spire_fabric.render.kubernetes import cluster_of, render_kubernetes_objects
+from spire_fabric.identity import SpiffeId, agent_alias_id
 from spire_fabric.render.kubernetes._common import (
-    LABEL_TOPOLOGY,
     agent_node_selector,
-    csi_agents,
     selector_labels,
 )
 from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_secret
@@ -78,7 +73,7 @@ from spire_fabric.runtime.kubernetes._waits import (
     wait_rollouts,
 )
 from spire_fabric.server import Bundle, Entry, NotFoundError, SpireServerClient
-from spire_fabric.topology import Topology, agent_node_attestor
+from spire_fabric.topology import SpireUpstreamAuthority, Topology, agent_node_attestor
 from spire_fabric.workload import X509Context
 
 __all__ = ["KubernetesDeployment"]
@@ -103,6 +98,7 @@ class KubernetesDeployment:
         self._topology: Topology | None = None
         self._servers: dict[str, ServerAccess] = {}
         self._forwards: dict[str, PortForward] = {}
+        self._placement: dict[str, dict[str, dict[str, str]]] | None = None
 
     @classmethod
     def create(
@@ -467,6 +463,14 @@ class KubernetesDeployment:
                     out.setdefault(c.name, {}).setdefault(node, {}).update(sel)
         return out
 
+    def check(self) -> dict[str, dict[str, dict[str, str]]]:
+        """Everything `up` can find wrong before it changes anything (permissions, foreign
+        namespaces, taken NodePorts, too few nodes); returns the node placement."""
+        if self._placement is None:
+            preflight(self)
+            self._placement = self.node_placement()
+        return self._placement
+
     # ---- plan --------------------------------------------------------------------------
 
     def plan(self) -> DeploymentPlan:
@@ -545,12 +549,15 @@ class KubernetesDeployment:
     ) -> DeploymentPlan:
         t = self.topology
         with report("check clusters (contexts, permissions, namespaces, NodePorts)"):
-            preflight(self)
-            placement = self.node_placement()
+            placement = self.check()
         plan = plan if plan is not None else self.plan()
         save(self.state_dir, self.written_topology, self.settings)
-        rendered = self.rendered()
         timeout = self.settings.timeout
+        # A nested server gets its CA through its parent's agent, with an entry that the
+        # registrations stage makes: it (and its agents) can only be ready after that.
+        nested = {s.name for s in t.servers if isinstance(s.upstream_authority,
+                                                          SpireUpstreamAuthority)}  # fmt: skip
+        deferred: list[tuple[str, objects.ObjectRef]] = []
         for stage in _ORDER:
             if stage == "federation":
                 with report("bootstrap federation bundles"):
@@ -560,12 +567,10 @@ class KubernetesDeployment:
                 with report("join tokens"):
                     self._mint_join_tokens()
                 continue
-            batch = (
-                [(c, o) for c, s, o in self.rendered() if s == stage]
-                if stage in ("05-", "secrets")
-                else [(c, o) for c, s, o in rendered if s == stage]
-            )
-            if not batch:
+            # rendered again per stage: secrets and join tokens made by earlier stages
+            batch = [(c, o) for c, s, o in self.rendered() if s == stage]
+            spire_api = stage == "07-" and t.kubernetes.registration == "spire-api"
+            if not batch and not spire_api:
                 continue
             with report(_STAGE_NAMES.get(stage, stage)):
                 for cluster, o in batch:
@@ -575,16 +580,26 @@ class KubernetesDeployment:
                         names = [o["metadata"]["name"] for c, o in batch if c == cluster]
                         if names:
                             wait_crds_established(conn, names, min(timeout, 60))
-                if stage == "07-" and t.kubernetes.registration == "spire-api":
+                if spire_api:
                     self._register_entries()
-                for cluster, conn in self.clusters.items():
-                    refs = [objects.ObjectRef.of(o) for c, o in batch
-                            if c == cluster and o["kind"] in ROLLOUT_KINDS]  # fmt: skip
-                    if refs:
-                        wait_rollouts(conn, refs, timeout)
-        if t.kubernetes.registration == "spire-api" and not any(s == "07-" for _, s, _ in rendered):
-            with report("register entries through the SPIRE API"):
-                self._register_entries()
+                waits: dict[str, list[objects.ObjectRef]] = {}
+                for cluster, o in batch:
+                    if o["kind"] not in ROLLOUT_KINDS:
+                        continue
+                    ref = objects.ObjectRef.of(o)
+                    if _belongs_to(t, o) & nested:
+                        deferred.append((cluster, ref))
+                    else:
+                        waits.setdefault(cluster, []).append(ref)
+                for cluster, refs in waits.items():
+                    wait_rollouts(self.clusters[cluster], refs, timeout)
+            if stage == "07-" and deferred:
+                with report("nested SPIRE servers and their agents (until ready)"):
+                    for cluster in self.clusters:
+                        refs = [r for c, r in deferred if c == cluster]
+                        if refs:
+                            wait_rollouts(self.clusters[cluster], refs, timeout)
+                deferred = []
         return plan
 
     def _bootstrap_federation(self) -> None:
@@ -745,9 +760,14 @@ def _apply_as(conn: ClusterApi, body: Obj, manager: str) -> None:
         ) from err
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    yield
 
 
-__unused = (TrustDomain, cluster_of, render_kubernetes_objects, csi_agents, LABEL_TOPOLOGY)
+
+
+def _belongs_to(topology: Topology, o: Obj) -> set[str]:
+    """The servers a rollout object is (a server's StatefulSet) or serves (an agent's
+    DaemonSet), by its app label."""
+    app = str(((o.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/name", ""))
+    out = {s.name for s in topology.servers if s.name == app}
+    out |= {a.server for a in topology.agents if a.name == app}
+    return out

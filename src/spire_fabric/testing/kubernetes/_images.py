@@ -66,7 +66,13 @@ class Image:
 
     @property
     def tarball(self) -> Path:
-        return images_dir() / f"{self.repo}_{self.tag}.oci.tar"
+        """Named by tag and by how the image is made (entrypoint, env, base, file paths),
+        so changing the recipe rebuilds rather than reusing a stale cached image."""
+        import hashlib
+
+        recipe = repr((self.entrypoint, self.env, self.base, [a for a, _ in self.files]))
+        key = hashlib.sha256(recipe.encode()).hexdigest()[:8]
+        return images_dir() / f"{self.repo}_{self.tag}_{key}.oci.tar"
 
 
 def debian_mirror() -> str:
@@ -299,10 +305,10 @@ def image_set(project_version: str = "0.1.0") -> dict[str, Image]:
             env=("PYTHONPATH=/opt/spire-fabric/site",), extra_layer=_project_layer),
         "spire-server": Image("spire-server", SPIRE_VERSION,
                               (("opt/spire/bin/spire-server", spire / "spire-server"),),
-                              ("/opt/spire/bin/spire-server",)),
+                              ("/opt/spire/bin/spire-server", "run")),
         "spire-agent": Image("spire-agent", SPIRE_VERSION,
                              (("opt/spire/bin/spire-agent", spire / "spire-agent"),),
-                             ("/opt/spire/bin/spire-agent",)),
+                             ("/opt/spire/bin/spire-agent", "run")),
         "spire-controller-manager": Image(
             "spire-controller-manager", _build.SPIRE_CONTROLLER_MANAGER_VERSION,
             (("usr/local/bin/spire-controller-manager",
