@@ -29,6 +29,7 @@ from ._spiffe_id import SpiffeId, TrustDomain
 from ._spire_ids import (
     agent_alias_id,
     as_trust_domain,
+    installer_admin_id,
     join_token_agent_id,
     node_alias_id,
     spire_server_id,
@@ -58,6 +59,7 @@ __all__ = [
     "X509SvidSource",
     "agent_alias_id",
     "as_trust_domain",
+    "installer_admin_id",
     "join_token_agent_id",
     "node_alias_id",
     "parse_and_validate_jwt_svid",
