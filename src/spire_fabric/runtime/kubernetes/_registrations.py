@@ -2,7 +2,7 @@
 
 With the controller manager, entries follow the pods: one per pod of a ClusterSPIFFEID's
 workload (selector ``k8s:pod-uid``, parent = the agent of the pod's node, DNS names from
-the resource plus those of the Services in front of the pod), and one per
+the resource; we leave ``autoPopulateDNSNames`` off, so none from Services), and one per
 ClusterStaticEntry. This restates spire-controller-manager 0.6.3's rules
 (``pkg/spireentry/entries.go``) so a wrong or missing entry shows as a difference.
 """
@@ -21,7 +21,6 @@ from spire_fabric.topology import Topology, Workload, workload_selectors
 if TYPE_CHECKING:
     from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
 
-CLUSTER_DOMAIN = "cluster.local"
 
 
 def _options(w: Workload) -> dict[str, Any]:
@@ -123,7 +122,6 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
         ns,
         label_selector=",".join(f"{k}={v}" for k, v in selector_labels(w.name, "workload").items()),
     ).items
-    endpoints = conn.core.list_namespaced_endpoints(ns).items
     out = []
     for pod in pods:
         if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
@@ -135,9 +133,6 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
             f"spiffe://{td}/spire/agent/k8s_psat/{agent.kubernetes.cluster}/{node.metadata.uid}"
         )
         names = list(w.dns_names)
-        for name in _endpoint_names(endpoints, pod.status.pod_ip):
-            if name not in names:
-                names.append(name)
         out.append(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
@@ -151,13 +146,3 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
             )
         )
     return out
-
-
-def _endpoint_names(endpoints: list[Any], pod_ip: str | None) -> list[str]:
-    names: list[str] = []
-    for ep in endpoints:
-        ips = {a.ip for sub in ep.subsets or [] for a in (sub.addresses or [])}
-        if pod_ip and pod_ip in ips:
-            n, ns = ep.metadata.name, ep.metadata.namespace
-            names += [n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.{CLUSTER_DOMAIN}"]
-    return sorted(names)

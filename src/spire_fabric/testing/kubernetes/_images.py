@@ -265,6 +265,12 @@ def _project_layer(out: Path) -> Path:
                     tar.addfile(info, fh)
             else:
                 tar.addfile(info)
+        # `python`, as the official python images have it: the rendered workloads run
+        # `python -m …`, and Debian's package names only python3.
+        link = tarfile.TarInfo("usr/local/bin/python")
+        link.type, link.linkname, link.mode = tarfile.SYMTYPE, "/usr/bin/python3", 0o777
+        link.mtime = _EPOCH
+        tar.addfile(link)
     shutil.rmtree(site, ignore_errors=True)
     return out
 
