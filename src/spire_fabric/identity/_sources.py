@@ -17,7 +17,17 @@ from ._spiffe_id import TrustDomain
 from ._x509_bundle import X509Bundle
 from ._x509_svid import X509Svid
 
-__all__ = ["JwtBundleSource", "X509BundleSource", "X509SvidSource"]
+__all__ = ["JwtBundleSource", "X509BundleSource", "X509SvidSource", "is_pyspiffe"]
+
+
+def is_pyspiffe(value: object) -> bool:
+    """Whether ``value`` is an object of py-spiffe (the ``spiffe`` package).
+
+    Checked by module name, so code that never meets py-spiffe never imports it; the
+    places that take a source call this first and adapt a py-spiffe one
+    (``spire_fabric.identity.from_pyspiffe``).
+    """
+    return type(value).__module__.partition(".")[0] == "spiffe"
 
 
 @runtime_checkable

@@ -37,7 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -47,11 +47,16 @@ from spire_fabric.identity import (
     X509BundleSource,
     X509Svid,
     X509SvidSource,
+    x509_bundle_source_of,
+    x509_svid_source_of,
 )
 
 from ._authorize import Authorizer
 from ._peer import PEER_ID_ATTRIBUTE, TlsConnection, VerifiedChainCache
 from ._sources import all_x509_bundles
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = [
     "SpiffeClientContext",
@@ -243,10 +248,17 @@ class SpiffeServerContext(ssl.SSLContext):
 
     def __init__(
         self,
-        svid_source: X509SvidSource,
-        bundle_source: X509BundleSource | None,
+        svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+        bundle_source: X509BundleSource
+        | spiffe.X509Source
+        | spiffe.X509BundleSet
+        | spiffe.X509Bundle
+        | None,
         authorizer: Authorizer | None,
     ) -> None:
+        svid_source = x509_svid_source_of(svid_source)
+        if bundle_source is not None:
+            bundle_source = x509_bundle_source_of(bundle_source)
         mutual = bundle_source is not None and authorizer is not None
         check = _make_check(bundle_source, authorizer) if mutual else None  # type: ignore[arg-type]
 
@@ -311,10 +323,16 @@ class SpiffeClientContext(ssl.SSLContext):
 
     def __init__(
         self,
-        svid_source: X509SvidSource | None,
-        bundle_source: X509BundleSource,
+        svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid | None,
+        bundle_source: X509BundleSource
+        | spiffe.X509Source
+        | spiffe.X509BundleSet
+        | spiffe.X509Bundle,
         authorizer: Authorizer,
     ) -> None:
+        if svid_source is not None:
+            svid_source = x509_svid_source_of(svid_source)
+        bundle_source = x509_bundle_source_of(bundle_source)
         check = _make_check(bundle_source, authorizer)
 
         def build(
@@ -383,17 +401,22 @@ class SpiffeClientContext(ssl.SSLContext):
 
 
 def mtls_server_context(
-    svid_source: X509SvidSource, bundle_source: X509BundleSource, authorizer: Authorizer
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeServerContext:
     """Server side of mutual TLS: present the current SVID, require and check a client SVID.
 
     The client chain is verified against the bundle of the client ID's own trust domain,
-    then ``authorizer`` decides, inside the handshake of every connection.
+    then ``authorizer`` decides, inside the handshake of every connection. py-spiffe's
+    ``X509Source`` (and its SVIDs, bundles and bundle sets) are accepted as they are.
     """
     return SpiffeServerContext(svid_source, bundle_source, authorizer)
 
 
-def tls_server_context(svid_source: X509SvidSource) -> SpiffeServerContext:
+def tls_server_context(
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+) -> SpiffeServerContext:
     """Plain TLS with the current SVID, for clients without an SVID (browsers, web PKI tools).
 
     Clients authenticate the server by its SPIFFE ID with ``tls_client_context``.
@@ -402,14 +425,17 @@ def tls_server_context(svid_source: X509SvidSource) -> SpiffeServerContext:
 
 
 def mtls_client_context(
-    svid_source: X509SvidSource, bundle_source: X509BundleSource, authorizer: Authorizer
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeClientContext:
     """Client side of mutual TLS: present the current SVID, verify and authorize the server."""
     return SpiffeClientContext(svid_source, bundle_source, authorizer)
 
 
 def tls_client_context(
-    bundle_source: X509BundleSource, authorizer: Authorizer
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeClientContext:
     """A client without an SVID that still authenticates the server's SPIFFE ID.
 
