@@ -163,8 +163,8 @@ def apply_entries(
     failures: list[tuple[EntryChange, SpireApiError]] = []
     creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
     if deletes:  # first, so a re-keyed entry never collides with its old self
-        result = client.delete_entries([c.entry.id for c in deletes])
-        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+        deleted = client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in deleted.failed if i.error]
     if creates:
         result = client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]
@@ -189,8 +189,8 @@ async def apply_entries_async(
     failures: list[tuple[EntryChange, SpireApiError]] = []
     creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
     if deletes:
-        result = await client.delete_entries([c.entry.id for c in deletes])
-        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+        deleted = await client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in deleted.failed if i.error]
     if creates:
         result = await client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]

@@ -130,7 +130,7 @@ class BundleWatcher:
 
     def retry_after(self, failures: int) -> timedelta:
         """Backoff after ``failures`` consecutive failures: doubling from min_refresh."""
-        backoff = self.min_refresh * (2 ** min(max(failures - 1, 0), 30))
+        backoff: timedelta = self.min_refresh * (2 ** min(max(failures - 1, 0), 30))
         return min(backoff, self.next_refresh(self._bundle))
 
     def refresh(self) -> SpiffeBundle:

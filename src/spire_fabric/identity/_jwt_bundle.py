@@ -114,7 +114,10 @@ class JwtBundle:
     def to_spiffe(self) -> spiffe.JwtBundle:
         import spiffe
 
-        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), dict(self.jwt_authorities))
+        # py-spiffe types its authorities narrower than cryptography's PublicKeyTypes; a JWT
+        # bundle only ever holds the signature key types it lists.
+        authorities: dict[str, Any] = dict(self.jwt_authorities)
+        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), authorities)
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
         return self if trust_domain == self.trust_domain else None

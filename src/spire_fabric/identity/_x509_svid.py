@@ -133,9 +133,10 @@ def _validate_signing_certificates(certs: Sequence[x509.Certificate]) -> None:
 
 
 def _public_bytes(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
+    der: bytes = key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return der
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def _build_snapshot(
     if alpn:
         context.set_alpn_protocols(list(alpn))
     if check is not None:
-        context.sslsocket_class, context.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+        context.sslsocket_class, context.sslobject_class = _checked_classes(check)
     return context
 
 
@@ -278,7 +278,7 @@ class SpiffeServerContext(ssl.SSLContext):
         self._cache = _SnapshotCache(build, svid_source, bundle_source if mutual else None)
         _configure(self, verify_peer_cert=mutual, server_side=True)
         if check is not None:
-            self.sslsocket_class, self.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+            self.sslsocket_class, self.sslobject_class = _checked_classes(check)
         self.sni_callback = self._on_client_hello
         # Fail at construction, not on the first client, if the sources are unusable.
         self._cache.current(self._alpn)
@@ -350,10 +350,10 @@ class SpiffeClientContext(ssl.SSLContext):
         self._alpn = None
         self._cache = _SnapshotCache(build, svid_source, bundle_source)
         _configure(self, verify_peer_cert=True, server_side=False)
-        self.sslsocket_class, self.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+        self.sslsocket_class, self.sslobject_class = _checked_classes(check)
         self._cache.current(self._alpn)
 
-    def wrap_socket(  # type: ignore[override]
+    def wrap_socket(
         self,
         sock: Any,
         server_side: bool = False,
@@ -373,7 +373,7 @@ class SpiffeClientContext(ssl.SSLContext):
             session=session,
         )
 
-    def wrap_bio(  # type: ignore[override]
+    def wrap_bio(
         self,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._durations import parse_duration
@@ -109,7 +109,11 @@ class TopologyBuilder:
         self._add(
             self._servers,
             lambda: Server(
-                name=name, trust_domain=trust_domain, kubernetes=kubernetes, **_coerce(fields)
+                name=name,
+                # A str is read by Server.__post_init__, which names the field if it is bad.
+                trust_domain=cast(TrustDomain, trust_domain),
+                kubernetes=kubernetes,
+                **_coerce(fields),
             ),
         )
         return self
@@ -163,7 +167,8 @@ class TopologyBuilder:
         self._add(
             self._federations,
             lambda: Federation(
-                server, trust_domain, profile, endpoint_url, endpoint_spiffe_id
+                # A str is read by Federation.__post_init__, which names the field if bad.
+                server, cast(TrustDomain, trust_domain), profile, endpoint_url, endpoint_spiffe_id
             ),
         )
         return self

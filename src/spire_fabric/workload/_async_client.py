@@ -51,7 +51,7 @@ _SOCKET_POLL = 0.05
 if True:  # ASYNC
     _EOF: Any = grpc.aio.EOF
 else:
-    _EOF: Any = object()
+    _EOF = object()
 
 
 class AsyncWorkloadApiClient(ClientBase):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect  # ASYNC
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -37,7 +37,8 @@ class AsyncWatchStream(Generic[T]):
 
     def __init__(
         self,
-        open_call: Callable[[], Awaitable[Any]],
+        # Opens a gRPC streaming call (the async twin returns an awaitable of it).
+        open_call: Callable[[], Any],
         convert: Callable[[Any], T],
         error: Callable[[grpc.RpcError], WorkloadApiError],
         *,
@@ -91,7 +92,7 @@ class AsyncWatchStream(Generic[T]):
         else:
             self.close()
 
-    async def _run(self) -> AsyncIterator[T]:
+    async def _run(self) -> AsyncGenerator[T, None]:
         backoff = self._backoff.start()
         while not self._stop.is_set():
             if True:  # ASYNC

@@ -47,7 +47,7 @@ __all__ = ["WorkloadApiClient"]
 T = TypeVar("T")
 _SOCKET_POLL = 0.05
 
-_EOF: Any = object()
+_EOF = object()
 
 
 class WorkloadApiClient(ClientBase):

@@ -11,7 +11,7 @@ because asking again cannot help; that too is reported, and re-raised to the con
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Awaitable, Callable
+from collections.abc import Generator, Iterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -37,7 +37,8 @@ class WatchStream(Generic[T]):
 
     def __init__(
         self,
-        open_call: Callable[[], Awaitable[Any]],
+        # Opens a gRPC streaming call (the async twin returns an awaitable of it).
+        open_call: Callable[[], Any],
         convert: Callable[[Any], T],
         error: Callable[[grpc.RpcError], WorkloadApiError],
         *,
@@ -82,7 +83,7 @@ class WatchStream(Generic[T]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self) -> Iterator[T]:
+    def _run(self) -> Generator[T, None]:
         backoff = self._backoff.start()
         while not self._stop.is_set():
             with self._lock:

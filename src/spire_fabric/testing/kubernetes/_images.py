@@ -77,9 +77,9 @@ def debian_mirror() -> str:
                 return m.group(1)
     legacy = Path("/etc/apt/sources.list")
     if legacy.is_file():
-        m = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
-        if m:
-            return m.group(1)
+        deb = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
+        if deb:
+            return deb.group(1)
     raise KubeBuildError("no Debian mirror found in apt's sources")
 
 
