@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spire_fabric._version import __version__
 from spire_fabric.testing.kubernetes import _build
 from spire_fabric.testing.kubernetes._build import KubeBuildError, _locked, cache_root
 
@@ -263,8 +264,9 @@ def _project_layer(out: Path) -> Path:
     return out
 
 
-def image_set(project_version: str = "0.1.0") -> dict[str, Image]:
-    """Every image the test clusters use, by short name."""
+def image_set(project_version: str = __version__) -> dict[str, Image]:
+    """Every image the test clusters use, by short name; the project image is tagged with
+    this package's version (``spire_fabric._version``)."""
     from spire_fabric.runtime.binaries import SPIRE_VERSION, spire_cache_dir
 
     kube = _build.PARTS["kubernetes"].bin_dir
