@@ -38,6 +38,9 @@ Action = Literal["create", "update", "delete"]
 
 @dataclass(frozen=True)
 class EntryChange:
+    """One change `apply_entries` makes: create, update (with the fields that differ and the
+    entry as SPIRE had it) or delete."""
+
     action: Action
     entry: Entry  # what will be (create/update) or what was (delete)
     fields: frozenset[EntryField] = frozenset()  # for updates: what differs
@@ -67,6 +70,9 @@ class EntryPlan:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What `apply_entries` planned, and the changes SPIRE refused with its error for each;
+    falsy failures mean the server now holds exactly the desired entries."""
+
     plan: EntryPlan
     failures: tuple[tuple[EntryChange, SpireApiError], ...] = field(default=())
 
@@ -102,6 +108,11 @@ class ApplyResult:
 
 
 def owned_entry_id(owner: str, entry: Entry) -> str:
+    """The entry ID `apply_entries` gives an entry: ``<owner>.<hash of ID and parent>``.
+
+    Deterministic, so a re-run finds its own entries, and prefixed by ``owner``, so entries
+    made by anyone else are never touched.
+    """
     check_owner(owner)
     key = f"{entry.spiffe_id}|{entry.parent_id}".encode()
     return f"{owner}.{hashlib.sha256(key).hexdigest()[:40]}"

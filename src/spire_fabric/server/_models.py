@@ -382,6 +382,8 @@ class FederationRelationship:
 
 @dataclass(frozen=True)
 class JoinToken:
+    """A join token for one agent's attestation; ``expires_at`` in Unix seconds."""
+
     value: str
     expires_at: int
 
@@ -397,6 +399,8 @@ class CertInfo:
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """What the server's debug API reports: uptime, counts and its own SVID chain."""
+
     uptime_seconds: int
     agents_count: int
     entries_count: int
@@ -405,6 +409,8 @@ class ServerInfo:
 
 
 class LogLevel(enum.IntEnum):
+    """SPIRE's log levels, value for value as ``spire.api.types.LogLevel``."""
+
     UNSPECIFIED = 0
     PANIC = 1
     FATAL = 2
@@ -417,6 +423,8 @@ class LogLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class LoggerLevels:
+    """A logger's level now and the level it was launched with (what a reset returns to)."""
+
     current: LogLevel
     launch: LogLevel
 

@@ -175,6 +175,9 @@ def _typed(obj: object, field: str, path: str) -> None:
 
 @dataclass(frozen=True)
 class Server:
+    """One SPIRE server: its trust domain, where it listens, its TTLs, datastore, upstream
+    authority and bundle endpoint, and how it runs on Kubernetes."""
+
     name: str
     trust_domain: TrustDomain
     host: str = "127.0.0.1"
@@ -349,6 +352,8 @@ class Federation:
 
 @dataclass(frozen=True)
 class RootCa:
+    """The offline Enterprise Root CA that signs each trust domain's intermediate."""
+
     name: str = "enterprise-root-ca"
     common_name: str = "Enterprise Root CA"
     key_type: str = "ec-p256"
@@ -379,6 +384,9 @@ class IntermediateCa:
 
 @dataclass(frozen=True)
 class CaHierarchy:
+    """The Enterprise Root CA and the name-constrained intermediates it issues, one per
+    trust domain (see DESIGN.md: the constraints keep the federation boundary real)."""
+
     root: RootCa = field(default_factory=RootCa)
     intermediates: tuple[IntermediateCa, ...] = ()
 
@@ -402,6 +410,8 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Images:
+    """Container images of the Kubernetes target, pinned to full versions."""
+
     server: str = "ghcr.io/spiffe/spire-server:1.13.3"
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
@@ -426,6 +436,8 @@ class KubernetesOptions:
 
 @dataclass(frozen=True)
 class TrustDomainSpec:
+    """A trust domain the topology declares, with a note on its role."""
+
     name: TrustDomain
     description: str = ""
 
@@ -435,6 +447,10 @@ class TrustDomainSpec:
 
 @dataclass(frozen=True)
 class Topology:
+    """A whole deployment described as data: trust domains, servers, agents, workloads,
+    federation, CA hierarchy and Kubernetes options. Built by `TopologyBuilder` or a
+    preset, checked by `validate_topology`, rendered and run by the layers above."""
+
     name: str
     trust_domains: tuple[TrustDomainSpec, ...] = ()
     servers: tuple[Server, ...] = ()

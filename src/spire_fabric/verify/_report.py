@@ -20,6 +20,8 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Report:
+    """The checks of one `verify` run, in order, with their results."""
+
     topology: str
     checks: tuple[CheckResult, ...]
 

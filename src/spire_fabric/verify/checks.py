@@ -67,6 +67,9 @@ class CheckFailed(SpireFabricError):
 
 
 def verify_deployment(deployment: Deployment) -> Report:
+    """Run every check of ``deployment`` (written once against the `Deployment` interface,
+    so the same checks prove every target) and return the report; a check that fails is
+    red with its reason, never skipped."""
     checks = list(_run_checks(deployment))
     return Report(deployment.name, tuple(checks))
 
