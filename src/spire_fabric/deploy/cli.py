@@ -38,3 +38,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return int(getattr(args, "usage_exit", EXIT_USAGE))
+    except Exception as e:
+        message = _kubernetes_failure(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _kubernetes_failure(err: Exception) -> str | None:
+    """A Kubernetes target failure as one line (no traceback): ours, or the API server gone
+    or refusing in the middle of a command."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from spire_fabric.runtime.kubernetes import KubernetesTargetError
+
+    if isinstance(err, KubernetesTargetError):
+        return str(err)
+    if isinstance(err, HTTPError):
+        return f"lost the Kubernetes API server: {str(err).splitlines()[0][:300]}"
+    if isinstance(err, ApiException):
+        from spire_fabric.runtime.kubernetes._clusters import api_error_message
+
+        return f"the Kubernetes API refused ({err.status}): {api_error_message(err)}"
+    return None

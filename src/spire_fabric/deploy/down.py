@@ -7,17 +7,26 @@ import argparse
 
 from rich.console import Console
 
+from spire_fabric.deploy._kube import open_kube
 from spire_fabric.deploy._local import add_state_dir_arg, locked, open_deployment, state_dir_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("down", help="stop a local deployment")
     add_state_dir_arg(p)
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
+    p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
+                   "(finds its state directory; default: enterprise)")
     p.add_argument("--purge", action="store_true", help="also delete the state directory")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.target == "kubernetes":
+        with open_kube(args) as kd:
+            kd.down(purge=args.purge)
+        console.print(f"down {kd.name}: deleted every object of ours from its clusters")
+        return 0
     with locked(state_dir_for(args), "down", console):
         deployment = open_deployment(args)
         stopped = deployment.down(purge=args.purge)

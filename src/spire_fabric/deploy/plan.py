@@ -2,14 +2,14 @@
 
 Locally it reads the recorded state, the files, the supervisor and the live servers and
 lists each change (processes to start or restart, configs, entries with their changed
-fields, federation); "no changes" when all is well. On Kubernetes (no live target yet) it
-lists what ``up`` would create. Exit status: 0 no changes, 2 changes, 1 error.
+fields, federation); "no changes" when all is well. On Kubernetes it diffs against the live
+clusters (a dry-run server-side apply of every object).
+Exit status: 0 no changes, 2 changes, 1 error.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import UsageError, add_topology_args, resolve_topology
+from spire_fabric.deploy._kube import add_kube_args
 from spire_fabric.deploy._local import add_local_args, print_plan, state_dir_for
 from spire_fabric.render.kubernetes import staged_objects
 from spire_fabric.runtime.local import LocalDeployment, LocalizeError, LocalSettings, StateError
@@ -115,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("plan", help="show what `up` would do (exit 2 if anything)")
     add_topology_args(p, required=False)
     add_local_args(p)
+    add_kube_args(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.set_defaults(run=run, usage_exit=EXIT_ERROR)
 
@@ -139,13 +141,21 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _kubernetes_plan(topology: Topology, args: argparse.Namespace, console: Console) -> int:
-    items = plan_items(topology, "kubernetes")
+    """Against the live clusters: objects to create, change (which fields), delete, and
+    the federation and entry changes, like the local plan."""
+    from spire_fabric.deploy._kube import create
+    from spire_fabric.runtime.kubernetes import KubernetesTargetError
+
+    with create(args, topology) as deployment:
+        try:
+            plan = deployment.plan()
+        except KubernetesTargetError as err:
+            raise UsageError(str(err)) from err
     if args.output == "json":
-        print(json.dumps({"topology": topology.name, "target": "kubernetes",
-                          "create": [item.__dict__ for item in items]}, indent=2))  # fmt: skip
+        print(plan.to_json())
     else:
-        _print_items(topology, "kubernetes", console)
-    return EXIT_CHANGES if items else EXIT_NO_CHANGES
+        print_plan(plan, console)
+    return EXIT_CHANGES if plan else EXIT_NO_CHANGES
 
 
 def _print_items(topology: Topology, target: Target, console: Console) -> None:

@@ -10,12 +10,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from spire_fabric.deploy._kube import open_kube
 from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("status", help="show every component of a local deployment")
     add_state_dir_arg(p)
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
+    p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
+                   "(finds its state directory; default: enterprise)")
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument("-v", "--verbose", action="store_true", help="also restarts and details")
     p.set_defaults(run=run)
@@ -29,14 +33,21 @@ def _expiry(unix: int | None) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    deployment = open_deployment(args)
-    rows = deployment.status()
+    if args.target == "kubernetes":
+        with open_kube(args) as kd:
+            rows = kd.status()
+            where = f"kubernetes, {kd.state_dir}"
+            name = kd.name
+    else:
+        deployment = open_deployment(args)
+        rows = deployment.status()
+        where, name = str(deployment.state.path), deployment.name
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
         # one line per component in 80 columns; restarts and details with -v
         table = Table(
-            title=f"status: {deployment.name} ({deployment.state.path})",
+            title=f"status: {name} ({where})",
             title_justify="left",
             box=None,
         )

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError, resolve_topology
+from spire_fabric.deploy._kube import add_kube_args, create
 from spire_fabric.deploy._local import (
     StepPrinter,
     add_local_args,
@@ -34,6 +36,9 @@ from spire_fabric.topology import Topology, TopologyError
 
 EXIT_FAILED = 1
 CONVERGE_S = 15.0
+# Pods' entries are made by the controller manager after the pod starts, and reach the
+# agent on its next sync (5 s): a first verify can be early.
+KUBE_CONVERGE_S = 90.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,14 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="PRESET|FILE.yaml",
         help="a preset or a topology YAML file (default: enterprise)",
     )
-    p.add_argument("--target", choices=("local",), default="local", help="only local for now")
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                   help="local processes (default) or the Kubernetes clusters of the topology")
     add_local_args(p)
+    add_kube_args(p)
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     topology = resolve_topology(args.topology)
+    if args.target == "kubernetes":
+        return _run_kubernetes(args, topology, console)
     settings = LocalSettings(
         port_base=args.port_base, datastore_url=args.datastore, uid=os.getuid()
     )
@@ -95,3 +104,34 @@ def _create(topology: Topology, state_dir: Path, settings: LocalSettings) -> Loc
         return LocalDeployment.create(topology, state_dir, settings)
     except (StateError, LocalizeError, TopologyError) as err:
         raise UsageError(str(err)) from err
+
+
+def _run_kubernetes(args: argparse.Namespace, topology: Topology, console: Console) -> int:
+    from spire_fabric.deploy.verify import print_report, verify_deployment
+    from spire_fabric.runtime.kubernetes import KubernetesTargetError
+
+    started = time.monotonic()
+    printer = StepPrinter(console)
+    with create(args, topology) as deployment:
+        contexts = ", ".join(f"{c}={x}" for c, x in deployment.settings.contexts.items())
+        console.print(f"[bold]up[/bold] {topology.name} on kubernetes ({contexts})")
+        try:
+            deployment.check()  # a refusal before the plan reads anything it may not
+            plan = deployment.plan()
+            print_plan(plan, console, title=False)
+            deployment.up(printer, plan=plan)
+        except KubernetesTargetError as err:
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+            return EXIT_FAILED
+        if args.no_verify:
+            console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")
+            return 0
+        with printer("verify"):
+            report = verify_deployment(deployment)
+            deadline = time.monotonic() + KUBE_CONVERGE_S
+            while not report.ok and time.monotonic() < deadline:
+                time.sleep(3)
+                report = verify_deployment(deployment)
+        print_report(report, console)
+    console.print(f"up to verified in {time.monotonic() - started:.1f}s")
+    return 0 if report.ok else EXIT_FAILED

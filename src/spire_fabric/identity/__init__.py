@@ -43,6 +43,7 @@ from ._spiffe_id import SpiffeId, TrustDomain
 from ._spire_ids import (
     agent_alias_id,
     as_trust_domain,
+    installer_admin_id,
     join_token_agent_id,
     node_alias_id,
     spire_server_id,
@@ -75,6 +76,7 @@ __all__ = [
     "agent_alias_id",
     "as_trust_domain",
     "from_pyspiffe",
+    "installer_admin_id",
     "is_pyspiffe",
     "join_token_agent_id",
     "jwt_bundle_source_of",

@@ -15,6 +15,7 @@ from ._spiffe_id import SpiffeId, TrustDomain
 __all__ = [
     "agent_alias_id",
     "as_trust_domain",
+    "installer_admin_id",
     "join_token_agent_id",
     "node_alias_id",
     "spire_server_id",
@@ -48,3 +49,10 @@ def node_alias_id(
     return SpiffeId.from_parts(
         as_trust_domain(trust_domain), "spire-fabric", "agents", namespace, service_account
     )
+
+
+def installer_admin_id(trust_domain: TrustDomain | str) -> SpiffeId:
+    """The ID the installer uses on a server's TCP API where it cannot use the local socket
+    (a server in a pod): listed in the server's ``admin_ids``, and only ever held by short-lived
+    X.509-SVIDs minted through that server's own socket."""
+    return SpiffeId.from_parts(as_trust_domain(trust_domain), "spire-fabric", "installer")

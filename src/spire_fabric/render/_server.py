@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spire_fabric.identity import installer_admin_id
 from spire_fabric.render._hcl import HclWriter
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.topology import (
@@ -50,6 +51,10 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("ca_ttl", format_duration(server.ca_ttl))
         w.attr("default_x509_svid_ttl", format_duration(server.default_x509_svid_ttl))
         w.attr("default_jwt_svid_ttl", format_duration(server.default_jwt_svid_ttl))
+        if not paths.is_local:
+            # The installer reaches a server in a pod over its TCP API (a port-forward),
+            # authenticated by an SVID it mints through the server's socket (exec).
+            w.attr("admin_ids", [str(installer_admin_id(server.trust_domain))])
         _federation(w, topology, server, paths, bind)
         if paths.is_local:
             # Local development only: a new entry reaches the agents in about a second

@@ -18,9 +18,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId
+from spire_fabric.entries import EntryPlan
+from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 from spire_fabric.server import Entry, SpireServerClient
 from spire_fabric.topology import Target, Topology
+from spire_fabric.workload import X509Context
 
 __all__ = [
     "Change",
@@ -75,6 +77,7 @@ class DeploymentPlan:
     target: Target
     changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()  # what could not be read (a server that is down)
+    unchanged: int = 0  # objects found as they should be (targets that count them)
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -89,6 +92,7 @@ class DeploymentPlan:
                 "target": self.target,
                 "changes": [asdict(c) for c in self.changes],
                 "notes": list(self.notes),
+                "unchanged": self.unchanged,
             },
             indent=2,
         )
@@ -182,6 +186,21 @@ class Deployment(Protocol):
     def desired_entries(self, server: str) -> list[Entry]:
         """The registration entries this deployment keeps on that server."""
         ...
+
+    def entry_plan(self, server: str) -> EntryPlan:
+        """How that server's entries differ from :meth:`desired_entries` (empty: none)."""
+        ...
+
+    # -- a workload's identity, as its agent gives it to that workload ---------------------
+
+    def x509_context(self, workload: str) -> X509Context:
+        """The workload's X.509-SVIDs and bundles, fetched as that workload (locally from
+        its agent's socket; on Kubernetes inside a pod of its service account)."""
+        ...
+
+    def jwt_svid(self, workload: str, audience: str) -> JwtSvid: ...
+
+    def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]: ...
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ KeyManagerKind = Literal["disk", "memory"]
 AgentNodeAttestor = Literal["join_token", "k8s_psat"]
 Registration = Literal["controller-manager", "spire-api"]
 RbacScope = Literal["cluster", "namespace"]
+WorkloadSocket = Literal["csi", "host-path"]
 
 CA_KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-4096")
 WORKLOAD_ATTESTORS = ("unix", "k8s")
@@ -429,6 +430,10 @@ class KubernetesOptions:
     registration: Registration = "controller-manager"
     rbac: RbacScope = "cluster"
     images: Images = field(default_factory=Images)
+    # How pods reach their agent's Workload API socket: the SPIFFE CSI driver (keeps
+    # workload namespaces Pod Security "restricted"), or a hostPath mount where no CSI
+    # driver can be installed (the workload's namespace must then be "privileged").
+    workload_socket: WorkloadSocket = "csi"
 
 
 # --- the whole ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from functools import partial
 
 from cryptography import x509
 
-from spire_fabric.entries import plan_entries
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import HTTPS_SPIFFE, fetch_bundle
 from spire_fabric.identity import (
@@ -55,7 +54,7 @@ from spire_fabric.topology import (
     expand_placeholders,
 )
 from spire_fabric.verify._report import CheckResult, Report
-from spire_fabric.workload import WorkloadApiClient, X509Context
+from spire_fabric.workload import X509Context
 
 __all__ = ["verify_deployment"]
 
@@ -83,10 +82,7 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
         cached = contexts.get(workload.name)
         if cached is None:
             try:
-                with WorkloadApiClient(
-                    d.agent_endpoint(workload.agent), wait_for_socket=0.5
-                ) as client:
-                    cached = client.fetch_x509_context(timeout=5)
+                cached = d.x509_context(workload.name)
             except Exception as err:
                 cached = err
             contexts[workload.name] = cached
@@ -376,10 +372,7 @@ def _agent_attested(d: Deployment, agent_name: str) -> str:
 
 
 def _entries(d: Deployment, s: Server) -> str:
-    desired = d.desired_entries(s.name)
-    with d.server(s.name) as client:
-        current = list(client.list_entries(timeout=10))
-    plan = plan_entries(current, desired, owner=d.entry_owner)
+    plan = d.entry_plan(s.name)
     if plan:
         raise CheckFailed("; ".join(c.describe() for c in plan.changes))
     return f"{len(plan.unchanged)} entries as expected"
@@ -547,10 +540,8 @@ def _mtls(
 
 def _jwt(d: Deployment, *, issuer: Workload, validator: Workload) -> str:
     audience = validator.spiffe_id
-    with WorkloadApiClient(d.agent_endpoint(issuer.agent), wait_for_socket=1) as client:
-        token = client.fetch_jwt_svid(audience, subject=issuer.spiffe_id, timeout=5)
-    with WorkloadApiClient(d.agent_endpoint(validator.agent), wait_for_socket=1) as client:
-        bundles = client.fetch_jwt_bundles(timeout=5)
+    token = d.jwt_svid(issuer.name, audience)
+    bundles = d.jwt_bundles(validator.name)
     validated = parse_and_validate_jwt_svid(token.token, bundles, [audience])
     try:
         parse_and_validate_jwt_svid(token.token, bundles, ["spiffe://elsewhere.test/x"])

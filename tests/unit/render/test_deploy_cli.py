@@ -9,12 +9,28 @@ from spire_fabric.deploy.cli import main
 from spire_fabric.topology import dump_topology, load_topology, preset
 
 
-def test_plan_lists_servers_agents_and_entries(capsys):
+def test_plan_lists_servers_agents_and_entries(capsys, tmp_path):
     # exit 2: there is something to create (terraform's -detailed-exitcode)
-    assert main(["plan", "--topology", "enterprise", "--target", "kubernetes"]) == 2
+    assert main(["plan", "--topology", "enterprise", "--state-dir", str(tmp_path / "s")]) == 2
     out = capsys.readouterr().out
-    for needle in ("spire-upstream-server", "downstream-agent-3", "security-gateway", "MySQL"):
+    for needle in ("spire-upstream-server", "downstream-agent-3", "security-gateway", "SQLite"):
         assert needle in out
+
+
+def test_kubernetes_plan_with_an_unknown_context_names_it_and_what_exists(capsys, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: other\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: other, context: {cluster: c, user: u}}]\n"
+    )
+    code = main(["plan", "--topology", "enterprise", "--target", "kubernetes",
+                 "--kubeconfig", str(kubeconfig), "--state-dir", str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "unknown context 'upstream-spire-cluster' for cluster upstream-cluster" in err
+    assert "has other" in err
 
 
 def test_render_writes_configs_topology_and_diagram(tmp_path):

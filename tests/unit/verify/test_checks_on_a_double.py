@@ -64,6 +64,18 @@ class DoubleDeployment:
     def desired_entries(self, server):
         return []
 
+    def entry_plan(self, server):
+        raise Unreachable(f"{server} is down")
+
+    def x509_context(self, workload):
+        raise Unreachable(f"the agent of {workload} is down")
+
+    def jwt_svid(self, workload, audience):
+        raise Unreachable(f"the agent of {workload} is down")
+
+    def jwt_bundles(self, workload):
+        raise Unreachable(f"the agent of {workload} is down")
+
     def plan(self):
         return DeploymentPlan(self.name, "local")
 

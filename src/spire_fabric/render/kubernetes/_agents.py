@@ -62,8 +62,11 @@ def _agent_security_context() -> Obj:
 def _agent_container(topology: Topology, agent: Agent) -> Obj:
     psat = agent_node_attestor(agent, "kubernetes") == "k8s_psat"
     args = ["-config", PATHS.agent_config(agent.name)]
+    # The k8s workload attestor dials the kubelet at https://$MY_NODE_NAME:10250. A node's
+    # name need not resolve inside a pod (it does not on the test clusters, nor on many
+    # bare-metal ones); its IP always routes, so the attestor gets the node's IP.
     env: list[Obj] = [
-        {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+        {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
     ]
     if not psat:
         args += ["-joinToken", "$(SPIRE_JOIN_TOKEN)"]

@@ -152,8 +152,10 @@ def agent_host_socket_dir(agent: Agent) -> str:
 def uses_csi(topology: Topology) -> bool:
     """Workloads reach the agent socket through the SPIFFE CSI driver, which keeps their
     namespaces "restricted" (csi volumes are allowed there, hostPath is not). Registering a
-    CSIDriver is cluster-scoped, so a namespace-scoped install mounts the host directory."""
-    return topology.kubernetes.rbac == "cluster"
+    CSIDriver is cluster-scoped, so a namespace-scoped install mounts the host directory,
+    as does a topology that asks for ``workload_socket: host-path`` (no CSI driver there)."""
+    k = topology.kubernetes
+    return k.rbac == "cluster" and k.workload_socket == "csi"
 
 
 def csi_agents(topology: Topology) -> tuple[Agent, ...]:

@@ -20,11 +20,29 @@ def pod_security_level(topology: Topology, cluster: str, namespace: str) -> str:
     """
     if namespace in agent_namespaces(topology, cluster):
         return "privileged"
-    if not uses_csi(topology) and any(
-        w.kubernetes is not None and w.kubernetes.namespace == namespace for w in topology.workloads
-    ):
+    if not uses_csi(topology) and namespace in _socket_consumer_namespaces(topology, cluster):
         return "privileged"
     return "restricted"
+
+
+def _socket_consumer_namespaces(topology: Topology, cluster: str) -> set[str]:
+    """Namespaces whose pods mount an agent socket: workloads that run, and nested servers
+    (they fetch their CA through their parent's agent)."""
+    from spire_fabric.topology import SpireUpstreamAuthority
+
+    out = {
+        w.kubernetes.namespace
+        for w in topology.workloads
+        if w.kubernetes is not None and topology.agent(w.agent).kubernetes is not None
+        and topology.agent(w.agent).kubernetes.cluster == cluster  # type: ignore[union-attr]
+    }
+    out |= {
+        s.kubernetes.namespace
+        for s in topology.servers
+        if s.kubernetes is not None and s.kubernetes.cluster == cluster
+        and isinstance(s.upstream_authority, SpireUpstreamAuthority)
+    }
+    return out
 
 
 def render_namespaces(topology: Topology, cluster: str) -> list[Obj]:

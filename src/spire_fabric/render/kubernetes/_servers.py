@@ -256,9 +256,20 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
             "serviceName": server.name,
             "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            # The claims are part of the server: labelled like it (so `down` finds them)
+            # and deleted with it rather than left behind holding a volume.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Delete",
+                "whenScaled": "Retain",
+            },
             "volumeClaimTemplates": [
                 {
-                    "metadata": {"name": "data"},
+                    "metadata": {
+                        "name": "data",
+                        "labels": meta(
+                            topology, k.cluster, "data", app=server.name, component=COMPONENT
+                        )["labels"],
+                    },
                     "spec": {
                         "accessModes": ["ReadWriteOnce"],
                         "resources": {"requests": {"storage": DATA_STORAGE}},

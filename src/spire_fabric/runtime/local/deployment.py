@@ -18,7 +18,8 @@ from typing import Literal
 
 from cryptography import x509
 
-from spire_fabric.identity import SpiffeId, join_token_agent_id
+from spire_fabric.entries import EntryPlan, plan_entries
+from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles
@@ -42,6 +43,7 @@ from spire_fabric.runtime.local.status import status_rows
 from spire_fabric.runtime.local.workloads import WorkloadProcess, workload_processes
 from spire_fabric.server import Entry, SpireServerClient
 from spire_fabric.topology import SpireUpstreamAuthority, Topology
+from spire_fabric.workload import WorkloadApiClient, X509Context
 
 __all__ = ["LocalDeployment", "server_tiers"]
 
@@ -167,6 +169,26 @@ class LocalDeployment:
 
     def desired_entries(self, server: str) -> list[Entry]:
         return bootstrap.desired_entries(self.ctx, server)
+
+    def entry_plan(self, server: str) -> EntryPlan:
+        with self.server(server) as client:
+            current = list(client.list_entries(timeout=10))
+        return plan_entries(current, self.desired_entries(server), owner=self.entry_owner)
+
+    def x509_context(self, workload: str) -> X509Context:
+        agent = self.ctx.local.workload(workload).agent
+        with WorkloadApiClient(self.agent_endpoint(agent), wait_for_socket=0.5) as client:
+            return client.fetch_x509_context(timeout=5)
+
+    def jwt_svid(self, workload: str, audience: str) -> JwtSvid:
+        w = self.ctx.local.workload(workload)
+        with WorkloadApiClient(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
+            return client.fetch_jwt_svid(audience, subject=w.spiffe_id, timeout=5)
+
+    def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
+        agent = self.ctx.local.workload(workload).agent
+        with WorkloadApiClient(self.agent_endpoint(agent), wait_for_socket=1) as client:
+            return client.fetch_jwt_bundles(timeout=5)
 
     # ---- local specifics ---------------------------------------------------------------
 

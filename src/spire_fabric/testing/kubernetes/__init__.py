@@ -28,11 +28,18 @@ from spire_fabric.testing.kubernetes._cluster import (
     status,
     up,
 )
+from spire_fabric.testing.kubernetes._installer import (
+    INSTALLER_IMAGES,
+    installer_args,
+    installer_images,
+    load_installer_images,
+)
 
 __all__ = [
     "CLUSTERS",
     "COREDNS_VERSION",
     "ETCD_VERSION",
+    "INSTALLER_IMAGES",
     "KUBERNETES_VERSION",
     "SPIRE_CONTROLLER_MANAGER_VERSION",
     "ClusterSpec",
@@ -40,9 +47,12 @@ __all__ = [
     "KubeClusterError",
     "base_dir",
     "down",
+    "installer_args",
+    "installer_images",
     "kubeconfig_path",
     "leftovers",
     "load_image",
+    "load_installer_images",
     "status",
     "up",
 ]

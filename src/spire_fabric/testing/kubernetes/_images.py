@@ -67,7 +67,13 @@ class Image:
 
     @property
     def tarball(self) -> Path:
-        return images_dir() / f"{self.repo}_{self.tag}.oci.tar"
+        """Named by tag and by how the image is made (entrypoint, env, base, file paths),
+        so changing the recipe rebuilds rather than reusing a stale cached image."""
+        import hashlib
+
+        recipe = repr((self.entrypoint, self.env, self.base, [a for a, _ in self.files]))
+        key = hashlib.sha256(recipe.encode()).hexdigest()[:8]
+        return images_dir() / f"{self.repo}_{self.tag}_{key}.oci.tar"
 
 
 def debian_mirror() -> str:
@@ -264,9 +270,26 @@ def _project_layer(out: Path) -> Path:
     return out
 
 
+def project_source_hash() -> str:
+    """A short hash of what goes into the project image, in its tag: the examples and the
+    library the pods run are the checkout's, never a stale build of an older one."""
+    import hashlib
+
+    project = Path(__file__).resolve().parents[4]
+    digest = hashlib.sha256()
+    files = [project / "pyproject.toml", project / "setup.py"]
+    for root in (project / "src" / "spire_fabric", project / "examples"):
+        files += sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for f in files:
+        if f.is_file():
+            digest.update(f.relative_to(project).as_posix().encode() + b"\0")
+            digest.update(f.read_bytes() + b"\0")
+    return digest.hexdigest()[:10]
+
+
 def image_set(project_version: str = __version__) -> dict[str, Image]:
     """Every image the test clusters use, by short name; the project image is tagged with
-    this package's version (``spire_fabric._version``)."""
+    this package's version (``spire_fabric._version``) and a hash of its source."""
     from spire_fabric.runtime.binaries import SPIRE_VERSION, spire_cache_dir
 
     kube = _build.PARTS["kubernetes"].bin_dir
@@ -279,14 +302,15 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
                          ("/usr/local/bin/coredns",)),
         "python": Image("python", f"3.11-{BASE_SUITE}", (), ("python3",)),
         "spire-fabric": Image(
-            "spire-fabric-python", f"{project_version}-py3.11", (), ("python3",),
+            "spire-fabric-python", f"{project_version}-py3.11-{project_source_hash()}", (),
+            ("python3",),
             env=("PYTHONPATH=/opt/spire-fabric/site",), extra_layer=_project_layer),
         "spire-server": Image("spire-server", SPIRE_VERSION,
                               (("opt/spire/bin/spire-server", spire / "spire-server"),),
-                              ("/opt/spire/bin/spire-server",)),
+                              ("/opt/spire/bin/spire-server", "run")),
         "spire-agent": Image("spire-agent", SPIRE_VERSION,
                              (("opt/spire/bin/spire-agent", spire / "spire-agent"),),
-                             ("/opt/spire/bin/spire-agent",)),
+                             ("/opt/spire/bin/spire-agent", "run")),
         "spire-controller-manager": Image(
             "spire-controller-manager", _build.SPIRE_CONTROLLER_MANAGER_VERSION,
             (("usr/local/bin/spire-controller-manager",
@@ -379,6 +403,10 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
             write_oci_image(image.tarball, image.ref, layers, image.entrypoint, image.env)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        # an older tag of the same image (the project image of an older checkout) is dead
+        for old in images_dir().glob(f"{image.repo}_*.oci.tar"):
+            if old != image.tarball:
+                old.unlink(missing_ok=True)
         say(f"kube-images: {image.ref} in {time.monotonic() - t0:.0f} s")
     return image.tarball
 

@@ -1,0 +1,11 @@
+"""The one error of the Kubernetes target: a message that names the cluster, the object and
+what to do, because the person reading it has two clusters and dozens of objects."""
+
+from __future__ import annotations
+
+from spire_fabric.errors import SpireFabricError
+
+
+class KubernetesTargetError(SpireFabricError):
+    """The Kubernetes target cannot do what was asked (bad context, no permission, a
+    rollout that does not finish, an object that belongs to someone else)."""

@@ -1,0 +1,203 @@
+"""Server-side apply with our own field manager, the plan's object diff, and finding
+exactly what we applied (by our labels) so ``down`` deletes that and nothing else."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from spire_fabric.render.kubernetes import LABEL_TOPOLOGY
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
+from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
+
+Obj = dict[str, Any]
+FIELD_MANAGER = "spire-fabric"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+# Every kind the renderer makes, in the order `down` deletes them (dependents first).
+OWNED_KINDS: tuple[tuple[str, str], ...] = (
+    ("spire.spiffe.io/v1alpha1", "ClusterSPIFFEID"),
+    ("spire.spiffe.io/v1alpha1", "ClusterStaticEntry"),
+    ("spire.spiffe.io/v1alpha1", "ClusterFederatedTrustDomain"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("apps/v1", "StatefulSet"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("v1", "Namespace"),
+)
+# Fields the API server owns; equal objects differ in these after every write.
+_VOLATILE_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, o: Obj) -> ObjectRef:
+        m = o["metadata"]
+        return cls(o["apiVersion"], o["kind"], m.get("namespace", ""), m["name"])
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+def resource(conn: ClusterApi, api_version: str, kind: str) -> Any:
+    try:
+        return conn.dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        conn.refresh_discovery()  # a CRD applied moments ago
+        return conn.dyn.resources.get(api_version=api_version, kind=kind)
+
+
+def get_live(conn: ClusterApi, ref: ObjectRef) -> Obj | None:
+    try:
+        res = resource(conn, ref.api_version, ref.kind)
+    except ResourceNotFoundError:
+        return None  # its CRD is not there, so neither is it
+    try:
+        live = res.get(name=ref.name, namespace=ref.namespace or None)
+    except NotFoundError:
+        return None
+    return dict(live.to_dict())
+
+
+def apply(conn: ClusterApi, o: Obj, *, dry_run: bool = False) -> Obj:
+    """Server-side apply as ``spire-fabric`` (forcing: these fields are ours by design)."""
+    ref = ObjectRef.of(o)
+    res = resource(conn, ref.api_version, ref.kind)
+    kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
+    if dry_run:
+        kwargs["dry_run"] = "All"
+    for attempt in range(5):
+        try:
+            out = res.server_side_apply(
+                body=o, name=ref.name, namespace=ref.namespace or None, **kwargs
+            )
+            return dict(out.to_dict())
+        except ApiException as err:
+            if err.status == 409 and attempt < 4:  # an optimistic-lock race; apply again
+                time.sleep(0.5)
+                continue
+            raise KubernetesTargetError(_apply_error(conn, ref, err)) from err
+    raise AssertionError("unreachable")
+
+
+def _apply_error(conn: ClusterApi, ref: ObjectRef, err: ApiException) -> str:
+    message = api_error_message(err)
+    if err.status == 403:
+        return f"no permission to apply {ref} in {conn.where()}: {message}"
+    if "port is already allocated" in message or "provided port is already allocated" in message:
+        return f"cannot apply {ref} in {conn.where()}: a NodePort it needs is taken: {message}"
+    return f"cannot apply {ref} in {conn.where()}: {message}"
+
+
+def normalized(o: Obj) -> Obj:
+    out = copy.deepcopy(o)
+    out.pop("status", None)
+    meta = out.get("metadata", {})
+    for key in _VOLATILE_META:
+        meta.pop(key, None)
+    ann = meta.get("annotations") or {}
+    ann.pop("deprecated.daemonset.template.generation", None)
+    if not ann:
+        meta.pop("annotations", None)
+    return out
+
+
+def changed_fields(live: Obj, applied: Obj, depth: int = 3) -> list[str]:
+    """Dotted paths (to ``depth``) where a dry-run apply would change the live object."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str, level: int) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict) and level < depth:
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key, level + 1)
+            return
+        out.append(path or "(whole object)")
+
+    walk(normalized(live), normalized(applied), "", 0)
+    return out
+
+
+def list_ours(conn: ClusterApi, topology_name: str) -> list[Obj]:
+    """Every object in the cluster that carries our labels for this topology."""
+    selector = f"{LABEL_TOPOLOGY}={topology_name},{LABEL_MANAGED_BY}=spire-fabric"
+    out: list[Obj] = []
+    for api_version, kind in OWNED_KINDS:
+        try:
+            res = resource(conn, api_version, kind)
+        except ResourceNotFoundError:
+            continue
+        try:
+            items = res.get(label_selector=selector).to_dict().get("items", [])
+        except ApiException as err:
+            if err.status == 404:
+                continue
+            raise KubernetesTargetError(
+                f"cannot list {kind} in {conn.where()}: {api_error_message(err)}"
+            ) from err
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            out.append(item)
+    return out
+
+
+def delete(conn: ClusterApi, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
+    """Delete (foreground for owners of pods), ignoring what is already gone."""
+    deleted = []
+    for ref in refs:
+        try:
+            res = resource(conn, ref.api_version, ref.kind)
+            res.delete(
+                name=ref.name,
+                namespace=ref.namespace or None,
+                body={"propagationPolicy": "Foreground"},
+            )
+            deleted.append(ref)
+        except (NotFoundError, ResourceNotFoundError):
+            continue
+        except ApiException as err:
+            if err.status == 404:
+                continue
+            raise KubernetesTargetError(
+                f"cannot delete {ref} in {conn.where()}: {api_error_message(err)}"
+            ) from err
+    return deleted
+
+
+def wait_gone(conn: ClusterApi, refs: list[ObjectRef], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    remaining = list(refs)
+    while remaining and time.monotonic() < deadline:
+        remaining = [r for r in remaining if get_live(conn, r) is not None]
+        if remaining:
+            time.sleep(1)
+    if remaining:
+        raise KubernetesTargetError(
+            f"still there after {timeout:.0f}s in {conn.where()}: "
+            + ", ".join(str(r) for r in remaining[:8])
+        )

@@ -1,0 +1,179 @@
+"""Reaching inside a pod: exec (the SPIRE CLI on the server's own socket, a Workload API
+call as the workload) and a port-forward of our own (the server's TCP API, a workload's
+port), both through the API server like kubectl, so nothing needs a route to pod IPs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import portforward, stream
+
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
+from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def running_pod(conn: ClusterApi, namespace: str, labels: dict[str, str]) -> str:
+    """The name of a Running, Ready pod with these labels."""
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    try:
+        pods = conn.core.list_namespaced_pod(namespace, label_selector=selector).items
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot list pods {selector} in {namespace} of {conn.where()}: "
+            f"{api_error_message(err)}"
+        ) from err
+    for pod in pods:
+        if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
+            continue
+        if all(cs.ready for cs in pod.status.container_statuses or []):
+            return str(pod.metadata.name)
+    raise KubernetesTargetError(
+        f"no running pod {selector} in namespace {namespace} of {conn.where()}"
+    )
+
+
+def exec_in_pod(
+    conn: ClusterApi,
+    namespace: str,
+    pod: str,
+    container: str,
+    argv: list[str],
+    *,
+    timeout: float = 60,
+) -> ExecResult:
+    """Run ``argv`` in the container; stdout and stderr apart, and the exit status."""
+    try:
+        ws = stream(
+            conn.core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            container=container,
+            command=argv,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot exec in pod {namespace}/{pod} of {conn.where()}: {api_error_message(err)}"
+        ) from err
+    out: list[str] = []
+    err_out: list[str] = []
+    try:
+        ws.run_forever(timeout=timeout)
+        out.append(ws.read_stdout() or "")
+        err_out.append(ws.read_stderr() or "")
+        rc = ws.returncode
+    finally:
+        ws.close()
+    return ExecResult(int(rc if rc is not None else -1), "".join(out), "".join(err_out))
+
+
+def exec_json(
+    conn: ClusterApi, namespace: str, pod: str, container: str, argv: list[str], what: str
+) -> Any:
+    result = exec_in_pod(conn, namespace, pod, container, argv)
+    if result.returncode != 0:
+        raise KubernetesTargetError(
+            f"{what} in pod {namespace}/{pod} of {conn.where()} exited {result.returncode}: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+    try:
+        return json.loads(result.stdout)
+    except ValueError as err:
+        raise KubernetesTargetError(
+            f"{what} in pod {namespace}/{pod}: not JSON: {result.stdout[:200]!r}"
+        ) from err
+
+
+class PortForward:
+    """``kubectl port-forward`` in-process: a loopback listener whose every connection is
+    carried to the pod's port over its own API-server stream. Close it when done."""
+
+    def __init__(self, conn: ClusterApi, namespace: str, pod: str, port: int) -> None:
+        self.conn, self.namespace, self.pod, self.port = conn, namespace, pod, port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.local_port: int = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True, name=f"pf-{pod}").start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.local_port}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._carry, args=(client,), daemon=True).start()
+
+    def _carry(self, client: socket.socket) -> None:
+        try:
+            pf = portforward(
+                self.conn.core.connect_get_namespaced_pod_portforward,
+                self.pod,
+                self.namespace,
+                ports=str(self.port),
+            )
+            remote = pf.socket(self.port)
+        except Exception:
+            client.close()
+            return
+        remote.setblocking(True)
+        with contextlib.suppress(OSError):
+            _pipe(client, remote, self._closed)
+        for s in (client, remote):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(Exception):
+            pf.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def __enter__(self) -> PortForward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pipe(a: socket.socket, b: socket.socket, closed: threading.Event) -> None:
+    peers = {a: b, b: a}
+    while not closed.is_set():
+        readable, _, _ = select.select([a, b], [], [], 1.0)
+        for s in readable:
+            data = s.recv(65536)
+            if not data:
+                return
+            peers[s].sendall(data)
+
+
+@contextlib.contextmanager
+def port_forward(conn: ClusterApi, namespace: str, pod: str, port: int) -> Iterator[PortForward]:
+    pf = PortForward(conn, namespace, pod, port)
+    try:
+        yield pf
+    finally:
+        pf.close()

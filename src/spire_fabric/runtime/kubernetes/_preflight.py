@@ -1,0 +1,130 @@
+"""What `up` checks before it changes anything, so a refusal leaves the clusters as they
+were: every namespace we would use is ours or new; every NodePort we ask for is free or
+already ours; and the user may do what `up` will do (SelfSubjectAccessReview)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from spire_fabric.render.kubernetes import LABEL_TOPOLOGY
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
+from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
+
+if TYPE_CHECKING:
+    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+
+# (verb, API group, resource): what `up` and the checks do besides applying objects.
+_EXTRA_ACCESS = (
+    ("create", "", "pods/exec"),
+    ("create", "", "pods/portforward"),
+    ("patch", "", "nodes"),
+    ("list", "", "nodes"),
+)
+
+
+def preflight(d: KubernetesDeployment) -> None:
+    by_cluster: dict[str, list[dict]] = {}
+    for cluster, _, o in d.rendered():
+        by_cluster.setdefault(cluster, []).append(o)
+    for cluster, objs in by_cluster.items():
+        conn = d.clusters[cluster]
+        _access(conn, objs)
+        _namespaces_ours(conn, d.name, objs)
+        _node_ports_free(conn, objs)
+
+
+def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict]) -> None:
+    for o in objs:
+        if o["kind"] != "Namespace":
+            continue
+        name = o["metadata"]["name"]
+        try:
+            ns = conn.core.read_namespace(name)
+        except ApiException as err:
+            if err.status == 404:
+                continue
+            raise KubernetesTargetError(
+                f"cannot read namespace {name} in {conn.where()}: {api_error_message(err)}"
+            ) from err
+        labels = ns.metadata.labels or {}
+        if labels.get(LABEL_TOPOLOGY) != topology:
+            owner = labels.get(LABEL_TOPOLOGY) or labels.get("app.kubernetes.io/managed-by")
+            whose = f"topology {owner!r}" if owner else "something else (no label of ours)"
+            raise KubernetesTargetError(
+                f"namespace {name} already exists in {conn.where()} and belongs to {whose}; "
+                f"spire_fabric applies only into namespaces it created for topology "
+                f"{topology!r}. Delete it, or rename the namespace in the topology."
+            )
+
+
+def _node_ports_free(conn: ClusterApi, objs: list[dict]) -> None:
+    wanted: dict[int, str] = {}
+    for o in objs:
+        if o["kind"] != "Service":
+            continue
+        for p in (o.get("spec") or {}).get("ports") or []:
+            if p.get("nodePort"):
+                wanted[int(p["nodePort"])] = f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+    if not wanted:
+        return
+    for svc in conn.core.list_service_for_all_namespaces().items:
+        here = f"{svc.metadata.namespace}/{svc.metadata.name}"
+        for p in svc.spec.ports or []:
+            if p.node_port in wanted and wanted[p.node_port] != here:
+                raise KubernetesTargetError(
+                    f"NodePort {p.node_port} is already allocated in {conn.where()} to service "
+                    f"{here}; our service {wanted[p.node_port]} needs it. Free it or change "
+                    "the node port in the topology."
+                )
+
+
+def _access(conn: ClusterApi, objs: list[dict]) -> None:
+    auth = k8s.AuthorizationV1Api(conn.api)
+    needed: set[tuple[str, str, str, str]] = set()
+    for o in objs:
+        group = o["apiVersion"].rpartition("/")[0] if "/" in o["apiVersion"] else ""
+        plural = _plural(o["kind"])
+        ns = o["metadata"].get("namespace", "")
+        for verb in ("get", "patch", "create"):
+            needed.add((verb, group, plural, ns))
+    for verb, group, resource in _EXTRA_ACCESS:
+        needed.add((verb, group, resource, ""))
+    for verb, group, resource, ns in sorted(needed):
+        sub = None
+        if "/" in resource:
+            resource, sub = resource.split("/", 1)
+        review = k8s.V1SelfSubjectAccessReview(
+            spec=k8s.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=k8s.V1ResourceAttributes(
+                    verb=verb, group=group, resource=resource, subresource=sub,
+                    namespace=ns or None,
+                )
+            )
+        )  # fmt: skip
+        try:
+            result = auth.create_self_subject_access_review(review)
+        except ApiException as err:
+            raise KubernetesTargetError(
+                f"cannot ask {conn.where()} what we may do: {api_error_message(err)}"
+            ) from err
+        if not result.status.allowed:
+            what = f"{resource}/{sub}" if sub else resource
+            what += f".{group}" if group else ""
+            where = f"in namespace {ns}" if ns else "(cluster-wide)"
+            raise KubernetesTargetError(
+                f"no permission in {conn.where()}: cannot {verb} {what} {where}"
+                + (f": {result.status.reason}" if result.status.reason else "")
+            )
+
+
+def _plural(kind: str) -> str:
+    special = {"NetworkPolicy": "networkpolicies"}
+    if kind in special:
+        return special[kind]
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return lower[:-1] + "ies"
+    return lower + ("es" if lower.endswith("s") else "s")

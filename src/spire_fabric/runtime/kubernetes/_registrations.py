@@ -1,0 +1,163 @@
+"""The entries a Kubernetes deployment should hold, so `verify` and `plan` can compare.
+
+With the controller manager, entries follow the pods: one per pod of a ClusterSPIFFEID's
+workload (selector ``k8s:pod-uid``, parent = the agent of the pod's node, DNS names from
+the resource plus those of the Services in front of the pod), and one per
+ClusterStaticEntry. This restates spire-controller-manager 0.6.3's rules
+(``pkg/spireentry/entries.go``) so a wrong or missing entry shows as a difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
+from spire_fabric.render.kubernetes._common import selector_labels
+from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable
+from spire_fabric.server import Entry
+from spire_fabric.topology import Topology, Workload, workload_selectors
+
+if TYPE_CHECKING:
+    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def _options(w: Workload) -> dict[str, Any]:
+    return {
+        "x509_svid_ttl": int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,
+        "jwt_svid_ttl": int(w.jwt_svid_ttl.total_seconds()) if w.jwt_svid_ttl else 0,
+        "federates_with": w.federates_with,
+        "downstream": w.downstream,
+        "hint": w.hint or "",
+    }
+
+
+def registration_entries(
+    topology: Topology, server: str, join_token: Callable[[str], str | None]
+) -> list[Entry]:
+    """Entries the installer itself registers (``registration: spire-api``): parented to
+    each agent's alias, which its join token carries."""
+    out = []
+    for w in topology.workloads:
+        agent = topology.agent(w.agent)
+        if agent.server != server:
+            continue
+        td = topology.server(server).trust_domain
+        out.append(
+            Entry(
+                spiffe_id=SpiffeId.parse(w.spiffe_id),
+                parent_id=agent_alias_id(td, agent.name),
+                selectors=tuple(workload_selectors(w, "kubernetes")),
+                dns_names=tuple(w.dns_names),
+                **_options(w),
+            )
+        )
+    return out
+
+
+def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Entry]:
+    t = d.topology
+    s = t.server(server)
+    td = s.trust_domain
+    out: list[Entry] = []
+    aliases = set()
+    for a in t.agents_of(server):
+        k = a.kubernetes
+        if k is None or k.node_attestor != "k8s_psat":
+            continue
+        alias = node_alias_id(td, k.namespace, k.service_account)
+        if alias in aliases:
+            continue
+        aliases.add(alias)
+        out.append(
+            Entry(
+                spiffe_id=alias,
+                parent_id=spire_server_id(td),
+                selectors=(
+                    f"k8s_psat:agent_ns:{k.namespace}",
+                    f"k8s_psat:agent_sa:{k.service_account}",
+                    f"k8s_psat:cluster:{k.cluster}",
+                ),
+            )
+        )
+    for w in t.workloads:
+        agent = t.agent(w.agent)
+        if agent.server != server or w.kubernetes is None:
+            continue
+        selectors = workload_selectors(w, "kubernetes")
+        if not _k8s_selectable(selectors):
+            out.append(
+                Entry(
+                    spiffe_id=SpiffeId.parse(w.spiffe_id),
+                    parent_id=SpiffeId.parse(
+                        str(
+                            node_alias_id(
+                                td,
+                                agent.kubernetes.namespace,  # type: ignore[union-attr]
+                                agent.kubernetes.service_account,
+                            )
+                        )  # type: ignore[union-attr]
+                    ),
+                    selectors=tuple(selectors),
+                    dns_names=tuple(w.dns_names),
+                    **_options(w),
+                )
+            )
+            continue
+        out += _pod_entries(d, w, selectors)
+    return out
+
+
+def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...]) -> list[Entry]:
+    """One entry per running pod of the workload, as the controller manager makes it."""
+    assert w.kubernetes is not None
+    t = d.topology
+    agent = t.agent(w.agent)
+    assert agent.kubernetes is not None
+    conn = d.clusters[agent.kubernetes.cluster]
+    td = t.server(agent.server).trust_domain
+    ns = w.kubernetes.namespace
+    pods = conn.core.list_namespaced_pod(
+        ns,
+        label_selector=",".join(f"{k}={v}" for k, v in selector_labels(w.name, "workload").items()),
+    ).items
+    endpoints = conn.core.list_namespaced_endpoints(ns).items
+    out = []
+    for pod in pods:
+        if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
+            continue
+        if pod.spec.service_account_name != w.kubernetes.service_account:
+            continue
+        node = conn.core.read_node(pod.spec.node_name)
+        parent = SpiffeId.parse(
+            f"spiffe://{td}/spire/agent/k8s_psat/{agent.kubernetes.cluster}/{node.metadata.uid}"
+        )
+        names = list(w.dns_names)
+        for name in _endpoint_names(endpoints, pod.status.pod_ip):
+            if name not in names:
+                names.append(name)
+        out.append(
+            Entry(
+                spiffe_id=SpiffeId.parse(w.spiffe_id),
+                parent_id=parent,
+                selectors=(
+                    f"k8s:pod-uid:{pod.metadata.uid}",
+                    *(s for s in selectors if not s.startswith("k8s:ns:")),
+                ),
+                dns_names=tuple(names),
+                **_options(w),
+            )
+        )
+    return out
+
+
+def _endpoint_names(endpoints: list[Any], pod_ip: str | None) -> list[str]:
+    names: list[str] = []
+    for ep in endpoints:
+        ips = {a.ip for sub in ep.subsets or [] for a in (sub.addresses or [])}
+        if pod_ip and pod_ip in ips:
+            n, ns = ep.metadata.name, ep.metadata.namespace
+            names += [n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.{CLUSTER_DOMAIN}"]
+    return sorted(names)

@@ -1,0 +1,121 @@
+"""A SPIRE server in a pod, reached like an operator would: the SPIRE CLI through exec on
+the server's own socket mints a short-lived admin X.509-SVID (its ID is in the server's
+``admin_ids``), and the Server API is then called over TCP through a port-forward of our
+own, authenticated both ways. The key never touches a disk or a log."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id
+from spire_fabric.render import RenderPaths
+from spire_fabric.render.kubernetes._common import selector_labels
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
+from spire_fabric.server import SpireServerClient
+from spire_fabric.topology import Server
+
+SPIRE_SERVER_BIN = "/opt/spire/bin/spire-server"
+SERVER_CONTAINER = "spire-server"
+ADMIN_SVID_TTL = "1h"
+_RENEW_BEFORE_S = 300
+PATHS = RenderPaths.kubernetes()
+
+
+@dataclass
+class ServerAccess:
+    """Admin access to one server in its pod; one port-forward, reused while it lives."""
+
+    conn: ClusterApi
+    server: Server
+    _svid: X509Svid | None = None
+    _bundle: X509Bundle | None = None
+    _forward: PortForward | None = None
+    _pod: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def namespace(self) -> str:
+        assert self.server.kubernetes is not None
+        return self.server.kubernetes.namespace
+
+    def pod(self) -> str:
+        return running_pod(self.conn, self.namespace, selector_labels(self.server.name, "server"))
+
+    def mint_admin_svid(self) -> tuple[X509Svid, X509Bundle]:
+        """``spire-server x509 mint`` on the server's socket, JSON out."""
+        td = self.server.trust_domain
+        pod = self.pod()
+        data = exec_json(
+            self.conn,
+            self.namespace,
+            pod,
+            SERVER_CONTAINER,
+            [
+                SPIRE_SERVER_BIN, "x509", "mint",
+                "-socketPath", PATHS.server_socket(self.server.name),
+                "-spiffeID", str(installer_admin_id(td)),
+                "-ttl", ADMIN_SVID_TTL,
+                "-output", "json",
+            ],
+            "spire-server x509 mint",
+        )  # fmt: skip
+        result = data[0] if isinstance(data, list) else data
+        chain = tuple(x509.load_der_x509_certificate(base64.b64decode(c))
+                      for c in result["x509_svid"])  # fmt: skip
+        key = load_der_private_key(base64.b64decode(result["private_key"]), None)
+        roots = tuple(x509.load_der_x509_certificate(base64.b64decode(c))
+                      for c in result["root_cas"])  # fmt: skip
+        svid = X509Svid(installer_admin_id(td), chain, key)  # type: ignore[arg-type]
+        return svid, X509Bundle(td, roots)
+
+    def client(self, timeout: float = 30.0) -> SpireServerClient:
+        with self._lock:
+            now = time.time()
+            if self._svid is None or (
+                self._svid.leaf.not_valid_after_utc.timestamp() - now < _RENEW_BEFORE_S
+            ):
+                self._svid, self._bundle = self.mint_admin_svid()
+            pod = self.pod()
+            if self._forward is None or pod != self._pod:
+                if self._forward is not None:
+                    self._forward.close()
+                self._forward = PortForward(self.conn, self.namespace, pod, self.server.ports.api)
+                self._pod = pod
+            assert self._bundle is not None
+            return SpireServerClient(
+                self._forward.address,
+                svid_source=self._svid,
+                bundle_source=self._bundle,
+                server_trust_domain=self.server.trust_domain,
+                timeout=timeout,
+            )
+
+    def health(self) -> tuple[bool, bool]:
+        """(live, ready) of the spire-server container: its probes call /live and /ready."""
+        try:
+            pods = self.conn.core.list_namespaced_pod(
+                self.namespace,
+                label_selector=",".join(
+                    f"{k}={v}" for k, v in selector_labels(self.server.name, "server").items()
+                ),
+            ).items
+        except Exception:
+            return False, False
+        for pod in pods:
+            for cs in pod.status.container_statuses or []:
+                if cs.name == SERVER_CONTAINER:
+                    running = bool(cs.state and cs.state.running)
+                    return running, running and bool(cs.ready)
+        return False, False
+
+    def close(self) -> None:
+        if self._forward is not None:
+            self._forward.close()
+            self._forward = None

@@ -1,0 +1,41 @@
+"""What the installer needs to run on the test clusters: the images built here (by role,
+as ``deploy --image`` takes them) and the hostPath socket, since the SPIFFE CSI driver
+cannot be built here (see docs/kubernetes-test-clusters.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spire_fabric.testing.kubernetes._cluster import CLUSTERS, kubeconfig_path, load_image
+
+# deploy's image roles -> the test images that fill them
+INSTALLER_IMAGES = {
+    "server": "spire-server",
+    "agent": "spire-agent",
+    "controller_manager": "spire-controller-manager",
+    "workload": "spire-fabric",
+    "mysql": "mariadb",
+}
+
+
+def installer_images() -> dict[str, str]:
+    """role -> image reference of the test images."""
+    from spire_fabric.testing.kubernetes._images import image_set
+
+    images = image_set()
+    return {role: images[name].ref for role, name in INSTALLER_IMAGES.items()}
+
+
+def load_installer_images(say: Callable[[str], None] = print) -> None:
+    """Every installer image into every test cluster (containerd skips what it has)."""
+    for spec in CLUSTERS:
+        for name in INSTALLER_IMAGES.values():
+            load_image(spec.name, name, say)
+
+
+def installer_args() -> list[str]:
+    """The `deploy` arguments that point the installer at the test clusters."""
+    args = ["--kubeconfig", str(kubeconfig_path()), "--workload-socket", "host-path"]
+    for role, ref in installer_images().items():
+        args += ["--image", f"{role}={ref}"]
+    return args

@@ -1,0 +1,185 @@
+"""The other presets on a real cluster, and each refusal of `up --target kubernetes` with
+the message a user gets. Every refusal happens before anything is applied or names what
+is not ready; each test removes what it made."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubernetes_clusters._kube import UPSTREAM, Kube
+from kubernetes_clusters.test_installer import KubeDeploy
+
+ONE_CLUSTER = ["--context", f"spire-cluster={UPSTREAM}"]
+
+
+@pytest.fixture(scope="module")
+def images(kubes: dict[str, Kube]) -> list[str]:
+    from spire_fabric.testing.kubernetes import installer_args, load_installer_images
+
+    load_installer_images(say=lambda _: None)
+    return installer_args()
+
+
+@pytest.fixture
+def deploy(images: list[str], tmp_path: Path) -> Iterator[KubeDeploy]:
+    d = KubeDeploy(tmp_path / "state", images)
+    yield d
+    if d.state_dir.exists():
+        r = d.run("down", "--purge", timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("topology", ["basic", "nested", "crd-free"])
+def test_preset_comes_up_green_and_goes_away(
+    topology: str, deploy: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    up = deploy.run("up", "--topology", topology, *_contexts(topology))
+    assert up.returncode == 0, up.stdout[-8000:] + up.stderr[-3000:]
+    assert " 0 failed" in up.stdout
+    if topology == "nested":
+        assert "nested-chain:spire-child-server" in deploy.ok(
+            "verify", "--output", "json").stdout  # fmt: skip
+    deploy.ok("down", "--purge", timeout=600)
+    namespaces = {n.metadata.name for n in kubes[UPSTREAM].core.list_namespace().items}
+    assert not namespaces & {"spire", "spire-agents", "apps", "spire-root", "spire-child"}
+
+
+def _contexts(topology: str) -> list[str]:
+    cluster = "nested-cluster" if topology == "nested" else "spire-cluster"
+    return ["--context", f"{cluster}={UPSTREAM}"]
+
+
+@contextlib.contextmanager
+def _namespace(k: Kube, name: str) -> Iterator[None]:
+    k.ensure_namespace(name)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            k.core.delete_namespace(name, grace_period_seconds=0)
+
+
+def test_a_namespace_of_someone_else_is_refused_before_anything_changes(
+    deploy: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    k = kubes[UPSTREAM]
+    with _namespace(k, "apps"):
+        r = deploy.run("up", "--topology", "basic", *ONE_CLUSTER)
+        assert r.returncode == 1
+        assert "namespace apps already exists in cluster spire-cluster" in r.stdout + r.stderr
+        assert "belongs to something else" in r.stdout + r.stderr
+        namespaces = {n.metadata.name for n in k.core.list_namespace().items}
+        assert "spire" not in namespaces and "spire-agents" not in namespaces
+
+
+def test_a_node_port_already_allocated_is_named_with_its_owner(
+    deploy: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    k = kubes[UPSTREAM]
+    with _namespace(k, "sfk-squatter"):
+        k.core.create_namespaced_service("sfk-squatter", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "squatter"},
+            "spec": {"type": "NodePort", "selector": {"x": "y"},
+                     "ports": [{"port": 80, "nodePort": 31081}]}})  # fmt: skip
+        r = deploy.run("up", "--topology", "enterprise")
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        assert "NodePort 31081 is already allocated in cluster upstream-cluster" in out
+        assert "sfk-squatter/squatter" in out
+
+
+def test_an_image_that_cannot_be_pulled_is_reported_from_the_pod_status(
+    deploy: KubeDeploy,
+) -> None:
+    r = deploy.run("up", "--topology", "basic", *ONE_CLUSTER, "--timeout", "120",
+                   "--image", "workload=spire-fabric.local/no-such-image:1")  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "Deployment apps/example-app in cluster spire-cluster" in out
+    assert "cannot start" in out and "spire-fabric.local/no-such-image:1" in out
+    assert "ErrImagePull" in out or "ImagePullBackOff" in out
+
+
+def test_a_crd_that_will_not_establish_names_its_condition(
+    deploy: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(kubes[UPSTREAM].api)
+    squatter = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "squatters.spire.spiffe.io"},
+        "spec": {"group": "spire.spiffe.io", "scope": "Cluster",
+                 "names": {"plural": "squatters", "singular": "squatter",
+                           "kind": "ClusterSPIFFEID", "listKind": "ClusterSPIFFEIDList"},
+                 "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }  # fmt: skip
+    ext.create_custom_resource_definition(squatter)
+    try:
+        r = deploy.run("up", "--topology", "basic", *ONE_CLUSTER, "--timeout", "20")
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        assert "CustomResourceDefinition not established" in out
+        assert "clusterspiffeids.spire.spiffe.io: NamesAccepted=False" in out
+    finally:
+        ext.delete_custom_resource_definition("squatters.spire.spiffe.io")
+
+
+def test_no_permission_names_the_verb_and_the_resource(
+    deploy: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    k = kubes[UPSTREAM]
+    rbac = client.RbacAuthorizationV1Api(k.api)
+    with _namespace(k, "sfk-limited"):
+        k.core.create_namespaced_service_account("sfk-limited", {"metadata": {"name": "viewer"}})
+        # may read nodes (so it gets as far as asking), nothing else
+        rbac.create_cluster_role({"metadata": {"name": "sfk-limited-nodes"}, "rules": [
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]})  # fmt: skip
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": "sfk-limited-nodes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "sfk-limited-nodes"},
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer",
+                          "namespace": "sfk-limited"}]})  # fmt: skip
+        try:
+            token = k.core.create_namespaced_service_account_token(
+                "viewer", "sfk-limited", {"spec": {"expirationSeconds": 600}}
+            ).status.token
+            kubeconfig = _limited_kubeconfig(token, tmp_path)
+            args = [a for a in deploy.extra]
+            args[args.index("--kubeconfig") + 1] = str(kubeconfig)
+            limited = KubeDeploy(deploy.state_dir, args)
+            r = limited.run("up", "--topology", "basic", "--context", "spire-cluster=limited")
+            out = r.stdout + r.stderr
+            assert r.returncode == 1, out
+            assert "no permission in cluster spire-cluster (context limited): cannot " in out
+            namespaces = {n.metadata.name for n in k.core.list_namespace().items}
+            assert "spire" not in namespaces
+        finally:
+            rbac.delete_cluster_role_binding("sfk-limited-nodes")
+            rbac.delete_cluster_role("sfk-limited-nodes")
+
+
+def _limited_kubeconfig(token: str, tmp_path: Path) -> Path:
+    from spire_fabric.testing.kubernetes import kubeconfig_path
+
+    admin = yaml.safe_load(Path(kubeconfig_path()).read_text())
+    cluster = next(c for c in admin["clusters"] if c["name"] == UPSTREAM)
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "limited",
+        "clusters": [{"name": "c", "cluster": cluster["cluster"]}],
+        "users": [{"name": "viewer", "user": {"token": token}}],
+        "contexts": [{"name": "limited", "context": {"cluster": "c", "user": "viewer"}}],
+    }  # fmt: skip
+    path = tmp_path / "limited.kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return path

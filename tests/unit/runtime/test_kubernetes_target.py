@@ -1,0 +1,106 @@
+"""The Kubernetes target's pure parts: context choice, the plan's field diff, rollout
+readiness as the API reports it, the permission names it asks about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spire_fabric.runtime.kubernetes import KubernetesTargetError
+from spire_fabric.runtime.kubernetes._clusters import resolve_contexts
+from spire_fabric.runtime.kubernetes._objects import changed_fields
+from spire_fabric.runtime.kubernetes._preflight import _plural
+from spire_fabric.runtime.kubernetes._waits import rollout_done
+from spire_fabric.topology import preset
+
+
+def _kubeconfig(tmp_path: Path, *contexts: str, current: str | None = None) -> str:
+    path = tmp_path / "kubeconfig"
+    ctx = ", ".join(f"{{name: {c}, context: {{cluster: c, user: u}}}}" for c in contexts)
+    path.write_text(
+        f"apiVersion: v1\nkind: Config\ncurrent-context: {current or contexts[0]}\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        f"contexts: [{ctx}]\n"
+    )
+    return str(path)
+
+
+def test_enterprise_defaults_to_the_source_designs_contexts(tmp_path: Path) -> None:
+    kc = _kubeconfig(tmp_path, "upstream-spire-cluster", "downstream-spire-cluster")
+    assert resolve_contexts(preset("enterprise"), kc, {}) == {
+        "upstream-cluster": "upstream-spire-cluster",
+        "downstream-cluster": "downstream-spire-cluster",
+    }
+
+
+def test_a_one_cluster_topology_uses_the_current_context(tmp_path: Path) -> None:
+    kc = _kubeconfig(tmp_path, "a", "b", current="b")
+    assert resolve_contexts(preset("basic"), kc, {}) == {"spire-cluster": "b"}
+    assert resolve_contexts(preset("basic"), kc, {"spire-cluster": "a"}) == {"spire-cluster": "a"}
+
+
+def test_an_unknown_context_is_named_with_those_that_exist(tmp_path: Path) -> None:
+    kc = _kubeconfig(tmp_path, "a", "b")
+    with pytest.raises(KubernetesTargetError, match=r"unknown context 'nope' for cluster "
+                       r"spire-cluster \(--context spire-cluster=nope\).* has a, b"):
+        resolve_contexts(preset("basic"), kc, {"spire-cluster": "nope"})
+
+
+def test_a_context_for_a_cluster_the_topology_lacks_is_refused(tmp_path: Path) -> None:
+    kc = _kubeconfig(tmp_path, "a")
+    with pytest.raises(KubernetesTargetError, match="has no cluster of that name"):
+        resolve_contexts(preset("basic"), kc, {"upstream-cluster": "a"})
+
+
+def test_changed_fields_ignore_what_the_server_owns() -> None:
+    live = {"kind": "ConfigMap", "metadata": {"name": "x", "resourceVersion": "1",
+            "managedFields": [1], "uid": "u"}, "data": {"a": "1"}, "status": {"x": 1}}  # fmt: skip
+    same = {"kind": "ConfigMap", "metadata": {"name": "x", "resourceVersion": "2"},
+            "data": {"a": "1"}}  # fmt: skip
+    assert changed_fields(live, same) == []
+    other = {**same, "data": {"a": "2"}}
+    assert changed_fields(live, other) == ["data.a"]
+
+
+def test_changed_fields_stop_at_a_readable_depth() -> None:
+    a = {"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}
+    b = {"spec": {"template": {"spec": {"containers": [{"image": "y"}]}}}}
+    assert changed_fields(a, b) == ["spec.template.spec"]
+
+
+@pytest.mark.parametrize(
+    ("obj", "done"),
+    [
+        ({"kind": "Deployment", "metadata": {"generation": 2}, "spec": {"replicas": 1},
+          "status": {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
+                     "updatedReplicas": 1, "availableReplicas": 1}}, True),
+        ({"kind": "Deployment", "metadata": {"generation": 3}, "spec": {"replicas": 1},
+          "status": {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
+                     "updatedReplicas": 1, "availableReplicas": 1}}, False),
+        ({"kind": "DaemonSet", "metadata": {"generation": 1}, "status": {
+            "observedGeneration": 1, "desiredNumberScheduled": 0}}, False),
+        ({"kind": "DaemonSet", "metadata": {"generation": 1}, "status": {
+            "observedGeneration": 1, "desiredNumberScheduled": 1, "numberReady": 1,
+            "updatedNumberScheduled": 1}}, True),
+        ({"kind": "StatefulSet", "metadata": {"generation": 1}, "spec": {"replicas": 1},
+          "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                     "currentRevision": "a", "updateRevision": "b"}}, False),
+    ],
+)  # fmt: skip
+def test_rollout_done_reads_the_controllers_status(obj: dict, done: bool) -> None:
+    assert rollout_done(obj)[0] is done
+
+
+def test_a_daemonset_no_node_can_run_says_so() -> None:
+    obj = {"kind": "DaemonSet", "metadata": {"generation": 1},
+           "status": {"observedGeneration": 1, "desiredNumberScheduled": 0}}  # fmt: skip
+    assert rollout_done(obj)[1] == "no node matches its node selector"
+
+
+def test_plural_names_of_the_kinds_we_apply() -> None:
+    assert _plural("ClusterStaticEntry") == "clusterstaticentries"
+    assert _plural("ClusterSPIFFEID") == "clusterspiffeids"
+    assert _plural("PersistentVolumeClaim") == "persistentvolumeclaims"
+    assert _plural("CustomResourceDefinition") == "customresourcedefinitions"
