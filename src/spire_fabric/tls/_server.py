@@ -9,13 +9,16 @@ import socketserver
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
 from ._authorize import Authorizer
 from ._context import SpiffeServerContext, mtls_server_context
 from ._peer import peer_spiffe_id
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = ["MtlsServer", "TlsThreadingServer", "serve_mtls_threaded", "start_mtls_server"]
 
@@ -120,8 +123,8 @@ class MtlsServer:
 
 def serve_mtls_threaded(
     handler: type[socketserver.BaseRequestHandler],
-    svid_source: X509SvidSource,
-    bundle_source: X509BundleSource,
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
     authorizer: Authorizer,
     *,
     host: str = "127.0.0.1",
@@ -144,8 +147,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Await
 
 async def start_mtls_server(
     handler: Handler,
-    svid_source: X509SvidSource,
-    bundle_source: X509BundleSource,
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
     authorizer: Authorizer,
     *,
     host: str = "127.0.0.1",

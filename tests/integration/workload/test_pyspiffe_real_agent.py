@@ -64,7 +64,7 @@ def test_pyspiffe_x509_source_drives_our_mtls_server_and_client(workload: Worklo
     with spiffe.X509Source(socket_path=workload.endpoint, timeout_in_seconds=10) as source:
         me = authorize_id(workload.spiffe_id)
         # The py-spiffe source goes in as it is, on both sides, as SVID and bundle source.
-        with serve_mtls_threaded(WhoAmI, source, source, me) as server:  # type: ignore[arg-type]
+        with serve_mtls_threaded(WhoAmI, source, source, me) as server:
             context = mtls_client_context(source, source, me)
             conn = http.client.HTTPSConnection(*server.address, context=context, timeout=5)
             try:
@@ -102,9 +102,9 @@ def test_pyspiffe_values_from_the_agent_equal_ours_and_convert_back(workload: Wo
     assert back.spiffe_id == theirs.spiffe_id
     assert back.leaf == theirs.leaf
     assert list(back.cert_chain) == list(theirs.cert_chain)
-    assert to_pyspiffe(server_bundle).x509_authorities == (
-        context.x509_bundle_set.get_bundle_for_trust_domain(spiffe.TrustDomain("example.org"))
-    ).x509_authorities
+    fetched_bundle = context.x509_bundle_set.get_bundle_for_trust_domain(to_pyspiffe(TD))
+    assert fetched_bundle is not None
+    assert to_pyspiffe(server_bundle).x509_authorities == fetched_bundle.x509_authorities
     assert to_pyspiffe(bundles).get_bundle_for_trust_domain(to_pyspiffe(TD)) is not None
 
 
@@ -132,8 +132,9 @@ def test_jwt_validation_accepts_a_pyspiffe_jwt_source(workload: Workload) -> Non
         assert fetched.audience == ("audit", "billing")
         assert fetched.spiffe_id == svid.spiffe_id
         assert fetched.claims["sub"] == workload.spiffe_id
-        jwt_bundle = from_pyspiffe(source.get_bundle_for_trust_domain(to_pyspiffe(TD)))
-        assert isinstance(jwt_bundle, JwtBundle)
+        their_jwt_bundle = source.get_bundle_for_trust_domain(to_pyspiffe(TD))
+        assert their_jwt_bundle is not None
+        assert isinstance(from_pyspiffe(their_jwt_bundle), JwtBundle)
 
 
 def test_pyspiffe_validates_a_token_we_fetched_against_bundles_we_converted(
