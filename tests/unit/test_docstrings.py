@@ -1,4 +1,5 @@
-"""Every public name the API reference renders has a docstring of its own.
+"""Every public name the API reference renders has a docstring of its own, and so does
+every public method and property of its classes (an override may inherit its base's).
 
 The reference (mkdocs.yml, docs/api/*.md) is generated from docstrings, and mkdocs' strict
 build fails on broken links and references but not on a name without a docstring; this
@@ -9,6 +10,7 @@ the names are their ``__all__``, so a new page or a new export is covered at onc
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib
 import inspect
 import re
@@ -50,5 +52,32 @@ def test_every_public_name_of_a_reference_page_has_a_docstring(module_name: str)
         for name in getattr(module, "__all__", ())
         if (inspect.isclass(obj := getattr(module, name)) or inspect.isfunction(obj))
         and not (_own_docstring(obj) or "").strip()
+    ]
+    assert not missing, f"{module_name}: no docstring on {', '.join(missing)}"
+
+
+def _undocumented_members(cls: type) -> list[str]:
+    missing = []
+    for name, attr in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        func = attr.fget if isinstance(attr, property) else attr
+        func = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        if not inspect.isfunction(func):
+            continue
+        if (func.__doc__ or "").strip() or (inspect.getdoc(getattr(cls, name)) or "").strip():
+            continue
+        missing.append(f"{cls.__name__}.{name}")
+    return missing
+
+
+@pytest.mark.parametrize("module_name", _modules())
+def test_every_public_method_of_a_reference_page_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = [
+        member
+        for name in getattr(module, "__all__", ())
+        if inspect.isclass(cls := getattr(module, name)) and not issubclass(cls, enum.Enum)
+        for member in _undocumented_members(cls)
     ]
     assert not missing, f"{module_name}: no docstring on {', '.join(missing)}"

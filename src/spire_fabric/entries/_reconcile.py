@@ -47,6 +47,7 @@ class EntryChange:
     previous: Entry | None = None  # for updates: the entry as SPIRE had it
 
     def describe(self) -> str:
+        """One line for a plan: action, SPIFFE ID, and for an update the fields that change."""
         what = f"{self.entry.spiffe_id} (parent {self.entry.parent_id})"
         if self.action == "update":
             changed = ", ".join(sorted(f.value for f in self.fields))
@@ -65,6 +66,7 @@ class EntryPlan:
         return bool(self.changes)
 
     def of(self, action: Action) -> list[EntryChange]:
+        """The changes of one action (create, update or delete)."""
         return [c for c in self.changes if c.action == action]
 
 
@@ -78,18 +80,22 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted every change."""
         return not self.failures
 
     @property
     def created(self) -> int:
+        """How many entries were created."""
         return self._done("create")
 
     @property
     def updated(self) -> int:
+        """How many entries were updated."""
         return self._done("update")
 
     @property
     def deleted(self) -> int:
+        """How many entries were deleted."""
         return self._done("delete")
 
     def _done(self, action: Action) -> int:
@@ -97,6 +103,7 @@ class ApplyResult:
         return len(self.plan.of(action)) - failed
 
     def raise_for_errors(self) -> ApplyResult:
+        """Raise the first refusal (a SpireApiError naming the entry) if any; else return self."""
         if self.failures:
             change, error = self.failures[0]
             raise type(error)(

@@ -142,6 +142,7 @@ class JwtSvid:
         return self.token
 
     def to_spiffe(self) -> spiffe.JwtSvid:
+        """The py-spiffe equivalent (``spiffe.JwtSvid``), same token and claims."""
         import spiffe
 
         return spiffe.JwtSvid(

@@ -314,6 +314,7 @@ class Bundle:
         *,
         refresh_hint: int = 0,
     ) -> Bundle:
+        """A Server API bundle from our bundle types (X.509 and/or JWT authorities)."""
         jwt = (
             ()
             if jwt_bundle is None
@@ -327,9 +328,11 @@ class Bundle:
         )
 
     def to_x509_bundle(self) -> X509Bundle:
+        """The X.509 authorities as an ``identity.X509Bundle``."""
         return X509Bundle(self.trust_domain, tuple(a.certificate for a in self.x509_authorities))
 
     def to_jwt_bundle(self) -> JwtBundle:
+        """The JWT authorities as an ``identity.JwtBundle``."""
         return JwtBundle(self.trust_domain, {a.key_id: a.public_key for a in self.jwt_authorities})
 
 
@@ -445,6 +448,7 @@ class MintedX509Svid:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The minted SVID's own certificate."""
         return self.cert_chain[0]
 
 
@@ -477,6 +481,7 @@ class BatchItem(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted this item."""
         return self.error is None
 
 
@@ -497,14 +502,17 @@ class BatchResult(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted every item."""
         return all(item.ok for item in self.items)
 
     @property
     def succeeded(self) -> list[T]:
+        """The results of the accepted items, in request order."""
         return [item.value for item in self.items if item.ok and item.value is not None]
 
     @property
     def failed(self) -> list[BatchItem[T]]:
+        """The refused items, each with its index and error."""
         return [item for item in self.items if not item.ok]
 
     def raise_for_errors(self) -> BatchResult[T]:

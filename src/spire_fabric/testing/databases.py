@@ -522,6 +522,7 @@ class PostgresServer(_DatabaseServer):
 
     @property
     def socket_path(self) -> Path:
+        """The server's unix socket (the superuser's way in)."""
         return self.socket_dir / f".s.PGSQL.{self.port}"
 
     def _initialized(self) -> bool:

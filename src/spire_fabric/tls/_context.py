@@ -294,6 +294,7 @@ class SpiffeServerContext(ssl.SSLContext):
         return None
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Offer these ALPN protocols (frameworks call this); every snapshot context gets them."""
         protocols = tuple(alpn_protocols)
         super().set_alpn_protocols(list(protocols))
         self._alpn = protocols or None
@@ -362,6 +363,9 @@ class SpiffeClientContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
+        """Wrap ``sock`` with the current snapshot context (client side only): the SPIFFE check
+        runs inside its handshake.
+        """
         if server_side:
             raise ValueError("tls: a SpiffeClientContext cannot wrap server-side sockets")
         return self._cache.current(self._alpn).wrap_socket(
@@ -381,6 +385,7 @@ class SpiffeClientContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
+        """``wrap_socket`` for memory BIOs (asyncio, anyio): the current snapshot, client side."""
         if server_side:
             raise ValueError("tls: a SpiffeClientContext cannot wrap server-side connections")
         return self._cache.current(self._alpn).wrap_bio(
@@ -388,15 +393,18 @@ class SpiffeClientContext(ssl.SSLContext):
         )
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Offer these ALPN protocols (frameworks call this); every snapshot context gets them."""
         protocols = tuple(alpn_protocols)
         super().set_alpn_protocols(list(protocols))
         self._alpn = protocols or None
 
     def current_context(self) -> ssl.SSLContext:
+        """The immutable context new connections use right now (for inspection and tests)."""
         return self._cache.current(self._alpn)
 
     @property
     def builds(self) -> int:
+        """How many snapshot contexts were built: one, plus one per rotation."""
         return self._cache.builds
 
 

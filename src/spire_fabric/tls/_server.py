@@ -52,6 +52,9 @@ class TlsThreadingServer(socketserver.ThreadingTCPServer):
         super().__init__(address, handler)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Complete the handshake in this connection's thread (bounded by the handshake timeout),
+        then serve; a refused peer is logged and recorded in ``rejected``.
+        """
         request.settimeout(self.handshake_timeout)
         try:
             conn = self.context.wrap_socket(
@@ -88,23 +91,28 @@ class MtlsServer:
 
     @property
     def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
     @property
     def url(self) -> str:
+        """``https://host:port`` of the server."""
         host, port = self.address
         return f"https://{host}:{port}"
 
     @property
     def context(self) -> SpiffeServerContext:
+        """The rotating server context the server uses."""
         return self._server.context
 
     @property
     def rejected(self) -> list[str]:
+        """Why each refused peer was refused, oldest first (for diagnostics and tests)."""
         return list(self._server.rejected)
 
     def close(self) -> None:
+        """Stop serving and close the socket; connections in progress finish."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)

@@ -84,6 +84,7 @@ class TopologyBuilder:
             self._problems.extend(err.problems)
 
     def trust_domain(self, name: TrustDomain | str, description: str = "") -> TopologyBuilder:
+        """Declare a trust domain."""
         path = f"trust_domains[{len(self._trust_domains)}]"
         self._add(
             self._trust_domains,
@@ -94,6 +95,7 @@ class TopologyBuilder:
     def cluster(
         self, name: str, namespaces: Iterable[str] = (), node_address: str | None = None
     ) -> TopologyBuilder:
+        """Add a Kubernetes cluster and the namespaces it holds."""
         self._clusters.append(Cluster(name, tuple(namespaces), node_address))
         return self
 
@@ -126,6 +128,7 @@ class TopologyBuilder:
         kubernetes: AgentKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
+        """Add an agent of ``server``; ``fields`` are :class:`Agent` fields."""
         self._agents.append(
             Agent(name=name, server=server, kubernetes=kubernetes, **_coerce(fields))
         )
@@ -141,6 +144,9 @@ class TopologyBuilder:
         kubernetes: WorkloadKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
+        """Add a workload with its SPIFFE ID and selectors; ``fields`` are :class:`Workload`
+        fields (federates_with, TTLs, how to run it locally and on Kubernetes).
+        """
         self._add(
             self._workloads,
             lambda: Workload(
@@ -190,14 +196,19 @@ class TopologyBuilder:
         root: RootCa | None = None,
         intermediates: Iterable[IntermediateCa] = (),
     ) -> TopologyBuilder:
+        """Set the CA hierarchy: the root and its name-constrained intermediates."""
         self._ca = CaHierarchy(root or RootCa(), tuple(intermediates))
         return self
 
     def kubernetes(self, **fields: Any) -> TopologyBuilder:
+        """Set the Kubernetes options (registration, RBAC scope, images)."""
         self._kubernetes = KubernetesOptions(**fields)
         return self
 
     def build(self, *, validate: bool = True) -> Topology:
+        """The topology; validated unless ``validate=False`` (a TopologyError lists every
+        problem, each naming its field).
+        """
         if self._problems:
             raise TopologyError(self._problems)
         topology = Topology(

@@ -380,6 +380,7 @@ class IntermediateCa:
 
     @property
     def permitted_uri_domain(self) -> str:
+        """The URI name constraint this intermediate carries: its trust domain's name."""
         return self.trust_domain.name
 
 
@@ -406,6 +407,7 @@ class Cluster:
 
     @property
     def effective_node_address(self) -> str:
+        """The node address the cluster's NodePorts are reached on."""
         return self.node_address or f"{self.name}-control-plane"
 
 
@@ -468,40 +470,48 @@ class Topology:
 
     @staticmethod
     def builder(name: str) -> TopologyBuilder:
+        """A ``TopologyBuilder`` for a topology called ``name``."""
         from spire_fabric.topology._builder import TopologyBuilder
 
         return TopologyBuilder(name)
 
     def server(self, name: str) -> Server:
+        """The server called ``name`` (KeyError naming it if there is none)."""
         for s in self.servers:
             if s.name == name:
                 return s
         raise KeyError(f"topology {self.name!r} has no server {name!r}")
 
     def agent(self, name: str) -> Agent:
+        """The agent called ``name`` (KeyError naming it if there is none)."""
         for a in self.agents:
             if a.name == name:
                 return a
         raise KeyError(f"topology {self.name!r} has no agent {name!r}")
 
     def workload(self, name: str) -> Workload:
+        """The workload called ``name`` (KeyError naming it if there is none)."""
         for w in self.workloads:
             if w.name == name:
                 return w
         raise KeyError(f"topology {self.name!r} has no workload {name!r}")
 
     def cluster(self, name: str) -> Cluster:
+        """The cluster called ``name`` (KeyError naming it if there is none)."""
         for c in self.clusters:
             if c.name == name:
                 return c
         raise KeyError(f"topology {self.name!r} has no cluster {name!r}")
 
     def servers_of(self, trust_domain: TrustDomain | str) -> tuple[Server, ...]:
+        """The servers of ``trust_domain``."""
         td = as_trust_domain(trust_domain)
         return tuple(s for s in self.servers if s.trust_domain == td)
 
     def agents_of(self, server: str) -> tuple[Agent, ...]:
+        """The agents attested to ``server``."""
         return tuple(a for a in self.agents if a.server == server)
 
     def federations_of(self, server: str) -> tuple[Federation, ...]:
+        """The federation relationships ``server`` holds."""
         return tuple(f for f in self.federations if f.server == server)

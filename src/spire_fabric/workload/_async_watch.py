@@ -67,6 +67,7 @@ class AsyncWatchStream(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """Whether the stream was closed."""
         return self._stop.is_set()
 
     def close(self) -> None:
@@ -80,6 +81,7 @@ class AsyncWatchStream(Generic[T]):
     if True:  # ASYNC
 
         async def aclose(self) -> None:
+            """Close the stream and finish its iterator."""
             self.close()
             await self._iterator.aclose()
 
@@ -174,17 +176,20 @@ class AsyncWatcher(Generic[T]):
 
     @property
     def running(self) -> bool:
+        """Whether the watcher still reads updates."""
         return self._reader.is_alive()
 
     if True:  # ASYNC
 
         async def aclose(self) -> None:
+            """Stop the stream and wait for the reader to finish."""
             self._stream.close()
             await self._reader.join()
 
     else:
 
         def close(self, timeout: float | None = 5.0) -> None:
+            """Stop the stream and wait (up to ``timeout`` s) for the reader thread to finish."""
             self._stream.close()
             self._reader.join(timeout)
 

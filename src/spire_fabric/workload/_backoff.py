@@ -36,6 +36,7 @@ class BackoffPolicy:
             raise ValueError(f"BackoffPolicy jitter must be in [0, 1), got {self.jitter}")
 
     def start(self) -> Backoff:
+        """A fresh backoff sequence following this policy."""
         return Backoff(self)
 
 

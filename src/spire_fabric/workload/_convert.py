@@ -47,6 +47,7 @@ class X509Context:
         return self.svids[0]
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The X.509 bundle of ``trust_domain`` in this context, or None."""
         return self.bundles.get(trust_domain)
 
     def get_bundle_set(self) -> BundleSet[X509Bundle]:

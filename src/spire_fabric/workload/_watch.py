@@ -67,6 +67,7 @@ class WatchStream(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """Whether the stream was closed."""
         return self._stop.is_set()
 
     def close(self) -> None:
@@ -157,9 +158,11 @@ class Watcher(Generic[T]):
 
     @property
     def running(self) -> bool:
+        """Whether the watcher still reads updates."""
         return self._reader.is_alive()
 
     def close(self, timeout: float | None = 5.0) -> None:
+        """Stop the stream and wait (up to ``timeout`` s) for the reader thread to finish."""
         self._stream.close()
         self._reader.join(timeout)
 
