@@ -99,12 +99,15 @@ class JwtBundle:
 
     @classmethod
     def from_spiffe(cls, bundle: spiffe.JwtBundle) -> JwtBundle:
+        """Convert from py-spiffe, re-validating the trust domain strictly."""
         return cls(TrustDomain.from_spiffe(bundle.trust_domain), bundle.jwt_authorities)
 
     def find_jwt_authority(self, key_id: str) -> PublicKeyTypes | None:
+        """The public key with ``kid`` ``key_id``, or None."""
         return self.jwt_authorities.get(key_id)
 
     def to_jwks(self) -> bytes:
+        """The keys as a JWK Set (RFC 7517), sorted by kid so the output is deterministic."""
         keys = [
             {"kid": kid, **jwk_from_public_key(key)}
             for kid, key in sorted(self.jwt_authorities.items())
@@ -112,11 +115,16 @@ class JwtBundle:
         return json.dumps({"keys": keys}).encode()
 
     def to_spiffe(self) -> spiffe.JwtBundle:
+        """The py-spiffe equivalent (``spiffe.JwtBundle``)."""
         import spiffe
 
-        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), dict(self.jwt_authorities))
+        # py-spiffe types its authorities narrower than cryptography's PublicKeyTypes; a JWT
+        # bundle only ever holds the signature key types it lists.
+        authorities: dict[str, Any] = dict(self.jwt_authorities)
+        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), authorities)
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """This bundle if it is ``trust_domain``'s: a bundle is its own ``JwtBundleSource``."""
         return self if trust_domain == self.trust_domain else None
 
     def __repr__(self) -> str:

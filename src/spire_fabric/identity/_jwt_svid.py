@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import JwtSvidError, SpiffeIdError
 from ._jwk import b64url_decode, b64url_decode_checked, b64url_is_canonical
-from ._sources import JwtBundleSource
+from ._sources import JwtBundleSource, is_pyspiffe
 from ._spiffe_id import SpiffeId
 from ._strict_json import NonFiniteNumberError, StrictJsonError, loads_strict
 
@@ -142,6 +142,7 @@ class JwtSvid:
         return self.token
 
     def to_spiffe(self) -> spiffe.JwtSvid:
+        """The py-spiffe equivalent (``spiffe.JwtSvid``), same token and claims."""
         import spiffe
 
         return spiffe.JwtSvid(
@@ -430,7 +431,7 @@ def _verify_signature(
 
 def parse_and_validate_jwt_svid(
     token: str,
-    bundle_source: JwtBundleSource,
+    bundle_source: JwtBundleSource | spiffe.JwtSource | spiffe.JwtBundleSet | spiffe.JwtBundle,
     audience: Iterable[str],
     *,
     now: datetime | None = None,
@@ -440,8 +441,14 @@ def parse_and_validate_jwt_svid(
     The signing key is found by ``kid`` in the JWT bundle of the ``sub`` ID's own trust
     domain, so a key of another (even federated) trust domain cannot sign for it.
     ``audience`` must be non-empty; the token must name at least one of its entries.
+    ``bundle_source`` may be a py-spiffe ``JwtSource``, ``JwtBundleSet`` or ``JwtBundle``.
     """
-    return _parse(token, _expected_audience(audience), bundle_source, now)
+    source = cast(JwtBundleSource, bundle_source)
+    if is_pyspiffe(bundle_source):
+        from ._pyspiffe import jwt_bundle_source_of
+
+        source = jwt_bundle_source_of(bundle_source)
+    return _parse(token, _expected_audience(audience), source, now)
 
 
 def parse_insecure_jwt_svid(

@@ -188,10 +188,12 @@ class SpiffeBundle:
 
     @classmethod
     def from_x509_bundle(cls, bundle: X509Bundle) -> SpiffeBundle:
+        """A SPIFFE bundle holding only ``bundle``'s X.509 authorities."""
         return cls(bundle.trust_domain, bundle.x509_authorities)
 
     @classmethod
     def from_jwt_bundle(cls, bundle: JwtBundle) -> SpiffeBundle:
+        """A SPIFFE bundle holding only ``bundle``'s JWT authorities."""
         return cls(bundle.trust_domain, jwt_authorities=bundle.jwt_authorities)
 
     def marshal(self) -> bytes:
@@ -217,17 +219,21 @@ class SpiffeBundle:
         return json.dumps(doc).encode()
 
     def x509_bundle(self) -> X509Bundle:
+        """The X.509 half, as an ``X509Bundle``."""
         view: X509Bundle = self._x509_view  # type: ignore[attr-defined]
         return view
 
     def jwt_bundle(self) -> JwtBundle:
+        """The JWT half, as a ``JwtBundle``."""
         view: JwtBundle = self._jwt_view  # type: ignore[attr-defined]
         return view
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The X.509 half if this is ``trust_domain``'s bundle, else None."""
         return self.x509_bundle() if trust_domain == self.trust_domain else None
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """The JWT half if this is ``trust_domain``'s bundle, else None."""
         return self.jwt_bundle() if trust_domain == self.trust_domain else None
 
     def __repr__(self) -> str:

@@ -178,6 +178,7 @@ class TrustDomain:
         return _new_spiffe_id(self, "")
 
     def to_spiffe(self) -> spiffe.TrustDomain:
+        """The py-spiffe equivalent (``spiffe.TrustDomain``)."""
         import spiffe
 
         return spiffe.TrustDomain(self.name)
@@ -251,13 +252,16 @@ class SpiffeId:
         return cls.parse(str(spiffe_id))
 
     def member_of(self, trust_domain: TrustDomain) -> bool:
+        """Whether this ID belongs to ``trust_domain``."""
         return self.trust_domain == trust_domain
 
     @property
     def segments(self) -> tuple[str, ...]:
+        """The path's segments, without the leading slash (``()`` for a trust domain's own ID)."""
         return tuple(self.path.split("/")[1:]) if self.path else ()
 
     def to_spiffe(self) -> spiffe.SpiffeId:
+        """The py-spiffe equivalent (``spiffe.SpiffeId``)."""
         import spiffe
 
         return spiffe.SpiffeId(str(self))

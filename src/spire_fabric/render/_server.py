@@ -102,7 +102,7 @@ def _federation(
                         w.attr("cert_file_path", paths.bundle_endpoint_cert(server.name))
                         w.attr("key_file_path", paths.bundle_endpoint_key(server.name))
         for fed in feds:
-            with w.block("federates_with", fed.trust_domain):
+            with w.block("federates_with", fed.trust_domain.name):
                 w.attr("bundle_endpoint_url", bundle_endpoint_url(topology, fed, paths.target))
                 if fed.profile == "https_spiffe":
                     with w.block("bundle_endpoint_profile", "https_spiffe"):

@@ -65,6 +65,7 @@ class AsyncSpireServerClient(ClientBase):
         self._make_stubs(self._channel)
 
     async def close(self) -> None:
+        """Close the channel (and the admin tunnel, if one was opened). Idempotent."""
         if not self._closed:
             self._closed = True
             await self._channel.close()

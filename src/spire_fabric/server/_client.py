@@ -66,6 +66,7 @@ class SpireServerClient(ClientBase):
         self._make_stubs(self._channel)
 
     def close(self) -> None:
+        """Close the channel (and the admin tunnel, if one was opened). Idempotent."""
         if not self._closed:
             self._closed = True
             self._channel.close()

@@ -314,6 +314,7 @@ class Bundle:
         *,
         refresh_hint: int = 0,
     ) -> Bundle:
+        """A Server API bundle from our bundle types (X.509 and/or JWT authorities)."""
         jwt = (
             ()
             if jwt_bundle is None
@@ -327,9 +328,11 @@ class Bundle:
         )
 
     def to_x509_bundle(self) -> X509Bundle:
+        """The X.509 authorities as an ``identity.X509Bundle``."""
         return X509Bundle(self.trust_domain, tuple(a.certificate for a in self.x509_authorities))
 
     def to_jwt_bundle(self) -> JwtBundle:
+        """The JWT authorities as an ``identity.JwtBundle``."""
         return JwtBundle(self.trust_domain, {a.key_id: a.public_key for a in self.jwt_authorities})
 
 
@@ -382,6 +385,8 @@ class FederationRelationship:
 
 @dataclass(frozen=True)
 class JoinToken:
+    """A join token for one agent's attestation; ``expires_at`` in Unix seconds."""
+
     value: str
     expires_at: int
 
@@ -397,6 +402,8 @@ class CertInfo:
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """What the server's debug API reports: uptime, counts and its own SVID chain."""
+
     uptime_seconds: int
     agents_count: int
     entries_count: int
@@ -405,6 +412,8 @@ class ServerInfo:
 
 
 class LogLevel(enum.IntEnum):
+    """SPIRE's log levels, value for value as ``spire.api.types.LogLevel``."""
+
     UNSPECIFIED = 0
     PANIC = 1
     FATAL = 2
@@ -417,6 +426,8 @@ class LogLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class LoggerLevels:
+    """A logger's level now and the level it was launched with (what a reset returns to)."""
+
     current: LogLevel
     launch: LogLevel
 
@@ -437,6 +448,7 @@ class MintedX509Svid:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The minted SVID's own certificate."""
         return self.cert_chain[0]
 
 
@@ -469,6 +481,7 @@ class BatchItem(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted this item."""
         return self.error is None
 
 
@@ -489,14 +502,17 @@ class BatchResult(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted every item."""
         return all(item.ok for item in self.items)
 
     @property
     def succeeded(self) -> list[T]:
+        """The results of the accepted items, in request order."""
         return [item.value for item in self.items if item.ok and item.value is not None]
 
     @property
     def failed(self) -> list[BatchItem[T]]:
+        """The refused items, each with its index and error."""
         return [item for item in self.items if not item.ok]
 
     def raise_for_errors(self) -> BatchResult[T]:

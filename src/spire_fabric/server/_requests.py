@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +31,7 @@ from spire_fabric.proto.spire.api.types import (
     federationrelationship_pb2,
     selector_pb2,
 )
+from spire_fabric.proto.spire.api.types import logger_pb2 as types_logger_pb2
 from spire_fabric.server import _convert as cv
 from spire_fabric.server._calls import Batch, Call, Outcome, Paged, chunked, status_outcome
 from spire_fabric.server._errors import SpireValidationError
@@ -77,6 +79,17 @@ def _none(_: object) -> None:
     return None
 
 
+def _selector_match(match: MatchBehavior) -> selector_pb2.SelectorMatch.MatchBehavior:
+    # Our MatchBehavior mirrors the proto enum value for value (MATCH_EXACT = 0, ...).
+    return cast("selector_pb2.SelectorMatch.MatchBehavior", int(MatchBehavior(match)))
+
+
+def _federates_with_match(
+    match: MatchBehavior,
+) -> federateswith_pb2.FederatesWithMatch.MatchBehavior:
+    return cast("federateswith_pb2.FederatesWithMatch.MatchBehavior", int(MatchBehavior(match)))
+
+
 def _page_size(page_size: int) -> int:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise SpireValidationError(f"page_size must be a positive int, got {page_size!r}")
@@ -114,7 +127,7 @@ class ServerApi:
         federates_with_match: MatchBehavior = MatchBehavior.EXACT,
         hint: str | None = None,
         downstream: bool | None = None,
-    ) -> object:
+    ) -> Any:  # an instance of cls: the Filter message of a Count/List request
         f = cls()
         if spiffe_id is not None:
             f.by_spiffe_id.CopyFrom(cv.id_to_proto(spiffe_id_arg(spiffe_id, "spiffe_id filter")))
@@ -124,7 +137,7 @@ class ServerApi:
             sels = selectors_arg(selectors, "selectors filter")
             f.by_selectors.CopyFrom(
                 selector_pb2.SelectorMatch(
-                    selectors=cv.selectors_to_proto(sels), match=MatchBehavior(selector_match)
+                    selectors=cv.selectors_to_proto(sels), match=_selector_match(selector_match)
                 )
             )
         if federates_with is not None:
@@ -136,7 +149,7 @@ class ServerApi:
             f.by_federates_with.CopyFrom(
                 federateswith_pb2.FederatesWithMatch(
                     trust_domains=[str(td.id()) for td in tds],
-                    match=MatchBehavior(federates_with_match),
+                    match=_federates_with_match(federates_with_match),
                 )
             )
         if hint is not None:
@@ -282,7 +295,7 @@ class ServerApi:
         banned: bool | None = None,
         can_reattest: bool | None = None,
         expires_before: datetime | None = None,
-    ) -> object:
+    ) -> Any:  # an instance of cls: the Filter message of a Count/List request
         f = cls()
         if attestation_type:
             f.by_attestation_type = attestation_type
@@ -290,7 +303,7 @@ class ServerApi:
             sels = selectors_arg(selectors, "selectors filter")
             f.by_selector_match.CopyFrom(
                 selector_pb2.SelectorMatch(
-                    selectors=cv.selectors_to_proto(sels), match=MatchBehavior(selector_match)
+                    selectors=cv.selectors_to_proto(sels), match=_selector_match(selector_match)
                 )
             )
         if banned is not None:
@@ -682,7 +695,9 @@ class ServerApi:
                 raise SpireValidationError(f"unknown log level {level!r}; use {names}") from err
         if level == LogLevel.UNSPECIFIED:
             raise SpireValidationError("set_log_level needs a real level, not UNSPECIFIED")
-        req = logger_api_pb2.SetLogLevelRequest(new_level=int(level))
+        # Our LogLevel mirrors spire.api.types.LogLevel value for value.
+        new_level = cast("types_logger_pb2.LogLevel", int(level))
+        req = logger_api_pb2.SetLogLevelRequest(new_level=new_level)
         return Call("logger", "SetLogLevel", req, cv.logger_from_proto, idempotent=True)
 
     def reset_log_level(self) -> Call[LoggerLevels]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._model import (
     AgentKubernetes,
     DiskUpstreamAuthority,
@@ -132,7 +133,7 @@ def basic() -> Topology:
 
 def enterprise() -> Topology:
     """Upstream and downstream trust domains under one Enterprise Root CA, federated."""
-    up_td, down_td = "enterprise-root.org", "downstream.example.org"
+    up_td, down_td = TrustDomain("enterprise-root.org"), TrustDomain("downstream.example.org")
     up_cluster, down_cluster = "upstream-cluster", "downstream-cluster"
     b = (
         Topology.builder("enterprise")

@@ -20,24 +20,30 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Report:
+    """The checks of one `verify` run, in order, with their results."""
+
     topology: str
     checks: tuple[CheckResult, ...]
 
     @property
     def ok(self) -> bool:
+        """Whether every check passed."""
         return all(c.ok for c in self.checks)
 
     @property
     def failed(self) -> list[CheckResult]:
+        """The checks that failed, in order."""
         return [c for c in self.checks if not c.ok]
 
     def get(self, check_id: str) -> CheckResult:
+        """The result of the check with this id (e.g. ``datastore:spire-upstream-server``)."""
         for c in self.checks:
             if c.id == check_id:
                 return c
         raise KeyError(check_id)
 
     def to_json(self) -> str:
+        """The report as JSON, every detail whole (what ``verify --output json`` prints)."""
         return json.dumps(
             {
                 "topology": self.topology,

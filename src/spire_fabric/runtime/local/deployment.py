@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 
@@ -73,7 +74,7 @@ def server_tiers(topology: Topology) -> list[list[str]]:
 class LocalDeployment:
     """One topology, one state directory. Construct with `create` (for `up`) or `open`."""
 
-    target = "local"
+    target: Literal["local"] = "local"
 
     def __init__(self, ctx: LocalContext) -> None:
         self.ctx = ctx
