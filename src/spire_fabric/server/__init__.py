@@ -38,6 +38,8 @@ from spire_fabric.server._errors import (
 )
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     BatchItem,
     BatchResult,
     Bundle,
@@ -117,6 +119,8 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncSpireServerClient",
     "AttestedAgent",
+    "AuthorityState",
+    "AuthorityStates",
     "BatchItem",
     "BatchResult",
     "Bundle",

@@ -404,6 +404,32 @@ class ServerInfo:
     svid_chain: tuple[CertInfo, ...]
 
 
+@dataclass(frozen=True)
+class AuthorityState:
+    """One of a server's own signing authorities, as the LocalAuthority API names it.
+
+    ``authority_id`` is the subject key ID (X.509) or key ID (JWT) that `activate_*`
+    takes; ``expires_at`` is Unix seconds.
+    """
+
+    authority_id: str
+    expires_at: int
+    upstream_authority_subject_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorityStates:
+    """A server's active, prepared and old authorities of one kind (X.509 or JWT).
+
+    Rotation by hand is prepare (a new authority is published in the bundle but does not
+    sign yet), wait until every peer has the new bundle, then activate (it signs).
+    """
+
+    active: AuthorityState | None
+    prepared: AuthorityState | None = None
+    old: AuthorityState | None = None
+
+
 class LogLevel(enum.IntEnum):
     UNSPECIFIED = 0
     PANIC = 1
