@@ -11,6 +11,7 @@ immutable; errors form one tree rooted at :class:`IdentityError` (a ValueError):
     └── JwtSvidError
 """
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._bundle_set import BundleSet
 from ._errors import (
     BundleError,
@@ -21,6 +22,7 @@ from ._errors import (
     TrustDomainError,
     X509SvidError,
 )
+from ._explain import ChainExplanation, ChainFinding, ChainStep, explain_chain
 from ._jwt_bundle import JwtBundle
 from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
 from ._sources import JwtBundleSource, X509BundleSource, X509SvidSource
@@ -38,8 +40,12 @@ from ._x509_svid import X509Svid, spiffe_id_from_certificate
 from ._x509_verify import verify_x509_svid
 
 __all__ = [
+    "BundleDiff",
     "BundleError",
     "BundleSet",
+    "ChainExplanation",
+    "ChainFinding",
+    "ChainStep",
     "IdentityError",
     "JwtBundle",
     "JwtBundleSource",
@@ -58,6 +64,8 @@ __all__ = [
     "X509SvidSource",
     "agent_alias_id",
     "as_trust_domain",
+    "diff_bundles",
+    "explain_chain",
     "join_token_agent_id",
     "node_alias_id",
     "parse_and_validate_jwt_svid",

@@ -141,6 +141,11 @@ class JwtSvid:
         """The token exactly as it was parsed."""
         return self.token
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.jwt_svid(self)
+
     def to_spiffe(self) -> spiffe.JwtSvid:
         import spiffe
 

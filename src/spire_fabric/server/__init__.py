@@ -37,6 +37,7 @@ from spire_fabric.server._errors import (
     UnavailableError,
 )
 from spire_fabric.server._models import (
+    AgentList,
     AttestedAgent,
     AuthorityState,
     AuthorityStates,
@@ -46,6 +47,7 @@ from spire_fabric.server._models import (
     CertInfo,
     Entry,
     EntryField,
+    EntryList,
     FederationRelationship,
     HttpsSpiffeProfile,
     HttpsWebProfile,
@@ -116,6 +118,7 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "AgentList",
     "AlreadyExistsError",
     "AsyncSpireServerClient",
     "AttestedAgent",
@@ -128,6 +131,7 @@ __all__ = [
     "DeadlineExceededError",
     "Entry",
     "EntryField",
+    "EntryList",
     "FailedPreconditionError",
     "FederationRelationship",
     "HttpsSpiffeProfile",

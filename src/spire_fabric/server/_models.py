@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PublicKeyTypes,
 )
 
-from spire_fabric.identity import JwtBundle, SpiffeId, SpiffeIdError, TrustDomain, X509Bundle
+from spire_fabric.identity import (
+    BundleDiff,
+    JwtBundle,
+    SpiffeId,
+    SpiffeIdError,
+    TrustDomain,
+    X509Bundle,
+    diff_bundles,
+)
 from spire_fabric.server._errors import SpireApiError, SpireValidationError
 
 __all__ = [
@@ -237,6 +245,12 @@ class Entry:
                 changed.add(name)
         return frozenset(changed)
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entry_view(self)
+
+
 
 @dataclass(frozen=True)
 class AttestedAgent:
@@ -253,6 +267,12 @@ class AttestedAgent:
     selectors: tuple[Selector, ...] = ()
     banned: bool = False
     can_reattest: bool = False
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agent_view(self)
+
 
 
 @dataclass(frozen=True)
@@ -332,6 +352,17 @@ class Bundle:
     def to_jwt_bundle(self) -> JwtBundle:
         return JwtBundle(self.trust_domain, {a.key_id: a.public_key for a in self.jwt_authorities})
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.server_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version): authorities added
+        and removed, sequence number and refresh hint."""
+        return diff_bundles(self, other)
+
+
 
 @dataclass(frozen=True)
 class HttpsWebProfile:
@@ -378,6 +409,12 @@ class FederationRelationship:
             raise SpireValidationError(
                 f"FederationRelationship.trust_domain_bundle is for {bundle.trust_domain}, not {td}"
             )
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.federation_relationship(self)
+
 
 
 @dataclass(frozen=True)
@@ -561,3 +598,30 @@ def non_empty(items: Sequence[T], what: str) -> Sequence[T]:
     if len(items) == 0:
         raise SpireValidationError(f"{what} needs at least one item; got an empty batch")
     return items
+
+
+class EntryList(tuple[Entry, ...]):
+    """Entries as a table in a notebook: ``EntryList(client.list_entries())``.
+
+    A plain tuple otherwise; it exists because a list cannot carry ``_repr_html_``.
+    """
+
+    def __repr__(self) -> str:
+        return f"EntryList({len(self)} entries)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entries(self)
+
+
+class AgentList(tuple[AttestedAgent, ...]):
+    """Attested agents as a table in a notebook: ``AgentList(client.list_agents())``."""
+
+    def __repr__(self) -> str:
+        return f"AgentList({len(self)} agents)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agents(self)

@@ -484,3 +484,17 @@ class Topology:
 
     def federations_of(self, server: str) -> tuple[Federation, ...]:
         return tuple(f for f in self.federations if f.server == server)
+
+    def __repr__(self) -> str:
+        return (
+            f"Topology({self.name!r}: {len(self.trust_domains)} trust domains, "
+            f"{len(self.servers)} servers, {len(self.agents)} agents, "
+            f"{len(self.workloads)} workloads, {len(self.federations)} federations)"
+        )
+
+    def _repr_html_(self) -> str:
+        # The diagram is drawn server-side as SVG (shows offline and on a code host); the
+        # Mermaid source comes along in a collapsible block.
+        from spire_fabric import _html
+
+        return _html.topology(self)
