@@ -137,6 +137,10 @@ class JwtSvid:
     claims: Mapping[str, Any] = field(compare=False, repr=False)
     hint: str = ""
 
+    def __repr__(self) -> str:
+        expires = self.expiry.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"JwtSvid({str(self.spiffe_id)!r}, audience={list(self.audience)!r}, expires {expires})"
+
     def marshal(self) -> str:
         """The token exactly as it was parsed."""
         return self.token

@@ -346,6 +346,12 @@ class Bundle:
             refresh_hint=refresh_hint,
         )
 
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({self.trust_domain.name!r}, {len(self.x509_authorities)} X.509 authorities, "
+            f"{len(self.jwt_authorities)} JWT authorities, sequence {self.sequence_number})"
+        )
+
     def to_x509_bundle(self) -> X509Bundle:
         return X509Bundle(self.trust_domain, tuple(a.certificate for a in self.x509_authorities))
 
@@ -409,6 +415,13 @@ class FederationRelationship:
             raise SpireValidationError(
                 f"FederationRelationship.trust_domain_bundle is for {bundle.trust_domain}, not {td}"
             )
+
+    def __repr__(self) -> str:
+        kind = "https_spiffe" if isinstance(self.profile, HttpsSpiffeProfile) else "https_web"
+        return (
+            f"FederationRelationship({self.trust_domain.name!r}, {self.bundle_endpoint_url!r}, "
+            f"{kind})"
+        )
 
     def _repr_html_(self) -> str:
         from spire_fabric import _html
