@@ -139,7 +139,8 @@ class JwtSvid:
 
     def __repr__(self) -> str:
         expires = self.expiry.strftime("%Y-%m-%d %H:%M:%S UTC")
-        return f"JwtSvid({str(self.spiffe_id)!r}, audience={list(self.audience)!r}, expires {expires})"
+        audience = list(self.audience)
+        return f"JwtSvid({str(self.spiffe_id)!r}, audience={audience!r}, expires {expires})"
 
     def marshal(self) -> str:
         """The token exactly as it was parsed."""
