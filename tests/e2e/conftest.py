@@ -23,7 +23,11 @@ from spire_fabric.verify import Report, verify_deployment
 
 # Every local port of the enterprise preset relative to the port base (see localize.py and
 # example_workloads.py: the gateway on 30080 and the API on 30443 move with it too)
-_PORT_OFFSETS = (-920, -557, 80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
+_PORT_OFFSETS = (
+    *(-920, -557, 79, 80, 81, 443, 1079, 1080, 1081, 1443),  # telemetry on API - 2
+    *range(8180 - 31000, 8184 - 31000),  # agents' health
+    *range(8280 - 31000, 8284 - 31000),  # agents' telemetry
+)
 
 
 def free_port_base() -> int:

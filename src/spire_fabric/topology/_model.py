@@ -133,6 +133,9 @@ class ServerPorts:
     api: int = 8081
     health: int = 8080
     federation: int = 8443
+    # SPIRE's Prometheus telemetry listener (``telemetry { Prometheus { ... } }``); None
+    # renders no telemetry block. Locally a server with NodePorts gets API - 2.
+    telemetry: int | None = 9988
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ class Agent:
     workload_attestors: tuple[str, ...] = ("unix",)
     host: str = "127.0.0.1"
     health_port: int | None = None
+    # SPIRE's Prometheus telemetry listener of this agent; None renders no telemetry block.
+    telemetry_port: int | None = None
     socket_path: str | None = None
     admin_socket_path: str | None = None
     admin_socket: bool = True

@@ -113,6 +113,7 @@ def basic() -> Topology:
             "spire-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire-agents"),
         )
         .workload(
@@ -197,6 +198,7 @@ def enterprise() -> Topology:
             "spire-upstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
@@ -206,6 +208,7 @@ def enterprise() -> Topology:
             "spire-downstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180 + i,
+            telemetry_port=8280 + i,
             kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream-agents"),
         )
     b.workload(
@@ -261,6 +264,7 @@ def nested() -> Topology:
             "spire-root-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-agents"),
         )
         .server(
@@ -283,6 +287,7 @@ def nested() -> Topology:
             "spire-child-server",
             workload_attestors=["unix", "k8s"],
             health_port=8181,
+            telemetry_port=8281,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", service_account="spire-child-agent"
             ),
@@ -337,6 +342,7 @@ def crd_free() -> Topology:
             "spire-server",
             workload_attestors=["unix"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", node_attestor="join_token"
             ),
