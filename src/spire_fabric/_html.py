@@ -538,3 +538,48 @@ def topology(top: Any) -> Html:
         "Mermaid source (paste into mermaid.live or a Markdown code host)", pre(render_mermaid(top))
     )
     return join([caption, topology_svg(top), source])
+
+
+# -- charts (dashboard) ------------------------------------------------------------------
+
+CHART_COLOURS = ("#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989")
+
+
+def line_chart(
+    title: str, series: Mapping[str, Sequence[tuple[float, float]]], unit: str = ""
+) -> Html:
+    """A small inline SVG line chart, one line per series (no JavaScript, no CDN)."""
+    w, h, left, top = 520, 180, 50, 24
+    points = [p for values in series.values() for p in values]
+    parts = [
+        f'<text x="4" y="16" font-size="13" font-weight="bold">{esc(title)}</text>',
+    ]
+    if not points:
+        parts.append(f'<text x="{left}" y="{top + 40}" font-size="12">no samples yet</text>')
+    else:
+        t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
+        vmax = max(p[1] for p in points) or 1.0
+        span = (t1 - t0) or 1.0
+        pw, ph = w - left - 10, h - top - 50
+        parts.append(
+            f'<text x="4" y="{top + 8}" font-size="10">{esc(f"{vmax:g} {unit}")}</text>'
+            f'<text x="4" y="{top + ph}" font-size="10">0</text>'
+            f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#d0d7de"/>'
+        )
+        for i, (name, values) in enumerate(sorted(series.items())):
+            colour = CHART_COLOURS[i % len(CHART_COLOURS)]
+            coords = " ".join(
+                f"{left + (t - t0) / span * pw:.1f},{top + ph - v / vmax * ph:.1f}"
+                for t, v in values
+            )
+            last = values[-1][1] if values else 0
+            parts.append(
+                f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
+                f'<text x="{left + (i % 2) * 250}" y="{h - 30 + (i // 2) * 13}" font-size="10" '
+                f'fill="{colour}">{esc(f"{name}: {last:g} {unit}")}</text>'
+            )
+    height = h + max(0, (len(series) - 4) // 2 * 13)
+    return Html(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
+        f'font-family="sans-serif" role="img" aria-label="{esc(title)}">{"".join(parts)}</svg>'
+    )
