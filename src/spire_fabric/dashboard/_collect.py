@@ -9,6 +9,7 @@ default 30 s, and its failure is recorded (shown red) instead of breaking the pa
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,16 @@ def telemetry_address(deployment: Deployment, component: str) -> tuple[str, int]
     return None
 
 
+def _scrape(deployment: Deployment, component: str) -> tuple[list[Sample] | None, str]:
+    address = telemetry_address(deployment, component)
+    if address is None:
+        return None, ""
+    try:
+        return fetch_samples(*address, timeout=CALL_TIMEOUT), ""
+    except OSError as e:
+        return None, str(e) or type(e).__name__
+
+
 def _version(samples: list[Sample], metric: str) -> str | None:
     for s in samples:
         if s.name == metric and s.label("version"):
@@ -124,22 +135,25 @@ def _version(samples: list[Sample], metric: str) -> str | None:
 def collect(deployment: Deployment, generation: int = 0) -> Snapshot:
     topology = deployment.topology
     errors: list[str] = []
-    try:
-        status = deployment.status()
-    except Exception as e:  # a broken state must still render a page saying so
-        status, errors = [], [f"status: {e}"]
-    health = {row.name: row.healthy for row in status}
-
-    telemetry: dict[str, list[Sample]] = {}
-    telemetry_errors: dict[str, str] = {}
-    for component in [s.name for s in topology.servers] + [a.name for a in topology.agents]:
-        address = telemetry_address(deployment, component)
-        if address is None:
-            continue
+    components = [s.name for s in topology.servers] + [a.name for a in topology.agents]
+    # status (health checks) and every telemetry scrape at once: a hung component costs
+    # one timeout, not one per thing asked of it
+    with ThreadPoolExecutor(max_workers=len(components) + 1) as pool:
+        status_future = pool.submit(deployment.status)
+        scrapes = {c: pool.submit(_scrape, deployment, c) for c in components}
         try:
-            telemetry[component] = fetch_samples(*address, timeout=CALL_TIMEOUT)
-        except OSError as e:
-            telemetry_errors[component] = str(e) or type(e).__name__
+            status = status_future.result()
+        except Exception as e:  # a broken state must still render a page saying so
+            status, errors = [], [f"status: {e}"]
+        telemetry: dict[str, list[Sample]] = {}
+        telemetry_errors: dict[str, str] = {}
+        for component, future in scrapes.items():
+            samples, error = future.result()
+            if samples is not None:
+                telemetry[component] = samples
+            if error:
+                telemetry_errors[component] = error
+    health = {row.name: row.healthy for row in status}
 
     servers: list[ServerView] = []
     bundles: dict[str, Bundle] = {}
@@ -229,7 +243,9 @@ def _workloads(
 
     svids: dict[str, Any] = {}
     if deployment.target == "local":
-        for agent in {w.agent for w in deployment.topology.workloads}:
+        for agent in sorted({w.agent for w in deployment.topology.workloads}):
+            if health.get(agent) is False:
+                continue  # a hung agent would cost the whole refresh a timeout
             try:
                 endpoint = deployment.agent_endpoint(agent)
                 with WorkloadApiClient(endpoint, timeout=CALL_TIMEOUT, wait_for_socket=0) as client:
