@@ -27,6 +27,7 @@ _PORT_OFFSETS = (
     *(-920, -557, 79, 80, 81, 443, 1079, 1080, 1081, 1443),  # telemetry on API - 2
     *range(8180 - 31000, 8184 - 31000),  # agents' health
     *range(8280 - 31000, 8284 - 31000),  # agents' telemetry
+    9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
 )
 
 
