@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from spire_fabric.runtime.local import LocalDeployment
+from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report, verify_deployment
 
@@ -45,6 +46,10 @@ def free_port_base() -> int:
 
 def _free(port: int) -> bool:
     if port < 1024:
+        return False
+    # A listener on another loopback address (the downstream server binds 127.0.0.2) does
+    # not stop a bind on 127.0.0.1, but it is another deployment's port all the same.
+    if is_listening(port):
         return False
     with socket.socket() as s:
         try:
