@@ -8,6 +8,7 @@ Screenshots go to $SPIRE_FABRIC_ARTIFACTS (default: a pytest temp dir, printed).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -23,8 +24,9 @@ from typing import Any
 import pytest
 
 from spire_fabric.identity import SpiffeId
-from spire_fabric.server import Entry
+from spire_fabric.server import Entry, X509Authority
 from spire_fabric.testing import short_tempdir
+from spire_fabric.testing.pki import make_ca
 
 from .conftest import Deploy, free_port_base
 
@@ -244,6 +246,32 @@ def test_killed_agent_is_shown_restarted_by_the_supervisor(
         timeout=20_000,
     )
     page.wait_for_selector('tr[data-component="downstream-agent-2"][data-healthy="true"]')
+
+
+def test_federated_bundle_that_differs_from_the_peers_is_highlighted(
+    topology: tuple[Deploy, dict[str, str]], dashboard: str, page: Any, artifacts: Path
+) -> None:
+    """A stale or tampered copy is made real through the Server API: the downstream server's
+    copy of enterprise-root.org gets an extra X.509 authority; a refresh from the bundle
+    endpoint puts the true bundle back."""
+    deploy, _ = topology
+    d = deploy.deployment()
+    row = 'tr[data-holder="spire-downstream-server"][data-peer="enterprise-root.org"]'
+    page.goto(f"{dashboard}/federation")
+    assert "in-sync" in (page.get_attribute(row, "class") or "")
+    with d.server("spire-downstream-server") as api:
+        copy = api.get_federated_bundle("enterprise-root.org")
+        extra = X509Authority(make_ca("enterprise-root.org", "Rogue").cert)
+        api.update_federated_bundles(
+            [dataclasses.replace(copy, x509_authorities=(*copy.x509_authorities, extra))]
+        )
+        try:
+            page.wait_for_selector(f"{row}.mismatch", timeout=(REFRESH + 8) * 1000)
+            assert "1 X.509 added" in page.inner_text(row)
+            page.screenshot(path=str(artifacts / "federation-mismatch.png"), full_page=True)
+        finally:
+            api.refresh_bundle("enterprise-root.org")
+    page.wait_for_selector(f"{row}.in-sync", timeout=(REFRESH + 8) * 1000)
 
 
 def test_hostile_hint_and_dns_names_render_as_text_and_no_script_runs(

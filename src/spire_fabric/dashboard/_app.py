@@ -71,6 +71,8 @@ class _State:
         self.snapshot: Snapshot | None = None
         self.generation = 0
         self.history: dict[str, dict[str, deque[tuple[float, float]]]] = {}
+        self._fetch_totals: dict[tuple[str, str], float] = {}
+        self._fetch_seen: dict[tuple[str, str], float] = {}
 
     def fresh(self) -> Snapshot:
         with self._lock:
@@ -94,6 +96,13 @@ class _State:
 
     def _record(self, s: Snapshot) -> None:
         t = s.taken_at
+        for f in s.federation:
+            key, total = (f.server, f.trust_domain), sum(f.fetches.values())
+            previous = self._fetch_totals.get(key)
+            if previous is not None and total > previous:
+                self._fetch_seen[key] = t
+            self._fetch_totals[key] = total
+            f.last_fetch_seen = self._fetch_seen.get(key)
         for server in s.servers:
             x509 = metric(s, server.name, "spire_server_server_ca_sign_x509_svid")
             jwt = metric(s, server.name, "spire_server_server_ca_sign_jwt_svid")

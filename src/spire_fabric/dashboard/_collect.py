@@ -62,6 +62,8 @@ class FederationView:
     peer_bundle: Bundle | None  # what the peer's own server says
     diff: BundleDiff | None
     fetches: dict[str, float] = field(default_factory=dict)  # telemetry: status -> count
+    # when this dashboard last saw the fetch count grow (SPIRE's API has no such time)
+    last_fetch_seen: float | None = None
 
     @property
     def mismatch(self) -> bool:
