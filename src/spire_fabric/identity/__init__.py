@@ -16,6 +16,7 @@ bundles and bundle sets both ways, and every place that takes a source (TLS cont
 and ``JwtSource`` as they are.
 """
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._bundle_set import BundleSet
 from ._errors import (
     BundleError,
@@ -26,6 +27,7 @@ from ._errors import (
     TrustDomainError,
     X509SvidError,
 )
+from ._explain import ChainExplanation, ChainFinding, ChainStep, explain_chain
 from ._jwt_bundle import JwtBundle
 from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
 from ._pyspiffe import (
@@ -53,8 +55,12 @@ from ._x509_svid import X509Svid, spiffe_id_from_certificate
 from ._x509_verify import verify_x509_svid
 
 __all__ = [
+    "BundleDiff",
     "BundleError",
     "BundleSet",
+    "ChainExplanation",
+    "ChainFinding",
+    "ChainStep",
     "IdentityError",
     "JwtBundle",
     "JwtBundleSource",
@@ -75,6 +81,8 @@ __all__ = [
     "X509SvidSource",
     "agent_alias_id",
     "as_trust_domain",
+    "diff_bundles",
+    "explain_chain",
     "from_pyspiffe",
     "installer_admin_id",
     "is_pyspiffe",

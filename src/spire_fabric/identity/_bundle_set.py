@@ -75,6 +75,11 @@ class BundleSet(Generic[B]):
             snapshot = sorted(self._bundles.items())
         return iter([bundle for _, bundle in snapshot])
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.bundle_set(self)
+
     def __repr__(self) -> str:
         names = ", ".join(td.name for td in self.trust_domains())
         return f"BundleSet([{names}])"

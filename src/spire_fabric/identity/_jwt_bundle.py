@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._errors import BundleError
 from ._jwk import jwk_from_public_key, public_key_from_jwk
 from ._spiffe_id import TrustDomain
@@ -126,6 +127,17 @@ class JwtBundle:
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
         """This bundle if it is ``trust_domain``'s: a bundle is its own ``JwtBundleSource``."""
         return self if trust_domain == self.trust_domain else None
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.jwt_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version of it): authorities
+        added and removed, sequence number and refresh hint. Any bundle type of the same
+        trust domain may be compared."""
+        return diff_bundles(self, other)
 
     def __repr__(self) -> str:
         kids = ", ".join(sorted(self.jwt_authorities))

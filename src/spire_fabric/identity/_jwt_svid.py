@@ -137,9 +137,19 @@ class JwtSvid:
     claims: Mapping[str, Any] = field(compare=False, repr=False)
     hint: str = ""
 
+    def __repr__(self) -> str:
+        expires = self.expiry.strftime("%Y-%m-%d %H:%M:%S UTC")
+        audience = list(self.audience)
+        return f"JwtSvid({str(self.spiffe_id)!r}, audience={audience!r}, expires {expires})"
+
     def marshal(self) -> str:
         """The token exactly as it was parsed."""
         return self.token
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.jwt_svid(self)
 
     def to_spiffe(self) -> spiffe.JwtSvid:
         """The py-spiffe equivalent (``spiffe.JwtSvid``), same token and claims."""

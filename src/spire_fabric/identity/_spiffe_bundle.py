@@ -21,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._certs import load_der_certificate
 from ._errors import BundleError
 from ._jwk import (
@@ -235,6 +236,17 @@ class SpiffeBundle:
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
         """The JWT half if this is ``trust_domain``'s bundle, else None."""
         return self.jwt_bundle() if trust_domain == self.trust_domain else None
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.spiffe_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version of it): authorities
+        added and removed, sequence number and refresh hint. Any bundle type of the same
+        trust domain may be compared."""
+        return diff_bundles(self, other)
 
     def __repr__(self) -> str:
         return (

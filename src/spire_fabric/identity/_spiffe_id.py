@@ -269,5 +269,10 @@ class SpiffeId:
     def __str__(self) -> str:
         return _SCHEME + self.trust_domain.name + self.path
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.spiffe_id(self)
+
     def __repr__(self) -> str:
         return f"SpiffeId({str(self)!r})"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._certs import (
     certificates_to_der,
     certificates_to_pem,
@@ -87,6 +88,17 @@ class X509Bundle:
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
         """This bundle if it is ``trust_domain``'s: a bundle is its own ``X509BundleSource``."""
         return self if trust_domain == self.trust_domain else None
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.x509_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version of it): authorities
+        added and removed, sequence number and refresh hint. Any bundle type of the same
+        trust domain may be compared."""
+        return diff_bundles(self, other)
 
     def __repr__(self) -> str:
         return f"X509Bundle({self.trust_domain.name!r}, {len(self.x509_authorities)} authorities)"

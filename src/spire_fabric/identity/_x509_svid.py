@@ -243,6 +243,19 @@ class X509Svid:
             serialization.NoEncryption(),
         )
 
+    def __repr__(self) -> str:
+        expires = self.leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+        hint = f", hint={self.hint!r}" if self.hint else ""
+        return (
+            f"X509Svid({str(self.spiffe_id)!r}, {len(self.cert_chain)} certificates, "
+            f"expires {expires}{hint})"
+        )
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.x509_svid(self)
+
     def to_spiffe(self) -> spiffe.X509Svid:
         """The py-spiffe equivalent (``spiffe.X509Svid``), same chain and key."""
         import spiffe

@@ -77,7 +77,19 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("bind_port", str(server.ports.health))
         w.attr("live_path", "/live")
         w.attr("ready_path", "/ready")
+    telemetry(w, bind, server.ports.telemetry)
     return w.text()
+
+
+def telemetry(w: HclWriter, host: str, port: int | None) -> None:
+    """SPIRE's own Prometheus metrics (pkg/common/telemetry): what the dashboard charts
+    and an operator's Prometheus scrapes. Locally on loopback only."""
+    if port is None:
+        return
+    w.blank()
+    with w.block("telemetry"), w.block("Prometheus"):
+        w.attr("host", host)
+        w.attr("port", port)
 
 
 def _federation(

@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PublicKeyTypes,
 )
 
-from spire_fabric.identity import JwtBundle, SpiffeId, SpiffeIdError, TrustDomain, X509Bundle
+from spire_fabric.identity import (
+    BundleDiff,
+    JwtBundle,
+    SpiffeId,
+    SpiffeIdError,
+    TrustDomain,
+    X509Bundle,
+    diff_bundles,
+)
 from spire_fabric.server._errors import SpireApiError, SpireValidationError
 
 __all__ = [
@@ -237,6 +245,12 @@ class Entry:
                 changed.add(name)
         return frozenset(changed)
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entry_view(self)
+
+
 
 @dataclass(frozen=True)
 class AttestedAgent:
@@ -253,6 +267,12 @@ class AttestedAgent:
     selectors: tuple[Selector, ...] = ()
     banned: bool = False
     can_reattest: bool = False
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agent_view(self)
+
 
 
 @dataclass(frozen=True)
@@ -327,6 +347,12 @@ class Bundle:
             refresh_hint=refresh_hint,
         )
 
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({self.trust_domain.name!r}, {len(self.x509_authorities)} X.509 authorities, "
+            f"{len(self.jwt_authorities)} JWT authorities, sequence {self.sequence_number})"
+        )
+
     def to_x509_bundle(self) -> X509Bundle:
         """The X.509 authorities as an ``identity.X509Bundle``."""
         return X509Bundle(self.trust_domain, tuple(a.certificate for a in self.x509_authorities))
@@ -334,6 +360,17 @@ class Bundle:
     def to_jwt_bundle(self) -> JwtBundle:
         """The JWT authorities as an ``identity.JwtBundle``."""
         return JwtBundle(self.trust_domain, {a.key_id: a.public_key for a in self.jwt_authorities})
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.server_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version): authorities added
+        and removed, sequence number and refresh hint."""
+        return diff_bundles(self, other)
+
 
 
 @dataclass(frozen=True)
@@ -382,6 +419,19 @@ class FederationRelationship:
                 f"FederationRelationship.trust_domain_bundle is for {bundle.trust_domain}, not {td}"
             )
 
+    def __repr__(self) -> str:
+        kind = "https_spiffe" if isinstance(self.profile, HttpsSpiffeProfile) else "https_web"
+        return (
+            f"FederationRelationship({self.trust_domain.name!r}, {self.bundle_endpoint_url!r}, "
+            f"{kind})"
+        )
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.federation_relationship(self)
+
+
 
 @dataclass(frozen=True)
 class JoinToken:
@@ -409,6 +459,32 @@ class ServerInfo:
     entries_count: int
     federated_bundles_count: int
     svid_chain: tuple[CertInfo, ...]
+
+
+@dataclass(frozen=True)
+class AuthorityState:
+    """One of a server's own signing authorities, as the LocalAuthority API names it.
+
+    ``authority_id`` is the subject key ID (X.509) or key ID (JWT) that `activate_*`
+    takes; ``expires_at`` is Unix seconds.
+    """
+
+    authority_id: str
+    expires_at: int
+    upstream_authority_subject_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorityStates:
+    """A server's active, prepared and old authorities of one kind (X.509 or JWT).
+
+    Rotation by hand is prepare (a new authority is published in the bundle but does not
+    sign yet), wait until every peer has the new bundle, then activate (it signs).
+    """
+
+    active: AuthorityState | None
+    prepared: AuthorityState | None = None
+    old: AuthorityState | None = None
 
 
 class LogLevel(enum.IntEnum):
@@ -551,3 +627,30 @@ def non_empty(items: Sequence[T], what: str) -> Sequence[T]:
     if len(items) == 0:
         raise SpireValidationError(f"{what} needs at least one item; got an empty batch")
     return items
+
+
+class EntryList(tuple[Entry, ...]):
+    """Entries as a table in a notebook: ``EntryList(client.list_entries())``.
+
+    A plain tuple otherwise; it exists because a list cannot carry ``_repr_html_``.
+    """
+
+    def __repr__(self) -> str:
+        return f"EntryList({len(self)} entries)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entries(self)
+
+
+class AgentList(tuple[AttestedAgent, ...]):
+    """Attested agents as a table in a notebook: ``AgentList(client.list_agents())``."""
+
+    def __repr__(self) -> str:
+        return f"AgentList({len(self)} agents)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agents(self)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +23,7 @@ from spire_fabric.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_fabric.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundle_api_pb2
 from spire_fabric.proto.spire.api.server.debug.v1 import debug_pb2
 from spire_fabric.proto.spire.api.server.entry.v1 import entry_pb2 as entry_api_pb2
+from spire_fabric.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as la_pb2
 from spire_fabric.proto.spire.api.server.logger.v1 import logger_pb2 as logger_api_pb2
 from spire_fabric.proto.spire.api.server.svid.v1 import svid_pb2
 from spire_fabric.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2
@@ -37,6 +38,8 @@ from spire_fabric.server._calls import Batch, Call, Outcome, Paged, chunked, sta
 from spire_fabric.server._errors import SpireValidationError
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     Bundle,
     Entry,
     EntryField,
@@ -88,6 +91,22 @@ def _federates_with_match(
     match: MatchBehavior,
 ) -> federateswith_pb2.FederatesWithMatch.MatchBehavior:
     return cast("federateswith_pb2.FederatesWithMatch.MatchBehavior", int(MatchBehavior(match)))
+AuthorityKind = Literal["x509", "jwt"]
+_AUTHORITY_KINDS: dict[str, str] = {"x509": "X509", "jwt": "JWT"}
+
+
+def _prepared_authority(msg: Any) -> AuthorityState:
+    state = cv.authority_state_from_proto(msg.prepared_authority)
+    if state is None:  # pragma: no cover - SPIRE always answers with the new authority
+        raise SpireValidationError("the server prepared no authority")
+    return state
+
+
+def _activated_authority(msg: Any) -> AuthorityState:
+    state = cv.authority_state_from_proto(msg.activated_authority)
+    if state is None:  # pragma: no cover
+        raise SpireValidationError("the server activated no authority")
+    return state
 
 
 def _page_size(page_size: int) -> int:
@@ -675,6 +694,25 @@ class ServerApi:
             lambda r: cv.jwt_svid_from_proto(r.svid),
             idempotent=False,
         )
+
+    # ---- local authorities (CA rotation by hand) ---------------------------------------
+
+    def get_authority_state(self, kind: AuthorityKind) -> Call[AuthorityStates]:
+        method = f"Get{_AUTHORITY_KINDS[kind]}AuthorityState"
+        req = getattr(la_pb2, f"{method}Request")()
+        return Call("localauthority", method, req, cv.authority_states_from_proto, True)
+
+    def prepare_authority(self, kind: AuthorityKind) -> Call[AuthorityState]:
+        method = f"Prepare{_AUTHORITY_KINDS[kind]}Authority"
+        req = getattr(la_pb2, f"{method}Request")()
+        return Call("localauthority", method, req, _prepared_authority, idempotent=False)
+
+    def activate_authority(self, kind: AuthorityKind, authority_id: str) -> Call[AuthorityState]:
+        if not authority_id:
+            raise SpireValidationError("authority_id is required (from prepare or the state)")
+        method = f"Activate{_AUTHORITY_KINDS[kind]}Authority"
+        req = getattr(la_pb2, f"{method}Request")(authority_id=authority_id)
+        return Call("localauthority", method, req, _activated_authority, idempotent=False)
 
     # ---- debug / logger --------------------------------------------------------------
 

@@ -134,6 +134,9 @@ class ServerPorts:
     api: int = 8081
     health: int = 8080
     federation: int = 8443
+    # SPIRE's Prometheus telemetry listener (``telemetry { Prometheus { ... } }``); None
+    # renders no telemetry block. Locally a server with NodePorts gets API - 2.
+    telemetry: int | None = 9988
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ class Agent:
     workload_attestors: tuple[str, ...] = ("unix",)
     host: str = "127.0.0.1"
     health_port: int | None = None
+    # SPIRE's Prometheus telemetry listener of this agent; None renders no telemetry block.
+    telemetry_port: int | None = None
     socket_path: str | None = None
     admin_socket_path: str | None = None
     admin_socket: bool = True
@@ -515,3 +520,17 @@ class Topology:
     def federations_of(self, server: str) -> tuple[Federation, ...]:
         """The federation relationships ``server`` holds."""
         return tuple(f for f in self.federations if f.server == server)
+
+    def __repr__(self) -> str:
+        return (
+            f"Topology({self.name!r}: {len(self.trust_domains)} trust domains, "
+            f"{len(self.servers)} servers, {len(self.agents)} agents, "
+            f"{len(self.workloads)} workloads, {len(self.federations)} federations)"
+        )
+
+    def _repr_html_(self) -> str:
+        # The diagram is drawn server-side as SVG (shows offline and on a code host); the
+        # Mermaid source comes along in a collapsible block.
+        from spire_fabric import _html
+
+        return _html.topology(self)

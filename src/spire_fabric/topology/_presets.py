@@ -114,6 +114,7 @@ def basic() -> Topology:
             "spire-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire-agents"),
         )
         .workload(
@@ -198,6 +199,7 @@ def enterprise() -> Topology:
             "spire-upstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
@@ -207,6 +209,7 @@ def enterprise() -> Topology:
             "spire-downstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180 + i,
+            telemetry_port=8280 + i,
             kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream-agents"),
         )
     b.workload(
@@ -262,6 +265,7 @@ def nested() -> Topology:
             "spire-root-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-agents"),
         )
         .server(
@@ -284,6 +288,7 @@ def nested() -> Topology:
             "spire-child-server",
             workload_attestors=["unix", "k8s"],
             health_port=8181,
+            telemetry_port=8281,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", service_account="spire-child-agent"
             ),
@@ -338,6 +343,7 @@ def crd_free() -> Topology:
             "spire-server",
             workload_attestors=["unix"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", node_attestor="join_token"
             ),

@@ -507,6 +507,7 @@ class _Validator:
             p = f"servers[{s.name}]"
             claim(s.host, s.ports.api, f"{p}.ports.api")
             claim(s.host, s.ports.health, f"{p}.ports.health")
+            claim(s.host, s.ports.telemetry, f"{p}.ports.telemetry")
             if s.bundle_endpoint is not None:
                 claim(s.host, s.ports.federation, f"{p}.ports.federation")
             if s.kubernetes is not None:
@@ -516,6 +517,7 @@ class _Validator:
                     claim("<nodeport>", np, f"{p}.kubernetes.node_ports.{kind}")
         for a in self.t.agents:
             claim(a.host, a.health_port, f"agents[{a.name}].health_port")
+            claim(a.host, a.telemetry_port, f"agents[{a.name}].telemetry_port")
         for w in self.t.workloads:
             if w.kubernetes is not None:
                 path = f"workloads[{w.name}].kubernetes.node_port"

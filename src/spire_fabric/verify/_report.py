@@ -42,6 +42,15 @@ class Report:
                 return c
         raise KeyError(check_id)
 
+    def __repr__(self) -> str:
+        passed = sum(1 for c in self.checks if c.ok)
+        return f"Report({self.topology!r}: {passed} passed, {len(self.checks) - passed} failed)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.report(self)
+
     def to_json(self) -> str:
         """The report as JSON, every detail whole (what ``verify --output json`` prints)."""
         return json.dumps(
