@@ -112,10 +112,10 @@ class _State:
             self._point("registration entries (Server API)", server.name, t, entries)
         for agent in s.topology.agents:
             name = "spire_agent_manager_sync_fetch_entries_updates_elapsed_time"
-            total = metric(s, agent.name, f"{name}_sum")
+            elapsed = metric(s, agent.name, f"{name}_sum")
             count = metric(s, agent.name, f"{name}_count")
-            mean = None if not count or total is None else total / count
-            self._point("agent sync latency, mean ms (SPIRE telemetry)", agent.name, t, mean)
+            mean_ms = None if not count or elapsed is None else elapsed / count
+            self._point("agent sync latency, mean ms (SPIRE telemetry)", agent.name, t, mean_ms)
 
 
 def _environment() -> Environment:

@@ -257,7 +257,7 @@ def _workloads(
                 errors.append(f"Workload API of {agent}: {e}")
     views = []
     for w in deployment.topology.workloads:
-        svid = svids.get(w.spiffe_id)
+        held = svids.get(w.spiffe_id)
         address = None
         try:
             found = deployment.workload_address(w.name)
@@ -270,8 +270,8 @@ def _workloads(
                 spiffe_id=w.spiffe_id,
                 agent=w.agent,
                 healthy=health.get(w.name),
-                serial=None if svid is None else format(svid.leaf.serial_number, "x"),
-                expires_at=None if svid is None else svid.leaf.not_valid_after_utc.timestamp(),
+                serial=None if held is None else format(held.leaf.serial_number, "x"),
+                expires_at=None if held is None else held.leaf.not_valid_after_utc.timestamp(),
                 address=address,
             )
         )

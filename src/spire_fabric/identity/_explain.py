@@ -198,6 +198,7 @@ def explain_chain(
         in_bundle = cert in anchors
         if i == 0:
             role = "leaf"
+            td_name = td.name if td is not None else "?"
             if spiffe_id is None:
                 findings.append(ChainFinding(False, "leaf carries no valid SPIFFE ID"))
             else:
@@ -205,9 +206,9 @@ def explain_chain(
                 findings.append(
                     ChainFinding(
                         bundle is not None,
-                        f"trust domain {td.name}: bundle has {len(anchors)} X.509 authorities"
+                        f"trust domain {td_name}: bundle has {len(anchors)} X.509 authorities"
                         if bundle is not None
-                        else f"no bundle for trust domain {td.name}",  # type: ignore[union-attr]
+                        else f"no bundle for trust domain {td_name}",
                     )
                 )
         else:

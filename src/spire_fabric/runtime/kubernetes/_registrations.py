@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
 from spire_fabric.render.kubernetes._common import selector_labels
 from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable
-from spire_fabric.server import Entry
+from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
 
 if TYPE_CHECKING:
     from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
-
 
 
 def _options(w: Workload) -> dict[str, Any]:
@@ -48,7 +47,7 @@ def registration_entries(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=agent_alias_id(td, agent.name),
-                selectors=tuple(workload_selectors(w, "kubernetes")),
+                selectors=_selectors(workload_selectors(w, "kubernetes")),
                 dns_names=tuple(w.dns_names),
                 **_options(w),
             )
@@ -74,10 +73,12 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
             Entry(
                 spiffe_id=alias,
                 parent_id=spire_server_id(td),
-                selectors=(
-                    f"k8s_psat:agent_ns:{k.namespace}",
-                    f"k8s_psat:agent_sa:{k.service_account}",
-                    f"k8s_psat:cluster:{k.cluster}",
+                selectors=_selectors(
+                    (
+                        f"k8s_psat:agent_ns:{k.namespace}",
+                        f"k8s_psat:agent_sa:{k.service_account}",
+                        f"k8s_psat:cluster:{k.cluster}",
+                    )
                 ),
             )
         )
@@ -87,19 +88,13 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
             continue
         selectors = workload_selectors(w, "kubernetes")
         if not _k8s_selectable(selectors):
+            ak = agent.kubernetes
+            assert ak is not None
             out.append(
                 Entry(
                     spiffe_id=SpiffeId.parse(w.spiffe_id),
-                    parent_id=SpiffeId.parse(
-                        str(
-                            node_alias_id(
-                                td,
-                                agent.kubernetes.namespace,  # type: ignore[union-attr]
-                                agent.kubernetes.service_account,
-                            )
-                        )  # type: ignore[union-attr]
-                    ),
-                    selectors=tuple(selectors),
+                    parent_id=node_alias_id(td, ak.namespace, ak.service_account),
+                    selectors=_selectors(selectors),
                     dns_names=tuple(w.dns_names),
                     **_options(w),
                 )
@@ -137,12 +132,18 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=parent,
-                selectors=(
-                    f"k8s:pod-uid:{pod.metadata.uid}",
-                    *(s for s in selectors if not s.startswith("k8s:ns:")),
+                selectors=_selectors(
+                    (
+                        f"k8s:pod-uid:{pod.metadata.uid}",
+                        *(s for s in selectors if not s.startswith("k8s:ns:")),
+                    )
                 ),
                 dns_names=tuple(names),
                 **_options(w),
             )
         )
     return out
+
+
+def _selectors(texts: tuple[str, ...]) -> tuple[Selector, ...]:
+    return tuple(Selector.parse(t) for t in texts)
