@@ -11,8 +11,7 @@ APIs), `topology` / `render` (the declarative model and its configs, manifests, 
 `runtime` / `verify` / `deploy` (making a topology real and proving it works).
 """
 
-__version__ = "0.1.0"
-
+from spire_fabric._version import __version__
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
 from spire_fabric.identity import (

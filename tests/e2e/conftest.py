@@ -18,12 +18,18 @@ from pathlib import Path
 import pytest
 
 from spire_fabric.runtime.local import LocalDeployment
+from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report, verify_deployment
 
 # Every local port of the enterprise preset relative to the port base (see localize.py and
 # example_workloads.py: the gateway on 30080 and the API on 30443 move with it too)
-_PORT_OFFSETS = (-920, -557, 80, 81, 443, 1080, 1081, 1443, *range(8180 - 31000, 8184 - 31000))
+_PORT_OFFSETS = (
+    *(-920, -557, 79, 80, 81, 443, 1079, 1080, 1081, 1443),  # telemetry on API - 2
+    *range(8180 - 31000, 8184 - 31000),  # agents' health
+    *range(8280 - 31000, 8284 - 31000),  # agents' telemetry
+    9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
+)
 
 
 def free_port_base() -> int:
@@ -40,6 +46,10 @@ def free_port_base() -> int:
 
 def _free(port: int) -> bool:
     if port < 1024:
+        return False
+    # A listener on another loopback address (the downstream server binds 127.0.0.2) does
+    # not stop a bind on 127.0.0.1, but it is another deployment's port all the same.
+    if is_listening(port):
         return False
     with socket.socket() as s:
         try:

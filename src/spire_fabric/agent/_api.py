@@ -19,7 +19,7 @@ message says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -213,11 +213,11 @@ class AgentApi:
         )
         return Call("delegatedidentity", "SubscribeToX509SVIDs", req, _x509_update, True)
 
-    def subscribe_to_x509_bundles(self) -> Call[dict[TrustDomain, X509Bundle]]:
+    def subscribe_to_x509_bundles(self) -> Call[Mapping[TrustDomain, X509Bundle]]:
         req = di_pb2.SubscribeToX509BundlesRequest()
         return Call("delegatedidentity", "SubscribeToX509Bundles", req, _x509_bundles, True)
 
-    def subscribe_to_jwt_bundles(self) -> Call[dict[TrustDomain, JwtBundle]]:
+    def subscribe_to_jwt_bundles(self) -> Call[Mapping[TrustDomain, JwtBundle]]:
         req = di_pb2.SubscribeToJWTBundlesRequest()
         return Call("delegatedidentity", "SubscribeToJWTBundles", req, _jwt_bundles, True)
 

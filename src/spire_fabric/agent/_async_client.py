@@ -259,14 +259,14 @@ class AsyncSpireAgentClient(AgentClientBase):
     ) -> AsyncSubscription[Mapping[TrustDomain, X509Bundle]]:
         """The agent's X.509 bundles (own and federated), a full mapping per update."""
         call = self._agent_ops.subscribe_to_x509_bundles()
-        return await self._subscribe(call, timeout)  # type: ignore[return-value]
+        return await self._subscribe(call, timeout)
 
     async def subscribe_to_jwt_bundles(
         self, *, timeout: float | None = None
     ) -> AsyncSubscription[Mapping[TrustDomain, JwtBundle]]:
         """The agent's JWT bundles (own and federated), a full mapping per update."""
         call = self._agent_ops.subscribe_to_jwt_bundles()
-        return await self._subscribe(call, timeout)  # type: ignore[return-value]
+        return await self._subscribe(call, timeout)
 
     async def fetch_jwt_svids(
         self,

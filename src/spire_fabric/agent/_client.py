@@ -258,14 +258,14 @@ class SpireAgentClient(AgentClientBase):
     ) -> Subscription[Mapping[TrustDomain, X509Bundle]]:
         """The agent's X.509 bundles (own and federated), a full mapping per update."""
         call = self._agent_ops.subscribe_to_x509_bundles()
-        return self._subscribe(call, timeout)  # type: ignore[return-value]
+        return self._subscribe(call, timeout)
 
     def subscribe_to_jwt_bundles(
         self, *, timeout: float | None = None
     ) -> Subscription[Mapping[TrustDomain, JwtBundle]]:
         """The agent's JWT bundles (own and federated), a full mapping per update."""
         call = self._agent_ops.subscribe_to_jwt_bundles()
-        return self._subscribe(call, timeout)  # type: ignore[return-value]
+        return self._subscribe(call, timeout)
 
     def fetch_jwt_svids(
         self,

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spire_fabric.deploy``: parse ``argv`` and run the subcommand; the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(soft_wrap=True)

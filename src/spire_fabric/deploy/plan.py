@@ -93,8 +93,8 @@ def plan_items(topology: Topology, target: Target) -> list[PlanItem]:
         items.append(PlanItem("entry", w.name, f"{w.spiffe_id} [{sel}] via {w.agent}"))
         if w.run is not None and target == "local":
             what = f"python -m {w.run.module}" if w.run.module else " ".join(w.run.command)
-            port = f" on port {w.run.port}" if w.run.port else ""
-            items.append(PlanItem("workload", w.name, f"{what}{port}"))
+            on_port = f" on port {w.run.port}" if w.run.port else ""
+            items.append(PlanItem("workload", w.name, f"{what}{on_port}"))
     return items
 
 

@@ -39,8 +39,8 @@ def print_report(report: Report, console: Console, *, verbose: bool = False) -> 
     # fixed widths: rich would otherwise squeeze the mark column away for long titles
     room = max(console.width - 7, 40)
     fit = {"overflow": "fold"} if verbose else {"no_wrap": True, "overflow": "ellipsis"}
-    table.add_column("check", width=room * 11 // 20, **fit)  # type: ignore[arg-type]
-    table.add_column("detail", width=room - room * 11 // 20, **fit)  # type: ignore[arg-type]
+    table.add_column("check", width=room * 11 // 20, **fit)
+    table.add_column("detail", width=room - room * 11 // 20, **fit)
     for c in report.checks:
         mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
         detail = c.detail if c.ok or verbose else "failed: see below"

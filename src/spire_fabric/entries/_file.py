@@ -167,7 +167,9 @@ def entries_from_data(data: Any, *, source: str = "<string>") -> EntriesFile:
 Fail = Callable[[str, str], EntriesFileError]
 
 
-def _no_unknown_keys(data: Mapping[Any, Any], allowed: tuple[str, ...], where: str, fail: Fail):
+def _no_unknown_keys(
+    data: Mapping[Any, Any], allowed: tuple[str, ...], where: str, fail: Fail
+) -> None:
     for key in data:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)

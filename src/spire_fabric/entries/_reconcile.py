@@ -38,12 +38,16 @@ Action = Literal["create", "update", "delete"]
 
 @dataclass(frozen=True)
 class EntryChange:
+    """One change `apply_entries` makes: create, update (with the fields that differ and the
+    entry as SPIRE had it) or delete."""
+
     action: Action
     entry: Entry  # what will be (create/update) or what was (delete)
     fields: frozenset[EntryField] = frozenset()  # for updates: what differs
     previous: Entry | None = None  # for updates: the entry as SPIRE had it
 
     def describe(self) -> str:
+        """One line for a plan: action, SPIFFE ID, and for an update the fields that change."""
         what = f"{self.entry.spiffe_id} (parent {self.entry.parent_id})"
         if self.action == "update":
             changed = ", ".join(sorted(f.value for f in self.fields))
@@ -62,28 +66,36 @@ class EntryPlan:
         return bool(self.changes)
 
     def of(self, action: Action) -> list[EntryChange]:
+        """The changes of one action (create, update or delete)."""
         return [c for c in self.changes if c.action == action]
 
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What `apply_entries` planned, and the changes SPIRE refused with its error for each;
+    falsy failures mean the server now holds exactly the desired entries."""
+
     plan: EntryPlan
     failures: tuple[tuple[EntryChange, SpireApiError], ...] = field(default=())
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted every change."""
         return not self.failures
 
     @property
     def created(self) -> int:
+        """How many entries were created."""
         return self._done("create")
 
     @property
     def updated(self) -> int:
+        """How many entries were updated."""
         return self._done("update")
 
     @property
     def deleted(self) -> int:
+        """How many entries were deleted."""
         return self._done("delete")
 
     def _done(self, action: Action) -> int:
@@ -91,6 +103,7 @@ class ApplyResult:
         return len(self.plan.of(action)) - failed
 
     def raise_for_errors(self) -> ApplyResult:
+        """Raise the first refusal (a SpireApiError naming the entry) if any; else return self."""
         if self.failures:
             change, error = self.failures[0]
             raise type(error)(
@@ -102,6 +115,11 @@ class ApplyResult:
 
 
 def owned_entry_id(owner: str, entry: Entry) -> str:
+    """The entry ID `apply_entries` gives an entry: ``<owner>.<hash of ID and parent>``.
+
+    Deterministic, so a re-run finds its own entries, and prefixed by ``owner``, so entries
+    made by anyone else are never touched.
+    """
     check_owner(owner)
     key = f"{entry.spiffe_id}|{entry.parent_id}".encode()
     return f"{owner}.{hashlib.sha256(key).hexdigest()[:40]}"
@@ -163,8 +181,8 @@ def apply_entries(
     failures: list[tuple[EntryChange, SpireApiError]] = []
     creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
     if deletes:  # first, so a re-keyed entry never collides with its old self
-        result = client.delete_entries([c.entry.id for c in deletes])
-        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+        deleted = client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in deleted.failed if i.error]
     if creates:
         result = client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]
@@ -189,8 +207,8 @@ async def apply_entries_async(
     failures: list[tuple[EntryChange, SpireApiError]] = []
     creates, updates, deletes = plan.of("create"), plan.of("update"), plan.of("delete")
     if deletes:
-        result = await client.delete_entries([c.entry.id for c in deletes])
-        failures += [(deletes[i.index], i.error) for i in result.failed if i.error]
+        deleted = await client.delete_entries([c.entry.id for c in deletes])
+        failures += [(deletes[i.index], i.error) for i in deleted.failed if i.error]
     if creates:
         result = await client.create_entries([c.entry for c in creates])
         failures += [(creates[i.index], i.error) for i in result.failed if i.error]

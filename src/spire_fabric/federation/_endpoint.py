@@ -116,6 +116,7 @@ class BundleEndpointServer(MtlsServer):
 
     @property
     def requests_served(self) -> int:
+        """How many bundle requests were answered (for tests and diagnostics)."""
         return self._server.requests_served
 
     def __enter__(self) -> BundleEndpointServer:

@@ -110,10 +110,12 @@ class BundleWatcher:
         return self._bundle
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The watched bundle's X.509 half if it is ``trust_domain``'s, else None."""
         bundle = self._bundle
         return bundle.x509_bundle() if bundle and trust_domain == self.trust_domain else None
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """The watched bundle's JWT half if it is ``trust_domain``'s, else None."""
         bundle = self._bundle
         return bundle.jwt_bundle() if bundle and trust_domain == self.trust_domain else None
 
@@ -130,7 +132,7 @@ class BundleWatcher:
 
     def retry_after(self, failures: int) -> timedelta:
         """Backoff after ``failures`` consecutive failures: doubling from min_refresh."""
-        backoff = self.min_refresh * (2 ** min(max(failures - 1, 0), 30))
+        backoff: timedelta = self.min_refresh * (2 ** min(max(failures - 1, 0), 30))
         return min(backoff, self.next_refresh(self._bundle))
 
     def refresh(self) -> SpiffeBundle:
@@ -169,6 +171,7 @@ class BundleWatcher:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> BundleWatcher:
+        """Start polling in a background thread; returns the watcher."""
         if self._thread is not None:
             raise RuntimeError("federation: BundleWatcher already started")
         self._thread = threading.Thread(
@@ -178,6 +181,7 @@ class BundleWatcher:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and wait (up to ``timeout`` s) for the thread to end."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

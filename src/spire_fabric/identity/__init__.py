@@ -9,8 +9,14 @@ immutable; errors form one tree rooted at :class:`IdentityError` (a ValueError):
     ├── BundleError
     ├── X509SvidError
     └── JwtSvidError
+
+py-spiffe users plug in: :func:`from_pyspiffe` / :func:`to_pyspiffe` convert IDs, SVIDs,
+bundles and bundle sets both ways, and every place that takes a source (TLS contexts,
+``verify_x509_svid``, ``parse_and_validate_jwt_svid``) accepts py-spiffe's ``X509Source``
+and ``JwtSource`` as they are.
 """
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._bundle_set import BundleSet
 from ._errors import (
     BundleError,
@@ -21,9 +27,19 @@ from ._errors import (
     TrustDomainError,
     X509SvidError,
 )
+from ._explain import ChainExplanation, ChainFinding, ChainStep, explain_chain
 from ._jwt_bundle import JwtBundle
 from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
-from ._sources import JwtBundleSource, X509BundleSource, X509SvidSource
+from ._pyspiffe import (
+    PySpiffeJwtSource,
+    PySpiffeX509Source,
+    from_pyspiffe,
+    jwt_bundle_source_of,
+    to_pyspiffe,
+    x509_bundle_source_of,
+    x509_svid_source_of,
+)
+from ._sources import JwtBundleSource, X509BundleSource, X509SvidSource, is_pyspiffe
 from ._spiffe_bundle import SpiffeBundle
 from ._spiffe_id import SpiffeId, TrustDomain
 from ._spire_ids import (
@@ -39,13 +55,19 @@ from ._x509_svid import X509Svid, spiffe_id_from_certificate
 from ._x509_verify import verify_x509_svid
 
 __all__ = [
+    "BundleDiff",
     "BundleError",
     "BundleSet",
+    "ChainExplanation",
+    "ChainFinding",
+    "ChainStep",
     "IdentityError",
     "JwtBundle",
     "JwtBundleSource",
     "JwtSvid",
     "JwtSvidError",
+    "PySpiffeJwtSource",
+    "PySpiffeX509Source",
     "SpiffeBundle",
     "SpiffeId",
     "SpiffeIdError",
@@ -59,12 +81,20 @@ __all__ = [
     "X509SvidSource",
     "agent_alias_id",
     "as_trust_domain",
+    "diff_bundles",
+    "explain_chain",
+    "from_pyspiffe",
     "installer_admin_id",
+    "is_pyspiffe",
     "join_token_agent_id",
+    "jwt_bundle_source_of",
     "node_alias_id",
     "parse_and_validate_jwt_svid",
     "parse_insecure_jwt_svid",
     "spiffe_id_from_certificate",
     "spire_server_id",
+    "to_pyspiffe",
     "verify_x509_svid",
+    "x509_bundle_source_of",
+    "x509_svid_source_of",
 ]

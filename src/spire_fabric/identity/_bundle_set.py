@@ -41,19 +41,23 @@ class BundleSet(Generic[B]):
             self._bundles.pop(trust_domain, None)
 
     def get(self, trust_domain: TrustDomain) -> B | None:
+        """The bundle held for ``trust_domain``, or None."""
         return self._bundles.get(trust_domain)
 
     def trust_domains(self) -> list[TrustDomain]:
+        """The trust domains held, sorted."""
         with self._lock:
             return sorted(self._bundles)
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The X.509 bundle (or X.509 half of a SPIFFE bundle) of ``trust_domain``, or None."""
         bundle = self._bundles.get(trust_domain)
         if isinstance(bundle, SpiffeBundle):
             return bundle.x509_bundle()
         return bundle if isinstance(bundle, X509Bundle) else None
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """The JWT bundle (or JWT half of a SPIFFE bundle) of ``trust_domain``, or None."""
         bundle = self._bundles.get(trust_domain)
         if isinstance(bundle, SpiffeBundle):
             return bundle.jwt_bundle()
@@ -70,6 +74,11 @@ class BundleSet(Generic[B]):
         with self._lock:
             snapshot = sorted(self._bundles.items())
         return iter([bundle for _, bundle in snapshot])
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.bundle_set(self)
 
     def __repr__(self) -> str:
         names = ", ".join(td.name for td in self.trust_domains())

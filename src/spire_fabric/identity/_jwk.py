@@ -28,7 +28,7 @@ _CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
     "P-384": (ec.SECP384R1, 48),
     "P-521": (ec.SECP521R1, 66),
 }
-_CURVE_NAMES = {cls.name: (crv, size) for crv, (cls, size) in _CURVES.items()}
+_CURVE_NAMES = {cls().name: (crv, size) for crv, (cls, size) in _CURVES.items()}
 
 # Private (or secret) members per key type: RFC 7518 sections 6.2.2 and 6.3.2, RFC 8037
 # section 2. A bundle publishes trust; a key that carries its private half is a leak.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._errors import BundleError
 from ._jwk import jwk_from_public_key, public_key_from_jwk
 from ._spiffe_id import TrustDomain
@@ -99,12 +100,15 @@ class JwtBundle:
 
     @classmethod
     def from_spiffe(cls, bundle: spiffe.JwtBundle) -> JwtBundle:
+        """Convert from py-spiffe, re-validating the trust domain strictly."""
         return cls(TrustDomain.from_spiffe(bundle.trust_domain), bundle.jwt_authorities)
 
     def find_jwt_authority(self, key_id: str) -> PublicKeyTypes | None:
+        """The public key with ``kid`` ``key_id``, or None."""
         return self.jwt_authorities.get(key_id)
 
     def to_jwks(self) -> bytes:
+        """The keys as a JWK Set (RFC 7517), sorted by kid so the output is deterministic."""
         keys = [
             {"kid": kid, **jwk_from_public_key(key)}
             for kid, key in sorted(self.jwt_authorities.items())
@@ -112,12 +116,28 @@ class JwtBundle:
         return json.dumps({"keys": keys}).encode()
 
     def to_spiffe(self) -> spiffe.JwtBundle:
+        """The py-spiffe equivalent (``spiffe.JwtBundle``)."""
         import spiffe
 
-        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), dict(self.jwt_authorities))
+        # py-spiffe types its authorities narrower than cryptography's PublicKeyTypes; a JWT
+        # bundle only ever holds the signature key types it lists.
+        authorities: dict[str, Any] = dict(self.jwt_authorities)
+        return spiffe.JwtBundle(self.trust_domain.to_spiffe(), authorities)
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """This bundle if it is ``trust_domain``'s: a bundle is its own ``JwtBundleSource``."""
         return self if trust_domain == self.trust_domain else None
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.jwt_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version of it): authorities
+        added and removed, sequence number and refresh hint. Any bundle type of the same
+        trust domain may be compared."""
+        return diff_bundles(self, other)
 
     def __repr__(self) -> str:
         kids = ", ".join(sorted(self.jwt_authorities))

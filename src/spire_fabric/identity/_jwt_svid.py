@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import JwtSvidError, SpiffeIdError
 from ._jwk import b64url_decode, b64url_decode_checked, b64url_is_canonical
-from ._sources import JwtBundleSource
+from ._sources import JwtBundleSource, is_pyspiffe
 from ._spiffe_id import SpiffeId
 from ._strict_json import NonFiniteNumberError, StrictJsonError, loads_strict
 
@@ -137,11 +137,22 @@ class JwtSvid:
     claims: Mapping[str, Any] = field(compare=False, repr=False)
     hint: str = ""
 
+    def __repr__(self) -> str:
+        expires = self.expiry.strftime("%Y-%m-%d %H:%M:%S UTC")
+        audience = list(self.audience)
+        return f"JwtSvid({str(self.spiffe_id)!r}, audience={audience!r}, expires {expires})"
+
     def marshal(self) -> str:
         """The token exactly as it was parsed."""
         return self.token
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.jwt_svid(self)
+
     def to_spiffe(self) -> spiffe.JwtSvid:
+        """The py-spiffe equivalent (``spiffe.JwtSvid``), same token and claims."""
         import spiffe
 
         return spiffe.JwtSvid(
@@ -430,7 +441,7 @@ def _verify_signature(
 
 def parse_and_validate_jwt_svid(
     token: str,
-    bundle_source: JwtBundleSource,
+    bundle_source: JwtBundleSource | spiffe.JwtSource | spiffe.JwtBundleSet | spiffe.JwtBundle,
     audience: Iterable[str],
     *,
     now: datetime | None = None,
@@ -440,8 +451,14 @@ def parse_and_validate_jwt_svid(
     The signing key is found by ``kid`` in the JWT bundle of the ``sub`` ID's own trust
     domain, so a key of another (even federated) trust domain cannot sign for it.
     ``audience`` must be non-empty; the token must name at least one of its entries.
+    ``bundle_source`` may be a py-spiffe ``JwtSource``, ``JwtBundleSet`` or ``JwtBundle``.
     """
-    return _parse(token, _expected_audience(audience), bundle_source, now)
+    source = cast(JwtBundleSource, bundle_source)
+    if is_pyspiffe(bundle_source):
+        from ._pyspiffe import jwt_bundle_source_of
+
+        source = jwt_bundle_source_of(bundle_source)
+    return _parse(token, _expected_audience(audience), source, now)
 
 
 def parse_insecure_jwt_svid(

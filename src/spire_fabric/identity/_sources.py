@@ -17,11 +17,24 @@ from ._spiffe_id import TrustDomain
 from ._x509_bundle import X509Bundle
 from ._x509_svid import X509Svid
 
-__all__ = ["JwtBundleSource", "X509BundleSource", "X509SvidSource"]
+__all__ = ["JwtBundleSource", "X509BundleSource", "X509SvidSource", "is_pyspiffe"]
+
+
+def is_pyspiffe(value: object) -> bool:
+    """Whether ``value`` is an object of py-spiffe (the ``spiffe`` package).
+
+    Checked by module name, so code that never meets py-spiffe never imports it; the
+    places that take a source call this first and adapt a py-spiffe one
+    (``spire_fabric.identity.from_pyspiffe``).
+    """
+    return type(value).__module__.partition(".")[0] == "spiffe"
 
 
 @runtime_checkable
 class X509SvidSource(Protocol):
+    """Anything that hands out the current X509-SVID: an ``X509Svid`` itself, the Workload
+    API ``X509Source``, a py-spiffe ``X509Source`` wrapped by ``from_pyspiffe``."""
+
     def get_x509_svid(self) -> X509Svid:
         """The current SVID. Rotation replaces the returned object, never mutates it."""
         ...
@@ -29,6 +42,9 @@ class X509SvidSource(Protocol):
 
 @runtime_checkable
 class X509BundleSource(Protocol):
+    """Anything that answers "the X.509 bundle of this trust domain": a bundle, a
+    ``BundleSet``, the Workload API sources, a federation watcher."""
+
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
         """The X.509 bundle of ``trust_domain``, or None if this source has none."""
         ...
@@ -36,6 +52,8 @@ class X509BundleSource(Protocol):
 
 @runtime_checkable
 class JwtBundleSource(Protocol):
+    """Anything that answers "the JWT bundle of this trust domain", for JWT-SVID validation."""
+
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
         """The JWT bundle of ``trust_domain``, or None if this source has none."""
         ...

@@ -21,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._bundle_diff import BundleDiff, diff_bundles
 from ._certs import load_der_certificate
 from ._errors import BundleError
 from ._jwk import (
@@ -188,10 +189,12 @@ class SpiffeBundle:
 
     @classmethod
     def from_x509_bundle(cls, bundle: X509Bundle) -> SpiffeBundle:
+        """A SPIFFE bundle holding only ``bundle``'s X.509 authorities."""
         return cls(bundle.trust_domain, bundle.x509_authorities)
 
     @classmethod
     def from_jwt_bundle(cls, bundle: JwtBundle) -> SpiffeBundle:
+        """A SPIFFE bundle holding only ``bundle``'s JWT authorities."""
         return cls(bundle.trust_domain, jwt_authorities=bundle.jwt_authorities)
 
     def marshal(self) -> bytes:
@@ -217,18 +220,33 @@ class SpiffeBundle:
         return json.dumps(doc).encode()
 
     def x509_bundle(self) -> X509Bundle:
+        """The X.509 half, as an ``X509Bundle``."""
         view: X509Bundle = self._x509_view  # type: ignore[attr-defined]
         return view
 
     def jwt_bundle(self) -> JwtBundle:
+        """The JWT half, as a ``JwtBundle``."""
         view: JwtBundle = self._jwt_view  # type: ignore[attr-defined]
         return view
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The X.509 half if this is ``trust_domain``'s bundle, else None."""
         return self.x509_bundle() if trust_domain == self.trust_domain else None
 
     def get_jwt_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> JwtBundle | None:
+        """The JWT half if this is ``trust_domain``'s bundle, else None."""
         return self.jwt_bundle() if trust_domain == self.trust_domain else None
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.spiffe_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version of it): authorities
+        added and removed, sequence number and refresh hint. Any bundle type of the same
+        trust domain may be compared."""
+        return diff_bundles(self, other)
 
     def __repr__(self) -> str:
         return (

@@ -178,6 +178,7 @@ class TrustDomain:
         return _new_spiffe_id(self, "")
 
     def to_spiffe(self) -> spiffe.TrustDomain:
+        """The py-spiffe equivalent (``spiffe.TrustDomain``)."""
         import spiffe
 
         return spiffe.TrustDomain(self.name)
@@ -251,19 +252,27 @@ class SpiffeId:
         return cls.parse(str(spiffe_id))
 
     def member_of(self, trust_domain: TrustDomain) -> bool:
+        """Whether this ID belongs to ``trust_domain``."""
         return self.trust_domain == trust_domain
 
     @property
     def segments(self) -> tuple[str, ...]:
+        """The path's segments, without the leading slash (``()`` for a trust domain's own ID)."""
         return tuple(self.path.split("/")[1:]) if self.path else ()
 
     def to_spiffe(self) -> spiffe.SpiffeId:
+        """The py-spiffe equivalent (``spiffe.SpiffeId``)."""
         import spiffe
 
         return spiffe.SpiffeId(str(self))
 
     def __str__(self) -> str:
         return _SCHEME + self.trust_domain.name + self.path
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.spiffe_id(self)
 
     def __repr__(self) -> str:
         return f"SpiffeId({str(self)!r})"

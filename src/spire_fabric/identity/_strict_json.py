@@ -138,7 +138,9 @@ def _decode(text: str) -> Any:
     error) takes ``decode`` itself, which also words the error.
     """
     try:
-        value, end = _DECODER.scan_once(text, 0)
+        # scan_once is the decoder's (undocumented, stable since 2.6) C scanner; typeshed
+        # does not list it.
+        value, end = _DECODER.scan_once(text, 0)  # type: ignore[attr-defined]
     except StopIteration:
         return _DECODER.decode(text)
     return value if end == len(text) else _DECODER.decode(text)

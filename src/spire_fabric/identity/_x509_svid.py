@@ -133,9 +133,10 @@ def _validate_signing_certificates(certs: Sequence[x509.Certificate]) -> None:
 
 
 def _public_bytes(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
+    der: bytes = key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return der
 
 
 @dataclass(frozen=True)
@@ -217,10 +218,12 @@ class X509Svid:
 
     @classmethod
     def from_spiffe(cls, svid: spiffe.X509Svid) -> X509Svid:
+        """Convert from py-spiffe, checking the chain and ID as ``parse_der`` does."""
         return cls._from_parts(list(svid.cert_chain), svid.private_key, "")
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The SVID's own certificate (the first of the chain)."""
         return self.cert_chain[0]
 
     def get_x509_svid(self) -> X509Svid:
@@ -229,6 +232,7 @@ class X509Svid:
         return self
 
     def cert_chain_pem(self) -> bytes:
+        """The chain, leaf first, as concatenated PEM."""
         return certificates_to_pem(self.cert_chain)
 
     def private_key_pem(self) -> bytes:
@@ -239,7 +243,21 @@ class X509Svid:
             serialization.NoEncryption(),
         )
 
+    def __repr__(self) -> str:
+        expires = self.leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+        hint = f", hint={self.hint!r}" if self.hint else ""
+        return (
+            f"X509Svid({str(self.spiffe_id)!r}, {len(self.cert_chain)} certificates, "
+            f"expires {expires}{hint})"
+        )
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.x509_svid(self)
+
     def to_spiffe(self) -> spiffe.X509Svid:
+        """The py-spiffe equivalent (``spiffe.X509Svid``), same chain and key."""
         import spiffe
 
         return spiffe.X509Svid(self.spiffe_id.to_spiffe(), list(self.cert_chain), self.private_key)

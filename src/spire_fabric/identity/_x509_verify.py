@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, cast
 
 from cryptography import x509
 from OpenSSL import crypto
 
 from ._certs import load_der_certificate
 from ._errors import X509SvidError
-from ._sources import X509BundleSource
+from ._sources import X509BundleSource, is_pyspiffe
 from ._spiffe_id import SpiffeId
 from ._x509_svid import (
     CertificateProblem,
@@ -25,6 +26,9 @@ from ._x509_svid import (
     key_usage,
     signing_problem,
 )
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = ["verify_x509_svid"]
 
@@ -74,9 +78,7 @@ def _check_leaf(leaf: x509.Certificate) -> SpiffeId:
     return spiffe_id
 
 
-def _signers(
-    certs: Sequence[x509.Certificate], role: str
-) -> tuple[list[crypto.X509], list[str]]:
+def _signers(certs: Sequence[x509.Certificate], role: str) -> tuple[list[crypto.X509], list[str]]:
     """The certificates allowed to sign (as OpenSSL objects), and why the others are not.
 
     Filtering before OpenSSL builds the chain (rather than checking the chain it picked)
@@ -111,7 +113,7 @@ def _openssl_failure(e: crypto.X509StoreContextError, ignored: list[str]) -> X50
 
 def verify_x509_svid(
     chain: Sequence[x509.Certificate | bytes],
-    bundle_source: X509BundleSource,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet,
     *,
     now: datetime | None = None,
 ) -> tuple[SpiffeId, list[x509.Certificate]]:
@@ -123,8 +125,14 @@ def verify_x509_svid(
     vouch for IDs outside its domain. Every signing certificate, bundle roots included,
     must be a CA by basicConstraints (X509-SVID section 4.1). ``now`` (naive means UTC)
     replaces the current time for validity checks. The returned chain runs from the leaf
-    to the bundle authority that anchored it.
+    to the bundle authority that anchored it. ``bundle_source`` may be a py-spiffe
+    ``X509Source`` or ``X509BundleSet``.
     """
+    source = cast(X509BundleSource, bundle_source)
+    if is_pyspiffe(bundle_source):
+        from ._pyspiffe import x509_bundle_source_of
+
+        source = x509_bundle_source_of(bundle_source)
     certs = _load_chain(chain)
     if not certs:
         raise _fail("empty certificates chain")
@@ -132,7 +140,7 @@ def verify_x509_svid(
     spiffe_id = _check_leaf(leaf)
 
     td = spiffe_id.trust_domain
-    bundle = bundle_source.get_x509_bundle_for_trust_domain(td)
+    bundle = source.get_x509_bundle_for_trust_domain(td)
     if bundle is None:
         raise _fail(
             f"could not get X509 bundle: no X.509 bundle found for trust domain {td.name!r}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from spire_fabric.render._hcl import HclWriter
 from spire_fabric.render._paths import RenderPaths
+from spire_fabric.render._server import telemetry
 from spire_fabric.topology import (
     Topology,
     agent_node_attestor,
@@ -83,4 +84,5 @@ def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths)
             w.attr("bind_port", str(agent.health_port))
             w.attr("live_path", "/live")
             w.attr("ready_path", "/ready")
+    telemetry(w, agent.host if paths.is_local else ANY_ADDRESS, agent.telemetry_port)
     return w.text()

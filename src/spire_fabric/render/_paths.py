@@ -25,14 +25,17 @@ class RenderPaths:
 
     @classmethod
     def local(cls, state_dir: str, *, insecure_bootstrap: bool = False) -> RenderPaths:
+        """Paths under a local state directory."""
         return cls("local", state_dir.rstrip("/") or "/", insecure_bootstrap)
 
     @classmethod
     def kubernetes(cls) -> RenderPaths:
+        """Paths inside the SPIRE containers on Kubernetes."""
         return cls("kubernetes", K8S_ROOT)
 
     @property
     def is_local(self) -> bool:
+        """Whether these are the local target's paths."""
         return self.target == "local"
 
     # --- servers: locally one directory per server; on Kubernetes one pod per server --
@@ -41,22 +44,27 @@ class RenderPaths:
         return f"{self.root}/servers/{name}/{leaf}" if self.is_local else f"{K8S_ROOT}/{leaf}"
 
     def server_config(self, name: str) -> str:
+        """Where server ``name``'s server.conf is."""
         if self.is_local:
             return self._server(name, "server.conf")
         return f"{K8S_ROOT}/config/server.conf"
 
     def server_data_dir(self, name: str) -> str:
+        """Server ``name``'s data directory."""
         return self._server(name, "data")
 
     def server_socket(self, name: str) -> str:
+        """Server ``name``'s API socket."""
         if self.is_local:
             return self._server(name, "private/api.sock")
         return "/tmp/spire-server/private/api.sock"
 
     def server_keys(self, name: str) -> str:
+        """Where server ``name`` keeps its keys."""
         return f"{self.server_data_dir(name)}/keys.json"
 
     def sqlite_file(self, name: str) -> str:
+        """Server ``name``'s SQLite datastore file."""
         return f"{self.server_data_dir(name)}/datastore.sqlite3"
 
     def upstream_ca_cert(self, server: str, ca: str) -> str:
@@ -64,6 +72,7 @@ class RenderPaths:
         return self._ca(server, ca, "crt", "tls.crt")
 
     def upstream_ca_key(self, server: str, ca: str) -> str:
+        """The key of intermediate ``ca`` as ``server``'s disk UpstreamAuthority reads it."""
         return self._ca(server, ca, "key", "tls.key")
 
     def upstream_ca_bundle(self, server: str, root: str) -> str:
@@ -76,9 +85,11 @@ class RenderPaths:
         return f"{K8S_ROOT}/upstream-ca/{k8s_leaf}"
 
     def bundle_endpoint_cert(self, server: str) -> str:
+        """The web certificate of ``server``'s https_web bundle endpoint."""
         return self._server(server, "bundle-endpoint/tls.crt")
 
     def bundle_endpoint_key(self, server: str) -> str:
+        """The key of ``server``'s https_web bundle endpoint."""
         return self._server(server, "bundle-endpoint/tls.key")
 
     def nested_upstream_socket(self, server: str, agent: Agent) -> str:
@@ -94,11 +105,13 @@ class RenderPaths:
         return f"{self.root}/agents/{name}/{leaf}" if self.is_local else f"{K8S_ROOT}/{leaf}"
 
     def agent_config(self, name: str) -> str:
+        """Where agent ``name``'s agent.conf is."""
         if self.is_local:
             return self._agent(name, "agent.conf")
         return f"{K8S_ROOT}/config/agent.conf"
 
     def agent_data_dir(self, name: str) -> str:
+        """Agent ``name``'s data directory."""
         return self._agent(name, "data")
 
     def agent_socket(self, agent: Agent) -> str:
@@ -112,12 +125,14 @@ class RenderPaths:
         return f"{K8S_ROOT}/sockets/api.sock"
 
     def agent_admin_socket(self, agent: Agent) -> str:
+        """``agent``'s admin API socket."""
         # SPIRE refuses an admin socket in the Workload API socket's directory.
         if agent.admin_socket_path:
             return agent.admin_socket_path
         return self._agent(agent.name, "admin/admin.sock")
 
     def agent_trust_bundle(self, name: str) -> str:
+        """The bootstrap trust bundle agent ``name`` starts from."""
         if self.is_local:
             return self._agent(name, "bootstrap/bundle.crt")
         return f"{K8S_ROOT}/bundle/bundle.crt"

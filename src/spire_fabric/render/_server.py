@@ -77,7 +77,19 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("bind_port", str(server.ports.health))
         w.attr("live_path", "/live")
         w.attr("ready_path", "/ready")
+    telemetry(w, bind, server.ports.telemetry)
     return w.text()
+
+
+def telemetry(w: HclWriter, host: str, port: int | None) -> None:
+    """SPIRE's own Prometheus metrics (pkg/common/telemetry): what the dashboard charts
+    and an operator's Prometheus scrapes. Locally on loopback only."""
+    if port is None:
+        return
+    w.blank()
+    with w.block("telemetry"), w.block("Prometheus"):
+        w.attr("host", host)
+        w.attr("port", port)
 
 
 def _federation(
@@ -102,7 +114,7 @@ def _federation(
                         w.attr("cert_file_path", paths.bundle_endpoint_cert(server.name))
                         w.attr("key_file_path", paths.bundle_endpoint_key(server.name))
         for fed in feds:
-            with w.block("federates_with", fed.trust_domain):
+            with w.block("federates_with", fed.trust_domain.name):
                 w.attr("bundle_endpoint_url", bundle_endpoint_url(topology, fed, paths.target))
                 if fed.profile == "https_spiffe":
                     with w.block("bundle_endpoint_profile", "https_spiffe"):

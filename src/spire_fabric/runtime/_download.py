@@ -89,7 +89,8 @@ def download_release(version: str, dest: Path, say: Callable[[str], None]) -> st
 def _fetch_text(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as resp:
-            return resp.read(64 * 1024).decode("utf-8", errors="replace")
+            body: bytes = resp.read(64 * 1024)
+            return body.decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"GET {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:

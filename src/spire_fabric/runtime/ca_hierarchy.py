@@ -166,7 +166,11 @@ def load_ca(files: CaFiles) -> CertificateAuthority:
     key = serialization.load_pem_private_key(files.key_path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{files.key_path}: expected an EC private key")
-    if chain[0].public_key().public_numbers() != key.public_key().public_numbers():
+    leaf_key = chain[0].public_key()
+    if (
+        not isinstance(leaf_key, ec.EllipticCurvePublicKey)
+        or leaf_key.public_numbers() != key.public_key().public_numbers()
+    ):
         raise ValueError(f"{files.key_path} does not match the certificate {files.cert_path}")
     full = tuple(chain) if chain[-1] == roots[0] else (*chain, roots[0])
     return CertificateAuthority(certificate=chain[0], private_key=key, chain=full)

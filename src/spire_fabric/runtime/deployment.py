@@ -62,6 +62,7 @@ class Change:
     fields: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        """One line for `plan`: action, kind, name and the changed fields."""
         text = f"{self.action} {self.kind} {self.name}"
         if self.fields:
             text += f" ({', '.join(self.fields)})"
@@ -83,9 +84,11 @@ class DeploymentPlan:
         return bool(self.changes)
 
     def of(self, kind: str) -> list[Change]:
+        """The changes acting on one kind of thing (``process``, ``entry``, ...)."""
         return [c for c in self.changes if c.kind == kind]
 
     def to_json(self) -> str:
+        """The plan as JSON (what ``plan --output json`` prints)."""
         return json.dumps(
             {
                 "topology": self.topology,
@@ -109,6 +112,7 @@ class WorkloadAddress:
 
     @property
     def url(self) -> str:
+        """``scheme://host:port`` of the workload."""
         return f"https://{self.host}:{self.port}"
 
 
@@ -139,7 +143,9 @@ class Deployment(Protocol):
         ...
 
     @property
-    def target(self) -> Target: ...
+    def target(self) -> Target:
+        """Which target runs it: ``local`` or ``kubernetes``."""
+        ...
 
     @property
     def topology(self) -> Topology:
@@ -169,7 +175,9 @@ class Deployment(Protocol):
         """The Workload API address of that agent (``unix:///…``)."""
         ...
 
-    def agent_healthy(self, name: str) -> bool: ...
+    def agent_healthy(self, name: str) -> bool:
+        """Whether that agent's health endpoint reports it healthy."""
+        ...
 
     def agent_id(self, name: str) -> SpiffeId | None:
         """The SPIFFE ID the agent attested as (None if it never attested)."""
@@ -198,18 +206,29 @@ class Deployment(Protocol):
         its agent's socket; on Kubernetes inside a pod of its service account)."""
         ...
 
-    def jwt_svid(self, workload: str, audience: str) -> JwtSvid: ...
+    def jwt_svid(self, workload: str, audience: str) -> JwtSvid:
+        """A JWT-SVID for ``audience``, fetched as that workload."""
+        ...
 
-    def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]: ...
+    def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
+        """The JWT bundles that workload may trust, fetched as that workload."""
+        ...
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def plan(self) -> DeploymentPlan: ...
+    def plan(self) -> DeploymentPlan:
+        """What `up` would create or change, before anything happens."""
+        ...
 
     def up(self, report: StepReporter = no_report) -> DeploymentPlan:
         """Apply the plan (idempotent); returns the plan that was applied."""
         ...
 
-    def status(self) -> list[ComponentHealth]: ...
+    def status(self) -> list[ComponentHealth]:
+        """One row per server, agent, workload and the target's own controller."""
+        ...
 
-    def down(self, purge: bool = False) -> list[int]: ...
+    def down(self, purge: bool = False) -> list[int]:
+        """Stop what `up` started, and nothing else; ``purge`` also deletes the state. Returns
+        the pids (or, on Kubernetes, nothing) it stopped."""
+        ...

@@ -37,13 +37,17 @@ from spire_fabric.server._errors import (
     UnavailableError,
 )
 from spire_fabric.server._models import (
+    AgentList,
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     BatchItem,
     BatchResult,
     Bundle,
     CertInfo,
     Entry,
     EntryField,
+    EntryList,
     FederationRelationship,
     HttpsSpiffeProfile,
     HttpsWebProfile,
@@ -114,9 +118,12 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "AgentList",
     "AlreadyExistsError",
     "AsyncSpireServerClient",
     "AttestedAgent",
+    "AuthorityState",
+    "AuthorityStates",
     "BatchItem",
     "BatchResult",
     "Bundle",
@@ -124,6 +131,7 @@ __all__ = [
     "DeadlineExceededError",
     "Entry",
     "EntryField",
+    "EntryList",
     "FailedPreconditionError",
     "FederationRelationship",
     "HttpsSpiffeProfile",

@@ -28,6 +28,8 @@ from spire_fabric.server._client_config import ClientBase
 from spire_fabric.server._errors import SpireApiError
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     BatchResult,
     Bundle,
     Entry,
@@ -44,6 +46,7 @@ from spire_fabric.server._models import (
     ServerInfo,
     X509Authority,
 )
+from spire_fabric.server._requests import AuthorityKind
 from spire_fabric.server._transport import open_aio
 
 T = TypeVar("T")
@@ -65,6 +68,7 @@ class AsyncSpireServerClient(ClientBase):
         self._make_stubs(self._channel)
 
     async def close(self) -> None:
+        """Close the channel (and the admin tunnel, if one was opened). Idempotent."""
         if not self._closed:
             self._closed = True
             await self._channel.close()
@@ -434,6 +438,27 @@ class AsyncSpireServerClient(ClientBase):
     ) -> MintedJwtSvid:
         """Mint a JWT-SVID for `spiffe_id` and `audience`; ttl 0 = default (sent once)."""
         return await self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
+
+    # ---- local authorities (CA rotation by hand) -----------------------------------------
+
+    async def get_authority_state(
+        self, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityStates:
+        """The server's active, prepared and old X.509 (``"x509"``) or JWT (``"jwt"``)
+        authorities, from the LocalAuthority API (retried)."""
+        return await self._send(self._ops.get_authority_state(kind), timeout)
+
+    async def prepare_authority(
+        self, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Prepare a new authority: it joins the bundle but does not sign yet (sent once)."""
+        return await self._send(self._ops.prepare_authority(kind), timeout)
+
+    async def activate_authority(
+        self, authority_id: str, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Make the prepared authority ``authority_id`` the one that signs (sent once)."""
+        return await self._send(self._ops.activate_authority(kind, authority_id), timeout)
 
     # ---- debug / logger ----------------------------------------------------------------
 

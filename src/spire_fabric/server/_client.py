@@ -29,6 +29,8 @@ from spire_fabric.server._client_config import ClientBase
 from spire_fabric.server._errors import SpireApiError
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     BatchResult,
     Bundle,
     Entry,
@@ -45,6 +47,7 @@ from spire_fabric.server._models import (
     ServerInfo,
     X509Authority,
 )
+from spire_fabric.server._requests import AuthorityKind
 from spire_fabric.server._transport import open_sync
 
 T = TypeVar("T")
@@ -66,6 +69,7 @@ class SpireServerClient(ClientBase):
         self._make_stubs(self._channel)
 
     def close(self) -> None:
+        """Close the channel (and the admin tunnel, if one was opened). Idempotent."""
         if not self._closed:
             self._closed = True
             self._channel.close()
@@ -435,6 +439,27 @@ class SpireServerClient(ClientBase):
     ) -> MintedJwtSvid:
         """Mint a JWT-SVID for `spiffe_id` and `audience`; ttl 0 = default (sent once)."""
         return self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
+
+    # ---- local authorities (CA rotation by hand) -----------------------------------------
+
+    def get_authority_state(
+        self, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityStates:
+        """The server's active, prepared and old X.509 (``"x509"``) or JWT (``"jwt"``)
+        authorities, from the LocalAuthority API (retried)."""
+        return self._send(self._ops.get_authority_state(kind), timeout)
+
+    def prepare_authority(
+        self, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Prepare a new authority: it joins the bundle but does not sign yet (sent once)."""
+        return self._send(self._ops.prepare_authority(kind), timeout)
+
+    def activate_authority(
+        self, authority_id: str, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Make the prepared authority ``authority_id`` the one that signs (sent once)."""
+        return self._send(self._ops.activate_authority(kind, authority_id), timeout)
 
     # ---- debug / logger ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from spire_fabric.proto.spire.api.server.agent.v1 import agent_pb2_grpc
 from spire_fabric.proto.spire.api.server.bundle.v1 import bundle_pb2_grpc
 from spire_fabric.proto.spire.api.server.debug.v1 import debug_pb2_grpc
 from spire_fabric.proto.spire.api.server.entry.v1 import entry_pb2_grpc
+from spire_fabric.proto.spire.api.server.localauthority.v1 import localauthority_pb2_grpc
 from spire_fabric.proto.spire.api.server.logger.v1 import logger_pb2_grpc
 from spire_fabric.proto.spire.api.server.svid.v1 import svid_pb2_grpc
 from spire_fabric.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2_grpc
@@ -34,6 +35,7 @@ _STUBS: dict[str, Any] = {
     "bundle": bundle_pb2_grpc.BundleStub,
     "debug": debug_pb2_grpc.DebugStub,
     "entry": entry_pb2_grpc.EntryStub,
+    "localauthority": localauthority_pb2_grpc.LocalAuthorityStub,
     "logger": logger_pb2_grpc.LoggerStub,
     "svid": svid_pb2_grpc.SVIDStub,
     "trustdomain": trustdomain_pb2_grpc.TrustDomainStub,

@@ -7,6 +7,7 @@ stores, which is what lets a reconciler diff desired entries against listed ones
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +28,8 @@ from spire_fabric.proto.spire.api.types import (
 )
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     Bundle,
     CertInfo,
     Entry,
@@ -222,6 +225,25 @@ def server_info_from_proto(msg: debug_pb2.GetInfoResponse) -> ServerInfo:
         entries_count=msg.entries_count,
         federated_bundles_count=msg.federated_bundles_count,
         svid_chain=chain,
+    )
+
+
+def authority_state_from_proto(msg: Any) -> AuthorityState | None:
+    """None for an unset state (SPIRE leaves ``prepared``/``old`` empty when there is none)."""
+    if not msg.authority_id:
+        return None
+    return AuthorityState(
+        authority_id=msg.authority_id,
+        expires_at=msg.expires_at,
+        upstream_authority_subject_key_id=msg.upstream_authority_subject_key_id,
+    )
+
+
+def authority_states_from_proto(msg: Any) -> AuthorityStates:
+    return AuthorityStates(
+        active=authority_state_from_proto(msg.active),
+        prepared=authority_state_from_proto(msg.prepared),
+        old=authority_state_from_proto(msg.old),
     )
 
 

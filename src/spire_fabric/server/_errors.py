@@ -80,43 +80,43 @@ class SpireApiError(SpireServerError):
 
 
 class InvalidArgumentError(SpireApiError):
-    pass
+    """SPIRE refused the request as malformed (gRPC INVALID_ARGUMENT)."""
 
 
 class NotFoundError(SpireApiError):
-    pass
+    """The entry, agent, bundle or relationship does not exist (gRPC NOT_FOUND)."""
 
 
 class AlreadyExistsError(SpireApiError):
-    pass
+    """Something with that identity exists already (gRPC ALREADY_EXISTS)."""
 
 
 class PermissionDeniedError(SpireApiError):
-    pass
+    """The caller may not do this, e.g. not an admin SVID (gRPC PERMISSION_DENIED)."""
 
 
 class UnauthenticatedError(SpireApiError):
-    pass
+    """The caller presented no acceptable credentials (gRPC UNAUTHENTICATED)."""
 
 
 class FailedPreconditionError(SpireApiError):
-    pass
+    """The server's state does not allow the call now (gRPC FAILED_PRECONDITION)."""
 
 
 class ResourceExhaustedError(SpireApiError):
-    pass
+    """A server limit was hit (gRPC RESOURCE_EXHAUSTED); retry later or send less."""
 
 
 class UnavailableError(SpireApiError):
-    pass
+    """The server could not be reached or is not serving (gRPC UNAVAILABLE); retryable."""
 
 
 class DeadlineExceededError(SpireApiError):
-    pass
+    """The call did not finish within its timeout (gRPC DEADLINE_EXCEEDED)."""
 
 
 class InternalError(SpireApiError):
-    pass
+    """SPIRE failed internally (gRPC INTERNAL); its log says why."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[SpireApiError]] = {

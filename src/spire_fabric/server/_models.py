@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PublicKeyTypes,
 )
 
-from spire_fabric.identity import JwtBundle, SpiffeId, SpiffeIdError, TrustDomain, X509Bundle
+from spire_fabric.identity import (
+    BundleDiff,
+    JwtBundle,
+    SpiffeId,
+    SpiffeIdError,
+    TrustDomain,
+    X509Bundle,
+    diff_bundles,
+)
 from spire_fabric.server._errors import SpireApiError, SpireValidationError
 
 __all__ = [
@@ -237,6 +245,12 @@ class Entry:
                 changed.add(name)
         return frozenset(changed)
 
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entry_view(self)
+
+
 
 @dataclass(frozen=True)
 class AttestedAgent:
@@ -253,6 +267,12 @@ class AttestedAgent:
     selectors: tuple[Selector, ...] = ()
     banned: bool = False
     can_reattest: bool = False
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agent_view(self)
+
 
 
 @dataclass(frozen=True)
@@ -314,6 +334,7 @@ class Bundle:
         *,
         refresh_hint: int = 0,
     ) -> Bundle:
+        """A Server API bundle from our bundle types (X.509 and/or JWT authorities)."""
         jwt = (
             ()
             if jwt_bundle is None
@@ -326,11 +347,30 @@ class Bundle:
             refresh_hint=refresh_hint,
         )
 
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({self.trust_domain.name!r}, {len(self.x509_authorities)} X.509 authorities, "
+            f"{len(self.jwt_authorities)} JWT authorities, sequence {self.sequence_number})"
+        )
+
     def to_x509_bundle(self) -> X509Bundle:
+        """The X.509 authorities as an ``identity.X509Bundle``."""
         return X509Bundle(self.trust_domain, tuple(a.certificate for a in self.x509_authorities))
 
     def to_jwt_bundle(self) -> JwtBundle:
+        """The JWT authorities as an ``identity.JwtBundle``."""
         return JwtBundle(self.trust_domain, {a.key_id: a.public_key for a in self.jwt_authorities})
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.server_bundle(self)
+
+    def diff(self, other: object) -> BundleDiff:
+        """What changed from this bundle to ``other`` (a later version): authorities added
+        and removed, sequence number and refresh hint."""
+        return diff_bundles(self, other)
+
 
 
 @dataclass(frozen=True)
@@ -379,9 +419,24 @@ class FederationRelationship:
                 f"FederationRelationship.trust_domain_bundle is for {bundle.trust_domain}, not {td}"
             )
 
+    def __repr__(self) -> str:
+        kind = "https_spiffe" if isinstance(self.profile, HttpsSpiffeProfile) else "https_web"
+        return (
+            f"FederationRelationship({self.trust_domain.name!r}, {self.bundle_endpoint_url!r}, "
+            f"{kind})"
+        )
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.federation_relationship(self)
+
+
 
 @dataclass(frozen=True)
 class JoinToken:
+    """A join token for one agent's attestation; ``expires_at`` in Unix seconds."""
+
     value: str
     expires_at: int
 
@@ -397,6 +452,8 @@ class CertInfo:
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """What the server's debug API reports: uptime, counts and its own SVID chain."""
+
     uptime_seconds: int
     agents_count: int
     entries_count: int
@@ -404,7 +461,35 @@ class ServerInfo:
     svid_chain: tuple[CertInfo, ...]
 
 
+@dataclass(frozen=True)
+class AuthorityState:
+    """One of a server's own signing authorities, as the LocalAuthority API names it.
+
+    ``authority_id`` is the subject key ID (X.509) or key ID (JWT) that `activate_*`
+    takes; ``expires_at`` is Unix seconds.
+    """
+
+    authority_id: str
+    expires_at: int
+    upstream_authority_subject_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorityStates:
+    """A server's active, prepared and old authorities of one kind (X.509 or JWT).
+
+    Rotation by hand is prepare (a new authority is published in the bundle but does not
+    sign yet), wait until every peer has the new bundle, then activate (it signs).
+    """
+
+    active: AuthorityState | None
+    prepared: AuthorityState | None = None
+    old: AuthorityState | None = None
+
+
 class LogLevel(enum.IntEnum):
+    """SPIRE's log levels, value for value as ``spire.api.types.LogLevel``."""
+
     UNSPECIFIED = 0
     PANIC = 1
     FATAL = 2
@@ -417,6 +502,8 @@ class LogLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class LoggerLevels:
+    """A logger's level now and the level it was launched with (what a reset returns to)."""
+
     current: LogLevel
     launch: LogLevel
 
@@ -437,6 +524,7 @@ class MintedX509Svid:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The minted SVID's own certificate."""
         return self.cert_chain[0]
 
 
@@ -469,6 +557,7 @@ class BatchItem(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted this item."""
         return self.error is None
 
 
@@ -489,14 +578,17 @@ class BatchResult(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether SPIRE accepted every item."""
         return all(item.ok for item in self.items)
 
     @property
     def succeeded(self) -> list[T]:
+        """The results of the accepted items, in request order."""
         return [item.value for item in self.items if item.ok and item.value is not None]
 
     @property
     def failed(self) -> list[BatchItem[T]]:
+        """The refused items, each with its index and error."""
         return [item for item in self.items if not item.ok]
 
     def raise_for_errors(self) -> BatchResult[T]:
@@ -535,3 +627,30 @@ def non_empty(items: Sequence[T], what: str) -> Sequence[T]:
     if len(items) == 0:
         raise SpireValidationError(f"{what} needs at least one item; got an empty batch")
     return items
+
+
+class EntryList(tuple[Entry, ...]):
+    """Entries as a table in a notebook: ``EntryList(client.list_entries())``.
+
+    A plain tuple otherwise; it exists because a list cannot carry ``_repr_html_``.
+    """
+
+    def __repr__(self) -> str:
+        return f"EntryList({len(self)} entries)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.entries(self)
+
+
+class AgentList(tuple[AttestedAgent, ...]):
+    """Attested agents as a table in a notebook: ``AgentList(client.list_agents())``."""
+
+    def __repr__(self) -> str:
+        return f"AgentList({len(self)} agents)"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.agents(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any, Literal, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +23,7 @@ from spire_fabric.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_fabric.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundle_api_pb2
 from spire_fabric.proto.spire.api.server.debug.v1 import debug_pb2
 from spire_fabric.proto.spire.api.server.entry.v1 import entry_pb2 as entry_api_pb2
+from spire_fabric.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as la_pb2
 from spire_fabric.proto.spire.api.server.logger.v1 import logger_pb2 as logger_api_pb2
 from spire_fabric.proto.spire.api.server.svid.v1 import svid_pb2
 from spire_fabric.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2
@@ -30,11 +32,14 @@ from spire_fabric.proto.spire.api.types import (
     federationrelationship_pb2,
     selector_pb2,
 )
+from spire_fabric.proto.spire.api.types import logger_pb2 as types_logger_pb2
 from spire_fabric.server import _convert as cv
 from spire_fabric.server._calls import Batch, Call, Outcome, Paged, chunked, status_outcome
 from spire_fabric.server._errors import SpireValidationError
 from spire_fabric.server._models import (
     AttestedAgent,
+    AuthorityState,
+    AuthorityStates,
     Bundle,
     Entry,
     EntryField,
@@ -77,6 +82,33 @@ def _none(_: object) -> None:
     return None
 
 
+def _selector_match(match: MatchBehavior) -> selector_pb2.SelectorMatch.MatchBehavior:
+    # Our MatchBehavior mirrors the proto enum value for value (MATCH_EXACT = 0, ...).
+    return cast("selector_pb2.SelectorMatch.MatchBehavior", int(MatchBehavior(match)))
+
+
+def _federates_with_match(
+    match: MatchBehavior,
+) -> federateswith_pb2.FederatesWithMatch.MatchBehavior:
+    return cast("federateswith_pb2.FederatesWithMatch.MatchBehavior", int(MatchBehavior(match)))
+AuthorityKind = Literal["x509", "jwt"]
+_AUTHORITY_KINDS: dict[str, str] = {"x509": "X509", "jwt": "JWT"}
+
+
+def _prepared_authority(msg: Any) -> AuthorityState:
+    state = cv.authority_state_from_proto(msg.prepared_authority)
+    if state is None:  # pragma: no cover - SPIRE always answers with the new authority
+        raise SpireValidationError("the server prepared no authority")
+    return state
+
+
+def _activated_authority(msg: Any) -> AuthorityState:
+    state = cv.authority_state_from_proto(msg.activated_authority)
+    if state is None:  # pragma: no cover
+        raise SpireValidationError("the server activated no authority")
+    return state
+
+
 def _page_size(page_size: int) -> int:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise SpireValidationError(f"page_size must be a positive int, got {page_size!r}")
@@ -114,7 +146,7 @@ class ServerApi:
         federates_with_match: MatchBehavior = MatchBehavior.EXACT,
         hint: str | None = None,
         downstream: bool | None = None,
-    ) -> object:
+    ) -> Any:  # an instance of cls: the Filter message of a Count/List request
         f = cls()
         if spiffe_id is not None:
             f.by_spiffe_id.CopyFrom(cv.id_to_proto(spiffe_id_arg(spiffe_id, "spiffe_id filter")))
@@ -124,7 +156,7 @@ class ServerApi:
             sels = selectors_arg(selectors, "selectors filter")
             f.by_selectors.CopyFrom(
                 selector_pb2.SelectorMatch(
-                    selectors=cv.selectors_to_proto(sels), match=MatchBehavior(selector_match)
+                    selectors=cv.selectors_to_proto(sels), match=_selector_match(selector_match)
                 )
             )
         if federates_with is not None:
@@ -136,7 +168,7 @@ class ServerApi:
             f.by_federates_with.CopyFrom(
                 federateswith_pb2.FederatesWithMatch(
                     trust_domains=[str(td.id()) for td in tds],
-                    match=MatchBehavior(federates_with_match),
+                    match=_federates_with_match(federates_with_match),
                 )
             )
         if hint is not None:
@@ -282,7 +314,7 @@ class ServerApi:
         banned: bool | None = None,
         can_reattest: bool | None = None,
         expires_before: datetime | None = None,
-    ) -> object:
+    ) -> Any:  # an instance of cls: the Filter message of a Count/List request
         f = cls()
         if attestation_type:
             f.by_attestation_type = attestation_type
@@ -290,7 +322,7 @@ class ServerApi:
             sels = selectors_arg(selectors, "selectors filter")
             f.by_selector_match.CopyFrom(
                 selector_pb2.SelectorMatch(
-                    selectors=cv.selectors_to_proto(sels), match=MatchBehavior(selector_match)
+                    selectors=cv.selectors_to_proto(sels), match=_selector_match(selector_match)
                 )
             )
         if banned is not None:
@@ -663,6 +695,25 @@ class ServerApi:
             idempotent=False,
         )
 
+    # ---- local authorities (CA rotation by hand) ---------------------------------------
+
+    def get_authority_state(self, kind: AuthorityKind) -> Call[AuthorityStates]:
+        method = f"Get{_AUTHORITY_KINDS[kind]}AuthorityState"
+        req = getattr(la_pb2, f"{method}Request")()
+        return Call("localauthority", method, req, cv.authority_states_from_proto, True)
+
+    def prepare_authority(self, kind: AuthorityKind) -> Call[AuthorityState]:
+        method = f"Prepare{_AUTHORITY_KINDS[kind]}Authority"
+        req = getattr(la_pb2, f"{method}Request")()
+        return Call("localauthority", method, req, _prepared_authority, idempotent=False)
+
+    def activate_authority(self, kind: AuthorityKind, authority_id: str) -> Call[AuthorityState]:
+        if not authority_id:
+            raise SpireValidationError("authority_id is required (from prepare or the state)")
+        method = f"Activate{_AUTHORITY_KINDS[kind]}Authority"
+        req = getattr(la_pb2, f"{method}Request")(authority_id=authority_id)
+        return Call("localauthority", method, req, _activated_authority, idempotent=False)
+
     # ---- debug / logger --------------------------------------------------------------
 
     def server_info(self) -> Call[ServerInfo]:
@@ -682,7 +733,9 @@ class ServerApi:
                 raise SpireValidationError(f"unknown log level {level!r}; use {names}") from err
         if level == LogLevel.UNSPECIFIED:
             raise SpireValidationError("set_log_level needs a real level, not UNSPECIFIED")
-        req = logger_api_pb2.SetLogLevelRequest(new_level=int(level))
+        # Our LogLevel mirrors spire.api.types.LogLevel value for value.
+        new_level = cast("types_logger_pb2.LogLevel", int(level))
+        req = logger_api_pb2.SetLogLevelRequest(new_level=new_level)
         return Call("logger", "SetLogLevel", req, cv.logger_from_proto, idempotent=True)
 
     def reset_log_level(self) -> Call[LoggerLevels]:

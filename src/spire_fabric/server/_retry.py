@@ -46,6 +46,7 @@ class RetryPolicy:
 
     @classmethod
     def none(cls) -> RetryPolicy:
+        """A policy that never retries."""
         return cls(max_elapsed=0.0, retry_on=frozenset())
 
     def _kwargs(self, deadline: float) -> dict[str, Any]:
@@ -66,7 +67,9 @@ class RetryPolicy:
         return {"stop": stop, "wait": wait, "retry": retry_if_exception(transient), "reraise": True}
 
     def sync(self, deadline: float) -> Retrying:
+        """The tenacity ``Retrying`` for blocking calls, bounded by ``deadline`` (monotonic)."""
         return Retrying(**self._kwargs(deadline))
 
     def aio(self, deadline: float) -> AsyncRetrying:
+        """The tenacity ``AsyncRetrying`` for asyncio calls, bounded by ``deadline``."""
         return AsyncRetrying(**self._kwargs(deadline))

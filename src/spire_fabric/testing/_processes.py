@@ -211,19 +211,23 @@ plugins {{
 
     @property
     def address(self) -> str:
+        """``host:port`` of the server API over TCP."""
         return f"127.0.0.1:{self.bind_port}"
 
     @property
     def federation_url(self) -> str:
+        """The server's bundle endpoint URL."""
         if self.federation_port is None:
             raise SpireProcessError(f"{self.name} was started without a bundle endpoint")
         return f"https://127.0.0.1:{self.federation_port}"
 
     @property
     def server_id(self) -> str:
+        """The server's own SPIFFE ID (``spiffe://<td>/spire/server``)."""
         return str(spire_server_id(self.trust_domain))
 
     def start(self, timeout: float = 30.0) -> SpireServerProcess:
+        """Write the config, start spire-server and wait until it is healthy; returns self."""
         self._spawn([str(self.binaries.server), "run", "-config", str(self.config_path)])
         self.wait_healthy(timeout)
         return self
@@ -249,9 +253,11 @@ plugins {{
         return result
 
     def bundle_pem(self) -> str:
+        """The server's trust bundle, PEM (``spire-server bundle show``)."""
         return self.cli("bundle", "show", "-format", "pem").stdout
 
     def generate_join_token(self, agent_id: str | None = None, ttl: int = 600) -> str:
+        """A join token for an agent (``spire-server token generate``)."""
         args = ["token", "generate", "-ttl", str(ttl)]
         if agent_id:
             args += ["-spiffeID", agent_id]
@@ -391,6 +397,8 @@ plugins {{
         return f"unix://{self.socket_path}"
 
     def start(self, timeout: float = 30.0) -> SpireAgentProcess:
+        """Start spire-agent (attesting with a fresh join token the first time) and wait
+        until it is healthy; returns self."""
         argv = [str(self.binaries.agent), "run", "-config", str(self.config_path)]
         if self.join_token is None:
             # First start: attest with a fresh join token. Later starts reuse the SVID

@@ -2,12 +2,29 @@
 
 Why real servers: what a user is promised for `--datastore mysql://…` / `postgres://…` depends
 on SPIRE's own migrations, drivers and error handling against a real database, so the tests
-start one in a temp dir (data, unix socket, log) on a free 127.0.0.1 port and stop exactly the
-pid they started. The database's own CLI (`mariadb`, `psql`) is the client, so no Python
-driver is needed, and it doubles as the oracle ("the table has 1 row").
+start one in a temp dir (data, unix socket, log) on a free 127.0.0.1 port and stop exactly
+what they started.
 
-The binaries come from the distribution (`scripts/install-databases`); the packaged system
-services are not used.
+Process handling is the maintained fixtures' code: ``pytest_mysql``'s ``MySQLExecutor``
+(mariadbd-safe, shutdown through mariadb-admin) and ``pytest_postgresql``'s
+``PostgreSQLExecutor`` (pg_ctl start -w / stop -m fast), both mirakuru executors that wait
+for the port and stop only the processes they started. Hand-written here is only what
+they cannot do:
+
+- initialise the data dir the way these tests need: root/postgres trusted on the unix socket
+  only, password logins over TCP (``--auth-host=scram-sha-256``), no anonymous MariaDB
+  accounts; the executors' own initialisation trusts every login, so a wrong password
+  would not fail (a test proves it does);
+- run PostgreSQL as an unprivileged user when the tests run as root (CI does; pg_ctl
+  refuses root and the executor has no setting for it);
+- SQL through the database's own CLI (``mariadb``, ``psql``), which needs no Python driver
+  and doubles as the oracle ("the table has 1 row"); databases, users and grants; the URL
+  and DSN forms SPIRE and the installer take.
+
+This keeps ``MariaDbServer`` / ``PostgresServer`` (the names users' tests import, and the
+``mariadb_server`` / ``postgres_server`` fixtures of ``spire_fabric.testing.pytest_plugin``)
+as they were. The binaries come from the distribution (`scripts/install-databases`); the
+packaged system services are not used.
 """
 
 from __future__ import annotations
@@ -17,9 +34,7 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +46,25 @@ from spire_fabric.errors import SpireFabricError
 from spire_fabric.testing._processes import free_port, short_tempdir
 
 INSTALL_HINT = "run scripts/install-databases (as root) to install them"
+
+# Server flags after the executor's own (datadir, socket, port, pid file, log): ours bind
+# to loopback and trade durability for speed, since the data dir is thrown away.
+_MARIADB_PARAMS = (
+    "--bind-address=127.0.0.1",
+    "--skip-name-resolve",
+    "--character-set-server=utf8mb4",
+    "--collation-server=utf8mb4_general_ci",
+    "--innodb-buffer-pool-size=64M",
+    "--innodb-log-file-size=16M",
+    "--innodb-flush-log-at-trx-commit=2",
+    "--skip-performance-schema",
+)
+_POSTGRES_OPTIONS = (
+    "-c listen_addresses=127.0.0.1",
+    "-c fsync=off",
+    "-c synchronous_commit=off",
+    "-c full_page_writes=off",
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -77,15 +111,22 @@ def _which(name: str, *fallbacks: str) -> str | None:
 
 
 class _DatabaseServer:
-    """One database server process that we started, with its log and a readiness probe."""
+    r"""One database server that we started (through a mirakuru executor), with its log.
+
+    Starting, waiting until it accepts connections and stopping exactly what was started
+    are the maintained executor's job (``pytest_mysql``'s ``MySQLExecutor`` and
+    ``pytest_postgresql``'s ``PostgreSQLExecutor``, both mirakuru ``TCPExecutor``\ s). What
+    stays here is what they do not offer: a data dir initialised the way SPIRE's tests need
+    (root reachable on the socket only, password logins over TCP), and SQL through the
+    database's own CLI.
+    """
 
     kind: str
     scheme: str
-    stop_signal: signal.Signals = signal.SIGTERM
     workdir: Path
     log_path: Path
     port: int
-    _proc: subprocess.Popen[bytes] | None = None
+    _executor: Any
     _spawn_kwargs: dict[str, Any]
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -96,51 +137,26 @@ class _DatabaseServer:
             raise DatabaseError(f"{self.kind} is already running (pid {self.pid})")
         if not self._initialized():
             self._initialize()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
+        self._executor._timeout = timeout
         try:
-            self._proc = subprocess.Popen(
-                self._server_argv(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                **self._spawn_kwargs,
-            )
-        finally:
-            log.close()
-        self._wait_ready(timeout)
+            self._executor.start()
+        except Exception as err:  # mirakuru's TimeoutExpired / ProcessExitedWithError, ...
+            raise DatabaseError(
+                f"{self.kind} did not accept connections on port {self.port}: {err}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            ) from err
         self._after_first_start()
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise DatabaseError(
-                    f"{self.kind} exited (code {code}) before it accepted connections; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if self._ready():
-                return
-            time.sleep(0.1)
-        raise DatabaseError(
-            f"{self.kind} did not accept connections within {timeout:.0f}s "
-            f"(port {self.port}); log {self.log_path}:\n{self.log_tail()}"
-        )
-
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server we started (its shutdown signal, then SIGKILL), and only that pid."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
+        """Stop the server we started (the executor's clean shutdown), and only that one."""
+        if not self.running:
             return
-        proc.send_signal(self.stop_signal)
+        self._executor._timeout = timeout
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+            self._executor.stop()
+        except Exception as err:
+            raise DatabaseError(f"{self.kind} did not stop: {err}") from err
 
     def remove(self) -> None:
         """Delete the data dir, socket and log (the server must be stopped)."""
@@ -150,11 +166,16 @@ class _DatabaseServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        """The database server's own pid (from its pid file), while it runs."""
+        try:
+            text = self._pid_file().read_text().split("\n", 1)[0].strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() and self.running else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return bool(self._executor.running())
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
@@ -218,10 +239,7 @@ class _DatabaseServer:
     def _initialize(self) -> None:
         raise NotImplementedError
 
-    def _server_argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def _ready(self) -> bool:
+    def _pid_file(self) -> Path:
         raise NotImplementedError
 
     def _after_first_start(self) -> None:
@@ -255,30 +273,31 @@ class _DatabaseServer:
 
 @dataclass(frozen=True)
 class MariaDbBinaries:
+    """Where the MariaDB programs are: the server, its launcher, initialiser and clients."""
+
     server: str
     install_db: str
     client: str
+    safe: str
+    admin: str
 
 
 def find_mariadb() -> MariaDbBinaries:
     """The MariaDB server, data-dir initialiser and client, or an error saying how to get them."""
-    server = _which("mariadbd", "/usr/sbin/mariadbd")
-    install_db = _which("mariadb-install-db", "/usr/bin/mariadb-install-db")
-    client = _which("mariadb", "/usr/bin/mariadb")
-    missing = [
-        name
-        for name, path in (
-            ("mariadbd", server),
-            ("mariadb-install-db", install_db),
-            ("mariadb", client),
-        )
-        if path is None
-    ]
-    if server is None or install_db is None or client is None:
+    found = {
+        "mariadbd": _which("mariadbd", "/usr/sbin/mariadbd"),
+        "mariadb-install-db": _which("mariadb-install-db", "/usr/bin/mariadb-install-db"),
+        "mariadb": _which("mariadb", "/usr/bin/mariadb"),
+        "mariadbd-safe": _which("mariadbd-safe", "/usr/bin/mariadbd-safe", "/usr/bin/mysqld_safe"),
+        "mariadb-admin": _which("mariadb-admin", "/usr/bin/mariadb-admin", "/usr/bin/mysqladmin"),
+    }
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
         raise DatabaseBinariesError(
             f"MariaDB binaries not found: {', '.join(missing)}; {INSTALL_HINT}"
         )
-    return MariaDbBinaries(server, install_db, client)
+    paths = [path for path in found.values() if path is not None]
+    return MariaDbBinaries(*paths)
 
 
 class MariaDbServer(_DatabaseServer):
@@ -292,22 +311,43 @@ class MariaDbServer(_DatabaseServer):
     scheme = "mysql"
 
     def __init__(self, workdir: Path | None = None, *, port: int | None = None) -> None:
+        from pytest_mysql.executor import MySQLExecutor
+
         self.binaries = find_mariadb()
         self.workdir = workdir or short_tempdir("sf-mariadb-")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.data_dir = self.workdir / "data"
-        self.socket_path = self.workdir / "mysqld.sock"
         self.log_path = self.workdir / "mariadb.log"
         self._fresh = True
         self._spawn_kwargs = {}
         # mariadbd refuses to run as root unless told so explicitly; elsewhere it runs as us.
+        os_user = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self._user_args = ["--user=root"] if os.geteuid() == 0 else []
+        self._executor = MySQLExecutor(
+            mysqld_safe=Path(self.binaries.safe),
+            mysqld=Path(self.binaries.server),
+            admin_exec=self.binaries.admin,
+            logfile_path=str(self.log_path),
+            params=" ".join(_MARIADB_PARAMS),
+            base_directory=self.workdir,
+            user=os_user,
+            host="127.0.0.1",
+            port=self.port,
+            install_db=self.binaries.install_db,
+        )
+        self.data_dir: Path = self._executor.datadir
+        self.socket_path = Path(self._executor.unixsocket)
 
     def _initialized(self) -> bool:
         return (self.data_dir / "mysql").is_dir()
 
+    def _pid_file(self) -> Path:
+        return Path(self._executor.pidfile)
+
     def _initialize(self) -> None:
+        # The executor's own initialisation leaves root on unix_socket authentication and
+        # the anonymous accounts in place; SPIRE's tests want root without a password on
+        # the socket (whatever our uid) and only the users they create.
         self._run_init(
             [
                 self.binaries.install_db,
@@ -320,33 +360,7 @@ class MariaDbServer(_DatabaseServer):
             ],
             "mariadb-install-db",
         )
-
-    def _server_argv(self) -> list[str]:
-        return [
-            self.binaries.server,
-            "--no-defaults",
-            f"--datadir={self.data_dir}",
-            f"--socket={self.socket_path}",
-            f"--pid-file={self.workdir / 'mariadbd.pid'}",
-            "--bind-address=127.0.0.1",
-            f"--port={self.port}",
-            "--skip-name-resolve",
-            "--character-set-server=utf8mb4",
-            "--collation-server=utf8mb4_general_ci",
-            # test speed, not durability: the data dir is thrown away
-            "--innodb-buffer-pool-size=64M",
-            "--innodb-log-file-size=16M",
-            "--innodb-flush-log-at-trx-commit=2",
-            "--skip-performance-schema",
-            *self._user_args,
-        ]
-
-    def _ready(self) -> bool:
-        if not self.socket_path.exists():
-            return False
-        argv = self._client_argv("SELECT 1", None)
-        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
-
+        self._executor._initialised = True
     def _after_first_start(self) -> None:
         if not self._fresh:
             return
@@ -422,12 +436,18 @@ class MariaDbServer(_DatabaseServer):
 
 @dataclass(frozen=True)
 class PostgresBinaries:
+    """Where the PostgreSQL programs are: the server's bindir and psql."""
+
     bindir: Path
     client: str
 
     @property
     def initdb(self) -> str:
         return str(self.bindir / "initdb")
+
+    @property
+    def pg_ctl(self) -> str:
+        return str(self.bindir / "pg_ctl")
 
     @property
     def server(self) -> str:
@@ -469,9 +489,6 @@ class PostgresServer(_DatabaseServer):
 
     kind = "postgresql"
     scheme = "postgres"
-    # SIGTERM is "smart" shutdown, which waits for clients (a SPIRE server) to leave;
-    # SIGINT is "fast" shutdown: it disconnects them and stops cleanly.
-    stop_signal = signal.SIGINT
 
     def __init__(
         self, workdir: Path | None = None, *, port: int | None = None, run_as: str = "postgres"
@@ -501,13 +518,18 @@ class PostgresServer(_DatabaseServer):
                 "extra_groups": [],
                 "env": {**os.environ, "HOME": str(self.workdir), "USER": run_as},
             }
+        self._executor = _postgres_executor(self, run_as if os.geteuid() == 0 else None)
 
     @property
     def socket_path(self) -> Path:
+        """The server's unix socket (the superuser's way in)."""
         return self.socket_dir / f".s.PGSQL.{self.port}"
 
     def _initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
+
+    def _pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
 
     def _initialize(self) -> None:
         self._run_init(
@@ -524,26 +546,9 @@ class PostgresServer(_DatabaseServer):
             ],
             "initdb",
         )
-
-    def _server_argv(self) -> list[str]:
-        return [
-            self.binaries.server,
-            "-D", str(self.data_dir),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"port={self.port}",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", "logging_collector=off",
-            # test speed, not durability: the data dir is thrown away
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-        ]  # fmt: skip
-
-    def _ready(self) -> bool:
-        if not self.socket_path.exists():
-            return False
-        argv = self._client_argv("SELECT 1", None)
-        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+        # The executor's own initdb trusts every login (or takes one password for all);
+        # ours trusts the socket only and makes TCP logins prove their password.
+        self._executor._directory_initialised = True
 
     def _client_argv(self, sql: str, database: str | None) -> list[str]:
         return [
@@ -602,6 +607,38 @@ class PostgresServer(_DatabaseServer):
 
     def spire_datastore(self, database: str, user: str, password: str) -> tuple[str, str]:
         return ("postgres", self.url(database, user, password))
+
+
+def _postgres_executor(server: PostgresServer, run_as: str | None) -> Any:
+    """pytest-postgresql's executor (pg_ctl start -w / stop -m fast, mirakuru's wait for
+    the port) on our data dir, socket dir, log and port.
+
+    pg_ctl refuses to run as root, and the executor has no "run as" setting, so as root it
+    is given a two-line wrapper that runs pg_ctl as ``run_as`` (setpriv, util-linux).
+    """
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    pg_ctl = server.binaries.pg_ctl
+    if run_as is not None:
+        wrapper = server.workdir / "pg_ctl"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f"exec setpriv --reuid={run_as} --regid={run_as} --init-groups -- {pg_ctl} \"$@\"\n"
+        )
+        wrapper.chmod(0o755)
+        pg_ctl = str(wrapper)
+    return PostgreSQLExecutor(
+        executable=pg_ctl,
+        host="127.0.0.1",
+        port=server.port,
+        datadir=str(server.data_dir),
+        unixsocketdir=str(server.socket_dir),
+        logfile=str(server.log_path),
+        startparams="-w",
+        dbname="postgres",
+        user="postgres",
+        postgres_options=" ".join(_POSTGRES_OPTIONS),
+    )
 
 
 def stop_and_remove(server: _DatabaseServer) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import ssl
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
 from ._authorize import Authorizer
 from ._context import SpiffeClientContext, mtls_client_context
 from ._peer import peer_spiffe_id
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = ["connect_mtls", "httpx_ssl_context", "mtls_https_handler", "mtls_urlopen"]
 
@@ -55,7 +58,9 @@ def mtls_urlopen(
 
 
 def httpx_ssl_context(
-    svid_source: X509SvidSource, bundle_source: X509BundleSource, authorizer: Authorizer
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeClientContext:
     """An SSLContext for ``httpx.Client(verify=ctx)`` / ``httpx.AsyncClient(verify=ctx)``.
 

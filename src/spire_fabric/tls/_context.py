@@ -37,7 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -47,11 +47,16 @@ from spire_fabric.identity import (
     X509BundleSource,
     X509Svid,
     X509SvidSource,
+    x509_bundle_source_of,
+    x509_svid_source_of,
 )
 
 from ._authorize import Authorizer
 from ._peer import PEER_ID_ATTRIBUTE, TlsConnection, VerifiedChainCache
 from ._sources import all_x509_bundles
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = [
     "SpiffeClientContext",
@@ -163,7 +168,7 @@ def _build_snapshot(
     if alpn:
         context.set_alpn_protocols(list(alpn))
     if check is not None:
-        context.sslsocket_class, context.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+        context.sslsocket_class, context.sslobject_class = _checked_classes(check)
     return context
 
 
@@ -243,10 +248,17 @@ class SpiffeServerContext(ssl.SSLContext):
 
     def __init__(
         self,
-        svid_source: X509SvidSource,
-        bundle_source: X509BundleSource | None,
+        svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+        bundle_source: X509BundleSource
+        | spiffe.X509Source
+        | spiffe.X509BundleSet
+        | spiffe.X509Bundle
+        | None,
         authorizer: Authorizer | None,
     ) -> None:
+        svid_source = x509_svid_source_of(svid_source)
+        if bundle_source is not None:
+            bundle_source = x509_bundle_source_of(bundle_source)
         mutual = bundle_source is not None and authorizer is not None
         check = _make_check(bundle_source, authorizer) if mutual else None  # type: ignore[arg-type]
 
@@ -266,7 +278,7 @@ class SpiffeServerContext(ssl.SSLContext):
         self._cache = _SnapshotCache(build, svid_source, bundle_source if mutual else None)
         _configure(self, verify_peer_cert=mutual, server_side=True)
         if check is not None:
-            self.sslsocket_class, self.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+            self.sslsocket_class, self.sslobject_class = _checked_classes(check)
         self.sni_callback = self._on_client_hello
         # Fail at construction, not on the first client, if the sources are unusable.
         self._cache.current(self._alpn)
@@ -282,6 +294,7 @@ class SpiffeServerContext(ssl.SSLContext):
         return None
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Offer these ALPN protocols (frameworks call this); every snapshot context gets them."""
         protocols = tuple(alpn_protocols)
         super().set_alpn_protocols(list(protocols))
         self._alpn = protocols or None
@@ -311,10 +324,16 @@ class SpiffeClientContext(ssl.SSLContext):
 
     def __init__(
         self,
-        svid_source: X509SvidSource | None,
-        bundle_source: X509BundleSource,
+        svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid | None,
+        bundle_source: X509BundleSource
+        | spiffe.X509Source
+        | spiffe.X509BundleSet
+        | spiffe.X509Bundle,
         authorizer: Authorizer,
     ) -> None:
+        if svid_source is not None:
+            svid_source = x509_svid_source_of(svid_source)
+        bundle_source = x509_bundle_source_of(bundle_source)
         check = _make_check(bundle_source, authorizer)
 
         def build(
@@ -332,10 +351,10 @@ class SpiffeClientContext(ssl.SSLContext):
         self._alpn = None
         self._cache = _SnapshotCache(build, svid_source, bundle_source)
         _configure(self, verify_peer_cert=True, server_side=False)
-        self.sslsocket_class, self.sslobject_class = _checked_classes(check)  # type: ignore[misc]
+        self.sslsocket_class, self.sslobject_class = _checked_classes(check)
         self._cache.current(self._alpn)
 
-    def wrap_socket(  # type: ignore[override]
+    def wrap_socket(
         self,
         sock: Any,
         server_side: bool = False,
@@ -344,6 +363,9 @@ class SpiffeClientContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
+        """Wrap ``sock`` with the current snapshot context (client side only): the SPIFFE check
+        runs inside its handshake.
+        """
         if server_side:
             raise ValueError("tls: a SpiffeClientContext cannot wrap server-side sockets")
         return self._cache.current(self._alpn).wrap_socket(
@@ -355,7 +377,7 @@ class SpiffeClientContext(ssl.SSLContext):
             session=session,
         )
 
-    def wrap_bio(  # type: ignore[override]
+    def wrap_bio(
         self,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
@@ -363,6 +385,7 @@ class SpiffeClientContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
+        """``wrap_socket`` for memory BIOs (asyncio, anyio): the current snapshot, client side."""
         if server_side:
             raise ValueError("tls: a SpiffeClientContext cannot wrap server-side connections")
         return self._cache.current(self._alpn).wrap_bio(
@@ -370,30 +393,38 @@ class SpiffeClientContext(ssl.SSLContext):
         )
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Offer these ALPN protocols (frameworks call this); every snapshot context gets them."""
         protocols = tuple(alpn_protocols)
         super().set_alpn_protocols(list(protocols))
         self._alpn = protocols or None
 
     def current_context(self) -> ssl.SSLContext:
+        """The immutable context new connections use right now (for inspection and tests)."""
         return self._cache.current(self._alpn)
 
     @property
     def builds(self) -> int:
+        """How many snapshot contexts were built: one, plus one per rotation."""
         return self._cache.builds
 
 
 def mtls_server_context(
-    svid_source: X509SvidSource, bundle_source: X509BundleSource, authorizer: Authorizer
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeServerContext:
     """Server side of mutual TLS: present the current SVID, require and check a client SVID.
 
     The client chain is verified against the bundle of the client ID's own trust domain,
-    then ``authorizer`` decides, inside the handshake of every connection.
+    then ``authorizer`` decides, inside the handshake of every connection. py-spiffe's
+    ``X509Source`` (and its SVIDs, bundles and bundle sets) are accepted as they are.
     """
     return SpiffeServerContext(svid_source, bundle_source, authorizer)
 
 
-def tls_server_context(svid_source: X509SvidSource) -> SpiffeServerContext:
+def tls_server_context(
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+) -> SpiffeServerContext:
     """Plain TLS with the current SVID, for clients without an SVID (browsers, web PKI tools).
 
     Clients authenticate the server by its SPIFFE ID with ``tls_client_context``.
@@ -402,14 +433,17 @@ def tls_server_context(svid_source: X509SvidSource) -> SpiffeServerContext:
 
 
 def mtls_client_context(
-    svid_source: X509SvidSource, bundle_source: X509BundleSource, authorizer: Authorizer
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeClientContext:
     """Client side of mutual TLS: present the current SVID, verify and authorize the server."""
     return SpiffeClientContext(svid_source, bundle_source, authorizer)
 
 
 def tls_client_context(
-    bundle_source: X509BundleSource, authorizer: Authorizer
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
+    authorizer: Authorizer,
 ) -> SpiffeClientContext:
     """A client without an SVID that still authenticates the server's SPIFFE ID.
 

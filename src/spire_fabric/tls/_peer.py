@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -28,6 +28,9 @@ from spire_fabric.identity import (
 
 from ._authorize import Authorizer
 from ._errors import AuthorizationError, PeerRejectedError
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = ["peer_chain", "peer_spiffe_id", "verify_peer"]
 
@@ -71,7 +74,9 @@ def peer_chain(conn: TlsConnection) -> list[x509.Certificate]:
 
 
 def verify_peer(
-    conn: TlsConnection, bundle_source: X509BundleSource, authorizer: Authorizer
+    conn: TlsConnection,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet,
+    authorizer: Authorizer,
 ) -> SpiffeId:
     """Verify the peer of a finished handshake and return its SPIFFE ID.
 
@@ -82,7 +87,8 @@ def verify_peer(
 
 
 def _verify(
-    raw: tuple[bytes, ...], bundle_source: X509BundleSource
+    raw: tuple[bytes, ...],
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet,
 ) -> tuple[SpiffeId, list[x509.Certificate]]:
     # The DER goes to the verifier as is: it parses it and turns any malformed certificate
     # into an X509SvidError, where cryptography would raise ValueError or InvalidVersion.

@@ -9,13 +9,16 @@ import socketserver
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
 from ._authorize import Authorizer
 from ._context import SpiffeServerContext, mtls_server_context
 from ._peer import peer_spiffe_id
+
+if TYPE_CHECKING:
+    import spiffe
 
 __all__ = ["MtlsServer", "TlsThreadingServer", "serve_mtls_threaded", "start_mtls_server"]
 
@@ -49,6 +52,9 @@ class TlsThreadingServer(socketserver.ThreadingTCPServer):
         super().__init__(address, handler)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Complete the handshake in this connection's thread (bounded by the handshake timeout),
+        then serve; a refused peer is logged and recorded in ``rejected``.
+        """
         request.settimeout(self.handshake_timeout)
         try:
             conn = self.context.wrap_socket(
@@ -85,23 +91,28 @@ class MtlsServer:
 
     @property
     def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
     @property
     def url(self) -> str:
+        """``https://host:port`` of the server."""
         host, port = self.address
         return f"https://{host}:{port}"
 
     @property
     def context(self) -> SpiffeServerContext:
+        """The rotating server context the server uses."""
         return self._server.context
 
     @property
     def rejected(self) -> list[str]:
+        """Why each refused peer was refused, oldest first (for diagnostics and tests)."""
         return list(self._server.rejected)
 
     def close(self) -> None:
+        """Stop serving and close the socket; connections in progress finish."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
@@ -120,8 +131,8 @@ class MtlsServer:
 
 def serve_mtls_threaded(
     handler: type[socketserver.BaseRequestHandler],
-    svid_source: X509SvidSource,
-    bundle_source: X509BundleSource,
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
     authorizer: Authorizer,
     *,
     host: str = "127.0.0.1",
@@ -144,8 +155,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Await
 
 async def start_mtls_server(
     handler: Handler,
-    svid_source: X509SvidSource,
-    bundle_source: X509BundleSource,
+    svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
+    bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
     authorizer: Authorizer,
     *,
     host: str = "127.0.0.1",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._durations import parse_duration
@@ -84,6 +84,7 @@ class TopologyBuilder:
             self._problems.extend(err.problems)
 
     def trust_domain(self, name: TrustDomain | str, description: str = "") -> TopologyBuilder:
+        """Declare a trust domain."""
         path = f"trust_domains[{len(self._trust_domains)}]"
         self._add(
             self._trust_domains,
@@ -94,6 +95,7 @@ class TopologyBuilder:
     def cluster(
         self, name: str, namespaces: Iterable[str] = (), node_address: str | None = None
     ) -> TopologyBuilder:
+        """Add a Kubernetes cluster and the namespaces it holds."""
         self._clusters.append(Cluster(name, tuple(namespaces), node_address))
         return self
 
@@ -109,7 +111,11 @@ class TopologyBuilder:
         self._add(
             self._servers,
             lambda: Server(
-                name=name, trust_domain=trust_domain, kubernetes=kubernetes, **_coerce(fields)
+                name=name,
+                # A str is read by Server.__post_init__, which names the field if it is bad.
+                trust_domain=cast(TrustDomain, trust_domain),
+                kubernetes=kubernetes,
+                **_coerce(fields),
             ),
         )
         return self
@@ -122,6 +128,7 @@ class TopologyBuilder:
         kubernetes: AgentKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
+        """Add an agent of ``server``; ``fields`` are :class:`Agent` fields."""
         self._agents.append(
             Agent(name=name, server=server, kubernetes=kubernetes, **_coerce(fields))
         )
@@ -137,6 +144,9 @@ class TopologyBuilder:
         kubernetes: WorkloadKubernetes | None = None,
         **fields: Any,
     ) -> TopologyBuilder:
+        """Add a workload with its SPIFFE ID and selectors; ``fields`` are :class:`Workload`
+        fields (federates_with, TTLs, how to run it locally and on Kubernetes).
+        """
         self._add(
             self._workloads,
             lambda: Workload(
@@ -163,7 +173,8 @@ class TopologyBuilder:
         self._add(
             self._federations,
             lambda: Federation(
-                server, trust_domain, profile, endpoint_url, endpoint_spiffe_id
+                # A str is read by Federation.__post_init__, which names the field if bad.
+                server, cast(TrustDomain, trust_domain), profile, endpoint_url, endpoint_spiffe_id
             ),
         )
         return self
@@ -185,14 +196,19 @@ class TopologyBuilder:
         root: RootCa | None = None,
         intermediates: Iterable[IntermediateCa] = (),
     ) -> TopologyBuilder:
+        """Set the CA hierarchy: the root and its name-constrained intermediates."""
         self._ca = CaHierarchy(root or RootCa(), tuple(intermediates))
         return self
 
     def kubernetes(self, **fields: Any) -> TopologyBuilder:
+        """Set the Kubernetes options (registration, RBAC scope, images)."""
         self._kubernetes = KubernetesOptions(**fields)
         return self
 
     def build(self, *, validate: bool = True) -> Topology:
+        """The topology; validated unless ``validate=False`` (a TopologyError lists every
+        problem, each naming its field).
+        """
         if self._problems:
             raise TopologyError(self._problems)
         topology = Topology(

@@ -134,6 +134,9 @@ class ServerPorts:
     api: int = 8081
     health: int = 8080
     federation: int = 8443
+    # SPIRE's Prometheus telemetry listener (``telemetry { Prometheus { ... } }``); None
+    # renders no telemetry block. Locally a server with NodePorts gets API - 2.
+    telemetry: int | None = 9988
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ def _typed(obj: object, field: str, path: str) -> None:
 
 @dataclass(frozen=True)
 class Server:
+    """One SPIRE server: its trust domain, where it listens, its TTLs, datastore, upstream
+    authority and bundle endpoint, and how it runs on Kubernetes."""
+
     name: str
     trust_domain: TrustDomain
     host: str = "127.0.0.1"
@@ -223,6 +229,8 @@ class Agent:
     workload_attestors: tuple[str, ...] = ("unix",)
     host: str = "127.0.0.1"
     health_port: int | None = None
+    # SPIRE's Prometheus telemetry listener of this agent; None renders no telemetry block.
+    telemetry_port: int | None = None
     socket_path: str | None = None
     admin_socket_path: str | None = None
     admin_socket: bool = True
@@ -350,6 +358,8 @@ class Federation:
 
 @dataclass(frozen=True)
 class RootCa:
+    """The offline Enterprise Root CA that signs each trust domain's intermediate."""
+
     name: str = "enterprise-root-ca"
     common_name: str = "Enterprise Root CA"
     key_type: str = "ec-p256"
@@ -375,11 +385,15 @@ class IntermediateCa:
 
     @property
     def permitted_uri_domain(self) -> str:
+        """The URI name constraint this intermediate carries: its trust domain's name."""
         return self.trust_domain.name
 
 
 @dataclass(frozen=True)
 class CaHierarchy:
+    """The Enterprise Root CA and the name-constrained intermediates it issues, one per
+    trust domain (see DESIGN.md: the constraints keep the federation boundary real)."""
+
     root: RootCa = field(default_factory=RootCa)
     intermediates: tuple[IntermediateCa, ...] = ()
 
@@ -398,11 +412,14 @@ class Cluster:
 
     @property
     def effective_node_address(self) -> str:
+        """The node address the cluster's NodePorts are reached on."""
         return self.node_address or f"{self.name}-control-plane"
 
 
 @dataclass(frozen=True)
 class Images:
+    """Container images of the Kubernetes target, pinned to full versions."""
+
     server: str = "ghcr.io/spiffe/spire-server:1.13.3"
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
@@ -431,6 +448,8 @@ class KubernetesOptions:
 
 @dataclass(frozen=True)
 class TrustDomainSpec:
+    """A trust domain the topology declares, with a note on its role."""
+
     name: TrustDomain
     description: str = ""
 
@@ -440,6 +459,10 @@ class TrustDomainSpec:
 
 @dataclass(frozen=True)
 class Topology:
+    """A whole deployment described as data: trust domains, servers, agents, workloads,
+    federation, CA hierarchy and Kubernetes options. Built by `TopologyBuilder` or a
+    preset, checked by `validate_topology`, rendered and run by the layers above."""
+
     name: str
     trust_domains: tuple[TrustDomainSpec, ...] = ()
     servers: tuple[Server, ...] = ()
@@ -452,40 +475,62 @@ class Topology:
 
     @staticmethod
     def builder(name: str) -> TopologyBuilder:
+        """A ``TopologyBuilder`` for a topology called ``name``."""
         from spire_fabric.topology._builder import TopologyBuilder
 
         return TopologyBuilder(name)
 
     def server(self, name: str) -> Server:
+        """The server called ``name`` (KeyError naming it if there is none)."""
         for s in self.servers:
             if s.name == name:
                 return s
         raise KeyError(f"topology {self.name!r} has no server {name!r}")
 
     def agent(self, name: str) -> Agent:
+        """The agent called ``name`` (KeyError naming it if there is none)."""
         for a in self.agents:
             if a.name == name:
                 return a
         raise KeyError(f"topology {self.name!r} has no agent {name!r}")
 
     def workload(self, name: str) -> Workload:
+        """The workload called ``name`` (KeyError naming it if there is none)."""
         for w in self.workloads:
             if w.name == name:
                 return w
         raise KeyError(f"topology {self.name!r} has no workload {name!r}")
 
     def cluster(self, name: str) -> Cluster:
+        """The cluster called ``name`` (KeyError naming it if there is none)."""
         for c in self.clusters:
             if c.name == name:
                 return c
         raise KeyError(f"topology {self.name!r} has no cluster {name!r}")
 
     def servers_of(self, trust_domain: TrustDomain | str) -> tuple[Server, ...]:
+        """The servers of ``trust_domain``."""
         td = as_trust_domain(trust_domain)
         return tuple(s for s in self.servers if s.trust_domain == td)
 
     def agents_of(self, server: str) -> tuple[Agent, ...]:
+        """The agents attested to ``server``."""
         return tuple(a for a in self.agents if a.server == server)
 
     def federations_of(self, server: str) -> tuple[Federation, ...]:
+        """The federation relationships ``server`` holds."""
         return tuple(f for f in self.federations if f.server == server)
+
+    def __repr__(self) -> str:
+        return (
+            f"Topology({self.name!r}: {len(self.trust_domains)} trust domains, "
+            f"{len(self.servers)} servers, {len(self.agents)} agents, "
+            f"{len(self.workloads)} workloads, {len(self.federations)} federations)"
+        )
+
+    def _repr_html_(self) -> str:
+        # The diagram is drawn server-side as SVG (shows offline and on a code host); the
+        # Mermaid source comes along in a collapsible block.
+        from spire_fabric import _html
+
+        return _html.topology(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._model import (
     AgentKubernetes,
     DiskUpstreamAuthority,
@@ -113,6 +114,7 @@ def basic() -> Topology:
             "spire-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster="spire-cluster", namespace="spire-agents"),
         )
         .workload(
@@ -132,7 +134,7 @@ def basic() -> Topology:
 
 def enterprise() -> Topology:
     """Upstream and downstream trust domains under one Enterprise Root CA, federated."""
-    up_td, down_td = "enterprise-root.org", "downstream.example.org"
+    up_td, down_td = TrustDomain("enterprise-root.org"), TrustDomain("downstream.example.org")
     up_cluster, down_cluster = "upstream-cluster", "downstream-cluster"
     b = (
         Topology.builder("enterprise")
@@ -197,6 +199,7 @@ def enterprise() -> Topology:
             "spire-upstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
@@ -206,6 +209,7 @@ def enterprise() -> Topology:
             "spire-downstream-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180 + i,
+            telemetry_port=8280 + i,
             kubernetes=AgentKubernetes(cluster=down_cluster, namespace="spire-downstream-agents"),
         )
     b.workload(
@@ -261,6 +265,7 @@ def nested() -> Topology:
             "spire-root-server",
             workload_attestors=["unix", "k8s"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(cluster=cluster, namespace="spire-agents"),
         )
         .server(
@@ -283,6 +288,7 @@ def nested() -> Topology:
             "spire-child-server",
             workload_attestors=["unix", "k8s"],
             health_port=8181,
+            telemetry_port=8281,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", service_account="spire-child-agent"
             ),
@@ -337,6 +343,7 @@ def crd_free() -> Topology:
             "spire-server",
             workload_attestors=["unix"],
             health_port=8180,
+            telemetry_port=8280,
             kubernetes=AgentKubernetes(
                 cluster=cluster, namespace="spire-agents", node_attestor="join_token"
             ),

@@ -36,6 +36,7 @@ def server_node_attestors(server: Server, target: Target) -> tuple[NodeAttestor,
 
 
 def agent_node_attestor(agent: Agent, target: Target) -> AgentNodeAttestor:
+    """How ``agent`` attests on ``target``: its Kubernetes attestor there, a join token locally."""
     if target == "kubernetes" and agent.kubernetes is not None:
         return agent.kubernetes.node_attestor
     return "join_token"
@@ -49,12 +50,15 @@ def agent_workload_attestors(agent: Agent, target: Target) -> tuple[str, ...]:
 
 
 def workload_selectors(workload: Workload, target: Target) -> tuple[str, ...]:
+    """The selectors of ``workload``'s entry on ``target`` (local ones may differ: unix uid
+    instead of k8s service account)."""
     if target == "local" and workload.local_selectors:
         return workload.local_selectors
     return workload.selectors
 
 
 def controller_manager_enabled(topology: Topology, server: Server) -> bool:
+    """Whether spire-controller-manager registers ``server``'s workloads on Kubernetes."""
     return (
         topology.kubernetes.registration == "controller-manager"
         and server.kubernetes is not None
@@ -158,6 +162,8 @@ def bundle_endpoint_owner(topology: Topology, trust_domain: TrustDomain | str) -
 
 
 def bundle_endpoint_url(topology: Topology, fed: Federation, target: Target) -> str:
+    """Where ``fed.server`` fetches the federated bundle on ``target``: the explicit URL, or
+    the other server's bundle endpoint as that target exposes it."""
     if fed.endpoint_url:
         return fed.endpoint_url
     owner = bundle_endpoint_owner(topology, fed.trust_domain)

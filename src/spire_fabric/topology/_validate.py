@@ -94,7 +94,7 @@ class _Validator:
 
     def _names(self) -> None:
         groups: dict[str, Iterable[str]] = {
-            "trust_domains": (td.name for td in self.t.trust_domains),
+            "trust_domains": (td.name.name for td in self.t.trust_domains),
             "servers": (s.name for s in self.t.servers),
             "agents": (a.name for a in self.t.agents),
             "workloads": (w.name for w in self.t.workloads),
@@ -129,8 +129,10 @@ class _Validator:
             p = f"agents[{a.name}]"
             self._label(f"{p}.name", a.name, _AS_DIRECTORY)
             if a.kubernetes is not None:
-                k8s = a.kubernetes
-                self._pod_identity(f"{p}.kubernetes", k8s.namespace, k8s.service_account)
+                agent_k8s = a.kubernetes
+                self._pod_identity(
+                    f"{p}.kubernetes", agent_k8s.namespace, agent_k8s.service_account
+                )
         for w in t.workloads:
             p = f"workloads[{w.name}]"
             self._label(f"{p}.name", w.name, _AS_DIRECTORY)
@@ -144,8 +146,8 @@ class _Validator:
                 self._namespace(f"{p}.namespaces[{i}]", ns)
         if t.ca is not None:
             self._label("ca.root.name", t.ca.root.name, _AS_DIRECTORY)
-            for i in t.ca.intermediates:
-                self._label(f"ca.intermediates[{i.name}].name", i.name, _AS_DIRECTORY)
+            for inter in t.ca.intermediates:
+                self._label(f"ca.intermediates[{inter.name}].name", inter.name, _AS_DIRECTORY)
 
     def _mysql_instance(self, path: str, ds: object) -> None:
         if not isinstance(ds, MySqlDatastore) or ds.instance is None:
@@ -417,7 +419,7 @@ class _Validator:
     # --- federation -------------------------------------------------------------------
 
     def _federations(self) -> None:
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, TrustDomain]] = set()
         for f in self.t.federations:
             p = f"federations[{f.server}->{f.trust_domain}]"
             server = self.servers.get(f.server)
@@ -505,6 +507,7 @@ class _Validator:
             p = f"servers[{s.name}]"
             claim(s.host, s.ports.api, f"{p}.ports.api")
             claim(s.host, s.ports.health, f"{p}.ports.health")
+            claim(s.host, s.ports.telemetry, f"{p}.ports.telemetry")
             if s.bundle_endpoint is not None:
                 claim(s.host, s.ports.federation, f"{p}.ports.federation")
             if s.kubernetes is not None:
@@ -514,6 +517,7 @@ class _Validator:
                     claim("<nodeport>", np, f"{p}.kubernetes.node_ports.{kind}")
         for a in self.t.agents:
             claim(a.host, a.health_port, f"agents[{a.name}].health_port")
+            claim(a.host, a.telemetry_port, f"agents[{a.name}].telemetry_port")
         for w in self.t.workloads:
             if w.kubernetes is not None:
                 path = f"workloads[{w.name}].kubernetes.node_port"

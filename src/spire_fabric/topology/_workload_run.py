@@ -34,6 +34,9 @@ class PlaceholderError(SpireFabricError, ValueError):
 
 @dataclass(frozen=True)
 class Placeholder:
+    """One ``{key}`` or ``{key:workload}`` in a workload's run text, resolved per target
+    (a URL, port, socket path, ...) by `expand_placeholders`."""
+
     key: str  # one of PLACEHOLDER_KEYS
     workload: str | None  # None: the workload the text belongs to
     text: str  # as written, e.g. "{url:billing-api}"

@@ -127,8 +127,9 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 
 def _label(index: int, item: Any) -> str:
-    if isinstance(item, dict) and isinstance(item.get("name"), str):
-        return item["name"]
+    name = item.get("name") if isinstance(item, dict) else None
+    if isinstance(name, str):
+        return name
     return str(index)
 
 
@@ -230,7 +231,7 @@ class _Reader:
             except ValueError as e:
                 self.bad(path, str(e))
                 return timedelta(0)
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if hint in _TAGS:
                 self.bad(path, "internal: variant without tag")  # pragma: no cover
             return self.read(hint, raw, path)

@@ -51,7 +51,7 @@ _SOCKET_POLL = 0.05
 if True:  # ASYNC
     _EOF: Any = grpc.aio.EOF
 else:
-    _EOF: Any = object()
+    _EOF = object()
 
 
 class AsyncWorkloadApiClient(ClientBase):
@@ -147,13 +147,16 @@ class AsyncWorkloadApiClient(ClientBase):
         return x509_svid_from_message(response.svids[0], self.endpoint.address)
 
     async def fetch_x509_svids(self, *, timeout: float | None = None) -> list[X509Svid]:
+        """Every X509-SVID of this workload, default first."""
         return list((await self.fetch_x509_context(timeout=timeout)).svids)
 
     async def fetch_x509_bundles(self, *, timeout: float | None = None) -> BundleSet[X509Bundle]:
+        """The X.509 bundles this workload may trust (own and federated)."""
         response = await self._first("FetchX509Bundles", workload_pb2.X509BundlesRequest(), timeout)
         return BundleSet(x509_bundles_from_response(response, self.endpoint.address).values())
 
     async def fetch_jwt_bundles(self, *, timeout: float | None = None) -> BundleSet[JwtBundle]:
+        """The JWT bundles this workload may trust (own and federated)."""
         response = await self._first("FetchJWTBundles", workload_pb2.JWTBundlesRequest(), timeout)
         return BundleSet(jwt_bundles_from_response(response, self.endpoint.address).values())
 
@@ -271,6 +274,7 @@ class AsyncWorkloadApiClient(ClientBase):
         *,
         on_error: ErrorCallback | None = None,
     ) -> AsyncWatchStream[BundleSet[X509Bundle]] | AsyncWatcher[BundleSet[X509Bundle]]:
+        """X.509 bundle updates: an iterator, or a watcher calling ``on_update`` per update."""
         stream = self._stream(
             "FetchX509Bundles",
             workload_pb2.X509BundlesRequest(),
@@ -298,6 +302,7 @@ class AsyncWorkloadApiClient(ClientBase):
         *,
         on_error: ErrorCallback | None = None,
     ) -> AsyncWatchStream[BundleSet[JwtBundle]] | AsyncWatcher[BundleSet[JwtBundle]]:
+        """JWT bundle updates: an iterator, or a watcher calling ``on_update`` per update."""
         stream = self._stream(
             "FetchJWTBundles",
             workload_pb2.JWTBundlesRequest(),

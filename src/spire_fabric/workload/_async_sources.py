@@ -154,6 +154,7 @@ class _Source:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._state.closed
 
     async def close(self) -> None:
@@ -220,6 +221,7 @@ class AsyncX509Source(X509Getters, _Source):
     if True:  # ASYNC
 
         async def start(self) -> AsyncX509Source:
+            """Start watching and wait (bounded) for the first update; returns the source."""
             return await super().start()  # type: ignore[no-any-return]
 
         async def __aenter__(self) -> AsyncX509Source:
@@ -275,12 +277,14 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
     if True:  # ASYNC
 
         async def start(self) -> AsyncJwtSource:
+            """Start watching and wait (bounded) for the first update; returns the source."""
             return await super().start()  # type: ignore[no-any-return]
 
         async def __aenter__(self) -> AsyncJwtSource:
             return await self.start()
 
     async def close(self) -> None:
+        """Stop watching and forget cached JWT-SVIDs (they are bearer credentials). Idempotent."""
         self._cache.clear()
         await super().close()
 
@@ -324,6 +328,7 @@ class AsyncBundleSource(BundleGetters, _Source):
     if True:  # ASYNC
 
         async def start(self) -> AsyncBundleSource:
+            """Start watching and wait (bounded) for the first update; returns the source."""
             return await super().start()  # type: ignore[no-any-return]
 
         async def __aenter__(self) -> AsyncBundleSource:

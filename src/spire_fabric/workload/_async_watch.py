@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect  # ASYNC
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -37,7 +37,8 @@ class AsyncWatchStream(Generic[T]):
 
     def __init__(
         self,
-        open_call: Callable[[], Awaitable[Any]],
+        # Opens a gRPC streaming call (the async twin returns an awaitable of it).
+        open_call: Callable[[], Any],
         convert: Callable[[Any], T],
         error: Callable[[grpc.RpcError], WorkloadApiError],
         *,
@@ -66,6 +67,7 @@ class AsyncWatchStream(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """Whether the stream was closed."""
         return self._stop.is_set()
 
     def close(self) -> None:
@@ -79,6 +81,7 @@ class AsyncWatchStream(Generic[T]):
     if True:  # ASYNC
 
         async def aclose(self) -> None:
+            """Close the stream and finish its iterator."""
             self.close()
             await self._iterator.aclose()
 
@@ -91,7 +94,7 @@ class AsyncWatchStream(Generic[T]):
         else:
             self.close()
 
-    async def _run(self) -> AsyncIterator[T]:
+    async def _run(self) -> AsyncGenerator[T, None]:
         backoff = self._backoff.start()
         while not self._stop.is_set():
             if True:  # ASYNC
@@ -173,17 +176,20 @@ class AsyncWatcher(Generic[T]):
 
     @property
     def running(self) -> bool:
+        """Whether the watcher still reads updates."""
         return self._reader.is_alive()
 
     if True:  # ASYNC
 
         async def aclose(self) -> None:
+            """Stop the stream and wait for the reader to finish."""
             self._stream.close()
             await self._reader.join()
 
     else:
 
         def close(self, timeout: float | None = 5.0) -> None:
+            """Stop the stream and wait (up to ``timeout`` s) for the reader thread to finish."""
             self._stream.close()
             self._reader.join(timeout)
 

@@ -15,6 +15,10 @@ __all__ = ["Backoff", "BackoffPolicy"]
 
 @dataclass(frozen=True)
 class BackoffPolicy:
+    """How watchers wait between reconnects: exponential from ``initial`` to ``maximum`` seconds,
+    with ``jitter`` (a fraction of each delay) so many workloads do not reconnect in step.
+    """
+
     initial: float = 0.1
     maximum: float = 5.0
     multiplier: float = 2.0
@@ -32,6 +36,7 @@ class BackoffPolicy:
             raise ValueError(f"BackoffPolicy jitter must be in [0, 1), got {self.jitter}")
 
     def start(self) -> Backoff:
+        """A fresh backoff sequence following this policy."""
         return Backoff(self)
 
 

@@ -90,7 +90,9 @@ class ClientBase:
             endpoint=self.endpoint.address,
         )
 
-    def _error(self, err: grpc.RpcError, what: str, timeout: float | None = None) -> Exception:
+    def _error(
+        self, err: grpc.RpcError, what: str, timeout: float | None = None
+    ) -> WorkloadApiError:
         return error_from_rpc(err, self.endpoint, what, closed=self._closed, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -107,8 +109,8 @@ def error_from_rpc(
     timeout: float | None = None,
 ) -> WorkloadApiError:
     """Turn a gRPC status into our error tree, naming the endpoint and what was asked."""
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    details: str = err.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = err.code()
+    details: str = err.details() or ""
     where = endpoint.socket_path or endpoint.address
     kw: dict[str, Any] = {"endpoint": endpoint.address, "code": code}
     if code == grpc.StatusCode.PERMISSION_DENIED and "no identity issued" in details:
@@ -137,10 +139,10 @@ def validation_error(
     err: grpc.RpcError, endpoint: WorkloadEndpoint, audience: str, *, closed: bool
 ) -> WorkloadApiError:
     """ValidateJWTSVID answers InvalidArgument for every token it refuses."""
-    if err.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+    if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return JwtSvidRejectedError(
             f"the SPIRE agent at {endpoint.socket_path or endpoint.address} rejected the "
-            f"JWT-SVID for audience {audience!r}: {err.details()}",  # type: ignore[attr-defined]
+            f"JWT-SVID for audience {audience!r}: {err.details()}",
             endpoint=endpoint.address,
             code=grpc.StatusCode.INVALID_ARGUMENT,
         )

@@ -47,7 +47,7 @@ __all__ = ["WorkloadApiClient"]
 T = TypeVar("T")
 _SOCKET_POLL = 0.05
 
-_EOF: Any = object()
+_EOF = object()
 
 
 class WorkloadApiClient(ClientBase):
@@ -136,13 +136,16 @@ class WorkloadApiClient(ClientBase):
         return x509_svid_from_message(response.svids[0], self.endpoint.address)
 
     def fetch_x509_svids(self, *, timeout: float | None = None) -> list[X509Svid]:
+        """Every X509-SVID of this workload, default first."""
         return list((self.fetch_x509_context(timeout=timeout)).svids)
 
     def fetch_x509_bundles(self, *, timeout: float | None = None) -> BundleSet[X509Bundle]:
+        """The X.509 bundles this workload may trust (own and federated)."""
         response = self._first("FetchX509Bundles", workload_pb2.X509BundlesRequest(), timeout)
         return BundleSet(x509_bundles_from_response(response, self.endpoint.address).values())
 
     def fetch_jwt_bundles(self, *, timeout: float | None = None) -> BundleSet[JwtBundle]:
+        """The JWT bundles this workload may trust (own and federated)."""
         response = self._first("FetchJWTBundles", workload_pb2.JWTBundlesRequest(), timeout)
         return BundleSet(jwt_bundles_from_response(response, self.endpoint.address).values())
 
@@ -260,6 +263,7 @@ class WorkloadApiClient(ClientBase):
         *,
         on_error: ErrorCallback | None = None,
     ) -> WatchStream[BundleSet[X509Bundle]] | Watcher[BundleSet[X509Bundle]]:
+        """X.509 bundle updates: an iterator, or a watcher calling ``on_update`` per update."""
         stream = self._stream(
             "FetchX509Bundles",
             workload_pb2.X509BundlesRequest(),
@@ -287,6 +291,7 @@ class WorkloadApiClient(ClientBase):
         *,
         on_error: ErrorCallback | None = None,
     ) -> WatchStream[BundleSet[JwtBundle]] | Watcher[BundleSet[JwtBundle]]:
+        """JWT bundle updates: an iterator, or a watcher calling ``on_update`` per update."""
         stream = self._stream(
             "FetchJWTBundles",
             workload_pb2.JWTBundlesRequest(),

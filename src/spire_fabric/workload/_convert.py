@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from spire_fabric.identity import (
     BundleSet,
@@ -24,7 +25,9 @@ from ._errors import WorkloadApiResponseError
 __all__ = ["X509Context"]
 
 
-def _frozen(items: Iterable[tuple[TrustDomain, X509Bundle | JwtBundle]]) -> Mapping:
+def _frozen(
+    items: Iterable[tuple[TrustDomain, X509Bundle | JwtBundle]],
+) -> Mapping[TrustDomain, Any]:
     return MappingProxyType(dict(sorted(items, key=lambda kv: kv[0].name)))
 
 
@@ -44,6 +47,7 @@ class X509Context:
         return self.svids[0]
 
     def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle | None:
+        """The X.509 bundle of ``trust_domain`` in this context, or None."""
         return self.bundles.get(trust_domain)
 
     def get_bundle_set(self) -> BundleSet[X509Bundle]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from spire_fabric.identity import (
     BundleSet,
@@ -140,7 +140,7 @@ class SourceState(Generic[S]):
             )
 
 
-def not_ready_error(state: SourceState[object], timeout: float) -> WorkloadApiError:
+def not_ready_error(state: SourceState[Any], timeout: float) -> WorkloadApiError:
     if state.closed:
         return WorkloadApiClosedError(
             f"{state.kind} was closed before its first update", endpoint=state.endpoint
@@ -346,7 +346,9 @@ class JwtSvidCache:
             self._entries.clear()
 
 
-def client_or_endpoint(client: C, endpoint: E, kind: str) -> tuple[C | None, E | str]:
+def client_or_endpoint(
+    client: C, endpoint: E, kind: str
+) -> tuple[C | None, E | str | WorkloadEndpoint]:
     """A source's (client, endpoint) arguments, taking an address given as the first
     argument (``X509Source("unix:///path")``) as the endpoint, as ``WorkloadApiClient``
     takes it."""

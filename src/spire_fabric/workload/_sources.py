@@ -108,6 +108,7 @@ class _Source:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._state.closed
 
     def close(self) -> None:
@@ -212,6 +213,7 @@ class JwtSource(JwtBundleGetters, _Source):
         return svid
 
     def close(self) -> None:
+        """Stop watching and forget cached JWT-SVIDs (they are bearer credentials). Idempotent."""
         self._cache.clear()
         super().close()
 

@@ -11,7 +11,7 @@ because asking again cannot help; that too is reported, and re-raised to the con
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Awaitable, Callable
+from collections.abc import Generator, Iterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -37,7 +37,8 @@ class WatchStream(Generic[T]):
 
     def __init__(
         self,
-        open_call: Callable[[], Awaitable[Any]],
+        # Opens a gRPC streaming call (the async twin returns an awaitable of it).
+        open_call: Callable[[], Any],
         convert: Callable[[Any], T],
         error: Callable[[grpc.RpcError], WorkloadApiError],
         *,
@@ -66,6 +67,7 @@ class WatchStream(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """Whether the stream was closed."""
         return self._stop.is_set()
 
     def close(self) -> None:
@@ -82,7 +84,7 @@ class WatchStream(Generic[T]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self) -> Iterator[T]:
+    def _run(self) -> Generator[T, None]:
         backoff = self._backoff.start()
         while not self._stop.is_set():
             with self._lock:
@@ -156,9 +158,11 @@ class Watcher(Generic[T]):
 
     @property
     def running(self) -> bool:
+        """Whether the watcher still reads updates."""
         return self._reader.is_alive()
 
     def close(self, timeout: float | None = 5.0) -> None:
+        """Stop the stream and wait (up to ``timeout`` s) for the reader thread to finish."""
         self._stream.close()
         self._reader.join(timeout)
 

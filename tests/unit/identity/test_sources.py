@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import typing
 
+import spiffe
+
 import spire_fabric.server._transport as transport
 from spire_fabric import federation, identity, tls, workload
 from spire_fabric.identity import (
@@ -37,7 +39,9 @@ def test_an_x509_svid_is_its_own_svid_source() -> None:
 
 
 def _hints(func: object) -> dict[str, object]:
-    return typing.get_type_hints(func)
+    # py-spiffe types appear in the hints (its sources are accepted too) but spiffe is
+    # imported only for type checking, so the name is supplied here.
+    return typing.get_type_hints(func, localns={"spiffe": spiffe})
 
 
 def test_tls_federation_and_server_annotate_with_the_identity_protocols() -> None:

@@ -99,8 +99,15 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
         "args": args,
         "env": env,
     }
+    if agent.telemetry_port is not None:  # SPIRE's Prometheus telemetry (agent.conf)
+        c["ports"] = [
+            {"name": "telemetry", "containerPort": agent.telemetry_port, "protocol": "TCP"}
+        ]
     if agent.health_port is not None:
-        c["ports"] = [{"name": "health", "containerPort": agent.health_port, "protocol": "TCP"}]
+        c["ports"] = [
+            {"name": "health", "containerPort": agent.health_port, "protocol": "TCP"},
+            *c.get("ports", []),
+        ]
         c["livenessProbe"] = {
             "httpGet": {"path": "/live", "port": "health"},
             "initialDelaySeconds": 15,

@@ -134,6 +134,10 @@ def _server_container(topology: Topology, server: Server) -> Obj:
         ports.append(
             {"name": "federation", "containerPort": server.ports.federation, "protocol": "TCP"}
         )
+    if server.ports.telemetry is not None:  # SPIRE's Prometheus telemetry (server.conf)
+        ports.append(
+            {"name": "telemetry", "containerPort": server.ports.telemetry, "protocol": "TCP"}
+        )
     c: Obj = {
         "name": "spire-server",
         "image": topology.kubernetes.images.server,

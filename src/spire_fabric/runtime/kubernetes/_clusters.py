@@ -33,12 +33,15 @@ class ClusterApi:
     api: k8s.ApiClient
     _dyn: DynamicClient | None = field(default=None, repr=False)
 
+    # Typed Any on purpose: the client's models declare every attribute Optional, while the
+    # API server fills what we read (metadata, spec, status of a listed object); checking
+    # each for None would bury the logic. What we return from here is typed.
     @functools.cached_property
-    def core(self) -> k8s.CoreV1Api:
+    def core(self) -> Any:
         return k8s.CoreV1Api(self.api)
 
     @functools.cached_property
-    def apps(self) -> k8s.AppsV1Api:
+    def apps(self) -> Any:
         return k8s.AppsV1Api(self.api)
 
     @property

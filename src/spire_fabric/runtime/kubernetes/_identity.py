@@ -74,13 +74,12 @@ class WorkloadIdentity:
             argv = ["python3", "-c", _FETCH]
             if audience:
                 argv += [audience, self.workload.spiffe_id]
-            last = ""
             while True:
                 result = exec_in_pod(self.conn, ns, pod, container, argv, timeout=30)
                 if result.returncode == 0:
                     return dict(json.loads(result.stdout))
-                last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-                last = last[0]
+                lines = (result.stderr or result.stdout).strip().splitlines()
+                last = lines[-1] if lines else ""
                 if time.monotonic() > deadline:
                     raise KubernetesTargetError(
                         f"{self.workload.name} got no identity from its agent in pod {ns}/{pod} "
@@ -97,7 +96,7 @@ class WorkloadIdentity:
         raw = self.fetch(audience)
         svids = jwt_svids_from_response(
             workload_pb2.JWTSVIDResponse.FromString(base64.b64decode(raw["jwt"])),
-            [audience],
+            (audience,),
             self._endpoint(),
         )
         bundles = jwt_bundles_from_response(

@@ -20,6 +20,26 @@ from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_mess
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 
 
+def _quiet_forward_threads() -> None:
+    """The client's port-forward proxy thread dies with ConnectionResetError whenever the
+    pod side or our side closes a connection, which is how every connection ends; that is
+    not worth a traceback on the user's terminal. Everything else still reaches the hook."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread else ""
+        if name.startswith("Kubernetes port forward proxy") and issubclass(
+            args.exc_type, OSError
+        ):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
+_quiet_forward_threads()
+
+
 @dataclass(frozen=True)
 class ExecResult:
     returncode: int

@@ -4,7 +4,7 @@ already ours; and the user may do what `up` will do (SelfSubjectAccessReview).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -26,7 +26,7 @@ _EXTRA_ACCESS = (
 
 
 def preflight(d: KubernetesDeployment) -> None:
-    by_cluster: dict[str, list[dict]] = {}
+    by_cluster: dict[str, list[dict[str, Any]]] = {}
     for cluster, _, o in d.rendered():
         by_cluster.setdefault(cluster, []).append(o)
     for cluster, objs in by_cluster.items():
@@ -36,7 +36,7 @@ def preflight(d: KubernetesDeployment) -> None:
         _node_ports_free(conn, objs)
 
 
-def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict]) -> None:
+def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict[str, Any]]) -> None:
     for o in objs:
         if o["kind"] != "Namespace":
             continue
@@ -60,7 +60,7 @@ def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict]) -> None:
             )
 
 
-def _node_ports_free(conn: ClusterApi, objs: list[dict]) -> None:
+def _node_ports_free(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
     wanted: dict[int, str] = {}
     for o in objs:
         if o["kind"] != "Service":
@@ -81,7 +81,7 @@ def _node_ports_free(conn: ClusterApi, objs: list[dict]) -> None:
                 )
 
 
-def _access(conn: ClusterApi, objs: list[dict]) -> None:
+def _access(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
     auth = k8s.AuthorizationV1Api(conn.api)
     needed: set[tuple[str, str, str, str]] = set()
     for o in objs:
@@ -110,13 +110,14 @@ def _access(conn: ClusterApi, objs: list[dict]) -> None:
             raise KubernetesTargetError(
                 f"cannot ask {conn.where()} what we may do: {api_error_message(err)}"
             ) from err
-        if not result.status.allowed:
+        status: Any = result.status
+        if not status.allowed:
             what = f"{resource}/{sub}" if sub else resource
             what += f".{group}" if group else ""
             where = f"in namespace {ns}" if ns else "(cluster-wide)"
             raise KubernetesTargetError(
                 f"no permission in {conn.where()}: cannot {verb} {what} {where}"
-                + (f": {result.status.reason}" if result.status.reason else "")
+                + (f": {status.reason}" if status.reason else "")
             )
 
 

@@ -2,7 +2,7 @@
 
 With the controller manager, entries follow the pods: one per pod of a ClusterSPIFFEID's
 workload (selector ``k8s:pod-uid``, parent = the agent of the pod's node, DNS names from
-the resource plus those of the Services in front of the pod), and one per
+the resource; we leave ``autoPopulateDNSNames`` off, so none from Services), and one per
 ClusterStaticEntry. This restates spire-controller-manager 0.6.3's rules
 (``pkg/spireentry/entries.go``) so a wrong or missing entry shows as a difference.
 """
@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Any
 from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
 from spire_fabric.render.kubernetes._common import selector_labels
 from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable
-from spire_fabric.server import Entry
+from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
 
 if TYPE_CHECKING:
     from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
-
-CLUSTER_DOMAIN = "cluster.local"
 
 
 def _options(w: Workload) -> dict[str, Any]:
@@ -49,7 +47,7 @@ def registration_entries(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=agent_alias_id(td, agent.name),
-                selectors=tuple(workload_selectors(w, "kubernetes")),
+                selectors=_selectors(workload_selectors(w, "kubernetes")),
                 dns_names=tuple(w.dns_names),
                 **_options(w),
             )
@@ -75,10 +73,12 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
             Entry(
                 spiffe_id=alias,
                 parent_id=spire_server_id(td),
-                selectors=(
-                    f"k8s_psat:agent_ns:{k.namespace}",
-                    f"k8s_psat:agent_sa:{k.service_account}",
-                    f"k8s_psat:cluster:{k.cluster}",
+                selectors=_selectors(
+                    (
+                        f"k8s_psat:agent_ns:{k.namespace}",
+                        f"k8s_psat:agent_sa:{k.service_account}",
+                        f"k8s_psat:cluster:{k.cluster}",
+                    )
                 ),
             )
         )
@@ -88,19 +88,13 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
             continue
         selectors = workload_selectors(w, "kubernetes")
         if not _k8s_selectable(selectors):
+            ak = agent.kubernetes
+            assert ak is not None
             out.append(
                 Entry(
                     spiffe_id=SpiffeId.parse(w.spiffe_id),
-                    parent_id=SpiffeId.parse(
-                        str(
-                            node_alias_id(
-                                td,
-                                agent.kubernetes.namespace,  # type: ignore[union-attr]
-                                agent.kubernetes.service_account,
-                            )
-                        )  # type: ignore[union-attr]
-                    ),
-                    selectors=tuple(selectors),
+                    parent_id=node_alias_id(td, ak.namespace, ak.service_account),
+                    selectors=_selectors(selectors),
                     dns_names=tuple(w.dns_names),
                     **_options(w),
                 )
@@ -123,7 +117,6 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
         ns,
         label_selector=",".join(f"{k}={v}" for k, v in selector_labels(w.name, "workload").items()),
     ).items
-    endpoints = conn.core.list_namespaced_endpoints(ns).items
     out = []
     for pod in pods:
         if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
@@ -135,16 +128,15 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
             f"spiffe://{td}/spire/agent/k8s_psat/{agent.kubernetes.cluster}/{node.metadata.uid}"
         )
         names = list(w.dns_names)
-        for name in _endpoint_names(endpoints, pod.status.pod_ip):
-            if name not in names:
-                names.append(name)
         out.append(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=parent,
-                selectors=(
-                    f"k8s:pod-uid:{pod.metadata.uid}",
-                    *(s for s in selectors if not s.startswith("k8s:ns:")),
+                selectors=_selectors(
+                    (
+                        f"k8s:pod-uid:{pod.metadata.uid}",
+                        *(s for s in selectors if not s.startswith("k8s:ns:")),
+                    )
                 ),
                 dns_names=tuple(names),
                 **_options(w),
@@ -153,11 +145,5 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
     return out
 
 
-def _endpoint_names(endpoints: list[Any], pod_ip: str | None) -> list[str]:
-    names: list[str] = []
-    for ep in endpoints:
-        ips = {a.ip for sub in ep.subsets or [] for a in (sub.addresses or [])}
-        if pod_ip and pod_ip in ips:
-            n, ns = ep.metadata.name, ep.metadata.namespace
-            names += [n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.{CLUSTER_DOMAIN}"]
-    return sorted(names)
+def _selectors(texts: tuple[str, ...]) -> tuple[Selector, ...]:
+    return tuple(Selector.parse(t) for t in texts)

@@ -72,7 +72,7 @@ class ServerAccess:
         key = load_der_private_key(base64.b64decode(result["private_key"]), None)
         roots = tuple(x509.load_der_x509_certificate(base64.b64decode(c))
                       for c in result["root_cas"])  # fmt: skip
-        svid = X509Svid(installer_admin_id(td), chain, key)  # type: ignore[arg-type]
+        svid = X509Svid(installer_admin_id(td), chain, key)
         return svid, X509Bundle(td, roots)
 
     def client(self, timeout: float = 30.0) -> SpireServerClient:

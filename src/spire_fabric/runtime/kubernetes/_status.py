@@ -39,11 +39,11 @@ def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
                          ObjectRef("apps/v1", "StatefulSet", k.namespace, s.name)))  # fmt: skip
     expiry = _agent_expiry(d)
     for a in t.agents:
-        k = a.kubernetes
-        if k is None:
+        ak = a.kubernetes
+        if ak is None:
             continue
-        row = _row(d, k.cluster, "agent", a.name,
-                   ObjectRef("apps/v1", "DaemonSet", k.namespace, a.name))  # fmt: skip
+        row = _row(d, ak.cluster, "agent", a.name,
+                   ObjectRef("apps/v1", "DaemonSet", ak.namespace, a.name))  # fmt: skip
         agent_id = None
         with contextlib.suppress(Exception):
             agent_id = d.agent_id(a.name)
@@ -51,12 +51,12 @@ def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
             row = ComponentHealth(**{**row.__dict__, "svid_expires_at": expiry[str(agent_id)]})
         rows.append(row)
     for w in t.workloads:
-        k = w.kubernetes
-        if k is None or (w.run is None and not k.command):
+        wk = w.kubernetes
+        if wk is None or (w.run is None and not wk.command):
             continue
         cluster = t.agent(w.agent).kubernetes.cluster  # type: ignore[union-attr]
         rows.append(_row(d, cluster, "workload", w.name,
-                         ObjectRef("apps/v1", "Deployment", k.namespace, w.name)))  # fmt: skip
+                         ObjectRef("apps/v1", "Deployment", wk.namespace, w.name)))  # fmt: skip
     return rows
 
 

@@ -15,7 +15,7 @@ import base64
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -88,7 +88,7 @@ _ORDER = ("00-", "01-", "02-", "secrets", "03-", "04-", "federation", "05-", "07
 class KubernetesDeployment:
     """One topology on one or more clusters. ``create`` for `up`, ``open`` afterwards."""
 
-    target = "kubernetes"
+    target: Literal["kubernetes"] = "kubernetes"
 
     def __init__(self, topology: Topology, settings: KubernetesSettings, state_dir: Path) -> None:
         self.written_topology = topology
@@ -399,7 +399,8 @@ class KubernetesDeployment:
 
     def _ca_files(self, name: str) -> CaFiles:
         d = self.state_dir / "ca"
-        return CaFiles(d / f"{name}.crt", d / f"{name}.key")
+        # the layout write_ca writes (and the local target reads)
+        return CaFiles(d / f"{name}.crt", d / f"{name}.key", d / f"{name}-bundle.crt")
 
     def _upstream_cas(self) -> list[tuple[Any, bytes, bytes, bytes]]:
         """(server, chain PEM, key PEM, root PEM) for servers signing with a disk CA."""

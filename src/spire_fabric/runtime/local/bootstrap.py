@@ -35,6 +35,7 @@ from spire_fabric.server import (
     HttpsSpiffeProfile,
     HttpsWebProfile,
     NotFoundError,
+    Selector,
     SpireApiError,
 )
 from spire_fabric.topology import (
@@ -269,7 +270,7 @@ def desired_entries(ctx: LocalContext, server: str) -> list[Entry]:
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=agent_alias_id(t, agent),
-                selectors=tuple(workload_selectors(w, "local")),
+                selectors=tuple(Selector.parse(s) for s in workload_selectors(w, "local")),
                 x509_svid_ttl=int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,
                 jwt_svid_ttl=int(w.jwt_svid_ttl.total_seconds()) if w.jwt_svid_ttl else 0,
                 federates_with=w.federates_with,

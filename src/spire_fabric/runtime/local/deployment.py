@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 
@@ -73,7 +74,7 @@ def server_tiers(topology: Topology) -> list[list[str]]:
 class LocalDeployment:
     """One topology, one state directory. Construct with `create` (for `up`) or `open`."""
 
-    target = "local"
+    target: Literal["local"] = "local"
 
     def __init__(self, ctx: LocalContext) -> None:
         self.ctx = ctx
@@ -324,9 +325,13 @@ class LocalDeployment:
             ]
             if s.bundle_endpoint is not None:
                 ports.append((s.host, s.ports.federation, f"{s.name} bundle endpoint"))
+            if s.ports.telemetry is not None:
+                ports.append((s.host, s.ports.telemetry, f"{s.name} telemetry"))
         for a in self.ctx.local.agents:
             if a.health_port is not None:
                 ports.append((a.host, a.health_port, f"{a.name} health"))
+            if a.telemetry_port is not None:
+                ports.append((a.host, a.telemetry_port, f"{a.name} telemetry"))
         for p in self.workload_processes():
             if p.port is not None:
                 ports.append((LOOPBACK, p.port, p.workload.name))

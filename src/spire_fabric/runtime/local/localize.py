@@ -76,6 +76,9 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
             a,
             host=LOOPBACK,
             health_port=None if a.health_port is None else _port(a.health_port + offset),
+            telemetry_port=(
+                None if a.telemetry_port is None else _port(a.telemetry_port + offset)
+            ),
         )
         for a in topology.agents
     )
@@ -103,7 +106,8 @@ def local_ports(server: Server) -> ServerPorts:
     if k8s is not None and k8s.node_ports.api is not None:
         api = k8s.node_ports.api
         federation = k8s.node_ports.federation or server.ports.federation
-        return ServerPorts(api=api, health=api - 1, federation=federation)
+        telemetry = None if server.ports.telemetry is None else api - 2
+        return ServerPorts(api=api, health=api - 1, federation=federation, telemetry=telemetry)
     return server.ports
 
 
@@ -112,6 +116,7 @@ def _shift(ports: ServerPorts, offset: int) -> ServerPorts:
         api=_port(ports.api + offset),
         health=_port(ports.health + offset),
         federation=_port(ports.federation + offset),
+        telemetry=None if ports.telemetry is None else _port(ports.telemetry + offset),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from spire_fabric.runtime.deployment import Change, DeploymentPlan
+from spire_fabric.runtime.deployment import Change, ChangeAction, DeploymentPlan
 from spire_fabric.runtime.local.bootstrap import (
     agents_needing_tokens,
     ca_changes,
@@ -74,7 +74,7 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
     changes += ca_changes(ctx)
     for cfg in config_files(ctx):
         if cfg.differs():
-            action = "update" if cfg.path.exists() else "create"
+            action: ChangeAction = "update" if cfg.path.exists() else "create"
             changes.append(Change(action, "config", str(cfg.path.relative_to(ctx.state.path))))
     all_agents = [a.name for a in ctx.local.agents]
     needing = agents_needing_tokens(ctx, all_agents)

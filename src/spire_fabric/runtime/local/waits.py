@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from spire_fabric.runtime.local._supervisor_client import ComponentState
@@ -91,7 +92,7 @@ def wait_servers_ready(ctx: LocalContext, names: list[str]) -> None:
         s = ctx.local.server(name)
         wait_for(
             ctx,
-            lambda s=s: http_ok(s.host, s.ports.health, "/ready"),
+            partial(http_ok, s.host, s.ports.health, "/ready"),
             SERVER_START_TIMEOUT_S,
             f"{s.name} did not become ready on {s.host}:{s.ports.health}/ready",
             server_component(s.name),
@@ -102,7 +103,7 @@ def wait_agents_healthy(ctx: LocalContext, names: list[str]) -> None:
     for name in names:
         wait_for(
             ctx,
-            lambda n=name: agent_healthy(ctx, n),
+            partial(agent_healthy, ctx, name),
             AGENT_START_TIMEOUT_S,
             f"{name} did not become healthy",
             agent_component(name),
@@ -125,7 +126,7 @@ def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
             continue
         wait_for(
             ctx,
-            lambda w=w: _issues(ctx, w.agent, w.spiffe_id),
+            partial(_issues, ctx, w.agent, w.spiffe_id),
             SVID_WAIT_TIMEOUT_S,
             f"workload {w.name}: agent {w.agent} did not issue {w.spiffe_id}",
             agent_component(w.agent),
@@ -165,7 +166,7 @@ def wait_workloads(ctx: LocalContext) -> None:
         if p.port is None:
             wait_for(
                 ctx,
-                lambda c=component: _settled(ctx, c),
+                partial(_settled, ctx, component),
                 SVID_WAIT_TIMEOUT_S,
                 f"workload {p.workload.name} did not stay running",
                 component,
@@ -173,7 +174,7 @@ def wait_workloads(ctx: LocalContext) -> None:
         else:
             wait_for(
                 ctx,
-                lambda c=component, port=p.port: _listening(ctx, c, port),
+                partial(_listening, ctx, component, p.port),
                 SVID_WAIT_TIMEOUT_S,
                 f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
                 component,

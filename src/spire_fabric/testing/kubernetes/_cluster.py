@@ -358,7 +358,8 @@ def _https_ok(url: str, ca: Path, crt: Path, key: Path) -> bool:
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.load_cert_chain(str(crt), str(key))
     with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
-        return resp.status == 200
+        status: int = resp.status
+    return status == 200
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -565,15 +566,15 @@ class _Cluster:
         for n in self.nodes:
             def node_ready(name: str = n.spec.name) -> bool:
                 node = self.core.read_node(name)
-                return any(c.type == "Ready" and c.status == "True"
-                           for c in node.status.conditions or [])
+                conditions = (node.status.conditions if node.status else None) or []
+                return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
             _wait(f"{s.name} node {n.spec.name} Ready", node_ready, timeout,
                   self.alive(f"{n.spec.name}/kubelet"))
 
         def dns_ready() -> bool:
             dep = self.apps.read_namespaced_deployment("coredns", "kube-system")
-            return (dep.status.ready_replicas or 0) >= 1
+            return ((dep.status.ready_replicas if dep.status else None) or 0) >= 1
 
         _wait(f"{s.name} CoreDNS ready", dns_ready, timeout)
 
@@ -1129,11 +1130,14 @@ def _delete_workloads(state: State, say: Say) -> None:
             apps = client.AppsV1Api(core.api_client)
             for kind in ("deployment", "daemon_set", "stateful_set", "replica_set"):
                 for ns in core.list_namespace(_request_timeout=5).items:
-                    getattr(apps, f"delete_collection_namespaced_{kind}")(
-                        ns.metadata.name, _request_timeout=5)
+                    if ns.metadata is not None:
+                        getattr(apps, f"delete_collection_namespaced_{kind}")(
+                            ns.metadata.name, _request_timeout=5)
             for pod in core.list_pod_for_all_namespaces(_request_timeout=5).items:
-                core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace,
-                                           grace_period_seconds=0, _request_timeout=5)
+                meta = pod.metadata
+                if meta is not None and meta.name and meta.namespace:
+                    core.delete_namespaced_pod(meta.name, meta.namespace,
+                                               grace_period_seconds=0, _request_timeout=5)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 if not core.list_pod_for_all_namespaces(_request_timeout=5).items:

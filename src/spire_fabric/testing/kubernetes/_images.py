@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spire_fabric._version import __version__
 from spire_fabric.testing.kubernetes import _build
 from spire_fabric.testing.kubernetes._build import KubeBuildError, _locked, cache_root
 
@@ -83,9 +84,9 @@ def debian_mirror() -> str:
                 return m.group(1)
     legacy = Path("/etc/apt/sources.list")
     if legacy.is_file():
-        m = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
-        if m:
-            return m.group(1)
+        deb = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
+        if deb:
+            return deb.group(1)
     raise KubeBuildError("no Debian mirror found in apt's sources")
 
 
@@ -265,6 +266,12 @@ def _project_layer(out: Path) -> Path:
                     tar.addfile(info, fh)
             else:
                 tar.addfile(info)
+        # `python`, as the official python images have it: the rendered workloads run
+        # `python -m …`, and Debian's package names only python3.
+        link = tarfile.TarInfo("usr/local/bin/python")
+        link.type, link.linkname, link.mode = tarfile.SYMTYPE, "/usr/bin/python3", 0o777
+        link.mtime = _EPOCH
+        tar.addfile(link)
     shutil.rmtree(site, ignore_errors=True)
     return out
 
@@ -286,8 +293,9 @@ def project_source_hash() -> str:
     return digest.hexdigest()[:10]
 
 
-def image_set(project_version: str = "0.1.0") -> dict[str, Image]:
-    """Every image the test clusters use, by short name."""
+def image_set(project_version: str = __version__) -> dict[str, Image]:
+    """Every image the test clusters use, by short name; the project image is tagged with
+    this package's version (``spire_fabric._version``) and a hash of its source."""
     from spire_fabric.runtime.binaries import SPIRE_VERSION, spire_cache_dir
 
     kube = _build.PARTS["kubernetes"].bin_dir

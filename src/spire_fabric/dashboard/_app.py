@@ -1,0 +1,229 @@
+"""The dashboard's ASGI app: Starlette routes, Jinja2 templates, one inline-free script.
+
+Why this stack: Starlette is a small, well-kept ASGI toolkit (the base of FastAPI) whose
+routing, responses and test client we need and nothing more; uvicorn is its standard
+server; Jinja2 renders server-side templates with **autoescaping on for every template**,
+so a value (an entry's hint, a DNS name, a selector) reaches the page as text unless this
+code marks it safe, and the only values marked safe come from ``spire_fabric._html``, which
+escapes everything it is given. No HTTP is parsed by hand.
+
+Defence in depth: a Content-Security-Policy allows scripts only from this origin (the
+refresh script is a static file, not inline), so even an unescaped ``<script>`` would not
+run; every route is GET (read-only); nothing reaches a shell or a query language: entry
+search is a substring match in Python over entries already fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from spire_fabric import _html
+from spire_fabric.runtime.deployment import Deployment
+
+from ._collect import Snapshot, collect, metric
+
+__all__ = ["PAGES", "create_app"]
+
+PAGES = ("overview", "servers", "agents", "entries", "federation", "workloads", "metrics")
+HISTORY = 240  # samples kept per series for the charts
+_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' "
+    "'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+class _SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Callable[..., Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+class _State:
+    """The latest snapshot (at most one collection at a time) and the metric history."""
+
+    def __init__(self, open_deployment: Callable[[], Deployment], min_interval: float) -> None:
+        self._open = open_deployment
+        self._deployment: Deployment | None = None
+        self._lock = threading.Lock()
+        self._min_interval = min_interval
+        self.snapshot: Snapshot | None = None
+        self.generation = 0
+        self.history: dict[str, dict[str, deque[tuple[float, float]]]] = {}
+        self._fetch_totals: dict[tuple[str, str], float] = {}
+        self._fetch_seen: dict[tuple[str, str], float] = {}
+
+    def fresh(self) -> Snapshot:
+        with self._lock:
+            now = time.time()
+            if self.snapshot is not None and now - self.snapshot.taken_at < self._min_interval:
+                return self.snapshot
+            if self._deployment is None:
+                self._deployment = self._open()
+            self.generation += 1
+            snapshot = collect(self._deployment, self.generation)
+            self._record(snapshot)
+            self.snapshot = snapshot
+            return snapshot
+
+    def _point(self, chart: str, series: str, t: float, value: float | None) -> None:
+        if value is None:
+            return
+        self.history.setdefault(chart, {}).setdefault(series, deque(maxlen=HISTORY)).append(
+            (t, value)
+        )
+
+    def _record(self, s: Snapshot) -> None:
+        t = s.taken_at
+        for f in s.federation:
+            key, total = (f.server, f.trust_domain), sum(f.fetches.values())
+            previous = self._fetch_totals.get(key)
+            if previous is not None and total > previous:
+                self._fetch_seen[key] = t
+            self._fetch_totals[key] = total
+            f.last_fetch_seen = self._fetch_seen.get(key)
+        for server in s.servers:
+            x509 = metric(s, server.name, "spire_server_server_ca_sign_x509_svid")
+            jwt = metric(s, server.name, "spire_server_server_ca_sign_jwt_svid")
+            self._point("X.509-SVIDs signed (SPIRE telemetry)", server.name, t, x509)
+            self._point("JWT-SVIDs signed (SPIRE telemetry)", server.name, t, jwt)
+            entries = None if server.info is None else float(server.info.entries_count)
+            self._point("registration entries (Server API)", server.name, t, entries)
+        for agent in s.topology.agents:
+            name = "spire_agent_manager_sync_fetch_entries_updates_elapsed_time"
+            elapsed = metric(s, agent.name, f"{name}_sum")
+            count = metric(s, agent.name, f"{name}_count")
+            mean_ms = None if not count or elapsed is None else elapsed / count
+            self._point("agent sync latency, mean ms (SPIRE telemetry)", agent.name, t, mean_ms)
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("spire_fabric.dashboard", "templates"),
+        autoescape=True,  # every template, whatever its file name
+    )
+    env.globals.update(
+        timestamp=_html.timestamp,
+        time_left=_html.time_left,
+        duration=_html.duration,
+        fingerprint=_html.fingerprint,
+        subject=_html.subject,
+        name_constraints=_html.name_constraints,
+    )
+    return env
+
+
+def _matches(entry: Any, server: str, query: str) -> bool:
+    if not query:
+        return True
+    haystack = [
+        server,
+        str(entry.spiffe_id),
+        str(entry.parent_id),
+        entry.hint,
+        entry.id,
+        *(str(s) for s in entry.selectors),
+        *entry.dns_names,
+        *(td.name for td in entry.federates_with),
+    ]
+    q = query.lower()
+    return any(q in h.lower() for h in haystack)
+
+
+def create_app(
+    deployment: Deployment | Callable[[], Deployment], *, refresh: float = 5.0
+) -> Starlette:
+    """The dashboard of ``deployment`` (or of what a callable returns, opened on first use).
+
+    ``refresh`` is the page's auto-refresh period in seconds; a snapshot is shared by the
+    requests of one refresh so several open pages do not multiply the load on SPIRE.
+    """
+    opener = deployment if callable(deployment) else (lambda: deployment)
+    state = _State(opener, min_interval=min(1.0, refresh / 2))
+    env = _environment()
+
+    def context(page: str, request: Request, snapshot: Snapshot) -> dict[str, Any]:
+        query = request.query_params.get("q", "")[:200]
+        ctx: dict[str, Any] = {
+            "page": page,
+            "pages": PAGES,
+            "s": snapshot,
+            "refresh": refresh,
+            "query": query,
+            "health": snapshot.health(),
+        }
+        if page == "overview":
+            ctx["diagram"] = Markup(_html.topology_svg(snapshot.topology, snapshot.health()))
+        if page == "entries":
+            ctx["entries"] = [(srv, e) for srv, e in snapshot.entries if _matches(e, srv, query)]
+        if page == "metrics":
+            ctx["charts"] = [
+                Markup(_html.line_chart(title, {k: list(v) for k, v in series.items()}))
+                for title, series in state.history.items()
+            ]
+        return ctx
+
+    async def snapshot() -> Snapshot:
+        return await asyncio.to_thread(state.fresh)
+
+    def page_endpoint(page: str, fragment: bool) -> Callable[[Request], Any]:
+        template = f"{page}.html"
+
+        async def endpoint(request: Request) -> HTMLResponse:
+            snap = await snapshot()
+            ctx = context(page, request, snap)
+            body = env.get_template(template).render(ctx)
+            if not fragment:
+                body = env.get_template("base.html").render(ctx, content=Markup(body))
+            return HTMLResponse(body)
+
+        return endpoint
+
+    async def summary(request: Request) -> JSONResponse:
+        """The numbers the pages show, as JSON (for scripts and the browser tests)."""
+        snap = await snapshot()
+        return JSONResponse(
+            {
+                "generation": snap.generation,
+                "taken_at": snap.taken_at,
+                "health": snap.health(),
+                "agents": len(snap.agents),
+                "entries": len(snap.entries),
+            }
+        )
+
+    routes: list[Any] = [
+        Route("/", page_endpoint("overview", False)),
+        Route("/fragment/", page_endpoint("overview", True)),
+        Route("/api/summary.json", summary),
+        Mount(
+            "/static",
+            StaticFiles(directory=str(resources.files("spire_fabric.dashboard") / "static")),
+            name="static",
+        ),
+    ]
+    for page in PAGES[1:]:
+        routes.append(Route(f"/{page}", page_endpoint(page, False)))
+        routes.append(Route(f"/fragment/{page}", page_endpoint(page, True)))
+    return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
