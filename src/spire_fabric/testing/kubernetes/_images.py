@@ -409,9 +409,10 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
             write_oci_image(image.tarball, image.ref, layers, image.entrypoint, image.env)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        # an older tag of the same image (the project image of an older checkout) is dead
+        # Older tags of the same image (the project image of older checkouts) pile up; one
+        # untouched for a day is dead (another checkout may still be using a newer one).
         for old in images_dir().glob(f"{image.repo}_*.oci.tar"):
-            if old != image.tarball:
+            if old != image.tarball and old.stat().st_mtime < time.time() - 86400:
                 old.unlink(missing_ok=True)
         say(f"kube-images: {image.ref} in {time.monotonic() - t0:.0f} s")
     return image.tarball
