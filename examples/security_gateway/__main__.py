@@ -104,6 +104,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "SECURITY_GATEWAY_JWT_TRUST_DOMAIN; default: ours and the --allow-trust-domain ones)",
     )
     p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=float(env("SECURITY_GATEWAY_MAX_CONNECTION_AGE", "60") or 60),
+        help="seconds an upstream keep-alive connection is reused before a new handshake "
+        "(env SECURITY_GATEWAY_MAX_CONNECTION_AGE; default %(default)s)",
+    )
+    p.add_argument(
         "--identity-timeout",
         type=float,
         default=float(env("SECURITY_GATEWAY_IDENTITY_TIMEOUT", "30") or 30),
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     to_upstream = mtls_client_context(
         source, source, authorize_id(SpiffeId.parse(args.upstream_id))
     )
-    pool = ConnectionPool(args.upstream, to_upstream, size=64)
+    pool = ConnectionPool(args.upstream, to_upstream, size=64, max_age=args.max_connection_age)
     host, port = args.listen
     try:
         server = serve_mtls_threaded(
