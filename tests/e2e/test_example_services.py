@@ -83,7 +83,8 @@ class Services:
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data-binary",
                      body if isinstance(body, str) else json.dumps(body)]  # fmt: skip
-        out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+        raw = subprocess.run(argv, check=True, capture_output=True, timeout=30).stdout
+        out = raw.decode()  # not text=True: that would turn the CRLFs of the headers into LFs
         head, _, payload = out.partition("\r\n\r\n")
         lines = head.split("\r\n")
         status = int(lines[0].split()[1])
