@@ -162,7 +162,9 @@ class TopologyBuilder:
         """One-way: ``server`` fetches ``trust_domain``'s bundle."""
         self._add(
             self._federations,
-            lambda: Federation(server, trust_domain, profile, endpoint_url, endpoint_spiffe_id),
+            lambda: Federation(
+                server, trust_domain, profile, endpoint_url, endpoint_spiffe_id
+            ),
         )
         return self
 
