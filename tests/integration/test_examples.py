@@ -326,6 +326,43 @@ def test_jwt_svids_are_checked_for_audience_at_the_api_and_at_the_gateway(world:
     )
 
 
+def test_gateway_answers_502_when_the_api_refuses_its_identity_or_is_not_who_it_must_be(
+    world: World,
+) -> None:
+    # an API whose table does not name the gateway: it answers 403, the gateway says 502
+    api = world.start("enterprise_api", "enterprise-api", "--listen", "127.0.0.1:0",
+                      "--grant", f"read={DATA_PROCESSOR}",
+                      "--db", str(world.log_dir / "strict.sqlite3"))  # fmt: skip
+    gateways = []
+    try:
+        strict_url = api.wait_for_line(r"listening on (https://\S+)").group(1)
+        for upstream, upstream_id in (
+            (strict_url, ENTERPRISE_API),  # the API refuses the gateway
+            (world.api_url, DATA_PROCESSOR),  # the gateway refuses the API's SVID
+        ):
+            gateway = world.start(
+                "security_gateway", "security-gateway", "--listen", "127.0.0.1:0",
+                "--upstream", upstream, "--upstream-id", upstream_id,
+                "--allow-trust-domain", UPSTREAM_TD.name,
+                "--api-keys", str(world.log_dir / "keys.json"),
+            )  # fmt: skip
+            gateways.append(gateway)
+            url = gateway.wait_for_line(r"listening on (https://\S+)").group(1)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                get_json(url + "/records", world.as_upstream_client, SECURITY_GATEWAY)
+            assert err.value.code == 502
+            assert "refused" in json.load(err.value)["reason"]
+            gateway.wait_for_line(r"event=audit .* status=502")
+        api.wait_for_line(
+            "peer=" + re.escape(SECURITY_GATEWAY) + r" method=GET path=/records "
+            r"route=records.list outcome=deny"
+        )
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        api.stop()
+
+
 def test_examples_stop_cleanly_on_sigterm(world: World) -> None:
     processor = world.start(
         "data_processor", "data-processor",
