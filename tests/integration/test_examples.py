@@ -371,12 +371,23 @@ def test_examples_stop_cleanly_on_sigterm(world: World) -> None:
     api = world.start("enterprise_api", "enterprise-api", "--listen", "127.0.0.1:0",
                       "--grant", f"read={DATA_PROCESSOR}",
                       "--db", str(world.log_dir / "sigterm.sqlite3"))  # fmt: skip
+    gateway = world.start(
+        "security_gateway", "security-gateway", "--listen", "127.0.0.1:0",
+        "--upstream", world.api_url, "--upstream-id", ENTERPRISE_API,
+        "--allow-trust-domain", UPSTREAM_TD.name, "--api-keys", str(world.log_dir / "keys.json"),
+    )  # fmt: skip
     try:
         processor.wait_for_line(r"event=cycle cycle=2 outcome=ok")
         api.wait_for_line(r"listening on")
+        url = gateway.wait_for_line(r"listening on (https://\S+)").group(1)
+        # with a keep-alive connection open upstream, SIGTERM still ends it promptly
+        get_json(url + "/records", world.as_upstream_client, SECURITY_GATEWAY)
     finally:
         processor.stop()
         api.stop()
+        gateway.stop()
+    assert gateway.proc.returncode == 0, gateway.output()
+    assert gateway.output().rstrip().endswith("stopped"), gateway.output()
     assert processor.proc.returncode == 0, processor.output()
     assert re.search(r"stopped after \d+ cycle\(s\), 0 failed", processor.output())
     assert api.proc.returncode == 0, api.output()
