@@ -17,6 +17,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 KEY_PREFIX = "sgw_"
+# Names appear in audit lines and in the X-Gateway-Client header: keep them plain.
+CLIENT_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
 def parse_route(text: str) -> str:
@@ -119,6 +122,8 @@ class ApiKeys:
 def issue_key(path: str | Path, client: str, routes: list[str], rate: float, burst: int) -> str:
     """Add or replace ``client``'s key in the file (0600, written atomically); returns the
     key, which is not stored anywhere."""
+    if not CLIENT_NAME.fullmatch(client):
+        raise ValueError(f"client name {client!r}: 1-64 of A-Z a-z 0-9 . _ @ -")
     path = Path(path)
     data = json.loads(path.read_text()) if path.exists() else {"clients": {}}
     key_id = secrets.token_hex(6)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import logging
 import math
+import posixpath
 import ssl
 import time
 from dataclasses import dataclass
@@ -115,6 +116,10 @@ def make_handler(
             try:
                 if not self.path.startswith("/"):  # absolute-form would leave the API
                     raise Denied(400, "only origin-form request targets are forwarded")
+                if posixpath.normpath(path) != path or "%" in path:
+                    # the allow-list compares paths as text: "/records/../x" must not pass
+                    # as "/records/*", whatever the upstream would make of it
+                    raise Denied(400, "the path must be normalized (no '..', '.', '//', '%')")
                 client = authenticate(self)
                 wait = limiter.take(client)
                 if wait:

@@ -72,12 +72,19 @@ class Services:
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
     def curl(
-        self, method: str, path: str, *, key: str | None = None, body: object = None
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        body: object = None,
+        extra: tuple[str, ...] = (),
     ) -> tuple[int, dict[str, str], object]:
         """One request with the real curl, verifying the gateway by its DNS name."""
         argv = ["curl", "-sS", "--cacert", str(self.anchor), "-X", method, "-D", "-",
                 "--resolve", f"{GATEWAY_DNS}:{self.gateway_port}:127.0.0.1",
                 f"https://{GATEWAY_DNS}:{self.gateway_port}{path}"]  # fmt: skip
+        argv += extra
         if key is not None:
             argv += ["-H", f"Authorization: Bearer {key}"]
         if body is not None:
@@ -163,6 +170,10 @@ def test_external_client_with_an_api_key_creates_and_reads_a_record_with_curl(
     assert status == 403 and "not among the client's routes" in body["reason"]
     status, _, body = services.curl("POST", "/records", key=key, body="{not json")
     assert status == 400 and "not JSON" in body["reason"]
+    # the allow-list compares paths as text, so un-normalized paths are refused
+    status, _, body = services.curl("GET", "/records/../results", key=key,
+                                    extra=("--path-as-is",))  # fmt: skip
+    assert status == 400 and "normalized" in body["reason"]
 
     statuses = []
     for _ in range(8):

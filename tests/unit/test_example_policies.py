@@ -155,3 +155,8 @@ def test_the_rate_limiter_allows_a_burst_then_says_when_to_retry() -> None:
 
 def test_log_fields_are_quoted_only_when_needed() -> None:
     assert kv(a=1, b="two words", c=None, d='q"') == 'a=1 b="two words" c=- d="q\\""'
+
+
+def test_client_names_are_plain(tmp_path) -> None:
+    with pytest.raises(ValueError, match="client name"):
+        issue_key(tmp_path / "keys.json", "bad\r\nname", ["GET /records"], 1, 1)
