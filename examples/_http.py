@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["BadRequest", "ConnectionPool", "JsonHandler", "Response", "kv"]
+__all__ = ["BadRequest", "ConnectionPool", "JsonHandler", "PlainHttpServer", "Response", "kv"]
 
 MAX_BODY = 64 * 1024
 
@@ -262,3 +262,19 @@ class ConnectionPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PlainHttpServer:
+    """Plain HTTP in a background thread: loopback health endpoints and the benchmark's
+    no-identity baseline. Never the way to serve a SPIFFE workload to other machines."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], address: tuple[str, int]):
+        self._server = http.server.ThreadingHTTPServer(address, handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

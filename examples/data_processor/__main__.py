@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import http.server
 import json
 import logging
 import threading
@@ -28,8 +27,17 @@ from urllib.parse import urlsplit
 from spire_fabric.tls import authorize_id, mtls_client_context
 from spire_fabric.workload import JwtSource, WorkloadApiError
 
-from .._common import EXIT_NO_IDENTITY, env, host_port, open_x509_source, setup_logging, stop_event
-from .._http import ConnectionPool, JsonHandler, kv
+from .._common import (
+    EXIT_NO_IDENTITY,
+    add_identity_timeout_arg,
+    add_number_arg,
+    env,
+    host_port,
+    open_x509_source,
+    setup_logging,
+    stop_event,
+)
+from .._http import ConnectionPool, JsonHandler, PlainHttpServer, kv
 
 NAME = "data-processor"
 log = logging.getLogger(NAME)
@@ -57,17 +65,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="audience of the JWT-SVID sent with results (env DATA_PROCESSOR_JWT_AUDIENCE; "
         "default: --api-id)",
     )
-    p.add_argument(
+    add_number_arg(
+        p,
         "--interval",
-        type=float,
-        default=float(env("DATA_PROCESSOR_INTERVAL", "2") or 2),
-        help="seconds between cycles (env DATA_PROCESSOR_INTERVAL; default %(default)s)",
+        "DATA_PROCESSOR_INTERVAL",
+        2.0,
+        "seconds between cycles",
     )
-    p.add_argument(
+    add_number_arg(
+        p,
         "--count",
-        type=int,
-        default=int(env("DATA_PROCESSOR_COUNT", "0") or 0),
-        help="stop after this many cycles, exiting 1 if any failed; 0 = run until SIGTERM",
+        "DATA_PROCESSOR_COUNT",
+        0,
+        "stop after this many cycles, exiting 1 if any failed; 0 = run until SIGTERM",
     )
     p.add_argument(
         "--health-listen",
@@ -76,18 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HOST:PORT for a plain-HTTP /health with counters (env "
         "DATA_PROCESSOR_HEALTH_LISTEN); off by default",
     )
-    p.add_argument(
+    add_number_arg(
+        p,
         "--max-connection-age",
-        type=float,
-        default=float(env("DATA_PROCESSOR_MAX_CONNECTION_AGE", "60") or 60),
-        help="seconds a keep-alive connection is reused before a new handshake",
+        "DATA_PROCESSOR_MAX_CONNECTION_AGE",
+        60.0,
+        "seconds a keep-alive connection is reused before a new handshake",
     )
-    p.add_argument(
-        "--identity-timeout",
-        type=float,
-        default=float(env("DATA_PROCESSOR_IDENTITY_TIMEOUT", "30") or 30),
-        help="seconds to wait for an SVID from the Workload API at startup",
-    )
+    add_identity_timeout_arg(p, "DATA_PROCESSOR")
     args = p.parse_args(argv)
     if urlsplit(args.api).scheme != "https":
         p.error(f"--api must be an https:// URL, got {args.api!r}")
@@ -219,7 +225,7 @@ class Processor:
             )  # fmt: skip
 
 
-def serve_health(address: tuple[str, int], progress: Progress) -> http.server.ThreadingHTTPServer:
+def serve_health(address: tuple[str, int], progress: Progress) -> PlainHttpServer:
     class Health(JsonHandler):
         def do_GET(self) -> None:
             if self.path == "/health":
@@ -227,11 +233,8 @@ def serve_health(address: tuple[str, int], progress: Progress) -> http.server.Th
             else:
                 self.reply(404, {"error": "no such route"})
 
-    server = http.server.ThreadingHTTPServer(address, Health)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    log.info(kv(event="health", url=f"http://{host}:{port}/health"))
+    server = PlainHttpServer(Health, address)
+    log.info(kv(event="health", url=f"{server.url}/health"))
     return server
 
 
@@ -257,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         processor.run(stop)
     finally:
         if health is not None:
-            health.shutdown()
-            health.server_close()
+            health.close()
         pool.close()
         jwt.close()
         source.close()

@@ -11,9 +11,7 @@ one table (``policy.py``), filled by ``--grant``. Records and results live in a 
 from __future__ import annotations
 
 import argparse
-import http.server
 import logging
-import threading
 
 from spire_fabric.identity import SpiffeId
 from spire_fabric.tls import authorize_any, serve_mtls_threaded
@@ -21,6 +19,7 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 
 from .._common import (
     EXIT_NO_IDENTITY,
+    add_identity_timeout_arg,
     env,
     env_list,
     host_port,
@@ -28,7 +27,7 @@ from .._common import (
     setup_logging,
     stop_event,
 )
-from .._http import kv
+from .._http import PlainHttpServer, kv
 from .policy import ROLES, Grants
 from .service import make_handler
 from .store import Store
@@ -64,12 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the audience a Bearer JWT-SVID must carry (env ENTERPRISE_API_JWT_AUDIENCE); "
         "without it routes that need a JWT-SVID refuse every caller",
     )
-    p.add_argument(
-        "--identity-timeout",
-        type=float,
-        default=float(env("ENTERPRISE_API_IDENTITY_TIMEOUT", "30") or 30),
-        help="seconds to wait for an SVID from the Workload API at startup",
-    )
+    add_identity_timeout_arg(p, "ENTERPRISE_API")
     p.add_argument(
         "--plain-http-peer",
         default=env("ENTERPRISE_API_PLAIN_HTTP_PEER"),
@@ -94,17 +88,12 @@ def serve_plain(args: argparse.Namespace, store: Store) -> int:
     handler = make_handler(
         store, args.grants, source=None, jwt_bundles=None, audience=None, plain_peer=peer
     )
-    server = http.server.ThreadingHTTPServer(args.listen, handler)
-    server.daemon_threads = True
+    server = PlainHttpServer(handler, args.listen)
     stop = stop_event()
-    host, port = server.server_address[:2]
-    log.warning(kv(event="listening", url=f"http://{host}:{port}", mode="PLAIN-HTTP-NO-IDENTITY",
-                   every_caller_is=peer))  # fmt: skip
-    log.info("listening on http://%s:%s", host, port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", every_caller_is=peer))
+    log.info("listening on %s", server.url)
     stop.wait()
-    server.shutdown()
-    server.server_close()
+    server.close()
     store.close()
     log.info("stopped")
     return 0

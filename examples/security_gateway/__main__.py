@@ -15,10 +15,8 @@ file and prints its key once.
 from __future__ import annotations
 
 import argparse
-import http.server
 import logging
 import sys
-import threading
 from urllib.parse import urlsplit
 
 from spire_fabric.identity import SpiffeId, TrustDomain
@@ -28,6 +26,8 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 from .._common import (
     EXIT_NO_IDENTITY,
     add_allow_args,
+    add_identity_timeout_arg,
+    add_number_arg,
     authorize_allowed,
     env,
     env_list,
@@ -37,7 +37,7 @@ from .._common import (
     setup_logging,
     stop_event,
 )
-from .._http import ConnectionPool, kv
+from .._http import ConnectionPool, PlainHttpServer, kv
 from .clients import ApiKeys, RateLimiter, issue_key, parse_route
 from .service import Policy, make_handler
 
@@ -84,11 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ", ".join(DEFAULT_SPIFFE_ROUTES)
         + ")",
     )
-    p.add_argument(
+    add_number_arg(
+        p,
         "--spiffe-rate",
-        type=float,
-        default=float(env("SECURITY_GATEWAY_SPIFFE_RATE", "50") or 50),
-        help="requests/s per SPIFFE caller (env SECURITY_GATEWAY_SPIFFE_RATE)",
+        "SECURITY_GATEWAY_SPIFFE_RATE",
+        50.0,
+        "requests/s per SPIFFE caller",
     )
     p.add_argument(
         "--jwt-audience",
@@ -103,19 +104,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="accept JWT-SVIDs of this trust domain; repeatable (env "
         "SECURITY_GATEWAY_JWT_TRUST_DOMAIN; default: ours and the --allow-trust-domain ones)",
     )
-    p.add_argument(
+    add_number_arg(
+        p,
         "--max-connection-age",
-        type=float,
-        default=float(env("SECURITY_GATEWAY_MAX_CONNECTION_AGE", "60") or 60),
-        help="seconds an upstream keep-alive connection is reused before a new handshake "
-        "(env SECURITY_GATEWAY_MAX_CONNECTION_AGE; default %(default)s)",
+        "SECURITY_GATEWAY_MAX_CONNECTION_AGE",
+        60.0,
+        "seconds an upstream keep-alive connection is reused before a new handshake",
     )
-    p.add_argument(
-        "--identity-timeout",
-        type=float,
-        default=float(env("SECURITY_GATEWAY_IDENTITY_TIMEOUT", "30") or 30),
-        help="seconds to wait for an SVID from the Workload API at startup",
-    )
+    add_identity_timeout_arg(p, "SECURITY_GATEWAY")
     p.add_argument(
         "--plain-http",
         action="store_true",
@@ -252,16 +248,12 @@ def serve_plain(args: argparse.Namespace, keys: ApiKeys, limiter: RateLimiter) -
     policy = Policy((), 0.0, 1, None, frozenset())
     pool = ConnectionPool(args.upstream, None, size=64)
     handler = make_handler(pool, keys, limiter, policy, None)
-    server = http.server.ThreadingHTTPServer(args.listen, handler)
-    server.daemon_threads = True
+    server = PlainHttpServer(handler, args.listen)
     stop = stop_event()
-    host, port = server.server_address[:2]
     log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", upstream=args.upstream))
-    log.info("listening on http://%s:%s", host, port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("listening on %s", server.url)
     stop.wait()
-    server.shutdown()
-    server.server_close()
+    server.close()
     pool.close()
     log.info("stopped")
     return 0
