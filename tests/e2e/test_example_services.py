@@ -140,6 +140,7 @@ def services() -> Iterator[Services]:
         for s in sources.values():
             s.close()
         deploy.run("down", "--purge")
+        shutil.rmtree(deploy.state_dir.parent, ignore_errors=True)
 
 
 def _expected_totals(records: list[dict]) -> dict[str, float]:
@@ -399,3 +400,4 @@ def test_traffic_crosses_two_rotations_of_every_svid_with_zero_failures() -> Non
         assert cycles_failed == 0 and cycles_ok >= 10, failed_lines or processor_log[-2000:]
     finally:
         deploy.run("down", "--purge")
+        shutil.rmtree(tmp, ignore_errors=True)
