@@ -37,6 +37,26 @@ def env_list(name: str) -> list[str]:
     return (os.environ.get(name) or "").replace(",", " ").split()
 
 
+def add_number_arg(
+    p: argparse.ArgumentParser, flag: str, env_name: str, default: float, help: str
+) -> None:
+    """A numeric flag whose default comes from ``env_name``; int if ``default`` is one."""
+    kind = int if isinstance(default, int) else float
+    p.add_argument(
+        flag,
+        type=kind,
+        default=kind(env(env_name) or default),
+        help=f"{help} (env {env_name}; default %(default)s)",
+    )
+
+
+def add_identity_timeout_arg(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    add_number_arg(
+        p, "--identity-timeout", f"{env_prefix}_IDENTITY_TIMEOUT", 30.0,
+        "seconds to wait for an SVID from the Workload API at startup",
+    )  # fmt: skip
+
+
 def host_port(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (port 0 lets the kernel pick; the chosen port is logged)."""
     host, sep, port = value.rpartition(":")

@@ -1,56 +1,56 @@
-"""``python -m examples.security_gateway``: admit federated callers, forward to the API.
+"""``python -m examples.security_gateway``: the edge of downstream.example.org.
 
-Two mTLS legs with one SVID. Inbound, callers of the allowed (federated) trust domains are
-verified against *their own* trust domain's bundle inside the handshake. Outbound, the
-gateway calls enterprise-api as itself, so the API authorizes the gateway, not the far-away
-caller; a caller's ``Authorization`` header (a JWT-SVID) is passed through so the API can
-still see who the request is for.
+One TLS listener for two kinds of callers. SPIFFE workloads of the allowed (federated)
+trust domains present X.509-SVIDs, verified inside the handshake against *their own* trust
+domain's bundle. External clients present no certificate (the listener asks for one but
+does not require it); they check the gateway's certificate by its DNS name against the
+Enterprise Root CA (``python -m spire_fabric.deploy trust-anchor``) and authenticate with
+an API key (``issue-key`` below) or a JWT-SVID. The gateway then calls enterprise-api as
+itself, over pooled keep-alive mTLS connections.
+
+Subcommand ``issue-key --client NAME --route 'GET /records' ...`` adds a client to the key
+file and prints its key once.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import http.server
 import logging
-import urllib.error
-import urllib.request
-from typing import Any
+import sys
 from urllib.parse import urlsplit
 
-from spire_fabric.tls import (
-    SpiffeClientContext,
-    authorize_id,
-    mtls_client_context,
-    mtls_urlopen,
-    peer_spiffe_id,
-    serve_mtls_threaded,
-)
-from spire_fabric.workload import WorkloadApiError
+from spire_fabric.identity import SpiffeId, TrustDomain
+from spire_fabric.tls import authorize_id, mtls_client_context, serve_mtls_threaded
+from spire_fabric.workload import JwtSource, WorkloadApiError
 
 from .._common import (
     EXIT_NO_IDENTITY,
     add_allow_args,
+    add_identity_timeout_arg,
+    add_number_arg,
     authorize_allowed,
     env,
+    env_list,
     host_port,
     open_x509_source,
     resolve_allow_args,
     setup_logging,
     stop_event,
 )
+from .._http import ConnectionPool, PlainHttpServer, kv
+from .clients import ApiKeys, RateLimiter, issue_key, parse_route
+from .service import Policy, make_handler
 
 NAME = "security-gateway"
 log = logging.getLogger(NAME)
 
-# Request headers worth passing upstream; everything else (Host, Connection...) is per hop.
-FORWARDED_HEADERS = ("Authorization", "Accept")
+DEFAULT_KEYS_FILE = "api-keys.json"
+DEFAULT_SPIFFE_ROUTES = ("GET /records", "GET /records/*", "GET /results")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m examples.security_gateway", description=__doc__)
     upstream = env("SECURITY_GATEWAY_UPSTREAM")
-    upstream_id = env("SECURITY_GATEWAY_UPSTREAM_ID")
     p.add_argument(
         "--listen",
         type=host_port,
@@ -65,93 +65,196 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--upstream-id",
-        default=upstream_id,
-        required=upstream_id is None,
+        default=env("SECURITY_GATEWAY_UPSTREAM_ID"),
         help="the SPIFFE ID the upstream must present (env SECURITY_GATEWAY_UPSTREAM_ID)",
     )
     add_allow_args(p, "SECURITY_GATEWAY")
     p.add_argument(
-        "--identity-timeout",
-        type=float,
-        default=float(env("SECURITY_GATEWAY_IDENTITY_TIMEOUT", "30") or 30),
-        help="seconds to wait for an SVID from the Workload API at startup",
+        "--api-keys",
+        default=env("SECURITY_GATEWAY_API_KEYS", DEFAULT_KEYS_FILE),
+        help="the hashed API key file, re-read when it changes (env SECURITY_GATEWAY_API_KEYS;"
+        " default %(default)s in the working directory)",
+    )
+    p.add_argument(
+        "--spiffe-route",
+        action="append",
+        metavar="'METHOD /path'",
+        help="a route SPIFFE callers (X.509- or JWT-SVID) may use; repeatable (env "
+        "SECURITY_GATEWAY_SPIFFE_ROUTES, comma-separated; default: "
+        + ", ".join(DEFAULT_SPIFFE_ROUTES)
+        + ")",
+    )
+    add_number_arg(
+        p,
+        "--spiffe-rate",
+        "SECURITY_GATEWAY_SPIFFE_RATE",
+        50.0,
+        "requests/s per SPIFFE caller",
+    )
+    p.add_argument(
+        "--jwt-audience",
+        default=env("SECURITY_GATEWAY_JWT_AUDIENCE"),
+        help="audience of JWT-SVIDs accepted from external clients (env "
+        "SECURITY_GATEWAY_JWT_AUDIENCE; default: the gateway's own SPIFFE ID)",
+    )
+    p.add_argument(
+        "--jwt-trust-domain",
+        action="append",
+        metavar="TD",
+        help="accept JWT-SVIDs of this trust domain; repeatable (env "
+        "SECURITY_GATEWAY_JWT_TRUST_DOMAIN; default: ours and the --allow-trust-domain ones)",
+    )
+    add_number_arg(
+        p,
+        "--max-connection-age",
+        "SECURITY_GATEWAY_MAX_CONNECTION_AGE",
+        60.0,
+        "seconds an upstream keep-alive connection is reused before a new handshake",
+    )
+    add_identity_timeout_arg(p, "SECURITY_GATEWAY")
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        default=env("SECURITY_GATEWAY_PLAIN_HTTP") == "1",
+        help="BENCHMARK BASELINE ONLY: plain HTTP on both sides, API keys only, no identity",
     )
     args = p.parse_args(argv)
     resolve_allow_args(p, args, "SECURITY_GATEWAY")
-    if urlsplit(args.upstream).scheme != "https":
-        p.error(f"--upstream must be an https:// URL, got {args.upstream!r}")
+    try:
+        args.spiffe_route = tuple(
+            parse_route(r)
+            for r in (args.spiffe_route or env_list_routes("SECURITY_GATEWAY_SPIFFE_ROUTES")
+                      or DEFAULT_SPIFFE_ROUTES)
+        )  # fmt: skip
+        args.jwt_trust_domain = [
+            TrustDomain.parse(t)
+            for t in args.jwt_trust_domain or env_list("SECURITY_GATEWAY_JWT_TRUST_DOMAIN")
+        ]
+    except ValueError as e:
+        p.error(str(e))
+    scheme = urlsplit(args.upstream).scheme
+    if scheme != ("http" if args.plain_http else "https"):
+        p.error(f"--upstream must be an {'http' if args.plain_http else 'https'}:// URL, "
+                f"got {args.upstream!r}")  # fmt: skip
+    if not args.plain_http and not args.upstream_id:
+        p.error("--upstream-id is required")
     return args
 
 
-def make_handler(
-    upstream: str, to_upstream: SpiffeClientContext
-) -> type[http.server.BaseHTTPRequestHandler]:
-    """A handler that forwards GETs upstream over mTLS and relays status and body."""
-    base = upstream.rstrip("/")
+def env_list_routes(name: str) -> list[str]:
+    """Routes contain a space, so only commas separate them."""
+    return [r.strip() for r in (env(name) or "").split(",") if r.strip()]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = NAME
 
-        def do_GET(self) -> None:
-            if not self.path.startswith("/"):  # absolute-form targets would leave the API
-                self.send_error(400, "only origin-form paths are forwarded")
-                return
-            request = urllib.request.Request(base + self.path, method="GET")
-            for name in FORWARDED_HEADERS:
-                if name in self.headers:
-                    request.add_header(name, self.headers[name])
-            try:
-                with mtls_urlopen(request, to_upstream) as response:
-                    status, body = response.status, response.read()
-                    content_type = response.headers.get("Content-Type", "application/json")
-            except urllib.error.HTTPError as e:  # the API answered: relay its refusal
-                status, body = e.code, e.read()
-                content_type = e.headers.get("Content-Type", "application/json")
-            except (OSError, http.client.HTTPException) as e:  # incl. a refused upstream ID
-                log.error("upstream %s failed: %s", base, e)
-                status, body = 502, b'{"error": "upstream unavailable"}\n'
-                content_type = "application/json"
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", peer_spiffe_id(self.request), format % args)
-
-    return Handler
+def issue_key_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.security_gateway issue-key",
+        description="Add (or replace) an external client and print its API key once; the "
+        "file keeps only its hash. A running gateway picks it up without a restart.",
+    )
+    p.add_argument("--client", required=True, help="the client's name, as audit lines show it")
+    p.add_argument(
+        "--route",
+        action="append",
+        required=True,
+        metavar="'METHOD /path'",
+        help="a route the client may use, e.g. 'GET /records' or 'GET /records/*'; repeatable",
+    )
+    p.add_argument("--rate", type=float, default=5.0, help="requests/s (default %(default)s)")
+    p.add_argument("--burst", type=int, default=10, help="burst size (default %(default)s)")
+    p.add_argument(
+        "--api-keys",
+        default=env("SECURITY_GATEWAY_API_KEYS", DEFAULT_KEYS_FILE),
+        help="the gateway's key file (on the local target: "
+        "<state dir>/workloads/security-gateway/api-keys.json)",
+    )
+    args = p.parse_args(argv)
+    try:
+        key = issue_key(args.api_keys, args.client, args.route, args.rate, args.burst)
+    except ValueError as e:
+        p.error(str(e))
+    print(key)
+    print(f"issued for {args.client} in {args.api_keys}; it is shown only now", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["issue-key"]:
+        return issue_key_main(argv[1:])
     args = parse_args(argv)
     setup_logging(NAME)
+    keys, limiter = ApiKeys(args.api_keys), RateLimiter()
+    if args.plain_http:
+        return serve_plain(args, keys, limiter)
     authorizer = authorize_allowed(args.allow, args.allow_trust_domain)
     source = open_x509_source(log, args.identity_timeout)
     if source is None:
         return EXIT_NO_IDENTITY
     stop = stop_event()
-    # One client context, reused: it rebuilds OpenSSL state only when the SVID rotates.
-    to_upstream = mtls_client_context(source, source, authorize_id(args.upstream_id))
-    host, port = args.listen
+    me = source.get_x509_svid().spiffe_id
     try:
-        server = serve_mtls_threaded(
-            make_handler(args.upstream, to_upstream), source, source, authorizer,
-            host=host, port=port,
-        )  # fmt: skip
-    except (WorkloadApiError, OSError) as e:
+        jwt_bundles = JwtSource(first_update_timeout=args.identity_timeout)
+    except WorkloadApiError as e:
         log.error("cannot start: %s", e)
         source.close()
         return 1
+    policy = Policy(
+        spiffe_routes=args.spiffe_route,
+        spiffe_rate=args.spiffe_rate,
+        spiffe_burst=max(1, int(args.spiffe_rate * 2)),
+        jwt_audience=args.jwt_audience or str(me),
+        jwt_trust_domains=frozenset(
+            args.jwt_trust_domain
+            or [me.trust_domain, *(TrustDomain.parse(t) for t in args.allow_trust_domain)]
+        ),
+    )
+    # One client context and one pool, reused: new connections present the current SVID.
+    to_upstream = mtls_client_context(
+        source, source, authorize_id(SpiffeId.parse(args.upstream_id))
+    )
+    pool = ConnectionPool(args.upstream, to_upstream, size=64, max_age=args.max_connection_age)
+    host, port = args.listen
+    try:
+        server = serve_mtls_threaded(
+            make_handler(pool, keys, limiter, policy, jwt_bundles), source, source, authorizer,
+            host=host, port=port, client_cert="optional",
+        )  # fmt: skip
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        jwt_bundles.close()
+        source.close()
+        return 1
     log.info(
-        "listening on %s (allow %s; trust domains %s), forwarding to %s (must be %s)",
-        server.url, args.allow or "-", args.allow_trust_domain or "-", args.upstream,
-        args.upstream_id,
+        kv(event="policy", allow=",".join(args.allow) or None,
+           allow_trust_domains=",".join(args.allow_trust_domain) or None,
+           spiffe_routes=",".join(policy.spiffe_routes), jwt_audience=policy.jwt_audience,
+           jwt_trust_domains=",".join(sorted(map(str, policy.jwt_trust_domains))),
+           api_keys=args.api_keys, upstream=args.upstream, upstream_id=args.upstream_id)
     )  # fmt: skip
+    log.info("listening on %s", server.url)
     stop.wait()
     log.info("stopping")
     server.close()
+    pool.close()
+    jwt_bundles.close()
     source.close()
+    log.info("stopped")
+    return 0
+
+
+def serve_plain(args: argparse.Namespace, keys: ApiKeys, limiter: RateLimiter) -> int:
+    """The benchmark's baseline: the same handler over plain HTTP on both sides."""
+    policy = Policy((), 0.0, 1, None, frozenset())
+    pool = ConnectionPool(args.upstream, None, size=64)
+    handler = make_handler(pool, keys, limiter, policy, None)
+    server = PlainHttpServer(handler, args.listen)
+    stop = stop_event()
+    log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", upstream=args.upstream))
+    log.info("listening on %s", server.url)
+    stop.wait()
+    server.close()
+    pool.close()
     log.info("stopped")
     return 0
 

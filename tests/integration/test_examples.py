@@ -31,7 +31,7 @@ import pytest
 from integration.tls._federated import wait_for
 from spire_fabric.identity import TrustDomain
 from spire_fabric.testing import SpireAgentProcess, SpireServerProcess, current_uid_selector
-from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
+from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen, tls_client_context
 from spire_fabric.workload import WorkloadApiClient, X509Source
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,12 @@ ENTERPRISE_API = "spiffe://downstream.example.org/ns/downstream-workloads/sa/ent
 DATA_PROCESSOR = "spiffe://downstream.example.org/ns/downstream-workloads/sa/data-processor"
 SECURITY_GATEWAY = "spiffe://downstream.example.org/ns/downstream-workloads/sa/security-gateway"
 API_SVID_TTL = 20  # seconds: the agent rotates at half-life, so the API rotates under test
+# The enterprise preset's authorization table for enterprise-api
+API_GRANTS = (
+    "--grant", f"read={SECURITY_GATEWAY}", "--grant", f"create={SECURITY_GATEWAY}",
+    "--grant", f"read={DATA_PROCESSOR}", "--grant", f"report={DATA_PROCESSOR}",
+    "--grant", f"read={UPSTREAM_TD.name}",
+)  # fmt: skip
 
 
 class Example:
@@ -187,8 +193,8 @@ def world(spire_binaries, tmp_path_factory) -> Iterator[World]:
         api = Example(
             "enterprise_api",
             agents["enterprise-api"].endpoint,
-            ["--listen", "127.0.0.1:0", "--allow", DATA_PROCESSOR, "--allow", SECURITY_GATEWAY,
-             "--jwt-audience", ENTERPRISE_API],
+            ["--listen", "127.0.0.1:0", *API_GRANTS, "--jwt-audience", ENTERPRISE_API,
+             "--db", str(log_dir / "api.sqlite3")],
             log_dir,
         )  # fmt: skip
         stack.callback(api.stop)
@@ -197,7 +203,7 @@ def world(spire_binaries, tmp_path_factory) -> Iterator[World]:
             "security_gateway",
             agents["security-gateway"].endpoint,
             ["--listen", "127.0.0.1:0", "--upstream", api_url, "--upstream-id", ENTERPRISE_API,
-             "--allow-trust-domain", UPSTREAM_TD.name],
+             "--allow-trust-domain", UPSTREAM_TD.name, "--api-keys", str(log_dir / "keys.json")],
             log_dir,
         )  # fmt: skip
         stack.callback(gateway.stop)
@@ -208,8 +214,19 @@ def world(spire_binaries, tmp_path_factory) -> Iterator[World]:
         )  # fmt: skip
 
 
-def get_json(url: str, source: X509Source, server_id: str, token: str | None = None) -> dict:
-    context = mtls_client_context(source, source, authorize_id(server_id))
+def get_json(
+    url: str,
+    source: X509Source | None,
+    server_id: str,
+    token: str | None = None,
+    bundles: X509Source | None = None,
+) -> dict:
+    """GET over mTLS as ``source``, or over TLS without a client SVID (``source`` None,
+    server checked with ``bundles``)."""
+    if source is None:
+        context = tls_client_context(bundles, authorize_id(server_id))
+    else:
+        context = mtls_client_context(source, source, authorize_id(server_id))
     request = urllib.request.Request(url)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -217,20 +234,33 @@ def get_json(url: str, source: X509Source, server_id: str, token: str | None = N
         return json.load(response)
 
 
-def test_data_processor_calls_enterprise_api_and_sees_its_svid_rotate(world: World) -> None:
+def test_data_processor_posts_totals_over_keep_alive_while_the_api_svid_rotates(
+    world: World,
+) -> None:
     processor = world.start(
         "data_processor", "data-processor",
         "--api", world.api_url, "--api-id", ENTERPRISE_API, "--interval", "2", "--count", "15",
+        "--max-connection-age", "5",
     )  # fmt: skip
     assert processor.wait(120) == 0, processor.output()
     out = processor.output()
-    calls = re.findall(r"call \d+ ok: 3 records .*\(server serial ([0-9a-f]+)\).* as (\S+)", out)
-    assert len(calls) == 15, out
-    assert {caller for _, caller in calls} == {DATA_PROCESSOR}
-    # 30 s of calls against a 20 s SVID: the API rotated without a restart, and the
-    # processor's connections followed it.
-    assert len({serial for serial, _ in calls}) >= 2, out
+    cycles = re.findall(r"event=cycle cycle=\d+ outcome=ok .* connections=(\d+)", out)
+    assert len(cycles) == 15, out
     assert "FAILED" not in out
+    # Connections are reused (keep-alive) yet retired after 5 s, so over 30 s of cycles
+    # against a 20 s API SVID new handshakes happened, none failed.
+    assert 2 <= int(cycles[-1]) < 15, out
+
+    # The posted totals are what the records imply.
+    records = get_json(world.api_url + "/records", world.as_data_processor, ENTERPRISE_API)
+    expected: dict[str, float] = {}
+    for r in records["records"]:
+        expected[r["region"]] = round(expected.get(r["region"], 0) + r["balance"], 2)
+    results = get_json(world.api_url + "/results", world.as_data_processor, ENTERPRISE_API)
+    latest = results["results"][0]
+    assert latest["posted_by"] == DATA_PROCESSOR
+    assert latest["through_id"] == max(r["id"] for r in records["records"])
+    assert latest["totals"] == expected
 
     # /health reports the SVID the API serves with now: one of the short-lived ones.
     health = get_json(world.api_url + "/health", world.as_data_processor, ENTERPRISE_API)
@@ -247,7 +277,11 @@ def test_upstream_client_reaches_enterprise_api_through_the_gateway(world: World
     assert body["caller"] == SECURITY_GATEWAY
     assert "jwt" not in body
     # ... while the gateway admitted the caller from the other trust domain.
-    world.gateway.wait_for_line(re.escape(UPSTREAM_CLIENT) + r' "GET /records HTTP/1\.\d" 200')
+    world.gateway.wait_for_line(
+        r"event=audit client="
+        + re.escape(UPSTREAM_CLIENT)
+        + r" auth=x509 method=GET route=/records decision=allow .*status=200 upstream_status=200"
+    )
 
 
 def test_gateway_refuses_a_downstream_identity_it_does_not_allow(world: World) -> None:
@@ -258,28 +292,75 @@ def test_gateway_refuses_a_downstream_identity_it_does_not_allow(world: World) -
     with pytest.raises(OSError):
         get_json(world.gateway_url + "/records", world.as_data_processor, SECURITY_GATEWAY)
     world.gateway.wait_for_line(r"handshake with .* refused: .*" + re.escape(DATA_PROCESSOR))
-    assert not re.search(re.escape(DATA_PROCESSOR) + ' "GET', world.gateway.output())
+    assert "client=" + DATA_PROCESSOR not in world.gateway.output()
 
 
-def test_enterprise_api_accepts_a_jwt_svid_only_for_its_audience(world: World) -> None:
+def test_jwt_svids_are_checked_for_audience_at_the_api_and_at_the_gateway(world: World) -> None:
     with WorkloadApiClient(world.agents["upstream-client"].endpoint) as upstream_client:
-        token = upstream_client.fetch_jwt_svid(ENTERPRISE_API).token
-        wrong = upstream_client.fetch_jwt_svid(DATA_PROCESSOR).token
+        for_api = upstream_client.fetch_jwt_svid(ENTERPRISE_API).token
+        for_gateway = upstream_client.fetch_jwt_svid(SECURITY_GATEWAY).token
 
-    # Forwarded by the gateway: TLS says who called (the gateway), the token says for whom,
-    # validated with enterprise-root.org's JWT bundle from the API's own agent.
-    body = get_json(world.gateway_url + "/records", world.as_upstream_client, SECURITY_GATEWAY,
-                    token)  # fmt: skip
-    assert body["caller"] == SECURITY_GATEWAY
+    # Directly at the API: TLS says who called, the token (validated with enterprise-root.org's
+    # JWT bundle from the API's own agent) must be for the API and name the same caller.
+    body = get_json(world.api_url + "/records", world.as_upstream_client, ENTERPRISE_API,
+                    for_api)  # fmt: skip
+    assert body["caller"] == UPSTREAM_CLIENT
     assert body["jwt"] == {"subject": UPSTREAM_CLIENT, "audience": [ENTERPRISE_API]}
-
-    for refused in (wrong, token[:-4] + "AAAA"):
+    for refused in (for_gateway, for_api[:-4] + "AAAA"):
         with pytest.raises(urllib.error.HTTPError) as err:
-            get_json(world.gateway_url + "/records", world.as_upstream_client,
-                     SECURITY_GATEWAY, refused)  # fmt: skip
+            get_json(world.api_url + "/records", world.as_upstream_client, ENTERPRISE_API,
+                     refused)  # fmt: skip
         assert err.value.code == 401
-        assert "jwtsvid" in json.load(err.value)["error"]
-    world.api.wait_for_line(re.escape(SECURITY_GATEWAY) + " refused its JWT-SVID: .*audience")
+        assert "jwtsvid" in json.load(err.value)["reason"]
+
+    # At the gateway, as an external client without a certificate: the token is the identity.
+    body = get_json(world.gateway_url + "/records", None, SECURITY_GATEWAY, for_gateway,
+                    bundles=world.as_upstream_client)  # fmt: skip
+    assert body["caller"] == SECURITY_GATEWAY
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get_json(world.gateway_url + "/records", None, SECURITY_GATEWAY, for_api,
+                 bundles=world.as_upstream_client)  # fmt: skip
+    assert err.value.code == 401
+    world.gateway.wait_for_line(
+        r"event=audit client=" + re.escape(UPSTREAM_CLIENT) + r" auth=jwt .*status=200"
+    )
+
+
+def test_gateway_answers_502_when_the_api_refuses_its_identity_or_is_not_who_it_must_be(
+    world: World,
+) -> None:
+    # an API whose table does not name the gateway: it answers 403, the gateway says 502
+    api = world.start("enterprise_api", "enterprise-api", "--listen", "127.0.0.1:0",
+                      "--grant", f"read={DATA_PROCESSOR}",
+                      "--db", str(world.log_dir / "strict.sqlite3"))  # fmt: skip
+    gateways = []
+    try:
+        strict_url = api.wait_for_line(r"listening on (https://\S+)").group(1)
+        for upstream, upstream_id in (
+            (strict_url, ENTERPRISE_API),  # the API refuses the gateway
+            (world.api_url, DATA_PROCESSOR),  # the gateway refuses the API's SVID
+        ):
+            gateway = world.start(
+                "security_gateway", "security-gateway", "--listen", "127.0.0.1:0",
+                "--upstream", upstream, "--upstream-id", upstream_id,
+                "--allow-trust-domain", UPSTREAM_TD.name,
+                "--api-keys", str(world.log_dir / "keys.json"),
+            )  # fmt: skip
+            gateways.append(gateway)
+            url = gateway.wait_for_line(r"listening on (https://\S+)").group(1)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                get_json(url + "/records", world.as_upstream_client, SECURITY_GATEWAY)
+            assert err.value.code == 502
+            assert "refused" in json.load(err.value)["reason"]
+            gateway.wait_for_line(r"event=audit .* status=502")
+        api.wait_for_line(
+            "peer=" + re.escape(SECURITY_GATEWAY) + r" method=GET path=/records "
+            r"route=records.list outcome=deny"
+        )
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        api.stop()
 
 
 def test_examples_stop_cleanly_on_sigterm(world: World) -> None:
@@ -288,15 +369,27 @@ def test_examples_stop_cleanly_on_sigterm(world: World) -> None:
         "--api", world.api_url, "--api-id", ENTERPRISE_API, "--interval", "0.5",
     )  # fmt: skip
     api = world.start("enterprise_api", "enterprise-api", "--listen", "127.0.0.1:0",
-                      "--allow", DATA_PROCESSOR)  # fmt: skip
+                      "--grant", f"read={DATA_PROCESSOR}",
+                      "--db", str(world.log_dir / "sigterm.sqlite3"))  # fmt: skip
+    gateway = world.start(
+        "security_gateway", "security-gateway", "--listen", "127.0.0.1:0",
+        "--upstream", world.api_url, "--upstream-id", ENTERPRISE_API,
+        "--allow-trust-domain", UPSTREAM_TD.name, "--api-keys", str(world.log_dir / "keys.json"),
+    )  # fmt: skip
     try:
-        processor.wait_for_line(r"call 2 ok")
+        processor.wait_for_line(r"event=cycle cycle=2 outcome=ok")
         api.wait_for_line(r"listening on")
+        url = gateway.wait_for_line(r"listening on (https://\S+)").group(1)
+        # with a keep-alive connection open upstream, SIGTERM still ends it promptly
+        get_json(url + "/records", world.as_upstream_client, SECURITY_GATEWAY)
     finally:
         processor.stop()
         api.stop()
+        gateway.stop()
+    assert gateway.proc.returncode == 0, gateway.output()
+    assert gateway.output().rstrip().endswith("stopped"), gateway.output()
     assert processor.proc.returncode == 0, processor.output()
-    assert re.search(r"stopped after \d+ call\(s\), 0 failed", processor.output())
+    assert re.search(r"stopped after \d+ cycle\(s\), 0 failed", processor.output())
     assert api.proc.returncode == 0, api.output()
     assert api.output().rstrip().endswith("stopped"), api.output()
 
@@ -307,7 +400,8 @@ def test_example_without_an_identity_exits_with_a_clear_error(
     bare = spire_agent_factory(world.downstream)  # an agent with no entry for anyone
     api = Example(
         "enterprise_api", bare.endpoint,
-        ["--listen", "127.0.0.1:0", "--allow", DATA_PROCESSOR, "--identity-timeout", "3"],
+        ["--listen", "127.0.0.1:0", "--grant", f"read={DATA_PROCESSOR}", "--identity-timeout", "3",
+         "--db", str(world.log_dir / "no-identity.sqlite3")],
         world.log_dir,
     )  # fmt: skip
     assert api.wait(60) == 2, api.output()

@@ -9,12 +9,12 @@ from types import ModuleType
 
 from rich.console import Console
 
-from spire_fabric.deploy import down, plan, render, status, up, verify
+from spire_fabric.deploy import down, plan, render, status, trust_anchor, up, verify
 from spire_fabric.deploy._common import EXIT_USAGE, UsageError
 
 # Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
 # run(args, console) -> int installed with set_defaults(run=...).
-SUBCOMMANDS: tuple[ModuleType, ...] = (plan, render, up, verify, status, down)
+SUBCOMMANDS: tuple[ModuleType, ...] = (plan, render, up, verify, status, down, trust_anchor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 
@@ -69,7 +69,9 @@ __all__ = [
 
 logger = logging.getLogger("spire_fabric.tls")
 
-PeerCheck = Callable[[TlsConnection], SpiffeId]
+ClientCert = Literal["required", "optional"]
+
+PeerCheck = Callable[[TlsConnection], SpiffeId | None]
 
 
 @contextlib.contextmanager
@@ -106,6 +108,8 @@ def load_svid(context: ssl.SSLContext, svid: X509Svid) -> None:
 
 
 def _checked_classes(check: PeerCheck) -> tuple[type[ssl.SSLSocket], type[ssl.SSLObject]]:
+    # ``check`` may return None (client certificate optional and none sent): the attribute
+    # is then None and ``peer_spiffe_id`` raises LookupError, never a made-up identity.
     class CheckedSSLSocket(ssl.SSLSocket):
         def do_handshake(self, block: bool = False) -> None:
             super().do_handshake(block)
@@ -119,23 +123,36 @@ def _checked_classes(check: PeerCheck) -> tuple[type[ssl.SSLSocket], type[ssl.SS
     return CheckedSSLSocket, CheckedSSLObject
 
 
-def _make_check(bundle_source: X509BundleSource, authorizer: Authorizer) -> PeerCheck:
+def _make_check(
+    bundle_source: X509BundleSource, authorizer: Authorizer, *, optional: bool = False
+) -> PeerCheck:
     cache = VerifiedChainCache(bundle_source)
 
-    def check(conn: TlsConnection) -> SpiffeId:
+    def check(conn: TlsConnection) -> SpiffeId | None:
+        # A client that sent no certificate is let through only when it is optional; one
+        # that sent a certificate is checked exactly as in mutual TLS, never ignored.
+        if optional and conn.getpeercert(binary_form=True) is None:
+            return None
         return cache.verify_peer(conn, authorizer)
 
     return check
 
 
 def _configure(
-    context: ssl.SSLContext, *, verify_peer_cert: bool, server_side: bool
+    context: ssl.SSLContext,
+    *,
+    verify_peer_cert: bool,
+    server_side: bool,
+    peer_cert_optional: bool = False,
 ) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not server_side:
         # SPIFFE peers are named by URI SAN, checked by verify_peer; DNS names are irrelevant.
         context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED if verify_peer_cert else ssl.CERT_NONE
+    if not verify_peer_cert:
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.verify_mode = ssl.CERT_OPTIONAL if peer_cert_optional else ssl.CERT_REQUIRED
     # Go treats every bundle certificate as a trust anchor, self-signed or not.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if server_side:
@@ -154,10 +171,14 @@ def _build_snapshot(
     verify_peer_cert: bool,
     alpn: tuple[str, ...] | None,
     check: PeerCheck | None,
+    peer_cert_optional: bool = False,
 ) -> ssl.SSLContext:
     protocol = ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT
     context = _configure(
-        ssl.SSLContext(protocol), verify_peer_cert=verify_peer_cert, server_side=server_side
+        ssl.SSLContext(protocol),
+        verify_peer_cert=verify_peer_cert,
+        server_side=server_side,
+        peer_cert_optional=peer_cert_optional,
     )
     if verify_peer_cert:
         pem = b"".join(b.to_pem() for b in bundles)
@@ -238,6 +259,8 @@ class SpiffeServerContext(ssl.SSLContext):
 
     Do not load certificates into it: each handshake is moved onto the context of the
     current SVID. ``set_alpn_protocols`` is remembered and applied to those contexts.
+    ``client_cert="optional"`` asks for a client certificate without requiring one (see
+    ``mtls_server_context``).
     """
 
     _cache: _SnapshotCache
@@ -255,12 +278,22 @@ class SpiffeServerContext(ssl.SSLContext):
         | spiffe.X509Bundle
         | None,
         authorizer: Authorizer | None,
+        client_cert: ClientCert = "required",
     ) -> None:
         svid_source = x509_svid_source_of(svid_source)
         if bundle_source is not None:
             bundle_source = x509_bundle_source_of(bundle_source)
+        if client_cert not in ("required", "optional"):
+            raise ValueError(
+                f"tls: client_cert must be 'required' or 'optional', not {client_cert!r}"
+            )
         mutual = bundle_source is not None and authorizer is not None
-        check = _make_check(bundle_source, authorizer) if mutual else None  # type: ignore[arg-type]
+        optional = client_cert == "optional"
+        check = (
+            _make_check(bundle_source, authorizer, optional=optional)  # type: ignore[arg-type]
+            if mutual
+            else None
+        )
 
         def build(
             svid: X509Svid | None, bundles: tuple[X509Bundle, ...], alpn: tuple[str, ...] | None
@@ -272,11 +305,12 @@ class SpiffeServerContext(ssl.SSLContext):
                 verify_peer_cert=mutual,
                 alpn=alpn,
                 check=None,
+                peer_cert_optional=optional,
             )
 
         self._alpn = None
         self._cache = _SnapshotCache(build, svid_source, bundle_source if mutual else None)
-        _configure(self, verify_peer_cert=mutual, server_side=True)
+        _configure(self, verify_peer_cert=mutual, server_side=True, peer_cert_optional=optional)
         if check is not None:
             self.sslsocket_class, self.sslobject_class = _checked_classes(check)
         self.sni_callback = self._on_client_hello
@@ -412,14 +446,22 @@ def mtls_server_context(
     svid_source: X509SvidSource | spiffe.X509Source | spiffe.X509Svid,
     bundle_source: X509BundleSource | spiffe.X509Source | spiffe.X509BundleSet | spiffe.X509Bundle,
     authorizer: Authorizer,
+    *,
+    client_cert: ClientCert = "required",
 ) -> SpiffeServerContext:
     """Server side of mutual TLS: present the current SVID, require and check a client SVID.
 
     The client chain is verified against the bundle of the client ID's own trust domain,
     then ``authorizer`` decides, inside the handshake of every connection. py-spiffe's
     ``X509Source`` (and its SVIDs, bundles and bundle sets) are accepted as they are.
+
+    ``client_cert="optional"`` serves SPIFFE workloads and clients without an SVID on one
+    listener (an edge gateway): a client certificate, when sent, is checked exactly as above
+    and a bad one fails the handshake; a client that sends none is admitted with no peer ID
+    (``peer_spiffe_id`` raises LookupError) and the application must authenticate it some
+    other way, e.g. by an ``Authorization`` header.
     """
-    return SpiffeServerContext(svid_source, bundle_source, authorizer)
+    return SpiffeServerContext(svid_source, bundle_source, authorizer, client_cert)
 
 
 def tls_server_context(

@@ -9,7 +9,7 @@ import socketserver
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from spire_fabric.identity import SpiffeId, X509BundleSource, X509SvidSource
 
@@ -139,14 +139,18 @@ def serve_mtls_threaded(
     port: int = 0,
     handshake_timeout: float = 10.0,
     context: SpiffeServerContext | None = None,
+    client_cert: Literal["required", "optional"] = "required",
 ) -> MtlsServer:
     """Serve ``handler`` (e.g. an ``http.server.BaseHTTPRequestHandler``) over mTLS.
 
     Each connection runs in its own thread; a handler reads its verified peer with
     ``peer_spiffe_id(self.request)``. Pass ``context`` to reuse one built elsewhere
-    (then the three sources are ignored). Returns once the socket listens.
+    (then the three sources are ignored). ``client_cert="optional"``: see
+    ``mtls_server_context``. Returns once the socket listens.
     """
-    ctx = context or mtls_server_context(svid_source, bundle_source, authorizer)
+    ctx = context or mtls_server_context(
+        svid_source, bundle_source, authorizer, client_cert=client_cert
+    )
     return MtlsServer(TlsThreadingServer((host, port), handler, ctx, handshake_timeout))
 
 

@@ -56,8 +56,12 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
         args=(
             "--listen", "{listen}",
             "--jwt-audience", "{spiffe_id}",
-            "--allow", "{spiffe_id:data-processor}",
-            "--allow", "{spiffe_id:security-gateway}",
+            # the API's authorization table (examples/enterprise_api/policy.py) by role
+            "--grant", "read={spiffe_id:security-gateway}",
+            "--grant", "create={spiffe_id:security-gateway}",
+            "--grant", "read={spiffe_id:data-processor}",
+            "--grant", "report={spiffe_id:data-processor}",
+            "--grant", "read=enterprise-root.org",
         ),
         port=30443,
         # data-processor is a caller the API admits: proves identity and authorization
@@ -90,7 +94,7 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
 # admits only itself, so `up` of every preset starts a real workload that verify can call.
 _APP_RUN = LocalRun(
     module=f"{_EXAMPLES}.enterprise_api",
-    args=("--listen", "{listen}", "--jwt-audience", "{spiffe_id}", "--allow", "{spiffe_id}"),
+    args=("--listen", "{listen}", "--jwt-audience", "{spiffe_id}", "--grant", "read={spiffe_id}"),
     port=30443,
     health=HealthProbe("/health", expect=("spiffe_id={spiffe_id}",)),
 )
@@ -235,7 +239,8 @@ def enterprise() -> Topology:
             kubernetes=WorkloadKubernetes(
                 namespace="downstream-workloads",
                 service_account=name,
-                service_port=8443,
+                # data-processor only calls: no port, no Service, no readiness probe
+                service_port=8443 if _EXAMPLE_RUNS[name].port else None,
                 node_port=node_port,
             ),
         )

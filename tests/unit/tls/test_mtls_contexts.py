@@ -318,3 +318,51 @@ def test_a_plain_x509_svid_is_its_own_source_on_both_sides(world: World) -> None
         body, serial = _get(server, client_context)
     assert body == CLIENT_ID
     assert serial == server_svid.leaf.serial_number
+
+
+class WhoAmIOrAnonymous(WhoAmI):
+    """Like WhoAmI, but says "anonymous" for a client that sent no certificate."""
+
+    def do_GET(self) -> None:
+        try:
+            who = str(peer_spiffe_id(self.request))
+        except LookupError:
+            who = "anonymous"
+        body = who.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _serve_optional(world: World):
+    return serve_mtls_threaded(
+        WhoAmIOrAnonymous, world.server_svid, world.bundles, authorize_id(CLIENT_ID),
+        client_cert="optional",
+    )  # fmt: skip
+
+
+def test_optional_client_cert_admits_a_client_without_one_as_anonymous(world: World) -> None:
+    with _serve_optional(world) as server:
+        anonymous = tls_client_context(world.bundles, authorize_id(SERVER_ID))
+        assert _get(server, anonymous)[0] == "anonymous"
+        # and a SPIFFE client on the same listener is still verified and named
+        assert _get(server, _client(world))[0] == CLIENT_ID
+
+
+def test_optional_client_cert_still_refuses_a_bad_or_unauthorized_certificate(
+    world: World,
+) -> None:
+    forged = make_svid(world.ca_b, "spiffe://td-a.test/admin")
+    intruder = make_svid(world.ca_b, "spiffe://td-b.test/intruder")
+    with _serve_optional(world) as server:
+        for svid in (forged, intruder):
+            with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException)):
+                _get(server, _client(world, svid=svid))
+    assert any("could not verify leaf certificate" in r for r in server.rejected)
+    assert any("intruder is not authorized" in r for r in server.rejected)
+
+
+def test_client_cert_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="client_cert"):
+        mtls_server_context(None, None, authorize_any(), client_cert="sometimes")  # type: ignore[arg-type]

@@ -94,6 +94,10 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         "image": k.image or topology.kubernetes.images.workload,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
+        # The root is read-only; like the local target's per-workload directory, the
+        # working directory is where a workload may keep files (the API's SQLite file).
+        # An emptyDir: it survives container restarts, not a pod's replacement.
+        "workingDir": "/tmp",
         "env": [
             {
                 "name": "SPIFFE_ENDPOINT_SOCKET",
