@@ -60,7 +60,9 @@ BASE_ENV = "SPIRE_FABRIC_KUBE_DIR"
 DEFAULT_BASE = Path("/var/lib/spire-fabric-kube")
 CLUSTER_DOMAIN = "cluster.local"
 STORAGE_CLASS = "sfk-local"
-PV_COUNT = 8
+# Retained volumes are not reused after their claim is gone (as in a real cluster without
+# a provisioner), so there are enough for many up/down cycles of every preset in one run.
+PV_COUNT = 24
 # Images every node gets at start; the rest are loaded on demand with `load_image`.
 NODE_IMAGES = ("pause", "coredns", "python")
 
@@ -841,6 +843,11 @@ def _bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
     ]
     for i in range(PV_COUNT):
+        # Made here, world-writable like a local-path provisioner's: a hostPath volume gets
+        # no fsGroup ownership change, and SPIRE (uid 1000) and MySQL (uid 999) must write.
+        volume = d / "volumes" / f"pv-{i}"
+        volume.mkdir(parents=True, exist_ok=True)
+        volume.chmod(0o777)
         docs.append({
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"sfk-pv-{i}"},
