@@ -51,6 +51,7 @@ from spire_fabric.topology import (
     Server,
     SpireUpstreamAuthority,
     Workload,
+    effective_datastore,
     expand_placeholders,
 )
 from spire_fabric.verify._report import CheckResult, Report
@@ -352,7 +353,7 @@ def _datastore(d: Deployment, s: Server) -> str:
     # Counting entries is a datastore round trip inside SPIRE: it fails if the DB is gone.
     with d.server(s.name) as client:
         count = client.count_entries(timeout=5)
-    kind = type(s.datastore).__name__.removesuffix("Datastore")
+    kind = type(effective_datastore(s, d.target)).__name__.removesuffix("Datastore")
     return f"{kind}: {count} entries"
 
 

@@ -26,6 +26,10 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TOPOLOGY = "spire-fabric.io/topology"
 LABEL_CLUSTER = "spire-fabric.io/cluster"
+# On every pod of a workload: its ClusterSPIFFEID selects pods by it, so the controller
+# manager makes one entry per pod of that workload, not one per pod of the namespace.
+# Pods a user runs for a registered-only workload carry it too.
+LABEL_WORKLOAD = "spire-fabric.io/workload"
 MANAGED_BY = "spire-fabric"
 
 HOST_SOCKET_ROOT = "/run/spire/agent-sockets"

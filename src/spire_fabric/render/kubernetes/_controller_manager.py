@@ -22,6 +22,7 @@ import yaml
 from spire_fabric.identity import node_alias_id, spire_server_id
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
+    LABEL_WORKLOAD,
     Obj,
     config_map,
     meta,
@@ -144,6 +145,8 @@ def _cluster_spiffe_id(topology: Topology, server: Server, w: Workload) -> Obj:
         "className": server.name,
         "spiffeIDTemplate": w.spiffe_id,
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+        # without it, every pod of the namespace would get an entry for this ID
+        "podSelector": {"matchLabels": {LABEL_WORKLOAD: w.name}},
         "workloadSelectorTemplates": sorted(s for s in selectors if not s.startswith("k8s:ns:")),
     }
     _entry_options(spec, w, dns_key="dnsNameTemplates", ttl_key="ttl", jwt_key="jwtTtl")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
+    LABEL_WORKLOAD,
     WORKLOAD_SOCKET_DIR,
     WORKLOAD_UID,
     Obj,
@@ -138,7 +139,10 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             spec={
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                "template": {
+                    "metadata": {"labels": {**labels, LABEL_WORKLOAD: w.name}},
+                    "spec": pod_spec,
+                },
             },
         ),
     ]

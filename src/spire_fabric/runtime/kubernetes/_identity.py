@@ -24,6 +24,7 @@ from spire_fabric.identity import BundleSet, JwtBundle
 from spire_fabric.proto.workload import workload_pb2
 from spire_fabric.render import RenderPaths
 from spire_fabric.render.kubernetes._common import (
+    LABEL_WORKLOAD,
     WORKLOAD_SOCKET_DIR,
     WORKLOAD_UID,
     agent_node_selector,
@@ -173,7 +174,11 @@ class WorkloadIdentity:
             "kind": "Pod",
             "metadata": {
                 "name": name,
-                "labels": {PROBE_LABEL: w.name, "app.kubernetes.io/managed-by": "spire-fabric"},
+                "labels": {
+                    PROBE_LABEL: w.name,
+                    LABEL_WORKLOAD: w.name,
+                    "app.kubernetes.io/managed-by": "spire-fabric",
+                },
             },
             "spec": spec,
         }

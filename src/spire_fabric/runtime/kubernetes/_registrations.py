@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
-from spire_fabric.render.kubernetes._common import selector_labels
+from spire_fabric.render.kubernetes._common import LABEL_WORKLOAD
 from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable
 from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
@@ -113,13 +113,10 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
     conn = d.clusters[agent.kubernetes.cluster]
     td = t.server(agent.server).trust_domain
     ns = w.kubernetes.namespace
-    pods = conn.core.list_namespaced_pod(
-        ns,
-        label_selector=",".join(f"{k}={v}" for k, v in selector_labels(w.name, "workload").items()),
-    ).items
+    pods = conn.core.list_namespaced_pod(ns, label_selector=f"{LABEL_WORKLOAD}={w.name}").items
     out = []
     for pod in pods:
-        if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
+        if not pod.spec.node_name:  # not scheduled: the controller manager waits too
             continue
         if pod.spec.service_account_name != w.kubernetes.service_account:
             continue

@@ -266,8 +266,20 @@ class KubernetesDeployment:
                 changes.append(EntryChange("update", e, frozenset(cur.diff(e)), cur))
             else:
                 unchanged.append(cur)
-        changes += [EntryChange("delete", e) for e in have.values()]
+        live_pods = self._pod_uids(server)
+        for e in have.values():
+            uids = [sel.value.removeprefix("pod-uid:") for sel in e.selectors
+                    if sel.type == "k8s" and sel.value.startswith("pod-uid:")]  # fmt: skip
+            if uids and not set(uids) & live_pods:
+                continue  # its pod is gone; the controller manager removes it on its next pass
+            changes.append(EntryChange("delete", e))
         return EntryPlan(tuple(changes), tuple(unchanged))
+
+    def _pod_uids(self, server: str) -> set[str]:
+        k = self.topology.server(server).kubernetes
+        assert k is not None
+        pods = self.clusters[k.cluster].core.list_pod_for_all_namespaces().items
+        return {str(p.metadata.uid) for p in pods}
 
     def x509_context(self, workload: str) -> X509Context:
         return self._identity(workload).x509_context()
@@ -759,10 +771,6 @@ def _apply_as(conn: ClusterApi, body: Obj, manager: str) -> None:
             f"cannot label node {body['metadata']['name']} in {conn.where()}: "
             f"{api_error_message(err)}"
         ) from err
-
-
-
-
 
 
 def _belongs_to(topology: Topology, o: Obj) -> set[str]:
