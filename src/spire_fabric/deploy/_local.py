@@ -83,12 +83,14 @@ def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) ->
     for note in plan.notes:
         console.print(f"  [dim]note: {escape(note)}[/dim]")
     if not plan:
-        console.print("no changes: the deployment matches the topology")
+        unchanged = f" ({plan.unchanged} objects unchanged)" if plan.unchanged else ""
+        console.print(f"no changes: the deployment matches the topology{unchanged}")
         return
     counts: dict[str, int] = {}
     for c in plan.changes:
         counts[c.action] = counts.get(c.action, 0) + 1
-    console.print("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()))
+    unchanged = f", {plan.unchanged} unchanged" if plan.unchanged else ""
+    console.print("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()) + unchanged)
 
 
 def _line(c: Change) -> str:

@@ -508,15 +508,27 @@ class KubernetesDeployment:
                 changes.append(Change("update", ref.kind, name, fields=tuple(fields)))
             else:
                 unchanged += 1
-        desired = {(c, objects.ObjectRef.of(o)) for c, _, o in self.rendered()}
-        for cluster, conn in self.clusters.items():
-            for live in objects.list_ours(conn, self.name):
-                ref = objects.ObjectRef.of(live)
-                if (cluster, ref) not in desired and _cluster_label(live) == cluster:
-                    changes.append(Change("delete", ref.kind, f"{cluster}/{_ref_name(ref)}"))
+        for cluster, ref in self._stale():
+            changes.append(Change("delete", ref.kind, f"{cluster}/{_ref_name(ref)}"))
         changes += self._federation_changes(notes)
         changes += self._entry_changes(notes)
         return DeploymentPlan(self.name, "kubernetes", tuple(changes), tuple(notes), unchanged)
+
+    def _stale(self) -> list[tuple[str, objects.ObjectRef]]:
+        """Objects with our labels that the topology no longer has. Objects another object
+        owns (a StatefulSet's volume claims) go with their owner and are not listed."""
+        desired = {(c, objects.ObjectRef.of(o)) for c, _, o in self.rendered()}
+        out = []
+        for cluster, conn in self.clusters.items():
+            for live in objects.list_ours(conn, self.name):
+                ref = objects.ObjectRef.of(live)
+                owned = (live.get("metadata") or {}).get("owner_references") or (
+                    live.get("metadata") or {}
+                ).get("ownerReferences")
+                if owned or _cluster_label(live) != cluster or (cluster, ref) in desired:
+                    continue
+                out.append((cluster, ref))
+        return out
 
     def _servers_running(self) -> list[str]:
         return [s.name for s in self.topology.servers if self.server_health(s.name)[1]]
@@ -613,6 +625,13 @@ class KubernetesDeployment:
                         if refs:
                             wait_rollouts(self.clusters[cluster], refs, timeout)
                 deferred = []
+        stale = self._stale()
+        if stale:
+            with report("delete what the topology no longer has"):
+                for cluster in self.clusters:
+                    refs = [r for c, r in stale if c == cluster]
+                    objects.delete(self.clusters[cluster], refs)
+                    objects.wait_gone(self.clusters[cluster], refs, timeout)
         return plan
 
     def _bootstrap_federation(self) -> None:
