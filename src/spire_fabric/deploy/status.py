@@ -51,7 +51,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             title_justify="left",
             box=None,
         )
-        columns = ["kind", "name", "pid", "health", "SVID expires"]
+        kube = args.target == "kubernetes"
+        columns = ["kind", "name", "pod" if kube else "pid", "health", "SVID expires"]
         if args.verbose:
             columns += ["restarts", "detail"]
         for col in columns:
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 else ("[yellow]running, not healthy[/yellow]" if r.running else "[red]down[/red]")
             )
             detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
-            cells = [r.kind, escape(r.name), str(r.pid or "-"), health, _expiry(r.svid_expires_at)]
+            where = r.extra.get("pod") or "-" if kube else str(r.pid or "-")
+            cells = [r.kind, escape(r.name), escape(where), health, _expiry(r.svid_expires_at)]
             if args.verbose:
                 cells += [str(r.restarts), escape(detail)]
             table.add_row(*cells)
