@@ -14,6 +14,10 @@ import yaml
 from kubernetes_clusters._kube import UPSTREAM, Kube
 from kubernetes_clusters.test_installer import KubeDeploy
 
+# A deployment from nothing (images loaded into every node first) takes minutes.
+pytestmark = pytest.mark.timeout(1500)
+
+
 ONE_CLUSTER = ["--context", f"spire-cluster={UPSTREAM}"]
 
 
