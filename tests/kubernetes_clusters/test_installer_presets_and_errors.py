@@ -100,8 +100,12 @@ def test_a_node_port_already_allocated_is_named_with_its_owner(
 def test_an_image_that_cannot_be_pulled_is_reported_from_the_pod_status(
     deploy: KubeDeploy,
 ) -> None:
-    r = deploy.run("up", "--topology", "basic", *ONE_CLUSTER, "--timeout", "120",
-                   "--image", "workload=spire-fabric.local/no-such-image:1")  # fmt: skip
+    extra = list(deploy.extra)  # every image of the test clusters but the workload's
+    i = next(i for i, a in enumerate(extra) if a.startswith("workload="))
+    del extra[i - 1 : i + 1]
+    nope = KubeDeploy(deploy.state_dir, [*extra, "--image",
+                                         "workload=spire-fabric.local/no-such-image:1"])
+    r = nope.run("up", "--topology", "basic", *ONE_CLUSTER, "--timeout", "120")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "Deployment apps/example-app in cluster spire-cluster" in out

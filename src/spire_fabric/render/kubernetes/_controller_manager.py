@@ -28,6 +28,7 @@ from spire_fabric.render.kubernetes._common import (
     meta,
     obj,
     restricted_container,
+    selector_labels,
 )
 from spire_fabric.topology import (
     Agent,
@@ -146,7 +147,7 @@ def _cluster_spiffe_id(topology: Topology, server: Server, w: Workload) -> Obj:
         "spiffeIDTemplate": w.spiffe_id,
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
         # without it, every pod of the namespace would get an entry for this ID
-        "podSelector": {"matchLabels": {LABEL_WORKLOAD: w.name}},
+        "podSelector": {"matchLabels": workload_pod_labels(topology, w)},
         "workloadSelectorTemplates": sorted(s for s in selectors if not s.startswith("k8s:ns:")),
     }
     _entry_options(spec, w, dns_key="dnsNameTemplates", ttl_key="ttl", jwt_key="jwtTtl")
@@ -157,6 +158,14 @@ def _cluster_spiffe_id(topology: Topology, server: Server, w: Workload) -> Obj:
         meta(topology, server.kubernetes.cluster, w.name, app=w.name, component="registration"),
         spec=spec,
     )
+
+
+def workload_pod_labels(topology: Topology, w: Workload) -> dict[str, str]:
+    """The labels of the workload's pods. A workload named like a server is that server's
+    own identity (a nested server fetching its CA): its pods are the server's."""
+    if any(s.name == w.name for s in topology.servers):
+        return selector_labels(w.name, "server")
+    return {LABEL_WORKLOAD: w.name}
 
 
 def _entry_options(spec: Obj, w: Workload, *, dns_key: str, ttl_key: str, jwt_key: str) -> None:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
-from spire_fabric.render.kubernetes._common import LABEL_WORKLOAD
-from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable
+from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable, workload_pod_labels
 from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
 
@@ -84,12 +83,13 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
         )
     for w in t.workloads:
         agent = t.agent(w.agent)
-        if agent.server != server or w.kubernetes is None:
+        if agent.server != server:
             continue
         selectors = workload_selectors(w, "kubernetes")
         if not _k8s_selectable(selectors):
             ak = agent.kubernetes
-            assert ak is not None
+            if ak is None or ak.node_attestor != "k8s_psat":
+                continue  # rendered for no one: the renderer makes no resource for it
             out.append(
                 Entry(
                     spiffe_id=SpiffeId.parse(w.spiffe_id),
@@ -105,25 +105,25 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
 
 
 def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...]) -> list[Entry]:
-    """One entry per running pod of the workload, as the controller manager makes it."""
-    assert w.kubernetes is not None
+    """One entry per scheduled pod the workload's ClusterSPIFFEID selects (its namespace,
+    its pod labels), as the controller manager of the server's cluster makes it."""
     t = d.topology
     agent = t.agent(w.agent)
-    assert agent.kubernetes is not None
-    conn = d.clusters[agent.kubernetes.cluster]
+    sk = t.server(agent.server).kubernetes
+    assert sk is not None
+    cluster = sk.cluster
+    conn = d.clusters[cluster]
     td = t.server(agent.server).trust_domain
-    ns = w.kubernetes.namespace
-    pods = conn.core.list_namespaced_pod(ns, label_selector=f"{LABEL_WORKLOAD}={w.name}").items
+    ns = next(s for s in selectors if s.startswith("k8s:ns:")).removeprefix("k8s:ns:")
+    labels = workload_pod_labels(t, w)
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    pods = conn.core.list_namespaced_pod(ns, label_selector=selector).items
     out = []
     for pod in pods:
         if not pod.spec.node_name:  # not scheduled: the controller manager waits too
             continue
-        if pod.spec.service_account_name != w.kubernetes.service_account:
-            continue
         node = conn.core.read_node(pod.spec.node_name)
-        parent = SpiffeId.parse(
-            f"spiffe://{td}/spire/agent/k8s_psat/{agent.kubernetes.cluster}/{node.metadata.uid}"
-        )
+        parent = SpiffeId.parse(f"spiffe://{td}/spire/agent/k8s_psat/{cluster}/{node.metadata.uid}")
         names = list(w.dns_names)
         out.append(
             Entry(

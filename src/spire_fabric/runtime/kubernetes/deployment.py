@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.entries import EntryChange, EntryPlan, apply_entries, plan_entries
-from spire_fabric.identity import SpiffeId, agent_alias_id
+from spire_fabric.identity import SpiffeId, agent_alias_id, join_token_agent_id
 from spire_fabric.render.kubernetes._common import (
     agent_node_selector,
     selector_labels,
@@ -202,7 +202,8 @@ class KubernetesDeployment:
         td = self.topology.server(a.server).trust_domain
         conn = self.clusters[k.cluster]
         if agent_node_attestor(a, "kubernetes") != "k8s_psat":
-            return agent_alias_id(td, name) if self._join_token(a.name) else None
+            token = self._join_token(a.name)
+            return join_token_agent_id(td, token) if token else None
         try:
             pods = conn.core.list_namespaced_pod(
                 k.namespace,
