@@ -33,7 +33,7 @@ def images(kubes: dict[str, Kube]) -> list[str]:
 def deploy(images: list[str], tmp_path: Path) -> Iterator[KubeDeploy]:
     d = KubeDeploy(tmp_path / "state", images)
     yield d
-    if d.state_dir.exists():
+    if (d.state_dir / "kubernetes.json").exists():
         r = d.run("down", "--purge", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
 

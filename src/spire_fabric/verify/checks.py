@@ -144,7 +144,18 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
                 partial(_bundle_endpoint, d, s),
             )
     root = d.root_ca()
+    nested = {s.name: s.upstream_authority.server for s in t.servers
+              if isinstance(s.upstream_authority, SpireUpstreamAuthority)}  # fmt: skip
     for w in t.workloads:
+        if w.name in nested:
+            # A nested server's own identity: only the server process holds its SVID,
+            # so prove what it got with it, a CA signed by its parent (Server API).
+            yield _check(
+                f"workload-svid:{w.name}",
+                f"{w.name} holds {w.spiffe_id} and got its CA with it",
+                partial(_nested_ca, d, w.name, nested[w.name]),
+            )
+            continue
         yield _check(
             f"workload-svid:{w.name}",
             f"{w.name} holds {w.spiffe_id}",
@@ -278,6 +289,23 @@ def _nested_checks(d: Deployment, svid_of: Callable[[Workload], X509Svid]) -> It
             f"{w.name} chains through {s.name}'s CA to {ua.server}'s root",
             partial(lambda w, parent: _nested_chain(d, svid_of(w), parent), w, ua.server),
         )
+
+
+def _nested_ca(d: Deployment, server: str, parent: str) -> str:
+    with d.server(server) as client:
+        child = client.get_authority_state("x509", timeout=5).active
+    with d.server(parent) as client:
+        states = client.get_authority_state("x509", timeout=5)
+    signers = {a.authority_id.lower() for a in (states.active, states.prepared, states.old) if a}
+    if child is None:
+        raise CheckFailed(f"{server} has no active X.509 CA")
+    upstream = child.upstream_authority_subject_key_id.lower()
+    if upstream not in signers:
+        raise CheckFailed(
+            f"{server}'s CA {child.authority_id} was signed by {upstream or 'nobody'}, "
+            f"not by an authority of {parent} ({', '.join(sorted(signers))})"
+        )
+    return f"CA {child.authority_id[:16]}… signed by {parent}'s authority {upstream[:16]}…"
 
 
 def _nested_chain(d: Deployment, svid: X509Svid, parent: str) -> str:

@@ -99,6 +99,7 @@ class KubernetesDeployment:
         self._servers: dict[str, ServerAccess] = {}
         self._forwards: dict[str, PortForward] = {}
         self._placement: dict[str, dict[str, dict[str, str]]] | None = None
+        self._writing = False  # set by `up` after its checks: before, nothing is written
 
     @classmethod
     def create(
@@ -422,8 +423,13 @@ class KubernetesDeployment:
         t = self.topology
         if t.ca is None:
             return []
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         root_files = self._ca_files(t.ca.root.name)
+        if not root_files.key_path.exists() and not self._writing:
+            # `plan` writes nothing: the secrets show as objects to create, still empty
+            return [(s, b"", b"", b"") for s in t.servers
+                    if s.kubernetes is not None
+                    and isinstance(s.upstream_authority, DiskUpstreamAuthority)]  # fmt: skip
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if root_files.key_path.exists():
             root = load_ca(root_files)
         else:
@@ -578,6 +584,7 @@ class KubernetesDeployment:
             placement = self.check()
         plan = plan if plan is not None else self.plan()
         save(self.state_dir, self.written_topology, self.settings)
+        self._writing = True
         timeout = self.settings.timeout
         # A nested server gets its CA through its parent's agent, with an entry that the
         # registrations stage makes: it (and its agents) can only be ready after that.
