@@ -29,6 +29,8 @@ _PORT_OFFSETS = (
     *range(8180 - 31000, 8184 - 31000),  # agents' health
     *range(8280 - 31000, 8284 - 31000),  # agents' telemetry
     9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
+    # servers of presets without NodePorts keep their container ports, moved with the base
+    *(8080 - 31000, 8081 - 31000, 8443 - 31000),
 )
 
 
