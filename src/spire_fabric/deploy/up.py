@@ -25,6 +25,7 @@ from spire_fabric.deploy._local import (
     state_dir_for,
 )
 from spire_fabric.runtime.binaries import SpireBinariesError
+from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.runtime.local import (
     LocalDeployment,
     LocalizeError,
@@ -49,8 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="PRESET|FILE.yaml",
         help="a preset or a topology YAML file (default: enterprise)",
     )
-    p.add_argument("--target", choices=("local", "kubernetes"), default="local",
-                   help="local processes (default) or the Kubernetes clusters of the topology")
+    p.add_argument(
+        "--target",
+        choices=("local", "kubernetes"),
+        default="local",
+        help="local processes (default) or the Kubernetes clusters of the topology",
+    )
     add_local_args(p)
     add_kube_args(p)
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
@@ -81,6 +86,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
         except (UpError, SpireBinariesError) as err:
             console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
             return EXIT_FAILED
+    # Healing (a re-created entry, a restored federated bundle) reaches the agents on
+    # their next sync (5 s in SPIRE 1.13): give it that long before saying red.
+    return _verify(deployment, args, console, printer, started, CONVERGE_S, pause=1)
+
+
+def _verify(
+    deployment: Deployment,
+    args: argparse.Namespace,
+    console: Console,
+    printer: StepPrinter,
+    started: float,
+    converge_s: float,
+    *,
+    pause: float,
+) -> int:
+    """The end of every `up`: verify, again until green or ``converge_s`` has passed."""
     if args.no_verify:
         console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")
         return 0
@@ -88,11 +109,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     with printer("verify"):
         report = verify_deployment(deployment)
-        # Healing (a re-created entry, a restored federated bundle) reaches the agents
-        # on their next sync (5 s in SPIRE 1.13): give it that long before saying red.
-        deadline = time.monotonic() + CONVERGE_S
+        deadline = time.monotonic() + converge_s
         while not report.ok and time.monotonic() < deadline:
-            time.sleep(1)
+            time.sleep(pause)
             report = verify_deployment(deployment)
     print_report(report, console)
     console.print(f"up to verified in {time.monotonic() - started:.1f}s")
@@ -107,7 +126,6 @@ def _create(topology: Topology, state_dir: Path, settings: LocalSettings) -> Loc
 
 
 def _run_kubernetes(args: argparse.Namespace, topology: Topology, console: Console) -> int:
-    from spire_fabric.deploy.verify import print_report, verify_deployment
     from spire_fabric.runtime.kubernetes import KubernetesTargetError
 
     started = time.monotonic()
@@ -123,15 +141,4 @@ def _run_kubernetes(args: argparse.Namespace, topology: Topology, console: Conso
         except KubernetesTargetError as err:
             console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
             return EXIT_FAILED
-        if args.no_verify:
-            console.print(f"up in {time.monotonic() - started:.1f}s (verification skipped)")
-            return 0
-        with printer("verify"):
-            report = verify_deployment(deployment)
-            deadline = time.monotonic() + KUBE_CONVERGE_S
-            while not report.ok and time.monotonic() < deadline:
-                time.sleep(3)
-                report = verify_deployment(deployment)
-        print_report(report, console)
-    console.print(f"up to verified in {time.monotonic() - started:.1f}s")
-    return 0 if report.ok else EXIT_FAILED
+        return _verify(deployment, args, console, printer, started, KUBE_CONVERGE_S, pause=3)
