@@ -136,6 +136,57 @@ def test_the_checks_cover_what_the_issue_names(
     assert datastore["detail"].startswith("MySql"), datastore
 
 
+def test_status_lists_every_component_ready_with_its_svid_expiry(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    rows = {r["name"]: r for r in json.loads(installer.ok("status", "--output", "json").stdout)}
+    expected = {"spire-upstream-server", "spire-downstream-server", "upstream-agent",
+                "downstream-agent-1", "downstream-agent-2", "downstream-agent-3",
+                "enterprise-api", "data-processor", "security-gateway"}  # fmt: skip
+    assert expected <= set(rows), sorted(rows)
+    now = time.time()
+    for name in sorted(expected):
+        row = rows[name]
+        assert row["running"] and row["healthy"], row
+        # every SPIRE identity has an expiry read from SPIRE, in the future, within its TTL
+        assert row["svid_expires_at"] is not None, row
+        assert now < row["svid_expires_at"] < now + 7 * 24 * 3600, row
+    assert any(r["kind"] == "database" and r["healthy"] for r in rows.values()), rows
+
+
+def test_the_dashboard_reads_both_clusters_and_their_telemetry(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    from spire_fabric.dashboard._collect import collect
+    from spire_fabric.runtime.kubernetes import KubernetesDeployment
+
+    with KubernetesDeployment.open(installer.state_dir) as d:
+        snap = collect(d)
+        components = [s.name for s in d.topology.servers] + [a.name for a in d.topology.agents]
+    assert not snap.telemetry_errors, snap.telemetry_errors
+    for component in components:  # SPIRE's own metrics, scraped through our port-forwards
+        names = {sample.name for sample in snap.telemetry.get(component, [])}
+        assert any(n.startswith("spire_") for n in names), (component, sorted(names)[:10])
+    versions = {v.name: v.version for v in snap.servers}
+    assert all(v and v.startswith("1.") for v in versions.values()), versions
+    now = time.time()
+    for server in snap.servers:  # every page's data, read through the interface
+        assert not server.errors and server.ready, (server.name, server.errors)
+        assert server.info is not None and server.info.uptime_seconds > 0, server
+        assert server.info.entries_count > 0 and server.info.svid_chain, server.info
+        assert now < server.info.svid_chain[0].expires_at, server.info
+        assert server.bundle is not None and server.x509_state is not None
+    assert sorted(a.name or "" for a in snap.agents) == sorted(components[2:])
+    assert all(a.healthy for a in snap.agents), snap.agents
+    assert len(snap.federation) == 2, snap.federation
+    assert all(f.diff is not None and not f.diff for f in snap.federation), snap.federation
+    running = {w.name: w for w in snap.workloads
+               if w.name in ("enterprise-api", "data-processor", "security-gateway")}  # fmt: skip
+    assert all(w.serial and w.expires_at and w.expires_at > now for w in running.values()), \
+        running  # fmt: skip
+    assert not snap.errors, snap.errors
+
+
 def test_up_again_changes_nothing(enterprise: dict[str, Any], installer: KubeDeploy) -> None:
     plan = installer.run("plan", "--topology", "enterprise", "--output", "json")
     body = json.loads(plan.stdout)
@@ -211,9 +262,12 @@ def test_the_upstream_server_restarted_keeps_its_entries_and_ca(
                                  grace_period_seconds=0)  # fmt: skip
 
     def back() -> bool:
+        # A new pod has no container statuses at first: all() of nothing is
+        # True, so readiness needs Running and at least one status.
         p = k.core.read_namespaced_pod("spire-upstream-server-0", "spire-upstream")
-        return p.metadata.uid != old.metadata.uid and all(
-            cs.ready for cs in p.status.container_statuses or [])
+        statuses = p.status.container_statuses or []
+        return (p.metadata.uid != old.metadata.uid and p.status.phase == "Running"
+                and bool(statuses) and all(cs.ready for cs in statuses))
 
     k.wait("spire-upstream-server-0 back and ready", back, timeout=180)
     after_entries, after_cas = snapshot()
@@ -221,6 +275,41 @@ def test_the_upstream_server_restarted_keeps_its_entries_and_ca(
     assert after_cas == cas
     report = _wait_green(installer)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+def test_up_heals_a_node_whose_containers_were_all_killed(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """Every container on the downstream server's node (pause sandboxes included) killed
+    through that node's own containerd, as a crashed node runtime would leave it; `up`
+    waits for the kubelet to bring the pods back and ends in a green verify."""
+    k = kubes[DOWNSTREAM]
+    server = k.core.read_namespaced_pod("spire-downstream-server-0", "spire-downstream")
+    node = next(n for n in k.nodes if n["name"] == server.spec.node_name)
+    before = {p.metadata.uid: sum(cs.restart_count for cs in p.status.container_statuses or [])
+              for p in k.core.list_pod_for_all_namespaces(
+                  field_selector=f"spec.nodeName={node['name']}").items}
+    ctr = ["ctr", "--address", str(Path(node["dir"]) / "containerd" / "containerd.sock"),
+           "-n", "k8s.io"]
+    ids = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert len(ids) > 4, f"{node['name']} runs only {ids}"
+    for cid in ids:
+        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", cid], capture_output=True)
+
+    def noticed() -> bool:  # the kubelet restarted what was killed (or replaced it)
+        pods = k.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node['name']}").items
+        return any(p.metadata.uid not in before or sum(
+            cs.restart_count for cs in p.status.container_statuses or []) > before[p.metadata.uid]
+            for p in pods)
+
+    k.wait(f"the kubelet of {node['name']} notices its containers died", noticed, timeout=120)
+    up = installer.ok("up", "--topology", "enterprise", timeout=900)
+    assert " 0 failed" in up.stdout, up.stdout[-4000:]
+    server = k.core.read_namespaced_pod("spire-downstream-server-0", "spire-downstream")
+    assert server.status.container_statuses[0].restart_count > 0 or \
+        server.metadata.uid not in before  # fmt: skip
 
 
 def test_down_leaves_the_clusters_as_they_were(

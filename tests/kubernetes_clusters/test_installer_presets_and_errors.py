@@ -48,9 +48,31 @@ def test_preset_comes_up_green_and_goes_away(
     if topology == "nested":
         assert "nested-chain:spire-child-server" in deploy.ok(
             "verify", "--output", "json").stdout  # fmt: skip
+    if topology == "crd-free":
+        _replaced_join_token_agent_is_healed(deploy, kubes[UPSTREAM])
     deploy.ok("down", "--purge", timeout=600)
     namespaces = {n.metadata.name for n in kubes[UPSTREAM].core.list_namespace().items}
     assert not namespaces & {"spire", "spire-agents", "apps", "spire-root", "spire-child"}
+
+
+def _replaced_join_token_agent_is_healed(deploy: KubeDeploy, k: Kube) -> None:
+    """A join_token agent's pod replaced after attesting cannot attest again with its spent
+    token (its SVID was on an emptyDir): it crash-loops until `up` gives it a new one."""
+    ns, selector = "spire-agents", "app.kubernetes.io/name=spire-agent"
+    (pod,) = k.core.list_namespaced_pod(ns, label_selector=selector).items
+    k.core.delete_namespaced_pod(pod.metadata.name, ns)
+
+    def refused() -> bool:  # the new pod's agent exits: the token was used
+        return any(
+            p.metadata.uid != pod.metadata.uid and any(
+                (cs.restart_count or 0) > 0 or (cs.state.terminated is not None)
+                for cs in p.status.container_statuses or [])
+            for p in k.core.list_namespaced_pod(ns, label_selector=selector).items)
+
+    k.wait("the replaced agent refused with its spent token", refused, timeout=120)
+    healed = deploy.run("up", "--topology", "crd-free", *_contexts("crd-free"))
+    assert healed.returncode == 0, healed.stdout[-6000:] + healed.stderr[-3000:]
+    assert " 0 failed" in healed.stdout
 
 
 def _contexts(topology: str) -> list[str]:

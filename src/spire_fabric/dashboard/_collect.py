@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import BundleDiff, diff_bundles
 from spire_fabric.runtime.deployment import ComponentHealth, Deployment
 from spire_fabric.server import (
@@ -102,28 +103,15 @@ class Snapshot:
         return {row.name: row.healthy for row in self.status}
 
 
-def telemetry_address(deployment: Deployment, component: str) -> tuple[str, int] | None:
-    """Where a component's telemetry listener is reached from here (local target only: on
-    Kubernetes it is a pod port, reached with a port-forward this dashboard does not make)."""
-    if deployment.target != "local":
-        return None
-    topology = deployment.topology
-    for s in topology.servers:
-        if s.name == component and s.ports.telemetry is not None:
-            return s.host, s.ports.telemetry
-    for a in topology.agents:
-        if a.name == component and a.telemetry_port is not None:
-            return a.host, a.telemetry_port
-    return None
-
-
 def _scrape(deployment: Deployment, component: str) -> tuple[list[Sample] | None, str]:
-    address = telemetry_address(deployment, component)
-    if address is None:
-        return None, ""
+    """One component's telemetry samples, or why not (on Kubernetes reached through the
+    deployment's port-forward to its pod, which needs a running pod)."""
     try:
+        address = deployment.telemetry_endpoint(component)
+        if address is None:
+            return None, ""
         return fetch_samples(*address, timeout=CALL_TIMEOUT), ""
-    except OSError as e:
+    except (OSError, SpireFabricError) as e:
         return None, str(e) or type(e).__name__
 
 
@@ -182,8 +170,11 @@ def collect(deployment: Deployment, generation: int = 0) -> Snapshot:
             servers.append(view)
             continue
         try:
+            view.info = deployment.server_info(s.name)
+        except Exception as e:
+            view.errors.append(f"server info: {e}")
+        try:
             with deployment.server(s.name) as api:
-                view.info = api.server_info(timeout=CALL_TIMEOUT)
                 view.bundle = api.get_bundle(timeout=CALL_TIMEOUT)
                 bundles[s.trust_domain.name] = view.bundle
                 view.x509_state = api.get_authority_state("x509", timeout=CALL_TIMEOUT)
@@ -217,7 +208,7 @@ def collect(deployment: Deployment, generation: int = 0) -> Snapshot:
         }
         federation.append(FederationView(server, td, rel, copy, peer, diff, fetches))
 
-    workloads = _workloads(deployment, health, errors)
+    workloads = _workloads(deployment, status, errors)
     return Snapshot(
         deployment=deployment.name,
         target=deployment.target,
@@ -237,12 +228,13 @@ def collect(deployment: Deployment, generation: int = 0) -> Snapshot:
 
 
 def _workloads(
-    deployment: Deployment, health: dict[str, bool], errors: list[str]
+    deployment: Deployment, status: list[ComponentHealth], errors: list[str]
 ) -> list[WorkloadView]:
     """Each workload's SVID as its agent serves it (the Workload API, as the workload sees
     it; locally the workloads run as this user, so this process is served the same SVIDs)."""
     from spire_fabric.workload import WorkloadApiClient
 
+    health = {row.name: row.healthy for row in status}
     svids: dict[str, Any] = {}
     if deployment.target == "local":
         for agent in sorted({w.agent for w in deployment.topology.workloads}):
@@ -255,9 +247,17 @@ def _workloads(
                         svids[str(svid.spiffe_id)] = svid
             except Exception as e:
                 errors.append(f"Workload API of {agent}: {e}")
+    # Elsewhere (Kubernetes) the workloads run in pods: `status` fetched each one's SVID
+    # inside its pod, as the workload sees it, and its rows carry expiry and serial.
+    rows = {row.name: row for row in status if row.kind == "workload"}
     views = []
     for w in deployment.topology.workloads:
         held = svids.get(w.spiffe_id)
+        row = rows.get(w.name)
+        serial = None if held is None else format(held.leaf.serial_number, "x")
+        expires_at = None if held is None else held.leaf.not_valid_after_utc.timestamp()
+        if held is None and row is not None and row.svid_expires_at is not None:
+            serial, expires_at = row.extra.get("svid_serial"), float(row.svid_expires_at)
         address = None
         try:
             found = deployment.workload_address(w.name)
@@ -270,8 +270,8 @@ def _workloads(
                 spiffe_id=w.spiffe_id,
                 agent=w.agent,
                 healthy=health.get(w.name),
-                serial=None if held is None else format(held.leaf.serial_number, "x"),
-                expires_at=None if held is None else held.leaf.not_valid_after_utc.timestamp(),
+                serial=serial,
+                expires_at=expires_at,
                 address=address,
             )
         )

@@ -20,7 +20,7 @@ from cryptography import x509
 
 from spire_fabric.entries import EntryPlan
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
-from spire_fabric.server import Entry, SpireServerClient
+from spire_fabric.server import Entry, ServerInfo, SpireServerClient
 from spire_fabric.topology import Target, Topology
 from spire_fabric.workload import X509Context
 
@@ -167,6 +167,11 @@ class Deployment(Protocol):
         """(live, ready) as the server's health endpoint reports them."""
         ...
 
+    def server_info(self, name: str) -> ServerInfo:
+        """Uptime, counts and the SVID that server serves with (locally its Debug API; on
+        Kubernetes, where that API is out of reach, the same facts read other ways)."""
+        ...
+
     def bundle_endpoint_url(self, name: str) -> str:
         """Where that server's federation bundle endpoint is reached from here."""
         ...
@@ -185,6 +190,11 @@ class Deployment(Protocol):
 
     def workload_address(self, name: str) -> WorkloadAddress | None:
         """Where that workload serves (None if it does not listen or does not run here)."""
+        ...
+
+    def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
+        """(host, port) where that server's or agent's Prometheus telemetry is scraped from
+        here (on Kubernetes a port-forward to its pod); None if it renders no telemetry."""
         ...
 
     def root_ca(self) -> x509.Certificate | None:

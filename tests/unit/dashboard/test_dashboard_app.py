@@ -72,7 +72,7 @@ class _Api:
 
 class _StandIn:
     name = "enterprise"
-    target = "kubernetes"  # no telemetry or Workload API to reach from a unit test
+    target = "kubernetes"
 
     def __init__(self, entries: list[Entry]) -> None:
         self.topology = preset("enterprise")
@@ -97,6 +97,13 @@ class _StandIn:
 
     def workload_address(self, name: str) -> None:
         return None
+
+    def telemetry_endpoint(self, component: str) -> None:
+        return None  # no telemetry to reach from a unit test
+
+    def server_info(self, name: str) -> ServerInfo:
+        with self.server(name) as api:
+            return api.server_info()
 
 
 @pytest.fixture

@@ -104,3 +104,40 @@ def test_plural_names_of_the_kinds_we_apply() -> None:
     assert _plural("ClusterSPIFFEID") == "clusterspiffeids"
     assert _plural("PersistentVolumeClaim") == "persistentvolumeclaims"
     assert _plural("CustomResourceDefinition") == "customresourcedefinitions"
+
+
+def test_exec_and_port_forward_never_swap_the_shared_api_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's `stream` swaps `call_api` on the ApiClient it is handed; on the shared
+    one a concurrent list went out as a websocket ("Handshake status 200 OK" in a run)."""
+    from kubernetes import client as k8s
+
+    from spire_fabric.runtime.kubernetes import _pods
+    from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+
+    conn = ClusterApi("c", "ctx", k8s.ApiClient(k8s.Configuration()))
+    handed: list[object] = []
+
+    class Refused(Exception):
+        pass
+
+    def fake_stream(method: object, *args: object, **kwargs: object) -> object:
+        handed.append(method.__self__.api_client)  # type: ignore[attr-defined]
+        raise Refused
+
+    monkeypatch.setattr(_pods, "stream", fake_stream)
+    monkeypatch.setattr(_pods, "portforward", fake_stream)
+    with pytest.raises(Refused):
+        _pods.exec_in_pod(conn, "ns", "pod", "c", ["true"])
+    pf = _pods.PortForward(conn, "ns", "pod", 80)
+    try:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", pf.local_port)) as s:
+            s.settimeout(5)
+            assert s.recv(1) == b""  # the forward failed and closed this connection
+    finally:
+        pf.close()
+    assert len(handed) == 2
+    assert all(api is not conn.api for api in handed)

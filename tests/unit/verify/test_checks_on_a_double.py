@@ -61,6 +61,12 @@ class DoubleDeployment:
     def root_ca(self):
         return None
 
+    def telemetry_endpoint(self, component):
+        return None
+
+    def server_info(self, name):
+        raise Unreachable(f"{name} is down")
+
     def desired_entries(self, server):
         return []
 

@@ -40,6 +40,15 @@ class ClusterApi:
     def core(self) -> Any:
         return k8s.CoreV1Api(self.api)
 
+    def streaming_core(self) -> Any:
+        """A CoreV1Api on an ApiClient of its own, for one exec or port-forward stream.
+
+        The client's ``stream``/``portforward`` swap ``call_api`` on the ApiClient they are
+        given for the call's duration: on a shared one, a list made meanwhile by another
+        thread goes out as a websocket ("Handshake status 200 OK"), and two overlapping
+        streams can leave it swapped for good."""
+        return k8s.CoreV1Api(k8s.ApiClient(self.api.configuration))
+
     @functools.cached_property
     def apps(self) -> Any:
         return k8s.AppsV1Api(self.api)

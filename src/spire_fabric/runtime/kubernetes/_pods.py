@@ -57,13 +57,17 @@ def running_pod(conn: ClusterApi, namespace: str, labels: dict[str, str]) -> str
             f"cannot list pods {selector} in {namespace} of {conn.where()}: "
             f"{api_error_message(err)}"
         ) from err
+    seen = []
     for pod in pods:
-        if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
-            continue
-        if all(cs.ready for cs in pod.status.container_statuses or []):
+        statuses = pod.status.container_statuses or []
+        ready = bool(statuses) and all(cs.ready for cs in statuses)
+        if pod.metadata.deletion_timestamp is None and pod.status.phase == "Running" and ready:
             return str(pod.metadata.name)
+        state = "terminating" if pod.metadata.deletion_timestamp else pod.status.phase
+        seen.append(f"{pod.metadata.name} {state}{'' if ready else ', not ready'}")
+    found = f" (found: {'; '.join(seen)})" if seen else " (none found)"
     raise KubernetesTargetError(
-        f"no running pod {selector} in namespace {namespace} of {conn.where()}"
+        f"no running pod {selector} in namespace {namespace} of {conn.where()}{found}"
     )
 
 
@@ -79,7 +83,7 @@ def exec_in_pod(
     """Run ``argv`` in the container; stdout and stderr apart, and the exit status."""
     try:
         ws = stream(
-            conn.core.connect_get_namespaced_pod_exec,
+            conn.streaming_core().connect_get_namespaced_pod_exec,
             pod,
             namespace,
             container=container,
@@ -149,7 +153,7 @@ class PortForward:
     def _carry(self, client: socket.socket) -> None:
         try:
             pf = portforward(
-                self.conn.core.connect_get_namespaced_pod_portforward,
+                self.conn.streaming_core().connect_get_namespaced_pod_portforward,
                 self.pod,
                 self.namespace,
                 ports=str(self.port),

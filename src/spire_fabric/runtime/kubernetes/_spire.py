@@ -6,6 +6,8 @@ own, authenticated both ways. The key never touches a disk or a log."""
 from __future__ import annotations
 
 import base64
+import datetime
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,12 +15,13 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id
+from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id, spire_server_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.render.kubernetes._common import selector_labels
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
-from spire_fabric.server import SpireServerClient
+from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient
+from spire_fabric.tls import authorize_id, tls_client_context
 from spire_fabric.topology import Server
 
 SPIRE_SERVER_BIN = "/opt/spire/bin/spire-server"
@@ -75,7 +78,8 @@ class ServerAccess:
         svid = X509Svid(installer_admin_id(td), chain, key)
         return svid, X509Bundle(td, roots)
 
-    def client(self, timeout: float = 30.0) -> SpireServerClient:
+    def _ensure(self) -> tuple[PortForward, X509Svid, X509Bundle]:
+        """A fresh-enough admin SVID and a port-forward to the server's current pod."""
         with self._lock:
             now = time.time()
             if self._svid is None or (
@@ -89,13 +93,58 @@ class ServerAccess:
                 self._forward = PortForward(self.conn, self.namespace, pod, self.server.ports.api)
                 self._pod = pod
             assert self._bundle is not None
-            return SpireServerClient(
-                self._forward.address,
-                svid_source=self._svid,
-                bundle_source=self._bundle,
-                server_trust_domain=self.server.trust_domain,
-                timeout=timeout,
-            )
+            return self._forward, self._svid, self._bundle
+
+    def client(self, timeout: float = 30.0) -> SpireServerClient:
+        forward, svid, bundle = self._ensure()
+        return SpireServerClient(
+            forward.address,
+            svid_source=svid,
+            bundle_source=bundle,
+            server_trust_domain=self.server.trust_domain,
+            timeout=timeout,
+        )
+
+    def server_info(self) -> ServerInfo:
+        """What the Debug API's GetInfo reports locally, read the ways a port-forward allows
+        (that API is served on the server's admin socket only): counts from the Server API,
+        uptime from the container's start, and the SVID the server serves with from a
+        verified TLS handshake (its leaf only: Python's ssl gives no more of the chain)."""
+        forward, _, bundle = self._ensure()
+        with self.client() as api:
+            agents = api.count_agents(timeout=10)
+            entries = api.count_entries(timeout=10)
+            federated = api.count_bundles(timeout=10)
+        td = self.server.trust_domain
+        context = tls_client_context(bundle, authorize_id(spire_server_id(td)))
+        context.set_alpn_protocols(["h2"])  # gRPC servers refuse clients without it
+        with socket.create_connection(("127.0.0.1", forward.local_port), timeout=10) as raw, \
+                context.wrap_socket(raw) as tls:  # fmt: skip
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None  # verified inside the handshake: a peer certificate exists
+        leaf = x509.load_der_x509_certificate(der)
+        return ServerInfo(
+            uptime_seconds=self._uptime(),
+            agents_count=agents,
+            entries_count=entries,
+            federated_bundles_count=federated,
+            svid_chain=(
+                CertInfo(
+                    spire_server_id(td),
+                    int(leaf.not_valid_after_utc.timestamp()),
+                    leaf.subject.rfc4514_string(),
+                ),
+            ),
+        )
+
+    def _uptime(self) -> int:
+        pod = self.conn.core.read_namespaced_pod(self._pod, self.namespace)
+        for cs in pod.status.container_statuses or []:
+            if cs.name == SERVER_CONTAINER and cs.state and cs.state.running:
+                started: datetime.datetime = cs.state.running.started_at
+                now = datetime.datetime.now(datetime.timezone.utc)
+                return max(0, int((now - started).total_seconds()))
+        return 0
 
     def health(self) -> tuple[bool, bool]:
         """(live, ready) of the spire-server container: its probes call /live and /ready."""

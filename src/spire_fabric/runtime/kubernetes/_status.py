@@ -1,9 +1,15 @@
 """`status` on Kubernetes: one row per server, agent, database and workload, read from the
-API (rollout, pod restarts, last termination) and, for agents, SPIRE (SVID expiry)."""
+API (rollout, pod restarts, last termination) and SPIRE (SVID expiry: a server's from its
+own API, an agent's as its server knows it, a workload's as its agent gives it to the
+workload, fetched inside the cluster, as `verify` does).
+
+Workloads' fetches go in parallel: each is an exec into the workload's pod (about a second).
+"""
 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
@@ -18,6 +24,31 @@ if TYPE_CHECKING:
 
 
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
+    t = d.topology
+    running = [w.name for w in t.workloads if w.kubernetes is not None
+               and (w.run is not None or w.kubernetes.command)]  # fmt: skip
+    # Server reads share the deployment's port-forwards and admin SVIDs: one thread;
+    # each workload's fetch is its own exec.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        workload_expiry = {w: pool.submit(_workload_expiry, d, w) for w in running}
+        server_expiry = {s.name: _server_expiry(d, s.name) for s in t.servers}
+        agent_expiry = _agent_expiry(d)
+        return _rows(d, agent_expiry, server_expiry,
+                     {n: f.result() for n, f in workload_expiry.items()})  # fmt: skip
+
+
+def _with_expiry(row: ComponentHealth, expires_at: int | None) -> ComponentHealth:
+    if expires_at is None:
+        return row
+    return ComponentHealth(**{**row.__dict__, "svid_expires_at": expires_at})
+
+
+def _rows(
+    d: KubernetesDeployment,
+    expiry: dict[str, int],
+    server_expiry: dict[str, int | None],
+    workload_svids: dict[str, tuple[int, str] | None],
+) -> list[ComponentHealth]:
     t = d.topology
     rows: list[ComponentHealth] = []
     for s in t.servers:
@@ -35,9 +66,9 @@ def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
                     ObjectRef("apps/v1", "Deployment", k.namespace, inst.service),
                 )
             )
-        rows.append(_row(d, k.cluster, "server", s.name,
-                         ObjectRef("apps/v1", "StatefulSet", k.namespace, s.name)))  # fmt: skip
-    expiry = _agent_expiry(d)
+        row = _row(d, k.cluster, "server", s.name,
+                   ObjectRef("apps/v1", "StatefulSet", k.namespace, s.name))  # fmt: skip
+        rows.append(_with_expiry(row, server_expiry.get(s.name)))
     for a in t.agents:
         ak = a.kubernetes
         if ak is None:
@@ -47,16 +78,19 @@ def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
         agent_id = None
         with contextlib.suppress(Exception):
             agent_id = d.agent_id(a.name)
-        if agent_id is not None and str(agent_id) in expiry:
-            row = ComponentHealth(**{**row.__dict__, "svid_expires_at": expiry[str(agent_id)]})
-        rows.append(row)
+        rows.append(_with_expiry(row, expiry.get(str(agent_id)) if agent_id else None))
     for w in t.workloads:
         wk = w.kubernetes
         if wk is None or (w.run is None and not wk.command):
             continue
         cluster = t.agent(w.agent).kubernetes.cluster  # type: ignore[union-attr]
-        rows.append(_row(d, cluster, "workload", w.name,
-                         ObjectRef("apps/v1", "Deployment", wk.namespace, w.name)))  # fmt: skip
+        row = _row(d, cluster, "workload", w.name,
+                   ObjectRef("apps/v1", "Deployment", wk.namespace, w.name))  # fmt: skip
+        held = workload_svids.get(w.name)
+        if held is not None:
+            row = _with_expiry(row, held[0])
+            row.extra["svid_serial"] = held[1]
+        rows.append(row)
     return rows
 
 
@@ -103,6 +137,32 @@ def _agent_expiry(d: KubernetesDeployment) -> dict[str, int]:
         except (ApiException, Exception):
             continue
     return out
+
+
+def _server_expiry(d: KubernetesDeployment, name: str) -> int | None:
+    """The server's own X.509-SVID (the one it serves its APIs with)."""
+    try:
+        if not d.server_health(name)[1]:
+            return None
+        chain = d.server_info(name).svid_chain
+    except Exception:  # not ready, no pod: the row says so from the API's side
+        return None
+    return chain[0].expires_at if chain else None
+
+
+def _workload_expiry(d: KubernetesDeployment, name: str) -> tuple[int, str] | None:
+    """(expiry, serial in hex) of the X.509-SVID the workload's agent gives it, fetched
+    inside its pod."""
+    want = d.topology.workload(name).spiffe_id
+    try:
+        svids = d.x509_context(name).svids
+    except Exception:  # no running pod, agent not serving it: the row says not ready
+        return None
+    for svid in svids:
+        if str(svid.spiffe_id) == want:
+            leaf = svid.leaf
+            return int(leaf.not_valid_after_utc.timestamp()), format(leaf.serial_number, "x")
+    return None
 
 
 def _expiry(agent: Any) -> int:

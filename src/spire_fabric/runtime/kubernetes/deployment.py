@@ -12,8 +12,10 @@ SPIRE API), and the workloads. Each rollout is waited for, and a wait that fails
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +74,7 @@ from spire_fabric.runtime.kubernetes._waits import (
     wait_crds_established,
     wait_rollouts,
 )
-from spire_fabric.server import Bundle, Entry, NotFoundError, SpireServerClient
+from spire_fabric.server import Bundle, Entry, NotFoundError, ServerInfo, SpireServerClient
 from spire_fabric.topology import SpireUpstreamAuthority, Topology, agent_node_attestor
 from spire_fabric.workload import X509Context
 
@@ -100,6 +102,9 @@ class KubernetesDeployment:
         self._forwards: dict[str, PortForward] = {}
         self._placement: dict[str, dict[str, dict[str, str]]] | None = None
         self._writing = False  # set by `up` after its checks: before, nothing is written
+        # status and the dashboard read from threads: connections, admin SVIDs and
+        # port-forwards are made once each
+        self._lock = threading.RLock()
 
     @classmethod
     def create(
@@ -118,12 +123,13 @@ class KubernetesDeployment:
 
     @property
     def clusters(self) -> dict[str, ClusterApi]:
-        if self._clusters is None:
-            contexts = resolve_contexts(
-                self.written_topology, self.settings.kubeconfig, self.settings.contexts
-            )
-            self._clusters = connect(self.written_topology, self.settings.kubeconfig, contexts)
-        return self._clusters
+        with self._lock:
+            if self._clusters is None:
+                contexts = resolve_contexts(
+                    self.written_topology, self.settings.kubeconfig, self.settings.contexts
+                )
+                self._clusters = connect(self.written_topology, self.settings.kubeconfig, contexts)
+            return self._clusters
 
     def close(self) -> None:
         for access in self._servers.values():
@@ -159,17 +165,21 @@ class KubernetesDeployment:
         return f"spire-fabric-{self.name}"
 
     def _access(self, name: str) -> ServerAccess:
-        if name not in self._servers:
-            s = self.topology.server(name)
-            assert s.kubernetes is not None
-            self._servers[name] = ServerAccess(self.clusters[s.kubernetes.cluster], s)
-        return self._servers[name]
+        with self._lock:
+            if name not in self._servers:
+                s = self.topology.server(name)
+                assert s.kubernetes is not None
+                self._servers[name] = ServerAccess(self.clusters[s.kubernetes.cluster], s)
+            return self._servers[name]
 
     def server(self, name: str) -> SpireServerClient:
         return self._access(name).client()
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         return self._access(name).health()
+
+    def server_info(self, name: str) -> ServerInfo:
+        return self._access(name).server_info()
 
     def bundle_endpoint_url(self, name: str) -> str:
         s = self.topology.server(name)
@@ -235,6 +245,27 @@ class KubernetesDeployment:
         pf = self._forward(f"workload:{name}", cluster, k.namespace,
                            selector_labels(name, "workload"), k.service_port)  # fmt: skip
         return WorkloadAddress(name, "127.0.0.1", pf.local_port, sid)
+
+    def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
+        """A port-forward of our own to the pod's telemetry port (a containerPort, not a
+        Service: metrics are read per pod, and nothing outside the cluster needs them)."""
+        where: tuple[str, str] | None = None
+        for s in self.topology.servers:
+            if s.name == component:
+                port, role = s.ports.telemetry, "server"
+                if s.kubernetes is not None:
+                    where = (s.kubernetes.cluster, s.kubernetes.namespace)
+                break
+        else:
+            a = self.topology.agent(component)
+            port, role = a.telemetry_port, "agent"
+            if a.kubernetes is not None:
+                where = (a.kubernetes.cluster, a.kubernetes.namespace)
+        if port is None or where is None:
+            return None
+        pf = self._forward(f"telemetry:{component}", *where,
+                           selector_labels(component, role), port)  # fmt: skip
+        return "127.0.0.1", pf.local_port
 
     def root_ca(self) -> x509.Certificate | None:
         ca = self.topology.ca
@@ -306,13 +337,14 @@ class KubernetesDeployment:
     ) -> PortForward:
         conn = self.clusters[cluster]
         pod = running_pod(conn, namespace, labels)
-        pf = self._forwards.get(key)
-        if pf is None or pf.pod != pod:
-            if pf is not None:
-                pf.close()
-            pf = PortForward(conn, namespace, pod, port)
-            self._forwards[key] = pf
-        return pf
+        with self._lock:
+            pf = self._forwards.get(key)
+            if pf is None or pf.pod != pod:
+                if pf is not None:
+                    pf.close()
+                pf = PortForward(conn, namespace, pod, port)
+                self._forwards[key] = pf
+            return pf
 
     # ---- what `up` applies -------------------------------------------------------------
 
@@ -699,18 +731,41 @@ class KubernetesDeployment:
 
     def _mint_join_tokens(self) -> None:
         """join_token agents on Kubernetes (the crd-free preset): one token each, kept in
-        a Secret the agent reads; a new one only when there is none."""
+        a Secret the agent reads, a new one only when there is none or it is spent.
+
+        A token attests once. An agent pod replaced after attesting lost its SVID with its
+        emptyDir and cannot attest again with the spent token (it crash-loops), so `up`
+        heals it: a new token under the same alias (the entries hang on the alias), the
+        old agent evicted, the agent's pods replaced to read the new Secret."""
         for a in self.topology.agents:
             if a.kubernetes is None or agent_node_attestor(a, "kubernetes") != "join_token":
                 continue
-            if self._join_token(a.name):
-                continue
+            old = self._join_token(a.name)
             td = self.topology.server(a.server).trust_domain
+            if old is not None and (
+                self.agent_healthy(a.name) or not self._spent(a.server, td, old)
+            ):
+                continue  # attested, or its first pod is still coming up with the token
             with self.server(a.server) as client:
                 token = client.create_join_token(ttl=3600, agent_id=agent_alias_id(td, a.name))
-            objects.apply(
-                self.clusters[a.kubernetes.cluster], self._token_secret(a.name, token.value)
-            )
+                if old is not None:
+                    with contextlib.suppress(NotFoundError):
+                        client.delete_agent(join_token_agent_id(td, old))
+            conn = self.clusters[a.kubernetes.cluster]
+            objects.apply(conn, self._token_secret(a.name, token.value))
+            if old is not None:
+                selector = ",".join(f"{k}={v}" for k, v in selector_labels(a.name, "agent").items())
+                for pod in conn.core.list_namespaced_pod(
+                    a.kubernetes.namespace, label_selector=selector
+                ).items:
+                    with contextlib.suppress(ApiException):
+                        conn.core.delete_namespaced_pod(pod.metadata.name, a.kubernetes.namespace)
+
+    def _spent(self, server: str, td: Any, token: str) -> bool:
+        """Whether an agent attested with that token (SPIRE deletes a token when used)."""
+        want = str(join_token_agent_id(td, token))
+        with self.server(server) as client:
+            return any(str(x.id) == want for x in client.list_agents(timeout=10))
 
     def _register_entries(self) -> None:
         for s in self.topology.servers:

@@ -41,7 +41,7 @@ from spire_fabric.runtime.local.processes import desired_components, write_confi
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
 from spire_fabric.runtime.local.status import status_rows
 from spire_fabric.runtime.local.workloads import WorkloadProcess, workload_processes
-from spire_fabric.server import Entry, SpireServerClient
+from spire_fabric.server import Entry, ServerInfo, SpireServerClient
 from spire_fabric.topology import SpireUpstreamAuthority, Topology
 from spire_fabric.workload import WorkloadApiClient, X509Context
 
@@ -162,6 +162,17 @@ class LocalDeployment:
             if p.workload.name == name and p.port is not None:
                 return WorkloadAddress(name, LOOPBACK, p.port, SpiffeId.parse(p.workload.spiffe_id))
         return None
+
+    def server_info(self, name: str) -> ServerInfo:
+        with self.server(name) as client:
+            return client.server_info(timeout=3)
+
+    def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
+        for s in self.topology.servers:
+            if s.name == component:
+                return None if s.ports.telemetry is None else (s.host, s.ports.telemetry)
+        a = self.topology.agent(component)
+        return None if a.telemetry_port is None else (a.host, a.telemetry_port)
 
     def root_ca(self) -> x509.Certificate | None:
         ca = bootstrap.root_ca(self.ctx)

@@ -276,9 +276,11 @@ def _project_layer(out: Path) -> Path:
     return out
 
 
+@functools.cache
 def project_source_hash() -> str:
     """A short hash of what goes into the project image, in its tag: the examples and the
-    library the pods run are the checkout's, never a stale build of an older one."""
+    library the pods run are the checkout's, never a stale build of an older one. Once per
+    process, so every cluster is loaded with, and every `deploy` is told, the same tag."""
     import hashlib
 
     project = Path(__file__).resolve().parents[4]
