@@ -5,7 +5,7 @@ is not ready; each test removes what it made."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +50,15 @@ def test_preset_comes_up_green_and_goes_away(
             "verify", "--output", "json").stdout  # fmt: skip
     if topology == "crd-free":
         _replaced_join_token_agent_is_healed(deploy, kubes[UPSTREAM])
-    deploy.ok("down", "--purge", timeout=600)
+    if topology == "basic":
+        with _foreign_cluster_spiffe_id(kubes[UPSTREAM]) as still_there:
+            down = deploy.ok("down", "--purge", timeout=600)
+            # the CRD another topology still uses stays; the two nobody uses go
+            assert "kept CRD clusterspiffeids.spire.spiffe.io" in down.stdout, down.stdout
+            assert "ClusterSPIFFEID someone-elses (topology other)" in down.stdout, down.stdout
+            assert still_there() == ["clusterspiffeids.spire.spiffe.io"]
+    else:
+        deploy.ok("down", "--purge", timeout=600)
     namespaces = {n.metadata.name for n in kubes[UPSTREAM].core.list_namespace().items}
     assert not namespaces & {"spire", "spire-agents", "apps", "spire-root", "spire-child"}
 
@@ -73,6 +81,35 @@ def _replaced_join_token_agent_is_healed(deploy: KubeDeploy, k: Kube) -> None:
     healed = deploy.run("up", "--topology", "crd-free", *_contexts("crd-free"))
     assert healed.returncode == 0, healed.stdout[-6000:] + healed.stderr[-3000:]
     assert " 0 failed" in healed.stdout
+
+
+@contextlib.contextmanager
+def _foreign_cluster_spiffe_id(k: Kube) -> Iterator[Callable[[], list[str]]]:
+    """A ClusterSPIFFEID of another topology (as a second topology's controller manager in
+    the same cluster would have) for the test's span; then it and the CRD go."""
+    from kubernetes import client as k8s
+
+    custom = k8s.CustomObjectsApi(k.api)
+    ext = k8s.ApiextensionsV1Api(k.api)
+    custom.create_cluster_custom_object("spire.spiffe.io", "v1alpha1", "clusterspiffeids", {
+        "apiVersion": "spire.spiffe.io/v1alpha1", "kind": "ClusterSPIFFEID",
+        "metadata": {"name": "someone-elses", "labels": {
+            "app.kubernetes.io/managed-by": "spire-fabric", "spire-fabric.io/topology": "other"}},
+        "spec": {"spiffeIDTemplate": "spiffe://example.org/other"}})  # fmt: skip
+
+    def still_there() -> list[str]:
+        return sorted(c.metadata.name for c in ext.list_custom_resource_definition().items
+                      if c.spec.group == "spire.spiffe.io")  # fmt: skip
+
+    try:
+        yield still_there
+    finally:
+        with contextlib.suppress(Exception):
+            custom.delete_cluster_custom_object(
+                "spire.spiffe.io", "v1alpha1", "clusterspiffeids", "someone-elses")
+        with contextlib.suppress(Exception):
+            ext.delete_custom_resource_definition("clusterspiffeids.spire.spiffe.io")
+        k.wait("the test's CRD gone", lambda: not still_there(), timeout=60)
 
 
 def _contexts(topology: str) -> list[str]:

@@ -25,7 +25,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.target == "kubernetes":
         with open_kube(args) as kd:
             kd.down(purge=args.purge)
-        console.print(f"down {kd.name}: deleted every object of ours from its clusters")
+        for kept in kd.kept:
+            console.print(f"kept {kept}")
+        but = " but the CRDs others still use" if kd.kept else ""
+        console.print(f"down {kd.name}: deleted every object of ours from its clusters{but}")
         return 0
     with locked(state_dir_for(args), "down", console):
         deployment = open_deployment(args)

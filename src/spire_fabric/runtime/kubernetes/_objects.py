@@ -166,6 +166,31 @@ def list_ours(conn: ClusterApi, topology_name: str) -> list[Obj]:
     return out
 
 
+def foreign_custom_resources(conn: ClusterApi, crd: Obj, topology_name: str) -> list[str]:
+    """Custom resources of this CRD that this topology did not apply (another topology's,
+    or a user's own): deleting the CRD would delete them with it."""
+    spec = crd.get("spec") or {}
+    group, kind = spec.get("group", ""), (spec.get("names") or {}).get("kind", "")
+    found: list[str] = []
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
+            continue
+        try:
+            items = resource(conn, f"{group}/{version['name']}", kind).get().to_dict()
+        except (ResourceNotFoundError, ApiException):
+            continue
+        for item in items.get("items", []):
+            meta = item.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if labels.get(LABEL_TOPOLOGY) != topology_name:
+                owner = labels.get(LABEL_TOPOLOGY)
+                where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
+                found.append(f"{kind} {where}{meta.get('name')}"
+                             + (f" (topology {owner})" if owner else ""))  # fmt: skip
+        break  # one served version lists them all
+    return found
+
+
 def delete(conn: ClusterApi, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
     """Delete (foreground for owners of pods), ignoring what is already gone."""
     deleted = []

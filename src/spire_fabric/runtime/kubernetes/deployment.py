@@ -102,6 +102,7 @@ class KubernetesDeployment:
         self._forwards: dict[str, PortForward] = {}
         self._placement: dict[str, dict[str, dict[str, str]]] | None = None
         self._writing = False  # set by `up` after its checks: before, nothing is written
+        self.kept: list[str] = []  # what `down` left because others still use it
         # status and the dashboard read from threads: connections, admin SVIDs and
         # port-forwards are made once each
         self._lock = threading.RLock()
@@ -784,14 +785,45 @@ class KubernetesDeployment:
 
         return status_rows(self)
 
+    def _shared_crds(self, conn: ClusterApi) -> list[Obj]:
+        """Our CRDs that another topology of ours re-applied (and so re-labelled) since we
+        did: still ours to remove when nothing else uses them."""
+        from spire_fabric.render.kubernetes._common import LABEL_MANAGED_BY, LABEL_TOPOLOGY
+        from spire_fabric.render.kubernetes._crds import CRDS, GROUP
+
+        if self.topology.kubernetes.registration != "controller-manager":
+            return []
+        found = []
+        for plural, _, _ in CRDS.values():
+            ref = objects.ObjectRef(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition", "", f"{plural}.{GROUP}"
+            )
+            live = objects.get_live(conn, ref)
+            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if live is not None and labels.get(LABEL_MANAGED_BY) == "spire-fabric" \
+                    and labels.get(LABEL_TOPOLOGY) != self.name:  # fmt: skip
+                found.append({**live, "apiVersion": ref.api_version, "kind": ref.kind})
+        return found
+
     def down(self, purge: bool = False) -> list[int]:
+        """Delete what we applied. A CRD is shared by every controller manager of its
+        cluster: one that still has custom resources we did not apply (another topology's,
+        a user's) is kept, and said so in :attr:`kept`."""
         deleted: dict[str, list[objects.ObjectRef]] = {}
+        self.kept = []
         for cluster, conn in self.clusters.items():
-            ours = [
-                objects.ObjectRef.of(o)
-                for o in objects.list_ours(conn, self.name)
-                if _cluster_label(o) == cluster
-            ]
+            ours = []
+            mine = [o for o in objects.list_ours(conn, self.name) if _cluster_label(o) == cluster]
+            for o in mine + self._shared_crds(conn):
+                if o["kind"] == "CustomResourceDefinition":
+                    others = objects.foreign_custom_resources(conn, o, self.name)
+                    if others:
+                        self.kept.append(
+                            f"CRD {o['metadata']['name']} in {cluster}: still used by "
+                            + ", ".join(others[:5]) + (" …" if len(others) > 5 else "")
+                        )
+                        continue
+                ours.append(objects.ObjectRef.of(o))
             order = {k: i for i, (_, k) in enumerate(objects.OWNED_KINDS)}
             ours.sort(key=lambda r: order.get(r.kind, 0))
             namespaced = [r for r in ours if r.kind != "Namespace"]
