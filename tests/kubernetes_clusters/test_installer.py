@@ -241,6 +241,50 @@ def test_a_deleted_agent_pod_comes_back_and_verify_goes_green(
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
 
 
+def test_the_api_keeps_its_records_and_results_when_its_pod_is_replaced(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """enterprise-api's SQLite store is on its volume claim: a new pod (on the claim) has
+    the results data-processor posted to the old one."""
+    from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+    from spire_fabric.runtime.kubernetes._pods import exec_in_pod
+
+    k = kubes[DOWNSTREAM]
+    conn = ClusterApi(DOWNSTREAM, DOWNSTREAM, k.api)
+    ns, selector = "downstream-workloads", "app.kubernetes.io/name=enterprise-api"
+    count = ("import sqlite3; db = sqlite3.connect('file:enterprise-api.sqlite3?mode=ro', "
+             "uri=True); print(*(db.execute(f'select count(*) from {t}').fetchone()[0] "
+             "for t in ('records', 'results')))")  # fmt: skip
+
+    def ready_pod() -> Any:
+        pods = [p for p in k.core.list_namespaced_pod(ns, label_selector=selector).items
+                if p.metadata.deletion_timestamp is None and p.status.phase == "Running"
+                and p.status.container_statuses
+                and all(cs.ready for cs in p.status.container_statuses)]  # fmt: skip
+        return pods[0] if pods else None
+
+    def counts(pod: Any) -> tuple[int, int]:
+        r = exec_in_pod(conn, ns, pod.metadata.name, "enterprise-api", ["python3", "-c", count])
+        assert r.returncode == 0, r.stderr
+        records, results = r.stdout.split()
+        return int(records), int(results)
+
+    old = ready_pod()
+    k.wait("data-processor posted a result", lambda: counts(old)[1] > 0, timeout=120)
+    before = counts(old)
+    k.core.delete_namespaced_pod(old.metadata.name, ns)
+    k.wait("a new enterprise-api pod ready", lambda: (p := ready_pod()) is not None
+           and p.metadata.uid != old.metadata.uid, timeout=180)  # fmt: skip
+    new = ready_pod()
+    assert new.spec.volumes and any(
+        v.persistent_volume_claim and v.persistent_volume_claim.claim_name == "enterprise-api-data"
+        for v in new.spec.volumes)  # fmt: skip
+    after = counts(new)
+    assert after[0] == before[0] and after[1] >= before[1] > 0, (before, after)
+    report = _wait_green(installer)
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
 def test_the_upstream_server_restarted_keeps_its_entries_and_ca(
     enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
 ) -> None:

@@ -253,6 +253,10 @@ class WorkloadKubernetes:
     node_port: int | None = None
     image: str | None = None
     command: tuple[str, ...] = ()
+    # A volume claim of this size (a Kubernetes quantity, e.g. "64Mi") becomes the pod's
+    # working directory, where a workload keeps its files (the API's SQLite store): they
+    # survive the pod's replacement. None: an emptyDir, kept across container restarts only.
+    storage: str | None = None
 
 
 HealthScheme = Literal["mtls", "http"]

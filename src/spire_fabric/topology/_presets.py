@@ -242,6 +242,8 @@ def enterprise() -> Topology:
                 # data-processor only calls: no port, no Service, no readiness probe
                 service_port=8443 if _EXAMPLE_RUNS[name].port else None,
                 node_port=node_port,
+                # the API's records and results outlive its pod
+                storage="64Mi" if name == "enterprise-api" else None,
             ),
         )
     return b.build()

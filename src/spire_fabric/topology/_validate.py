@@ -38,6 +38,8 @@ from spire_fabric.topology._validate_run import run_problems
 _PROFILES = ("https_spiffe", "https_web")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
 _NODE_PORT_RANGE = range(30000, 32768)
+# a Kubernetes storage quantity with a binary or decimal suffix (no bare bytes: a typo)
+_QUANTITY = re.compile(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)")
 
 # The name rules of Kubernetes (k8s.io/apimachinery/pkg/util/validation): namespaces and most
 # object names we derive from component names are DNS-1123 labels; Services are DNS-1035
@@ -523,6 +525,10 @@ class _Validator:
                 path = f"workloads[{w.name}].kubernetes.node_port"
                 self._node_port(w.kubernetes.node_port, path)
                 claim("<nodeport>", w.kubernetes.node_port, path)
+                storage = w.kubernetes.storage
+                if storage is not None and not _QUANTITY.fullmatch(storage):
+                    self.bad(f"workloads[{w.name}].kubernetes.storage",
+                             f"{storage!r} is not a storage size like 64Mi or 1Gi")  # fmt: skip
         for (host, port), paths in owners.items():
             if len(paths) > 1:
                 where = "NodePort" if host == "<nodeport>" else f"{host}:{port}"

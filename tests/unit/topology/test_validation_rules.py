@@ -240,6 +240,19 @@ def test_node_port_outside_range_is_rejected(builder):
     assert "30000-32767" in msg
 
 
+@pytest.mark.parametrize("storage", ["64", "64mb", "-1Gi", "0Mi", "1 Gi"])
+def test_workload_storage_must_be_a_size(builder, storage):
+    builder.workload(
+        "web",
+        "spiffe://a.org/web",
+        agent="agent-a",
+        selectors=["unix:uid:1"],
+        kubernetes=WorkloadKubernetes("default", "web", storage=storage),
+    )
+    msg = only(problems_of(builder), "workloads[web].kubernetes.storage")
+    assert repr(storage) in msg and "64Mi or 1Gi" in msg
+
+
 def _in_namespace(t, server=None, workload=None, namespace="spire-agents"):
     """``t`` with one server's or workload's Kubernetes namespace moved."""
     if server is not None:

@@ -63,6 +63,10 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
     return value
 
 
+# where a workload with storage finds its volume claim (and works)
+DATA_DIR = "/var/lib/workload"
+
+
 def workload_command(topology: Topology, w: Workload) -> list[str] | None:
     """The container's argv, or None when the topology does not say how to run it."""
     k, run = w.kubernetes, w.run
@@ -96,9 +100,10 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         # The root is read-only; like the local target's per-workload directory, the
-        # working directory is where a workload may keep files (the API's SQLite file).
-        # An emptyDir: it survives container restarts, not a pod's replacement.
-        "workingDir": "/tmp",
+        # working directory is where a workload may keep files (the API's SQLite file):
+        # its volume claim when the topology gives it storage, else the /tmp emptyDir,
+        # which survives container restarts, not a pod's replacement.
+        "workingDir": DATA_DIR if k.storage else "/tmp",
         "env": [
             {
                 "name": "SPIFFE_ENDPOINT_SOCKET",
@@ -118,6 +123,8 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         {"name": "spiffe-workload-api", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if k.storage:
+        container["volumeMounts"].append({"name": "data", "mountPath": DATA_DIR})
     pod_spec: Obj = {
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(WORKLOAD_UID),
@@ -127,6 +134,11 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    claim = f"{w.name}-data"
+    if k.storage:
+        pod_spec["volumes"].append(
+            {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
+        )
     node_selector = agent_node_selector(topology, agent)
     if node_selector:
         pod_spec["nodeSelector"] = node_selector  # next to the agent that attests it
@@ -143,9 +155,21 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
                     "metadata": {"labels": {**labels, LABEL_WORKLOAD: w.name}},
                     "spec": pod_spec,
                 },
+                # one ReadWriteOnce claim: the old pod lets go before the new one mounts it
+                **({"strategy": {"type": "Recreate"}} if k.storage else {}),
             },
         ),
     ]
+    if k.storage:
+        out.insert(1, obj(
+            "v1",
+            "PersistentVolumeClaim",
+            meta(topology, cluster, claim, k.namespace, app=w.name, component=COMPONENT),
+            spec={
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": k.storage}},
+            },
+        ))  # fmt: skip
     if k.service_port is not None:
         port: Obj = {
             "name": "https",
