@@ -128,6 +128,9 @@ def release_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # A client killed between connecting and being accepted (the racing-download tests)
+    # left a blocking accept() waiting forever, and shutdown() with it: never block there.
+    server.socket.setblocking(False)
     state = ReleaseServer(base_url=f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
