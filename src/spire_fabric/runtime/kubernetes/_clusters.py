@@ -24,6 +24,11 @@ DEFAULT_CONTEXTS: Mapping[str, str] = {
 REQUEST_TIMEOUT = 15.0
 
 
+def label_selector(labels: Mapping[str, str]) -> str:
+    """``k=v,…`` for a list call's ``label_selector``, in a stable order."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 @dataclass
 class ClusterApi:
     """One cluster of the topology as reached through one kubeconfig context."""

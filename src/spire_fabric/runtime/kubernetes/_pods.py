@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward, stream
 
-from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message, label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 
 
@@ -49,7 +49,7 @@ class ExecResult:
 
 def running_pod(conn: ClusterApi, namespace: str, labels: dict[str, str]) -> str:
     """The name of a Running, Ready pod with these labels."""
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    selector = label_selector(labels)
     try:
         pods = conn.core.list_namespaced_pod(namespace, label_selector=selector).items
     except ApiException as err:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
 from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable, workload_pod_labels
+from spire_fabric.runtime.kubernetes._clusters import label_selector
 from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
 
@@ -116,8 +117,7 @@ def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...
     td = t.server(agent.server).trust_domain
     ns = next(s for s in selectors if s.startswith("k8s:ns:")).removeprefix("k8s:ns:")
     labels = workload_pod_labels(t, w)
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    pods = conn.core.list_namespaced_pod(ns, label_selector=selector).items
+    pods = conn.core.list_namespaced_pod(ns, label_selector=label_selector(labels)).items
     out = []
     for pod in pods:
         if not pod.spec.node_name:  # not scheduled: the controller manager waits too

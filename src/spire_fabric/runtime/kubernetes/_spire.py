@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id, spire_server_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.render.kubernetes._common import selector_labels
-from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
 from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient
 from spire_fabric.tls import authorize_id, tls_client_context
@@ -96,7 +96,11 @@ class ServerAccess:
             return self._forward, self._svid, self._bundle
 
     def client(self, timeout: float = 30.0) -> SpireServerClient:
-        forward, svid, bundle = self._ensure()
+        return self._client(*self._ensure(), timeout=timeout)
+
+    def _client(
+        self, forward: PortForward, svid: X509Svid, bundle: X509Bundle, *, timeout: float
+    ) -> SpireServerClient:
         return SpireServerClient(
             forward.address,
             svid_source=svid,
@@ -110,8 +114,8 @@ class ServerAccess:
         (that API is served on the server's admin socket only): counts from the Server API,
         uptime from the container's start, and the SVID the server serves with from a
         verified TLS handshake (its leaf only: Python's ssl gives no more of the chain)."""
-        forward, _, bundle = self._ensure()
-        with self.client() as api:
+        forward, svid, bundle = self._ensure()
+        with self._client(forward, svid, bundle, timeout=30.0) as api:
             agents = api.count_agents(timeout=10)
             entries = api.count_entries(timeout=10)
             federated = api.count_bundles(timeout=10)
@@ -124,7 +128,7 @@ class ServerAccess:
         assert der is not None  # verified inside the handshake: a peer certificate exists
         leaf = x509.load_der_x509_certificate(der)
         return ServerInfo(
-            uptime_seconds=self._uptime(),
+            uptime_seconds=self._uptime(forward.pod),
             agents_count=agents,
             entries_count=entries,
             federated_bundles_count=federated,
@@ -137,8 +141,8 @@ class ServerAccess:
             ),
         )
 
-    def _uptime(self) -> int:
-        pod = self.conn.core.read_namespaced_pod(self._pod, self.namespace)
+    def _uptime(self, pod_name: str) -> int:
+        pod = self.conn.core.read_namespaced_pod(pod_name, self.namespace)
         for cs in pod.status.container_statuses or []:
             if cs.name == SERVER_CONTAINER and cs.state and cs.state.running:
                 started: datetime.datetime = cs.state.running.started_at
@@ -151,9 +155,7 @@ class ServerAccess:
         try:
             pods = self.conn.core.list_namespaced_pod(
                 self.namespace,
-                label_selector=",".join(
-                    f"{k}={v}" for k, v in selector_labels(self.server.name, "server").items()
-                ),
+                label_selector=label_selector(selector_labels(self.server.name, "server")),
             ).items
         except Exception:
             return False, False

@@ -9,24 +9,26 @@ Workloads' fetches go in parallel: each is an exec into the workload's pod (abou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.render.kubernetes._mysql import mysql_instance
+from spire_fabric.render.kubernetes._workloads import workload_command
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
 
 if TYPE_CHECKING:
     from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+    from spire_fabric.topology import Workload
 
 
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
     t = d.topology
-    running = [w.name for w in t.workloads if w.kubernetes is not None
-               and (w.run is not None or w.kubernetes.command)]  # fmt: skip
+    running = [w.name for w in t.workloads if _runs_in_a_pod(d, w)]
     # Server reads share the deployment's port-forwards and admin SVIDs: one thread;
     # each workload's fetch is its own exec.
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -37,10 +39,13 @@ def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
                      {n: f.result() for n, f in workload_expiry.items()})  # fmt: skip
 
 
+def _runs_in_a_pod(d: KubernetesDeployment, w: Workload) -> bool:
+    """Rendered with a Deployment (a registered-only workload's pods are the user's)."""
+    return w.kubernetes is not None and workload_command(d.topology, w) is not None
+
+
 def _with_expiry(row: ComponentHealth, expires_at: int | None) -> ComponentHealth:
-    if expires_at is None:
-        return row
-    return ComponentHealth(**{**row.__dict__, "svid_expires_at": expires_at})
+    return row if expires_at is None else dataclasses.replace(row, svid_expires_at=expires_at)
 
 
 def _rows(
@@ -81,15 +86,16 @@ def _rows(
         rows.append(_with_expiry(row, expiry.get(str(agent_id)) if agent_id else None))
     for w in t.workloads:
         wk = w.kubernetes
-        if wk is None or (w.run is None and not wk.command):
+        if wk is None or not _runs_in_a_pod(d, w):
             continue
         cluster = t.agent(w.agent).kubernetes.cluster  # type: ignore[union-attr]
         row = _row(d, cluster, "workload", w.name,
                    ObjectRef("apps/v1", "Deployment", wk.namespace, w.name))  # fmt: skip
         held = workload_svids.get(w.name)
         if held is not None:
-            row = _with_expiry(row, held[0])
-            row.extra["svid_serial"] = held[1]
+            expires_at, serial = held
+            row = dataclasses.replace(row, svid_expires_at=expires_at,
+                                      extra={**row.extra, "svid_serial": serial})  # fmt: skip
         rows.append(row)
     return rows
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._objects import Obj, ObjectRef, get_live
 
@@ -134,7 +134,7 @@ def wait_rollouts(
 def pods_of(conn: ClusterApi, o: Obj) -> list[Any]:
     ns = o["metadata"].get("namespace")
     labels = ((o.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    selector = label_selector(labels)
     try:
         return list(conn.core.list_namespaced_pod(ns, label_selector=selector).items)
     except ApiException:

@@ -52,6 +52,7 @@ from spire_fabric.runtime.kubernetes._clusters import (
     ClusterApi,
     api_error_message,
     connect,
+    label_selector,
     resolve_contexts,
 )
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
@@ -219,9 +220,7 @@ class KubernetesDeployment:
         try:
             pods = conn.core.list_namespaced_pod(
                 k.namespace,
-                label_selector=",".join(
-                    f"{x}={y}" for x, y in selector_labels(name, "agent").items()
-                ),
+                label_selector=label_selector(selector_labels(name, "agent")),
             ).items
         except ApiException:
             return None
@@ -755,7 +754,7 @@ class KubernetesDeployment:
             conn = self.clusters[a.kubernetes.cluster]
             objects.apply(conn, self._token_secret(a.name, token.value))
             if old is not None:
-                selector = ",".join(f"{k}={v}" for k, v in selector_labels(a.name, "agent").items())
+                selector = label_selector(selector_labels(a.name, "agent"))
                 for pod in conn.core.list_namespaced_pod(
                     a.kubernetes.namespace, label_selector=selector
                 ).items:
