@@ -125,6 +125,9 @@ def _namespace(k: Kube, name: str) -> Iterator[None]:
     finally:
         with contextlib.suppress(Exception):
             k.core.delete_namespace(name, grace_period_seconds=0)
+        # deletion is asynchronous: a later test must not meet it still Terminating
+        names = lambda: {n.metadata.name for n in k.core.list_namespace().items}  # noqa: E731
+        k.wait(f"namespace {name} gone", lambda: name not in names(), timeout=120)
 
 
 def test_a_namespace_of_someone_else_is_refused_before_anything_changes(
