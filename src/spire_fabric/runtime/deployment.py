@@ -238,7 +238,8 @@ class Deployment(Protocol):
         """One row per server, agent, workload and the target's own controller."""
         ...
 
-    def down(self, purge: bool = False) -> list[int]:
-        """Stop what `up` started, and nothing else; ``purge`` also deletes the state. Returns
-        the pids (or, on Kubernetes, nothing) it stopped."""
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop what `up` started, and nothing else; ``purge`` also deletes the state.
+        Returns one line per thing it stopped or deleted (``pid 4242 (agent:x)``,
+        ``cluster: Kind namespace/name``), empty when nothing was running."""
         ...

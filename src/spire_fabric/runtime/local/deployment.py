@@ -351,8 +351,8 @@ class LocalDeployment:
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)
 
-    def down(self, purge: bool = False) -> list[int]:
+    def down(self, purge: bool = False) -> list[str]:
         stopped = self.ctx.supervisor.stop()
         if purge:
             shutil.rmtree(self.ctx.state.path)
-        return stopped
+        return [f"pid {pid}" for pid in stopped]
