@@ -226,16 +226,40 @@ class Deployment(Protocol):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Refuse what `up` cannot do before it writes anything (raises the target's
+        :class:`~spire_fabric.runtime.core.UpError`): locally ports taken by others and
+        socket paths too long; on Kubernetes contexts, permissions, foreign namespaces,
+        taken NodePorts, too few nodes. `up` checks too; this lets a caller refuse before
+        it reads the plan."""
+        ...
+
     def plan(self) -> DeploymentPlan:
         """What `up` would create or change, before anything happens."""
         ...
 
-    def up(self, report: StepReporter = no_report) -> DeploymentPlan:
-        """Apply the plan (idempotent); returns the plan that was applied."""
+    def up(
+        self, report: StepReporter = no_report, plan: DeploymentPlan | None = None
+    ) -> DeploymentPlan:
+        """Apply the plan (idempotent); returns the plan that was applied. ``plan``: one
+        already computed and shown (else computed here)."""
         ...
 
     def status(self) -> list[ComponentHealth]:
         """One row per server, agent, workload and the target's own controller."""
+        ...
+
+    def close(self) -> None:
+        """Release what reaching the parts holds (connections, port-forwards); the
+        deployment keeps running. Also the end of ``with deployment:``."""
+        ...
+
+    def __enter__(self) -> Deployment:
+        """``with deployment:`` closes it at the end."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Calls :meth:`close`."""
         ...
 
     def down(self, purge: bool = False) -> list[str]:

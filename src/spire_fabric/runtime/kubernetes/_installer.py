@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.identity import join_token_agent_id
 from spire_fabric.render.kubernetes import (
     STAGES,
@@ -31,7 +32,6 @@ from spire_fabric.runtime.core import (
     mint_join_token,
 )
 from spire_fabric.runtime.deployment import Change, DeploymentPlan, StepReporter, no_report
-from spire_fabric.runtime.kubernetes import _objects as objects
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
 from spire_fabric.runtime.kubernetes._clusters import label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
@@ -165,7 +165,7 @@ class KubernetesInstaller:
         with report("check clusters (contexts, permissions, namespaces, NodePorts)"):
             placement = self.check()
         plan = plan if plan is not None else self.plan()
-        save(self.access.state_dir, self.access.written_topology, self.access.settings)
+        save(self.access.state_dir, self.access.written_topology, self.access.settings, t)
         self._writing = True
         # A nested server gets its CA through its parent's agent, with an entry that the
         # registrations stage makes: it (and its agents) can only be ready after that.

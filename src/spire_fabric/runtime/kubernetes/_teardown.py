@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.render.kubernetes import (
     CRDS,
     GROUP,
@@ -15,7 +16,6 @@ from spire_fabric.render.kubernetes import (
     LABEL_TOPOLOGY,
     MANAGED_BY,
 )
-from spire_fabric.runtime.kubernetes import _objects as objects
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
 from spire_fabric.runtime.kubernetes._placement import unlabel_nodes
 from spire_fabric.topology import Topology

@@ -15,6 +15,7 @@ from typing import Literal
 from cryptography import x509
 from kubernetes.client.exceptions import ApiException
 
+import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.entries import EntryChange, EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render.kubernetes import selector_labels, workload_socket_address
@@ -26,7 +27,6 @@ from spire_fabric.runtime.deployment import (
     WorkloadAddress,
     no_report,
 )
-from spire_fabric.runtime.kubernetes import _objects as objects
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector, resolve_contexts
 from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
@@ -260,9 +260,8 @@ class KubernetesDeployment:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
-    def check(self) -> dict[str, dict[str, dict[str, str]]]:
-        """What `up` refuses before it writes anything; the agents' node placement."""
-        return self.installer.check()
+    def check(self) -> None:
+        self.installer.check()
 
     def rendered(self) -> list[tuple[str, str, dict[str, object]]]:
         """(cluster, stage file, object) of everything `up` applies, Secrets filled in."""

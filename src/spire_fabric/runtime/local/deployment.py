@@ -18,6 +18,8 @@ from typing import Literal
 
 from cryptography import x509
 
+import spire_fabric.runtime.local.bootstrap as bootstrap
+import spire_fabric.runtime.local.waits as waits
 from spire_fabric.entries import EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render import RenderPaths
@@ -30,7 +32,6 @@ from spire_fabric.runtime.deployment import (
     WorkloadAddress,
     no_report,
 )
-from spire_fabric.runtime.local import bootstrap, waits
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
@@ -231,6 +232,10 @@ class LocalDeployment:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
+    def check(self) -> None:
+        self._check_socket_paths()
+        self._check_ports()
+
     def plan(self) -> DeploymentPlan:
         return compute_plan(self.ctx)
 
@@ -240,8 +245,7 @@ class LocalDeployment:
         ctx = self.ctx
         with report("provision SPIRE binaries"):
             _ = ctx.binaries
-        self._check_socket_paths()  # before anything is written: bad input changes nothing
-        self._check_ports()
+        self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
         ctx.state.save(ctx.record, ctx.topology)
         with report("CA hierarchy"):
@@ -350,6 +354,15 @@ class LocalDeployment:
 
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own client."""
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def down(self, purge: bool = False) -> list[str]:
         stopped = self.ctx.supervisor.stop()
