@@ -297,6 +297,9 @@ class LocalDeployment:
             for a in self.ctx.local.agents
             if a.name in agents or agent_component(a.name) in running
         ]
+        # every file a published process reads first: a process the new plan restarts
+        # (a running agent whose config changed) must not start with the old file
+        write_configs(self.ctx, servers, agents)
         self.ctx.supervisor.set_components(desired_components(self.ctx, servers, agents))
         self.ctx.supervisor.ensure_running()
 
