@@ -116,7 +116,8 @@ class SupervisorClient:
         states = {}
         for component in self.planned():
             raw = data.get("components", {}).get(component.name, {})
-            pid = self.component_pid(component)
+            record = self._live_record(component.name, component.argv)
+            pid = record.pid if record is not None else None
             states[component.name] = ComponentState(
                 name=component.name,
                 pid=pid,
@@ -128,19 +129,21 @@ class SupervisorClient:
             )
         return states
 
-    def record(self, name: str) -> ProcessRecord | None:
+    def _live_record(
+        self, name: str, planned_argv: tuple[str, ...] | None
+    ) -> ProcessRecord | None:
         """The recorded process of component ``name`` if it is still that process and was
-        started for this deployment (whatever command it runs: after a settings change an
-        orphan may run an older one, and it is ours all the same)."""
+        started for this deployment, whatever command it runs: after a settings change an
+        orphan may run an older one, and it is ours all the same. (``planned_argv`` only
+        recognises pid files of older versions, which hold nothing but the pid.)"""
         record = ProcessRecord.read(record_path(self.run_dir, name))
-        planned = {c.name: c.argv for c in self.planned()}
-        if record is None or not record.is_live(self.state_dir, planned.get(name)):
+        if record is None or not record.is_live(self.state_dir, planned_argv):
             return None
         return record
 
     def component_pid(self, component: Component) -> int | None:
         """The recorded pid of a component, if that process is alive and is that component."""
-        record = self.record(component.name)
+        record = self._live_record(component.name, component.argv)
         return record.pid if record is not None else None
 
     def running_components(self) -> dict[str, Component]:
@@ -148,7 +151,7 @@ class SupervisorClient:
         with (it differs from :meth:`planned` while a dead supervisor's orphans run)."""
         running = {}
         for component in self.planned():
-            record = self.record(component.name)
+            record = self._live_record(component.name, component.argv)
             if record is not None:
                 running[component.name] = record.component or component
         return running
@@ -161,10 +164,12 @@ class SupervisorClient:
         is found by its recorded pid and start time, then by the state-directory marker in
         its environment, and terminated: workloads, then agents, then servers.
         """
+        planned = {c.name: c.argv for c in self.planned()}
         recorded = []
         for pidfile in self.run_dir.glob("*.pid"):
-            if pidfile.stem != "supervisor" and (rec := self.record(pidfile.stem)) is not None:
-                recorded.append((pidfile.stem, rec.pid, rec.start_time))
+            name = pidfile.stem
+            if name != "supervisor" and (rec := self._live_record(name, planned.get(name))):
+                recorded.append((name, rec.pid, rec.start_time))
         pid = self.pid
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
