@@ -24,8 +24,8 @@ from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.workloads import workload_processes
 
 __all__ = ["ConfigFile", "agent_components", "config_files", "desired_components",
-           "join_token_file", "server_components", "write_configs", "write_if_changed",
-           "write_private"]  # fmt: skip
+           "join_token_file", "publish", "server_components", "write_configs",
+           "write_if_changed", "write_private"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,26 @@ def desired_components(
     running_agents = {c.name.split(":", 1)[1] for c in agent_comps}
     workloads = [p.component for p in workload_processes(ctx) if p.workload.agent in running_agents]
     return server_components(ctx, servers) + agent_comps + workloads
+
+
+def publish(ctx: LocalContext, servers: list[str], agents: list[str]) -> None:
+    """Publish the process plan for one step of `up`; the supervisor applies it at once.
+
+    The servers and agents this step has reached (and those agents' workloads) get their
+    new components, after every file they read is written: a process restarted before its
+    new config is written starts with the old one (an agent with the old server port
+    crashed ~40 s later). Whatever else already runs keeps the component it runs with until
+    its own step, so a tier-by-tier `up` of a running deployment restarts nothing needlessly
+    and an agent whose config changed restarts after its server is ready, not with it (an
+    agent started before its server gave up on it and retried 5 s later).
+    """
+    write_configs(ctx, servers, agents)
+    running = {c.name: c for c in ctx.supervisor.planned()}
+    reached = {c.name: c for c in desired_components(ctx, servers, agents)}
+    plan = []
+    for component in desired_components(ctx):  # the topology's order; what left it stops
+        if component.name in reached:
+            plan.append(reached[component.name])
+        elif component.name in running:
+            plan.append(running[component.name])
+    ctx.supervisor.set_components(plan)
