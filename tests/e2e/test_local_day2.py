@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from spire_fabric.runtime.local._procfs import deployment_processes, process_cmdline
-from spire_fabric.runtime.local.ports import is_listening
+from spire_fabric.runtime.local.ports import find_port_owner, is_listening
 from spire_fabric.runtime.local.processes import join_token_file
 from spire_fabric.runtime.local.supervisor import pid_alive
 from spire_fabric.testing import short_tempdir
@@ -131,6 +132,15 @@ def day2() -> Iterator[Day2]:
         yield Day2(deploy, anchor, _issue_key(deploy))
     finally:
         deploy.run("down", "--purge")
+        shutil.rmtree(deploy.state_dir.parent, ignore_errors=True)
+
+
+def _ours_listening(state_dir: Path, ports: list[int]) -> list[int]:
+    """Those of ``ports`` a process of this deployment listens on (another test's
+    deployment may take a port we left: its owner is named, and not ours)."""
+    ours = deployment_processes(state_dir)
+    listening = [p for p in ports if is_listening(p)]
+    return [p for p in listening if (owner := find_port_owner(p)[0]) is None or owner in ours]
 
 
 def _wait_traffic_ok(day2: Day2, timeout: float = 60) -> None:
@@ -216,7 +226,7 @@ def test_port_base_change_writes_configs_before_restarting_agents(day2: Day2) ->
     for a in d.topology.agents:
         assert d.agent_healthy(a.name), a.name
     assert up_s < 30, f"the port change took {up_s:.0f}s (an agent waited for a restart?)"
-    assert not [p for p in old_ports if is_listening(p)], "something still serves old ports"
+    assert not _ours_listening(d.state.path, old_ports), "something still serves old ports"
     _wait_traffic_ok(day2)
 
 
@@ -236,7 +246,7 @@ def test_down_after_a_settings_change_under_a_dead_supervisor_leaves_no_process(
     # a settings change while no supervisor runs: every workload's command changes
     day2.deploy.port_base = free_port_base()
     day2.deploy.up("--no-verify")
-    assert not [p for p in old_workload_ports if is_listening(p)], "old workloads still serve"
+    assert not _ours_listening(state_dir, old_workload_ports), "old workloads still serve"
     assert not [p for p, name in old.items() if name.startswith("workload:") and pid_alive(p)]
     result = day2.deploy.run("down", check=True)
     assert "stopped" in result.stdout
