@@ -11,6 +11,9 @@ Protocol, all under `<state>/run/`:
 - `<component>.pid`: a :class:`ProcessRecord` (pid, start time, the component it runs), so
   a new supervisor can tell its predecessor's children from a reused pid;
 - SIGTERM: stop every child (SIGTERM, then SIGKILL after a grace period) and exit.
+Every child's environment carries ``SPIRE_FABRIC_STATE_DIR`` and ``SPIRE_FABRIC_COMPONENT``
+(inherited by its own children), so everything a deployment started can be found even
+without a pid file (:func:`._procfs.deployment_processes`).
 
 A supervisor that died (kill -9) leaves its children running. The next one adopts each
 child that is still the recorded process and runs the planned command unchanged, instead
