@@ -17,7 +17,11 @@ from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.processes import (
     agent_components,
+    agent_config,
+    desired_components,
     join_token_file,
+    publish,
+    server_config,
     write_configs,
 )
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
@@ -141,3 +145,27 @@ def test_a_new_join_token_restarts_the_agent_and_rewrites_its_file(tmp_path: Pat
     write_configs(ctx, [], [name])
     assert path.read_text() == "a-new-token\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_step_restarts_what_it_reached_and_keeps_the_rest_as_it_runs(tmp_path: Path) -> None:
+    """The server step of a port-base change publishes the servers' new components but
+    keeps running agents (and their workloads) as they run until the agent step, after
+    every file is written: an agent restarted with its server gave up on it for 5 s."""
+    old = written(tmp_path / "state", 43000)
+    running = desired_components(old)
+    old.supervisor.set_components(running)  # no supervisor runs: only the plan file
+    new = context(tmp_path / "state", 44000)
+    servers = [s.name for s in new.local.servers]
+    publish(new, servers, [])
+    planned = {c.name: c for c in new.supervisor.planned()}
+    wanted = {c.name: c for c in desired_components(new)}
+    assert set(planned) == {c.name for c in running}
+    for name, component in planned.items():
+        reached = name.startswith("server:")
+        assert component == (wanted[name] if reached else {c.name: c for c in running}[name])
+    for name in servers:
+        assert Path(new.paths.server_config(name)).read_text() == server_config(new, name).text
+    publish(new, servers, [a.name for a in new.local.agents])
+    assert {c.name: c for c in new.supervisor.planned()} == wanted
+    for a in new.local.agents:
+        assert Path(new.paths.agent_config(a.name)).read_text() == agent_config(new, a.name).text
