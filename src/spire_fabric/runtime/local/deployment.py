@@ -34,11 +34,11 @@ from spire_fabric.runtime.deployment import (
 )
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
-from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.ports import port_in_use
-from spire_fabric.runtime.local.processes import desired_components, write_configs
+from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
 from spire_fabric.runtime.local.status import status_rows
 from spire_fabric.runtime.local.workloads import WorkloadProcess, workload_processes
@@ -288,20 +288,9 @@ class LocalDeployment:
         return plan
 
     def _publish(self, servers: list[str], agents: list[str]) -> None:
-        """Publish the part of the plan that may run now. What the supervisor already runs
-        stays in it, so a tier-by-tier `up` of a running deployment restarts nothing."""
-        running = {c.name for c in self.ctx.supervisor.planned()}
-        servers = [
-            s.name
-            for s in self.ctx.local.servers
-            if s.name in servers or server_component(s.name) in running
-        ]
-        agents = [
-            a.name
-            for a in self.ctx.local.agents
-            if a.name in agents or agent_component(a.name) in running
-        ]
-        self.ctx.supervisor.set_components(desired_components(self.ctx, servers, agents))
+        """Publish the part of the plan that may run now (files first; what runs and this
+        step has not reached stays as it runs: see :func:`.processes.publish`)."""
+        publish(self.ctx, servers, agents)
         self.ctx.supervisor.ensure_running()
 
     def _check_socket_paths(self) -> None:
