@@ -2,8 +2,8 @@
 
 `plan` said "update config agents/a/agent.conf" and nothing more; a user changing
 ``--port-base`` or a TTL wants to see ``agent.server_port`` or ``server.default_x509_svid_ttl``.
-Both sides of the comparison are written by our own :class:`~spire_fabric.render._hcl.
-HclWriter` (the file on disk by an earlier `up`), so this reads exactly that writer's
+Both sides of the comparison are written by our own HCL writer (``render_server_config``,
+``render_agent_config``; the file on disk by an earlier `up`), so this reads exactly its
 line format: ``name "label" {`` opens a block, ``key = value`` sets a scalar or a list,
 ``key = {`` opens a map, ``}`` closes, ``#`` comments. A full HCL parser (python-hcl2,
 which brings lark) would add a dependency for a diff of text we generate ourselves. A line
