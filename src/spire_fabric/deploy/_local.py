@@ -27,7 +27,8 @@ def add_state_dir_arg(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="where the deployment lives (default: ~/.local/state/spire-fabric/<topology>)",
+        help="where the deployment's state lives (default: ~/.local/state/spire-fabric/"
+        "<topology>, or <topology>@kubernetes for the Kubernetes target)",
     )
 
 

@@ -12,9 +12,12 @@ from spire_fabric.deploy._local import add_state_dir_arg, locked, open_deploymen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("down", help="stop a local deployment")
+    p = subparsers.add_parser(
+        "down", help="stop a deployment (local processes or Kubernetes objects)"
+    )
     add_state_dir_arg(p)
-    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                   help="the local deployment (default) or the Kubernetes one")
     p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
                    "(finds its state directory; default: enterprise)")
     p.add_argument("--purge", action="store_true", help="also delete the state directory")

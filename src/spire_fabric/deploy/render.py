@@ -40,12 +40,14 @@ def render_files(topology: Topology, target: Target, state_dir: str) -> dict[str
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "render", help="write server/agent configs and diagrams", allow_abbrev=False
+        "render",
+        help="write a topology's configs, diagrams and Kubernetes manifests",
+        allow_abbrev=False,
     )
     add_topology_args(p)
     # `--output` means a format (table|json) in every other command; here the flag names
     # a directory, so it has its own name
-    p.add_argument("-o", "--output-dir", type=Path, metavar="DIR", help="(required)")
+    p.add_argument("-o", "--output-dir", type=Path, metavar="DIR", help="the directory to write into (required)")
     p.add_argument("--output", dest="output_format_misuse", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 

@@ -23,7 +23,7 @@ from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "trust-anchor", help="print the CA certificate external TLS clients should trust"
+        "trust-anchor", help="print the CA certificate TLS clients should trust (local)"
     )
     add_state_dir_arg(p)
     p.add_argument(

@@ -43,7 +43,9 @@ KUBE_CONVERGE_S = 90.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("up", help="start (or heal) a topology locally and verify it")
+    p = subparsers.add_parser(
+        "up", help="start or heal a deployment (local or Kubernetes), verify it"
+    )
     p.add_argument(
         "--topology",
         default="enterprise",

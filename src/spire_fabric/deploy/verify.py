@@ -16,12 +16,16 @@ from spire_fabric.verify import verify_deployment as _verify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("verify", help="check that a local deployment really works")
+    p = subparsers.add_parser(
+        "verify", help="check that a deployment (local or Kubernetes) really works"
+    )
     add_state_dir_arg(p)
-    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                   help="the local deployment (default) or the Kubernetes one")
     p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
                    "(finds its state directory; default: enterprise)")
-    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("--output", choices=("table", "json"), default="table",
+                   help="a table (default) or JSON for scripts")
     p.add_argument("-v", "--verbose", action="store_true", help="the whole detail of each check")
     p.set_defaults(run=run)
 
