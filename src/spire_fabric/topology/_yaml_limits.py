@@ -98,15 +98,27 @@ class _BoundedComposer(Composer):
         super().__init__()
         self._depth = 0
         self._aliases = 0
+        # The document's size so far with aliases expanded: +1 per node as it starts, +the
+        # whole size of a node each time an alias names it. It only grows, so a document
+        # is refused at the first node or alias that takes it past the bound, not after
+        # its (possibly huge) remainder has been parsed.
+        self._expanded = 0
         # Expanded size by node id; a node is in here once it is complete, so an alias of
         # a node that is not (still being composed) is an alias of one of its ancestors.
         self._sizes: dict[int, int] = {}
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._expanded += values
+        if self._expanded > MAX_VALUES:
+            how = "expands through aliases to" if self._aliases else "has"
+            raise _LimitPassed(problem=f"{how} more than {MAX_VALUES:,} values", mark=mark)
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(AliasEvent):
             event = self.peek_event()
             aliased = super().compose_node(parent, index)  # refuses an undefined alias
-            if aliased is not None and id(aliased) not in self._sizes:
+            size = None if aliased is None else self._sizes.get(id(aliased))
+            if size is None:
                 anchor = _one_line(str(getattr(event, "anchor", "")))[:60]
                 raise _LimitPassed(
                     problem=f"alias *{anchor} refers to a node that contains it "
@@ -114,12 +126,12 @@ class _BoundedComposer(Composer):
                     mark=event.start_mark,
                 )
             self._aliases += 1
+            self._count(size, event.start_mark)
             return aliased
+        start = self.peek_event().start_mark
         if self._depth >= MAX_DEPTH:
-            raise _LimitPassed(
-                problem=f"nested more than {MAX_DEPTH} levels deep",
-                mark=self.peek_event().start_mark,
-            )
+            raise _LimitPassed(problem=f"nested more than {MAX_DEPTH} levels deep", mark=start)
+        self._count(1, start)
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -127,14 +139,7 @@ class _BoundedComposer(Composer):
             self._depth -= 1
         if node is None:  # pragma: no cover - compose_node returns None only at stream end
             return None
-        size = 1 + sum(self._sizes[id(child)] for child in _children(node))
-        if size > MAX_VALUES:
-            how = " through aliases" if self._aliases else ""
-            raise _LimitPassed(
-                problem=f"expands{how} to more than {MAX_VALUES:,} values",
-                mark=node.start_mark,
-            )
-        self._sizes[id(node)] = size
+        self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
         return node
 
 
