@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_topology_args(p)
     # `--output` means a format (table|json) in every other command; here the flag names
     # a directory, so it has its own name
-    p.add_argument("-o", "--output-dir", type=Path, metavar="DIR", help="the directory to write into (required)")
+    p.add_argument(
+        "-o", "--output-dir", type=Path, metavar="DIR", help="directory to write into (required)"
+    )
     p.add_argument("--output", dest="output_format_misuse", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
