@@ -105,3 +105,22 @@ def test_status_at_80_columns_keeps_names_whole_and_folds_pods() -> None:
     first = next(i for i, ln in enumerate(lines) if " spire-upstream-mysql " in ln)
     pieces = [ln[column:].split(" ")[0] for ln in lines[first : first + 4]]
     assert "".join(pieces) == "spire-upstream-mysql-6d9f7c8b5-abcde"
+
+
+def test_status_of_a_local_deployment_shows_pids_in_the_same_layout() -> None:
+    rows = [
+        ComponentHealth("supervisor", "supervisor", 4242, True, True, "ok"),
+        ComponentHealth("spire-upstream-server", "server", 4243, True, True, "ok"),
+        ComponentHealth("downstream-agent-1", "agent", None, False, False, "exited"),
+    ]
+    console = Console(width=80, record=True, force_terminal=False, color_system=None)
+    console.print(status_table(rows, title="status: basic (/tmp/s)", kube=False, verbose=False))
+    lines = console.export_text().splitlines()
+    assert any(ln.split()[:2] == ["kind", "name"] and "pid" in ln for ln in lines)
+    assert [
+        ln.split()[:3] for ln in lines if ln.split()[:1] in (["supervisor"], ["server"], ["agent"])
+    ] == [
+        ["supervisor", "supervisor", "4242"],
+        ["server", "spire-upstream-server", "4243"],
+        ["agent", "downstream-agent-1", "-"],
+    ]
