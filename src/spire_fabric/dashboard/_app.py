@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -28,6 +28,7 @@ from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -38,10 +39,12 @@ from spire_fabric.runtime.deployment import Deployment
 
 from ._collect import Snapshot, collect, metric
 
-__all__ = ["PAGES", "create_app"]
+__all__ = ["LOOPBACK_HOSTS", "PAGES", "create_app"]
 
 PAGES = ("overview", "servers", "agents", "entries", "federation", "workloads", "metrics")
 HISTORY = 240  # samples kept per series for the charts
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""The Host names a loopback-bound dashboard answers to (and the default of create_app)."""
 _CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' "
     "'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
@@ -152,13 +155,24 @@ def _matches(entry: Any, server: str, query: str) -> bool:
 
 
 def create_app(
-    deployment: Deployment | Callable[[], Deployment], *, refresh: float = 5.0
+    deployment: Deployment | Callable[[], Deployment],
+    *,
+    refresh: float = 5.0,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> Starlette:
     """The dashboard of ``deployment`` (or of what a callable returns, opened on first use).
 
     ``refresh`` is the page's auto-refresh period in seconds; a snapshot is shared by the
     requests of one refresh so several open pages do not multiply the load on SPIRE.
+
+    ``allowed_hosts`` are the only ``Host`` header names answered (any port; IPv6 literals
+    in brackets); any other gets 400. Why: without it a web page the user visits could
+    point its own DNS name at 127.0.0.1 (DNS rebinding) and read the dashboard with the
+    browser's same-origin blessing; the rebound request still carries the attacker's name
+    in ``Host``. Starlette's TrustedHostMiddleware does the check, before any route runs.
     """
+    if not allowed_hosts or "*" in allowed_hosts:
+        raise ValueError("allowed_hosts must name the hosts the dashboard is reached by")
     opener = deployment if callable(deployment) else (lambda: deployment)
     state = _State(opener, min_interval=min(1.0, refresh / 2))
     env = _environment()
@@ -226,4 +240,8 @@ def create_app(
     for page in PAGES[1:]:
         routes.append(Route(f"/{page}", page_endpoint(page, False)))
         routes.append(Route(f"/fragment/{page}", page_endpoint(page, True)))
-    return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
+    middleware = [  # outermost first: the 400 for a foreign Host gets the headers too
+        Middleware(_SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False),
+    ]
+    return Starlette(routes=routes, middleware=middleware)

@@ -113,9 +113,10 @@ EXIT_NO_CHANGES, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("plan", help="show what `up` would do (exit 2 if anything)")
+    p = subparsers.add_parser("plan", help="show what `up` would change (exit 2 if anything would)")
     add_deployment_args(p, settings=True)
-    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("--output", choices=("table", "json"), default="table",
+                   help="a table (default) or JSON for scripts")  # fmt: skip
     p.set_defaults(run=run, usage_exit=EXIT_ERROR)
 
 

@@ -45,7 +45,9 @@ def render_files(
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "render", help="write server/agent configs and diagrams", allow_abbrev=False
+        "render",
+        help="write a topology's configs, diagrams and Kubernetes manifests",
+        allow_abbrev=False,
     )
     p.add_argument(
         "--topology",
@@ -65,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     # `--output` means a format (table|json) in every other command; here the flag names
     # a directory, so it has its own name
-    p.add_argument("-o", "--output-dir", type=Path, metavar="DIR", help="(required)")
+    p.add_argument(
+        "-o", "--output-dir", type=Path, metavar="DIR", help="directory to write into (required)"
+    )
     p.add_argument("--output", dest="output_format_misuse", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 

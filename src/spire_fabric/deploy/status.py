@@ -1,4 +1,5 @@
-"""``status``: every component of a deployment with its pod or pid, health, SVID expiry."""
+"""``status``: every component of a deployment (local or Kubernetes) with pid or pod, health,
+SVID expiry."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import add_deployment_args, choose
+from spire_fabric.runtime.deployment import ComponentHealth
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("status", help="show every component of a deployment")
+    p = subparsers.add_parser("status", help="show each component's health (local or Kubernetes)")
     add_deployment_args(p)
-    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("--output", choices=("table", "json"), default="table",
+                   help="a table (default) or JSON for scripts")
     p.add_argument("-v", "--verbose", action="store_true", help="also restarts and details")
     p.set_defaults(run=run)
 
@@ -28,6 +31,55 @@ def _expiry(unix: int | None) -> str:
     return f"in {left / 3600:.1f}h" if left > 0 else "expired"
 
 
+def _health(r: ComponentHealth) -> tuple[str, int]:
+    """The health cell (rich markup) and its width as shown."""
+    if r.healthy:
+        return "[green]healthy[/green]", len("healthy")
+    if r.running:
+        return "[yellow]running, not healthy[/yellow]", len("running, not healthy")
+    return "[red]down[/red]", len("down")
+
+
+def status_table(rows: list[ComponentHealth], *, title: str, kube: bool, verbose: bool) -> Table:
+    """The status table: whole words where a word is the information, folding where a
+    value is long and only needs to be complete.
+
+    Why these widths: rich shrinks columns that may wrap first and all columns evenly only
+    as a last resort. So kind, health, expiry and restarts never wrap and keep their
+    widest value; the pod (a generated name) and the detail fold onto more lines; the
+    component name stays whole, except with -v, where it must fold too for the detail to
+    get any room in 80 columns.
+    """
+    table = Table(title=title, title_justify="left", box=None)
+    cells = [
+        (r, _health(r), r.extra.get("pod") or "-" if kube else str(r.pid or "-")) for r in rows
+    ]
+
+    def widest(values: list[int], header: str) -> int:
+        return max([len(header), *values])
+
+    table.add_column("kind", no_wrap=True, min_width=widest([len(r.kind) for r in rows], "kind"))
+    if verbose:
+        table.add_column("name", overflow="fold")
+    else:
+        table.add_column("name", no_wrap=True)
+    table.add_column("pod" if kube else "pid", overflow="fold")
+    table.add_column(
+        "health", no_wrap=True, min_width=widest([w for _, (_, w), _ in cells], "health")
+    )
+    table.add_column("SVID\nexpires", no_wrap=True, min_width=len("in 99.9h"))
+    if verbose:
+        table.add_column("restarts", no_wrap=True)
+        table.add_column("detail", overflow="fold")
+    for r, (health, _), where in cells:
+        detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
+        row = [r.kind, escape(r.name), escape(where), health, _expiry(r.svid_expires_at)]
+        if verbose:
+            row += [str(r.restarts), escape(detail)]
+        table.add_row(*row)
+    return table
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     chosen = choose(args)
     with chosen.open() as deployment:
@@ -36,32 +88,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
-        # one line per component in 80 columns; restarts and details with -v
-        table = Table(
-            title=f"status: {name} ({where})",
-            title_justify="left",
-            box=None,
-        )
-        # where it runs: a pod on Kubernetes, a pid locally (whichever the row has)
-        columns = ["kind", "name", "pod/pid", "health", "SVID expires"]
-        if args.verbose:
-            columns += ["restarts", "detail"]
-        for col in columns:
-            table.add_column(col, overflow="fold" if args.verbose else "ellipsis",
-                             no_wrap=not args.verbose)  # fmt: skip
-        for r in rows:
-            health = (
-                "[green]healthy[/green]"
-                if r.healthy
-                else ("[yellow]running, not healthy[/yellow]" if r.running else "[red]down[/red]")
-            )
-            detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
-            where = r.extra.get("pod") or str(r.pid or "-")
-            cells = [r.kind, escape(r.name), escape(where), health, _expiry(r.svid_expires_at)]
-            if args.verbose:
-                cells += [str(r.restarts), escape(detail)]
-            table.add_row(*cells)
-        console.print(table)
+        kube = any("pod" in r.extra for r in rows)  # where each runs: a pod, else a pid
+        title = f"status: {name} ({where})"
+        console.print(status_table(rows, title=title, kube=kube, verbose=args.verbose))
         for r in rows:  # why something is down is worth a line even without -v
             if not r.healthy and r.last_exit and not args.verbose:
                 console.print(f"[red]{escape(r.name)}[/red]: last exit: {escape(r.last_exit)}")

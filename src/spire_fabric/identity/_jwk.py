@@ -166,6 +166,8 @@ def _rsa_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
 
 
 _KEY_BUILDERS = {"RSA": _rsa_key, "EC": _ec_key, "OKP": _okp_key}
+KNOWN_KEY_TYPES = frozenset(_KEY_BUILDERS)
+"""The ``kty`` values we read; a JWK Set reader skips the others (RFC 7517 section 5)."""
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKeyTypes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -12,7 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ._bundle_diff import BundleDiff, diff_bundles
 from ._errors import BundleError
-from ._jwk import jwk_from_public_key, public_key_from_jwk
+from ._jwk import (
+    KNOWN_KEY_TYPES,
+    UnsupportedKeyTypeError,
+    jwk_from_public_key,
+    public_key_from_jwk,
+    refuse_private_members,
+)
 from ._spiffe_id import TrustDomain
 from ._strict_json import StrictJsonError, loads_strict
 
@@ -20,6 +27,26 @@ if TYPE_CHECKING:
     import spiffe
 
 __all__ = ["JwtBundle"]
+
+logger = logging.getLogger("spire_fabric.identity")
+
+# A JWKS key that may sign JWTs: no "use" (a plain JWKS often has none), RFC 7517's
+# "sig", or the SPIFFE bundle's "jwt-svid" (a SPIFFE bundle read as a plain JWKS).
+_SIGNATURE_USES = (None, "sig", "jwt-svid")
+
+
+def log_ignored_key(error_prefix: str, index: int, jwk: Mapping[str, Any], why: str) -> None:
+    """One warning per key skipped under RFC 7517 section 5, naming the key and why, so an
+    operator sees that a peer publishes keys we cannot use (and which ones)."""
+    kid = jwk.get("kid")
+    shown_kid = repr(kid[:64]) if isinstance(kid, str) else "none"
+    logger.warning("%s: ignoring keys[%d] (kid %s): %s", error_prefix, index, shown_kid, why)
+
+
+def short(value: object) -> str:
+    """A repr of a JWK member for a log line, never longer than ~40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def freeze_authorities(
@@ -79,14 +106,39 @@ class JwtBundle:
     def parse_jwks(cls, trust_domain: TrustDomain, data: bytes | str) -> JwtBundle:
         """Parse a JWKS (as the Workload API's FetchJWTBundles sends it).
 
-        Like go-spiffe's jwtbundle.Parse every key needs a ``kid``, and a key that cannot
-        be read is an error naming its index.
+        Keys we cannot use are ignored and logged (``spire_fabric.identity`` logger, one
+        warning each), as RFC 7517 section 5 says a JWK Set reader SHOULD: a ``kty`` we do
+        not know (``oct``, a future type), a curve we do not know, or a ``use`` other than
+        signing. So a peer that adds a key of a new type does not break every JWT-SVID of
+        its trust domain. go-spiffe agrees for ``oct`` (go-jose reads it as a symmetric key
+        that can never verify a JWT-SVID); for a ``kty`` go-jose does not know at all it
+        refuses the whole set, where we follow the RFC.
+
+        A key of a type we do use is still read strictly: like go-spiffe's jwtbundle.Parse
+        every key needs a ``kid``, and a key that cannot be read, or that carries private
+        key material, is an error naming its index.
         """
         _, keys = load_jwks_document(data, "jwtbundle")
         authorities: dict[str, PublicKeyTypes] = {}
         for i, jwk in enumerate(keys):
             if not isinstance(jwk, dict):
                 raise BundleError(f"jwtbundle: keys[{i}] must be a JSON object")
+            kty = jwk.get("kty")
+            if not isinstance(kty, str) or not kty:
+                raise BundleError(f"jwtbundle: keys[{i}].kty is required")
+            if kty not in KNOWN_KEY_TYPES:
+                log_ignored_key(
+                    "jwtbundle", i, jwk, f"key type (kty) {short(kty)} is not one we use"
+                )
+                continue
+            try:
+                refuse_private_members(kty, jwk)
+            except ValueError as e:
+                raise BundleError(f"jwtbundle: keys[{i}]: {e}") from None
+            use = jwk.get("use")
+            if use not in _SIGNATURE_USES:
+                log_ignored_key("jwtbundle", i, jwk, f"use {short(use)} is not signature")
+                continue
             kid = jwk.get("kid")
             if not isinstance(kid, str) or not kid:
                 raise BundleError(f"jwtbundle: keys[{i}].kid is required")
@@ -94,6 +146,8 @@ class JwtBundle:
                 raise BundleError(f"jwtbundle: keys[{i}].kid {kid!r} appears more than once")
             try:
                 authorities[kid] = public_key_from_jwk(jwk)
+            except UnsupportedKeyTypeError as e:
+                log_ignored_key("jwtbundle", i, jwk, str(e))
             except ValueError as e:
                 raise BundleError(f"jwtbundle: keys[{i}] (kid {kid!r}): {e}") from None
         return cls(trust_domain, authorities)

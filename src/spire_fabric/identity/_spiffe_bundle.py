@@ -25,12 +25,19 @@ from ._bundle_diff import BundleDiff, diff_bundles
 from ._certs import load_der_certificate
 from ._errors import BundleError
 from ._jwk import (
+    KNOWN_KEY_TYPES,
     UnsupportedKeyTypeError,
     jwk_from_public_key,
     public_key_from_jwk,
     refuse_private_members,
 )
-from ._jwt_bundle import JwtBundle, freeze_authorities, load_jwks_document
+from ._jwt_bundle import (
+    JwtBundle,
+    freeze_authorities,
+    load_jwks_document,
+    log_ignored_key,
+    short,
+)
 from ._spiffe_id import TrustDomain
 from ._x509_bundle import X509Bundle, dedupe_certificates
 
@@ -43,7 +50,6 @@ _MAX_UINT64 = 2**64 - 1
 # overflow time.Duration far earlier, so no real bundle comes near it.
 _MAX_REFRESH_HINT = 999_999_999 * 86_400
 _KEY_PARAMETERS = ("n", "e", "x", "y")
-_KNOWN_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 
 
 def _optional_uint(doc: Mapping[str, Any], name: str, maximum: int) -> int | None:
@@ -79,7 +85,8 @@ def _x509_authority(i: int, jwk: Mapping[str, Any]) -> x509.Certificate | None:
         # bundle like that is corrupt or forged, so refuse it too.
         try:
             declared = public_key_from_jwk(jwk)
-        except UnsupportedKeyTypeError:
+        except UnsupportedKeyTypeError as e:
+            log_ignored_key("spiffebundle", i, jwk, str(e))
             return None
         except ValueError as e:
             raise BundleError(f"spiffebundle: keys[{i}]: {e}") from None
@@ -140,8 +147,11 @@ class SpiffeBundle:
     def parse(cls, trust_domain: TrustDomain, data: bytes | str) -> SpiffeBundle:
         """Parse a SPIFFE bundle document.
 
-        Keys with an unknown ``use`` or ``kty`` are skipped, as spec sections 4.1.3,
-        4.2.1 and 4.2.2 require; a malformed key of a known kind is an error naming it.
+        Keys with an unknown ``use`` or ``kty`` (or curve) are skipped, as spec sections
+        4.1.3, 4.2.1 and 4.2.2 require, and each is logged (``spire_fabric.identity``, one
+        warning per key) so a peer publishing keys we cannot use is visible; go-spiffe's
+        spiffebundle.Parse skips unknown uses the same way. A malformed key of a known kind
+        is an error naming it.
         """
         doc, keys = load_jwks_document(data, "spiffebundle")
         hint = _optional_uint(doc, "spiffe_refresh_hint", _MAX_REFRESH_HINT)
@@ -154,13 +164,19 @@ class SpiffeBundle:
             kty = jwk.get("kty")
             if not isinstance(kty, str) or not kty:
                 raise BundleError(f"spiffebundle: keys[{i}].kty is required")
-            if kty not in _KNOWN_KEY_TYPES:
+            if kty not in KNOWN_KEY_TYPES:
+                log_ignored_key(
+                    "spiffebundle", i, jwk, f"key type (kty) {short(kty)} is not one we use"
+                )
                 continue
             try:
                 refuse_private_members(kty, jwk)
             except ValueError as e:
                 raise BundleError(f"spiffebundle: keys[{i}]: {e}") from None
             use = jwk.get("use")
+            if use not in (X509_SVID_USE, JWT_SVID_USE):
+                log_ignored_key("spiffebundle", i, jwk, f"use {short(use)} is not a SPIFFE use")
+                continue
             if use == X509_SVID_USE:
                 cert = _x509_authority(i, jwk)
                 if cert is not None:
@@ -175,7 +191,8 @@ class SpiffeBundle:
                     raise BundleError(f"spiffebundle: keys[{i}].kid {kid!r} appears more than once")
                 try:
                     jwt_authorities[kid] = public_key_from_jwk(jwk)
-                except UnsupportedKeyTypeError:
+                except UnsupportedKeyTypeError as e:
+                    log_ignored_key("spiffebundle", i, jwk, str(e))
                     continue
                 except ValueError as e:
                     raise BundleError(f"spiffebundle: keys[{i}] (kid {kid!r}): {e}") from None

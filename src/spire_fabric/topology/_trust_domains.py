@@ -9,7 +9,7 @@ itself would take its trust domain): in a topology it is almost always a mistake
 from __future__ import annotations
 
 from spire_fabric.identity import TrustDomain, TrustDomainError
-from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._errors import Problem, TopologyError, shown
 
 __all__ = ["topology_trust_domain"]
 
@@ -18,10 +18,15 @@ def topology_trust_domain(value: TrustDomain | str, path: str) -> TrustDomain:
     if isinstance(value, TrustDomain):
         return value
     if not isinstance(value, str):
-        raise TopologyError([Problem(path, f"expected a trust domain name, got {value!r}")])
+        raise TopologyError([Problem(path, f"expected a trust domain name, got {shown(value)}")])
     if ":/" in value:
         raise TopologyError(
-            [Problem(path, f"expected a bare trust domain name like 'example.org', got {value!r}")]
+            [
+                Problem(
+                    path,
+                    f"expected a bare trust domain name like 'example.org', got {shown(value)}",
+                )
+            ]
         )
     try:
         return TrustDomain.parse(value)

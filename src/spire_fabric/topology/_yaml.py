@@ -23,9 +23,15 @@ import yaml
 from spire_fabric.identity import TrustDomain
 from spire_fabric.topology import _model as m
 from spire_fabric.topology._durations import format_duration, parse_duration
-from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._errors import Problem, TopologyError, shown
 from spire_fabric.topology._trust_domains import topology_trust_domain
 from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._yaml_limits import (
+    MAX_BYTES,
+    YamlLimitError,
+    decode_yaml_bytes,
+    load_bounded_yaml,
+)
 
 HEADER = (
     "# spire_fabric topology. Durations are Go-style (6h, 30m, 1h30m).\n"
@@ -61,32 +67,44 @@ def load_topology(source: str | os.PathLike[str], *, validate: bool = True) -> m
     """Read a topology from a file (a path, or a str ending in .yaml/.yml) or YAML text.
 
     Raises :class:`TopologyError` for YAML syntax errors, unknown or mistyped fields, and
-    (unless ``validate=False``) every rule of :func:`validate_topology`.
+    (unless ``validate=False``) every rule of :func:`validate_topology`. Input is bounded
+    (see ``_yaml_limits``: 1 MiB, UTF-8, 64 levels, 100,000 values with aliases expanded,
+    40-digit integers); what passes a bound is one problem naming the file and the limit.
     """
+    origin = ""
     if isinstance(source, os.PathLike) or (
         "\n" not in source and source.endswith((".yaml", ".yml"))
     ):
         path = Path(source)
+        origin = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                raw = f.read(MAX_BYTES + 1)  # never more than the cap, whatever the file
         except OSError as e:
-            raise TopologyError([Problem(str(path), f"cannot read file: {e.strerror}")]) from e
+            raise TopologyError([Problem(origin, f"cannot read file: {e.strerror}")]) from e
+        try:
+            text = decode_yaml_bytes(raw)
+        except YamlLimitError as e:
+            raise TopologyError([Problem(_where(origin, e.where), e.reason)]) from None
     else:
         text = str(source)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "yaml"
-        reason = getattr(e, "problem", None) or str(e)
-        raise TopologyError([Problem(where, f"not valid YAML: {reason}")]) from e
+        data = load_bounded_yaml(text)
+    except YamlLimitError as e:
+        raise TopologyError([Problem(_where(origin, e.where or "yaml"), e.reason)]) from None
     if not isinstance(data, dict):
-        raise TopologyError([Problem("<root>", "expected a mapping with at least `name:`")])
+        where = origin or "<root>"
+        raise TopologyError([Problem(where, "expected a mapping with at least `name:`")])
     reader = _Reader()
     topology = reader.read(m.Topology, data, "")
     if reader.problems:
         raise TopologyError(reader.problems)
     return validate_topology(topology) if validate else topology
+
+
+def _where(origin: str, where: str) -> str:
+    """``file.yaml, line 3, column 5`` (or the parts there are)."""
+    return ", ".join(p for p in (origin, where) if p) or "yaml"
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -128,7 +146,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def _label(index: int, item: Any) -> str:
     name = item.get("name") if isinstance(item, dict) else None
-    if isinstance(name, str):
+    if isinstance(name, str) and 0 < len(name) <= 63:  # a DNS-1123 label's length
         return name
     return str(index)
 
@@ -148,7 +166,8 @@ class _Reader:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, raw in data.items():
-            sub = f"{path}.{key}" if path else str(key)
+            part = key if isinstance(key, str) and len(key) <= 63 else shown(key, 40)
+            sub = f"{path}.{part}" if path else part
             if key not in fields:
                 self.bad(sub, f"unknown field; {cls.__name__} has: {', '.join(fields)}")
                 continue
@@ -190,7 +209,8 @@ class _Reader:
             return None
         ((tag, body),) = raw.items()
         if tag not in options:
-            self.bad(f"{path}.{tag}", f"unknown kind; expected one of: {', '.join(options)}")
+            known = ", ".join(options)
+            self.bad(f"{path}.{shown(tag, 40)}", f"unknown kind; expected one of: {known}")
             return None
         return self.read(options[tag], body if body is not None else {}, f"{path}.{tag}")
 
@@ -217,7 +237,7 @@ class _Reader:
             )
         if origin is typing.Literal:
             if raw not in args:
-                self.bad(path, f"{raw!r} is not one of: {', '.join(map(str, args))}")
+                self.bad(path, f"{shown(raw)} is not one of: {', '.join(map(str, args))}")
             return raw
         if hint is TrustDomain:
             try:
@@ -237,15 +257,15 @@ class _Reader:
             return self.read(hint, raw, path)
         if hint is bool:
             if not isinstance(raw, bool):
-                self.bad(path, f"expected true or false, got {raw!r}")
+                self.bad(path, f"expected true or false, got {shown(raw)}")
             return raw
         if hint is int:
             if not isinstance(raw, int) or isinstance(raw, bool):
-                self.bad(path, f"expected an integer, got {raw!r}")
+                self.bad(path, f"expected an integer, got {shown(raw)}")
             return raw
         if hint is str:
             if not isinstance(raw, str):
-                self.bad(path, f"expected a string, got {raw!r}")
+                self.bad(path, f"expected a string, got {shown(raw)}")
             return raw
         self.bad(path, f"unsupported field type {hint!r}")  # pragma: no cover - model bug
         return raw

@@ -116,7 +116,8 @@ def client() -> TestClient:
         hint=HOSTILE,
         dns_names=(HOSTILE, "ok.example.org"),
     )
-    return TestClient(create_app(_StandIn([entry]), refresh=1))
+    # The Host a browser sends for http://localhost:8765/; the default "testserver" is refused.
+    return TestClient(create_app(_StandIn([entry]), refresh=1), base_url="http://localhost:8765")
 
 
 def test_every_page_and_fragment_renders_hostile_values_as_text(client: TestClient) -> None:
