@@ -12,7 +12,10 @@ from spire_fabric.deploy._output import locked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("down", help="stop a deployment (local processes or Kubernetes objects): exactly what up started")
+    p = subparsers.add_parser(
+        "down",
+        help="stop a deployment (local processes or Kubernetes objects): exactly what up started",
+    )
     add_deployment_args(p)
     p.add_argument("--purge", action="store_true", help="also delete the state directory")
     p.set_defaults(run=run)

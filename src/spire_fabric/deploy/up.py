@@ -23,7 +23,9 @@ EXIT_FAILED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("up", help="start or heal a deployment (local or Kubernetes), verify it")
+    p = subparsers.add_parser(
+        "up", help="start or heal a deployment (local or Kubernetes), verify it"
+    )
     add_deployment_args(p, settings=True)
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
     p.set_defaults(run=run)

@@ -15,7 +15,9 @@ from spire_fabric.verify import verify_deployment as _verify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("verify", help="check that a deployment (local or Kubernetes) really works")
+    p = subparsers.add_parser(
+        "verify", help="check that a deployment (local or Kubernetes) really works"
+    )
     add_deployment_args(p)
     p.add_argument("--output", choices=("table", "json"), default="table",
                    help="a table (default) or JSON for scripts")  # fmt: skip
