@@ -56,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file (default: the "
         "deployment's in --state-dir)",
     )
-    p.add_argument("--target", choices=TARGET_NAMES, default="local")
+    p.add_argument(
+        "--target",
+        choices=TARGET_NAMES,
+        default="local",
+        help="render for local processes (default) or Kubernetes manifests too",
+    )
     p.add_argument(
         "--state-dir",
         type=Path,

@@ -23,7 +23,8 @@ from spire_fabric.runtime.deployment import Deployment
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "trust-anchor", help="print the CA certificate TLS clients should trust (local)"
+        "trust-anchor",
+        help="print the CA certificate TLS clients should trust (local or Kubernetes)",
     )
     add_deployment_args(p)
     p.add_argument(
