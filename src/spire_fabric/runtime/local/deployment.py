@@ -233,6 +233,7 @@ class LocalDeployment:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def check(self) -> None:
+        _ = self.ctx.binaries  # no SPIRE, no deployment: said first, with what was tried
         self._check_socket_paths()
         self._check_ports()
 
