@@ -57,6 +57,25 @@ def add_identity_timeout_arg(p: argparse.ArgumentParser, env_prefix: str) -> Non
     )  # fmt: skip
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def add_max_connections_arg(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    """``--max-connections``: a thread per connection, so this caps threads and memory."""
+    name = f"{env_prefix}_MAX_CONNECTIONS"
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=env(name, "512"),
+        help=f"connections served at once (a thread each); more are refused until one "
+        f"closes (env {name}; default %(default)s)",
+    )
+
+
 def host_port(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (port 0 lets the kernel pick; the chosen port is logged)."""
     host, sep, port = value.rpartition(":")

@@ -20,6 +20,7 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 from .._common import (
     EXIT_NO_IDENTITY,
     add_identity_timeout_arg,
+    add_max_connections_arg,
     env,
     env_list,
     host_port,
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "without it routes that need a JWT-SVID refuse every caller",
     )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
+    add_max_connections_arg(p, "ENTERPRISE_API")
     p.add_argument(
         "--plain-http-peer",
         default=env("ENTERPRISE_API_PLAIN_HTTP_PEER"),
@@ -88,7 +90,7 @@ def serve_plain(args: argparse.Namespace, store: Store) -> int:
     handler = make_handler(
         store, args.grants, source=None, jwt_bundles=None, audience=None, plain_peer=peer
     )
-    server = PlainHttpServer(handler, args.listen)
+    server = PlainHttpServer(handler, args.listen, args.max_connections)
     stop = stop_event()
     log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", every_caller_is=peer))
     log.info("listening on %s", server.url)
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         # authorize_any: the chain is still verified against the peer's own trust domain in
         # the handshake; what the peer may do is the table's decision, logged per request.
-        server = serve_mtls_threaded(handler, source, source, authorize_any(), host=host, port=port)
+        server = serve_mtls_threaded(
+            handler, source, source, authorize_any(), host=host, port=port,
+            max_connections=args.max_connections,
+        )  # fmt: skip
     except (WorkloadApiError, OSError) as e:
         log.error("cannot start: %s", e)
         if jwt_bundles is not None:
