@@ -29,6 +29,7 @@ import posixpath
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from spire_fabric.identity import JwtSvidError, TrustDomain, parse_and_validate_jwt_svid
 from spire_fabric.tls import peer_spiffe_id
@@ -98,8 +99,8 @@ def make_handler(
     throttle: FailureThrottle | None = None,
     audit_budget: LineBudget | None = None,
 ) -> type[JsonHandler]:
-    failures = throttle or FailureThrottle()
-    budget = audit_budget or LineBudget()
+    failures = throttle if throttle is not None else FailureThrottle()
+    budget = audit_budget if audit_budget is not None else LineBudget()
 
     def spiffe_client(name: str, auth: str) -> Client:
         return Client(name, auth, policy.spiffe_routes, policy.spiffe_rate, policy.spiffe_burst)
@@ -152,6 +153,16 @@ def make_handler(
     class Handler(JsonHandler):
         server_version = "security-gateway"
 
+        _deferred: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+
+        def reply(self, *args: Any, **kwargs: Any) -> None:
+            """Inside ``handle_one`` the answer waits for the audit line, so whoever sees
+            the answer can already read why it was given (tests, and operators tailing)."""
+            if self._deferred is not None:
+                self._deferred.append((args, kwargs))
+            else:
+                super().reply(*args, **kwargs)
+
         def address(self) -> str:
             return str(self.client_address[0]) if self.client_address else "-"
 
@@ -173,6 +184,7 @@ def make_handler(
             client: Client | None = None
             path = self.path.split("?", 1)[0]
             decision, reason, status, upstream_status = "deny", "", 500, None
+            self._deferred = []
             try:
                 if not self.path.startswith("/"):  # absolute-form would leave the API
                     raise Denied(400, "only origin-form request targets are forwarded")
@@ -213,6 +225,9 @@ def make_handler(
                 audit(client, method=self.command, route=path, decision=decision, reason=reason,
                       status=status, upstream_status=upstream_status,
                       ms=f"{(time.monotonic() - started) * 1000:.1f}")  # fmt: skip
+                answers, self._deferred = self._deferred, None
+                for args, kwargs in answers[:1]:
+                    self.reply(*args, **kwargs)
 
         def forward(self, body: bytes | None, client: Client) -> tuple[int, int | None]:
             headers = {h: v for h in FORWARDED_HEADERS if (v := self.headers.get(h)) is not None}
