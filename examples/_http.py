@@ -334,6 +334,13 @@ class JsonHandler(socketserver.BaseRequestHandler):
 
     def _body_bytes(self) -> bytes:
         deadline = time.monotonic() + self.limits.body_timeout
+        if self._h11.they_are_waiting_for_100_continue:  # curl does for bodies over 1 KB
+            try:
+                go_on = h11.InformationalResponse(status_code=100, headers=[])
+                self.connection.sendall(self._h11.send(go_on))
+            except OSError:
+                self.close_connection = True
+                raise BadRequest("the connection closed before the body") from None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -406,7 +413,8 @@ class JsonHandler(socketserver.BaseRequestHandler):
         if self.close_connection:
             fields.append(("Connection", "close"))
         try:
-            out = self._h11.send(h11.Response(status_code=status, headers=fields))
+            reason = http.client.responses.get(status, "").encode()
+            out = self._h11.send(h11.Response(status_code=status, headers=fields, reason=reason))
             if self.command != "HEAD":
                 out += self._h11.send(h11.Data(data=data))
             out += self._h11.send(h11.EndOfMessage())

@@ -329,3 +329,13 @@ def test_logged_fields_are_cut_and_escaped() -> None:
     assert r"\u001b[31mred\u0000" in line and r"\u00e9" in line
     assert "plain=ok" in line
     assert "\n" not in kv(x="a\nb")
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(served) -> None:
+    server, _ = served
+    with socket.create_connection(_address(server), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"{}")
+        assert _read_answer(sock)[0] == 201
