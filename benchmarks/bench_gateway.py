@@ -25,16 +25,25 @@ Run it with ``--repo`` on a checkout of the old code for a before/after.
 
     .venv/bin/python benchmarks/bench_gateway.py hostile [--repo /tmp/main-checkout]
 
-Measured (2 shared CPUs, Python 3.11, OpenSSL 3.0, 8 connections, 8 s x 3 rounds; other
-jobs running, so rounds vary by ~10%): mtls 1610 req/s p50 4.9 ms p99 15.5 ms; plain
-1490 req/s p50 4.8 ms p99 16.8 ms; ratio 1.08x (noise: the CPU cost says ~0.9x). CPU per
-request, mtls vs plain: gateway 340 vs 298 us, API 233 vs 214 us, load generator 148 vs
-134 us. So TLS on both legs costs ~75 us of CPU per request (~12%), record encryption
-only: keep-alive leaves 8 + a few pooled handshakes per round. The rest is Python HTTP
-parsing and building, twice in the gateway, once in the API; with both servers and the
-load generator sharing two cores the run is CPU-bound, and p50 is mostly queueing (8
-requests in flight at ~1.5k/s is ~5 ms). Before the servers wrote each answer in one
-write with TCP_NODELAY, both sides were capped at ~100 req/s by Nagle + delayed ACK.
+Measured (2 shared CPUs, Python 3.11, OpenSSL 3.0, 8 connections, 8 s x 3 rounds; load
+average 9-16 from other jobs): mtls 1266 req/s p50 5.6 ms p99 25 ms; plain 1274 req/s p50
+5.7 ms p99 20 ms; ratio 0.99x. CPU per request, mtls vs plain: gateway 436 vs 398 us, API
+318 vs 296 us, load generator 160 vs 145 us. So TLS on both legs costs ~60 us of CPU per
+request, record encryption only: keep-alive leaves 8 + a few pooled handshakes per round.
+The rest is Python HTTP parsing and building, twice in the gateway, once in the API. Since
+the HTTP layer moved from ``http.server`` to h11 (strict framing, bounded heads; see
+examples/_http.py) a request costs ~75 us more in the gateway and ~60 us more in the API
+(plain mode, same load: 394 vs 319 us and 290 vs 230 us). With both servers and the load
+generator sharing two cores the run is CPU-bound, and p50 is mostly queueing. Before the
+servers wrote each answer in one write with TCP_NODELAY, both sides were capped at ~100
+req/s by Nagle + delayed ACK.
+
+``hostile`` (plain mode, load average ~9), before (827923d, http.server) and after (h11):
+30 x 6 MB heads: RSS 54 -> 397 MB peak, 267 MB kept, answers 21 x 401 and 9 dropped;
+after: 54 -> 55 MB, 30 x 431 in 0.1 s. 200 slowloris connections: before, all 200 still
+held after 15 s (and opening them took 31 s: listen backlog 5); after, none (408 at the
+10 s header deadline), opened in 1 s; the legitimate client's wait: p50 2.5 / 2.6 ms, max
+16 / 28 ms (connection-per-thread kept it served in both).
 """
 
 from __future__ import annotations
