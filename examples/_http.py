@@ -242,7 +242,10 @@ class JsonHandler(socketserver.BaseRequestHandler):
         except _Refused as e:
             if self._replied:
                 return False
-            self.audit_rejected(e.status, e.reason)
+            try:
+                self.audit_rejected(e.status, e.reason)
+            except Exception:  # a broken audit hook must not cost the client its answer
+                _log.exception("http: audit_rejected failed")
             self.close_connection = self.close_connection or e.close
             error = {"error": http.client.responses.get(e.status, "error"), "reason": e.reason}
             self.reply(e.status, error, {"Allow": "GET, POST"} if e.status == 405 else None)
@@ -410,6 +413,10 @@ class JsonHandler(socketserver.BaseRequestHandler):
             ("Content-Length", str(len(data))),
         ]
         fields += list((headers or {}).items())
+        if self._h11.they_are_waiting_for_100_continue:
+            # answered before the body was asked for: whether the client now sends it or not
+            # is its choice, so the next bytes cannot be trusted to be a request
+            self.close_connection = True
         if self.close_connection:
             fields.append(("Connection", "close"))
         try:

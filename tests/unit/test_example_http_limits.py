@@ -339,3 +339,21 @@ def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(serv
         assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
         sock.sendall(b"{}")
         assert _read_answer(sock)[0] == 201
+
+
+def test_an_answer_before_100_continue_closes_the_connection(served) -> None:
+    server, seen = served
+    with socket.create_connection(_address(server), timeout=5) as sock:
+        # refused before the body is wanted; the body that may follow must not be parsed
+        # as the next request
+        sock.sendall(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n"
+                     b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+        status, headers, _ = _read_answer(sock)
+        assert (status, headers["connection"]) == (405, "close")
+        with contextlib.suppress(OSError):
+            sock.sendall(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert sock.recv(100) == b""  # closed, nothing answered
+        except ConnectionResetError:
+            pass  # closed, and said so with a reset because data came after
+    assert ("GET", "/smuggled") not in seen.requests
