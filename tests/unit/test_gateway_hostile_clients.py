@@ -250,3 +250,26 @@ def test_the_cli_issues_lists_and_revokes_keys(tmp_path: Path) -> None:
     broken = _cli("list-keys", "--api-keys", keys)
     assert broken.returncode == 2 and "not JSON" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_a_key_file_mounted_like_a_kubernetes_secret_is_reloaded_on_the_symlink_swap(
+    tmp_path: Path,
+) -> None:
+    # The kubelet's layout: KEY -> ..data/KEY, ..data -> ..<timestamp>; an update writes a
+    # new timestamped directory and swaps ..data atomically.
+    def publish(version: str, document: dict) -> None:
+        target = tmp_path / f"..{version}"
+        target.mkdir()
+        (target / "api-keys.json").write_text(dump_key_file(document))
+        (tmp_path / "..data_tmp").symlink_to(target.name)
+        (tmp_path / "..data_tmp").rename(tmp_path / "..data")
+
+    first, alice = add_client({"clients": {}}, "alice", ["GET /records"], 5, 5)
+    publish("v1", first)
+    (tmp_path / "api-keys.json").symlink_to("..data/api-keys.json")
+    keys = ApiKeys(tmp_path / "api-keys.json")
+    assert keys.check(alice).name == "alice"
+    second, bob = add_client(revoke_client(first, "alice"), "bob", ["GET /records"], 5, 5)
+    publish("v2", second)
+    assert keys.authenticate(alice) is None
+    assert keys.check(bob).name == "bob"
