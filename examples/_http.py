@@ -112,6 +112,10 @@ class Limits:
     idle_timeout: float = 15.0  # keep-alive: a connection with no request is closed
     body_timeout: float = 10.0  # for the whole body, once the head is in
     max_body: int = MAX_BODY
+    # After an error answer that closes the connection, keep reading (and dropping) what the
+    # client is still sending for up to this long, so that its kernel does not get a reset
+    # that throws our answer away before it is read (what nginx calls a lingering close).
+    linger: float = 2.0
 
 
 class _Closed(Exception):
@@ -175,6 +179,7 @@ class JsonHandler(socketserver.BaseRequestHandler):
             h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
         )
         self._replied = False
+        self._linger = False
         self.command, self.path, self.headers = "-", "-", Headers(())
 
     # -- the connection loop ---------------------------------------------------------
@@ -187,6 +192,23 @@ class JsonHandler(socketserver.BaseRequestHandler):
             pass
         except h11.LocalProtocolError as e:  # our own misuse: say so once, then close
             _log.error("http: %s", e)
+        if self._linger:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Read and drop input until the client stops sending (0.5 s quiet), closes, or
+        ``limits.linger`` is over; constant memory, bounded time."""
+        deadline = time.monotonic() + self.limits.linger
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.connection.settimeout(min(0.5, left))
+            try:
+                if not self.connection.recv(64 * 1024):
+                    return
+            except (OSError, ValueError):
+                return
 
     def _recv(self, deadline: float) -> bytes:
         left = deadline - time.monotonic()
@@ -251,6 +273,8 @@ class JsonHandler(socketserver.BaseRequestHandler):
             self.reply(e.status, error, {"Allow": "GET, POST"} if e.status == 405 else None)
         if not self._replied:
             return False
+        if self.close_connection and self._h11.their_state is not h11.DONE:
+            self._linger = True  # the client may still be sending what we did not read
         return self._finish_body()
 
     def _read_head(self) -> tuple[h11.Request, bytes]:

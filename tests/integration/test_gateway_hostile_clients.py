@@ -67,16 +67,13 @@ def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def _exchange(sock: socket.socket, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    def send() -> None:
-        with contextlib.suppress(OSError):  # answered and closed before taking it all
-            sock.sendall(raw)
-
+    """Send all of ``raw``, then read the answer, in one thread (an SSL socket must not be
+    read and written from two threads at once). A server that answers early and closes
+    still takes the rest for a while (its lingering close), so the answer is not lost."""
     with sock:
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        answer = _read_answer(sock)
-        sender.join(10)
-    return answer
+        with contextlib.suppress(OSError):
+            sock.sendall(raw)
+        return _read_answer(sock)
 
 
 def _issue_key(world: World, client: str, *routes: str, expires_in: str | None = None) -> str:
