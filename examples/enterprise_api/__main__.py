@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from spire_fabric.identity import SpiffeId
 from spire_fabric.tls import authorize_any, serve_mtls_threaded
@@ -20,6 +21,7 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 from .._common import (
     EXIT_NO_IDENTITY,
     add_identity_timeout_arg,
+    add_log_file_args,
     add_max_connections_arg,
     env,
     env_list,
@@ -66,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
     add_max_connections_arg(p, "ENTERPRISE_API")
+    add_log_file_args(p, "ENTERPRISE_API")
     p.add_argument(
         "--plain-http-peer",
         default=env("ENTERPRISE_API_PLAIN_HTTP_PEER"),
@@ -103,7 +106,11 @@ def serve_plain(args: argparse.Namespace, store: Store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(NAME)
+    try:
+        setup_logging(NAME, args.log_file, args.log_max_bytes)
+    except OSError as e:
+        print(f"{NAME}: cannot write the log file: {e}", file=sys.stderr)
+        return 1
     store = Store(args.db)
     log.info(kv(event="store", db=store.path, records=len(store.list_records())))
     if args.plain_http_peer:

@@ -32,6 +32,7 @@ from .._common import (
     EXIT_NO_IDENTITY,
     add_allow_args,
     add_identity_timeout_arg,
+    add_log_file_args,
     add_max_connections_arg,
     add_number_arg,
     authorize_allowed,
@@ -127,6 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_identity_timeout_arg(p, "SECURITY_GATEWAY")
     add_max_connections_arg(p, "SECURITY_GATEWAY")
+    add_log_file_args(p, "SECURITY_GATEWAY")
     p.add_argument(
         "--plain-http",
         action="store_true",
@@ -285,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = parse_args(argv)
-    setup_logging(NAME)
+    try:
+        setup_logging(NAME, args.log_file, args.log_max_bytes)
+    except OSError as e:
+        print(f"{NAME}: cannot write the log file: {e}", file=sys.stderr)
+        return 1
     keys, limiter = ApiKeys(args.api_keys), RateLimiter()
     if args.plain_http:
         return serve_plain(args, keys, limiter)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -273,3 +274,34 @@ def test_a_key_file_mounted_like_a_kubernetes_secret_is_reloaded_on_the_symlink_
     publish("v2", second)
     assert keys.authenticate(alice) is None
     assert keys.check(bob).name == "bob"
+
+
+def test_with_a_log_file_a_flood_of_audit_lines_takes_bounded_disk(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spire_fabric.examples.security_gateway", "--plain-http",
+         "--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9",
+         "--allow-trust-domain", "example.org", "--api-keys", str(tmp_path / "keys.json"),
+         "--log-file", str(log), "--log-max-bytes", "4000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline:
+            found = re.search(r"listening on (http://\S+)", log.read_text() if log.exists() else "")
+            url = found.group(1) if found else None
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        assert url is not None
+        with ConnectionPool(url) as pool:
+            began = time.monotonic()
+            while time.monotonic() - began < 3.0:  # strangers: 401, then 429, all audited
+                pool.request("GET", "/records/" + "x" * 150)
+        files = sorted(p.name for p in tmp_path.glob("gateway.log*"))
+        assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
+        assert sum(p.stat().st_size for p in tmp_path.glob("gateway.log*")) <= 3 * 4000
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.stdout is not None and proc.stdout.read() == b""  # nothing went to stdout
