@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -57,6 +58,25 @@ def add_identity_timeout_arg(p: argparse.ArgumentParser, env_prefix: str) -> Non
     )  # fmt: skip
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def add_max_connections_arg(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    """``--max-connections``: a thread per connection, so this caps threads and memory."""
+    name = f"{env_prefix}_MAX_CONNECTIONS"
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=env(name, "512"),
+        help=f"connections served at once (a thread each); more are refused until one "
+        f"closes (env {name}; default %(default)s)",
+    )
+
+
 def host_port(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (port 0 lets the kernel pick; the chosen port is logged)."""
     host, sep, port = value.rpartition(":")
@@ -65,15 +85,41 @@ def host_port(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def setup_logging(name: str) -> None:
-    """One line per event on stdout (spire_fabric's own loggers included, e.g. refused
-    handshakes), so a supervisor's log shows what happened and to whom."""
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=logging.INFO,
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-        force=True,
+def add_log_file_args(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    """``--log-file`` / ``--log-max-bytes``: a size-capped, rotated log instead of stdout,
+    for a service whose stdout nobody rotates (strangers' requests write audit lines)."""
+    p.add_argument(
+        "--log-file",
+        default=env(f"{env_prefix}_LOG_FILE"),
+        help=f"write the log here, rotated (env {env_prefix}_LOG_FILE; default: stdout)",
     )
+    p.add_argument(
+        "--log-max-bytes",
+        type=positive_int,
+        default=env(f"{env_prefix}_LOG_MAX_BYTES", str(LOG_MAX_BYTES)),
+        help=f"rotate the --log-file at this size, keeping {LOG_BACKUPS} old files "
+        f"(env {env_prefix}_LOG_MAX_BYTES; default %(default)s)",
+    )
+
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 2
+
+
+def setup_logging(name: str, log_file: str | None = None, max_bytes: int = LOG_MAX_BYTES) -> None:
+    """One line per event (spire_fabric's own loggers included, e.g. refused handshakes),
+    so the log shows what happened and to whom: on stdout for a supervisor, or in
+    ``log_file``, rotated at ``max_bytes`` with LOG_BACKUPS old files (the disk a flood of
+    audit lines can take is then bounded: (1 + LOG_BACKUPS) x max_bytes)."""
+    handler: logging.Handler
+    if log_file:
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def stop_event() -> threading.Event:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from spire_fabric.identity import SpiffeId
 from spire_fabric.tls import authorize_any, serve_mtls_threaded
@@ -20,6 +21,8 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 from .._common import (
     EXIT_NO_IDENTITY,
     add_identity_timeout_arg,
+    add_log_file_args,
+    add_max_connections_arg,
     env,
     env_list,
     host_port,
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "without it routes that need a JWT-SVID refuse every caller",
     )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
+    add_max_connections_arg(p, "ENTERPRISE_API")
+    add_log_file_args(p, "ENTERPRISE_API")
     p.add_argument(
         "--plain-http-peer",
         default=env("ENTERPRISE_API_PLAIN_HTTP_PEER"),
@@ -88,7 +93,7 @@ def serve_plain(args: argparse.Namespace, store: Store) -> int:
     handler = make_handler(
         store, args.grants, source=None, jwt_bundles=None, audience=None, plain_peer=peer
     )
-    server = PlainHttpServer(handler, args.listen)
+    server = PlainHttpServer(handler, args.listen, args.max_connections)
     stop = stop_event()
     log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", every_caller_is=peer))
     log.info("listening on %s", server.url)
@@ -101,7 +106,11 @@ def serve_plain(args: argparse.Namespace, store: Store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(NAME)
+    try:
+        setup_logging(NAME, args.log_file, args.log_max_bytes)
+    except OSError as e:
+        print(f"{NAME}: cannot write the log file: {e}", file=sys.stderr)
+        return 1
     store = Store(args.db)
     log.info(kv(event="store", db=store.path, records=len(store.list_records())))
     if args.plain_http_peer:
@@ -121,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         # authorize_any: the chain is still verified against the peer's own trust domain in
         # the handshake; what the peer may do is the table's decision, logged per request.
-        server = serve_mtls_threaded(handler, source, source, authorize_any(), host=host, port=port)
+        server = serve_mtls_threaded(
+            handler, source, source, authorize_any(), host=host, port=port,
+            max_connections=args.max_connections,
+        )  # fmt: skip
     except (WorkloadApiError, OSError) as e:
         log.error("cannot start: %s", e)
         if jwt_bundles is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = ["make_handler"]
 log = logging.getLogger("enterprise-api")
 
 MAX_TEXT = 200
+AFTER_ID = re.compile(r"[0-9]{1,18}")  # SQLite integers are 64-bit: 19 digits could overflow
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -111,8 +113,25 @@ def make_handler(
         def do_POST(self) -> None:
             self.dispatch()
 
+        def audit_rejected(self, status: int, reason: str) -> None:
+            # malformed or unsupported requests still get their one log line
+            try:
+                peer: SpiffeId | str | None = peer_of(self)
+            except LookupError:
+                peer = None
+            log.info(
+                kv(event="request", peer=peer, method=self.command,
+                   path=self.path.split("?", 1)[0], route=None, outcome="bad-request",
+                   reason=reason, status=status, ms="0.0")
+            )  # fmt: skip
+
         def dispatch(self) -> None:
             started = time.monotonic()
+            if not self.path.startswith("/"):  # origin-form only: no proxying, no "*"
+                why = "only origin-form request targets are served"
+                self.audit_rejected(400, why)
+                self.reply(400, {"error": "bad request", "reason": why})
+                return
             url = urlsplit(self.path)
             peer = peer_of(self)
             route, params, other_method = match_route(self.command, url.path)
@@ -149,8 +168,8 @@ def make_handler(
                 outcome = "allow"
                 status = self.serve(route, params, url.query, peer, jwt_subject)
             except BadRequest as e:
-                outcome, status, reason = "bad-request", 400, str(e)
-                self.reply(400, {"error": "bad request", "reason": str(e)})
+                outcome, status, reason = "bad-request", e.status, str(e)
+                self.reply(e.status, {"error": "bad request", "reason": str(e)})
             finally:
                 log.info(
                     kv(event="request", peer=peer, method=self.command, path=url.path,
@@ -184,8 +203,8 @@ def make_handler(
 
         def list_records(self, query: str, peer: SpiffeId, jwt_subject: str | None) -> object:
             raw = parse_qs(query).get("after_id", ["0"])[-1]
-            if not raw.isdigit():
-                raise BadRequest("after_id must be a non-negative integer")
+            if not AFTER_ID.fullmatch(raw):
+                raise BadRequest("after_id must be a non-negative integer of at most 18 digits")
             body: dict[str, Any] = {"caller": str(peer), "records": store.list_records(int(raw))}
             if jwt_subject is not None:
                 body["jwt"] = {"subject": jwt_subject, "audience": [audience]}

@@ -8,15 +8,20 @@ Enterprise Root CA (``python -m spire_fabric.deploy trust-anchor``) and authenti
 an API key (``issue-key`` below) or a JWT-SVID. The gateway then calls enterprise-api as
 itself, over pooled keep-alive mTLS connections.
 
-Subcommand ``issue-key --client NAME --route 'GET /records' ...`` adds a client to the key
-file and prints its key once.
+Subcommands manage the key file: ``issue-key --client NAME --route 'GET /records' ...
+[--expires-in 30d]`` adds a client and prints its key once; ``list-keys`` shows the clients
+(never a key or hash); ``revoke-key --client NAME`` removes one. A running gateway re-reads
+the file when it changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
+import time
 from urllib.parse import urlsplit
 
 from spire_fabric.identity import SpiffeId, TrustDomain
@@ -27,6 +32,8 @@ from .._common import (
     EXIT_NO_IDENTITY,
     add_allow_args,
     add_identity_timeout_arg,
+    add_log_file_args,
+    add_max_connections_arg,
     add_number_arg,
     authorize_allowed,
     env,
@@ -38,7 +45,15 @@ from .._common import (
     stop_event,
 )
 from .._http import ConnectionPool, PlainHttpServer, kv
-from .clients import ApiKeys, RateLimiter, issue_key, parse_route
+from .clients import (
+    ApiKeys,
+    KeyFileError,
+    RateLimiter,
+    issue_key,
+    list_keys,
+    parse_route,
+    revoke_key,
+)
 from .service import Policy, make_handler
 
 NAME = "security-gateway"
@@ -112,6 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "seconds an upstream keep-alive connection is reused before a new handshake",
     )
     add_identity_timeout_arg(p, "SECURITY_GATEWAY")
+    add_max_connections_arg(p, "SECURITY_GATEWAY")
+    add_log_file_args(p, "SECURITY_GATEWAY")
     p.add_argument(
         "--plain-http",
         action="store_true",
@@ -146,6 +163,28 @@ def env_list_routes(name: str) -> list[str]:
     return [r.strip() for r in (env(name) or "").split(",") if r.strip()]
 
 
+DURATION = re.compile(r"([0-9]+)([smhd]?)")
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``12h``, ``30d`` as seconds (argparse type)."""
+    m = DURATION.fullmatch(text.strip())
+    if m is None or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 3600, 15m, 12h or 30d, "
+                                         f"got {text!r}")  # fmt: skip
+    return int(m.group(1)) * UNITS[m.group(2)]
+
+
+def add_key_file_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-keys",
+        default=env("SECURITY_GATEWAY_API_KEYS", DEFAULT_KEYS_FILE),
+        help="the gateway's key file (env SECURITY_GATEWAY_API_KEYS; on the local target: "
+        "<state dir>/workloads/security-gateway/api-keys.json)",
+    )
+
+
 def issue_key_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m examples.security_gateway issue-key",
@@ -163,27 +202,96 @@ def issue_key_main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, default=5.0, help="requests/s (default %(default)s)")
     p.add_argument("--burst", type=int, default=10, help="burst size (default %(default)s)")
     p.add_argument(
-        "--api-keys",
-        default=env("SECURITY_GATEWAY_API_KEYS", DEFAULT_KEYS_FILE),
-        help="the gateway's key file (on the local target: "
-        "<state dir>/workloads/security-gateway/api-keys.json)",
+        "--expires-in",
+        type=duration,
+        metavar="DURATION",
+        help="the key stops working after this long (3600, 15m, 12h, 30d); default: never",
     )
+    add_key_file_arg(p)
     args = p.parse_args(argv)
     try:
-        key = issue_key(args.api_keys, args.client, args.route, args.rate, args.burst)
-    except ValueError as e:
+        key = issue_key(args.api_keys, args.client, args.route, args.rate, args.burst,
+                        expires_in=args.expires_in)  # fmt: skip
+    except (ValueError, OSError) as e:
         p.error(str(e))
     print(key)
-    print(f"issued for {args.client} in {args.api_keys}; it is shown only now", file=sys.stderr)
+    until = (
+        time.strftime(" until %Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + args.expires_in))
+        if args.expires_in
+        else ""
+    )
+    print(f"issued for {args.client} in {args.api_keys}{until}; it is shown only now",
+          file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _when(stamp: int | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "-"
+
+
+def list_keys_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.security_gateway list-keys",
+        description="The clients in the key file: name, key id, routes, rate, issued and "
+        "expiry times. Never a key or its hash.",
+    )
+    add_key_file_arg(p)
+    p.add_argument("--output", choices=("table", "json"), default="table")
+    args = p.parse_args(argv)
+    try:
+        clients = list_keys(args.api_keys)
+    except (KeyFileError, OSError) as e:
+        p.error(str(e))
+    now = time.time()
+    if args.output == "json":
+        rows = [
+            {"client": c.name, "key_id": c.key_id, "routes": list(c.routes), "rate": c.rate,
+             "burst": c.burst, "issued_at": c.issued_at, "expires_at": c.expires_at,
+             "expired": c.expired(now)}
+            for c in clients
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'CLIENT':<20} {'KEY ID':<12} {'EXPIRES':<20} {'RATE':>6}  ROUTES")
+    for c in clients:
+        expires = _when(c.expires_at) + (" (expired)" if c.expired(now) else "")
+        print(f"{c.name:<20} {c.key_id:<12} {expires:<20} {c.rate:>6g}  {', '.join(c.routes)}")
+    if not clients:
+        print(f"(no clients in {args.api_keys})", file=sys.stderr)
+    return 0
+
+
+def revoke_key_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.security_gateway revoke-key",
+        description="Remove a client from the key file; a running gateway refuses its key "
+        "within a second or two (it re-reads the file when it changes).",
+    )
+    p.add_argument("--client", required=True, help="the client to remove")
+    add_key_file_arg(p)
+    args = p.parse_args(argv)
+    try:
+        revoke_key(args.api_keys, args.client)
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    print(f"revoked {args.client} in {args.api_keys}", file=sys.stderr)
+    return 0
+
+
+SUBCOMMANDS = {"issue-key": issue_key_main, "list-keys": list_keys_main,
+               "revoke-key": revoke_key_main}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["issue-key"]:
-        return issue_key_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = parse_args(argv)
-    setup_logging(NAME)
+    try:
+        setup_logging(NAME, args.log_file, args.log_max_bytes)
+    except OSError as e:
+        print(f"{NAME}: cannot write the log file: {e}", file=sys.stderr)
+        return 1
     keys, limiter = ApiKeys(args.api_keys), RateLimiter()
     if args.plain_http:
         return serve_plain(args, keys, limiter)
@@ -218,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = serve_mtls_threaded(
             make_handler(pool, keys, limiter, policy, jwt_bundles), source, source, authorizer,
-            host=host, port=port, client_cert="optional",
+            host=host, port=port, client_cert="optional", max_connections=args.max_connections,
         )  # fmt: skip
     except OSError as e:
         log.error("cannot start: %s", e)
@@ -230,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
            allow_trust_domains=",".join(args.allow_trust_domain) or None,
            spiffe_routes=",".join(policy.spiffe_routes), jwt_audience=policy.jwt_audience,
            jwt_trust_domains=",".join(sorted(map(str, policy.jwt_trust_domains))),
-           api_keys=args.api_keys, upstream=args.upstream, upstream_id=args.upstream_id)
+           api_keys=args.api_keys, upstream=args.upstream, upstream_id=args.upstream_id,
+           max_connections=args.max_connections)
     )  # fmt: skip
     log.info("listening on %s", server.url)
     stop.wait()
@@ -248,7 +357,7 @@ def serve_plain(args: argparse.Namespace, keys: ApiKeys, limiter: RateLimiter) -
     policy = Policy((), 0.0, 1, None, frozenset())
     pool = ConnectionPool(args.upstream, None, size=64)
     handler = make_handler(pool, keys, limiter, policy, None)
-    server = PlainHttpServer(handler, args.listen)
+    server = PlainHttpServer(handler, args.listen, args.max_connections)
     stop = stop_event()
     log.warning(kv(event="listening", mode="PLAIN-HTTP-NO-IDENTITY", upstream=args.upstream))
     log.info("listening on %s", server.url)

@@ -8,11 +8,16 @@ Who the caller is, in this order:
 3. otherwise ``Authorization: Bearer <JWT-SVID>`` for the gateway's audience, validated
    with the bundle of the token's own trust domain (ours or a federated one).
 
-No credential or a bad one: 401. Then the client's rate (429 with ``Retry-After``) and its
-route allow-list (403). The request goes upstream over the pooled mTLS connections with the
-gateway's own SVID; the API answers the gateway, so what reaches the client is the API's
-answer or one of: 503 (API unreachable), 502 (the API refused the gateway's identity, in
-the handshake or by its table), 504 (API too slow). One audit line per request.
+No credential or a bad one: 401, with a reason that says what to send but not which trust
+domains or keys exist (the audit line has the detail). Too many failures from one address:
+429 instead (``guard.py``); a key file that cannot be read: 503. Then the client's rate (429
+with ``Retry-After``) and its route allow-list (403). The request goes upstream over the
+pooled mTLS connections with the gateway's own SVID; the API answers the gateway, so what
+reaches the client is the API's answer or one of: 503 (API unreachable), 502 (the API
+refused the gateway's identity, in the handshake or by its table, or closed the connection
+without an answer), 504 (API too slow). One audit line per request, fields cut and
+escaped; lines for requests without valid credentials are rate-capped (``guard.py``). Only
+idempotent requests are retried upstream.
 """
 
 from __future__ import annotations
@@ -24,13 +29,23 @@ import posixpath
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from spire_fabric.identity import JwtSvidError, TrustDomain, parse_and_validate_jwt_svid
 from spire_fabric.tls import peer_spiffe_id
 from spire_fabric.workload import JwtSource
 
-from .._http import MAX_BODY, BadRequest, ConnectionPool, JsonHandler, kv
-from .clients import KEY_PREFIX, ApiKeys, Client, RateLimiter, route_allowed
+from .._http import BadRequest, ConnectionPool, JsonHandler, NoAnswer, kv
+from .clients import (
+    KEY_PREFIX,
+    ApiKeys,
+    Client,
+    KeyFileError,
+    KeyRefused,
+    RateLimiter,
+    route_allowed,
+)
+from .guard import FailureThrottle, LineBudget
 
 __all__ = ["Policy", "make_handler"]
 
@@ -53,11 +68,25 @@ class Policy:
 
 
 class Denied(Exception):
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+    """An answer other than forwarding: ``reason`` goes to the client, ``detail`` (default:
+    the reason) only to the audit line."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        self.detail = detail or reason
+
+
+BEARER = {"WWW-Authenticate": "Bearer"}
+NOT_ACCEPTED = "credentials not accepted"
 
 
 def make_handler(
@@ -66,7 +95,13 @@ def make_handler(
     limiter: RateLimiter,
     policy: Policy,
     jwt_bundles: JwtSource | None,
+    *,
+    throttle: FailureThrottle | None = None,
+    audit_budget: LineBudget | None = None,
 ) -> type[JsonHandler]:
+    failures = throttle if throttle is not None else FailureThrottle()
+    budget = audit_budget if audit_budget is not None else LineBudget()
+
     def spiffe_client(name: str, auth: str) -> Client:
         return Client(name, auth, policy.spiffe_routes, policy.spiffe_rate, policy.spiffe_burst)
 
@@ -78,29 +113,58 @@ def make_handler(
         authorization = handler.headers.get("Authorization")
         if authorization is None:
             raise Denied(401, "no credentials: send Authorization: Bearer <API key or JWT-SVID>",
-                         {"WWW-Authenticate": "Bearer"})  # fmt: skip
+                         BEARER)  # fmt: skip
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Denied(401, "expected Authorization: Bearer <token>",
-                         {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise Denied(401, "expected Authorization: Bearer <token>", BEARER)
         if token.startswith(KEY_PREFIX):
-            client = keys.authenticate(token)
-            if client is None:
-                raise Denied(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
-            return client
+            try:
+                return keys.check(token)
+            except KeyRefused as e:
+                raise Denied(401, str(e), BEARER) from None
+            except KeyFileError as e:
+                raise Denied(503, "API keys cannot be checked right now", {"Retry-After": "5"},
+                             detail=f"key file unusable: {e}") from None  # fmt: skip
         if jwt_bundles is None or policy.jwt_audience is None:
-            raise Denied(401, "JWT-SVIDs are not accepted here", {"WWW-Authenticate": "Bearer"})
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail="JWT-SVIDs are not accepted here")
         try:
             svid = parse_and_validate_jwt_svid(token, jwt_bundles, [policy.jwt_audience])
         except JwtSvidError as e:
-            raise Denied(401, str(e), {"WWW-Authenticate": "Bearer"}) from None
+            # e names trust domains we do or do not know: for the audit line only
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail=str(e)) from None
         if svid.spiffe_id.trust_domain not in policy.jwt_trust_domains:
-            raise Denied(401, f"JWT-SVIDs of {svid.spiffe_id.trust_domain} are not accepted")
+            td = svid.spiffe_id.trust_domain
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail=f"JWT-SVIDs of {td} are not accepted")
         return spiffe_client(str(svid.spiffe_id), "jwt")
+
+    def audit(client: Client | None, **fields: object) -> None:
+        """One audit line; for requests without valid credentials, within the budget."""
+        if client is None:
+            write, suppressed = budget.take()
+            if suppressed:
+                why = "unauthenticated requests over the audit budget"
+                log.warning(kv(event="audit-suppressed", count=suppressed, reason=why))
+            if not write:
+                return
+        log.info(kv(event="audit", client=client.name if client else None,
+                    auth=client.auth if client else None, **fields))  # fmt: skip
 
     class Handler(JsonHandler):
         server_version = "security-gateway"
+
+        _deferred: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+
+        def reply(self, *args: Any, **kwargs: Any) -> None:
+            """Inside ``handle_one`` the answer waits for the audit line, so whoever sees
+            the answer can already read why it was given (tests, and operators tailing)."""
+            if self._deferred is not None:
+                self._deferred.append((args, kwargs))
+            else:
+                super().reply(*args, **kwargs)
+
+        def address(self) -> str:
+            return str(self.client_address[0]) if self.client_address else "-"
 
         def do_GET(self) -> None:
             self.handle_one()
@@ -108,11 +172,19 @@ def make_handler(
         def do_POST(self) -> None:
             self.handle_one()
 
+        def audit_rejected(self, status: int, reason: str) -> None:
+            # The request never got as far as authentication: a stranger's failure.
+            failures.fail(self.address())
+            audit(None, method=self.command, route=self.path.split("?", 1)[0],
+                  decision="deny", reason=reason, status=status, upstream_status=None,
+                  ms="0.0")  # fmt: skip
+
         def handle_one(self) -> None:
             started = time.monotonic()
             client: Client | None = None
             path = self.path.split("?", 1)[0]
             decision, reason, status, upstream_status = "deny", "", 500, None
+            self._deferred = []
             try:
                 if not self.path.startswith("/"):  # absolute-form would leave the API
                     raise Denied(400, "only origin-form request targets are forwarded")
@@ -120,47 +192,45 @@ def make_handler(
                     # the allow-list compares paths as text: "/records/../x" must not pass
                     # as "/records/*", whatever the upstream would make of it
                     raise Denied(400, "the path must be normalized (no '..', '.', '//', '%')")
-                client = authenticate(self)
+                try:
+                    client = authenticate(self)
+                except Denied as e:
+                    if e.status == 401:
+                        wait = failures.fail(self.address())
+                        if wait:
+                            raise Denied(429, "too many failed authentications",
+                                         {"Retry-After": str(max(1, math.ceil(wait)))},
+                                         detail=f"throttled: {e.detail}") from None  # fmt: skip
+                    raise
                 wait = limiter.take(client)
                 if wait:
                     retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "3600"
                     raise Denied(429, f"over {client.rate:g} requests/s", {"Retry-After": retry})
                 if not route_allowed(client.routes, self.command, path):
                     raise Denied(403, f"{self.command} {path} is not among the client's routes")
-                body = self.read_json_bytes() if self.command == "POST" else None
+                body = self.read_body() if self.command == "POST" else None
                 decision, reason = "allow", f"{client.auth} client"
                 status, upstream_status = self.forward(body, client)
             except Denied as e:
-                self.discard_body()
-                status, reason = e.status, e.reason
+                if client is None and e.status in (400, 404):
+                    failures.fail(self.address())
+                status, reason = e.status, e.detail
                 self.reply(e.status, {"error": http.client.responses.get(e.status, "error"),
                                       "reason": e.reason}, e.headers)  # fmt: skip
             except BadRequest as e:
-                status, reason = 400, str(e)
-                self.reply(400, {"error": "bad request", "reason": str(e)})
+                status, reason = e.status, str(e)
+                self.reply(e.status, {"error": http.client.responses.get(e.status, "error"),
+                                      "reason": str(e)})  # fmt: skip
             finally:
-                log.info(
-                    kv(event="audit", client=client.name if client else None,
-                       auth=client.auth if client else None, method=self.command, route=path,
-                       decision=decision, reason=reason, status=status,
-                       upstream_status=upstream_status,
-                       ms=f"{(time.monotonic() - started) * 1000:.1f}")
-                )  # fmt: skip
-
-        def read_json_bytes(self) -> bytes:
-            """The body, passed through as bytes; only its size is the gateway's concern
-            (the API validates the JSON and answers 400 itself)."""
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise BadRequest("bad Content-Length") from None
-            if length < 0 or length > MAX_BODY:
-                self.close_connection = True
-                raise BadRequest(f"body must be 0..{MAX_BODY} bytes")
-            return self.rfile.read(length) if length else b""
+                audit(client, method=self.command, route=path, decision=decision, reason=reason,
+                      status=status, upstream_status=upstream_status,
+                      ms=f"{(time.monotonic() - started) * 1000:.1f}")  # fmt: skip
+                answers, self._deferred = self._deferred, None
+                for args, kwargs in answers[:1]:
+                    self.reply(*args, **kwargs)
 
         def forward(self, body: bytes | None, client: Client) -> tuple[int, int | None]:
-            headers = {h: self.headers[h] for h in FORWARDED_HEADERS if h in self.headers}
+            headers = {h: v for h in FORWARDED_HEADERS if (v := self.headers.get(h)) is not None}
             headers["X-Gateway-Client"] = client.name
             try:
                 answer = upstream.request(self.command, self.path, body, headers)
@@ -168,6 +238,10 @@ def make_handler(
                 return self.upstream_failed(503, "enterprise-api is unreachable", e)
             except TimeoutError as e:
                 return self.upstream_failed(504, "enterprise-api did not answer in time", e)
+            except NoAnswer as e:
+                # sent, then the connection broke: not retried unless idempotent (the pool)
+                return self.upstream_failed(502, "enterprise-api closed the connection "
+                                            "without an answer", e)  # fmt: skip
             except (ssl.SSLError, OSError, http.client.HTTPException) as e:
                 # A new connection closed in or right after the handshake: one side refused
                 # the other's identity (the API's table refusal is the 403 below).

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +27,32 @@ __all__ = ["MtlsServer", "TlsThreadingServer", "serve_mtls_threaded", "start_mtl
 logger = logging.getLogger("spire_fabric.tls")
 
 
+class _LogBudget:
+    """At most ``lines`` log lines per ``window`` seconds; the rest are counted and said in
+    one line when the next window opens. A handshake flood must not become a disk flood."""
+
+    def __init__(self, lines: int = 20, window: float = 10.0) -> None:
+        self.lines, self.window = lines, window
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._used = 0
+        self._dropped = 0
+
+    def take(self) -> tuple[bool, int]:
+        """(may log now, lines dropped in the window before, to report first)."""
+        now = time.monotonic()
+        with self._lock:
+            dropped = 0
+            if now - self._start >= self.window:
+                dropped, self._dropped = self._dropped, 0
+                self._start, self._used = now, 0
+            if self._used < self.lines:
+                self._used += 1
+                return True, dropped
+            self._dropped += 1
+            return False, dropped
+
+
 class TlsThreadingServer(socketserver.ThreadingTCPServer):
     """Accepts plain TCP and handshakes in the per-connection thread; the public base of
     servers built on this package's TLS contexts (the federation bundle endpoint is one).
@@ -32,11 +60,19 @@ class TlsThreadingServer(socketserver.ThreadingTCPServer):
     Handshaking in ``accept()`` (what wrapping the listening socket does) would let one
     slow or silent client stall every other client; here the handshake, and with it the
     SPIFFE check, runs with a timeout in the connection's own thread.
+
+    Bounded for hostile clients: at most ``max_connections`` connections at once (one
+    thread each; a connection over the cap is closed at once, before any handshake, and
+    counted in ``refused_over_cap``), a listen backlog of 128 so a burst of new
+    connections is not dropped, and ``rejected`` keeps only the last
+    ``REJECTED_KEPT`` reasons.
     """
 
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 128  # the listen backlog; socketserver's default is 5
+    REJECTED_KEPT = 100
 
     def __init__(
         self,
@@ -44,17 +80,64 @@ class TlsThreadingServer(socketserver.ThreadingTCPServer):
         handler: type[socketserver.BaseRequestHandler],
         context: SpiffeServerContext,
         handshake_timeout: float,
+        max_connections: int = 512,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.context = context
         self.handshake_timeout = handshake_timeout
-        self.rejected: list[str] = []
+        self.max_connections = max_connections
+        self.rejected: collections.deque[str] = collections.deque(maxlen=self.REJECTED_KEPT)
+        self.refused_over_cap = 0
         self._rejected_lock = threading.Lock()
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._cap_logged = 0.0
+        self._refusal_log = _LogBudget()
         super().__init__(address, handler)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being handshaken or served now."""
+        return self._active
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """In the accept loop: refuse a connection over the cap, else start its thread."""
+        with self._active_lock:
+            over = self._active >= self.max_connections
+            if over:
+                self.refused_over_cap += 1
+                log_now = time.monotonic() - self._cap_logged >= 10.0
+                if log_now:
+                    self._cap_logged = time.monotonic()
+            else:
+                self._active += 1
+        if over:
+            if log_now:  # at most one line per 10 s, however hard the flood
+                logger.warning(
+                    "tls: %d connections open, the cap; refusing new ones (%d so far)",
+                    self.max_connections, self.refused_over_cap,
+                )  # fmt: skip
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._active_lock:
+                self._active -= 1
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Complete the handshake in this connection's thread (bounded by the handshake timeout),
         then serve; a refused peer is logged and recorded in ``rejected``.
         """
+        try:
+            self._serve_connection(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
         request.settimeout(self.handshake_timeout)
         try:
             conn = self.context.wrap_socket(
@@ -64,7 +147,11 @@ class TlsThreadingServer(socketserver.ThreadingTCPServer):
         except (OSError, ValueError) as e:
             with self._rejected_lock:
                 self.rejected.append(str(e))
-            logger.info("tls: handshake with %s refused: %s", client_address, e)
+            log_it, dropped = self._refusal_log.take()
+            if dropped:
+                logger.info("tls: %d more refused handshakes were not logged", dropped)
+            if log_it:
+                logger.info("tls: handshake with %s refused: %.300s", client_address, e)
             request.close()
             return
         conn.settimeout(None)
@@ -108,8 +195,15 @@ class MtlsServer:
 
     @property
     def rejected(self) -> list[str]:
-        """Why each refused peer was refused, oldest first (for diagnostics and tests)."""
-        return list(self._server.rejected)
+        """Why the last refused peers were refused (at most ``REJECTED_KEPT``), oldest
+        first (for diagnostics and tests)."""
+        with self._server._rejected_lock:
+            return list(self._server.rejected)
+
+    @property
+    def server(self) -> TlsThreadingServer:
+        """The socket server itself (its cap and counters)."""
+        return self._server
 
     def close(self) -> None:
         """Stop serving and close the socket; connections in progress finish."""
@@ -140,18 +234,22 @@ def serve_mtls_threaded(
     handshake_timeout: float = 10.0,
     context: SpiffeServerContext | None = None,
     client_cert: Literal["required", "optional"] = "required",
+    max_connections: int = 512,
 ) -> MtlsServer:
     """Serve ``handler`` (e.g. an ``http.server.BaseHTTPRequestHandler``) over mTLS.
 
     Each connection runs in its own thread; a handler reads its verified peer with
     ``peer_spiffe_id(self.request)``. Pass ``context`` to reuse one built elsewhere
     (then the three sources are ignored). ``client_cert="optional"``: see
-    ``mtls_server_context``. Returns once the socket listens.
+    ``mtls_server_context``. At most ``max_connections`` at once (see
+    ``TlsThreadingServer``). Returns once the socket listens.
     """
     ctx = context or mtls_server_context(
         svid_source, bundle_source, authorizer, client_cert=client_cert
     )
-    return MtlsServer(TlsThreadingServer((host, port), handler, ctx, handshake_timeout))
+    return MtlsServer(
+        TlsThreadingServer((host, port), handler, ctx, handshake_timeout, max_connections)
+    )
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Awaitable[None]]
