@@ -22,8 +22,11 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import SpiffeId, TrustDomain
 from spire_fabric.tls import authorize_id, mtls_client_context, serve_mtls_threaded
 from spire_fabric.workload import JwtSource, WorkloadApiError
@@ -49,10 +52,14 @@ from .clients import (
     ApiKeys,
     KeyFileError,
     RateLimiter,
-    issue_key,
+    add_client,
+    dump_key_file,
+    list_clients,
     list_keys,
+    parse_key_file,
     parse_route,
-    revoke_key,
+    revoke_client,
+    update_key_file,
 )
 from .service import Policy, make_handler
 
@@ -180,9 +187,56 @@ def add_key_file_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-keys",
         default=env("SECURITY_GATEWAY_API_KEYS", DEFAULT_KEYS_FILE),
-        help="the gateway's key file (env SECURITY_GATEWAY_API_KEYS; on the local target: "
-        "<state dir>/workloads/security-gateway/api-keys.json)",
+        help="the gateway's key file (env SECURITY_GATEWAY_API_KEYS)",
     )
+    d = p.add_argument_group(
+        "a deployment's gateway instead of a file (local or Kubernetes: the key file is the "
+        "workload's managed file api-keys.json; on Kubernetes a Secret the gateway reloads)"
+    )
+    d.add_argument("--deployment", metavar="TOPOLOGY", help="the deployment, by topology name")
+    d.add_argument("--target", choices=("local", "kubernetes"), help="where it runs")
+    d.add_argument("--state-dir", help="its state directory, if not the default one")
+    d.add_argument("--workload", default=NAME, help="the gateway workload (%(default)s)")
+
+
+KEYS_FILE_NAME = "api-keys.json"
+
+
+class KeyStore:
+    """The key file as a file, or as a deployment's managed file of the gateway workload
+    (`Deployment.workload_file`), so `issue-key` works the same on both targets."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.deployment: Any = None
+        if args.deployment is not None or args.state_dir is not None:
+            from spire_fabric.deploy import attach
+
+            self.deployment = attach(args.deployment or "enterprise", target=args.target,
+                                     state_dir=args.state_dir)  # fmt: skip
+
+    @property
+    def where(self) -> str:
+        if self.deployment is None:
+            return str(self.args.api_keys)
+        return f"{self.deployment.name} ({self.deployment.target}) {self.args.workload}"
+
+    def update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        if self.deployment is None:
+            update_key_file(self.args.api_keys, change)
+            return
+        with self.deployment as d:
+            raw = d.workload_file(self.args.workload, KEYS_FILE_NAME)
+            document = parse_key_file(raw) if raw else {"clients": {}}
+            text = dump_key_file(change(document))
+            d.put_workload_file(self.args.workload, KEYS_FILE_NAME, text.encode())
+
+    def clients(self) -> list[Any]:
+        if self.deployment is None:
+            return list_keys(self.args.api_keys)
+        with self.deployment as d:
+            raw = d.workload_file(self.args.workload, KEYS_FILE_NAME)
+        return list_clients(parse_key_file(raw)) if raw else []
 
 
 def issue_key_main(argv: list[str]) -> int:
@@ -209,18 +263,27 @@ def issue_key_main(argv: list[str]) -> int:
     )
     add_key_file_arg(p)
     args = p.parse_args(argv)
+    issued: list[str] = []
+
+    def add(document: dict[str, Any]) -> dict[str, Any]:
+        new, key = add_client(document, args.client, args.route, args.rate, args.burst,
+                              expires_in=args.expires_in)  # fmt: skip
+        issued.append(key)
+        return new
+
     try:
-        key = issue_key(args.api_keys, args.client, args.route, args.rate, args.burst,
-                        expires_in=args.expires_in)  # fmt: skip
-    except (ValueError, OSError) as e:
+        store = KeyStore(args)
+        store.update(add)
+    except (ValueError, OSError, SpireFabricError) as e:
         p.error(str(e))
+    key = issued[0]
     print(key)
     until = (
         time.strftime(" until %Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + args.expires_in))
         if args.expires_in
         else ""
     )
-    print(f"issued for {args.client} in {args.api_keys}{until}; it is shown only now",
+    print(f"issued for {args.client} in {store.where}{until}; it is shown only now",
           file=sys.stderr)  # fmt: skip
     return 0
 
@@ -239,8 +302,9 @@ def list_keys_main(argv: list[str]) -> int:
     p.add_argument("--output", choices=("table", "json"), default="table")
     args = p.parse_args(argv)
     try:
-        clients = list_keys(args.api_keys)
-    except (KeyFileError, OSError) as e:
+        store = KeyStore(args)
+        clients = store.clients()
+    except (KeyFileError, OSError, SpireFabricError) as e:
         p.error(str(e))
     now = time.time()
     if args.output == "json":
@@ -257,7 +321,7 @@ def list_keys_main(argv: list[str]) -> int:
         expires = _when(c.expires_at) + (" (expired)" if c.expired(now) else "")
         print(f"{c.name:<20} {c.key_id:<12} {expires:<20} {c.rate:>6g}  {', '.join(c.routes)}")
     if not clients:
-        print(f"(no clients in {args.api_keys})", file=sys.stderr)
+        print(f"(no clients in {store.where})", file=sys.stderr)
     return 0
 
 
@@ -271,10 +335,11 @@ def revoke_key_main(argv: list[str]) -> int:
     add_key_file_arg(p)
     args = p.parse_args(argv)
     try:
-        revoke_key(args.api_keys, args.client)
-    except (ValueError, OSError) as e:
+        store = KeyStore(args)
+        store.update(lambda document: revoke_client(document, args.client))
+    except (ValueError, OSError, SpireFabricError) as e:
         p.error(str(e))
-    print(f"revoked {args.client} in {args.api_keys}", file=sys.stderr)
+    print(f"revoked {args.client} in {store.where}", file=sys.stderr)
     return 0
 
 

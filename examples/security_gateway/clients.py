@@ -35,7 +35,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ __all__ = [
     "revoke_client",
     "revoke_key",
     "route_allowed",
+    "update_key_file",
 ]
 
 log = logging.getLogger("security-gateway")
@@ -290,6 +291,15 @@ def issue_key(
         new, key = add_client(document, client, routes, rate, burst, expires_in=expires_in)
         _write(path, new)
     return key
+
+
+def update_key_file(
+    path: str | Path, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    """Apply ``change`` to the file's document under its lock, and write the result."""
+    path = Path(path)
+    with _locked(path) as document:
+        _write(path, change(document))
 
 
 def revoke_key(path: str | Path, client: str) -> None:

@@ -63,10 +63,10 @@ class Services:
         return f"https://127.0.0.1:{self.deploy.port_base - 31000 + 30443}"
 
     def issue_key(self, client: str, *routes: str, rate: float = 100, burst: int = 100) -> str:
-        keys = self.deploy.state_dir / "workloads" / "security-gateway" / "api-keys.json"
+        # through the deployment (its managed file), as a user does on either target
         argv = [sys.executable, "-m", "spire_fabric.examples.security_gateway", "issue-key",
-                "--api-keys", str(keys), "--client", client, "--rate", str(rate),
-                "--burst", str(burst)]  # fmt: skip
+                "--state-dir", str(self.deploy.state_dir), "--client", client,
+                "--rate", str(rate), "--burst", str(burst)]  # fmt: skip
         for route in routes:
             argv += ["--route", route]
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()

@@ -224,6 +224,20 @@ class Deployment(Protocol):
         """The JWT bundles that workload may trust, fetched as that workload."""
         ...
 
+    # -- a workload's managed files ({files} in its run description) ----------------------
+
+    def workload_file(self, workload: str, name: str) -> bytes | None:
+        """One of the workload's managed files as the workload reads it (None: not there
+        yet). Locally a file under the state directory; on Kubernetes a key of the
+        workload's ``<name>-files`` Secret."""
+        ...
+
+    def put_workload_file(self, workload: str, name: str, data: bytes) -> None:
+        """Write one managed file; the running workload sees it without a restart (locally
+        at once, on Kubernetes when the kubelet refreshes the Secret volume, within about
+        a minute). A workload whose run description has no ``{files}`` is refused."""
+        ...
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def check(self) -> None:

@@ -82,6 +82,8 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--upstream", "{url:enterprise-api}",
             "--upstream-id", "{spiffe_id:enterprise-api}",
             "--allow-trust-domain", "enterprise-root.org",
+            # external clients' keys: `issue-key --deployment enterprise` on either target
+            "--api-keys", "{files}/api-keys.json",
         ),
         port=30080,
         # an upstream workload through the gateway to the API: the API must see the

@@ -74,6 +74,8 @@ def _placeholders(path: str, text: str, w: Workload, by_name: dict[str, Workload
         target = by_name.get(ph.workload) if ph.workload else w
         if target is None:
             out.append(Problem(path, f"{ph.text}: unknown workload {ph.workload!r}"))
+        elif ph.key == "files" and target is not w:
+            out.append(Problem(path, f"{ph.text}: a workload reaches only its own files"))
         elif ph.key in _NEEDS_PORT and (target.run is None or target.run.port is None):
             out.append(Problem(path, f"{ph.text}: workload {target.name!r} has no run.port to use"))
     return out

@@ -24,7 +24,10 @@ __all__ = [
     "placeholders",
 ]
 
-PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url")
+# ``files``: the directory of the workload's managed files (``Deployment.workload_file``):
+# locally <state>/workloads/<name>/files, on Kubernetes its ``<name>-files`` Secret, mounted
+# read-only. Only a workload's own ({files}, never {files:other}).
+PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 

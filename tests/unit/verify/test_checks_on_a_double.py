@@ -94,6 +94,12 @@ class DoubleDeployment:
     def close(self):
         pass
 
+    def workload_file(self, workload, name):
+        return None
+
+    def put_workload_file(self, workload, name, data):
+        pass
+
     def __enter__(self):
         return self
 

@@ -43,7 +43,12 @@ from spire_fabric.render.kubernetes._secrets import (
     join_token_secret,
 )
 from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
-from spire_fabric.render.kubernetes._workloads import workload_cluster, workload_command
+from spire_fabric.render.kubernetes._workloads import (
+    uses_files,
+    workload_cluster,
+    workload_command,
+    workload_files_secret,
+)
 from spire_fabric.render.kubernetes._yaml import dump_documents
 from spire_fabric.topology import Topology
 
@@ -79,8 +84,10 @@ __all__ = [
     "selector_labels",
     "staged_objects",
     "upstream_ca_secret_name",
+    "uses_files",
     "workload_cluster",
     "workload_command",
+    "workload_files_secret",
     "workload_pod_labels",
     "workload_socket_address",
 ]

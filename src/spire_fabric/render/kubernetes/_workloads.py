@@ -10,6 +10,7 @@ CSI driver, so the pod stays Pod Security "restricted".
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 
 from spire_fabric.render._paths import RenderPaths
@@ -28,7 +29,13 @@ from spire_fabric.render.kubernetes._common import (
     workload_socket_address,
     workload_socket_volume,
 )
-from spire_fabric.topology import Placeholder, Topology, Workload, expand_placeholders
+from spire_fabric.topology import (
+    Placeholder,
+    Topology,
+    Workload,
+    expand_placeholders,
+    placeholders,
+)
 from spire_fabric.workload import SOCKET_ENV
 
 COMPONENT = "workload"
@@ -49,9 +56,54 @@ def _service_port(w: Workload) -> int | None:
     return w.run.port if w.run else None
 
 
+# where a workload's managed files ({files}) are: its `<name>-files` Secret, read-only
+FILES_DIR = "/etc/spire-fabric/files"
+
+
+def workload_files_secret_name(w: Workload) -> str:
+    """The Secret of a workload's managed files (``Deployment.workload_file``)."""
+    return f"{w.name}-files"
+
+
+def uses_files(w: Workload) -> bool:
+    """Whether the workload's run description names its managed files ({files})."""
+    texts = list(w.kubernetes.command) if w.kubernetes else []
+    if w.run is not None:
+        texts += [*w.run.args, *w.run.command, *(e.partition("=")[2] for e in w.run.env)]
+    return any(p.key == "files" for t in texts for p in placeholders(t))
+
+
+def workload_files_secret(
+    topology: Topology, w: Workload, files: dict[str, bytes] | None = None
+) -> Obj:
+    """The Secret: rendered without data by `up` (the installer never owns a file's
+    content), with ``files`` by ``Deployment.put_workload_file`` as its own field manager,
+    so an `up` leaves the files alone."""
+    k = w.kubernetes
+    assert k is not None
+    secret = obj(
+        "v1",
+        "Secret",
+        meta(
+            topology,
+            workload_cluster(topology, w),
+            workload_files_secret_name(w),
+            k.namespace,
+            app=w.name,
+            component=COMPONENT,
+        ),
+        type="Opaque",
+    )
+    if files:
+        secret["data"] = {n: base64.b64encode(v).decode() for n, v in sorted(files.items())}
+    return secret
+
+
 def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder], str]:
     def value(p: Placeholder) -> str:
         target = topology.workload(p.workload) if p.workload else w
+        if p.key == "files":
+            return FILES_DIR
         port = _service_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id
@@ -126,6 +178,9 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     ]
     if k.storage:
         container["volumeMounts"].append({"name": "data", "mountPath": DATA_DIR})
+    if uses_files(w):
+        mount = {"name": "files", "mountPath": FILES_DIR, "readOnly": True}
+        container["volumeMounts"].append(mount)
     pod_spec: Obj = {
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(WORKLOAD_UID),
@@ -136,6 +191,11 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         ],
     }
     claim = f"{w.name}-data"
+    if uses_files(w):
+        # the kubelet swaps the files in place when the Secret changes (no subPath), so
+        # the workload sees a new file without a restart; its group may read (fsGroup)
+        pod_spec["volumes"].append({"name": "files", "secret": {
+            "secretName": workload_files_secret_name(w), "defaultMode": 0o440}})  # fmt: skip
     if k.storage:
         pod_spec["volumes"].append(
             {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
@@ -161,6 +221,8 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             },
         ),
     ]
+    if uses_files(w):
+        out.insert(1, workload_files_secret(topology, w))
     if k.storage:
         out.insert(1, obj(
             "v1",

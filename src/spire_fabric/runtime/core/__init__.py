@@ -10,6 +10,7 @@ creates and reads while the core owns plan and apply.
 from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.core.errors import UpError
 from spire_fabric.runtime.core.federation import FederationWork
+from spire_fabric.runtime.core.files import files_workload
 from spire_fabric.runtime.core.join_tokens import JOIN_TOKEN_TTL_S, mint_join_token
 from spire_fabric.runtime.core.registrations import (
     apply_registrations,
@@ -26,6 +27,7 @@ __all__ = [
     "apply_registrations",
     "entry_changes",
     "entry_owner",
+    "files_workload",
     "mint_join_token",
     "registration_entries",
 ]

@@ -82,11 +82,13 @@ def get_live(conn: ClusterApi, ref: ObjectRef) -> Obj | None:
     return dict(live.to_dict())
 
 
-def apply(conn: ClusterApi, o: Obj, *, dry_run: bool = False) -> Obj:
-    """Server-side apply as ``spire-fabric`` (forcing: these fields are ours by design)."""
+def apply(
+    conn: ClusterApi, o: Obj, *, dry_run: bool = False, manager: str = FIELD_MANAGER
+) -> Obj:
+    """Server-side apply as ``manager`` (forcing: these fields are ours by design)."""
     ref = ObjectRef.of(o)
     res = resource(conn, ref.api_version, ref.kind)
-    kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
+    kwargs: dict[str, Any] = {"field_manager": manager, "force_conflicts": True}
     if dry_run:
         kwargs["dry_run"] = "All"
     for attempt in range(5):

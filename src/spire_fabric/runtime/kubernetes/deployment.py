@@ -8,6 +8,7 @@ status (:mod:`._status`) and a workload's identity fetched inside the cluster
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -18,8 +19,12 @@ from kubernetes.client.exceptions import ApiException
 import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.entries import EntryChange, EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
-from spire_fabric.render.kubernetes import selector_labels, workload_socket_address
-from spire_fabric.runtime.core import CaStore, entry_owner, registration_entries
+from spire_fabric.render.kubernetes import (
+    selector_labels,
+    workload_files_secret,
+    workload_socket_address,
+)
+from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, registration_entries
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
@@ -29,6 +34,7 @@ from spire_fabric.runtime.deployment import (
 )
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector, resolve_contexts
+from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
 from spire_fabric.runtime.kubernetes._installer import KubernetesInstaller
 from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries
@@ -41,6 +47,10 @@ from spire_fabric.topology import Topology, agent_node_attestor
 from spire_fabric.workload import X509Context
 
 __all__ = ["KubernetesDeployment"]
+
+# the field manager of workload files: `up` (as ``spire-fabric``) applies the Secret without
+# data, so it never takes a file's content away
+FILES_MANAGER = "spire-fabric-files"
 
 
 class KubernetesDeployment:
@@ -252,6 +262,29 @@ class KubernetesDeployment:
 
     def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
         return self._identity(workload).jwt_bundles()
+
+    def workload_file(self, workload: str, name: str) -> bytes | None:
+        return self._files(workload, name).get(name)
+
+    def put_workload_file(self, workload: str, name: str, data: bytes) -> None:
+        files = self._files(workload, name)
+        files[name] = data
+        w = self.topology.workload(workload)
+        conn = self.clusters[self.access.workload_cluster(workload)]
+        objects.apply(conn, workload_files_secret(self.topology, w, files), manager=FILES_MANAGER)
+
+    def _files(self, workload: str, name: str) -> dict[str, bytes]:
+        w = files_workload(self.topology, workload, name)
+        assert w.kubernetes is not None
+        secret = workload_files_secret(self.topology, w)
+        live = objects.get_live(self.clusters[self.access.workload_cluster(workload)],
+                                objects.ObjectRef.of(secret))  # fmt: skip
+        if live is None:
+            raise KubernetesTargetError(
+                f"no Secret {w.kubernetes.namespace}/{secret['metadata']['name']} of {workload}: "
+                "run `up` first"
+            )
+        return {k: base64.b64decode(v) for k, v in ((live.get("data") or {}).items())}
 
     def _identity(self, workload: str) -> WorkloadIdentity:
         w = self.topology.workload(workload)

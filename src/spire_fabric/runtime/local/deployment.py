@@ -12,6 +12,7 @@ entry that lets it fetch its CA (``downstream = true``) are there.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_
 from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles
+from spire_fabric.runtime.core import files_workload
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
@@ -41,7 +43,11 @@ from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
 from spire_fabric.runtime.local.status import status_rows
-from spire_fabric.runtime.local.workloads import WorkloadProcess, workload_processes
+from spire_fabric.runtime.local.workloads import (
+    WorkloadProcess,
+    workload_files_dir,
+    workload_processes,
+)
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
 from spire_fabric.topology import SpireUpstreamAuthority, Topology
 from spire_fabric.workload import WorkloadApiClient, X509Context
@@ -344,6 +350,21 @@ class LocalDeployment:
 
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)
+
+    def workload_file(self, workload: str, name: str) -> bytes | None:
+        files_workload(self.ctx.local, workload, name)
+        path = workload_files_dir(self.ctx.state.path, workload) / name
+        return path.read_bytes() if path.exists() else None
+
+    def put_workload_file(self, workload: str, name: str, data: bytes) -> None:
+        files_workload(self.ctx.local, workload, name)
+        directory = workload_files_dir(self.ctx.state.path, workload)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = directory / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, directory / name)  # a reader sees the old file or the new, whole
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own client."""

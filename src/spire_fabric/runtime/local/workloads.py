@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from spire_fabric.runtime.local.context import LocalContext, workload_component
 from spire_fabric.runtime.local.localize import LOOPBACK
@@ -32,10 +33,19 @@ def local_workload_port(workload: Workload) -> int | None:
     return None if workload.run is None else workload.run.port
 
 
-def placeholder_value(topology: Topology, workload: Workload) -> Callable[[Placeholder], str]:
+def workload_files_dir(state_dir: Path, workload: str) -> Path:
+    """Where the local target keeps a workload's managed files ({files})."""
+    return state_dir / "workloads" / workload / "files"
+
+
+def placeholder_value(
+    topology: Topology, workload: Workload, files: Path
+) -> Callable[[Placeholder], str]:
     def value(p: Placeholder) -> str:
         target = topology.workload(p.workload) if p.workload else workload
         port = local_workload_port(target)
+        if p.key == "files":
+            return str(files)
         if p.key == "spiffe_id":
             return target.spiffe_id
         if p.key == "port":
@@ -53,7 +63,7 @@ def workload_processes(ctx: LocalContext) -> list[WorkloadProcess]:
         run = w.run
         if run is None:
             continue
-        value = placeholder_value(ctx.local, w)
+        value = placeholder_value(ctx.local, w, workload_files_dir(ctx.state.path, w.name))
         base = (sys.executable, "-m", run.module) if run.module else run.command
         argv = tuple(expand_placeholders(t, value) for t in (*base, *run.args))
         # SPIFFE_ID as on Kubernetes: workloads sharing an agent and a uid get each other's

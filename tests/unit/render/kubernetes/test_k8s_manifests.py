@@ -503,5 +503,27 @@ def test_kubernetes_plan_lists_every_manifest_file_with_its_object_counts():
         key=lambda p: (p.split("/")[0] != "upstream-cluster", p),
     )
     workloads = next(i for i in items if i.name == "downstream-cluster/08-workloads.yaml")
-    assert workloads.detail == "3 Deployment, 1 PersistentVolumeClaim, 2 Service, 3 ServiceAccount"
+    assert workloads.detail == "3 Deployment, 1 PersistentVolumeClaim, 1 Secret, 2 Service, 3 ServiceAccount"
     assert not [i for i in plan_items(topology, "local") if i.kind == "manifests"]
+
+
+def test_a_workload_naming_its_files_gets_a_secret_mounted_read_only_without_data():
+    """{files}: the gateway's key file is a key of its Secret; `up` renders it without data
+    (the file's content is the workload's, written as another field manager)."""
+    objects = render_kubernetes_objects(preset("enterprise"))
+    secret = _find(objects, "Secret", "security-gateway-files", "downstream-workloads")
+    assert "data" not in secret
+    spec = _find(objects, "Deployment", "security-gateway", "downstream-workloads")["spec"][
+        "template"
+    ]["spec"]
+    c = spec["containers"][0]
+    args = c["command"]
+    assert args[args.index("--api-keys") + 1] == "/etc/spire-fabric/files/api-keys.json"
+    assert {"name": "files", "mountPath": "/etc/spire-fabric/files", "readOnly": True} in c[
+        "volumeMounts"
+    ]
+    volume = next(v for v in spec["volumes"] if v["name"] == "files")
+    assert volume["secret"] == {"secretName": "security-gateway-files", "defaultMode": 0o440}
+    # a workload that names no files gets neither
+    assert not any(o["kind"] == "Secret" and o["metadata"]["name"] == "enterprise-api-files"
+                   for o in objects)  # fmt: skip
