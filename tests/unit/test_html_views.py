@@ -27,6 +27,7 @@ from spire_fabric.identity import (
     explain_chain,
     parse_insecure_jwt_svid,
 )
+from spire_fabric.render import HEALTH_COLOURS, render_topology_svg
 from spire_fabric.runtime.ca_hierarchy import (
     CertificateAuthority,
     create_root_ca,
@@ -128,11 +129,12 @@ def test_tag_escapes_attribute_values_and_children() -> None:
 
 def test_topology_svg_escapes_names_and_colours_by_health() -> None:
     topology = preset("enterprise")
-    svg = _html.topology_svg(topology, {"spire-upstream-server": True, "downstream-agent-1": False})
+    health = {"spire-upstream-server": True, "downstream-agent-1": False}
+    svg = render_topology_svg(topology, health)
     assert svg.startswith("<svg")
     assert 'data-component="spire-upstream-server"' in svg
     start = svg.index('data-component="downstream-agent-1"')
-    assert _html.HEALTH_COLOURS[False] in svg[start : start + 300]
+    assert HEALTH_COLOURS[False] in svg[start : start + 300]
 
 
 # -- views -----------------------------------------------------------------------------------
