@@ -6,6 +6,8 @@ import argparse
 import ipaddress
 import sys
 
+from spire_fabric._extras import require_extra_or_exit
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -17,6 +19,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_extra_or_exit("dashboard", "python -m spire_fabric.dashboard")
     parser = argparse.ArgumentParser(
         prog="python -m spire_fabric.dashboard",
         description="A read-only web view of a running spire_fabric deployment.",
@@ -26,16 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--refresh", type=float, default=5.0, help="seconds between refreshes")
     args = parser.parse_args(argv)
-    try:
-        import uvicorn
+    import uvicorn
 
-        from spire_fabric.dashboard import create_app
-    except ImportError as e:
-        print(
-            f"dashboard: {e}; install the extra: pip install 'spire_fabric[dashboard]'",
-            file=sys.stderr,
-        )
-        return 2
+    from spire_fabric.dashboard import create_app
     from spire_fabric.deploy import attach
 
     deployment = attach(args.deployment)  # fails here, naming where it looked, if not up

@@ -3,9 +3,33 @@
 Thin: each subcommand is one module exposing ``register(subparsers)``; :mod:`.cli` lists
 them in ``SUBCOMMANDS``. The work is done by ``spire_fabric.runtime`` targets through the
 ``Deployment`` interface and by ``spire_fabric.verify``.
+
+Installed with the ``deploy`` extra (``pip install 'spire-fabric[deploy]'``). The names
+here resolve on first use, so that ``python -m spire_fabric.deploy`` (runpy imports this
+package first) can say in one line which extra is missing before anything imports it.
 """
 
-from spire_fabric.deploy.attach import attach
-from spire_fabric.deploy.cli import main
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spire_fabric._extras import require_extra
+
+if TYPE_CHECKING:
+    from spire_fabric.deploy.attach import attach
+    from spire_fabric.deploy.cli import main
 
 __all__ = ["attach", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "attach":
+        from spire_fabric.deploy.attach import attach
+
+        return attach
+    if name == "main":
+        require_extra("deploy", "spire_fabric.deploy")
+        from spire_fabric.deploy.cli import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
