@@ -227,6 +227,7 @@ class TopologyBuilder:
 
 
 def _deprecated_builder(name: str) -> TopologyBuilder:
+    """Deprecated: use ``TopologyBuilder(name)``, whose chain the type checker follows."""
     warnings.warn(
         "TopologyBuilder(name) is deprecated: use TopologyBuilder(name) "
         "(from spire_fabric.topology import TopologyBuilder), which the type checker follows",
