@@ -132,3 +132,17 @@ def test_code_that_imports_the_cli_without_the_extra_is_told_what_to_install() -
     assert result.returncode == 1
     assert "ModuleNotFoundError" in result.stderr
     assert "pip install 'spire-fabric[deploy]'" in result.stderr
+
+
+def test_package_names_are_the_functions_whatever_was_imported_first() -> None:
+    # `attach` is also the name of a submodule: the function must win however the
+    # submodules were loaded (a notebook imports the CLI's modules through the dashboard)
+    code = (
+        "import inspect, spire_fabric.deploy.attach, spire_fabric.deploy.cli\n"
+        "from spire_fabric.deploy import attach, main\n"
+        "from spire_fabric.dashboard import create_app\n"
+        "print(all(map(inspect.isfunction, (attach, main, create_app))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.stdout == "True\n", result.stderr
