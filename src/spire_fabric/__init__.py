@@ -11,6 +11,11 @@ APIs), `topology` / `render` (the declarative model and its configs, manifests, 
 `runtime` / `verify` / `deploy` (making a topology real and proving it works).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spire_fabric import _html
 from spire_fabric._version import __version__
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
@@ -53,6 +58,22 @@ from spire_fabric.workload import (
     WorkloadApiClient,
     X509Source,
 )
+
+if TYPE_CHECKING:
+    from spire_fabric.topology import Topology
+
+
+def _draw_topology(topology: Topology) -> str:
+    # Wiring, done here because the root is above every layer: the topology's notebook view
+    # is drawn by render, which imports topology, so topology cannot import it (see
+    # _html.topology_view). Imported on first use: a workload that never shows a topology
+    # does not pay for render and PyYAML at `import spire_fabric`.
+    from spire_fabric.render import render_topology_html
+
+    return render_topology_html(topology)
+
+
+_html.set_topology_drawer(_draw_topology)
 
 __all__ = [
     "AsyncBundleSource",

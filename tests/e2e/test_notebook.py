@@ -66,6 +66,8 @@ def test_notebook_executes_top_to_bottom_against_the_running_topology(
         for out in cell.get("outputs", ())
     )
     assert "permitted subtree violation" in html and "Enterprise Root CA" in html
+    # the topology's view, which render draws (handed in by the package root)
+    assert "<svg" in html and "flowchart LR" in html
 
 
 def test_committed_notebook_keeps_its_outputs() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html.parser
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -27,6 +29,7 @@ from spire_fabric.identity import (
     explain_chain,
     parse_insecure_jwt_svid,
 )
+from spire_fabric.render import HEALTH_COLOURS, render_topology_svg
 from spire_fabric.runtime.ca_hierarchy import (
     CertificateAuthority,
     create_root_ca,
@@ -128,11 +131,12 @@ def test_tag_escapes_attribute_values_and_children() -> None:
 
 def test_topology_svg_escapes_names_and_colours_by_health() -> None:
     topology = preset("enterprise")
-    svg = _html.topology_svg(topology, {"spire-upstream-server": True, "downstream-agent-1": False})
+    health = {"spire-upstream-server": True, "downstream-agent-1": False}
+    svg = render_topology_svg(topology, health)
     assert svg.startswith("<svg")
     assert 'data-component="spire-upstream-server"' in svg
     start = svg.index('data-component="downstream-agent-1"')
-    assert _html.HEALTH_COLOURS[False] in svg[start : start + 300]
+    assert HEALTH_COLOURS[False] in svg[start : start + 300]
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -289,3 +293,23 @@ def test_svid_is_accepted_as_input() -> None:
     ca = make_ca("example.org")
     result = explain_chain(make_svid(ca, "spiffe://example.org/w"), ca.bundle("example.org"))
     assert result.ok and result.spiffe_id == SpiffeId.parse("spiffe://example.org/w")
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def test_topology_view_is_drawn_by_render_without_anyone_importing_render_first() -> None:
+    # topology cannot import render (render imports topology): the package root hands the
+    # drawer in, and render is imported when a topology is first shown, not before
+    shown = _python(
+        "import sys\n"
+        "from spire_fabric.topology import preset\n"
+        "assert 'spire_fabric.render' not in sys.modules\n"
+        "markup = preset('enterprise')._repr_html_()\n"
+        "assert '<svg' in markup and 'flowchart LR' in markup, markup[:200]\n"
+    )
+    assert shown.returncode == 0, shown.stderr
+    bare = _python("import sys, spire_fabric; print('spire_fabric.render' in sys.modules)")
+    assert bare.stdout == "False\n", bare.stdout + bare.stderr

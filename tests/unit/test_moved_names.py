@@ -45,3 +45,13 @@ def test_old_cli_spelling_warns_and_runs_the_entries_cli(tmp_path) -> None:
     assert "python -m spire_fabric.entries" in result.stderr
     assert "no SPIRE server API socket" in result.stderr
     assert result.returncode == 1
+
+
+def test_old_topology_builder_spelling_warns_and_still_builds() -> None:
+    from spire_fabric.topology import Topology, TopologyBuilder
+
+    with pytest.warns(DeprecationWarning, match=r"use TopologyBuilder\(name\)"):
+        builder = Topology.builder("t")
+    assert isinstance(builder, TopologyBuilder)
+    built = builder.trust_domain("example.org").server("s", "example.org").build()
+    assert isinstance(built, Topology) and built.name == "t"

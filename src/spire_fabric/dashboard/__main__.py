@@ -8,6 +8,7 @@ import ipaddress
 import socket
 import sys
 
+from spire_fabric._extras import require_extra_or_exit
 from spire_fabric.errors import SpireFabricError
 
 
@@ -48,6 +49,7 @@ def allowed_hosts(bind: str, extra: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_extra_or_exit("dashboard", "python -m spire_fabric.dashboard")
     parser = argparse.ArgumentParser(
         prog="python -m spire_fabric.dashboard",
         description="A read-only web view of a running spire_fabric deployment.",
@@ -79,16 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--refresh", type=float, default=5.0, help="seconds between refreshes")
     args = parser.parse_args(argv)
-    try:
-        import uvicorn
+    import uvicorn
 
-        from spire_fabric.dashboard import create_app
-    except ImportError as e:
-        print(
-            f"dashboard: {e}; install the extra: pip install 'spire_fabric[dashboard]'",
-            file=sys.stderr,
-        )
-        return 2
+    from spire_fabric.dashboard import create_app
     from spire_fabric.deploy import attach
 
     try:

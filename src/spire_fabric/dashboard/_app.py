@@ -4,8 +4,9 @@ Why this stack: Starlette is a small, well-kept ASGI toolkit (the base of FastAP
 routing, responses and test client we need and nothing more; uvicorn is its standard
 server; Jinja2 renders server-side templates with **autoescaping on for every template**,
 so a value (an entry's hint, a DNS name, a selector) reaches the page as text unless this
-code marks it safe, and the only values marked safe come from ``spire_fabric._html``, which
-escapes everything it is given. No HTTP is parsed by hand.
+code marks it safe, and the only values marked safe come from ``spire_fabric._html`` and
+the topology diagram of ``spire_fabric.render`` (built with ``_html``), which escape
+everything they are given. No HTTP is parsed by hand.
 
 Defence in depth: a Content-Security-Policy allows scripts only from this origin (the
 refresh script is a static file, not inline), so even an unescaped ``<script>`` would not
@@ -35,6 +36,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from spire_fabric import _html
+from spire_fabric.render import render_topology_svg
 from spire_fabric.runtime.deployment import Deployment
 
 from ._collect import Snapshot, collect, metric
@@ -188,7 +190,7 @@ def create_app(
             "health": snapshot.health(),
         }
         if page == "overview":
-            ctx["diagram"] = Markup(_html.topology_svg(snapshot.topology, snapshot.health()))
+            ctx["diagram"] = Markup(render_topology_svg(snapshot.topology, snapshot.health()))
         if page == "entries":
             ctx["entries"] = [(srv, e) for srv, e in snapshot.entries if _matches(e, srv, query)]
         if page == "metrics":

@@ -29,7 +29,8 @@ from ._errors import (
 )
 from ._explain import ChainExplanation, ChainFinding, ChainStep, explain_chain
 from ._jwt_bundle import JwtBundle
-from ._jwt_svid import JwtSvid, parse_and_validate_jwt_svid, parse_insecure_jwt_svid
+from ._jwt_svid import JwtSvid, parse_insecure_jwt_svid
+from ._jwt_verify import parse_and_validate_jwt_svid
 from ._pyspiffe import (
     PySpiffeJwtSource,
     PySpiffeX509Source,

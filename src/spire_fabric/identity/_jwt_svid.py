@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,14 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import JwtSvidError, SpiffeIdError
 from ._jwk import b64url_decode, b64url_decode_checked, b64url_is_canonical
-from ._sources import JwtBundleSource, is_pyspiffe
+from ._sources import JwtBundleSource
 from ._spiffe_id import SpiffeId
 from ._strict_json import NonFiniteNumberError, StrictJsonError, loads_strict
 
 if TYPE_CHECKING:
     import spiffe
 
-__all__ = ["JwtSvid", "parse_and_validate_jwt_svid", "parse_insecure_jwt_svid"]
+__all__ = ["JwtSvid", "parse_insecure_jwt_svid"]
 
 # go-jose's jwt.DefaultLeeway, which go-spiffe inherits: tolerated clock skew for exp/nbf/iat.
 CLOCK_SKEW_LEEWAY_SECONDS = 60.0
@@ -437,28 +437,6 @@ def _verify_signature(
         ) from None
     except _KeyMismatch as e:
         raise _fail(f"token alg {alg} does not fit JWT authority {_shown(kid)}: {e}") from None
-
-
-def parse_and_validate_jwt_svid(
-    token: str,
-    bundle_source: JwtBundleSource | spiffe.JwtSource | spiffe.JwtBundleSet | spiffe.JwtBundle,
-    audience: Iterable[str],
-    *,
-    now: datetime | None = None,
-) -> JwtSvid:
-    """Parse a JWT-SVID and validate signature, expiry and audience.
-
-    The signing key is found by ``kid`` in the JWT bundle of the ``sub`` ID's own trust
-    domain, so a key of another (even federated) trust domain cannot sign for it.
-    ``audience`` must be non-empty; the token must name at least one of its entries.
-    ``bundle_source`` may be a py-spiffe ``JwtSource``, ``JwtBundleSet`` or ``JwtBundle``.
-    """
-    source = cast(JwtBundleSource, bundle_source)
-    if is_pyspiffe(bundle_source):
-        from ._pyspiffe import jwt_bundle_source_of
-
-        source = jwt_bundle_source_of(bundle_source)
-    return _parse(token, _expected_audience(audience), source, now)
 
 
 def parse_insecure_jwt_svid(

@@ -4,7 +4,11 @@
 import sys
 import warnings
 
-from spire_fabric.entries._cli import main
+from spire_fabric._extras import require_extra_or_exit
+
+require_extra_or_exit("cli", "python -m spire_fabric.entries")
+
+from spire_fabric.entries._cli import main  # noqa: E402  (after the extra is known present)
 
 warnings.warn(
     "`python -m spire_fabric.server entries ...` is deprecated; "

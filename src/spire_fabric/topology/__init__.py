@@ -2,10 +2,10 @@
 
 Typical use::
 
-    from spire_fabric.topology import Topology, preset, load_topology, dump_topology
+    from spire_fabric.topology import TopologyBuilder, preset, load_topology, dump_topology
 
     t = (
-        Topology.builder("demo")
+        TopologyBuilder("demo")
         .trust_domain("example.org")
         .server("spire-server", "example.org", default_x509_svid_ttl="1h")
         .agent("agent-1", "spire-server")

@@ -6,6 +6,7 @@ about meaning: :meth:`TopologyBuilder.build` runs :func:`validate_topology`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, cast
@@ -223,3 +224,18 @@ class TopologyBuilder:
             kubernetes=self._kubernetes,
         )
         return validate_topology(topology) if validate else topology
+
+
+def _deprecated_builder(name: str) -> TopologyBuilder:
+    """Deprecated: use ``TopologyBuilder(name)``, whose chain the type checker follows."""
+    warnings.warn(
+        "TopologyBuilder(name) is deprecated: use TopologyBuilder(name) "
+        "(from spire_fabric.topology import TopologyBuilder), which the type checker follows",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return TopologyBuilder(name)
+
+
+# Topology.builder, bound here because the model cannot import its builder (see _model).
+Topology.builder = staticmethod(_deprecated_builder)

@@ -9,14 +9,12 @@ under ``kubernetes`` and :mod:`spire_fabric.topology._resolve` picks the effecti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Any, ClassVar, Literal
 
 from spire_fabric.identity import TrustDomain, as_trust_domain
-
-if TYPE_CHECKING:
-    from spire_fabric.topology._builder import TopologyBuilder
 
 Target = Literal["local", "kubernetes"]
 TARGETS: tuple[Target, ...] = ("local", "kubernetes")
@@ -477,12 +475,11 @@ class Topology:
     clusters: tuple[Cluster, ...] = ()
     kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
 
-    @staticmethod
-    def builder(name: str) -> TopologyBuilder:
-        """A ``TopologyBuilder`` for a topology called ``name``."""
-        from spire_fabric.topology._builder import TopologyBuilder
-
-        return TopologyBuilder(name)
+    # Deprecated spelling of ``TopologyBuilder(name)``. The builder sits above the model (its
+    # build() validates, and validation reads the model), so the model cannot name it, not
+    # even for the type checker; _builder binds this on import (always, as the package
+    # imports it) and it returns Any. TopologyBuilder(name) keeps the chain typed.
+    builder: ClassVar[Callable[[str], Any]]
 
     def server(self, name: str) -> Server:
         """The server called ``name`` (KeyError naming it if there is none)."""
@@ -532,9 +529,10 @@ class Topology:
             f"{len(self.workloads)} workloads, {len(self.federations)} federations)"
         )
 
-    def _repr_html_(self) -> str:
-        # The diagram is drawn server-side as SVG (shows offline and on a code host); the
-        # Mermaid source comes along in a collapsible block.
+    def _repr_html_(self) -> str | None:
+        # The diagram is drawn server-side as SVG (shows offline and on a code host), with
+        # the Mermaid source in a collapsible block, by spire_fabric.render, a layer above
+        # this one; _html.topology_view says how the drawer gets here without an import.
         from spire_fabric import _html
 
-        return _html.topology(self)
+        return _html.topology_view(self)

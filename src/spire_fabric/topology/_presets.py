@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spire_fabric.identity import TrustDomain
+from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._model import (
     AgentKubernetes,
     DiskUpstreamAuthority,
@@ -105,7 +106,7 @@ _APP_RUN = LocalRun(
 def basic() -> Topology:
     """One trust domain, one server, one agent, one workload: the smallest real thing."""
     return (
-        Topology.builder("basic")
+        TopologyBuilder("basic")
         .trust_domain("example.org", "single trust domain")
         .cluster("spire-cluster", ["spire", "spire-agents", "apps"])
         .server(
@@ -143,7 +144,7 @@ def enterprise() -> Topology:
     up_td, down_td = TrustDomain("enterprise-root.org"), TrustDomain("downstream.example.org")
     up_cluster, down_cluster = "upstream-cluster", "downstream-cluster"
     b = (
-        Topology.builder("enterprise")
+        TopologyBuilder("enterprise")
         .trust_domain(up_td, "upstream: holds the Enterprise Root's first intermediate")
         .trust_domain(down_td, "downstream: regional intermediate, federated with upstream")
         .cluster(up_cluster, ["spire-upstream", "spire-upstream-agents"])
@@ -257,7 +258,7 @@ def nested() -> Topology:
     td = "nested.example.org"
     cluster = "nested-cluster"
     return (
-        Topology.builder("nested")
+        TopologyBuilder("nested")
         .trust_domain(td, "one trust domain, two tiers of SPIRE servers")
         .cluster(cluster, ["spire-root", "spire-child", "spire-agents", "apps"])
         .server(
@@ -335,7 +336,7 @@ def crd_free() -> Topology:
     the workload mounts the agent socket by hostPath, so ``apps`` must be privileged too."""
     cluster = "spire-cluster"
     return (
-        Topology.builder("crd-free")
+        TopologyBuilder("crd-free")
         .trust_domain("example.org", "single trust domain, no cluster-scoped RBAC")
         .cluster(cluster, ["spire", "spire-agents", "apps"])
         .kubernetes(registration="spire-api", rbac="namespace")

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from spire_fabric.topology import Topology, TopologyBuilder
+from spire_fabric.topology import TopologyBuilder
 
 
 def two_domain_builder() -> TopologyBuilder:
     """A small sound topology the rule tests break one field at a time."""
     return (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .trust_domain("b.org")
         .server("srv-a", "a.org", host="127.0.0.1", ca_ttl="24h")

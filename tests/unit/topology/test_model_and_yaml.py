@@ -9,7 +9,7 @@ from spire_fabric.topology import (
     PRESET_NAMES,
     MySqlDatastore,
     SqliteDatastore,
-    Topology,
+    TopologyBuilder,
     TopologyError,
     dump_topology,
     effective_datastore,
@@ -103,7 +103,7 @@ def test_explicit_null_switches_off_a_default_part():
 
 def test_builder_reads_well_and_accepts_strings_for_durations():
     t = (
-        Topology.builder("demo")
+        TopologyBuilder("demo")
         .trust_domain("example.org")
         .server("spire-server", "example.org", default_x509_svid_ttl="2h")
         .agent("agent-1", "spire-server")

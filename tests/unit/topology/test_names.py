@@ -16,6 +16,7 @@ from spire_fabric.topology import (
     MySqlInstance,
     RootCa,
     Topology,
+    TopologyBuilder,
     TopologyError,
     dump_topology,
     load_topology,
@@ -143,7 +144,7 @@ def test_ca_names_are_checked():
 
 def test_sound_ca_names_pass():
     t = (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .server("srv-a", "a.org")
         .ca(RootCa(name="root-1"), [IntermediateCa("int-a", "a.org", "Int A")])

@@ -14,6 +14,7 @@ from spire_fabric.topology import (
     ServerKubernetes,
     SpireUpstreamAuthority,
     Topology,
+    TopologyBuilder,
     TopologyError,
     WorkloadKubernetes,
     preset,
@@ -41,13 +42,13 @@ def test_sound_topology_builds(builder):
 
 
 def test_invalid_trust_domain_is_named():
-    b = Topology.builder("t").trust_domain("Bad_Domain!")
+    b = TopologyBuilder("t").trust_domain("Bad_Domain!")
     msg = only(problems_of(b), "trust_domains[0]")
     assert "invalid trust domain" in msg
 
 
 def test_spiffe_id_given_as_trust_domain_is_rejected():
-    b = Topology.builder("t").trust_domain("spiffe://a.org")
+    b = TopologyBuilder("t").trust_domain("spiffe://a.org")
     assert "bare trust domain" in only(problems_of(b), "trust_domains[0]")
 
 
@@ -157,7 +158,7 @@ def test_svid_ttl_longer_than_ca_ttl_is_rejected(builder):
 
 def test_server_default_svid_ttl_longer_than_ca_ttl_is_rejected():
     b = (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .server("s", "a.org", ca_ttl="1h", default_jwt_svid_ttl="2h")
     )
@@ -166,7 +167,7 @@ def test_server_default_svid_ttl_longer_than_ca_ttl_is_rejected():
 
 def test_mysql_dsn_without_parse_time_is_rejected():
     b = (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .server("s", "a.org", datastore=MySqlDatastore("spire:pw@tcp(db:3306)/spire"))
     )
@@ -186,7 +187,7 @@ def test_malformed_selector_is_rejected(builder):
 
 def test_federates_with_requires_a_federation_relationship():
     b = (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .trust_domain("b.org")
         .server("srv-a", "a.org")
@@ -220,7 +221,7 @@ def test_server_host_must_be_an_ip(builder):
 
 def test_unknown_cluster_namespace_is_rejected():
     b = (
-        Topology.builder("t")
+        TopologyBuilder("t")
         .trust_domain("a.org")
         .cluster("c1", ["spire"])
         .server("s", "a.org", kubernetes=ServerKubernetes(cluster="c1", namespace="nope"))
@@ -311,7 +312,7 @@ def test_every_problem_is_reported_at_once(builder):
 
 
 def test_error_message_lists_field_paths():
-    b = Topology.builder("t").trust_domain("a.org").server("s", "b.org")
+    b = TopologyBuilder("t").trust_domain("a.org").server("s", "b.org")
     with pytest.raises(TopologyError) as info:
         b.build()
     assert "servers[s].trust_domain: trust domain 'b.org' is not declared" in str(info.value)
