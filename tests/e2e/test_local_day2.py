@@ -116,8 +116,8 @@ class Day2:
 
 def _issue_key(deploy: Deploy) -> str:
     argv = [sys.executable, "-m", "spire_fabric.examples.security_gateway", "issue-key",
-            "--state-dir", str(deploy.state_dir), "--client", "day2", "--rate", "10000", "--burst", "10000",
-            "--route", "GET /records"]  # fmt: skip
+            "--state-dir", str(deploy.state_dir), "--client", "day2", "--rate", "10000",
+            "--burst", "10000", "--route", "GET /records"]  # fmt: skip
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 

@@ -26,26 +26,11 @@ EXCLUDED = ("spire_fabric.proto",)
 INSTALLER = ("spire_fabric.runtime", "spire_fabric.deploy")
 MAX_CLASS_LINES = 400
 
-# Cycles that remain inside the installer while issue 20's installer core is written (item 1,
-# another branch); each entry is the exact module set of one strongly connected component.
-# Empty this list when that work lands.
-ALLOWED_CYCLES: list[frozenset[str]] = [
-    # KubernetesDeployment and the three helpers split out of it, each importing it back
-    frozenset(
-        {
-            "spire_fabric.runtime.kubernetes._preflight",
-            "spire_fabric.runtime.kubernetes._registrations",
-            "spire_fabric.runtime.kubernetes._status",
-            "spire_fabric.runtime.kubernetes.deployment",
-        }
-    ),
-]
-
-# Installer classes over MAX_CLASS_LINES while the same work is under way: "module.Class".
-# Empty this set when that work lands.
-ALLOWED_LARGE_CLASSES: set[str] = {
-    "spire_fabric.runtime.kubernetes.deployment.KubernetesDeployment",  # 755 lines
-}
+# No cycle and no oversized installer class is allowed: issue 20's installer core landed.
+# An entry here would name a cycle (its exact module set) or a class ("module.Class") that
+# is accepted for a while, with why; both lists are checked to be exact.
+ALLOWED_CYCLES: list[frozenset[str]] = []
+ALLOWED_LARGE_CLASSES: set[str] = set()
 
 
 def _module_name(path: Path) -> str:
