@@ -196,6 +196,131 @@ def test_up_again_changes_nothing(enterprise: dict[str, Any], installer: KubeDep
     assert "no changes" in again.stdout
 
 
+def test_later_commands_need_no_flag_the_settings_are_recorded(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    """`up` was given the test clusters' kubeconfig, images and socket mode; `plan` with
+    nothing but the state directory (not even --target) finds them all: no changes."""
+    argv = [sys.executable, "-m", "spire_fabric.deploy", "plan", "--output", "json",
+            "--state-dir", str(installer.state_dir)]  # fmt: skip
+    plan = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    body = json.loads(plan.stdout)
+    assert plan.returncode == 0, body["changes"]
+    assert body["target"] == "kubernetes" and body["unchanged"] > 40, body
+    # a flag of the other target is refused, naming it, and changes nothing
+    refused = installer.run("up", "--port-base", "40000")
+    assert refused.returncode != 0
+    assert "--port-base does not apply to --target kubernetes" in refused.stderr
+
+
+def test_rendered_files_applied_in_order_with_kubectl_make_the_same_objects(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
+) -> None:
+    """One apply order: `render --state-dir` gives what `up` applied (Secrets filled in from
+    the state), and `kubectl apply --server-side` of each cluster's files in name order
+    changes no object: the same objects, in the order `up` uses."""
+    from kube_harness import kubeconfig_path, kubectl_path
+
+    out = tmp_path / "rendered"
+    installer.ok("render", "-o", str(out))
+    before = _generations(kubes)
+    contexts = {"upstream-cluster": UPSTREAM, "downstream-cluster": DOWNSTREAM}
+    kubectl = str(kubectl_path(say=lambda _: None))
+    applied = 0
+    for cluster_dir in sorted((out / "kubernetes").iterdir()):
+        files = sorted(cluster_dir.glob("*.yaml"))
+        assert [f.name[:3] for f in files] == sorted(f.name[:3] for f in files)
+        for f in files:
+            r = subprocess.run(
+                [kubectl, "--kubeconfig", str(kubeconfig_path()), "--context",
+                 contexts[cluster_dir.name], "apply", "--server-side",
+                 "--field-manager=spire-fabric", "-f", str(f)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert r.returncode == 0, f"{f}: {r.stdout}{r.stderr}"
+            applied += r.stdout.count("serverside-applied")
+    assert applied > 40
+    after = _generations(kubes)
+    changed = {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
+    assert not changed, changed
+    plan = installer.run("plan", "--output", "json")
+    assert plan.returncode == 0, json.loads(plan.stdout)["changes"]
+
+
+def _generations(kubes: dict[str, Kube]) -> dict[str, str]:
+    """Every object of ours: its generation (bumped by a spec change only), else its
+    resourceVersion (objects without a spec that a controller writes)."""
+    from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+    from spire_fabric.runtime.kubernetes._objects import list_ours
+
+    out = {}
+    for name, k in kubes.items():
+        for o in list_ours(ClusterApi(name, name, k.api), "enterprise"):
+            m = o["metadata"]
+            key = f"{name} {o['kind']} {m.get('namespace') or ''}/{m['name']}"
+            out[key] = str(m.get("generation") or m.get("resource_version")
+                           or m.get("resourceVersion"))  # fmt: skip
+    return out
+
+
+def test_an_api_key_issued_through_the_deployment_reaches_the_gateway(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """issue-key works on Kubernetes: the key file is the gateway's managed file (a Secret
+    the kubelet refreshes in the pod); the gateway reloads it, no restart. Revoked, refused."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from spire_fabric.runtime.kubernetes import KubernetesDeployment
+
+    tool = [sys.executable, "-m", "spire_fabric.examples.security_gateway"]
+    where = ["--state-dir", str(installer.state_dir)]
+    issued = subprocess.run([*tool, "issue-key", *where, "--client", "kube-test",
+                             "--route", "GET /records"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    key = issued.stdout.strip()
+    with KubernetesDeployment.open(installer.state_dir) as d:
+        address = d.workload_address("security-gateway")
+        root = d.root_ca()
+        assert address is not None and root is not None
+        from cryptography.hazmat.primitives import serialization
+
+        ctx = ssl.create_default_context(
+            cadata=root.public_bytes(serialization.Encoding.PEM).decode()
+        )
+    ctx.check_hostname = False  # the gateway's DNS SAN is its in-cluster name
+
+    def status(k: str) -> int:
+        req = urllib.request.Request(f"https://{address.host}:{address.port}/records",
+                                     headers={"Authorization": f"Bearer {k}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    started = time.monotonic()
+    while status(key) != 200:  # the kubelet refreshes Secret volumes within about a minute
+        assert time.monotonic() - started < 150, "the gateway never took the new key"
+        time.sleep(3)
+    print(f"key reached the gateway in {time.monotonic() - started:.0f}s")
+    listed = subprocess.run([*tool, "list-keys", *where, "--output", "json"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert [c["client"] for c in json.loads(listed.stdout)] == ["kube-test"], listed.stderr
+    revoked = subprocess.run([*tool, "revoke-key", *where, "--client", "kube-test"],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    started = time.monotonic()
+    while status(key) == 200:
+        assert time.monotonic() - started < 150, "the gateway kept a revoked key"
+        time.sleep(3)
+    # `up` does not take the file away (the Secret's data is another field manager's)
+    plan = installer.run("plan", "--output", "json")
+    assert plan.returncode == 0, json.loads(plan.stdout)["changes"]
+
+
 def test_a_changed_ttl_is_exactly_one_changed_object(
     enterprise: dict[str, Any], installer: KubeDeploy, tmp_path: Path
 ) -> None:
