@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
+import shlex
 import tarfile
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from kube_harness import _build, _host, _network, _objects, _oci, _plan, _teardown
+from kube_harness import (
+    _build,
+    _host,
+    _installer,
+    _network,
+    _objects,
+    _oci,
+    _plan,
+    _teardown,
+)
 
 
 def _blob(tar: tarfile.TarFile, digest: str) -> bytes:
@@ -236,3 +247,61 @@ def test_cni_results_of_our_networks_and_their_loopbacks_are_ours(
     found = _teardown._our_cni_results(_plan.CLUSTERS)
     assert sorted((p.name, n) for p, n in found) == [
         ("cni-loopback-aaa-lo", "cni-1"), ("sfk-down-aaa-eth0", "cni-1")]
+
+
+def test_kubectl_is_a_part_of_its_own_so_adding_it_rebuilds_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kube, kubectl = _build.PARTS["kubernetes"], _build.PARTS["kubectl"]
+    assert kube.binaries == (*_build.KUBE_COMMANDS, "pause")
+    assert (kubectl.name, kubectl.version, kubectl.binaries) == (
+        "kubectl", _build.KUBERNETES_VERSION, ("kubectl",))
+    assert kubectl.cache_dir != kube.cache_dir
+    # A Kubernetes build cached by the harness before kubectl existed (its stamp as that
+    # code wrote it) is still a build: ensure_part returns it without building.
+    kube.bin_dir.mkdir(parents=True)
+    for name in kube.binaries:
+        (kube.bin_dir / name).write_text("")
+        (kube.bin_dir / name).chmod(0o755)
+    (kube.cache_dir / "built.json").write_text(json.dumps(
+        {"version": _build.KUBERNETES_VERSION, "binaries": list(kube.binaries),
+         "seconds": 821.0}))
+    monkeypatch.setattr(_build, "PARTS", {**_build.PARTS, "kubernetes": dataclasses.replace(
+        kube, build=lambda *a: pytest.fail("a cached part was rebuilt"))})
+    assert _build.ensure_part("kubernetes") == kube.bin_dir
+    assert not _build.kubectl_built()
+
+
+def test_deploy_args_load_the_images_then_print_the_installer_args_shell_quoted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "kube dir"
+    monkeypatch.setenv(_plan.BASE_ENV, str(base))
+    loaded: list[str] = []
+    monkeypatch.setattr(_installer, "load_installer_images", lambda say: loaded.append("all"))
+    line = _installer.deploy_args()
+    assert loaded == ["all"]
+    assert "\n" not in line
+    args = shlex.split(line)
+    assert args == _installer.installer_args()
+    assert args[:4] == ["--kubeconfig", str(base / "kubeconfig"), "--workload-socket",
+                        "host-path"]
+    images = dict(a.split("=", 1) for a in args[5::2])
+    assert set(images) == set(_installer.INSTALLER_IMAGES)
+    assert images["workload"].startswith("spire-fabric.local/spire-fabric-python:")
+
+
+def test_the_harness_is_not_a_package_of_the_wheel() -> None:
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parents[2]
+    packages = find_packages(str(root / "src"))
+    assert "spire_fabric.testing" in packages
+    assert not [p for p in packages if "kubernetes" in p and p.startswith("spire_fabric.testing")]
+    assert not (root / "src" / "spire_fabric" / "testing" / "kubernetes").exists()
+
+
+def test_no_harness_file_is_over_400_lines() -> None:
+    here = Path(_plan.__file__).parent
+    sizes = {f.name: len(f.read_text().splitlines()) for f in here.glob("*.py")}
+    assert len(sizes) >= 10
+    assert {n: s for n, s in sizes.items() if s > 400} == {}

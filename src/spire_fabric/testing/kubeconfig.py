@@ -72,13 +72,14 @@ def two_clusters(kubeconfig: str | Path, contexts: dict[str, str] | None = None
              if isinstance(c, dict)}
     servers = {c.get("name"): (c.get("cluster") or {}).get("server")
                for c in doc.get("clusters") or [] if isinstance(c, dict)}
-    clusters: dict[str, Any] = {}
-    for name, context in contexts.items():
+    for name, context in contexts.items():  # every context checked before any cluster
         if context not in known:
             raise KubeconfigError(
                 f"kubeconfig {path}: no context {context!r} for the {name} (contexts: "
                 f"{', '.join(sorted(str(k) for k in known)) or 'none'}); set "
                 f"{UPSTREAM_CONTEXT_ENV} / {DOWNSTREAM_CONTEXT_ENV}")
+    clusters: dict[str, Any] = {}
+    for name, context in contexts.items():
         nodes = _nodes(path, context)
         clusters[name] = {
             "context": context,
@@ -99,7 +100,7 @@ def _nodes(path: Path, context: str) -> list[dict[str, Any]]:
     except Exception as exc:  # the client raises many kinds; all mean "does not answer"
         raise KubeconfigError(
             f"context {context!r} of {path}: cannot list nodes ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+            f"{_first_line(exc)})") from exc
     nodes = []
     for node in items:
         status_addresses = (node.status.addresses if node.status else None) or []
@@ -111,3 +112,8 @@ def _nodes(path: Path, context: str) -> list[dict[str, Any]]:
     if not nodes:
         raise KubeconfigError(f"context {context!r} of {path}: the cluster has no nodes")
     return nodes
+
+
+def _first_line(exc: Exception) -> str:
+    text = (str(exc).splitlines() or [""])[0]
+    return text if len(text) <= 200 else text[:197] + "..."
