@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spire_fabric._filelock import file_lock
+from spire_fabric._run import CommandError, run
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime._download import DownloadError, download_release, release_base_url
 from spire_fabric.runtime._gobuild import GoBuildError, build_with_go, cache_root, staged_install
@@ -197,18 +198,12 @@ def _binary_problem(path: Path, version: str) -> str | None:
 def _reported_version(path: Path) -> str:
     """First line SPIRE prints for --version (it writes it to stderr, via mitchellh/cli)."""
     try:
-        proc = subprocess.run(
-            [str(path), "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_VERSION_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"<no answer to --version within {_VERSION_TIMEOUT_S:g}s>"
-    except OSError as exc:
-        return f"<cannot run: {exc.strerror or exc}>"
+        proc = run([str(path), "--version"], timeout=_VERSION_TIMEOUT_S, check=False)
+    except CommandError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, subprocess.TimeoutExpired):
+            return f"<no answer to --version within {_VERSION_TIMEOUT_S:g}s>"
+        return f"<cannot run: {getattr(cause, 'strerror', None) or cause or exc}>"
     for line in (proc.stderr + "\n" + proc.stdout).splitlines():
         if line.strip():
             return line.strip()
