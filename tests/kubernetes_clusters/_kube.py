@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import time
+import os
 from collections.abc import Callable
 from typing import Any
+
+from spire_fabric._wait import wait_until
 
 KUBE_TESTS_ENV = "SPIRE_FABRIC_KUBE_TESTS"
 UPSTREAM = "upstream-spire-cluster"
 DOWNSTREAM = "downstream-spire-cluster"
 SMOKE_NS = "sfk-smoke"
+PYTHON_IMAGE_ENV = "SPIRE_FABRIC_KUBE_PYTHON_IMAGE"
 
 
 class Kube:
     """Typed API clients for one cluster, plus small helpers the smoke tests share."""
 
-    def __init__(self, name: str, kubeconfig: str, info: dict[str, Any]) -> None:
+    def __init__(self, name: str, kubeconfig: str, info: dict[str, Any],
+                 context: str | None = None) -> None:
+        """`name` is the design's cluster name; `context` the kubeconfig's (default: same)."""
         from kubernetes import client, config
 
         self.name = name
@@ -24,7 +29,7 @@ class Kube:
         self.node_ip: str = info["node_ip"]
         # [{"name", "ip", "pod_cidr", ...}], the first node first
         self.nodes: list[dict[str, Any]] = info["nodes"]
-        self.api = config.new_client_from_config(kubeconfig, context=name)
+        self.api = config.new_client_from_config(kubeconfig, context=context or name)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.auth = client.AuthenticationV1Api(self.api)
@@ -58,20 +63,16 @@ class Kube:
                 raise
 
     def wait(self, what: str, probe: Callable[[], bool], timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                if probe():
-                    return
-            except Exception as exc:  # API hiccups while objects appear
-                last = exc
-            time.sleep(0.5)
-        events = self.core.list_event_for_all_namespaces(_request_timeout=5).items[-15:]
-        lines = "\n".join(f"  {e.involved_object.kind}/{e.involved_object.name}: "
-                          f"{e.reason}: {e.message}" for e in events)
-        raise AssertionError(f"{self.name}: {what} not true after {timeout} s "
-                             f"(last error: {last})\nrecent events:\n{lines}")
+        """`wait_until` failing the test with the cluster's recent events (API hiccups
+        while objects appear count as "not yet")."""
+
+        def failure(message: str) -> AssertionError:
+            events = self.core.list_event_for_all_namespaces(_request_timeout=5).items[-15:]
+            lines = "\n".join(f"  {e.involved_object.kind}/{e.involved_object.name}: "
+                              f"{e.reason}: {e.message}" for e in events)
+            return AssertionError(f"{self.name}: {message}\nrecent events:\n{lines}")
+
+        wait_until(probe, timeout, what, interval=0.5, error=failure)
 
     def run_python(self, ns: str, name: str, script: str, **kw: Any) -> tuple[str, str]:
         """Run `python3 -c script` in a pod to completion; return (phase, logs)."""
@@ -121,7 +122,11 @@ def _gone(core: Any, name: str, ns: str) -> bool:
 
 
 def _python_image() -> str:
-    from spire_fabric.testing.kubernetes._images import image_set
+    """Our clusters' python image; on other clusters, SPIRE_FABRIC_KUBE_PYTHON_IMAGE (any
+    image with python3 that the nodes already have: the pods never pull)."""
+    if os.environ.get(PYTHON_IMAGE_ENV):
+        return os.environ[PYTHON_IMAGE_ENV]
+    from kube_harness._images import image_set
 
     return image_set()["python"].ref
 

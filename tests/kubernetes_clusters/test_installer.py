@@ -84,7 +84,7 @@ def object_lists(kubes: dict[str, Kube]) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def installer(kubes: dict[str, Kube], tmp_path_factory: pytest.TempPathFactory) -> KubeDeploy:
-    from spire_fabric.testing.kubernetes import installer_args, load_installer_images
+    from kube_harness import installer_args, load_installer_images
 
     load_installer_images(say=lambda _: None)
     return KubeDeploy(tmp_path_factory.mktemp("kube") / "enterprise", installer_args())

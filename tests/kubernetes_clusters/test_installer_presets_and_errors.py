@@ -23,7 +23,7 @@ ONE_CLUSTER = ["--context", f"spire-cluster={UPSTREAM}"]
 
 @pytest.fixture(scope="module")
 def images(kubes: dict[str, Kube]) -> list[str]:
-    from spire_fabric.testing.kubernetes import installer_args, load_installer_images
+    from kube_harness import installer_args, load_installer_images
 
     load_installer_images(say=lambda _: None)
     return installer_args()
@@ -240,7 +240,7 @@ def test_no_permission_names_the_verb_and_the_resource(
 
 
 def _limited_kubeconfig(token: str, tmp_path: Path) -> Path:
-    from spire_fabric.testing.kubernetes import kubeconfig_path
+    from kube_harness import kubeconfig_path
 
     admin = yaml.safe_load(Path(kubeconfig_path()).read_text())
     cluster = next(c for c in admin["clusters"] if c["name"] == UPSTREAM)

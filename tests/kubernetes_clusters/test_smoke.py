@@ -316,7 +316,7 @@ def test_downstream_pods_on_every_node_reach_an_upstream_nodeport(
     ("spire-server", "1.13.3"), ("spire-agent", "1.13.3")])
 def test_spire_images_run_the_pinned_release(kubes: dict[str, Kube], image: str,
                                              version: str) -> None:
-    from spire_fabric.testing.kubernetes import load_image
+    from kube_harness import load_image
 
     kube = kubes[DOWNSTREAM]
     ref = load_image(kube.name, image)
@@ -330,9 +330,8 @@ def test_spire_images_run_the_pinned_release(kubes: dict[str, Kube], image: str,
 
 
 def test_mariadb_image_serves_the_mysql_protocol(kubes: dict[str, Kube]) -> None:
+    from kube_harness import load_image
     from kubernetes import utils
-
-    from spire_fabric.testing.kubernetes import load_image
 
     kube = kubes[UPSTREAM]
     ref = load_image(kube.name, "mariadb")
@@ -374,7 +373,7 @@ def test_mariadb_image_serves_the_mysql_protocol(kubes: dict[str, Kube]) -> None
 
 
 def test_spire_controller_manager_image_runs_the_built_release(kubes: dict[str, Kube]) -> None:
-    from spire_fabric.testing.kubernetes import SPIRE_CONTROLLER_MANAGER_VERSION, load_image
+    from kube_harness import SPIRE_CONTROLLER_MANAGER_VERSION, load_image
 
     kube = kubes[UPSTREAM]
     ref = load_image(kube.name, "spire-controller-manager")

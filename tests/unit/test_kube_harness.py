@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
+import shlex
 import tarfile
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
-
-from spire_fabric.testing.kubernetes import _build, _cluster, _images
+from kube_harness import (
+    _build,
+    _host,
+    _installer,
+    _network,
+    _objects,
+    _oci,
+    _plan,
+    _teardown,
+)
 
 
 def _blob(tar: tarfile.TarFile, digest: str) -> bytes:
@@ -24,10 +34,10 @@ def test_oci_image_tarball_is_a_consistent_image_layout(tmp_path: Path) -> None:
     exe = tmp_path / "hello"
     exe.write_bytes(b"#!/bin/sh\necho hi\n")
     exe.chmod(0o755)
-    layer = _images._files_layer([("usr/local/bin/hello", exe)], tmp_path / "layer.tar")
+    layer = _oci.files_layer([("usr/local/bin/hello", exe)], tmp_path / "layer.tar")
     out = tmp_path / "image.oci.tar"
     ref = "spire-fabric.local/hello:1.2.3"
-    _images.write_oci_image(out, ref, [layer], ["/usr/local/bin/hello"], ["A=b"])
+    _oci.write_oci_image(out, ref, [layer], ["/usr/local/bin/hello"], ["A=b"])
     with tarfile.open(out) as tar:
         assert json.loads(tar.extractfile("oci-layout").read()) == {  # type: ignore[union-attr]
             "imageLayoutVersion": "1.0.0"}
@@ -52,9 +62,9 @@ def test_oci_image_tarball_is_a_consistent_image_layout(tmp_path: Path) -> None:
 def test_same_inputs_give_the_same_layer_digest(tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_text("x")
-    a = _images._files_layer([("a/f", src)], tmp_path / "a.tar")
-    b = _images._files_layer([("a/f", src)], tmp_path / "b.tar")
-    assert _images._sha256(a) == _images._sha256(b)
+    a = _oci.files_layer([("a/f", src)], tmp_path / "a.tar")
+    b = _oci.files_layer([("a/f", src)], tmp_path / "b.tar")
+    assert _oci.sha256_file(a) == _oci.sha256_file(b)
 
 
 def test_staging_modules_come_from_the_kubernetes_replace_block(tmp_path: Path) -> None:
@@ -74,7 +84,7 @@ def test_each_version_has_its_own_cache_directory() -> None:
 
 
 def test_clusters_use_disjoint_private_ranges_named_as_in_the_design() -> None:
-    up, down = _cluster.CLUSTERS
+    up, down = _plan.CLUSTERS
     assert (up.name, down.name) == ("upstream-spire-cluster", "downstream-spire-cluster")
     nets = [ipaddress.ip_network(c) for s in (up, down)
             for c in (s.link_cidr, s.pod_cidr, s.service_cidr)]
@@ -82,8 +92,8 @@ def test_clusters_use_disjoint_private_ranges_named_as_in_the_design() -> None:
         assert a.is_private
         for b in nets[i + 1:]:
             assert not a.overlaps(b)
-    fence = ipaddress.ip_network(_cluster.OUTSIDE_RANGE)
-    services = ipaddress.ip_network(_cluster.SERVICE_RANGE)
+    fence = ipaddress.ip_network(_plan.OUTSIDE_RANGE)
+    services = ipaddress.ip_network(_plan.SERVICE_RANGE)
     for s in (up, down):
         assert ipaddress.ip_network(s.pod_cidr).subnet_of(fence)  # type: ignore[arg-type]
         assert ipaddress.ip_network(s.service_cidr).subnet_of(services)  # type: ignore[arg-type]
@@ -93,14 +103,14 @@ def test_clusters_use_disjoint_private_ranges_named_as_in_the_design() -> None:
 
 
 def test_upstream_has_one_node_and_downstream_one_per_spire_agent() -> None:
-    up, down = _cluster.CLUSTERS
+    up, down = _plan.CLUSTERS
     assert [n.name for n in up.node_specs] == ["upstream-node"]
     assert [n.name for n in down.node_specs] == [
         "downstream-node", "downstream-node-2", "downstream-node-3"]
 
 
 def test_the_first_node_keeps_the_one_node_names_and_addresses(tmp_path: Path) -> None:
-    up, down = _cluster.CLUSTERS
+    up, down = _plan.CLUSTERS
     first = down.node(1)
     assert (first.name, first.netns, first.host_veth, first.cgroup) == (
         "downstream-node", "sfk-down", "sfk-down0", "sfk-downstream")
@@ -115,7 +125,7 @@ def test_the_first_node_keeps_the_one_node_names_and_addresses(tmp_path: Path) -
 
 
 def test_node_k_gets_the_kth_link_pod_subnet_and_names(tmp_path: Path) -> None:
-    down = _cluster.CLUSTERS[1]
+    down = _plan.CLUSTERS[1]
     plan = [(n.name, n.netns, n.host_veth, n.peer_veth, n.cgroup, n.host_ip, n.node_ip,
              n.link_cidr, n.pod_cidr) for n in down.node_specs]
     assert plan == [
@@ -129,11 +139,11 @@ def test_node_k_gets_the_kth_link_pod_subnet_and_names(tmp_path: Path) -> None:
     assert down.node(2).dir(tmp_path) == tmp_path / "downstream-node-2"
 
 
-@pytest.mark.parametrize("spec", _cluster.CLUSTERS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", _plan.CLUSTERS, ids=lambda s: s.name)
 def test_every_possible_node_fits_its_cluster_ranges_without_overlap(
-        spec: _cluster.ClusterSpec) -> None:
+        spec: _plan.ClusterSpec) -> None:
     nodes = spec.possible_nodes
-    assert len(nodes) == _cluster.MAX_NODES
+    assert len(nodes) == _plan.MAX_NODES
     links = [ipaddress.ip_network(n.link_cidr) for n in nodes]
     pods = [ipaddress.ip_network(n.pod_cidr) for n in nodes]
     for n, link, pod in zip(nodes, links, pods, strict=True):
@@ -155,14 +165,14 @@ def test_every_possible_node_fits_its_cluster_ranges_without_overlap(
 
 
 def test_node_counts_outside_the_address_plan_are_refused() -> None:
-    with pytest.raises(_cluster.KubeClusterError, match="between 1 and 4"):
-        _cluster.ClusterSpec("x-cluster", "x", 3, nodes=5)
-    with pytest.raises(_cluster.KubeClusterError):
-        _cluster.ClusterSpec("x-cluster", "x", 3, nodes=0)
+    with pytest.raises(_plan.KubeClusterError, match="between 1 and 4"):
+        _plan.ClusterSpec("x-cluster", "x", 3, nodes=5)
+    with pytest.raises(_plan.KubeClusterError):
+        _plan.ClusterSpec("x-cluster", "x", 3, nodes=0)
 
 
 def test_the_fence_forwards_only_between_our_node_links() -> None:
-    rules = _cluster.fence_rules(_cluster.CLUSTERS)
+    rules = _network.fence_rules(_plan.CLUSTERS)
     links = ["sfk-up0", "sfk-down0", "sfk-down20", "sfk-down30"]
     accepts = [r for r in rules if r[-1] == "ACCEPT"]
     assert all(r[:2] == ["filter", "FORWARD"] for r in accepts)
@@ -178,41 +188,41 @@ def test_the_fence_forwards_only_between_our_node_links() -> None:
 
 
 def test_the_cli_sets_node_counts() -> None:
-    from spire_fabric.testing.kubernetes import __main__ as cli
+    from kube_harness import __main__ as cli
 
     up, down = cli._with_node_counts(["down=2", "upstream-spire-cluster=2"])
     assert (up.nodes, down.nodes) == (2, 2)
-    assert cli._with_node_counts([]) == _cluster.CLUSTERS
-    with pytest.raises(_cluster.KubeClusterError, match="CLUSTER=N"):
+    assert cli._with_node_counts([]) == _plan.CLUSTERS
+    with pytest.raises(_plan.KubeClusterError, match="CLUSTER=N"):
         cli._with_node_counts(["sideways=2"])
 
 
 def test_state_records_node_counts_and_reads_them_back(tmp_path: Path) -> None:
-    state = _cluster.State(tmp_path / "state.json")
-    assert _cluster._recorded_specs(state) == _cluster.CLUSTERS
-    two = (_cluster.ClusterSpec("upstream-spire-cluster", "up", 1, nodes=1),
-           _cluster.ClusterSpec("downstream-spire-cluster", "down", 2, nodes=2))
+    state = _host.State(tmp_path / "state.json")
+    assert _host.recorded_specs(state) == _plan.CLUSTERS
+    two = (_plan.ClusterSpec("upstream-spire-cluster", "up", 1, nodes=1),
+           _plan.ClusterSpec("downstream-spire-cluster", "down", 2, nodes=2))
     state.data["clusters"] = [c.to_json() for c in two]
     state.save()
-    assert _cluster._recorded_specs(_cluster.State(tmp_path / "state.json")) == two
+    assert _host.recorded_specs(_host.State(tmp_path / "state.json")) == two
     # a state file of the one-node harness (no node counts) is read as one node each, so
     # `up` with the defaults does not take those clusters for its own
-    legacy = _cluster.State(tmp_path / "legacy.json")
+    legacy = _host.State(tmp_path / "legacy.json")
     legacy.data["pids"].append(["upstream-spire-cluster/etcd", 1, "1"])
-    assert [c.nodes for c in _cluster._recorded_specs(legacy)] == [1, 1]
+    assert [c.nodes for c in _host.recorded_specs(legacy)] == [1, 1]
 
 
-@pytest.mark.parametrize("spec", _cluster.CLUSTERS, ids=lambda s: s.name)
-def test_bootstrap_objects_pass_schema_validation(spec: _cluster.ClusterSpec,
+@pytest.mark.parametrize("spec", _plan.CLUSTERS, ids=lambda s: s.name)
+def test_bootstrap_objects_pass_schema_validation(spec: _plan.ClusterSpec,
                                                   tmp_path: Path) -> None:
-    docs = _cluster._bootstrap_manifests(spec, tmp_path)
+    docs = _objects.bootstrap_manifests(spec, tmp_path)
     version = kubernetes_validate.latest_version()
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
     dns = next(d for d in docs if d["kind"] == "Service")
     assert dns["spec"]["clusterIP"] == spec.dns_ip
     pvs = [d for d in docs if d["kind"] == "PersistentVolume"]
-    assert len(pvs) == _cluster.PV_COUNT
+    assert len(pvs) == _plan.PV_COUNT
     assert all(str(tmp_path) in pv["spec"]["hostPath"]["path"] for pv in pvs)
 
 
@@ -233,7 +243,65 @@ def test_cni_results_of_our_networks_and_their_loopbacks_are_ours(
     for name, data in files.items():
         (tmp_path / name).write_text(json.dumps(data))
     (tmp_path / "garbage").write_text("{not json")
-    monkeypatch.setattr(_cluster, "CNI_RESULTS", tmp_path)
-    found = _cluster._our_cni_results(_cluster.CLUSTERS)
+    monkeypatch.setattr(_teardown, "CNI_RESULTS", tmp_path)
+    found = _teardown._our_cni_results(_plan.CLUSTERS)
     assert sorted((p.name, n) for p, n in found) == [
         ("cni-loopback-aaa-lo", "cni-1"), ("sfk-down-aaa-eth0", "cni-1")]
+
+
+def test_kubectl_is_a_part_of_its_own_so_adding_it_rebuilds_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kube, kubectl = _build.PARTS["kubernetes"], _build.PARTS["kubectl"]
+    assert kube.binaries == (*_build.KUBE_COMMANDS, "pause")
+    assert (kubectl.name, kubectl.version, kubectl.binaries) == (
+        "kubectl", _build.KUBERNETES_VERSION, ("kubectl",))
+    assert kubectl.cache_dir != kube.cache_dir
+    # A Kubernetes build cached by the harness before kubectl existed (its stamp as that
+    # code wrote it) is still a build: ensure_part returns it without building.
+    kube.bin_dir.mkdir(parents=True)
+    for name in kube.binaries:
+        (kube.bin_dir / name).write_text("")
+        (kube.bin_dir / name).chmod(0o755)
+    (kube.cache_dir / "built.json").write_text(json.dumps(
+        {"version": _build.KUBERNETES_VERSION, "binaries": list(kube.binaries),
+         "seconds": 821.0}))
+    monkeypatch.setattr(_build, "PARTS", {**_build.PARTS, "kubernetes": dataclasses.replace(
+        kube, build=lambda *a: pytest.fail("a cached part was rebuilt"))})
+    assert _build.ensure_part("kubernetes") == kube.bin_dir
+    assert not _build.kubectl_built()
+
+
+def test_deploy_args_load_the_images_then_print_the_installer_args_shell_quoted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "kube dir"
+    monkeypatch.setenv(_plan.BASE_ENV, str(base))
+    loaded: list[str] = []
+    monkeypatch.setattr(_installer, "load_installer_images", lambda say: loaded.append("all"))
+    line = _installer.deploy_args()
+    assert loaded == ["all"]
+    assert "\n" not in line
+    args = shlex.split(line)
+    assert args == _installer.installer_args()
+    assert args[:4] == ["--kubeconfig", str(base / "kubeconfig"), "--workload-socket",
+                        "host-path"]
+    images = dict(a.split("=", 1) for a in args[5::2])
+    assert set(images) == set(_installer.INSTALLER_IMAGES)
+    assert images["workload"].startswith("spire-fabric.local/spire-fabric-python:")
+
+
+def test_the_harness_is_not_a_package_of_the_wheel() -> None:
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parents[2]
+    packages = find_packages(str(root / "src"))
+    assert "spire_fabric.testing" in packages
+    assert not [p for p in packages if "kubernetes" in p and p.startswith("spire_fabric.testing")]
+    assert not (root / "src" / "spire_fabric" / "testing" / "kubernetes").exists()
+
+
+def test_no_harness_file_is_over_400_lines() -> None:
+    here = Path(_plan.__file__).parent
+    sizes = {f.name: len(f.read_text().splitlines()) for f in here.glob("*.py")}
+    assert len(sizes) >= 10
+    assert {n: s for n, s in sizes.items() if s > 400} == {}

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import tomllib
+from kube_harness._images import image_set
 
 import spire_fabric
 from spire_fabric import _version
-from spire_fabric.testing.kubernetes._images import image_set
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,21 +13,20 @@ CLI (CI uses it to log the SPIRE version the tests run against):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spire_fabric._filelock import file_lock
+from spire_fabric._run import CommandError, run
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime._download import DownloadError, download_release, release_base_url
-from spire_fabric.runtime._gobuild import GoBuildError, build_with_go
+from spire_fabric.runtime._gobuild import GoBuildError, build_with_go, cache_root, staged_install
 
 SPIRE_VERSION = "1.13.3"
 BIN_DIR_ENV = "SPIRE_FABRIC_BIN_DIR"
@@ -61,9 +60,7 @@ class SpireBinariesError(SpireFabricError, RuntimeError):
 
 def spire_cache_dir(version: str = SPIRE_VERSION) -> Path:
     """Per-user cache directory for one SPIRE version (XDG_CACHE_HOME is honoured)."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "spire-fabric" / f"spire-{_normalize(version)}"
+    return cache_root() / f"spire-{_normalize(version)}"
 
 
 def ensure_spire(
@@ -97,8 +94,9 @@ def ensure_spire(
     cache = spire_cache_dir(version)
     if not _pair_problem(cache / _NAMES[0], cache / _NAMES[1], version):
         return _found(cache, version, "cache")
+    lock = cache.parent / f".{cache.name}.lock"
     try:
-        with _cache_lock(cache):
+        with file_lock(lock, on_wait=lambda m: _say(f"provisioning {cache.name}: {m}")):
             found = _provision(cache, version, tried, allow_download, allow_build)
     except OSError as exc:  # the lock file itself: cache parent missing rights, full disk
         tried.append(f"cache {cache}: cannot lock {cache.parent} ({exc})")
@@ -117,7 +115,6 @@ def _provision(
     if not problem:
         return _found(cache, version, "cache")
     tried.append(f"cache {cache}: {problem}")
-    _remove_stale_staging(cache)
     for step, allowed, provider in (
         ("download", allow_download, _provide_download),
         ("go build", allow_build, _provide_build),
@@ -201,18 +198,12 @@ def _binary_problem(path: Path, version: str) -> str | None:
 def _reported_version(path: Path) -> str:
     """First line SPIRE prints for --version (it writes it to stderr, via mitchellh/cli)."""
     try:
-        proc = subprocess.run(
-            [str(path), "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_VERSION_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"<no answer to --version within {_VERSION_TIMEOUT_S:g}s>"
-    except OSError as exc:
-        return f"<cannot run: {exc.strerror or exc}>"
+        proc = run([str(path), "--version"], timeout=_VERSION_TIMEOUT_S, check=False)
+    except CommandError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, subprocess.TimeoutExpired):
+            return f"<no answer to --version within {_VERSION_TIMEOUT_S:g}s>"
+        return f"<cannot run: {getattr(cause, 'strerror', None) or cause or exc}>"
     for line in (proc.stderr + "\n" + proc.stdout).splitlines():
         if line.strip():
             return line.strip()
@@ -233,59 +224,19 @@ def _provide_build(version: str, staging: Path) -> str:
 
 
 def _stage_and_install(cache: Path, version: str, provider: Callable[[str, Path], str]) -> None:
-    """Provision into a private sibling dir, verify it, then rename it over `cache`.
+    """Provision into a private sibling dir, verify it, then rename it over `cache`
+    (`staged_install`: the caller holds the cache lock)."""
+    started = time.monotonic()
 
-    The caller holds the cache lock. A directory rename is atomic, so readers that do not
-    take the lock see either no cache or a complete one.
-    """
-    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(cache)}", dir=cache.parent))
-    try:
-        started = time.monotonic()
+    def fill(staging: Path) -> str:
         how = provider(version, staging)
         problem = _pair_problem(staging / _NAMES[0], staging / _NAMES[1], version)
         if problem:
             raise _VerifyError(f"provisioned binaries failed verification: {problem}")
-        staging.chmod(0o755)
-        if cache.exists() or cache.is_symlink():
-            _discard(cache)
-        os.replace(staging, cache)
-        _say(f"SPIRE {version} {how} into {cache} in {time.monotonic() - started:.1f}s")
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        return how
 
-
-def _staging_prefix(cache: Path) -> str:
-    return f".{cache.name}.staging-"
-
-
-def _discard(path: Path) -> None:
-    """Move a bad cache aside first so the later rename never targets a half-deleted dir."""
-    aside = Path(tempfile.mkdtemp(prefix=_staging_prefix(path), dir=path.parent))
-    os.replace(path, aside / "old")
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove_stale_staging(cache: Path) -> None:
-    # Left behind only by a killed process: we hold the lock, so nobody else uses them.
-    for leftover in cache.parent.glob(f"{_staging_prefix(cache)}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _cache_lock(cache: Path) -> Iterator[None]:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = cache.parent / f".{cache.name}.lock"
-    with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another process provisioning {cache.name} (lock {lock_path})")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    how = staged_install(cache, fill)
+    _say(f"SPIRE {version} {how} into {cache} in {time.monotonic() - started:.1f}s")
 
 
 def _no_binaries_message(version: str, tried: list[str]) -> str:

@@ -16,11 +16,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from spire_fabric._run import run
+from spire_fabric._wait import wait_until
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import join_token_agent_id, spire_server_id
 from spire_fabric.runtime.binaries import SpireBinaries
@@ -75,21 +76,17 @@ class _SpireProcess:
         raise NotImplementedError
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def exited() -> str | None:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
-                raise SpireProcessError(
-                    f"{self.name} exited (code {code}) before it became healthy; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if self._healthy():
-                return
-            time.sleep(0.1)
-        raise SpireProcessError(
-            f"{self.name} was not healthy after {timeout:.0f}s; log {self.log_path}:\n"
-            f"{self.log_tail()}"
-        )
+                return f"exited (code {code}) before it became healthy"
+            return None
+
+        def failure(message: str) -> SpireProcessError:
+            return SpireProcessError(f"{message}; log {self.log_path}:\n{self.log_tail()}")
+
+        wait_until(self._healthy, timeout, f"{self.name} healthy", interval=0.1,
+                   abort=exited, error=failure, retry_on=())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process we started (SIGTERM, then SIGKILL), and only that one."""
@@ -235,22 +232,14 @@ plugins {{
     def _healthy(self) -> bool:
         if not self.socket_path.exists():
             return False
-        result = subprocess.run(
-            [str(self.binaries.server), "healthcheck", "-socketPath", str(self.socket_path)],
-            capture_output=True,
-        )
-        return result.returncode == 0
+        argv = [str(self.binaries.server), "healthcheck", "-socketPath", str(self.socket_path)]
+        return run(argv, check=False).returncode == 0
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `spire-server <args> -socketPath <ours>`: SPIRE's own CLI as a test oracle."""
         argv = [str(self.binaries.server), *args, "-socketPath", str(self.socket_path)]
-        result = subprocess.run(argv, capture_output=True, text=True)
-        if check and result.returncode != 0:
-            raise SpireProcessError(
-                f"`spire-server {' '.join(args)}` failed ({result.returncode}): "
-                f"{result.stderr.strip() or result.stdout.strip()}"
-            )
-        return result
+        return run(argv, check=check, what=f"`spire-server {' '.join(args)}`",
+                   error=SpireProcessError)
 
     def bundle_pem(self) -> str:
         """The server's trust bundle, PEM (``spire-server bundle show``)."""
@@ -413,11 +402,8 @@ plugins {{
     def _healthy(self) -> bool:
         if not self.socket_path.exists():
             return False
-        result = subprocess.run(
-            [str(self.binaries.agent), "healthcheck", "-socketPath", str(self.socket_path)],
-            capture_output=True,
-        )
-        return result.returncode == 0
+        argv = [str(self.binaries.agent), "healthcheck", "-socketPath", str(self.socket_path)]
+        return run(argv, check=False).returncode == 0
 
     def __enter__(self) -> SpireAgentProcess:
         return self.start() if not self.running else self

@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from spire_fabric._run import run
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.testing._processes import free_port, short_tempdir
 
@@ -201,13 +202,7 @@ class _DatabaseServer:
     def execute(self, sql: str, database: str | None = None) -> str:
         """Run SQL as the superuser over the unix socket; the CLI's raw output."""
         argv = self._client_argv(sql, database)
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            raise DatabaseError(
-                f"{self.kind}: SQL failed ({result.returncode}): {sql!r}: "
-                f"{result.stderr.strip() or result.stdout.strip()}"
-            )
-        return result.stdout
+        return run(argv, timeout=60, what=f"{self.kind}: SQL {sql!r}", error=DatabaseError).stdout
 
     def create_database(self, name: str) -> str:
         """Create an empty database (idempotent); returns its name."""

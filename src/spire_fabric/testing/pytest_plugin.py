@@ -7,6 +7,7 @@ and a failing test gets each process's log tail in its report.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from spire_fabric.testing.databases import (
     PostgresServer,
     stop_and_remove,
 )
+from spire_fabric.testing.kubeconfig import KUBECONFIG_ENV, KubeconfigError, two_clusters
 
 _STARTED = pytest.StashKey[list[Any]]()
 
@@ -142,28 +144,32 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def kube_clusters() -> Iterator[dict[str, Any]]:
-    """The two test clusters (`upstream-spire-cluster`, `downstream-spire-cluster`), up.
+def spire_fabric_kubeconfig() -> str:
+    """Path of a kubeconfig with a context for each of the two clusters.
 
-    Reuses clusters that are already up (left by `scripts/kube-clusters up`) and leaves them
-    running; clusters this fixture started are torn down at the end of the session. Yields
-    the harness status (`kubeconfig`, per-cluster API URL, first node IP and `nodes`: name,
-    IP and pod subnet of each; upstream has one node, downstream three). Needs root and the
-    cached builds (`scripts/kube-clusters build`); a failure to come up fails the test.
+    From `SPIRE_FABRIC_KUBECONFIG` (the contexts: `SPIRE_FABRIC_UPSTREAM_CONTEXT`,
+    `SPIRE_FABRIC_DOWNSTREAM_CONTEXT`, defaulting to `upstream-spire-cluster` and
+    `downstream-spire-cluster`). A conftest may override this fixture to provide clusters
+    another way (spire_fabric's own tests bring up their test clusters here).
     """
-    from spire_fabric.testing import kubernetes as kube
+    path = os.environ.get(KUBECONFIG_ENV, "")
+    if not path:
+        pytest.fail(f"no Kubernetes clusters to test against: set {KUBECONFIG_ENV} to a "
+                    "kubeconfig with a context for each of the two clusters (see "
+                    "docs/kubernetes-test-clusters.md)")
+    return path
 
-    started = False
+
+@pytest.fixture(scope="session")
+def kube_clusters(spire_fabric_kubeconfig: str) -> dict[str, Any]:
+    """The two clusters of `spire_fabric_kubeconfig`, checked to answer, described.
+
+    `{"kubeconfig": path, "clusters": {"upstream-spire-cluster": {"context", "api",
+    "node_ip", "nodes": [{"name", "ip", "pod_cidr"}, ...]}, "downstream-spire-cluster":
+    ...}}`; any kubeconfig works (kind, k3d, a real cluster). A missing context or a cluster
+    that does not answer fails the test, naming which.
+    """
     try:
-        if not kube.status()["up"]:
-            kube.up()
-            started = True
-        yield kube.status()
-    except (kube.KubeClusterError, kube.KubeBuildError) as err:
-        pytest.fail(f"the Kubernetes test clusters could not be brought up:\n{err}")
-    finally:
-        if started:
-            kube.down()
-            left = kube.leftovers()
-            if left:
-                pytest.fail("the Kubernetes test clusters' teardown left: " + "; ".join(left))
+        return two_clusters(spire_fabric_kubeconfig)
+    except KubeconfigError as err:
+        pytest.fail(f"the Kubernetes clusters are not usable: {err}")

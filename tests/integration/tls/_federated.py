@@ -6,10 +6,10 @@ identities per agent are told apart by entry hint, picked with ``pick_by_hint``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spire_fabric._wait import wait_until
 from spire_fabric.identity import TrustDomain
 from spire_fabric.testing import SpireAgentProcess, SpireServerProcess, current_uid_selector
 from spire_fabric.workload import X509Source, pick_by_hint
@@ -64,16 +64,7 @@ class Federated:
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
+    wait_until(condition, timeout, what, error=TimeoutError)
 
 
 def start_federated(server_factory, agent_factory, **server_kwargs) -> Federated:

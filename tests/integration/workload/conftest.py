@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
 
+from spire_fabric._wait import wait_until
 from spire_fabric.testing._processes import (
     SpireAgentProcess,
     SpireServerProcess,
@@ -23,14 +23,8 @@ WORKLOAD_ID = "spiffe://example.org/workload"
 
 def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     """Call ``fn`` until it returns something truthy; fail naming ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(fn, timeout, what, interval=interval, retry_on=(),
+                      error=lambda message: pytest.fail.Exception(message))
 
 
 def wait_for_identity(agent: SpireAgentProcess, timeout: float = 30.0) -> None:

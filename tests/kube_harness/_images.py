@@ -1,16 +1,14 @@
 """Container images for the test clusters, built here without a registry.
 
-An image is an OCI image-layout tarball (`oci-layout`, `index.json` whose manifest carries
-the `io.containerd.image.name` annotation, config, uncompressed tar layers) written with
-`tarfile`, which `ctr -n k8s.io images import` loads into a node's containerd. Pods use
-them with `imagePullPolicy: Never`.
+An image is an OCI image-layout tarball (`_oci`), which `ctr -n k8s.io images import` loads
+into a node's containerd. Pods use them with `imagePullPolicy: Never`.
 
 Layers:
 - a Debian bookworm base (`debootstrap --variant=minbase` from the mirror apt already
   uses, with python3 and CA certificates), shared by every image but pause, so containerd
   stores it once;
-- one small layer per image with its binaries (or, for the Python image, this project and
-  its dependencies installed with pip for the base's Python).
+- one small layer per image with its binaries (or, for the project image, this project and
+  its dependencies installed with pip for the base's Python: `_project_image`).
 
 Everything is cached under `~/.cache/spire-fabric/images/`, keyed by the versions that went
 in, so a version bump builds a new tarball.
@@ -20,12 +18,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
@@ -33,16 +27,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kube_harness import _build
+from kube_harness._build import KubeBuildError
+from kube_harness._oci import EPOCH, files_layer, write_oci_image
+from kube_harness._project_image import PROJECT_ENV, project_layer, project_source_hash
+from spire_fabric._filelock import file_lock
+from spire_fabric._run import CommandError, run
 from spire_fabric._version import __version__
-from spire_fabric.testing.kubernetes import _build
-from spire_fabric.testing.kubernetes._build import KubeBuildError, _locked, cache_root
+from spire_fabric.runtime._gobuild import cache_root
 
 REGISTRY = "spire-fabric.local"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
 MARIADB_PACKAGES = ("mariadb-server", "ca-certificates")
-_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
-_EPOCH = 1_700_000_000  # fixed mtime: the same inputs give the same layer digest
 
 
 def images_dir() -> Path:
@@ -69,8 +66,6 @@ class Image:
     def tarball(self) -> Path:
         """Named by tag and by how the image is made (entrypoint, env, base, file paths),
         so changing the recipe rebuilds rather than reusing a stale cached image."""
-        import hashlib
-
         recipe = repr((self.entrypoint, self.env, self.base, [a for a, _ in self.files]))
         key = hashlib.sha256(recipe.encode()).hexdigest()[:8]
         return images_dir() / f"{self.repo}_{self.tag}_{key}.oci.tar"
@@ -90,13 +85,6 @@ def debian_mirror() -> str:
     raise KubeBuildError("no Debian mirror found in apt's sources")
 
 
-def _run(cmd: Sequence[str], **kw: object) -> None:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-10:])
-        raise KubeBuildError(f"{' '.join(cmd[:3])} (exit {proc.returncode}): {tail}")
-
-
 def _base_key(packages: Sequence[str]) -> str:
     return f"debian-{BASE_SUITE}-minbase-" + "-".join(packages)
 
@@ -113,7 +101,7 @@ def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
     if layer.is_file():
         return layer
     images_dir().mkdir(parents=True, exist_ok=True)
-    with _locked(images_dir() / f".{key}.lock"):
+    with file_lock(images_dir() / f".{key}.lock"):
         if layer.is_file():
             return layer
         if shutil.which("debootstrap") is None:
@@ -123,13 +111,14 @@ def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
         root.mkdir(parents=True)
         say(f"kube-images: debootstrap {BASE_SUITE} minbase + {','.join(packages)}")
         t0 = time.monotonic()
-        _run(["debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
-              BASE_SUITE, str(root), debian_mirror()])
+        run(["debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
+             BASE_SUITE, str(root), debian_mirror()], tail_lines=10, error=KubeBuildError)
         policy = root / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"],
-             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
+        run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"],
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}, tail_lines=10,
+            error=KubeBuildError)
         policy.unlink(missing_ok=True)  # debootstrap may remove it itself
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
                      "usr/share/man", "usr/share/locale", "var/log", "debootstrap"):
@@ -147,7 +136,7 @@ def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
                     if entry.name == "debootstrap":
                         continue
                     info = tarfile.TarInfo(entry.name)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _EPOCH
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, EPOCH
                     tar.addfile(info)
                     continue
                 tar.add(entry, arcname=entry.name)
@@ -155,144 +144,6 @@ def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
         shutil.rmtree(root, ignore_errors=True)
         say(f"kube-images: base layer {key} in {time.monotonic() - t0:.0f} s")
     return layer
-
-
-def _files_layer(files: Sequence[tuple[str, Path]], out: Path) -> Path:
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        dirs: set[str] = set()
-        for inside, src in files:
-            parts = inside.strip("/").split("/")
-            for i in range(1, len(parts)):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _EPOCH
-                    tar.addfile(info)
-            info = tar.gettarinfo(str(src), arcname="/".join(parts))
-            info.mtime, info.uid, info.gid, info.uname, info.gname = _EPOCH, 0, 0, "", ""
-            info.mode = 0o755 if os.access(src, os.X_OK) else 0o644
-            with open(src, "rb") as fh:
-                tar.addfile(info, fh)
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_oci_image(out: Path, ref: str, layers: Sequence[Path], entrypoint: Sequence[str],
-                    env: Sequence[str] = ()) -> None:
-    """Write an OCI image-layout tarball that `ctr images import` accepts."""
-    layer_descs = []
-    for layer in layers:
-        layer_descs.append((layer, _sha256(layer), layer.stat().st_size))
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "Entrypoint": list(entrypoint),
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    *env],
-            "WorkingDir": "/",
-        },
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for _, d, _ in layer_descs]},
-    }
-    config_bytes = json.dumps(config, sort_keys=True).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
-            "size": len(config_bytes),
-        },
-        "layers": [
-            {"mediaType": _LAYER_TYPE, "digest": f"sha256:{d}", "size": s}
-            for _, d, s in layer_descs
-        ],
-    }
-    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-    tag = ref.rsplit(":", 1)[1]
-    index = {
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(),
-            "size": len(manifest_bytes),
-            "annotations": {
-                "io.containerd.image.name": ref,
-                "org.opencontainers.image.ref.name": tag,
-            },
-        }],
-    }
-
-    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), _EPOCH, 0o644
-        tar.addfile(info, io.BytesIO(data))
-
-    tmp = out.with_suffix(".partial")
-    with tarfile.open(tmp, "w") as tar:
-        add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        add_bytes(tar, "index.json", json.dumps(index).encode())
-        for data in (config_bytes, manifest_bytes):
-            add_bytes(tar, f"blobs/sha256/{hashlib.sha256(data).hexdigest()}", data)
-        for layer, digest, _ in layer_descs:
-            tar.add(layer, arcname=f"blobs/sha256/{digest}")
-    tmp.rename(out)
-
-
-def _project_layer(out: Path) -> Path:
-    """This project and its runtime dependencies, installed for the base image's Python."""
-    project = Path(__file__).resolve().parents[4]
-    site = out.parent / (out.name + ".site")
-    shutil.rmtree(site, ignore_errors=True)
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
-          "--target", str(site / "opt/spire-fabric/site"), "--python-version", "3.11",
-          "--only-binary=:all:", "--platform", "manylinux2014_x86_64", str(project)],
-         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(site.rglob("*")):
-            rel = path.relative_to(site).as_posix()
-            info = tar.gettarinfo(str(path), arcname=rel)
-            info.mtime, info.uid, info.gid, info.uname, info.gname = _EPOCH, 0, 0, "", ""
-            if path.is_file() and not path.is_symlink():
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info)
-        # `python`, as the official python images have it: the rendered workloads run
-        # `python -m …`, and Debian's package names only python3.
-        link = tarfile.TarInfo("usr/local/bin/python")
-        link.type, link.linkname, link.mode = tarfile.SYMTYPE, "/usr/bin/python3", 0o777
-        link.mtime = _EPOCH
-        tar.addfile(link)
-    shutil.rmtree(site, ignore_errors=True)
-    return out
-
-
-@functools.cache
-def project_source_hash() -> str:
-    """A short hash of what goes into the project image, in its tag: the examples and the
-    library the pods run are the checkout's, never a stale build of an older one. Once per
-    process, so every cluster is loaded with, and every `deploy` is told, the same tag."""
-    import hashlib
-
-    project = Path(__file__).resolve().parents[4]
-    digest = hashlib.sha256()
-    files = [project / "pyproject.toml", project / "setup.py"]
-    for root in (project / "src" / "spire_fabric", project / "examples"):
-        files += sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for f in files:
-        if f.is_file():
-            digest.update(f.relative_to(project).as_posix().encode() + b"\0")
-            digest.update(f.read_bytes() + b"\0")
-    return digest.hexdigest()[:10]
 
 
 def image_set(project_version: str = __version__) -> dict[str, Image]:
@@ -311,8 +162,7 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
         "python": Image("python", f"3.11-{BASE_SUITE}", (), ("python3",)),
         "spire-fabric": Image(
             "spire-fabric-python", f"{project_version}-py3.11-{project_source_hash()}", (),
-            ("python3",),
-            env=("PYTHONPATH=/opt/spire-fabric/site",), extra_layer=_project_layer),
+            ("python3",), env=PROJECT_ENV, extra_layer=project_layer),
         "spire-server": Image("spire-server", SPIRE_VERSION,
                               (("opt/spire/bin/spire-server", spire / "spire-server"),),
                               ("/opt/spire/bin/spire-server", "run")),
@@ -373,14 +223,13 @@ def _mariadb_layer(out: Path) -> Path:
     script = out.parent / "entrypoint.sh"
     script.write_text(MARIADB_ENTRYPOINT)
     script.chmod(0o755)
-    return _files_layer([(MARIADB_ENTRYPOINT_PATH.lstrip("/"), script)], out)
+    return files_layer([(MARIADB_ENTRYPOINT_PATH.lstrip("/"), script)], out)
 
 
 @functools.lru_cache(maxsize=1)
 def mariadb_version() -> str:
     """The upstream version of bookworm main's mariadb-server (what debootstrap installs)."""
-    proc = subprocess.run(["apt-cache", "madison", "mariadb-server"], capture_output=True,
-                          text=True, check=False)
+    proc = run(["apt-cache", "madison", "mariadb-server"], check=False)
     for line in proc.stdout.splitlines():
         cols = [c.strip() for c in line.split("|")]
         if len(cols) == 3 and f" {BASE_SUITE}/main " in f" {cols[2]} ":
@@ -393,7 +242,7 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
     if image.tarball.is_file():
         return image.tarball
     images_dir().mkdir(parents=True, exist_ok=True)
-    with _locked(images_dir() / f".{image.repo}.lock"):
+    with file_lock(images_dir() / f".{image.repo}.lock"):
         if image.tarball.is_file():
             return image.tarball
         t0 = time.monotonic()
@@ -405,7 +254,7 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
         work.mkdir()
         try:
             if image.files:
-                layers.append(_files_layer(image.files, work / "files.layer.tar"))
+                layers.append(files_layer(image.files, work / "files.layer.tar"))
             if image.extra_layer is not None:
                 layers.append(image.extra_layer(work / "extra.layer.tar"))
             write_oci_image(image.tarball, image.ref, layers, image.entrypoint, image.env)
@@ -426,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names or list(images):
         try:
             path = ensure_image(images[name], lambda m: print(m, flush=True))
-        except KubeBuildError as exc:
+        except (KubeBuildError, CommandError) as exc:
             print(f"kube-images: {name}: {exc}", file=sys.stderr)
             return 1
         print(f"kube-images: {images[name].ref}: {path}")

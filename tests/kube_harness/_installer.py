@@ -4,9 +4,11 @@ cannot be built here (see docs/kubernetes-test-clusters.md)."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 
-from spire_fabric.testing.kubernetes._cluster import CLUSTERS, kubeconfig_path, load_image
+from kube_harness._lifecycle import load_image
+from kube_harness._plan import CLUSTERS, kubeconfig_path
 
 # deploy's image roles -> the test images that fill them
 INSTALLER_IMAGES = {
@@ -20,7 +22,7 @@ INSTALLER_IMAGES = {
 
 def installer_images() -> dict[str, str]:
     """role -> image reference of the test images."""
-    from spire_fabric.testing.kubernetes._images import image_set
+    from kube_harness._images import image_set
 
     images = image_set()
     return {role: images[name].ref for role, name in INSTALLER_IMAGES.items()}
@@ -39,3 +41,10 @@ def installer_args() -> list[str]:
     for role, ref in installer_images().items():
         args += ["--image", f"{role}={ref}"]
     return args
+
+
+def deploy_args(say: Callable[[str], None] = print) -> str:
+    """Load the installer's images into the test nodes, then return `installer_args()`
+    shell-quoted on one line, to paste after `deploy … --target kubernetes`."""
+    load_installer_images(say)
+    return shlex.join(installer_args())
