@@ -168,4 +168,5 @@ def test_target_kubernetes_without_its_state_is_one_line(
     argv = ["--target", "kubernetes", "--state-dir", str(empty)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no Kubernetes deployment in" in err and str(empty) in err
+    assert err.count("\n") == 1 and "no kubernetes deployment of 'enterprise' in" in err
+    assert str(empty) in err
