@@ -8,14 +8,14 @@ The directory is 0700 because it holds CA keys and (for external datastores) a D
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from spire_fabric._filelock import FileLockBusy, file_lock
+from spire_fabric._wait import wait_until
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE, LocalSettings
 from spire_fabric.topology import Topology, dump_topology, load_topology
@@ -149,30 +149,36 @@ def state_lock(
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_path = path / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    told: list[str] = []
+
+    def acquire() -> contextlib.ExitStack | None:
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(file_lock(lock_path, blocking=False))
+        except FileLockBusy:
+            if waiting is not None and not told:
+                told.append(_lock_holder(lock_path))
+                waiting(f"waiting for {told[0]}, which holds the lock on {path}")
+            return None
+        return held
+
+    def busy(_: str) -> StateError:
+        return StateError(
+            f"state directory {path} is locked by {_lock_holder(lock_path)}; it is still "
+            f"running after {timeout:.0f}s. Wait for it, or stop that process."
+        )
+
+    held = None
     try:
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(lock_path)
-                if time.monotonic() >= deadline:
-                    raise StateError(
-                        f"state directory {path} is locked by {holder}; it is still running "
-                        f"after {timeout:.0f}s. Wait for it, or stop that process."
-                    ) from None
-                if waiting is not None and not told:
-                    waiting(f"waiting for {holder}, which holds the lock on {path}")
-                    told = True
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        held = wait_until(acquire, timeout, f"the lock of {path}", interval=0.1, error=busy,
+                          retry_on=())  # fmt: skip
+        # who holds it, for a second command to name (the flock is on the file, not on
+        # this write's descriptor)
+        lock_path.write_text(json.dumps({"pid": os.getpid(), "command": command}))
         yield
     finally:
-        os.close(fd)
+        if held is not None:
+            held.close()
         if created and path.exists() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
             lock_path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
