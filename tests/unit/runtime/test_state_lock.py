@@ -25,9 +25,11 @@ def test_a_second_command_waits_then_names_the_holder(tmp_path):
         while not ready.exists():
             assert holder.poll() is None
         told: list[str] = []
-        with pytest.raises(StateError, match=rf"locked by pid {holder.pid} \(`up`\)"):
-            with state_lock(tmp_path / "s", "down", timeout=0.5, waiting=told.append):
-                pass
+        with (
+            pytest.raises(StateError, match=rf"locked by pid {holder.pid} \(`up`\)"),
+            state_lock(tmp_path / "s", "down", timeout=0.5, waiting=told.append),
+        ):
+            pass
         assert told == [f"waiting for pid {holder.pid} (`up`), which holds the lock on "
                         f"{tmp_path / 's'}"]  # fmt: skip
     finally:
@@ -35,7 +37,8 @@ def test_a_second_command_waits_then_names_the_holder(tmp_path):
         holder.wait()
     # the holder is gone: the kernel dropped its lock
     with state_lock(tmp_path / "s", "down", timeout=1):
-        assert (tmp_path / "s" / "lock").read_text() == f'{{"pid": {os.getpid()}, "command": "down"}}'
+        mine = f'{{"pid": {os.getpid()}, "command": "down"}}'
+        assert (tmp_path / "s" / "lock").read_text() == mine
 
 
 def test_a_directory_made_only_for_the_lock_is_removed_again(tmp_path):
