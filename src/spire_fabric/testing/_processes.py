@@ -394,7 +394,12 @@ plugins {{
             # that the disk key manager kept.
             self.bundle_path.write_text(self.server.bundle_pem())
             self.join_token = self.server.generate_join_token()
-            argv += ["-joinToken", self.join_token]
+            # a 0600 file, not argv: a command line is readable by every local user
+            token_file = self.workdir / "join-token"
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.join_token)
+            argv += ["-joinTokenFile", str(token_file)]
         self._spawn(argv)
         self.wait_healthy(timeout)
         return self
