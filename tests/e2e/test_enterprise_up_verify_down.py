@@ -89,6 +89,41 @@ def test_second_up_changes_nothing(enterprise: Deploy) -> None:
     assert after_bundle.x509_authorities == before_bundle.x509_authorities
 
 
+def test_settings_stick_a_plan_without_flags_says_no_changes(enterprise: Deploy) -> None:
+    """`up --port-base N` was given once; every later command leaves it out."""
+    plan = enterprise.run("plan", "--output", "json")
+    body = json.loads(plan.stdout)
+    assert plan.returncode == 0, body["changes"]
+    assert body["changes"] == [] and body["notes"] == [], body
+    # `up` without the flag keeps the ports too: nothing restarts, nothing moves
+    d = enterprise.deployment()
+    before = {n: s.pid for n, s in d.supervisor.states().items()}
+    again = enterprise.run("up", "--no-verify", check=True)
+    assert "no changes" in again.stdout, again.stdout
+    assert {n: s.pid for n, s in d.supervisor.states().items()} == before
+    assert d.record.port_base == enterprise.port_base
+
+
+def test_a_changed_setting_shows_in_the_plan_as_what_changes_and_why(enterprise: Deploy) -> None:
+    other = enterprise.port_base + 500
+    plan = enterprise.run("plan", "--port-base", str(other), "--output", "json")
+    body = json.loads(plan.stdout)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    first = body["changes"][0]
+    assert (first["action"], first["kind"], first["name"]) == ("update", "setting", "port-base")
+    assert f"{enterprise.port_base} -> {other}" in first["detail"]
+    assert any(c["kind"] == "config" for c in body["changes"]), body["changes"]
+    # a plan writes nothing: the recorded base is unchanged
+    assert enterprise.deployment().record.port_base == enterprise.port_base
+
+
+def test_the_topology_is_taken_from_the_state_directory(enterprise: Deploy) -> None:
+    status = enterprise.run("status", "--output", "json")
+    assert status.returncode == 0, status.stderr
+    wrong = enterprise.run("plan", "--topology", "nested")
+    assert wrong.returncode != 0 and "belongs to topology 'enterprise'" in wrong.stderr
+
+
 def test_killed_agent_is_restarted_by_the_supervisor_with_the_reason_logged(
     enterprise: Deploy,
 ) -> None:

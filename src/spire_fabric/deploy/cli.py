@@ -9,8 +9,15 @@ from types import ModuleType
 
 from rich.console import Console
 
-from spire_fabric.deploy import down, plan, render, status, trust_anchor, up, verify
+import spire_fabric.deploy.down as down
+import spire_fabric.deploy.plan as plan
+import spire_fabric.deploy.render as render
+import spire_fabric.deploy.status as status
+import spire_fabric.deploy.trust_anchor as trust_anchor
+import spire_fabric.deploy.up as up
+import spire_fabric.deploy.verify as verify
 from spire_fabric.deploy._common import EXIT_USAGE, UsageError
+from spire_fabric.runtime.registry import TARGET_NAMES, provider
 
 # Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
 # run(args, console) -> int installed with set_defaults(run=...).
@@ -39,27 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return int(getattr(args, "usage_exit", EXIT_USAGE))
     except Exception as e:
-        message = _kubernetes_failure(e)
+        message = _target_failure(e)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
 
 
-def _kubernetes_failure(err: Exception) -> str | None:
-    """A Kubernetes target failure as one line (no traceback): ours, or the API server gone
-    or refusing in the middle of a command."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    from spire_fabric.runtime.kubernetes import KubernetesTargetError
-
-    if isinstance(err, KubernetesTargetError):
-        return str(err)
-    if isinstance(err, HTTPError):
-        return f"lost the Kubernetes API server: {str(err).splitlines()[0][:300]}"
-    if isinstance(err, ApiException):
-        from spire_fabric.runtime.kubernetes._clusters import api_error_message
-
-        return f"the Kubernetes API refused ({err.status}): {api_error_message(err)}"
+def _target_failure(err: Exception) -> str | None:
+    """A target's failure as one line (no traceback): a step of `up`, or on Kubernetes the
+    API server gone or refusing in the middle of a command."""
+    for name in TARGET_NAMES:
+        message = provider(name).failure_message(err)
+        if message is not None:
+            return message
     return None

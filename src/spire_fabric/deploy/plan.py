@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spire_fabric.deploy._common import UsageError, add_topology_args, resolve_topology
-from spire_fabric.deploy._kube import add_kube_args
-from spire_fabric.deploy._local import add_local_args, print_plan, state_dir_for
+from spire_fabric.deploy._common import Chosen, UsageError, add_deployment_args, choose
+from spire_fabric.deploy._output import print_plan
 from spire_fabric.render.kubernetes import staged_objects
-from spire_fabric.runtime.local import LocalDeployment, LocalizeError, LocalSettings, StateError
+from spire_fabric.runtime.deployment import Deployment, DeploymentPlan
+from spire_fabric.runtime.targets import TargetError
 from spire_fabric.topology import (
     MySqlDatastore,
     PostgresDatastore,
@@ -114,46 +114,32 @@ EXIT_NO_CHANGES, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("plan", help="show what `up` would do (exit 2 if anything)")
-    add_topology_args(p, required=False)
-    add_local_args(p)
-    add_kube_args(p)
+    add_deployment_args(p, settings=True)
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.set_defaults(run=run, usage_exit=EXIT_ERROR)
 
 
+def full_plan(chosen: Chosen, deployment: Deployment) -> DeploymentPlan:
+    """The deployment's plan, led by the settings the given flags change (and so why the
+    configs and processes below change)."""
+    plan = deployment.plan()
+    settings = chosen.provider.setting_changes(chosen.state_dir, chosen.options)
+    return replace(plan, changes=(*settings, *plan.changes))
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
-    topology = resolve_topology(args.topology)
-    if args.target == "kubernetes":
-        return _kubernetes_plan(topology, args, console)
-    settings = LocalSettings(port_base=args.port_base, datastore_url=args.datastore)
-    try:
-        deployment = LocalDeployment.create(topology, state_dir_for(args, topology.name), settings)
-        plan = deployment.plan()
-    except (StateError, LocalizeError, TopologyError) as err:
-        raise UsageError(str(err)) from err
-    if args.output == "json":
-        print(plan.to_json())
-    else:
-        if not deployment.state.exists():
-            _print_items(deployment.topology, "local", console)
-        print_plan(plan, console)
-    return EXIT_CHANGES if plan else EXIT_NO_CHANGES
-
-
-def _kubernetes_plan(topology: Topology, args: argparse.Namespace, console: Console) -> int:
-    """Against the live clusters: objects to create, change (which fields), delete, and
-    the federation and entry changes, like the local plan."""
-    from spire_fabric.deploy._kube import create
-    from spire_fabric.runtime.kubernetes import KubernetesTargetError
-
-    with create(args, topology) as deployment:
+    chosen = choose(args)
+    fresh = not chosen.provider.holds(chosen.state_dir)
+    with chosen.create() as deployment:
         try:
-            plan = deployment.plan()
-        except KubernetesTargetError as err:
+            plan = full_plan(chosen, deployment)
+        except (TopologyError, TargetError) as err:
             raise UsageError(str(err)) from err
     if args.output == "json":
         print(plan.to_json())
     else:
+        if fresh:
+            _print_items(deployment.topology, deployment.target, console)
         print_plan(plan, console)
     return EXIT_CHANGES if plan else EXIT_NO_CHANGES
 

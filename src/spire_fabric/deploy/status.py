@@ -1,4 +1,4 @@
-"""``status``: every component of a local deployment with pid, port, health, SVID expiry."""
+"""``status``: every component of a deployment with its pod or pid, health, SVID expiry."""
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spire_fabric.deploy._kube import open_kube
-from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
+from spire_fabric.deploy._common import add_deployment_args, choose
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("status", help="show every component of a local deployment")
-    add_state_dir_arg(p)
-    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
-    p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
-                   "(finds its state directory; default: enterprise)")
+    p = subparsers.add_parser("status", help="show every component of a deployment")
+    add_deployment_args(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument("-v", "--verbose", action="store_true", help="also restarts and details")
     p.set_defaults(run=run)
@@ -33,15 +29,10 @@ def _expiry(unix: int | None) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.target == "kubernetes":
-        with open_kube(args) as kd:
-            rows = kd.status()
-            where = f"kubernetes, {kd.state_dir}"
-            name = kd.name
-    else:
-        deployment = open_deployment(args)
+    chosen = choose(args)
+    with chosen.open() as deployment:
         rows = deployment.status()
-        where, name = str(deployment.state.path), deployment.name
+        where, name = f"{deployment.target}, {chosen.state_dir}", deployment.name
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
@@ -51,8 +42,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             title_justify="left",
             box=None,
         )
-        kube = args.target == "kubernetes"
-        columns = ["kind", "name", "pod" if kube else "pid", "health", "SVID expires"]
+        # where it runs: a pod on Kubernetes, a pid locally (whichever the row has)
+        columns = ["kind", "name", "pod/pid", "health", "SVID expires"]
         if args.verbose:
             columns += ["restarts", "detail"]
         for col in columns:
@@ -65,7 +56,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 else ("[yellow]running, not healthy[/yellow]" if r.running else "[red]down[/red]")
             )
             detail = r.detail + (f"; last exit: {r.last_exit}" if r.last_exit else "")
-            where = r.extra.get("pod") or "-" if kube else str(r.pid or "-")
+            where = r.extra.get("pod") or str(r.pid or "-")
             cells = [r.kind, escape(r.name), escape(where), health, _expiry(r.svid_expires_at)]
             if args.verbose:
                 cells += [str(r.restarts), escape(detail)]

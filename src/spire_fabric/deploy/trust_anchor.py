@@ -17,15 +17,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
-from spire_fabric.deploy._common import UsageError
-from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
+from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
+from spire_fabric.runtime.deployment import Deployment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "trust-anchor", help="print the CA certificate external TLS clients should trust"
     )
-    add_state_dir_arg(p)
+    add_deployment_args(p)
     p.add_argument(
         "--trust-domain",
         default=None,
@@ -36,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    deployment = open_deployment(args)
+    with choose(args).open() as deployment:
+        return _print_anchor(deployment, args, console)
+
+
+def _print_anchor(deployment: Deployment, args: argparse.Namespace, console: Console) -> int:
     if args.trust_domain is None:
         root = deployment.root_ca()
         if root is None:

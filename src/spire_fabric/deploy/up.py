@@ -1,94 +1,61 @@
-"""``up``: make a topology real on this machine, then verify it.
+"""``up``: make a topology real on its target, then verify it.
 
 No arguments means the enterprise topology on the local target, SQLite datastores and the
-source design's ports. Running it again changes nothing; after a crash or a reboot it brings
-back only what is missing.
+source design's ports, or, once it ran, the deployment as it was recorded: every flag left
+out keeps its recorded value. Running it again changes nothing; after a crash or a reboot
+it brings back only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from spire_fabric.deploy._common import UsageError, resolve_topology
-from spire_fabric.deploy._kube import add_kube_args, create
-from spire_fabric.deploy._local import (
-    StepPrinter,
-    add_local_args,
-    locked,
-    print_plan,
-    state_dir_for,
-)
-from spire_fabric.runtime.binaries import SpireBinariesError
+from spire_fabric.deploy._common import add_deployment_args, choose
+from spire_fabric.deploy._output import StepPrinter, locked, print_plan
+from spire_fabric.deploy.plan import full_plan
 from spire_fabric.runtime.deployment import Deployment
-from spire_fabric.runtime.local import (
-    LocalDeployment,
-    LocalizeError,
-    LocalSettings,
-    StateError,
-    UpError,
-)
-from spire_fabric.topology import Topology, TopologyError
 
 EXIT_FAILED = 1
-CONVERGE_S = 15.0
-# Pods' entries are made by the controller manager after the pod starts, and reach the
-# agent on its next sync (5 s): a first verify can be early.
-KUBE_CONVERGE_S = 90.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("up", help="start (or heal) a topology locally and verify it")
-    p.add_argument(
-        "--topology",
-        default="enterprise",
-        metavar="PRESET|FILE.yaml",
-        help="a preset or a topology YAML file (default: enterprise)",
-    )
-    p.add_argument(
-        "--target",
-        choices=("local", "kubernetes"),
-        default="local",
-        help="local processes (default) or the Kubernetes clusters of the topology",
-    )
-    add_local_args(p)
-    add_kube_args(p)
+    p = subparsers.add_parser("up", help="start (or heal) a topology on its target and verify it")
+    add_deployment_args(p, settings=True)
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    topology = resolve_topology(args.topology)
-    if args.target == "kubernetes":
-        return _run_kubernetes(args, topology, console)
-    settings = LocalSettings(
-        port_base=args.port_base, datastore_url=args.datastore, uid=os.getuid()
-    )
-    state_dir = state_dir_for(args, topology.name)
     started = time.monotonic()
+    chosen = choose(args)
     # Bad input is refused before the lock is touched, so it changes nothing at all.
-    _create(topology, state_dir, settings)
+    chosen.create().close()
     # One `up` or `down` at a time per state directory; a second one waits, then reads
     # the state the first one left (its join tokens, its processes).
-    with locked(state_dir, "up", console):
-        deployment = _create(topology, state_dir, settings)
+    with locked(chosen.state_dir, "up", console), chosen.create() as deployment:
         printer = StepPrinter(console)
-        console.print(f"[bold]up[/bold] {topology.name} → {deployment.state.path}")
+        console.print(f"[bold]up[/bold] {deployment.name} on {deployment.target} → "
+                      f"{escape(str(chosen.state_dir))}")  # fmt: skip
         try:
-            plan = deployment.plan()
+            deployment.check()  # a refusal before the plan reads anything it may not
+            plan = full_plan(chosen, deployment)
             print_plan(plan, console, title=False)
             deployment.up(printer, plan=plan)
-        except (UpError, SpireBinariesError) as err:
-            console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        except Exception as err:
+            message = chosen.provider.failure_message(err)
+            if message is None:
+                raise
+            console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
             return EXIT_FAILED
-    # Healing (a re-created entry, a restored federated bundle) reaches the agents on
-    # their next sync (5 s in SPIRE 1.13): give it that long before saying red.
-    return _verify(deployment, args, console, printer, started, CONVERGE_S, pause=1)
+        # Healing (a re-created entry, a restored federated bundle) reaches the agents on
+        # their next sync: give it the target's time before saying red.
+        p = chosen.provider
+        return _verify(deployment, args, console, printer, started, p.converge_s,
+                       pause=p.verify_pause_s)  # fmt: skip
 
 
 def _verify(
@@ -116,29 +83,3 @@ def _verify(
     print_report(report, console)
     console.print(f"up to verified in {time.monotonic() - started:.1f}s")
     return 0 if report.ok else EXIT_FAILED
-
-
-def _create(topology: Topology, state_dir: Path, settings: LocalSettings) -> LocalDeployment:
-    try:
-        return LocalDeployment.create(topology, state_dir, settings)
-    except (StateError, LocalizeError, TopologyError) as err:
-        raise UsageError(str(err)) from err
-
-
-def _run_kubernetes(args: argparse.Namespace, topology: Topology, console: Console) -> int:
-    from spire_fabric.runtime.kubernetes import KubernetesTargetError
-
-    started = time.monotonic()
-    printer = StepPrinter(console)
-    with create(args, topology) as deployment:
-        contexts = ", ".join(f"{c}={x}" for c, x in deployment.settings.contexts.items())
-        console.print(f"[bold]up[/bold] {topology.name} on kubernetes ({contexts})")
-        try:
-            deployment.check()  # a refusal before the plan reads anything it may not
-            plan = deployment.plan()
-            print_plan(plan, console, title=False)
-            deployment.up(printer, plan=plan)
-        except KubernetesTargetError as err:
-            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
-            return EXIT_FAILED
-        return _verify(deployment, args, console, printer, started, KUBE_CONVERGE_S, pause=3)

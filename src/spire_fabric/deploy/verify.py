@@ -1,4 +1,4 @@
-"""``verify``: prove a running local deployment works; non-zero exit when anything fails."""
+"""``verify``: prove a running deployment works; non-zero exit when anything fails."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spire_fabric.deploy._kube import open_kube
-from spire_fabric.deploy._local import add_state_dir_arg, open_deployment
+from spire_fabric.deploy._common import add_deployment_args, choose
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.verify import Report
 from spire_fabric.verify import verify_deployment as _verify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("verify", help="check that a local deployment really works")
-    add_state_dir_arg(p)
-    p.add_argument("--target", choices=("local", "kubernetes"), default="local")
-    p.add_argument("--topology", default="enterprise", help="the deployment's topology name "
-                   "(finds its state directory; default: enterprise)")
+    p = subparsers.add_parser("verify", help="check that a deployment really works")
+    add_deployment_args(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument("-v", "--verbose", action="store_true", help="the whole detail of each check")
     p.set_defaults(run=run)
@@ -54,11 +50,8 @@ def print_report(report: Report, console: Console, *, verbose: bool = False) -> 
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.target == "kubernetes":
-        with open_kube(args) as kd:
-            report = verify_deployment(kd)
-    else:
-        report = verify_deployment(open_deployment(args))
+    with choose(args).open() as deployment:
+        report = verify_deployment(deployment)
     if args.output == "json":
         print(report.to_json())
     else:

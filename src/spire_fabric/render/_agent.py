@@ -19,8 +19,10 @@ LOCAL_SYNC_INTERVAL = "1s"
 
 
 def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths) -> str:
-    """The complete ``agent.conf`` of one agent. The join token is not in it: the runtime
-    passes ``-joinToken`` on the command line so a one-time secret never sits in a file."""
+    """The complete ``agent.conf`` of one agent. The join token is not in it: the config
+    is readable by whoever may read the state directory's configs, so the local runtime
+    keeps the token in a 0600 file of its own and passes ``-joinTokenFile`` (never
+    ``-joinToken``: a command line is readable by every local user)."""
     agent = topology.agent(agent_name)
     server = topology.server(agent.server)
     host, port = server_address_for(topology, agent, paths.target)

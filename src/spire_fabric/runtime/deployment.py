@@ -226,19 +226,44 @@ class Deployment(Protocol):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Refuse what `up` cannot do before it writes anything (raises the target's
+        :class:`~spire_fabric.runtime.core.UpError`): locally ports taken by others and
+        socket paths too long; on Kubernetes contexts, permissions, foreign namespaces,
+        taken NodePorts, too few nodes. `up` checks too; this lets a caller refuse before
+        it reads the plan."""
+        ...
+
     def plan(self) -> DeploymentPlan:
         """What `up` would create or change, before anything happens."""
         ...
 
-    def up(self, report: StepReporter = no_report) -> DeploymentPlan:
-        """Apply the plan (idempotent); returns the plan that was applied."""
+    def up(
+        self, report: StepReporter = no_report, plan: DeploymentPlan | None = None
+    ) -> DeploymentPlan:
+        """Apply the plan (idempotent); returns the plan that was applied. ``plan``: one
+        already computed and shown (else computed here)."""
         ...
 
     def status(self) -> list[ComponentHealth]:
         """One row per server, agent, workload and the target's own controller."""
         ...
 
-    def down(self, purge: bool = False) -> list[int]:
-        """Stop what `up` started, and nothing else; ``purge`` also deletes the state. Returns
-        the pids (or, on Kubernetes, nothing) it stopped."""
+    def close(self) -> None:
+        """Release what reaching the parts holds (connections, port-forwards); the
+        deployment keeps running. Also the end of ``with deployment:``."""
+        ...
+
+    def __enter__(self) -> Deployment:
+        """``with deployment:`` closes it at the end."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Calls :meth:`close`."""
+        ...
+
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop what `up` started, and nothing else; ``purge`` also deletes the state.
+        Returns one line per thing it stopped or deleted (``pid 4242 (agent:x)``,
+        ``cluster: Kind namespace/name``), empty when nothing was running."""
         ...

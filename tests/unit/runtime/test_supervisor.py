@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from spire_fabric.runtime.local._procfs import (
+    COMPONENT_ENV,
+    STATE_DIR_ENV,
+    deployment_processes,
+    process_environ,
+    process_start_time,
+)
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
-from spire_fabric.runtime.local.supervisor import Component, pid_alive
+from spire_fabric.runtime.local.supervisor import Component, ProcessRecord, pid_alive
 
 SLEEPER = "import time\nwhile True: time.sleep(1)"
 
@@ -99,16 +106,100 @@ def test_stop_ends_the_supervisor_and_every_child_and_nothing_else(client, tmp_p
         other.wait()
 
 
-def test_a_new_supervisor_stops_orphans_of_a_dead_one(client, tmp_path) -> None:
-    client.set_components([sleeper(tmp_path, "agent:orphan")])
-    supervisor_pid = client.ensure_running()
-    orphan = wait_for(lambda: client.states()["agent:orphan"].pid)
-    os.kill(supervisor_pid, signal.SIGKILL)  # a crash: the child lives on
+def kill_supervisor(client: SupervisorClient) -> None:
+    """A crash of the supervisor alone (kill -9): its children live on."""
+    supervisor_pid = client.pid
+    assert supervisor_pid is not None
+    os.kill(supervisor_pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(supervisor_pid))
-    assert pid_alive(orphan)
+
+
+def test_a_new_supervisor_adopts_healthy_orphans_whose_command_is_unchanged(
+    client, tmp_path
+) -> None:
+    client.set_components([sleeper(tmp_path, "agent:orphan"), sleeper(tmp_path, "server:s")])
     client.ensure_running()
-    fresh = wait_for(lambda: (p := client.states()["agent:orphan"].pid) and p != orphan and p)
-    assert not pid_alive(orphan) and pid_alive(fresh)
+    before = wait_for(lambda: (s := client.states()) and all(x.pid for x in s.values()) and s)
+    kill_supervisor(client)
+    assert all(pid_alive(s.pid) for s in before.values())
+    client.ensure_running()
+    time.sleep(1.0)  # several ticks of the new supervisor
+    after = client.states()
+    assert {n: s.pid for n, s in after.items()} == {n: s.pid for n, s in before.items()}
+    assert all(pid_alive(s.pid) for s in after.values())
+    assert "adopted pid" in client.log_path.read_text()
+    # adopted means supervised: a crash of an adopted process is still restarted
+    os.kill(after["agent:orphan"].pid, signal.SIGKILL)
+    fresh = wait_for(
+        lambda: (p := client.states()["agent:orphan"].pid) and p != after["agent:orphan"].pid
+        and p
+    )
+    assert pid_alive(fresh) and client.states()["agent:orphan"].restarts == 1
+
+
+def test_a_new_supervisor_replaces_orphans_whose_command_changed(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "agent:orphan"), sleeper(tmp_path, "server:s")])
+    client.ensure_running()
+    old = wait_for(lambda: (s := client.states()) and all(x.pid for x in s.values()) and s)
+    kill_supervisor(client)
+    client.set_components([sleeper(tmp_path, "agent:orphan", "v2"), sleeper(tmp_path, "server:s")])
+    # the orphan with the old command is still found: by its record, not by its argv
+    assert client.states()["agent:orphan"].pid == old["agent:orphan"].pid
+    client.ensure_running()
+    fresh = wait_for(
+        lambda: (p := client.states()["agent:orphan"].pid) and p != old["agent:orphan"].pid
+        and p
+    )
+    assert not pid_alive(old["agent:orphan"].pid) and pid_alive(fresh)
+    assert client.states()["server:s"].pid == old["server:s"].pid  # unchanged: adopted
+
+
+def test_down_finds_orphans_by_record_and_marker_not_by_argv(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "workload:w"), sleeper(tmp_path, "agent:a")])
+    client.ensure_running()
+    old = wait_for(lambda: (s := client.states()) and all(x.pid for x in s.values()) and s)
+    kill_supervisor(client)
+    # settings changed (new ports: new argv) and one pid file was lost on the way
+    client.set_components([sleeper(tmp_path, "workload:w", "v2"), sleeper(tmp_path, "agent:a")])
+    (tmp_path / "run" / "agent:a.pid").unlink()
+    stopped = client.stop()
+    assert {s.pid for s in old.values()} <= set(stopped)
+    assert not any(pid_alive(s.pid) for s in old.values())
+
+
+def test_a_reused_pid_is_not_taken_for_ours(client, tmp_path) -> None:
+    """A pid file that names a live process of someone else (pid reuse after a reboot) is
+    neither adopted nor killed, even when its command line is exactly the planned one."""
+    import subprocess
+
+    component = sleeper(tmp_path, "agent:a")
+    stranger = subprocess.Popen(list(component.argv))  # same argv, not started by us
+    try:
+        run = tmp_path / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        forged = ProcessRecord(stranger.pid, process_start_time(stranger.pid), time.time(),
+                               component)  # fmt: skip
+        (run / "agent:a.pid").write_text(forged.to_text())
+        client.set_components([component])
+        assert client.states()["agent:a"].pid is None  # no marker of this state dir
+        client.ensure_running()
+        ours = wait_for(lambda: client.states()["agent:a"].pid)
+        assert ours != stranger.pid
+        client.stop()
+        assert stranger.poll() is None, "a process that is not ours was stopped"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_components_carry_the_deployment_marker(client, tmp_path) -> None:
+    client.set_components([sleeper(tmp_path, "agent:m")])
+    client.ensure_running()
+    pid = wait_for(lambda: client.states()["agent:m"].pid)
+    env = process_environ(pid)
+    assert env is not None
+    assert env[STATE_DIR_ENV] == str(tmp_path.resolve()) and env[COMPONENT_ENV] == "agent:m"
+    assert deployment_processes(tmp_path.resolve()) == {pid: "agent:m"}
 
 
 def test_a_second_supervisor_for_the_same_state_dir_exits_and_the_first_stays(

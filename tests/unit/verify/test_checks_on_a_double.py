@@ -82,11 +82,23 @@ class DoubleDeployment:
     def jwt_bundles(self, workload):
         raise Unreachable(f"the agent of {workload} is down")
 
+    def check(self):
+        pass
+
     def plan(self):
         return DeploymentPlan(self.name, "local")
 
-    def up(self, report=None):
+    def up(self, report=None, plan=None):
         return self.plan()
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def status(self):
         return self.rows

@@ -39,13 +39,17 @@ TOKEN_FILE = (
 TOKEN_TTL_SECONDS = 7200
 
 
+JOIN_TOKEN_DIR = "/run/spire/join-token"
+
+
 def agent_config_map_name(agent: Agent) -> str:
     return f"{agent.name}-config"
 
 
 def join_token_secret_name(agent: Agent) -> str:
     """Where the installer puts a join_token agent's one-time token (key ``token``): the
-    agent reads it as ``-joinToken $(SPIRE_JOIN_TOKEN)``, never from agent.conf."""
+    agent reads it as ``-joinTokenFile`` from this Secret mounted 0400, never from argv,
+    env or agent.conf."""
     return f"{agent.name}-join-token"
 
 
@@ -69,15 +73,8 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
         {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
     ]
     if not psat:
-        args += ["-joinToken", "$(SPIRE_JOIN_TOKEN)"]
-        env.append(
-            {
-                "name": "SPIRE_JOIN_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {"name": join_token_secret_name(agent), "key": "token"}
-                },
-            }
-        )
+        # a file, not argv or env: a hostPID pod could read either from /proc
+        args += ["-joinTokenFile", f"{JOIN_TOKEN_DIR}/token"]
     mounts: list[Obj] = [
         {"name": "config", "mountPath": dirname(PATHS.agent_config(agent.name)), "readOnly": True},
         {
@@ -92,6 +89,8 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
         mounts.append({"name": "admin", "mountPath": dirname(PATHS.agent_admin_socket(agent))})
     if psat:
         mounts.append({"name": "psat-token", "mountPath": AGENT_TOKEN_DIR, "readOnly": True})
+    else:
+        mounts.append({"name": "join-token", "mountPath": JOIN_TOKEN_DIR, "readOnly": True})
     c: Obj = {
         "name": "spire-agent",
         "image": topology.kubernetes.images.agent,
@@ -137,7 +136,14 @@ def _agent_volumes(topology: Topology, agent: Agent) -> list[Obj]:
     ]
     if agent.admin_socket:
         volumes.append({"name": "admin", "emptyDir": {}})
-    if agent_node_attestor(agent, "kubernetes") == "k8s_psat":
+    if agent_node_attestor(agent, "kubernetes") != "k8s_psat":
+        volumes.append(
+            {
+                "name": "join-token",
+                "secret": {"secretName": join_token_secret_name(agent), "defaultMode": 0o400},
+            }
+        )
+    else:
         volumes.append(
             {
                 "name": "psat-token",

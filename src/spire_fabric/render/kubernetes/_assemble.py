@@ -1,4 +1,9 @@
-"""Puts every object of every cluster together in apply order and names the files."""
+"""Puts every object of every cluster together in apply order and names the files.
+
+:data:`STAGES` is the one apply order: the rendered files are numbered by it (so
+``kubectl apply`` of the files in name order is `up`'s order) and `up` applies stage by
+stage from it, doing its SPIRE API steps between the stages named in
+:attr:`Stage.then`."""
 
 from __future__ import annotations
 
@@ -19,20 +24,37 @@ from spire_fabric.render.kubernetes._crds import render_crds
 from spire_fabric.render.kubernetes._mysql import render_mysql
 from spire_fabric.render.kubernetes._namespaces import render_namespaces
 from spire_fabric.render.kubernetes._rbac import render_rbac, render_service_accounts
+from spire_fabric.render.kubernetes._secrets import (
+    InstallerSecrets,
+    join_token_secret,
+    render_installer_secrets,
+)
 from spire_fabric.render.kubernetes._servers import render_server_objects
 from spire_fabric.render.kubernetes._workloads import render_workload, workload_cluster
-from spire_fabric.topology import Server, Topology, controller_manager_enabled
+from spire_fabric.topology import Server, Topology, agent_node_attestor, controller_manager_enabled
+
+Secrets = InstallerSecrets | None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One apply step: everything it holds may rely on the stages before it."""
+    """One apply step: everything it holds may rely on the stages before it.
+
+    ``title`` is what `up` shows while it applies the stage; ``then`` names the installer
+    step that follows it (``federation``: bundles bootstrapped through the Server API,
+    nodes labelled for agents and join tokens minted, once the servers are ready)."""
 
     file: str
-    render: Callable[[Topology, str], list[Obj]]
+    title: str
+    render: Callable[[Topology, str, Secrets], list[Obj]]
+    then: str | None = None
 
 
-def _crds(t: Topology, cluster: str) -> list[Obj]:
+def _namespaces(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
+    return render_namespaces(t, cluster)
+
+
+def _crds(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     wanted = any(
         controller_manager_enabled(t, s)
         for s in k8s_servers(t)
@@ -41,7 +63,7 @@ def _crds(t: Topology, cluster: str) -> list[Obj]:
     return render_crds(t, cluster) if wanted else []
 
 
-def _rbac(t: Topology, cluster: str) -> list[Obj]:
+def _rbac(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return render_service_accounts(t, cluster) + render_rbac(t, cluster)
 
 
@@ -49,18 +71,25 @@ def _servers_of(t: Topology, cluster: str) -> list[Server]:
     return [s for s in k8s_servers(t) if s.kubernetes and s.kubernetes.cluster == cluster]
 
 
-def _mysql(t: Topology, cluster: str) -> list[Obj]:
+def _secrets(t: Topology, cluster: str, values: Secrets) -> list[Obj]:
+    return render_installer_secrets(t, cluster, values)
+
+
+def _mysql(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return [o for s in _servers_of(t, cluster) for o in render_mysql(t, s)]
 
 
-def _servers(t: Topology, cluster: str) -> list[Obj]:
+def _servers(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return [o for s in _servers_of(t, cluster) for o in render_server_objects(t, s)]
 
 
-def _agents(t: Topology, cluster: str) -> list[Obj]:
+def _agents(t: Topology, cluster: str, values: Secrets) -> list[Obj]:
     out: list[Obj] = []
+    tokens = values.join_tokens if values is not None else {}
     for a in k8s_agents(t):
         if a.kubernetes is not None and a.kubernetes.cluster == cluster:
+            if agent_node_attestor(a, "kubernetes") == "join_token":
+                out.append(join_token_secret(t, a, tokens.get(a.name)))
             out += render_agent_objects(t, a)
     for a in csi_agents(t):
         if a.kubernetes is not None and a.kubernetes.cluster == cluster:
@@ -68,7 +97,7 @@ def _agents(t: Topology, cluster: str) -> list[Obj]:
     return out
 
 
-def _workloads(t: Topology, cluster: str) -> list[Obj]:
+def _workloads(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     out: list[Obj] = []
     for w in t.workloads:
         if w.kubernetes is not None and workload_cluster(t, w) == cluster:
@@ -76,19 +105,21 @@ def _workloads(t: Topology, cluster: str) -> list[Obj]:
     return out
 
 
-def _registrations(t: Topology, cluster: str) -> list[Obj]:
+def _registrations(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return [o for s in _servers_of(t, cluster) for o in render_registrations(t, s)]
 
 
+# Registrations come before the workloads that need them to get an identity.
 STAGES: tuple[Stage, ...] = (
-    Stage("00-namespaces.yaml", render_namespaces),
-    Stage("01-crds.yaml", _crds),
-    Stage("02-rbac.yaml", _rbac),
-    Stage("03-mysql.yaml", _mysql),
-    Stage("04-servers.yaml", _servers),
-    Stage("05-agents.yaml", _agents),
-    Stage("06-workloads.yaml", _workloads),
-    Stage("07-registrations.yaml", _registrations),
+    Stage("00-namespaces.yaml", "namespaces", _namespaces),
+    Stage("01-crds.yaml", "CRDs (until Established)", _crds),
+    Stage("02-rbac.yaml", "RBAC and service accounts", _rbac),
+    Stage("03-secrets.yaml", "secrets (database passwords, signing CAs)", _secrets),
+    Stage("04-mysql.yaml", "MySQL (until ready)", _mysql),
+    Stage("05-servers.yaml", "SPIRE servers (until ready)", _servers, then="federation"),
+    Stage("06-agents.yaml", "SPIRE agents (until ready)", _agents),
+    Stage("07-registrations.yaml", "registrations", _registrations),
+    Stage("08-workloads.yaml", "workloads (until ready)", _workloads),
 )
 
 
@@ -113,12 +144,15 @@ def _dedupe(objects: list[Obj]) -> list[Obj]:
     return out
 
 
-def staged_objects(topology: Topology) -> list[tuple[str, str, list[Obj]]]:
-    """(cluster, file, objects) in apply order: clusters as declared, then the stages."""
+def staged_objects(
+    topology: Topology, secrets: InstallerSecrets | None = None
+) -> list[tuple[str, str, list[Obj]]]:
+    """(cluster, file, objects) in apply order: clusters as declared, then the stages.
+    ``secrets`` fills the installer's Secrets (skeletons without)."""
     out: list[tuple[str, str, list[Obj]]] = []
     for cluster in topology.clusters:
         for stage in STAGES:
-            objects = stage.render(topology, cluster.name)
+            objects = stage.render(topology, cluster.name, secrets)
             if objects:
                 out.append((cluster.name, stage.file, copy.deepcopy(objects)))
     seen = _dedupe([o for _, _, objs in out for o in objs])

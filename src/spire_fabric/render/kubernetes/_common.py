@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spire_fabric.render._paths import RenderPaths
 from spire_fabric.topology import Agent, Server, Topology
 
 Obj = dict[str, Any]
@@ -185,3 +186,10 @@ def workload_socket_volume(topology: Topology, agent: Agent, name: str) -> Obj:
         "name": name,
         "hostPath": {"path": agent_host_socket_dir(agent), "type": "Directory"},
     }
+
+
+def workload_socket_address(agent: Agent) -> str:
+    """The Workload API address a pod of ``agent``'s workloads dials (``SOCKET_ENV``): the
+    agent's socket as the pod mounts its directory."""
+    socket_file = RenderPaths.kubernetes().agent_socket(agent).rsplit("/", 1)[1]
+    return f"unix://{WORKLOAD_SOCKET_DIR}/{socket_file}"

@@ -124,7 +124,7 @@ def controller_manager_volumes(server: Server) -> list[Obj]:
 # --- custom resources -------------------------------------------------------------------
 
 
-def _k8s_selectable(selectors: tuple[str, ...]) -> bool:
+def k8s_selectable(selectors: tuple[str, ...]) -> bool:
     """A ClusterSPIFFEID can express the entry when its selectors are k8s ones naming one
     namespace: the controller manager adds ``k8s:ns`` and a pod UID itself."""
     namespaces = [s for s in selectors if s.startswith("k8s:ns:")]
@@ -275,7 +275,7 @@ def render_registrations(topology: Topology, server: Server) -> list[Obj]:
     for w in topology.workloads:
         if topology.agent(w.agent).server != server.name:
             continue
-        if _k8s_selectable(workload_selectors(w, "kubernetes")):
+        if k8s_selectable(workload_selectors(w, "kubernetes")):
             out.append(_cluster_spiffe_id(topology, server, w))
         elif any(a.name == w.agent for a in agents):
             out.append(_static_entry(topology, server, w))

@@ -1,8 +1,8 @@
 """The MySQL a server's datastore points at: Secret, PVC, Service, Deployment.
 
-The Secret is rendered without data: a password cannot be both secret and part of a
-deterministic golden file. The installer fills it (:func:`mysql_secret` with the values)
-before the server starts; until then the server and MySQL pods wait for the key.
+The Secret is rendered by the secrets stage (``_secrets.py``): without values it has no data
+(a password cannot be both secret and part of a deterministic golden file); the installer
+renders it with the values before the server starts.
 """
 
 from __future__ import annotations
@@ -157,4 +157,4 @@ def render_mysql(topology: Topology, server: Server) -> list[Obj]:
             },
         },
     )
-    return [mysql_secret(topology, server), pvc, service, deployment]
+    return [pvc, service, deployment]  # its Secret is in the secrets stage (_secrets.py)

@@ -44,8 +44,8 @@ def server_config_map_name(server: Server) -> str:
 
 
 def upstream_ca_secret_name(server: Server) -> str:
-    """Holds tls.crt / tls.key / bundle.crt of the server's intermediate. Created by the
-    installer from the CA hierarchy, never rendered: it carries a private key."""
+    """Holds tls.crt / tls.key / bundle.crt of the server's intermediate, rendered by the
+    secrets stage with the values the installer's CA hierarchy gives."""
     return f"{server.name}-upstream-ca"
 
 

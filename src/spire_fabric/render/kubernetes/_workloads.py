@@ -25,9 +25,11 @@ from spire_fabric.render.kubernetes._common import (
     restricted_pod,
     selector_labels,
     service_account,
+    workload_socket_address,
     workload_socket_volume,
 )
 from spire_fabric.topology import Placeholder, Topology, Workload, expand_placeholders
+from spire_fabric.workload import SOCKET_ENV
 
 COMPONENT = "workload"
 PATHS = RenderPaths.kubernetes()
@@ -88,7 +90,6 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         return [service_account(topology, cluster, k.service_account, k.namespace)]
     agent = topology.agent(w.agent)
     labels = selector_labels(w.name, COMPONENT)
-    socket_file = PATHS.agent_socket(agent).rsplit("/", 1)[1]
     value = _placeholder_value(topology, w)
     extra_env = [
         {"name": n, "value": expand_placeholders(v, value)}
@@ -106,8 +107,8 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         "workingDir": DATA_DIR if k.storage else "/tmp",
         "env": [
             {
-                "name": "SPIFFE_ENDPOINT_SOCKET",
-                "value": f"unix://{WORKLOAD_SOCKET_DIR}/{socket_file}",
+                "name": SOCKET_ENV,
+                "value": workload_socket_address(agent),
             },
             {"name": "SPIFFE_ID", "value": w.spiffe_id},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},

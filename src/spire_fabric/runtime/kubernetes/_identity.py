@@ -4,8 +4,9 @@ caller is, so this proves registration and attestation, not just that an entry e
 
 A workload that runs gets an exec in its own pod; one that is only registered (its pods
 are the user's) gets a short-lived probe pod of its service account, deleted afterwards.
-The Workload API answers travel back as the raw protobuf messages, decoded by the same
-code as every other Workload API answer in this library.
+The pod runs the SDK's ``python -m spire_fabric.workload.relay``; its answers travel back
+as the raw protobuf messages, decoded by the same code as every other Workload API answer
+in this library. The probe pod is the renderer's (``identity_probe_pod``).
 """
 
 from __future__ import annotations
@@ -20,20 +21,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from spire_fabric.identity import BundleSet, JwtBundle
+from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid
 from spire_fabric.proto.workload import workload_pb2
-from spire_fabric.render import RenderPaths
-from spire_fabric.render.kubernetes._common import (
-    LABEL_WORKLOAD,
-    WORKLOAD_SOCKET_DIR,
-    WORKLOAD_UID,
-    agent_node_selector,
-    restricted_container,
-    restricted_pod,
-    selector_labels,
-    workload_socket_volume,
-)
-from spire_fabric.render.kubernetes._workloads import workload_cluster
+from spire_fabric.render.kubernetes import identity_probe_pod, selector_labels, workload_cluster
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._pods import exec_in_pod, running_pod
@@ -44,22 +34,6 @@ from spire_fabric.workload._convert import (
     jwt_svids_from_response,
     x509_context_from_response,
 )
-
-PROBE_LABEL = "spire-fabric.io/probe"
-_FETCH = r"""
-import base64, json, os, sys, grpc
-from spire_fabric.proto.workload import workload_pb2 as pb, workload_pb2_grpc as rpc
-stub = rpc.SpiffeWorkloadAPIStub(grpc.insecure_channel(os.environ["SPIFFE_ENDPOINT_SOCKET"]))
-md = [("workload.spiffe.io", "true")]
-enc = lambda m: base64.b64encode(m.SerializeToString()).decode()
-out = {"x509": enc(next(stub.FetchX509SVID(pb.X509SVIDRequest(), metadata=md, timeout=10))),
-       "jwt_bundles": enc(next(stub.FetchJWTBundles(pb.JWTBundlesRequest(), metadata=md,
-                                                    timeout=10)))}
-if len(sys.argv) > 1:
-    out["jwt"] = enc(stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=[sys.argv[1]],
-                     spiffe_id=sys.argv[2]), metadata=md, timeout=10))
-print(json.dumps(out))
-"""
 
 
 class WorkloadIdentity:
@@ -72,7 +46,7 @@ class WorkloadIdentity:
         """The raw answers; retried while the entry is being created and synced."""
         deadline = time.monotonic() + timeout
         with self._pod() as (ns, pod, container):
-            argv = ["python3", "-c", _FETCH]
+            argv = ["python3", "-m", "spire_fabric.workload.relay"]
             if audience:
                 argv += [audience, self.workload.spiffe_id]
             while True:
@@ -93,7 +67,7 @@ class WorkloadIdentity:
         msg = workload_pb2.X509SVIDResponse.FromString(base64.b64decode(raw["x509"]))
         return x509_context_from_response(msg, self._endpoint())
 
-    def jwt(self, audience: str) -> tuple[Any, BundleSet[JwtBundle]]:
+    def jwt(self, audience: str) -> tuple[JwtSvid, BundleSet[JwtBundle]]:
         raw = self.fetch(audience)
         svids = jwt_svids_from_response(
             workload_pb2.JWTSVIDResponse.FromString(base64.b64decode(raw["jwt"])),
@@ -136,52 +110,9 @@ class WorkloadIdentity:
                 self.conn.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
 
     def _create_probe(self, name: str) -> None:
-        w, t = self.workload, self.topology
+        w = self.workload
         assert w.kubernetes is not None
-        agent = t.agent(w.agent)
-        socket_file = RenderPaths.kubernetes().agent_socket(agent).rsplit("/", 1)[1]
-        spec: dict[str, Any] = {
-            "serviceAccountName": w.kubernetes.service_account,
-            "restartPolicy": "Never",
-            "activeDeadlineSeconds": 300,  # gone even if we are killed mid-check
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": restricted_pod(WORKLOAD_UID),
-            "containers": [
-                {
-                    "name": "probe",
-                    "image": t.kubernetes.images.workload,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["python3", "-c", "import time; time.sleep(290)"],
-                    "env": [
-                        {
-                            "name": "SPIFFE_ENDPOINT_SOCKET",
-                            "value": f"unix://{WORKLOAD_SOCKET_DIR}/{socket_file}",
-                        }
-                    ],
-                    "securityContext": restricted_container(),
-                    "volumeMounts": [
-                        {"name": "spiffe", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True}
-                    ],
-                }
-            ],
-            "volumes": [workload_socket_volume(t, agent, "spiffe")],
-        }
-        selector = agent_node_selector(t, agent)
-        if selector:
-            spec["nodeSelector"] = selector
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    PROBE_LABEL: w.name,
-                    LABEL_WORKLOAD: w.name,
-                    "app.kubernetes.io/managed-by": "spire-fabric",
-                },
-            },
-            "spec": spec,
-        }
+        body = identity_probe_pod(self.topology, w, name)
         try:
             self.conn.core.create_namespaced_pod(w.kubernetes.namespace, body)
         except ApiException as err:

@@ -4,7 +4,8 @@ already ours; and the user may do what `up` will do (SelfSubjectAccessReview).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -12,9 +13,6 @@ from kubernetes.client.exceptions import ApiException
 from spire_fabric.render.kubernetes import LABEL_TOPOLOGY
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
-
-if TYPE_CHECKING:
-    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
 
 # (verb, API group, resource): what `up` and the checks do besides applying objects.
 _EXTRA_ACCESS = (
@@ -25,14 +23,18 @@ _EXTRA_ACCESS = (
 )
 
 
-def preflight(d: KubernetesDeployment) -> None:
+def preflight(
+    name: str, rendered: Iterable[tuple[str, dict[str, Any]]], clusters: Mapping[str, ClusterApi]
+) -> None:
+    """Refuse before anything is written: permissions, foreign namespaces, taken NodePorts.
+    ``rendered``: (cluster, object) of everything `up` would apply."""
     by_cluster: dict[str, list[dict[str, Any]]] = {}
-    for cluster, _, o in d.rendered():
+    for cluster, o in rendered:
         by_cluster.setdefault(cluster, []).append(o)
     for cluster, objs in by_cluster.items():
-        conn = d.clusters[cluster]
+        conn = clusters[cluster]
         _access(conn, objs)
-        _namespaces_ours(conn, d.name, objs)
+        _namespaces_ours(conn, name, objs)
         _node_ports_free(conn, objs)
 
 

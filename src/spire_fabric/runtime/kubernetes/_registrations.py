@@ -9,17 +9,14 @@ ClusterStaticEntry. This restates spire-controller-manager 0.6.3's rules
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from spire_fabric.identity import SpiffeId, agent_alias_id, node_alias_id, spire_server_id
-from spire_fabric.render.kubernetes._controller_manager import _k8s_selectable, workload_pod_labels
-from spire_fabric.runtime.kubernetes._clusters import label_selector
+from spire_fabric.identity import SpiffeId, node_alias_id, spire_server_id
+from spire_fabric.render.kubernetes import k8s_selectable, workload_pod_labels
+from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
-
-if TYPE_CHECKING:
-    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
 
 
 def _options(w: Workload) -> dict[str, Any]:
@@ -32,31 +29,10 @@ def _options(w: Workload) -> dict[str, Any]:
     }
 
 
-def registration_entries(
-    topology: Topology, server: str, join_token: Callable[[str], str | None]
+def controller_manager_entries(
+    t: Topology, clusters: Mapping[str, ClusterApi], server: str
 ) -> list[Entry]:
-    """Entries the installer itself registers (``registration: spire-api``): parented to
-    each agent's alias, which its join token carries."""
-    out = []
-    for w in topology.workloads:
-        agent = topology.agent(w.agent)
-        if agent.server != server:
-            continue
-        td = topology.server(server).trust_domain
-        out.append(
-            Entry(
-                spiffe_id=SpiffeId.parse(w.spiffe_id),
-                parent_id=agent_alias_id(td, agent.name),
-                selectors=_selectors(workload_selectors(w, "kubernetes")),
-                dns_names=tuple(w.dns_names),
-                **_options(w),
-            )
-        )
-    return out
-
-
-def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Entry]:
-    t = d.topology
+    """The entries the server's controller manager must have made, for the pods there are."""
     s = t.server(server)
     td = s.trust_domain
     out: list[Entry] = []
@@ -87,7 +63,7 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
         if agent.server != server:
             continue
         selectors = workload_selectors(w, "kubernetes")
-        if not _k8s_selectable(selectors):
+        if not k8s_selectable(selectors):
             ak = agent.kubernetes
             if ak is None or ak.node_attestor != "k8s_psat":
                 continue  # rendered for no one: the renderer makes no resource for it
@@ -101,19 +77,20 @@ def controller_manager_entries(d: KubernetesDeployment, server: str) -> list[Ent
                 )
             )
             continue
-        out += _pod_entries(d, w, selectors)
+        out += _pod_entries(t, clusters, w, selectors)
     return out
 
 
-def _pod_entries(d: KubernetesDeployment, w: Workload, selectors: tuple[str, ...]) -> list[Entry]:
+def _pod_entries(
+    t: Topology, clusters: Mapping[str, ClusterApi], w: Workload, selectors: tuple[str, ...]
+) -> list[Entry]:
     """One entry per scheduled pod the workload's ClusterSPIFFEID selects (its namespace,
     its pod labels), as the controller manager of the server's cluster makes it."""
-    t = d.topology
     agent = t.agent(w.agent)
     sk = t.server(agent.server).kubernetes
     assert sk is not None
     cluster = sk.cluster
-    conn = d.clusters[cluster]
+    conn = clusters[cluster]
     td = t.server(agent.server).trust_domain
     ns = next(s for s in selectors if s.startswith("k8s:ns:")).removeprefix("k8s:ns:")
     labels = workload_pod_labels(t, w)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id, spire_server_id
 from spire_fabric.render import RenderPaths
-from spire_fabric.render.kubernetes._common import selector_labels
+from spire_fabric.render.kubernetes import selector_labels
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
 from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient

@@ -14,6 +14,7 @@ from spire_fabric.topology import Topology, dump_topology, load_topology
 
 SETTINGS_FILE = "kubernetes.json"
 TOPOLOGY_FILE = "topology.yaml"
+APPLIED_FILE = "applied-topology.yaml"  # as `up` applied it: images, node addresses, socket
 
 
 @dataclass
@@ -37,7 +38,9 @@ def default_state_dir(topology_name: str) -> Path:
     return Path(base) / "spire-fabric" / f"{topology_name}@kubernetes"
 
 
-def save(path: Path, topology: Topology, settings: KubernetesSettings) -> None:
+def save(
+    path: Path, topology: Topology, settings: KubernetesSettings, applied: Topology | None = None
+) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     existing = path / TOPOLOGY_FILE
@@ -50,6 +53,14 @@ def save(path: Path, topology: Topology, settings: KubernetesSettings) -> None:
             )
     (path / TOPOLOGY_FILE).write_text(dump_topology(topology), encoding="utf-8")
     (path / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
+    if applied is not None:
+        (path / APPLIED_FILE).write_text(dump_topology(applied), encoding="utf-8")
+
+
+def load_applied(path: Path) -> Topology | None:
+    """The topology as the last `up` applied it (None before any)."""
+    f = path / APPLIED_FILE
+    return load_topology(f, validate=False) if f.exists() else None
 
 
 def load(path: Path) -> tuple[Topology, KubernetesSettings]:

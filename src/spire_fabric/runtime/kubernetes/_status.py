@@ -11,19 +11,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from spire_fabric.render.kubernetes._mysql import mysql_instance
-from spire_fabric.render.kubernetes._workloads import workload_command
+from spire_fabric.render.kubernetes import mysql_instance, workload_command
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
+from spire_fabric.runtime.kubernetes._view import ClusterDeployment as KubernetesDeployment
 from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
-
-if TYPE_CHECKING:
-    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
-    from spire_fabric.topology import Workload
+from spire_fabric.topology import Workload
 
 
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:

@@ -4,7 +4,7 @@ The public face of the target; its modules each hold one concern (state and lock
 plan, SPIRE bootstrap, waits, status, plan).
 """
 
-from spire_fabric.runtime.local.bootstrap import UpError, agent_alias_id, entry_owner
+from spire_fabric.runtime.core import UpError, entry_owner
 from spire_fabric.runtime.local.deployment import LocalDeployment, server_tiers
 from spire_fabric.runtime.local.localize import (
     DEFAULT_PORT_BASE,
@@ -22,7 +22,6 @@ __all__ = [
     "LocalizeError",
     "StateError",
     "UpError",
-    "agent_alias_id",
     "default_state_dir",
     "entry_owner",
     "http_ok",

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from spire_fabric.errors import SpireFabricError
-from spire_fabric.runtime.local.supervisor import (
-    Component,
+from spire_fabric.runtime.local._procfs import (
+    COMPONENT_ENV,
+    STATE_DIR_ENV,
+    deployment_processes,
     pid_alive,
     process_cmdline,
+    process_start_time,
     terminate_pid,
 )
+from spire_fabric.runtime.local.supervisor import Component, ProcessRecord, record_path
 
 _MODULE = "spire_fabric.runtime.local.supervisor"
 
@@ -64,6 +68,9 @@ class SupervisorClient:
             return pid
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The caller may itself run under some deployment's supervisor: the supervisor must
+        # not carry that deployment's marker (it would count as one of its processes).
+        env = {k: v for k, v in os.environ.items() if k not in (STATE_DIR_ENV, COMPONENT_ENV)}
         with open(self.log_path, "ab") as out:
             # A new session: the supervisor outlives this command and its terminal.
             subprocess.Popen(
@@ -73,6 +80,7 @@ class SupervisorClient:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
+                env=env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -108,7 +116,8 @@ class SupervisorClient:
         states = {}
         for component in self.planned():
             raw = data.get("components", {}).get(component.name, {})
-            pid = self.component_pid(component)
+            record = self._live_record(component.name, component.argv)
+            pid = record.pid if record is not None else None
             states[component.name] = ComponentState(
                 name=component.name,
                 pid=pid,
@@ -120,23 +129,47 @@ class SupervisorClient:
             )
         return states
 
+    def _live_record(
+        self, name: str, planned_argv: tuple[str, ...] | None
+    ) -> ProcessRecord | None:
+        """The recorded process of component ``name`` if it is still that process and was
+        started for this deployment, whatever command it runs: after a settings change an
+        orphan may run an older one, and it is ours all the same. (``planned_argv`` only
+        recognises pid files of older versions, which hold nothing but the pid.)"""
+        record = ProcessRecord.read(record_path(self.run_dir, name))
+        if record is None or not record.is_live(self.state_dir, planned_argv):
+            return None
+        return record
+
     def component_pid(self, component: Component) -> int | None:
         """The recorded pid of a component, if that process is alive and is that component."""
-        try:
-            pid = int((self.run_dir / f"{component.name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not pid_alive(pid) or process_cmdline(pid) != list(component.argv):
-            return None
-        return pid
+        record = self._live_record(component.name, component.argv)
+        return record.pid if record is not None else None
+
+    def running_components(self) -> dict[str, Component]:
+        """What really runs, per component: the command a live recorded process was started
+        with (it differs from :meth:`planned` while a dead supervisor's orphans run)."""
+        running = {}
+        for component in self.planned():
+            record = self._live_record(component.name, component.argv)
+            if record is not None:
+                running[component.name] = record.component or component
+        return running
 
     def stop(self, timeout: float = 30.0) -> list[int]:
-        """Stop the supervisor and everything it started; return the pids that were stopped.
+        """Stop the supervisor and everything the deployment started; return the pids that
+        were stopped.
 
-        Recorded component pids are re-checked afterwards and terminated if anything
-        survived (e.g. the supervisor had died and left orphans).
+        What survives the supervisor (it had died and left orphans, or a pid file was lost)
+        is found by its recorded pid and start time, then by the state-directory marker in
+        its environment, and terminated: workloads, then agents, then servers.
         """
-        recorded = [pid for c in self.planned() if (pid := self.component_pid(c)) is not None]
+        planned = {c.name: c.argv for c in self.planned()}
+        recorded = []
+        for pidfile in self.run_dir.glob("*.pid"):
+            name = pidfile.stem
+            if name != "supervisor" and (rec := self._live_record(name, planned.get(name))):
+                recorded.append((name, rec.pid, rec.start_time))
         pid = self.pid
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
@@ -147,9 +180,19 @@ class SupervisorClient:
                 raise SupervisorError(
                     f"the supervisor (pid {pid}) did not stop within {timeout:.0f}s"
                 )
-        for child in recorded:
-            if pid_alive(child):
-                terminate_pid(child, 10.0)
+        known = {p for _, p, _ in recorded}
+        leftovers = [
+            (name, p, process_start_time(p))
+            for p, name in deployment_processes(self.state_dir).items()
+            if p not in known
+        ]
+        for _, child, start_time in sorted(recorded + leftovers, key=_stop_order):
+            terminate_pid(child, 10.0, start_time)
         for pidfile in self.run_dir.glob("*.pid"):
             pidfile.unlink(missing_ok=True)
-        return [p for p in ([pid] if pid else []) + recorded]
+        return ([pid] if pid else []) + [p for _, p, _ in recorded + leftovers]
+
+
+def _stop_order(item: tuple[str, int, int | None]) -> tuple[int, str]:
+    kind = item[0].split(":", 1)[0]
+    return ({"workload": 0, "agent": 1, "server": 2}.get(kind, 0), item[0])

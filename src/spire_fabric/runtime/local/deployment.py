@@ -18,6 +18,8 @@ from typing import Literal
 
 from cryptography import x509
 
+import spire_fabric.runtime.local.bootstrap as bootstrap
+import spire_fabric.runtime.local.waits as waits
 from spire_fabric.entries import EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render import RenderPaths
@@ -30,14 +32,13 @@ from spire_fabric.runtime.deployment import (
     WorkloadAddress,
     no_report,
 )
-from spire_fabric.runtime.local import bootstrap, waits
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
-from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.ports import port_in_use
-from spire_fabric.runtime.local.processes import desired_components, write_configs
+from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
 from spire_fabric.runtime.local.status import status_rows
 from spire_fabric.runtime.local.workloads import WorkloadProcess, workload_processes
@@ -231,6 +232,10 @@ class LocalDeployment:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
+    def check(self) -> None:
+        self._check_socket_paths()
+        self._check_ports()
+
     def plan(self) -> DeploymentPlan:
         return compute_plan(self.ctx)
 
@@ -240,8 +245,7 @@ class LocalDeployment:
         ctx = self.ctx
         with report("provision SPIRE binaries"):
             _ = ctx.binaries
-        self._check_socket_paths()  # before anything is written: bad input changes nothing
-        self._check_ports()
+        self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
         ctx.state.save(ctx.record, ctx.topology)
         with report("CA hierarchy"):
@@ -284,20 +288,9 @@ class LocalDeployment:
         return plan
 
     def _publish(self, servers: list[str], agents: list[str]) -> None:
-        """Publish the part of the plan that may run now. What the supervisor already runs
-        stays in it, so a tier-by-tier `up` of a running deployment restarts nothing."""
-        running = {c.name for c in self.ctx.supervisor.planned()}
-        servers = [
-            s.name
-            for s in self.ctx.local.servers
-            if s.name in servers or server_component(s.name) in running
-        ]
-        agents = [
-            a.name
-            for a in self.ctx.local.agents
-            if a.name in agents or agent_component(a.name) in running
-        ]
-        self.ctx.supervisor.set_components(desired_components(self.ctx, servers, agents))
+        """Publish the part of the plan that may run now (files first; what runs and this
+        step has not reached stays as it runs: see :func:`.processes.publish`)."""
+        publish(self.ctx, servers, agents)
         self.ctx.supervisor.ensure_running()
 
     def _check_socket_paths(self) -> None:
@@ -351,8 +344,17 @@ class LocalDeployment:
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)
 
-    def down(self, purge: bool = False) -> list[int]:
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own client."""
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def down(self, purge: bool = False) -> list[str]:
         stopped = self.ctx.supervisor.stop()
         if purge:
             shutil.rmtree(self.ctx.state.path)
-        return stopped
+        return [f"pid {pid}" for pid in stopped]

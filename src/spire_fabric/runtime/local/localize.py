@@ -6,7 +6,8 @@ topology, so a port or selector is decided in exactly one place.
 
 Ports: a server that has Kubernetes NodePorts listens locally on those numbers (the source
 design's 31081/31443 upstream, 32081/32443 downstream), with health on `api - 1`;
-`--port-base` shifts every local port by `port_base - 31000`.
+`--port-base` shifts every local port (servers', agents', workloads') by
+`port_base - 31000`, here and nowhere else, each checked to stay in 1024-65535.
 """
 
 from __future__ import annotations
@@ -85,7 +86,15 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     # Each agent serves exactly the entries parented to it, so the process's uid is
     # enough to tell the workload apart from anything else on this agent's socket.
     workloads = tuple(
-        dataclasses.replace(w, local_selectors=(f"unix:uid:{settings.uid}",))
+        dataclasses.replace(
+            w,
+            local_selectors=(f"unix:uid:{settings.uid}",),
+            run=(
+                dataclasses.replace(w.run, port=_port(w.run.port + offset))
+                if w.run is not None and w.run.port is not None
+                else w.run
+            ),
+        )
         for w in topology.workloads
     )
     local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)

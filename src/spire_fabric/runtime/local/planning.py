@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 
-from spire_fabric.runtime.deployment import Change, ChangeAction, DeploymentPlan
+from spire_fabric.runtime.deployment import Change, DeploymentPlan
+from spire_fabric.runtime.local._config_keys import changed_keys
 from spire_fabric.runtime.local.bootstrap import (
     agents_needing_tokens,
     ca_changes,
@@ -35,7 +36,9 @@ def _process_changes(ctx: LocalContext, needing_tokens: set[str]) -> list[Change
     for name in needing_tokens:
         planned_ctx.record.join_tokens[name] = NEW_TOKEN
     desired = {c.name: c for c in desired_components(planned_ctx)}
+    # what really runs: a dead supervisor's orphans may run an older command than the plan
     current = {c.name: c for c in ctx.supervisor.planned()}
+    current.update(ctx.supervisor.running_components())
     states = ctx.supervisor.states()
     changes: list[Change] = []
     if ctx.supervisor.pid is None:
@@ -53,14 +56,17 @@ def _process_changes(ctx: LocalContext, needing_tokens: set[str]) -> list[Change
     return changes
 
 
+# digests in a component's environment that stand for a file it reads, by what they mean
+_DIGESTS = {"SPIRE_FABRIC_CONFIG_SHA256": "config", "SPIRE_FABRIC_JOIN_TOKEN_SHA256": "join-token"}
+
+
 def _differences(have: Component, want: Component) -> tuple[str, ...]:
     fields = []
     if have.argv != want.argv:
         fields.append("argv")
-    if have.env.get("SPIRE_FABRIC_CONFIG_SHA256") != want.env.get("SPIRE_FABRIC_CONFIG_SHA256"):
-        fields.append("config")
-    if {k: v for k, v in have.env.items() if k != "SPIRE_FABRIC_CONFIG_SHA256"} != {
-        k: v for k, v in want.env.items() if k != "SPIRE_FABRIC_CONFIG_SHA256"
+    fields += [what for key, what in _DIGESTS.items() if have.env.get(key) != want.env.get(key)]
+    if {k: v for k, v in have.env.items() if k not in _DIGESTS} != {
+        k: v for k, v in want.env.items() if k not in _DIGESTS
     }:
         fields.append("env")
     if have.cwd != want.cwd:
@@ -68,14 +74,31 @@ def _differences(have: Component, want: Component) -> tuple[str, ...]:
     return tuple(fields)
 
 
+def _config_changes(ctx: LocalContext) -> list[Change]:
+    """A config that `up` would write, with the dotted keys that differ from the file on
+    disk (``agent.server_port``, ``server.default_x509_svid_ttl``) as its fields."""
+    changes = []
+    for cfg in config_files(ctx):
+        name = str(cfg.path.relative_to(ctx.state.path))
+        try:
+            written = cfg.path.read_text()
+        except FileNotFoundError:
+            changes.append(Change("create", "config", name))
+            continue
+        except OSError as err:
+            changes.append(Change("update", "config", name, f"cannot read it: {err.strerror}"))
+            continue
+        if written != cfg.text:
+            keys = changed_keys(written, cfg.text)
+            changes.append(Change("update", "config", name, "" if keys else "comments", keys))
+    return changes
+
+
 def compute_plan(ctx: LocalContext) -> DeploymentPlan:
     changes: list[Change] = []
     notes: list[str] = []
     changes += ca_changes(ctx)
-    for cfg in config_files(ctx):
-        if cfg.differs():
-            action: ChangeAction = "update" if cfg.path.exists() else "create"
-            changes.append(Change(action, "config", str(cfg.path.relative_to(ctx.state.path))))
+    changes += _config_changes(ctx)
     all_agents = [a.name for a in ctx.local.agents]
     needing = agents_needing_tokens(ctx, all_agents)
     for a in needing:

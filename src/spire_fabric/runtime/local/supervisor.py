@@ -8,7 +8,16 @@ developer machine, and a detached Python process with a plan file is enough.
 Protocol, all under `<state>/run/`:
 - `components.json`: what should run (`up` writes it, then sends SIGHUP);
 - `supervisor.pid`: this process; `status.json`: per component pid, restarts, last exit;
+- `<component>.pid`: a :class:`ProcessRecord` (pid, start time, the component it runs), so
+  a new supervisor can tell its predecessor's children from a reused pid;
 - SIGTERM: stop every child (SIGTERM, then SIGKILL after a grace period) and exit.
+Every child's environment carries ``SPIRE_FABRIC_STATE_DIR`` and ``SPIRE_FABRIC_COMPONENT``
+(inherited by its own children), so everything a deployment started can be found even
+without a pid file (:func:`._procfs.deployment_processes`).
+
+A supervisor that died (kill -9) leaves its children running. The next one adopts each
+child that is still the recorded process and runs the planned command unchanged, instead
+of restarting healthy SPIRE servers, agents and workloads; it stops the others.
 
 Run: python -m spire_fabric.runtime.local.supervisor --state-dir DIR
 """
@@ -16,7 +25,6 @@ Run: python -m spire_fabric.runtime.local.supervisor --state-dir DIR
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import logging
@@ -29,7 +37,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Component", "ComponentStatus", "run_supervisor"]
+from spire_fabric.runtime.local._procfs import (
+    COMPONENT_ENV,
+    STATE_DIR_ENV,
+    deployment_processes,
+    pid_alive,
+    process_cmdline,
+    process_environ,
+    process_start_time,
+    terminate_pid,
+)
+
+__all__ = [
+    "Component",
+    "ComponentStatus",
+    "ProcessRecord",
+    "pid_alive",
+    "process_cmdline",
+    "run_supervisor",
+    "terminate_pid",
+]
 
 log = logging.getLogger("spire_fabric.supervisor")
 
@@ -70,6 +97,73 @@ class Component:
         )
 
 
+@dataclass(frozen=True)
+class ProcessRecord:
+    """``run/<component>.pid``: the process that runs a component, and as what.
+
+    ``start_time`` (ticks since boot) and the state-directory marker in the process's
+    environment make the pid name one process: a reused pid is never taken for ours.
+    ``component`` is what the process was started as, so a successor can adopt it only if
+    the plan still asks for exactly that. Pid files of older versions hold only the pid;
+    they read as a record without start time or component.
+    """
+
+    pid: int
+    start_time: int | None = None
+    started_at: float | None = None  # Unix time
+    component: Component | None = None
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {
+                "pid": self.pid,
+                "start_time": self.start_time,
+                "started_at": self.started_at,
+                "component": self.component.to_json() if self.component else None,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> ProcessRecord | None:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            return None
+        if text.isdigit():  # an older version's pid file
+            return cls(int(text))
+        try:
+            data = json.loads(text)
+            component = data.get("component")
+            return cls(
+                pid=int(data["pid"]),
+                start_time=data.get("start_time"),
+                started_at=data.get("started_at"),
+                component=Component.from_json(component) if component else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def is_live(self, state_dir: Path, legacy_argv: tuple[str, ...] | None = None) -> bool:
+        """Still the recorded process, started for this state directory. A record of an
+        older version (pid only) is recognised by ``legacy_argv``, the planned command."""
+        if self.start_time is None:
+            return (
+                legacy_argv is not None
+                and pid_alive(self.pid)
+                and process_cmdline(self.pid) == list(legacy_argv)
+            )
+        if process_start_time(self.pid) != self.start_time:
+            return False
+        env = process_environ(self.pid)
+        return env is not None and env.get(STATE_DIR_ENV) == str(state_dir)
+
+
+def record_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
 @dataclass
 class ComponentStatus:
     """What `status` shows for a component; written to status.json on every change."""
@@ -86,11 +180,30 @@ class _Running:
     component: Component
     status: ComponentStatus
     proc: subprocess.Popen[bytes] | None = None
+    # a live child of a dead supervisor, kept instead of restarted: not our child, so it
+    # is watched through /proc and its exit status is unknown
+    adopted: ProcessRecord | None = None
     backoff: float = BACKOFF_INITIAL_S
+
+    def exit_code(self) -> int | None:
+        """None while the process runs; its exit code (-1 when unknown) once it ended."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.adopted is not None:
+            alive = process_start_time(self.adopted.pid) == self.adopted.start_time
+            return None if alive else -1
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.pid
+        return self.adopted.pid if self.adopted is not None else None
 
 
 class Supervisor:
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.run_dir = state_dir / "run"
         self.components_path = self.run_dir / "components.json"
         self.status_path = self.run_dir / "status.json"
@@ -106,7 +219,7 @@ class Supervisor:
         self._stop = True
 
     def run(self) -> None:
-        self._stop_orphans()
+        self._take_over_orphans()
         while not self._stop:
             if self._reload:
                 self._reload = False
@@ -143,26 +256,31 @@ class Supervisor:
         changed = False
         now = time.time()
         for name, r in sorted(self.running.items()):
-            if r.proc is not None:
-                code = r.proc.poll()
+            if r.proc is not None or r.adopted is not None:
+                code = r.exit_code()
                 if code is None:
                     if r.status.started_at and now - r.status.started_at > STABLE_AFTER_S:
                         r.backoff = BACKOFF_INITIAL_S
                     continue
-                r.status.last_exit = _describe_exit(code)
+                r.status.last_exit = (
+                    "exited (adopted from a previous supervisor: exit status unknown)"
+                    if r.proc is None
+                    else _describe_exit(code)
+                )
                 r.status.pid = None
                 r.status.restarts += 1
                 r.status.next_start_at = now + r.backoff
                 log.warning(
                     "%s (pid %s) %s; restarting in %.1fs (restart #%d); log: %s",
-                    name, r.proc.pid, r.status.last_exit, r.backoff, r.status.restarts,
+                    name, r.pid, r.status.last_exit, r.backoff, r.status.restarts,
                     r.component.log_path,
                 )  # fmt: skip
                 r.backoff = min(r.backoff * 2, BACKOFF_MAX_S)
                 r.proc = None
+                r.adopted = None
                 self._remove_pidfile(name)
                 changed = True
-            if r.proc is None and (r.status.next_start_at or 0) <= now:
+            if r.proc is None and r.adopted is None and (r.status.next_start_at or 0) <= now:
                 self._start(r)
                 changed = True
         if changed:
@@ -173,7 +291,8 @@ class Supervisor:
         Path(c.log_path).parent.mkdir(parents=True, exist_ok=True)
         if c.cwd is not None:  # a workload's own directory; made (again) on each start
             Path(c.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = {**os.environ, **c.env}
+        # the marker that ties the process (and its children) to this deployment
+        env = {**os.environ, **c.env, STATE_DIR_ENV: str(self.state_dir), COMPONENT_ENV: c.name}
         try:
             with open(c.log_path, "ab") as out:
                 r.proc = subprocess.Popen(
@@ -193,7 +312,12 @@ class Supervisor:
         r.status.pid = r.proc.pid
         r.status.started_at = time.time()
         r.status.next_start_at = None
-        (self.run_dir / f"{c.name}.pid").write_text(f"{r.proc.pid}\n")
+        # the child exists from fork on, so its start time is readable at once (and stays
+        # readable while it is an unreaped zombie of ours, which is_live refuses anyway)
+        record = ProcessRecord(
+            r.proc.pid, process_start_time(r.proc.pid), r.status.started_at, c
+        )
+        _write_atomically(record_path(self.run_dir, c.name), record.to_text())
         log.info("%s: started pid %d", c.name, r.proc.pid)
 
     def _stop_one(self, r: _Running) -> None:
@@ -207,7 +331,11 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
             log.info("%s: stopped pid %d", r.component.name, proc.pid)
+        if r.adopted is not None:
+            terminate_pid(r.adopted.pid, STOP_GRACE_S, r.adopted.start_time)
+            log.info("%s: stopped adopted pid %d", r.component.name, r.adopted.pid)
         r.proc = None
+        r.adopted = None
         r.status.pid = None
         self._remove_pidfile(r.component.name)
 
@@ -217,28 +345,59 @@ class Supervisor:
             self._stop_one(self.running[name])
         self._write_status()
 
-    def _stop_orphans(self) -> None:
-        """Children of a supervisor that died (kill -9, reboot) must not run twice.
+    def _take_over_orphans(self) -> None:
+        """Children of a supervisor that died (kill -9) must neither run twice nor be
+        restarted for nothing.
 
-        Only a pid recorded in our pid file whose command line still matches what we
-        planned is ours; anything else with that pid is left alone.
+        A recorded process that is still that process (pid and start time), was started
+        for this state directory, and runs exactly the planned component is adopted. Any
+        other live process of this deployment (a changed command, no longer planned, or
+        one whose pid file was lost) is stopped: by its pid, found through the marker in
+        its environment, never by its name or command line.
         """
         planned = self._read_components()
+        previous = self._previous_status()
+        adopted: set[str] = set()
         for pidfile in sorted(self.run_dir.glob("*.pid")):
             name = pidfile.stem
-            if name == "supervisor" or name not in planned:
+            if name == "supervisor":
                 continue
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(pidfile.read_text().strip())
-                if process_cmdline(pid) == list(planned[name].argv):
-                    log.warning(
-                        "%s: stopping orphan pid %d left by a previous supervisor", name, pid
+            record = ProcessRecord.read(pidfile)
+            want = planned.get(name)
+            legacy_argv = want.argv if want is not None else None
+            if record is not None and record.is_live(self.state_dir, legacy_argv):
+                if want is not None and record.component == want:
+                    status = ComponentStatus(
+                        pid=record.pid,
+                        started_at=record.started_at,
+                        restarts=int(previous.get(name, {}).get("restarts", 0)),
+                        last_exit=previous.get(name, {}).get("last_exit"),
                     )
-                    terminate_pid(pid, STOP_GRACE_S)
+                    self.running[name] = _Running(want, status, adopted=record)
+                    adopted.add(name)
+                    log.info("%s: adopted pid %d left by a previous supervisor", name, record.pid)
+                    continue
+                why = "no longer planned" if want is None else "its command changed"
+                log.warning("%s: stopping orphan pid %d (%s)", name, record.pid, why)
+                terminate_pid(record.pid, STOP_GRACE_S, record.start_time)
             pidfile.unlink(missing_ok=True)
+        keep = {r.adopted.pid for r in self.running.values() if r.adopted is not None}
+        for pid, name in sorted(deployment_processes(self.state_dir).items()):
+            # children of an adopted process carry its marker too: they are its business
+            if pid in keep or name in adopted:
+                continue
+            log.warning("%s: stopping unrecorded process %d of this deployment", name, pid)
+            terminate_pid(pid, STOP_GRACE_S, process_start_time(pid))
+
+    def _previous_status(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.status_path.read_text())
+            return dict(data.get("components") or {})
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     def _remove_pidfile(self, name: str) -> None:
-        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        record_path(self.run_dir, name).unlink(missing_ok=True)
 
     def _write_status(self) -> None:
         data = {
@@ -246,9 +405,13 @@ class Supervisor:
             "updated_at": time.time(),
             "components": {name: asdict(r.status) for name, r in sorted(self.running.items())},
         }
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, self.status_path)
+        _write_atomically(self.status_path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _stop_order(name: str) -> tuple[int, str]:
@@ -263,41 +426,6 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def process_cmdline(pid: int) -> list[str] | None:
-    """The argv of a live process, or None (gone, zombie, or not ours to read)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    if not raw:
-        return None
-    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
-
-
-def terminate_pid(pid: int, grace: float) -> None:
-    """SIGTERM a pid we recorded, then SIGKILL after `grace` seconds."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a running process; a zombie counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def run_supervisor(state_dir: Path) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spire_fabric.runtime.local.context import LocalContext, workload_component
-from spire_fabric.runtime.local.localize import DEFAULT_PORT_BASE, LOOPBACK
+from spire_fabric.runtime.local.localize import LOOPBACK
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.topology import Placeholder, Topology, Workload, expand_placeholders
 
@@ -27,18 +27,15 @@ class WorkloadProcess:
     port: int | None  # where it listens on LOOPBACK, if it serves
 
 
-def local_workload_port(workload: Workload, port_base: int) -> int | None:
-    if workload.run is None or workload.run.port is None:
-        return None
-    return workload.run.port + port_base - DEFAULT_PORT_BASE
+def local_workload_port(workload: Workload) -> int | None:
+    """Where a workload of the localized topology listens (`localize` shifted it)."""
+    return None if workload.run is None else workload.run.port
 
 
-def placeholder_value(
-    topology: Topology, workload: Workload, port_base: int
-) -> Callable[[Placeholder], str]:
+def placeholder_value(topology: Topology, workload: Workload) -> Callable[[Placeholder], str]:
     def value(p: Placeholder) -> str:
         target = topology.workload(p.workload) if p.workload else workload
-        port = local_workload_port(target, port_base)
+        port = local_workload_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id
         if p.key == "port":
@@ -56,7 +53,7 @@ def workload_processes(ctx: LocalContext) -> list[WorkloadProcess]:
         run = w.run
         if run is None:
             continue
-        value = placeholder_value(ctx.local, w, ctx.record.port_base)
+        value = placeholder_value(ctx.local, w)
         base = (sys.executable, "-m", run.module) if run.module else run.command
         argv = tuple(expand_placeholders(t, value) for t in (*base, *run.args))
         # SPIFFE_ID as on Kubernetes: workloads sharing an agent and a uid get each other's
@@ -76,7 +73,7 @@ def workload_processes(ctx: LocalContext) -> list[WorkloadProcess]:
                     env=env,
                     cwd=str(ctx.state.path / "workloads" / w.name),
                 ),
-                port=local_workload_port(w, ctx.record.port_base),
+                port=local_workload_port(w),
             )
         )
     return procs

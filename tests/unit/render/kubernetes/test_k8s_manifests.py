@@ -281,14 +281,17 @@ def test_psat_agents_mount_a_projected_token_for_the_spire_server_audience():
     assert mount["mountPath"] == "/var/run/secrets/tokens"  # agent's default token_path dir
 
 
-def test_join_token_agent_reads_its_token_from_a_secret_not_from_agent_conf():
+def test_join_token_agent_reads_its_token_from_a_secret_file_not_argv_env_or_agent_conf():
     objects = render_kubernetes_objects(preset("crd-free"))
-    c = _find(objects, "DaemonSet", "spire-agent", "spire-agents")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
-    assert c["args"][-2:] == ["-joinToken", "$(SPIRE_JOIN_TOKEN)"]
-    env = {e["name"]: e for e in c["env"]}
-    assert env["SPIRE_JOIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "spire-agent-join-token"
+    spec = _find(objects, "DaemonSet", "spire-agent", "spire-agents")["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["args"][-2:] == ["-joinTokenFile", "/run/spire/join-token/token"]
+    assert "-joinToken" not in c["args"]
+    assert not any("TOKEN" in e["name"] for e in c["env"])
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "join-token")
+    assert mount == {"name": "join-token", "mountPath": "/run/spire/join-token", "readOnly": True}
+    volume = next(v for v in spec["volumes"] if v["name"] == "join-token")
+    assert volume["secret"] == {"secretName": "spire-agent-join-token", "defaultMode": 0o400}
 
 
 def test_agents_of_one_server_in_one_cluster_are_kept_on_different_nodes():
@@ -499,6 +502,6 @@ def test_kubernetes_plan_lists_every_manifest_file_with_its_object_counts():
         render_kubernetes_manifests(topology),
         key=lambda p: (p.split("/")[0] != "upstream-cluster", p),
     )
-    workloads = next(i for i in items if i.name == "downstream-cluster/06-workloads.yaml")
+    workloads = next(i for i in items if i.name == "downstream-cluster/08-workloads.yaml")
     assert workloads.detail == "3 Deployment, 1 PersistentVolumeClaim, 2 Service, 3 ServiceAccount"
     assert not [i for i in plan_items(topology, "local") if i.kind == "manifests"]

@@ -1,8 +1,7 @@
-"""Options and helpers shared by the subcommands that act on a local deployment."""
+"""What the subcommands print (plans, steps) and the state lock they hold while changing."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 from collections.abc import Iterator
@@ -13,50 +12,7 @@ from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError
 from spire_fabric.runtime.deployment import Change, DeploymentPlan
-from spire_fabric.runtime.local import (
-    DEFAULT_PORT_BASE,
-    LocalDeployment,
-    StateError,
-    default_state_dir,
-    state_lock,
-)
-
-
-def add_state_dir_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=None,
-        help="where the deployment lives (default: ~/.local/state/spire-fabric/<topology>)",
-    )
-
-
-def add_local_args(parser: argparse.ArgumentParser) -> None:
-    add_state_dir_arg(parser)
-    parser.add_argument(
-        "--port-base",
-        type=int,
-        default=DEFAULT_PORT_BASE,
-        help=f"shift every local port by PORT_BASE-{DEFAULT_PORT_BASE} "
-        f"(default {DEFAULT_PORT_BASE}: upstream 31081/31443, downstream 32081/32443)",
-    )
-    parser.add_argument(
-        "--datastore",
-        default=None,
-        metavar="URL",
-        help="mysql://user:pass@host:port/db_{server} or postgres://… (default: SQLite)",
-    )
-
-
-def state_dir_for(args: argparse.Namespace, topology_name: str = "enterprise") -> Path:
-    return args.state_dir or default_state_dir(topology_name)
-
-
-def open_deployment(args: argparse.Namespace) -> LocalDeployment:
-    try:
-        return LocalDeployment.open(state_dir_for(args))
-    except StateError as err:
-        raise UsageError(str(err)) from err
+from spire_fabric.runtime.local import StateError, state_lock
 
 
 @contextlib.contextmanager

@@ -1,0 +1,128 @@
+"""The Secrets only the installer can fill: database passwords, each server's signing CA,
+join tokens. Rendered here like every other object, with the values passed in.
+
+Why values are passed in and not made here: rendering is pure and deterministic; the
+passwords are random and the CA keys live on the installer's machine. Without values
+(a topology rendered for review) each Secret is a skeleton with no data, and `up` fills
+it; with the values an installer recorded (``deploy render --state-dir``) the files
+applied in order make the same objects as `up`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spire_fabric.render.kubernetes._agents import join_token_secret_name
+from spire_fabric.render.kubernetes._common import Obj, meta, obj
+from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_secret
+from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
+from spire_fabric.topology import Agent, DiskUpstreamAuthority, Server, Topology
+
+__all__ = [
+    "InstallerSecrets",
+    "MySqlPasswords",
+    "SigningCaPem",
+    "join_token_secret",
+    "render_installer_secrets",
+]
+
+
+@dataclass(frozen=True)
+class MySqlPasswords:
+    """The database user's and MySQL root's passwords of one server's MySQL."""
+
+    password: str
+    root_password: str
+
+
+@dataclass(frozen=True)
+class SigningCaPem:
+    """A server's disk UpstreamAuthority as PEM: its intermediate (chain below the root),
+    the intermediate's key, the root for the trust bundle."""
+
+    chain: bytes
+    key: bytes
+    root: bytes
+
+
+@dataclass(frozen=True)
+class InstallerSecrets:
+    """Values by server (MySQL, signing CA) and by agent (join token)."""
+
+    mysql: Mapping[str, MySqlPasswords] = field(default_factory=dict)
+    signing_cas: Mapping[str, SigningCaPem] = field(default_factory=dict)
+    join_tokens: Mapping[str, str] = field(default_factory=dict)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _upstream_ca_secret(topology: Topology, server: Server, pem: SigningCaPem | None) -> Obj:
+    k = server.kubernetes
+    assert k is not None
+    secret = obj(
+        "v1",
+        "Secret",
+        meta(
+            topology,
+            k.cluster,
+            upstream_ca_secret_name(server),
+            k.namespace,
+            app=server.name,
+            component="upstream-ca",
+        ),
+        type="Opaque",
+    )
+    if pem is not None:
+        secret["data"] = {
+            "tls.crt": _b64(pem.chain),
+            "tls.key": _b64(pem.key),
+            "bundle.crt": _b64(pem.root),
+        }
+    return secret
+
+
+def join_token_secret(topology: Topology, agent: Agent, token: str | None) -> Obj:
+    """The Secret a join_token agent reads its one-time token from (key ``token``)."""
+    k = agent.kubernetes
+    assert k is not None
+    secret = obj(
+        "v1",
+        "Secret",
+        meta(
+            topology,
+            k.cluster,
+            join_token_secret_name(agent),
+            k.namespace,
+            app=agent.name,
+            component="join-token",
+        ),
+        type="Opaque",
+    )
+    if token is not None:
+        secret["data"] = {"token": _b64(token.encode())}
+    return secret
+
+
+def render_installer_secrets(
+    topology: Topology, cluster: str, values: InstallerSecrets | None
+) -> list[Obj]:
+    """The MySQL and signing-CA Secrets of the servers in ``cluster``."""
+    v = values or InstallerSecrets()
+    out: list[Obj] = []
+    for s in topology.servers:
+        if s.kubernetes is None or s.kubernetes.cluster != cluster:
+            continue
+        if mysql_instance(s) is not None:
+            pw = v.mysql.get(s.name)
+            out.append(
+                mysql_secret(topology, s, password=pw.password, root_password=pw.root_password)
+                if pw is not None
+                else mysql_secret(topology, s)
+            )
+        if topology.ca is not None and isinstance(s.upstream_authority, DiskUpstreamAuthority):
+            out.append(_upstream_ca_secret(topology, s, v.signing_cas.get(s.name)))
+    return out
