@@ -21,6 +21,7 @@ import pytest
 
 from spire_fabric.runtime.images import (
     ImageBuildError,
+    _debian,
     default_reference,
     is_project_image,
     missing_image_hint,
@@ -309,3 +310,22 @@ def test_an_installed_distribution_is_repacked_into_a_wheel_pip_installs(tmp_pat
         check=True, capture_output=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )  # fmt: skip
     assert (target / "spire_fabric" / "__init__.py").read_text() == "__version__ = '9.9.9'\n"
+
+
+@pytest.mark.parametrize(
+    ("root", "debootstrap", "message"),
+    [
+        (False, True, r"must be built as root once; or pass --base OCI-ARCHIVE"),
+        (True, False, r"needs debootstrap: apt-get install debootstrap; or pass --base"),
+    ],
+)
+def test_a_missing_prerequisite_of_the_default_base_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: bool, debootstrap: bool, message: str
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached base layer
+    monkeypatch.setattr(_debian.os, "geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr(_debian.shutil, "which", lambda name: "/x" if debootstrap else None)
+    with pytest.raises(ImageBuildError, match=message) as err:
+        _debian.ensure_base_layer(say=lambda _: None)
+    assert "skopeo copy docker://python:3.11-slim oci-archive:base.tar" in str(err.value)
+    assert not any(tmp_path.rglob("*.tar"))

@@ -51,6 +51,7 @@ __all__ = [
     "default_reference",
     "is_project_image",
     "missing_image_hint",
+    "normalized",
     "registry_host",
 ]
 

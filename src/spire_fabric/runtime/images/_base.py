@@ -69,7 +69,7 @@ def read_archive(archive: Path, work: Path) -> Base:
     try:
         tar = tarfile.open(archive)  # noqa: SIM115 (closed by the `with` below)
     except (tarfile.TarError, OSError) as err:
-        raise ImageBuildError(f"--base {archive}: not a tar archive ({err})") from err
+        raise ImageBuildError(f"--base {archive}: not a tar archive") from err
     with tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
 

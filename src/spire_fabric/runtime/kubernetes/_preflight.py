@@ -12,8 +12,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.render.kubernetes import LABEL_TOPOLOGY
-from spire_fabric.runtime.images import is_project_image, missing_image_hint, registry_host
-from spire_fabric.runtime.images._oci import normalized
+from spire_fabric.runtime.images import (
+    is_project_image,
+    missing_image_hint,
+    normalized,
+    registry_host,
+)
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 

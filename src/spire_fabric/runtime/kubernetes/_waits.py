@@ -24,10 +24,12 @@ FATAL_WAITING = {
     "CreateContainerConfigError",
     "CreateContainerError",
 }
-PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"}
 # ...and one that restarts this often is crash-looping on something that needs a fix,
 # unless it is waiting for a peer (a server for its database, an agent for its bundle).
 POLL_S = 1.0
+# The pull failures of FATAL_WAITING: for the project's own image the error also names the
+# command that builds it (no registry serves it).
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"}
 
 
 def wait_crds_established(conn: ClusterApi, names: list[str], timeout: float) -> None:
