@@ -113,6 +113,8 @@ def build_project_image(
     ref = reference or default_reference()
     if parse_reference(ref) is None:
         raise ImageBuildError(f"--tag {ref!r} is not an image reference NAME:TAG")
+    if out.is_dir():
+        raise ImageBuildError(f"-o {out} is a directory; name the archive to write")
     t0 = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".image-", dir=out.parent))
@@ -122,10 +124,9 @@ def build_project_image(
             else debian_base(ensure_base_layer(say=say))
         )  # fmt: skip
         python = find_python(base_image)
-        what = source if source is not None else installed_source(work / "wheel")
-        if what.is_dir():
-            what = clean_copy(what, work / "project")
-        say(f"image: installing {what} for Python 3.{python.minor} on {base_image.source}")
+        origin = source if source is not None else installed_source(work / "wheel")
+        what = clean_copy(origin, work / "project") if origin.is_dir() else origin
+        say(f"image: installing {origin} for Python 3.{python.minor} on {base_image.source}")
         root = build_site(what, work, python.minor, base_image.architecture)
         layer = tar_layer(
             project_layer(
