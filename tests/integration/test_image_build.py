@@ -10,6 +10,7 @@ and Debian's containerd + runc (scripts/install-kube-deps installs them).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -24,7 +25,14 @@ import pytest
 from spire_fabric._wait import wait_until
 from spire_fabric.runtime.images import SITE
 from spire_fabric.runtime.images._debian import base_layer_path
-from spire_fabric.runtime.images._oci import files_layer, write_oci_image
+from spire_fabric.runtime.images._oci import (
+    LAYER_TYPE,
+    Layer,
+    files_layer,
+    image_config,
+    sha256_file,
+    write_image,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,19 +109,30 @@ def build(*args: str) -> subprocess.CompletedProcess[str]:
 def test_image_on_a_given_base_is_imported_and_unpacked_by_containerd(
     tmp_path: Path, ctr: Ctr
 ) -> None:
-    # A tiny base as another tool would hand it over: one layer with a python3.11 and a file.
+    # A tiny base as a registry tool hands it over: one gzip layer with a python3.11 and a
+    # file, the config's PATH and command of its own.
     (tmp_path / "python3.11").write_text("#!/bin/sh\n")
     (tmp_path / "python3.11").chmod(0o755)
     (tmp_path / "marker").write_text("from the base\n")
-    base_layer = files_layer(
+    raw = files_layer(
         [
             ("usr/local/bin/python3.11", tmp_path / "python3.11"),
             ("etc/base-marker", tmp_path / "marker"),
         ],
         tmp_path / "base.layer",
     )
+    gz = tmp_path / "base.layer.gz"
+    gz.write_bytes(gzip.compress(raw.read_bytes(), mtime=0))
+    layer = Layer(
+        gz,
+        LAYER_TYPE + "+gzip",
+        "sha256:" + sha256_file(gz),
+        gz.stat().st_size,
+        "sha256:" + sha256_file(raw),
+    )
     base = tmp_path / "base.tar"
-    write_oci_image(base, "example.org/tiny-python:1", [base_layer], ["/bin/sh"], ["B=1"])
+    config = image_config([layer], cmd=["python3"], env=["PATH=/usr/local/bin:/usr/bin"])
+    write_image(base, "example.org/tiny-python:1", [layer], config)
     out = tmp_path / "out" / "spire-fabric.tar"
 
     proc = build("--base", str(base), "-o", str(out), "--tag", "spire-fabric:it-test")

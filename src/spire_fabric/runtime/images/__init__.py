@@ -5,9 +5,9 @@
 
 Layers: a base with Python 3 (Debian 12 made with debootstrap by default, or any image
 given as an OCI archive), then spire_fabric with its examples and dependencies under
-``/opt/spire-fabric/site`` (``PYTHONPATH``), so `python -m spire_fabric.examples.…`, what
-the rendered workloads run, works. The repository's `Containerfile` makes the same image
-for docker/podman/buildah users.
+``/opt/spire-fabric/site`` (``PYTHONPATH``), so the `python -m …` the rendered workloads
+run finds them. The repository's `Containerfile` makes the same image for
+docker/podman/buildah users.
 """
 
 from __future__ import annotations
