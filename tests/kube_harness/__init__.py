@@ -13,7 +13,8 @@ Modules, by concern: `_plan` (names and address plan), `_host` (state file, lock
 processes), `_network` (node links, the fence), `_control_plane` (certificates, etcd and the
 API server's peers), `_node` (containerd, kubelet, kube-proxy), `_objects` (CoreDNS, storage),
 `_lifecycle` (up, status, load_image), `_teardown` (down, leftovers), `_build` (Go builds),
-`_images` / `_oci` / `_project_image` (images), `_installer` (what `deploy` is told).
+`_images` (images; the project image is the shipped `spire_fabric.runtime.images`),
+`_installer` (what `deploy` is told).
 
 The tests reach the clusters through `spire_fabric.testing`'s `kube_clusters` fixture, the
 same one a user points at their own clusters; tests/kubernetes_clusters/conftest.py makes

@@ -1,14 +1,16 @@
 """Container images for the test clusters, built here without a registry.
 
-An image is an OCI image-layout tarball (`_oci`), which `ctr -n k8s.io images import` loads
-into a node's containerd. Pods use them with `imagePullPolicy: Never`.
+An image is an OCI image-layout tarball (`spire_fabric.runtime.images._oci`), which
+`ctr -n k8s.io images import` loads into a node's containerd. Pods use them with
+`imagePullPolicy: Never`.
 
 Layers:
 - a Debian bookworm base (`debootstrap --variant=minbase` from the mirror apt already
-  uses, with python3 and CA certificates), shared by every image but pause, so containerd
-  stores it once;
-- one small layer per image with its binaries (or, for the project image, this project and
-  its dependencies installed with pip for the base's Python: `_project_image`).
+  uses, with python3 and CA certificates: the shipped builder's default base), shared by
+  every image but pause, so containerd stores it once;
+- one small layer per image with its binaries. The project image is the shipped
+  `deploy image build` (`spire_fabric.runtime.images`) run on this checkout; only the
+  harness-only images (Kubernetes' own, CoreDNS, pause, MariaDB, SPIRE's) are made here.
 
 Everything is cached under `~/.cache/spire-fabric/images/`, keyed by the versions that went
 in, so a version bump builds a new tarball.
@@ -18,10 +20,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import shutil
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,21 +29,17 @@ from pathlib import Path
 
 from kube_harness import _build
 from kube_harness._build import KubeBuildError
-from kube_harness._oci import EPOCH, files_layer, write_oci_image
-from kube_harness._project_image import PROJECT_ENV, project_layer, project_source_hash
 from spire_fabric._filelock import file_lock
 from spire_fabric._run import CommandError, run
 from spire_fabric._version import __version__
-from spire_fabric.runtime._gobuild import cache_root
+from spire_fabric.runtime.images import ImageBuildError, build_project_image
+from spire_fabric.runtime.images._debian import SUITE as BASE_SUITE
+from spire_fabric.runtime.images._debian import ensure_base_layer, images_dir
+from spire_fabric.runtime.images._oci import files_layer, write_oci_image
 
 REGISTRY = "spire-fabric.local"
-BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
 MARIADB_PACKAGES = ("mariadb-server", "ca-certificates")
-
-
-def images_dir() -> Path:
-    return cache_root() / "images"
 
 
 @dataclass(frozen=True)
@@ -57,6 +53,9 @@ class Image:
     base: tuple[str, ...] | None = BASE_PACKAGES  # Debian packages of the base layer
     env: tuple[str, ...] = ()
     extra_layer: Callable[[Path], Path] | None = field(default=None, compare=False)
+    # Makes the whole image (out, ref, say) instead of base + files + extra layer.
+    builder: Callable[[Path, str, Callable[[str], None]], None] | None = field(
+        default=None, compare=False)
 
     @property
     def ref(self) -> str:
@@ -71,79 +70,32 @@ class Image:
         return images_dir() / f"{self.repo}_{self.tag}_{key}.oci.tar"
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt already uses (deb822 sources first, then sources.list)."""
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for m in re.finditer(r"^URIs:\s*(\S+)", path.read_text(), re.M):
-            if "security" not in m.group(1):
-                return m.group(1)
-    legacy = Path("/etc/apt/sources.list")
-    if legacy.is_file():
-        deb = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
-        if deb:
-            return deb.group(1)
-    raise KubeBuildError("no Debian mirror found in apt's sources")
+@functools.cache
+def project_source_hash() -> str:
+    """A short hash of what goes into the project image, in its tag: the examples and the
+    library the pods run are the checkout's, never a stale build of an older one. Once per
+    process, so every cluster is loaded with, and every `deploy` is told, the same tag."""
+    project = project_root()
+    digest = hashlib.sha256()
+    files = [project / "pyproject.toml", project / "setup.py"]
+    for root in (project / "src" / "spire_fabric", project / "examples"):
+        files += sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for f in files:
+        if f.is_file():
+            digest.update(f.relative_to(project).as_posix().encode() + b"\0")
+            digest.update(f.read_bytes() + b"\0")
+    return digest.hexdigest()[:10]
 
 
-def _base_key(packages: Sequence[str]) -> str:
-    return f"debian-{BASE_SUITE}-minbase-" + "-".join(packages)
+def project_root() -> Path:
+    """The checkout this harness belongs to (tests/kube_harness/ is two levels down)."""
+    return Path(__file__).resolve().parents[2]
 
 
-def ensure_base_layer(packages: Sequence[str] = BASE_PACKAGES,
-                      say: Callable[[str], None] = print) -> Path:
-    """A tar layer of a minimal Debian with `packages`, built once with debootstrap.
-
-    Two stages, with a `policy-rc.d` in between, so no package's maintainer script starts
-    a service (MariaDB's would) inside the build root.
-    """
-    key = _base_key(packages)
-    layer = images_dir() / f"{key}.layer.tar"
-    if layer.is_file():
-        return layer
-    images_dir().mkdir(parents=True, exist_ok=True)
-    with file_lock(images_dir() / f".{key}.lock"):
-        if layer.is_file():
-            return layer
-        if shutil.which("debootstrap") is None:
-            raise KubeBuildError("debootstrap is not installed (apt-get install debootstrap)")
-        root = images_dir() / f".{key}.rootfs"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        say(f"kube-images: debootstrap {BASE_SUITE} minbase + {','.join(packages)}")
-        t0 = time.monotonic()
-        run(["debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
-             BASE_SUITE, str(root), debian_mirror()], tail_lines=10, error=KubeBuildError)
-        policy = root / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"],
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}, tail_lines=10,
-            error=KubeBuildError)
-        policy.unlink(missing_ok=True)  # debootstrap may remove it itself
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
-                     "usr/share/man", "usr/share/locale", "var/log", "debootstrap"):
-            target = root / junk
-            if target.is_dir():
-                for child in target.iterdir():
-                    if child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child, ignore_errors=True)
-                    else:
-                        child.unlink(missing_ok=True)
-        tmp = layer.with_suffix(".partial")
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for entry in sorted(root.iterdir()):
-                if entry.name in ("proc", "sys", "dev", "debootstrap"):
-                    if entry.name == "debootstrap":
-                        continue
-                    info = tarfile.TarInfo(entry.name)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, EPOCH
-                    tar.addfile(info)
-                    continue
-                tar.add(entry, arcname=entry.name)
-        tmp.rename(layer)
-        shutil.rmtree(root, ignore_errors=True)
-        say(f"kube-images: base layer {key} in {time.monotonic() - t0:.0f} s")
-    return layer
+def _project_image(out: Path, ref: str, say: Callable[[str], None]) -> None:
+    """The shipped builder (`deploy image build`), from this checkout, on the same Debian
+    base layer as the harness's other images."""
+    build_project_image(out, reference=ref, source=project_root(), say=say)
 
 
 def image_set(project_version: str = __version__) -> dict[str, Image]:
@@ -162,7 +114,7 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
         "python": Image("python", f"3.11-{BASE_SUITE}", (), ("python3",)),
         "spire-fabric": Image(
             "spire-fabric-python", f"{project_version}-py3.11-{project_source_hash()}", (),
-            ("python3",), env=PROJECT_ENV, extra_layer=project_layer),
+            (), base=None, builder=_project_image),
         "spire-server": Image("spire-server", SPIRE_VERSION,
                               (("opt/spire/bin/spire-server", spire / "spire-server"),),
                               ("/opt/spire/bin/spire-server", "run")),
@@ -246,20 +198,10 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
         if image.tarball.is_file():
             return image.tarball
         t0 = time.monotonic()
-        layers: list[Path] = []
-        if image.base is not None:
-            layers.append(ensure_base_layer(image.base, say))
-        work = images_dir() / f".{image.repo}_{image.tag}.work"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        try:
-            if image.files:
-                layers.append(files_layer(image.files, work / "files.layer.tar"))
-            if image.extra_layer is not None:
-                layers.append(image.extra_layer(work / "extra.layer.tar"))
-            write_oci_image(image.tarball, image.ref, layers, image.entrypoint, image.env)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        if image.builder is not None:
+            image.builder(image.tarball, image.ref, say)
+        else:
+            _layered_image(image, say)
         # Older tags of the same image (the project image of older checkouts) pile up; one
         # untouched for a day is dead (another checkout may still be using a newer one).
         for old in images_dir().glob(f"{image.repo}_*.oci.tar"):
@@ -269,13 +211,31 @@ def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:
     return image.tarball
 
 
+def _layered_image(image: Image, say: Callable[[str], None]) -> None:
+    """Base layer (if any), a layer of the image's files, its extra layer."""
+    layers: list[Path] = []
+    if image.base is not None:
+        layers.append(ensure_base_layer(image.base, say))
+    work = images_dir() / f".{image.repo}_{image.tag}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        if image.files:
+            layers.append(files_layer(image.files, work / "files.layer.tar"))
+        if image.extra_layer is not None:
+            layers.append(image.extra_layer(work / "extra.layer.tar"))
+        write_oci_image(image.tarball, image.ref, layers, image.entrypoint, image.env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     names = list(argv if argv is not None else sys.argv[1:])
     images = image_set()
     for name in names or list(images):
         try:
             path = ensure_image(images[name], lambda m: print(m, flush=True))
-        except (KubeBuildError, CommandError) as exc:
+        except (KubeBuildError, ImageBuildError, CommandError) as exc:
             print(f"kube-images: {name}: {exc}", file=sys.stderr)
             return 1
         print(f"kube-images: {images[name].ref}: {path}")

@@ -18,10 +18,11 @@ from kube_harness import (
     _installer,
     _network,
     _objects,
-    _oci,
     _plan,
     _teardown,
 )
+
+from spire_fabric.runtime.images import _oci
 
 
 def _blob(tar: tarfile.TarFile, digest: str) -> bytes:

@@ -10,6 +10,7 @@ from types import ModuleType
 from rich.console import Console
 
 import spire_fabric.deploy.down as down
+import spire_fabric.deploy.image as image
 import spire_fabric.deploy.plan as plan
 import spire_fabric.deploy.render as render
 import spire_fabric.deploy.status as status
@@ -21,7 +22,9 @@ from spire_fabric.runtime.registry import TARGET_NAMES, provider
 
 # Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
 # run(args, console) -> int installed with set_defaults(run=...).
-SUBCOMMANDS: tuple[ModuleType, ...] = (plan, render, up, verify, status, down, trust_anchor)
+SUBCOMMANDS: tuple[ModuleType, ...] = (
+    plan, render, up, verify, status, down, trust_anchor, image
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
+from spire_fabric._version import __version__
 from spire_fabric.identity import TrustDomain, as_trust_domain
 
 Target = Literal["local", "kubernetes"]
@@ -420,12 +421,16 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Images:
-    """Container images of the Kubernetes target, pinned to full versions."""
+    """Container images of the Kubernetes target, pinned to full versions.
+
+    ``workload`` is the project's own image (spire_fabric and its examples), which
+    `python -m spire_fabric.deploy image build` makes for this version: a plain Python
+    image has no spire_fabric, so the example workloads could not start in it."""
 
     server: str = "ghcr.io/spiffe/spire-server:1.13.3"
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
-    workload: str = "python:3.11.13-slim"
+    workload: str = f"spire-fabric:{__version__}"
 
 
 @dataclass(frozen=True)

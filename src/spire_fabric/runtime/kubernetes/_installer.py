@@ -85,7 +85,8 @@ class KubernetesInstaller:
 
     def check(self) -> Placement:
         """Everything `up` can find wrong before it changes anything (permissions, foreign
-        namespaces, taken NodePorts, too few nodes); returns the node placement."""
+        namespaces, taken NodePorts, the project image on no node, too few nodes); returns the
+        node placement."""
         if self._placement is None:
             clusters = self.access.clusters
             preflight(self.access.name, [(c, o) for c, _, o in self.rendered()], clusters)
@@ -162,7 +163,7 @@ class KubernetesInstaller:
         self, report: StepReporter = no_report, plan: DeploymentPlan | None = None
     ) -> DeploymentPlan:
         t = self.topology
-        with report("check clusters (contexts, permissions, namespaces, NodePorts)"):
+        with report("check clusters (contexts, permissions, namespaces, NodePorts, images)"):
             placement = self.check()
         plan = plan if plan is not None else self.plan()
         save(self.access.state_dir, self.access.written_topology, self.access.settings, t)

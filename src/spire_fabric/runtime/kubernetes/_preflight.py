@@ -1,6 +1,7 @@
 """What `up` checks before it changes anything, so a refusal leaves the clusters as they
 were: every namespace we would use is ours or new; every NodePort we ask for is free or
-already ours; and the user may do what `up` will do (SelfSubjectAccessReview)."""
+already ours; the user may do what `up` will do (SelfSubjectAccessReview); and the project's
+own workload image, which no registry serves, is on a node."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.render.kubernetes import LABEL_TOPOLOGY
+from spire_fabric.runtime.images import (
+    is_project_image,
+    missing_image_hint,
+    normalized,
+    registry_host,
+)
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 
@@ -21,6 +28,9 @@ _EXTRA_ACCESS = (
     ("patch", "", "nodes"),
     ("list", "", "nodes"),
 )
+# The kubelet reports at most this many images per node (--node-status-max-images, the
+# largest first): on a node that reports this many, a missing name proves nothing.
+NODE_STATUS_MAX_IMAGES = 50
 
 
 def preflight(
@@ -36,6 +46,7 @@ def preflight(
         _access(conn, objs)
         _namespaces_ours(conn, name, objs)
         _node_ports_free(conn, objs)
+        _project_images_on_nodes(conn, objs)
 
 
 def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict[str, Any]]) -> None:
@@ -81,6 +92,48 @@ def _node_ports_free(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
                     f"{here}; our service {wanted[p.node_port]} needs it. Free it or change "
                     "the node port in the topology."
                 )
+
+
+def _container_images(o: dict[str, Any]) -> list[str]:
+    spec = o.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or spec
+    return [
+        str(c["image"])
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])
+        if c.get("image")
+    ]
+
+
+def _project_images_on_nodes(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
+    """The project's image under a bare name (`spire-fabric:<version>`, no registry) can
+    only come from a node's own store: refuse when no Ready node reports it (the kubelet
+    lists each node's images in ``status.images``), naming the command that makes it."""
+    wanted = sorted(
+        {i for o in objs for i in _container_images(o) if is_project_image(i)
+         and registry_host(i) is None and "@" not in i}
+    )  # fmt: skip
+    if not wanted:
+        return
+    try:
+        nodes = conn.core.list_node().items
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot list the nodes of {conn.where()}: {api_error_message(err)}"
+        ) from err
+    have: set[str] = set()
+    for node in nodes:
+        status = node.status
+        if not any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
+            continue
+        images = status.images or []
+        if len(images) >= NODE_STATUS_MAX_IMAGES:
+            return
+        have |= {normalized(n) for i in images for n in i.names or [] if "@" not in n}
+    for image in wanted:
+        if normalized(image) not in have:
+            raise KubernetesTargetError(
+                f"image {image} is on no node of {conn.where()}: {missing_image_hint(image)}"
+            )
 
 
 def _access(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from spire_fabric.runtime.images import is_project_image, missing_image_hint
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._objects import Obj, ObjectRef, get_live
@@ -26,6 +27,9 @@ FATAL_WAITING = {
 # ...and one that restarts this often is crash-looping on something that needs a fix,
 # unless it is waiting for a peer (a server for its database, an agent for its bundle).
 POLL_S = 1.0
+# The pull failures of FATAL_WAITING: for the project's own image the error also names the
+# command that builds it (no registry serves it).
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"}
 
 
 def wait_crds_established(conn: ClusterApi, names: list[str], timeout: float) -> None:
@@ -148,10 +152,14 @@ def _fatal_pod_problem(conn: ClusterApi, o: Obj) -> str | None:
         ):
             waiting = cs.state.waiting if cs.state else None
             if waiting and waiting.reason in FATAL_WAITING:
-                return (
+                problem = (
                     f"pod {pod.metadata.name} container {cs.name} ({cs.image}): "
                     f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
                 )
+                if waiting.reason in PULL_FAILURES and is_project_image(cs.image or ""):
+                    # No registry serves the project's workload image: say how to make it.
+                    problem += f"; the workload image: {missing_image_hint(cs.image)}"
+                return problem
     return None
 
 

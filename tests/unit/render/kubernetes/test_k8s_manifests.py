@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from spire_fabric._version import __version__
 from spire_fabric.deploy.render import render_files
 from spire_fabric.render import RenderPaths, render_agent_config, render_server_config
 from spire_fabric.render.kubernetes import (
@@ -466,7 +467,8 @@ def test_the_pin_check_accepts_full_versions(tag):
 
 def test_mysql_and_workload_images_are_pinned_to_patch_releases():
     images = set(_images(render_kubernetes_objects(preset("enterprise"))))
-    assert {"mysql:8.4.6", "python:3.11.13-slim"} <= images
+    # the workload image is the project's own, as `deploy image build` tags it
+    assert {"mysql:8.4.6", f"spire-fabric:{__version__}"} <= images
 
 
 def test_spire_images_are_the_pinned_release():
