@@ -28,6 +28,10 @@ def _targets(p: argparse.ArgumentParser) -> tuple[str, ...]:
     return ()
 
 
+# commands that act on no deployment at all (the image is the same for every target)
+TARGETLESS = {"image"}
+
+
 @pytest.mark.parametrize("name", sorted(_subcommands()))
 def test_a_command_that_takes_both_targets_does_not_say_local(name: str) -> None:
     help_text, parser = _subcommands()[name]
@@ -35,6 +39,8 @@ def test_a_command_that_takes_both_targets_does_not_say_local(name: str) -> None
         assert "local deployment" not in help_text and "locally" not in help_text, help_text
         if name not in ("plan", "render"):  # these two never said local
             assert "local" in help_text and "Kubernetes" in help_text, help_text
+    elif name in TARGETLESS:
+        assert "local" not in help_text and "Kubernetes" not in help_text, help_text
     else:
         assert "(local)" in help_text, f"{name}: only local, and its help must say so"
 
