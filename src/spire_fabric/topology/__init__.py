@@ -72,6 +72,7 @@ from spire_fabric.topology._resolve import (
     service_host,
     upstream_address_for,
     workload_selectors,
+    workload_uses_files,
 )
 from spire_fabric.topology._validate import validate_topology
 from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
@@ -143,6 +144,7 @@ __all__ = [
     "upstream_address_for",
     "validate_topology",
     "workload_selectors",
+    "workload_uses_files",
 ]
 
 

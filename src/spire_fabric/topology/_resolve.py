@@ -19,6 +19,7 @@ from spire_fabric.topology._model import (
     Topology,
     Workload,
 )
+from spire_fabric.topology._workload_run import placeholders
 
 
 def effective_datastore(server: Server, target: Target) -> Datastore:
@@ -55,6 +56,16 @@ def workload_selectors(workload: Workload, target: Target) -> tuple[str, ...]:
     if target == "local" and workload.local_selectors:
         return workload.local_selectors
     return workload.selectors
+
+
+def workload_uses_files(workload: Workload) -> bool:
+    """Whether the workload's run description names its managed files (``{files}``), so
+    each target keeps a place for them (``Deployment.workload_file``)."""
+    texts = list(workload.kubernetes.command) if workload.kubernetes else []
+    if workload.run is not None:
+        run = workload.run
+        texts += [*run.args, *run.command, *(e.partition("=")[2] for e in run.env)]
+    return any(p.key == "files" for t in texts for p in placeholders(t))
 
 
 def controller_manager_enabled(topology: Topology, server: Server) -> bool:

@@ -3,6 +3,8 @@ and the few placement decisions more than one object kind must agree on."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
 from spire_fabric.render._paths import RenderPaths
@@ -70,6 +72,25 @@ def meta(
 
 def obj(api_version: str, kind: str, metadata: Obj, **body: Any) -> Obj:
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+
+
+def secret(
+    topology: Topology,
+    cluster: str,
+    name: str,
+    namespace: str,
+    *,
+    app: str,
+    component: str,
+    data: Mapping[str, bytes] | None = None,
+) -> Obj:
+    """A Secret. Without ``data`` it is a skeleton with no data field, so applying it never
+    takes away values that another field manager (or a later `up`) filled in."""
+    s = obj("v1", "Secret", meta(topology, cluster, name, namespace, app=app,
+                                  component=component), type="Opaque")  # fmt: skip
+    if data:
+        s["data"] = {k: base64.b64encode(v).decode() for k, v in sorted(data.items())}
+    return s
 
 
 def selector_labels(app: str, component: str) -> dict[str, str]:

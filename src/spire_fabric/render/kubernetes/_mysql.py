@@ -7,8 +7,6 @@ renders it with the values before the server starts.
 
 from __future__ import annotations
 
-import base64
-
 from spire_fabric.render.kubernetes._common import (
     MYSQL_UID,
     Obj,
@@ -16,6 +14,7 @@ from spire_fabric.render.kubernetes._common import (
     obj,
     restricted_container,
     restricted_pod,
+    secret,
     selector_labels,
 )
 from spire_fabric.topology import (
@@ -47,26 +46,10 @@ def mysql_secret(
     k = server.kubernetes
     inst = mysql_instance(server)
     assert k is not None and inst is not None
-    secret = obj(
-        "v1",
-        "Secret",
-        meta(
-            topology,
-            k.cluster,
-            inst.password_secret,
-            k.namespace,
-            app=inst.service,
-            component=COMPONENT,
-        ),
-        type="Opaque",
-    )
     values = {"password": password, "root-password": root_password}
-    data = {
-        key: base64.b64encode(v.encode()).decode() for key, v in values.items() if v is not None
-    }
-    if data:
-        secret["data"] = data
-    return secret
+    data = {key: v.encode() for key, v in values.items() if v is not None}
+    return secret(topology, k.cluster, inst.password_secret, k.namespace,
+                  app=inst.service, component=COMPONENT, data=data)  # fmt: skip
 
 
 def render_mysql(topology: Topology, server: Server) -> list[Obj]:

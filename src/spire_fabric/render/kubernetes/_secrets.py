@@ -10,12 +10,11 @@ applied in order make the same objects as `up`.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spire_fabric.render.kubernetes._agents import join_token_secret_name
-from spire_fabric.render.kubernetes._common import Obj, meta, obj
+from spire_fabric.render.kubernetes._common import Obj, secret
 from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_secret
 from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
 from spire_fabric.topology import Agent, DiskUpstreamAuthority, Server, Topology
@@ -56,55 +55,22 @@ class InstallerSecrets:
     join_tokens: Mapping[str, str] = field(default_factory=dict)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def _upstream_ca_secret(topology: Topology, server: Server, pem: SigningCaPem | None) -> Obj:
     k = server.kubernetes
     assert k is not None
-    secret = obj(
-        "v1",
-        "Secret",
-        meta(
-            topology,
-            k.cluster,
-            upstream_ca_secret_name(server),
-            k.namespace,
-            app=server.name,
-            component="upstream-ca",
-        ),
-        type="Opaque",
-    )
-    if pem is not None:
-        secret["data"] = {
-            "tls.crt": _b64(pem.chain),
-            "tls.key": _b64(pem.key),
-            "bundle.crt": _b64(pem.root),
-        }
-    return secret
+    data = None if pem is None else {"tls.crt": pem.chain, "tls.key": pem.key,
+                                     "bundle.crt": pem.root}  # fmt: skip
+    return secret(topology, k.cluster, upstream_ca_secret_name(server), k.namespace,
+                  app=server.name, component="upstream-ca", data=data)  # fmt: skip
 
 
 def join_token_secret(topology: Topology, agent: Agent, token: str | None) -> Obj:
     """The Secret a join_token agent reads its one-time token from (key ``token``)."""
     k = agent.kubernetes
     assert k is not None
-    secret = obj(
-        "v1",
-        "Secret",
-        meta(
-            topology,
-            k.cluster,
-            join_token_secret_name(agent),
-            k.namespace,
-            app=agent.name,
-            component="join-token",
-        ),
-        type="Opaque",
-    )
-    if token is not None:
-        secret["data"] = {"token": _b64(token.encode())}
-    return secret
+    data = None if token is None else {"token": token.encode()}
+    return secret(topology, k.cluster, join_token_secret_name(agent), k.namespace,
+                  app=agent.name, component="join-token", data=data)  # fmt: skip
 
 
 def render_installer_secrets(

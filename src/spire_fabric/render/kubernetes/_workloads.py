@@ -10,7 +10,6 @@ CSI driver, so the pod stays Pod Security "restricted".
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 
 from spire_fabric.render._paths import RenderPaths
@@ -24,6 +23,7 @@ from spire_fabric.render.kubernetes._common import (
     obj,
     restricted_container,
     restricted_pod,
+    secret,
     selector_labels,
     service_account,
     workload_socket_address,
@@ -34,7 +34,7 @@ from spire_fabric.topology import (
     Topology,
     Workload,
     expand_placeholders,
-    placeholders,
+    workload_uses_files,
 )
 from spire_fabric.workload import SOCKET_ENV
 
@@ -67,10 +67,7 @@ def workload_files_secret_name(w: Workload) -> str:
 
 def uses_files(w: Workload) -> bool:
     """Whether the workload's run description names its managed files ({files})."""
-    texts = list(w.kubernetes.command) if w.kubernetes else []
-    if w.run is not None:
-        texts += [*w.run.args, *w.run.command, *(e.partition("=")[2] for e in w.run.env)]
-    return any(p.key == "files" for t in texts for p in placeholders(t))
+    return workload_uses_files(w)
 
 
 def workload_files_secret(
@@ -81,22 +78,8 @@ def workload_files_secret(
     so an `up` leaves the files alone."""
     k = w.kubernetes
     assert k is not None
-    secret = obj(
-        "v1",
-        "Secret",
-        meta(
-            topology,
-            workload_cluster(topology, w),
-            workload_files_secret_name(w),
-            k.namespace,
-            app=w.name,
-            component=COMPONENT,
-        ),
-        type="Opaque",
-    )
-    if files:
-        secret["data"] = {n: base64.b64encode(v).decode() for n, v in sorted(files.items())}
-    return secret
+    return secret(topology, workload_cluster(topology, w), workload_files_secret_name(w),
+                  k.namespace, app=w.name, component=COMPONENT, data=files)  # fmt: skip
 
 
 def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder], str]:

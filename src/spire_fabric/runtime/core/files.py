@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from spire_fabric.runtime.core.errors import UpError
-from spire_fabric.topology import Topology, Workload, placeholders
+from spire_fabric.topology import Topology, Workload, workload_uses_files
 
 __all__ = ["files_workload"]
 
@@ -18,10 +18,7 @@ def files_workload(topology: Topology, workload: str, name: str) -> Workload:
     w = topology.workload(workload)
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise UpError(f"{name!r} is not a file name (letters, digits, '-', '_', '.')")
-    texts = list(w.kubernetes.command) if w.kubernetes else []
-    if w.run is not None:
-        texts += [*w.run.args, *w.run.command, *(e.partition("=")[2] for e in w.run.env)]
-    if not any(p.key == "files" for t in texts for p in placeholders(t)):
+    if not workload_uses_files(w):
         raise UpError(
             f"workload {workload} has no managed files: its run description names no {{files}}"
         )
