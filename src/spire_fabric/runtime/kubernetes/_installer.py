@@ -89,7 +89,11 @@ class KubernetesInstaller:
         node placement."""
         if self._placement is None:
             clusters = self.access.clusters
-            preflight(self.access.name, [(c, o) for c, _, o in self.rendered()], clusters)
+            # the objects without the Secrets' values: reading those needs permissions
+            # the check is there to ask about first
+            skeletons = staged_objects(self.topology)
+            preflight(self.access.name, [(c, o) for c, _, objs in skeletons for o in objs],
+                      clusters)  # fmt: skip
             self._placement = node_placement(self.topology, clusters)
         return self._placement
 
