@@ -177,7 +177,10 @@ class Deployment(Protocol):
         ...
 
     def agent_endpoint(self, name: str) -> str:
-        """The Workload API address of that agent (``unix:///…``)."""
+        """The Workload API address of that agent as its workloads dial it
+        (``unix:///…``): locally a socket on this machine, on Kubernetes the socket as the
+        agent's pods mount it (to fetch a workload's identity from here, use
+        :meth:`x509_context`)."""
         ...
 
     def agent_healthy(self, name: str) -> bool:
