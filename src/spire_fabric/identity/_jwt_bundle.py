@@ -43,6 +43,25 @@ def log_ignored_key(error_prefix: str, index: int, jwk: Mapping[str, Any], why: 
     logger.warning("%s: ignoring keys[%d] (kid %s): %s", error_prefix, index, shown_kid, why)
 
 
+def key_of_known_type(error_prefix: str, index: int, jwk: object) -> dict[str, Any] | None:
+    """``keys[index]`` if it is a key of a type we use, checked to hold no private material;
+    None (logged) for an unknown ``kty``, which RFC 7517 section 5 says to ignore. A key
+    that is not an object, or has no ``kty``, is an error naming its index."""
+    if not isinstance(jwk, dict):
+        raise BundleError(f"{error_prefix}: keys[{index}] must be a JSON object")
+    kty = jwk.get("kty")
+    if not isinstance(kty, str) or not kty:
+        raise BundleError(f"{error_prefix}: keys[{index}].kty is required")
+    if kty not in KNOWN_KEY_TYPES:
+        log_ignored_key(error_prefix, index, jwk, f"key type (kty) {short(kty)} is not one we use")
+        return None
+    try:
+        refuse_private_members(kty, jwk)
+    except ValueError as e:
+        raise BundleError(f"{error_prefix}: keys[{index}]: {e}") from None
+    return jwk
+
+
 def short(value: object) -> str:
     """A repr of a JWK member for a log line, never longer than ~40 characters."""
     text = repr(value)
@@ -120,21 +139,10 @@ class JwtBundle:
         """
         _, keys = load_jwks_document(data, "jwtbundle")
         authorities: dict[str, PublicKeyTypes] = {}
-        for i, jwk in enumerate(keys):
-            if not isinstance(jwk, dict):
-                raise BundleError(f"jwtbundle: keys[{i}] must be a JSON object")
-            kty = jwk.get("kty")
-            if not isinstance(kty, str) or not kty:
-                raise BundleError(f"jwtbundle: keys[{i}].kty is required")
-            if kty not in KNOWN_KEY_TYPES:
-                log_ignored_key(
-                    "jwtbundle", i, jwk, f"key type (kty) {short(kty)} is not one we use"
-                )
+        for i, raw in enumerate(keys):
+            jwk = key_of_known_type("jwtbundle", i, raw)
+            if jwk is None:
                 continue
-            try:
-                refuse_private_members(kty, jwk)
-            except ValueError as e:
-                raise BundleError(f"jwtbundle: keys[{i}]: {e}") from None
             use = jwk.get("use")
             if use not in _SIGNATURE_USES:
                 log_ignored_key("jwtbundle", i, jwk, f"use {short(use)} is not signature")

@@ -25,15 +25,14 @@ from ._bundle_diff import BundleDiff, diff_bundles
 from ._certs import load_der_certificate
 from ._errors import BundleError
 from ._jwk import (
-    KNOWN_KEY_TYPES,
     UnsupportedKeyTypeError,
     jwk_from_public_key,
     public_key_from_jwk,
-    refuse_private_members,
 )
 from ._jwt_bundle import (
     JwtBundle,
     freeze_authorities,
+    key_of_known_type,
     load_jwks_document,
     log_ignored_key,
     short,
@@ -158,21 +157,10 @@ class SpiffeBundle:
         sequence = _optional_uint(doc, "spiffe_sequence", _MAX_UINT64)
         authorities: list[x509.Certificate] = []
         jwt_authorities: dict[str, PublicKeyTypes] = {}
-        for i, jwk in enumerate(keys):
-            if not isinstance(jwk, dict):
-                raise BundleError(f"spiffebundle: keys[{i}] must be a JSON object")
-            kty = jwk.get("kty")
-            if not isinstance(kty, str) or not kty:
-                raise BundleError(f"spiffebundle: keys[{i}].kty is required")
-            if kty not in KNOWN_KEY_TYPES:
-                log_ignored_key(
-                    "spiffebundle", i, jwk, f"key type (kty) {short(kty)} is not one we use"
-                )
+        for i, raw in enumerate(keys):
+            jwk = key_of_known_type("spiffebundle", i, raw)
+            if jwk is None:
                 continue
-            try:
-                refuse_private_members(kty, jwk)
-            except ValueError as e:
-                raise BundleError(f"spiffebundle: keys[{i}]: {e}") from None
             use = jwk.get("use")
             if use not in (X509_SVID_USE, JWT_SVID_USE):
                 log_ignored_key("spiffebundle", i, jwk, f"use {short(use)} is not a SPIFFE use")
