@@ -440,6 +440,12 @@ class AsyncSpireServerClient(ClientBase):
         return await self._send(self._ops.mint_jwt_svid(spiffe_id, audience, ttl), timeout)
 
     # ---- local authorities (CA rotation by hand) -----------------------------------------
+    # The LocalAuthority API of SPIRE 1.13: a server holds one active authority of each
+    # kind and one "next" slot, prepared (in the bundle, not signing) or old (signed
+    # before the last activation). Rotation by hand: prepare, wait until every agent and
+    # federated peer holds the new key, activate, taint the old one (agents and
+    # workloads renew away from it), revoke it (it leaves the bundle). Whether an
+    # authority is tainted is in the bundle (`get_bundle`), not in these states.
 
     async def get_authority_state(
         self, kind: AuthorityKind = "x509", *, timeout: float | None = None
@@ -457,8 +463,41 @@ class AsyncSpireServerClient(ClientBase):
     async def activate_authority(
         self, authority_id: str, kind: AuthorityKind = "x509", *, timeout: float | None = None
     ) -> AuthorityState:
-        """Make the prepared authority ``authority_id`` the one that signs (sent once)."""
+        """Make the prepared authority ``authority_id`` the one that signs; the one that
+        signed until now becomes old (sent once)."""
         return await self._send(self._ops.activate_authority(kind, authority_id), timeout)
+
+    async def taint_authority(
+        self, authority_id: str, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Mark the old authority ``authority_id`` tainted in the bundle: agents renew
+        every SVID it signed. SPIRE refuses the active or a prepared authority, and an
+        X.509 authority of a server with an upstream authority (sent once)."""
+        return await self._send(self._ops.taint_authority(kind, authority_id), timeout)
+
+    async def revoke_authority(
+        self, authority_id: str, kind: AuthorityKind = "x509", *, timeout: float | None = None
+    ) -> AuthorityState:
+        """Remove the old (tainted) authority ``authority_id`` from the bundle: what it
+        signed stops verifying. SPIRE refuses the active or a prepared authority, and one
+        not tainted first (sent once)."""
+        return await self._send(self._ops.revoke_authority(kind, authority_id), timeout)
+
+    async def taint_upstream_authority(
+        self, subject_key_id: str, *, timeout: float | None = None
+    ) -> str:
+        """Mark the upstream authority that signed the old X.509 authority (its subject
+        key ID, ``upstream_authority_subject_key_id`` of the old state) tainted; returns
+        the key ID as SPIRE stored it. Only on a server with an upstream authority
+        (sent once)."""
+        return await self._send(self._ops.taint_upstream_authority(subject_key_id), timeout)
+
+    async def revoke_upstream_authority(
+        self, subject_key_id: str, *, timeout: float | None = None
+    ) -> str:
+        """Remove the tainted upstream authority ``subject_key_id`` from the bundle;
+        returns the key ID as SPIRE stored it (sent once)."""
+        return await self._send(self._ops.revoke_upstream_authority(subject_key_id), timeout)
 
     # ---- debug / logger ----------------------------------------------------------------
 

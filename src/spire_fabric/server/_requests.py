@@ -7,7 +7,7 @@ method is the `idempotent` flag set here, and documented on the public method.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, cast
 
@@ -95,18 +95,37 @@ AuthorityKind = Literal["x509", "jwt"]
 _AUTHORITY_KINDS: dict[str, str] = {"x509": "X509", "jwt": "JWT"}
 
 
-def _prepared_authority(msg: Any) -> AuthorityState:
-    state = cv.authority_state_from_proto(msg.prepared_authority)
-    if state is None:  # pragma: no cover - SPIRE always answers with the new authority
-        raise SpireValidationError("the server prepared no authority")
-    return state
+def _authority_kind(kind: object) -> str:
+    """SPIRE's spelling of an authority kind in method names (``X509``, ``JWT``)."""
+    if not isinstance(kind, str) or kind not in _AUTHORITY_KINDS:
+        raise SpireValidationError(
+            f"authority kind must be one of {sorted(_AUTHORITY_KINDS)}, got {kind!r}"
+        )
+    return _AUTHORITY_KINDS[kind]
 
 
-def _activated_authority(msg: Any) -> AuthorityState:
-    state = cv.authority_state_from_proto(msg.activated_authority)
-    if state is None:  # pragma: no cover
-        raise SpireValidationError("the server activated no authority")
-    return state
+def _authority_id(authority_id: object, what: str) -> str:
+    if not isinstance(authority_id, str) or not authority_id:
+        raise SpireValidationError(
+            f"{what} must be a non-empty string (from get_authority_state), got {authority_id!r}"
+        )
+    return authority_id
+
+
+def _answered_authority(field: str) -> Callable[[Any], AuthorityState]:
+    """The parser of a response that carries one authority state in ``field``."""
+
+    def parse(msg: Any) -> AuthorityState:
+        state = cv.authority_state_from_proto(getattr(msg, field))
+        if state is None:  # pragma: no cover - SPIRE always names the authority it acted on
+            raise SpireValidationError(f"the server answered without {field}")
+        return state
+
+    return parse
+
+
+def _upstream_subject_key_id(msg: Any) -> str:
+    return str(msg.upstream_authority_subject_key_id)
 
 
 def _page_size(page_size: int) -> int:
@@ -698,21 +717,48 @@ class ServerApi:
     # ---- local authorities (CA rotation by hand) ---------------------------------------
 
     def get_authority_state(self, kind: AuthorityKind) -> Call[AuthorityStates]:
-        method = f"Get{_AUTHORITY_KINDS[kind]}AuthorityState"
+        method = f"Get{_authority_kind(kind)}AuthorityState"
         req = getattr(la_pb2, f"{method}Request")()
         return Call("localauthority", method, req, cv.authority_states_from_proto, True)
 
     def prepare_authority(self, kind: AuthorityKind) -> Call[AuthorityState]:
-        method = f"Prepare{_AUTHORITY_KINDS[kind]}Authority"
+        # Sent once: a second prepare replaces the prepared authority with another one.
+        method = f"Prepare{_authority_kind(kind)}Authority"
         req = getattr(la_pb2, f"{method}Request")()
-        return Call("localauthority", method, req, _prepared_authority, idempotent=False)
+        parse = _answered_authority("prepared_authority")
+        return Call("localauthority", method, req, parse, idempotent=False)
+
+    def _authority_change(
+        self, verb: str, kind: AuthorityKind, authority_id: str, answer: str
+    ) -> Call[AuthorityState]:
+        # Activate, taint and revoke are sent once: repeated, SPIRE refuses the second
+        # (the authority is no longer prepared / already tainted / gone), which would
+        # report a failure for a change that happened.
+        method = f"{verb}{_authority_kind(kind)}Authority"
+        aid = _authority_id(authority_id, "authority_id")
+        req = getattr(la_pb2, f"{method}Request")(authority_id=aid)
+        return Call("localauthority", method, req, _answered_authority(answer), False)
 
     def activate_authority(self, kind: AuthorityKind, authority_id: str) -> Call[AuthorityState]:
-        if not authority_id:
-            raise SpireValidationError("authority_id is required (from prepare or the state)")
-        method = f"Activate{_AUTHORITY_KINDS[kind]}Authority"
-        req = getattr(la_pb2, f"{method}Request")(authority_id=authority_id)
-        return Call("localauthority", method, req, _activated_authority, idempotent=False)
+        return self._authority_change("Activate", kind, authority_id, "activated_authority")
+
+    def taint_authority(self, kind: AuthorityKind, authority_id: str) -> Call[AuthorityState]:
+        return self._authority_change("Taint", kind, authority_id, "tainted_authority")
+
+    def revoke_authority(self, kind: AuthorityKind, authority_id: str) -> Call[AuthorityState]:
+        return self._authority_change("Revoke", kind, authority_id, "revoked_authority")
+
+    def _upstream_change(self, verb: str, subject_key_id: str) -> Call[str]:
+        skid = _authority_id(subject_key_id, "subject_key_id").lower()
+        method = f"{verb}X509UpstreamAuthority"
+        req = getattr(la_pb2, f"{method}Request")(subject_key_id=skid)
+        return Call("localauthority", method, req, _upstream_subject_key_id, idempotent=False)
+
+    def taint_upstream_authority(self, subject_key_id: str) -> Call[str]:
+        return self._upstream_change("Taint", subject_key_id)
+
+    def revoke_upstream_authority(self, subject_key_id: str) -> Call[str]:
+        return self._upstream_change("Revoke", subject_key_id)
 
     # ---- debug / logger --------------------------------------------------------------
 

@@ -86,3 +86,22 @@ async def test_async_client_checks_input_before_any_rpc():
             await c.create_entries([])
         with pytest.raises(SpireValidationError, match="selector"):
             c.list_agents(selectors=[":x"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.get_authority_state("X.509"), "authority kind must be one of"),
+        (lambda c: c.prepare_authority("rsa"), "authority kind must be one of"),
+        (lambda c: c.activate_authority("", "x509"), "authority_id must be a non-empty"),
+        (lambda c: c.taint_authority("", "jwt"), "authority_id must be a non-empty"),
+        (lambda c: c.revoke_authority("abc", "pem"), "authority kind must be one of"),
+        (lambda c: c.taint_upstream_authority(""), "subject_key_id must be a non-empty"),
+        (lambda c: c.revoke_upstream_authority(None), "subject_key_id must be a non-empty"),
+    ],
+)
+def test_local_authority_arguments_fail_fast(client, call, message):
+    start = time.monotonic()
+    with pytest.raises(SpireValidationError, match=message):
+        call(client)
+    assert time.monotonic() - start < 1
