@@ -515,3 +515,66 @@ def line_chart(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
         f'font-family="sans-serif" role="img" aria-label="{esc(title)}">{"".join(parts)}</svg>'
     )
+
+
+# -- authorities report ------------------------------------------------------------------
+
+_AUTHORITY_HEADERS = (
+    "kind", "slot", "authority ID", "expires", "upstream", "in bundle", "tainted", "agents",
+    "workload SVIDs",
+)  # fmt: skip
+
+
+def authorities(rep: Any) -> Html:
+    """The authorities report: per server its authorities, upstream, agents, workloads
+    and each federated peer's copy of its bundle."""
+    parts: list[object] = [tag("b", f"authorities of {rep.deployment} ({rep.target})")]
+    for s in rep.servers:
+        title = f"{s.server} ({s.trust_domain})"
+        if s.error:
+            parts.append(fields([("error", badge(False, s.error))], title))
+            continue
+        rows = [
+            (
+                r.kind, r.slot, tag("code", r.authority_id),
+                f"{timestamp(r.expires_at)} ({time_left(r.expires_at)})",
+                tag("code", r.upstream_authority_subject_key_id or "-"),
+                "yes" if r.in_bundle else "no",
+                badge(False, "tainted") if r.tainted else "no",
+                "-" if r.agents is None else r.agents, r.workload_svids,
+            )
+            for r in s.authorities
+        ]  # fmt: skip
+        parts.append(table(_AUTHORITY_HEADERS, rows, f"{title}, bundle sequence "
+                                                       f"{s.bundle_sequence_number}"))
+        if s.upstream:
+            parts.append(table(
+                ("upstream subject key ID", "signs", "in bundle", "tainted"),
+                [(tag("code", u.subject_key_id), ", ".join(u.signs),
+                  "yes" if u.in_bundle else "no (its root is)",
+                  badge(False, "tainted") if u.tainted else "no") for u in s.upstream],
+                "upstream authority",
+            ))  # fmt: skip
+        parts.append(table(
+            ("agent", "SPIFFE ID", "serial", "SVID expires", "authority", "detail"),
+            [(a.agent or "-", tag("code", a.spiffe_id), a.serial_number,
+              timestamp(a.expires_at), tag("code", a.authority_id or "-"), a.detail)
+             for a in s.agents],
+            f"{len(s.agents)} agents",
+        ))  # fmt: skip
+        parts.append(table(
+            ("workload", "X.509 authority", "X.509-SVID expires", "JWT key", "detail"),
+            [(w.workload, tag("code", w.x509_authority_id or "-"),
+              timestamp(w.x509_expires_at or None), tag("code", w.jwt_key_id or "-"),
+              w.detail) for w in s.workloads],
+            f"{len(s.workloads)} workloads",
+        ))  # fmt: skip
+        if s.peers:
+            parts.append(table(
+                ("peer", "holds a copy", "equals the bundle", "sequence", "missing", "extra"),
+                [(p.peer, "yes" if p.held else badge(False, "no"),
+                  badge(p.equal, "yes" if p.equal else "no"), p.sequence_number,
+                  ", ".join(p.missing) or "-", ", ".join(p.extra) or "-") for p in s.peers],
+                "federated copies of this bundle",
+            ))  # fmt: skip
+    return join(parts)

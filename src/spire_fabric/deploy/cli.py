@@ -9,6 +9,7 @@ from types import ModuleType
 
 from rich.console import Console
 
+import spire_fabric.deploy.authorities as authorities
 import spire_fabric.deploy.down as down
 import spire_fabric.deploy.image as image
 import spire_fabric.deploy.plan as plan
@@ -23,7 +24,7 @@ from spire_fabric.runtime.registry import TARGET_NAMES, provider
 # Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
 # run(args, console) -> int installed with set_defaults(run=...).
 SUBCOMMANDS: tuple[ModuleType, ...] = (
-    plan, render, up, verify, status, down, trust_anchor, image
+    plan, render, up, verify, status, authorities, down, trust_anchor, image
 )
 
 

@@ -191,6 +191,14 @@ class Deployment(Protocol):
         """The SPIFFE ID the agent attested as (None if it never attested)."""
         ...
 
+    def agent_svid_chain(self, name: str) -> tuple[x509.Certificate, ...] | None:
+        """That agent's own X.509-SVID chain, leaf first, as the agent keeps it: what tells
+        which authority signed it (SPIRE's ListAgents gives only its serial and expiry).
+        Locally read from the agent's data directory; None where it cannot be read (not
+        attested yet; on Kubernetes always: the agent's data directory is inside its pods,
+        whose image has no shell to read it with)."""
+        ...
+
     def workload_address(self, name: str) -> WorkloadAddress | None:
         """Where that workload serves (None if it does not listen or does not run here)."""
         ...

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from spire_fabric.identity import SpiffeId
 from spire_fabric.runtime import Deployment
 from spire_fabric.runtime.deployment import ComponentHealth, DeploymentPlan, WorkloadAddress
@@ -53,6 +55,9 @@ class DoubleDeployment:
         return False
 
     def agent_id(self, name):
+        return None
+
+    def agent_svid_chain(self, name):
         return None
 
     def workload_address(self, name) -> WorkloadAddress | None:
@@ -151,3 +156,18 @@ def test_agent_attestation_check_uses_the_interface_not_the_local_state():
     report = verify_deployment(DoubleDeployment(preset("basic")))
     assert "never attested" in report.get("agent-attested:spire-agent").detail
     assert SpiffeId.parse("spiffe://example.org/x")  # the double needs no SPIRE at all
+
+
+def test_authorities_report_names_each_server_that_could_not_be_asked():
+    from spire_fabric.verify import AuthoritiesError, authorities_report
+
+    report = authorities_report(DoubleDeployment(preset("enterprise")))
+    assert report.names == ("spire-upstream-server", "spire-downstream-server")
+    assert [s.error for s in report.servers] == [
+        "spire-upstream-server is down", "spire-downstream-server is down"
+    ]
+    assert not report.ok
+    assert "spire-downstream-server is down" in report._repr_html_()
+    with pytest.raises(AuthoritiesError, match="no server 'spire-server' in topology "
+                       "'enterprise'; its servers: spire-upstream-server, spire-downstream"):
+        authorities_report(DoubleDeployment(preset("enterprise")), ["spire-server"])

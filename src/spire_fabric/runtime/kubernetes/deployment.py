@@ -151,6 +151,12 @@ class KubernetesDeployment:
         )
         return live is not None and rollout_done(live)[0]
 
+    def agent_svid_chain(self, name: str) -> tuple[x509.Certificate, ...] | None:
+        """None: the agent keeps its SVID in its pods' data directory, and the agent image
+        has no shell to read it with."""
+        self.topology.agent(name)  # an unknown agent is refused, as everywhere
+        return None
+
     def agent_id(self, name: str) -> SpiffeId | None:
         a = self.topology.agent(name)
         k = a.kubernetes

@@ -34,6 +34,7 @@ from spire_fabric.runtime.deployment import (
     WorkloadAddress,
     no_report,
 )
+from spire_fabric.runtime.local._agent_data import stored_agent_svid
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
@@ -163,6 +164,10 @@ class LocalDeployment:
         if token is None:
             return None
         return join_token_agent_id(self.ctx.local.server(agent.server).trust_domain, token)
+
+    def agent_svid_chain(self, name: str) -> tuple[x509.Certificate, ...] | None:
+        self.ctx.local.agent(name)  # an unknown agent is refused, as everywhere
+        return stored_agent_svid(Path(self.ctx.paths.agent_data_dir(name)))
 
     def workload_address(self, name: str) -> WorkloadAddress | None:
         for p in self.workload_processes():

@@ -1,0 +1,437 @@
+"""Which authorities each server of a deployment signs with, and who depends on them.
+
+Why a report of its own: rotating or revoking an authority (a key-compromise drill) is
+safe only when every agent and federated peer already holds the next key and nothing
+still chains to the old one. SPIRE reports the pieces in different places: the
+LocalAuthority API names the active, prepared and old authorities; the bundle says
+which are tainted; ListAgents gives each agent's SVID serial; workload SVIDs and
+federated copies are seen only by asking the agents and the peers. This gathers them,
+per server, through the `Deployment` interface, so every target reports the same facts.
+
+What is counted (and nothing is guessed):
+
+- an agent chains to the authority whose key ID is its SVID's authority key ID, read from
+  the SVID the agent stores (`Deployment.agent_svid_chain`) when its serial is the one the
+  server reports; where a target cannot read it, the agent is listed without authority;
+- a workload's X.509-SVID chains to the authority named by its leaf's authority key ID,
+  as the workload's agent serves it (`Deployment.x509_context`); its JWT-SVID to the key
+  named by the token's ``kid`` (`Deployment.jwt_svid`, audience :data:`PROBE_AUDIENCE`);
+- a federated peer's copy of the bundle (the peer server's ``GetFederatedBundle``)
+  equals the bundle when it holds the same X.509 authorities and JWT keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from spire_fabric.errors import SpireFabricError
+from spire_fabric.runtime.deployment import Deployment
+from spire_fabric.server import (
+    AttestedAgent,
+    AuthorityStates,
+    Bundle,
+    NotFoundError,
+)
+from spire_fabric.topology import Server, SpireUpstreamAuthority, Topology
+
+__all__ = [
+    "PROBE_AUDIENCE",
+    "AgentSvidSource",
+    "AuthoritiesError",
+    "AuthoritiesReport",
+    "AuthorityRow",
+    "PeerCopy",
+    "ServerAuthorities",
+    "UpstreamRow",
+    "WorkloadSvidSource",
+    "authorities_report",
+]
+
+PROBE_AUDIENCE = "spire-fabric-authorities"
+"""The audience of the JWT-SVID fetched for each workload to see which key signs it."""
+
+Kind = Literal["x509", "jwt"]
+Slot = Literal["active", "prepared", "old"]
+_SLOTS: tuple[Slot, ...] = ("active", "prepared", "old")
+
+
+class AuthoritiesError(SpireFabricError):
+    """The report was asked for something the deployment does not have (a server name)."""
+
+
+@dataclass(frozen=True)
+class AuthorityRow:
+    """One authority of a server: its slot, expiry, whether the bundle holds it and has
+    it tainted, and how many agents and workload SVIDs chain to it (``None``: not
+    applicable, agents hold no JWT-SVID)."""
+
+    kind: Kind
+    slot: Slot
+    authority_id: str
+    expires_at: int
+    upstream_authority_subject_key_id: str
+    in_bundle: bool
+    tainted: bool
+    agents: int | None
+    workload_svids: int
+
+
+@dataclass(frozen=True)
+class UpstreamRow:
+    """An upstream authority that signed one of the server's X.509 authorities. The bundle
+    holds it only when it is itself a root (else its root is there: ``in_bundle`` False)."""
+
+    subject_key_id: str
+    signs: tuple[Slot, ...]
+    in_bundle: bool
+    tainted: bool
+
+
+@dataclass(frozen=True)
+class AgentSvidSource:
+    """An agent of the server and the authority its current SVID chains to (``""``: not
+    observable here; ``detail`` says why)."""
+
+    agent: str  # the topology's name, or "" for an agent the topology does not name
+    spiffe_id: str
+    serial_number: str
+    expires_at: int
+    authority_id: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class WorkloadSvidSource:
+    """A workload of the server: which authority its X.509-SVID and which key its JWT-SVID
+    come from (``""`` with ``detail`` when it could not be fetched)."""
+
+    workload: str
+    spiffe_id: str
+    x509_authority_id: str
+    x509_expires_at: int
+    jwt_key_id: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PeerCopy:
+    """A federated peer's copy of this server's bundle. ``missing`` are authorities of the
+    bundle the copy lacks, ``extra`` authorities the copy still has (X.509 by subject key
+    ID, JWT by key ID)."""
+
+    peer: str
+    held: bool
+    equal: bool
+    sequence_number: int
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ServerAuthorities:
+    """Everything the report says about one server (``error``: it could not be asked)."""
+
+    server: str
+    trust_domain: str
+    bundle_sequence_number: int = 0
+    authorities: tuple[AuthorityRow, ...] = ()
+    upstream: tuple[UpstreamRow, ...] = ()
+    agents: tuple[AgentSvidSource, ...] = ()
+    workloads: tuple[WorkloadSvidSource, ...] = ()
+    peers: tuple[PeerCopy, ...] = ()
+    error: str = ""
+
+    def authority(self, kind: Kind, slot: Slot) -> AuthorityRow | None:
+        """The authority of that kind in that slot, or None (no prepared one, say)."""
+        for row in self.authorities:
+            if row.kind == kind and row.slot == slot:
+                return row
+        return None
+
+
+@dataclass(frozen=True)
+class AuthoritiesReport:
+    """The authorities of a deployment's servers (``deploy authorities``)."""
+
+    deployment: str
+    target: str
+    servers: tuple[ServerAuthorities, ...] = field(default_factory=tuple)
+
+    def server(self, name: str) -> ServerAuthorities:
+        """The section of one server; KeyError naming the servers there are."""
+        for s in self.servers:
+            if s.server == name:
+                return s
+        raise KeyError(f"{name!r} is not in this report ({', '.join(self.names)})")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The servers reported, in order."""
+        return tuple(s.server for s in self.servers)
+
+    @property
+    def ok(self) -> bool:
+        """Every server answered and every peer's copy equals the bundle."""
+        return all(not s.error and all(p.equal for p in s.peers) for s in self.servers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (what the JSON says)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """The report as JSON (what ``authorities --output json`` prints)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __repr__(self) -> str:
+        return f"AuthoritiesReport({self.deployment!r}: {', '.join(self.names)})"
+
+    def _repr_html_(self) -> str:
+        from spire_fabric import _html
+
+        return _html.authorities(self)
+
+
+# ---- building it ------------------------------------------------------------------------
+
+
+def authorities_report(
+    deployment: Deployment, servers: Iterable[str] | None = None
+) -> AuthoritiesReport:
+    """The report for ``servers`` (default: every server of the topology, in order).
+
+    A server that cannot be asked gets a section with ``error`` and the others are still
+    reported; an unknown server name raises :class:`AuthoritiesError` naming the known."""
+    t = deployment.topology
+    known = [s.name for s in t.servers]
+    chosen = known if servers is None else list(servers)
+    for name in chosen:
+        if name not in known:
+            raise AuthoritiesError(
+                f"no server {name!r} in topology {t.name!r}; its servers: {', '.join(known)}"
+            )
+    sections = tuple(_server_section(deployment, t.server(name)) for name in chosen)
+    return AuthoritiesReport(deployment.name, str(deployment.target), sections)
+
+
+def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
+    try:
+        with d.server(s.name) as client:
+            x509_states = client.get_authority_state("x509", timeout=10)
+            jwt_states = client.get_authority_state("jwt", timeout=10)
+            bundle = client.get_bundle(timeout=10)
+            listed = list(client.list_agents(timeout=10))
+    except Exception as err:  # a server that is down is a finding, not a crash
+        return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
+    agents = tuple(_agent_sources(d, s, listed))
+    workloads = tuple(_workload_sources(d, s))
+    rows = _authority_rows(x509_states, jwt_states, bundle, agents, workloads)
+    return ServerAuthorities(
+        server=s.name,
+        trust_domain=s.trust_domain.name,
+        bundle_sequence_number=bundle.sequence_number,
+        authorities=rows,
+        upstream=_upstream_rows(x509_states, bundle),
+        agents=agents,
+        workloads=workloads,
+        peers=tuple(_peer_copies(d, s, bundle)),
+    )
+
+
+def _authority_rows(
+    x509_states: AuthorityStates,
+    jwt_states: AuthorityStates,
+    bundle: Bundle,
+    agents: tuple[AgentSvidSource, ...],
+    workloads: tuple[WorkloadSvidSource, ...],
+) -> tuple[AuthorityRow, ...]:
+    x509_held = {skid(a.certificate): a.tainted for a in bundle.x509_authorities}
+    jwt_held = {a.key_id: a.tainted for a in bundle.jwt_authorities}
+    rows: list[AuthorityRow] = []
+    for slot in _SLOTS:
+        state = getattr(x509_states, slot)
+        if state is not None:
+            aid = state.authority_id
+            rows.append(
+                AuthorityRow(
+                    "x509", slot, aid, state.expires_at,
+                    state.upstream_authority_subject_key_id,
+                    in_bundle=aid in x509_held,
+                    tainted=x509_held.get(aid, False),
+                    agents=sum(1 for a in agents if a.authority_id == aid),
+                    workload_svids=sum(1 for w in workloads if w.x509_authority_id == aid),
+                )
+            )  # fmt: skip
+    for slot in _SLOTS:
+        state = getattr(jwt_states, slot)
+        if state is not None:
+            aid = state.authority_id
+            rows.append(
+                AuthorityRow(
+                    "jwt", slot, aid, state.expires_at, "",
+                    in_bundle=aid in jwt_held,
+                    tainted=jwt_held.get(aid, False),
+                    agents=None,
+                    workload_svids=sum(1 for w in workloads if w.jwt_key_id == aid),
+                )
+            )  # fmt: skip
+    return tuple(rows)
+
+
+def _upstream_rows(states: AuthorityStates, bundle: Bundle) -> tuple[UpstreamRow, ...]:
+    held = {skid(a.certificate): a.tainted for a in bundle.x509_authorities}
+    signs: dict[str, list[Slot]] = {}
+    for slot in _SLOTS:
+        state = getattr(states, slot)
+        if state is not None and state.upstream_authority_subject_key_id:
+            signs.setdefault(state.upstream_authority_subject_key_id, []).append(slot)
+    return tuple(
+        UpstreamRow(key_id, tuple(slots), key_id in held, held.get(key_id, False))
+        for key_id, slots in signs.items()
+    )
+
+
+def _agent_sources(
+    d: Deployment, s: Server, listed: list[AttestedAgent]
+) -> Iterable[AgentSvidSource]:
+    named = {}
+    for a in d.topology.agents:
+        if a.server == s.name:
+            try:
+                agent_id = d.agent_id(a.name)
+            except Exception:  # an agent the target cannot describe stays unnamed
+                agent_id = None
+            if agent_id is not None:
+                named[str(agent_id)] = a.name
+    for agent in listed:
+        name = named.get(str(agent.id), "")
+        aid, detail = "", "not named by the topology"
+        if name:
+            aid, detail = _agent_authority(d, name, agent)
+        yield AgentSvidSource(
+            name, str(agent.id), agent.x509svid_serial_number, agent.x509svid_expires_at,
+            aid, detail,
+        )  # fmt: skip
+
+
+def _agent_authority(d: Deployment, name: str, agent: AttestedAgent) -> tuple[str, str]:
+    try:
+        chain = d.agent_svid_chain(name)
+    except Exception as err:
+        return "", f"its SVID could not be read: {_one_line(err)}"
+    if not chain:
+        return "", f"its SVID cannot be read on the {d.target} target"
+    if str(chain[0].serial_number) != agent.x509svid_serial_number:
+        return "", "the SVID it stores is not the one the server reports (renewing)"
+    return authority_key_id(chain[0]), ""
+
+
+def _served_by(t: Topology, s: Server) -> list[str]:
+    """The workloads whose agent belongs to ``s``, except a nested server's own identity
+    (only that server process holds it; `verify` proves it another way)."""
+    nested = {x.name for x in t.servers if isinstance(x.upstream_authority, SpireUpstreamAuthority)}
+    agents = {a.name for a in t.agents if a.server == s.name}
+    return [w.name for w in t.workloads if w.agent in agents and w.name not in nested]
+
+
+def _workload_sources(d: Deployment, s: Server) -> Iterable[WorkloadSvidSource]:
+    t = d.topology
+    for name in _served_by(t, s):
+        w = t.workload(name)
+        x509_id, expires, kid, problems = "", 0, "", []
+        try:
+            svid = next(v for v in d.x509_context(name).svids if str(v.spiffe_id) == w.spiffe_id)
+            x509_id = authority_key_id(svid.leaf)
+            expires = int(svid.leaf.not_valid_after_utc.timestamp())
+        except StopIteration:
+            problems.append(f"its agent serves no X.509-SVID for {w.spiffe_id}")
+        except Exception as err:
+            problems.append(f"no X.509-SVID: {_one_line(err)}")
+        try:
+            kid = jwt_key_id(d.jwt_svid(name, PROBE_AUDIENCE).marshal())
+        except Exception as err:
+            problems.append(f"no JWT-SVID: {_one_line(err)}")
+        yield WorkloadSvidSource(name, w.spiffe_id, x509_id, expires, kid, "; ".join(problems))
+
+
+def _peer_copies(d: Deployment, s: Server, bundle: Bundle) -> Iterable[PeerCopy]:
+    peers = [f.server for f in d.topology.federations if f.trust_domain == s.trust_domain]
+    own = _authority_ids(bundle)
+    for peer in dict.fromkeys(peers):
+        try:
+            with d.server(peer) as client:
+                copy = client.get_federated_bundle(s.trust_domain, timeout=10)
+        except NotFoundError:
+            yield PeerCopy(peer, held=False, equal=False, sequence_number=0,
+                           missing=tuple(sorted(own)), detail="holds no copy")  # fmt: skip
+            continue
+        except Exception as err:
+            yield PeerCopy(peer, held=False, equal=False, sequence_number=0,
+                           detail=f"could not be asked: {_one_line(err)}")  # fmt: skip
+            continue
+        theirs = _authority_ids(copy)
+        yield PeerCopy(
+            peer,
+            held=True,
+            equal=_same_keys(bundle, copy),
+            sequence_number=copy.sequence_number,
+            missing=tuple(sorted(set(own) - set(theirs))),
+            extra=tuple(sorted(set(theirs) - set(own))),
+        )
+
+
+def _authority_ids(bundle: Bundle) -> dict[str, bytes]:
+    """Each authority of a bundle by its ID (X.509: subject key ID; JWT: key ID) with the
+    bytes that must be equal for two copies to be the same (DER; the key ID and key)."""
+    ids = {skid(a.certificate): a.certificate.public_bytes(Encoding.DER)
+           for a in bundle.x509_authorities}  # fmt: skip
+    for k in bundle.jwt_authorities:
+        ids[f"jwt:{k.key_id}"] = k.public_key.public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+    return ids
+
+
+def _same_keys(a: Bundle, b: Bundle) -> bool:
+    return _authority_ids(a) == _authority_ids(b)
+
+
+# ---- small readers ----------------------------------------------------------------------
+
+
+def skid(cert: x509.Certificate) -> str:
+    """The certificate's subject key ID in hex, as SPIRE names X.509 authorities (a
+    certificate without one is named by its SHA-256 fingerprint)."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        return "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
+
+
+def authority_key_id(cert: x509.Certificate) -> str:
+    """The key ID of the authority that signed ``cert`` (hex), "" without the extension."""
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return ""
+    return value.key_identifier.hex() if value.key_identifier else ""
+
+
+def jwt_key_id(token: str) -> str:
+    """The ``kid`` of a JWT's header: the JWT authority that signed it."""
+    header = token.split(".", 1)[0]
+    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    return str(decoded.get("kid", ""))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
