@@ -14,6 +14,7 @@ import spire_fabric.deploy.down as down
 import spire_fabric.deploy.image as image
 import spire_fabric.deploy.plan as plan
 import spire_fabric.deploy.render as render
+import spire_fabric.deploy.rotate as rotate
 import spire_fabric.deploy.status as status
 import spire_fabric.deploy.trust_anchor as trust_anchor
 import spire_fabric.deploy.up as up
@@ -24,7 +25,7 @@ from spire_fabric.runtime.registry import TARGET_NAMES, provider
 # Add `up`, `verify`, `status`, `down` here: each module has register(subparsers) and a
 # run(args, console) -> int installed with set_defaults(run=...).
 SUBCOMMANDS: tuple[ModuleType, ...] = (
-    plan, render, up, verify, status, authorities, down, trust_anchor, image
+    plan, render, up, verify, status, authorities, rotate, down, trust_anchor, image
 )
 
 

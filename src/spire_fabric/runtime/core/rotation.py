@@ -1,0 +1,321 @@
+"""Rotate one server's X.509 or JWT authority by hand, the way a key-compromise drill does.
+
+Why each step waits for what it does: activating a key that an agent or a federated peer
+does not hold yet hands out SVIDs they cannot verify; revoking a key that an SVID still
+chains to breaks that SVID. So the order is SPIRE's own (LocalAuthority API):
+
+1. prepare a new authority (it joins the bundle, it does not sign);
+2. wait until every holder has it: each agent of the trust domain (its bundle, as its
+   workloads get it from the Workload API) and each federated peer (its copy, asked for
+   with ``RefreshBundle`` first so nobody waits for the refresh hint);
+3. activate it (it signs from now on);
+4. taint the old one (agents renew every SVID it signed, at once);
+5. wait until no agent SVID and no workload SVID chains to the old one (as
+   :func:`~spire_fabric.verify.authorities_report` counts them);
+6. with ``revoke``: revoke the old one and wait until it is gone from every holder.
+
+Taint comes before the wait for renewals because only a taint makes agents renew before
+half of each SVID's lifetime has passed. Every run starts from what SPIRE reports
+(:func:`phase`), so a run that was interrupted resumes where it stopped, and a finished
+rotation is not repeated: a new run starts a new one. A step that is unsafe (a holder
+still lacks the new key, an SVID still chains to the old one) is refused with the reason
+unless ``force``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from spire_fabric._wait import WaitTimeout, wait_until
+from spire_fabric.errors import SpireFabricError
+from spire_fabric.identity import TrustDomain
+from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
+from spire_fabric.server import AuthorityStates, Bundle, SpireServerClient
+from spire_fabric.topology import Server, SpireUpstreamAuthority
+from spire_fabric.verify import authorities_report
+from spire_fabric.verify._authorities import skid
+
+__all__ = ["Phase", "RotationRefused", "RotationResult", "RotationStep", "phase", "rotate"]
+
+Kind = Literal["x509", "jwt"]
+Phase = Literal["start", "prepared", "activated", "tainted", "renewed"]
+_PHASE_ORDER: tuple[Phase, ...] = ("start", "prepared", "activated", "tainted", "renewed")
+
+
+class RotationRefused(SpireFabricError):
+    """A step of the rotation is not safe (or not possible) now; the message says why."""
+
+
+@dataclass(frozen=True)
+class RotationStep:
+    """One step as it went: ``done``, or ``skipped`` with why (already done, forced)."""
+
+    name: str
+    outcome: Literal["done", "skipped", "forced"]
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """What `rotate` did, step by step with timings (``rotate --output json``)."""
+
+    server: str
+    kind: Kind
+    new_authority_id: str
+    old_authority_id: str
+    revoked: bool
+    steps: tuple[RotationStep, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        """The result as JSON, every step with its seconds."""
+        import json
+
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass
+class _Run:
+    d: Deployment
+    server: Server
+    kind: Kind
+    force: bool
+    timeout: float
+    report: StepReporter
+    steps: list[RotationStep] = field(default_factory=list)
+
+    def step(self, name: str, action: Callable[[], str]) -> None:
+        start = time.monotonic()
+        with self.report(name):
+            detail = action()
+        outcome: Literal["done", "forced"] = "forced" if detail.startswith("forced") else "done"
+        self.steps.append(RotationStep(name, outcome, detail, time.monotonic() - start))
+
+    def skip(self, name: str, why: str) -> None:
+        self.steps.append(RotationStep(name, "skipped", why, 0.0))
+
+    def api(self) -> SpireServerClient:
+        return self.d.server(self.server.name)
+
+    def wait(self, probe: Callable[[], str], what: str) -> str:
+        """Wait until ``probe`` returns "" (nothing missing); refused with what is still
+        missing after the timeout, unless forced."""
+        try:
+            wait_until(lambda: not probe(), self.timeout, what, interval=1.0)
+        except WaitTimeout:
+            missing = probe()
+            if not missing:
+                return what
+            if not self.force:
+                raise RotationRefused(f"{what}: not after {self.timeout:g} s: {missing} "
+                                      "(--force goes on anyway)") from None  # fmt: skip
+            return f"forced: {missing}"
+        return what
+
+
+def phase(states: AuthorityStates, bundle: Bundle, kind: Kind, still_signed: int) -> Phase:
+    """Where a rotation of ``kind`` stands, from what SPIRE reports: a prepared authority
+    (``prepared``), an old one not tainted (``activated``), an old one tainted that
+    ``still_signed`` SVIDs chain to (``tainted``) or none do (``renewed``), else ``start``
+    (no rotation under way, or the last one finished: its old authority revoked)."""
+    if states.prepared is not None:
+        return "prepared"
+    old = states.old
+    if old is None:
+        return "start"
+    held = _held(bundle, kind)
+    if old.authority_id not in held:
+        return "start"  # revoked (or, under an upstream authority, never in the bundle)
+    if not held[old.authority_id]:
+        return "activated"
+    return "tainted" if still_signed else "renewed"
+
+
+def _held(bundle: Bundle, kind: Kind) -> dict[str, bool]:
+    if kind == "x509":
+        return {skid(a.certificate): a.tainted for a in bundle.x509_authorities}
+    return {a.key_id: a.tainted for a in bundle.jwt_authorities}
+
+
+def rotate(
+    deployment: Deployment,
+    server: str,
+    kind: Kind,
+    *,
+    revoke: bool = False,
+    force: bool = False,
+    timeout: float = 120.0,
+    report: StepReporter = no_report,
+) -> RotationResult:
+    """Rotate ``server``'s ``kind`` authority (see the module for the steps), resuming a
+    rotation under way. Raises :class:`RotationRefused` when a step is unsafe or SPIRE
+    cannot do it (an X.509 authority under an upstream authority is neither tainted nor
+    revoked: its upstream is what would be), before that step changes anything."""
+    t = deployment.topology
+    if kind not in ("x509", "jwt"):
+        raise RotationRefused(f"kind must be x509 or jwt, got {kind!r}")
+    names = [s.name for s in t.servers]
+    if server not in names:
+        raise RotationRefused(f"no server {server!r} in topology {t.name!r}; its servers: "
+                              f"{', '.join(names)}")  # fmt: skip
+    run = _Run(deployment, t.server(server), kind, force, timeout, report)
+    with run.api() as api:
+        states = api.get_authority_state(kind, timeout=10)
+        bundle = api.get_bundle(timeout=10)
+    assert states.active is not None
+    upstream = kind == "x509" and bool(states.active.upstream_authority_subject_key_id)
+    if upstream and revoke:
+        raise RotationRefused(
+            f"{server}'s X.509 authorities are signed by an upstream authority: SPIRE taints "
+            "and revokes the upstream one, not the local one (rotate without --revoke)"
+        )
+    now = phase(states, bundle, kind, _still_signed(run, states))
+    if now == "renewed" and not revoke:
+        now = "start"  # the last rotation is finished: this run starts a new one
+    if upstream and now == "activated":
+        now = "start"  # nothing to taint under an upstream authority: it was finished
+    old_id = states.old.authority_id if states.old is not None else ""
+    if now in ("start", "prepared"):
+        old_id = states.active.authority_id  # it becomes the old one when the new signs
+    new_id = states.prepared.authority_id if states.prepared is not None else (
+        states.active.authority_id)  # fmt: skip
+    at = _PHASE_ORDER.index(now)
+
+    if now == "start":
+        run.step("prepare", lambda: _prepare(run))
+        new_id = run.steps[-1].detail.rsplit(" ", 1)[-1]
+    else:
+        run.skip("prepare", f"resumed: the rotation is {now}")
+    if at <= _PHASE_ORDER.index("prepared"):
+        run.step("wait for every holder", lambda: run.wait(
+            lambda: _holders_missing(run, _ids(run)), f"every holder has {new_id}"))  # fmt: skip
+        run.step("activate", lambda: _activate(run, new_id))
+    else:
+        run.skip("activate", f"{new_id} is active")
+    if upstream:
+        run.skip("taint", "under an upstream authority SPIRE taints the upstream one; "
+                 "SVIDs of the old authority renew at half their lifetime")  # fmt: skip
+    elif at <= _PHASE_ORDER.index("activated"):
+        run.step("taint", lambda: _taint(run, old_id))
+        run.step("wait for renewals", lambda: run.wait(
+            lambda: _signed_by(run, old_id), f"nothing chains to {old_id}"))  # fmt: skip
+    elif now == "tainted":
+        run.skip("taint", f"{old_id} is tainted")
+        run.step("wait for renewals", lambda: run.wait(
+            lambda: _signed_by(run, old_id), f"nothing chains to {old_id}"))  # fmt: skip
+    if revoke:
+        run.step("revoke", lambda: _revoke(run, old_id))
+        run.step("wait until gone", lambda: run.wait(
+            lambda: _holders_missing(run, _ids(run), gone=old_id),
+            f"{old_id} is gone from every holder"))  # fmt: skip
+    return RotationResult(server, kind, new_id, old_id, revoke, tuple(run.steps))
+
+
+def _prepare(run: _Run) -> str:
+    with run.api() as api:
+        prepared = api.prepare_authority(run.kind, timeout=10)
+    return f"prepared {prepared.authority_id}"
+
+
+def _activate(run: _Run, new_id: str) -> str:
+    with run.api() as api:
+        api.activate_authority(new_id, run.kind, timeout=10)
+    return f"{new_id} signs"
+
+
+def _taint(run: _Run, old_id: str) -> str:
+    with run.api() as api:
+        api.taint_authority(old_id, run.kind, timeout=10)
+    return f"{old_id} tainted"
+
+
+def _revoke(run: _Run, old_id: str) -> str:
+    missing = _signed_by(run, old_id)
+    if missing and not run.force:
+        raise RotationRefused(f"not revoking {old_id}: {missing} (--force revokes anyway)")
+    with run.api() as api:
+        api.revoke_authority(old_id, run.kind, timeout=10)
+    return f"forced: {missing}" if missing else f"{old_id} revoked"
+
+
+def _ids(run: _Run) -> set[str]:
+    """The authority IDs of the server's bundle now (the set every holder must have)."""
+    with run.api() as api:
+        return set(_held(api.get_bundle(timeout=10), run.kind))
+
+
+def _still_signed(run: _Run, states: AuthorityStates) -> int:
+    if states.old is None:
+        return 0
+    return 1 if _signed_by(run, states.old.authority_id) else 0
+
+
+def _signed_by(run: _Run, authority_id: str) -> str:
+    """What still chains to ``authority_id`` ("" for nothing), as the report counts."""
+    section = authorities_report(run.d, [run.server.name]).server(run.server.name)
+    if section.error:
+        return f"{run.server.name} could not be asked: {section.error}"
+    pending = [f"agent {a.agent or a.spiffe_id}" for a in section.agents
+               if a.authority_id == authority_id or "renewing" in a.detail]  # fmt: skip
+    for w in section.workloads:
+        if w.detail:
+            pending.append(f"workload {w.workload} ({w.detail})")
+        elif authority_id in (w.x509_authority_id, w.jwt_key_id):
+            pending.append(f"workload {w.workload}")
+    return ", ".join(pending)
+
+
+def _holders_missing(run: _Run, wanted: set[str], gone: str = "") -> str:
+    """Which holders of the trust domain's bundle lack one of ``wanted`` (or, with
+    ``gone``, still hold it): each workload's agent, each federated peer."""
+    td = run.server.trust_domain
+    problems: list[str] = []
+    for name, held in _workload_views(run.d, td, run.kind):
+        if isinstance(held, str):
+            problems.append(f"{name}: {held}")
+        elif gone and gone in held:
+            problems.append(f"{name} still holds {gone}")
+        elif not gone and not wanted <= held:
+            problems.append(f"{name} lacks {', '.join(sorted(wanted - held))}")
+    for peer in dict.fromkeys(f.server for f in run.d.topology.federations if f.trust_domain == td):
+        try:
+            with run.d.server(peer) as api:
+                api.refresh_bundle(td, timeout=10)
+                copy = set(_held(api.get_federated_bundle(td, timeout=10), run.kind))
+        except Exception as err:
+            problems.append(f"peer {peer} could not be asked: {str(err).splitlines()[0]}")
+            continue
+        if gone and gone in copy:
+            problems.append(f"peer {peer} still holds {gone}")
+        elif not gone and not wanted <= copy:
+            problems.append(f"peer {peer} lacks {', '.join(sorted(wanted - copy))}")
+    return "; ".join(problems)
+
+
+def _workload_views(
+    d: Deployment, td: TrustDomain, kind: Kind
+) -> list[tuple[str, set[str] | str]]:
+    """Per agent of the trust domain that serves a workload: the authority IDs of ``td``'s
+    bundle as its workload gets it (a str: why it could not be read)."""
+    t = d.topology
+    servers = {s.name for s in t.servers_of(td)}
+    nested = {s.name for s in t.servers if isinstance(s.upstream_authority, SpireUpstreamAuthority)}
+    seen: dict[str, set[str] | str] = {}
+    for w in t.workloads:
+        agent = t.agent(w.agent)
+        if agent.server not in servers or w.name in nested or f"agent {agent.name}" in seen:
+            continue
+        try:
+            if kind == "x509":
+                bundle = d.x509_context(w.name).bundles.get(td)
+                ids = {skid(c) for c in bundle.x509_authorities} if bundle else set()
+            else:
+                jwt = d.jwt_bundles(w.name).get(td)
+                ids = set(jwt.jwt_authorities) if jwt else set()
+            seen[f"agent {agent.name}"] = ids
+        except Exception as err:
+            seen[f"agent {agent.name}"] = f"its Workload API did not answer: {err}"
+    return list(seen.items())
