@@ -62,7 +62,7 @@ def test_a_rotation_left_prepared_resumes_and_a_finished_one_is_not_redone(
     with attach("basic", state_dir=basic.state_dir) as d, d.server("spire-server") as api:
         by_hand = api.prepare_authority("jwt")
     out = basic.run("rotate", "jwt", "--server", "spire-server", check=True)
-    assert "skipped prepare: resumed: the rotation is prepared" in out.stdout
+    assert "prepare: skipped, resumed: the rotation is prepared" in out.stdout
     assert f"{by_hand.authority_id} is active" in out.stdout
 
     # finished without --revoke; --revoke now only revokes what that rotation left

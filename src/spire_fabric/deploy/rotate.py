@@ -68,8 +68,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(result.to_json())
         return 0
     for step in result.steps:
-        if step.outcome != "done":
-            console.print(f"[dim]{step.outcome}[/dim] {escape(step.name)}: {escape(step.detail)}")
+        if step.outcome == "forced":
+            console.print(f"[yellow]forced[/yellow] {escape(step.name)}: {escape(step.detail)}")
     console.print(f"{escape(result.new_authority_id)} is active; old "
                   f"{escape(result.old_authority_id)}"
                   f"{' revoked' if result.revoked else ''} "

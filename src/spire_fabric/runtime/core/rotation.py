@@ -95,6 +95,8 @@ class _Run:
         self.steps.append(RotationStep(name, outcome, detail, time.monotonic() - start))
 
     def skip(self, name: str, why: str) -> None:
+        with self.report(f"{name}: skipped, {why}"):  # shown in order, like the others
+            pass
         self.steps.append(RotationStep(name, "skipped", why, 0.0))
 
     def api(self) -> SpireServerClient:
