@@ -52,6 +52,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--wait must be a positive number of seconds, got {args.wait:g}")
     started = time.monotonic()
     with choose(args).open() as deployment:
+        names = [s.name for s in deployment.topology.servers]
+        if args.server not in names:  # bad input: exit 2 like every command, not a refusal
+            raise UsageError(f"--server {args.server!r}: no such server in topology "
+                             f"{deployment.name!r}; its servers: {', '.join(names)}")  # fmt: skip
         if args.output == "text":
             console.print(f"[bold]rotate[/bold] {args.kind} of {escape(args.server)} "
                           f"({deployment.name} on {deployment.target})")  # fmt: skip
