@@ -328,7 +328,7 @@ def _agent_authority(d: Deployment, name: str, agent: AttestedAgent) -> tuple[st
     except Exception as err:
         return "", f"its SVID could not be read: {_one_line(err)}"
     if not chain:
-        return "", f"its SVID cannot be read on the {d.target} target"
+        return "", f"the {d.target} target gives no SVID of it (unreadable there, or not yet)"
     if str(chain[0].serial_number) != agent.x509svid_serial_number:
         return "", "the SVID it stores is not the one the server reports (renewing)"
     return authority_key_id(chain[0]), ""
