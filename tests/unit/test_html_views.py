@@ -313,3 +313,31 @@ def test_topology_view_is_drawn_by_render_without_anyone_importing_render_first(
     assert shown.returncode == 0, shown.stderr
     bare = _python("import sys, spire_fabric; print('spire_fabric.render' in sys.modules)")
     assert bare.stdout == "False\n", bare.stdout + bare.stderr
+
+
+def test_authorities_report_renders_every_section_with_its_text_escaped() -> None:
+    from spire_fabric.verify import (
+        AgentSvidSource,
+        AuthoritiesReport,
+        AuthorityRow,
+        PeerCopy,
+        ServerAuthorities,
+        UpstreamRow,
+        WorkloadSvidSource,
+    )
+
+    section = ServerAuthorities(
+        "spire-server", "example.org", 3,
+        authorities=(AuthorityRow("x509", "old", "ab12", 0, "", True, True, 0, 1),),
+        upstream=(UpstreamRow("cd34", ("active",), False, False),),
+        agents=(AgentSvidSource("a", "spiffe://example.org/agent", "7", 0, "", HOSTILE),),
+        workloads=(WorkloadSvidSource("w", "spiffe://example.org/w", "ab12", 0, "kid", ""),),
+        peers=(PeerCopy("peer", True, False, 2, missing=("jwt:kid",), extra=(HOSTILE,)),),
+    )  # fmt: skip
+    down = ServerAuthorities("other", "example.org", error=HOSTILE)
+    parsed = parse(AuthoritiesReport("basic", "local", (section, down))._repr_html_())
+    assert "script" not in parsed.tags and "img" not in parsed.tags
+    text = "".join(parsed.text)
+    assert text.count(HOSTILE) == 3  # the agent's detail, the peer's extra, the error
+    for shown in ("ab12", "tainted", "cd34", "no (its root is)", "jwt:kid", "1 workloads"):
+        assert shown in text, shown
