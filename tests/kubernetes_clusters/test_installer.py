@@ -196,6 +196,31 @@ def test_up_again_changes_nothing(enterprise: dict[str, Any], installer: KubeDep
     assert "no changes" in again.stdout
 
 
+def test_the_authorities_report_on_kubernetes(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    """`deploy authorities` through the same Deployment interface (servers by port-forward,
+    workloads' SVIDs fetched inside their pods, the peers' copies); it says where this
+    target cannot see (the agents' own SVIDs stay in their pods)."""
+    report = json.loads(installer.ok("authorities", "--output", "json").stdout)
+    assert report["target"] == "kubernetes"
+    servers = {s["server"]: s for s in report["servers"]}
+    assert list(servers) == ["spire-upstream-server", "spire-downstream-server"]
+    for s in servers.values():
+        assert s["error"] == ""
+        (active,) = [a for a in s["authorities"] if (a["kind"], a["slot"]) == ("x509", "active")]
+        assert active["upstream_authority_subject_key_id"]  # the Enterprise Root hierarchy
+        assert [p["equal"] for p in s["peers"]] == [True]
+        assert s["agents"], "ListAgents named no agent"
+        for agent in s["agents"]:
+            assert agent["authority_id"] == "" and agent["detail"], agent
+        for w in s["workloads"]:
+            assert w["detail"] == "", w
+            assert w["x509_authority_id"] == active["authority_id"]
+        assert active["workload_svids"] == len(s["workloads"])
+    assert len(servers["spire-downstream-server"]["workloads"]) == 3
+
+
 def test_later_commands_need_no_flag_the_settings_are_recorded(
     enterprise: dict[str, Any], installer: KubeDeploy
 ) -> None:
