@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from posixpath import dirname
 
-from spire_fabric.render._agent import HOST_KUBELET_CA, render_agent_config
+from spire_fabric.render._agent import HOST_KUBELET_CA_DIR, render_agent_config
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
     AGENT_TOKEN_DIR,
@@ -126,7 +126,7 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
         mounts.append({"name": "join-token", "mountPath": JOIN_TOKEN_DIR, "readOnly": True})
     if _host_kubelet_ca(agent) is not None:
         mounts.append(
-            {"name": "kubelet-ca", "mountPath": dirname(HOST_KUBELET_CA), "readOnly": True}
+            {"name": "kubelet-ca", "mountPath": HOST_KUBELET_CA_DIR, "readOnly": True}
         )
     c: Obj = {
         "name": "spire-agent",

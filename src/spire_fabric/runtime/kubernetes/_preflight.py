@@ -259,8 +259,10 @@ def _kubelets_know_nodes_pods(conn: ClusterApi, objs: list[dict[str, Any]]) -> N
             if not _gate_disabled(conn, name):
                 continue
             why = f"runs kubelet {reported} with the KubeletFineGrainedAuthz feature gate off"
+        elif version is not None:
+            why = f"runs kubelet {reported}, older than 1.33"
         else:
-            why = f"runs kubelet {reported or '(version unknown)'}, older than 1.33"
+            why = f"reports kubelet version {reported!r}, which does not say it is 1.33+"
         settings = ", ".join(f"agents[{a}].kubernetes.kubelet_access" for a in agents)
         raise KubernetesTargetError(
             f"node {name} of {conn.where()} {why}: it authorizes the k8s workload "
