@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from posixpath import basename
-
 from spire_fabric.render._hcl import HclWriter
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render._server import telemetry
@@ -22,16 +20,9 @@ ANY_ADDRESS = "0.0.0.0"
 LOCAL_SYNC_INTERVAL = "1s"
 
 # The pod's service-account CA bundle (SPIRE's default kubelet_ca_path, made explicit), and
-# where the agent pod mounts the directory of a node's CA file for kubelet_verification
-# "host-ca" (the directory, so a renewed file is seen without a restart).
+# where the agent pod mounts a node's CA file for kubelet_verification "host-ca".
 SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-HOST_KUBELET_CA_DIR = "/run/spire/kubelet-ca"
-
-
-def host_kubelet_ca(k: AgentKubernetes) -> str:
-    """The node's CA file as the agent sees it: its name under ``HOST_KUBELET_CA_DIR``."""
-    assert k.kubelet_ca_host_path is not None
-    return f"{HOST_KUBELET_CA_DIR}/{basename(k.kubelet_ca_host_path)}"
+HOST_KUBELET_CA = "/run/spire/kubelet-ca/ca.crt"
 
 
 def _kubelet_verification(w: HclWriter, k: AgentKubernetes) -> None:
@@ -41,7 +32,7 @@ def _kubelet_verification(w: HclWriter, k: AgentKubernetes) -> None:
         w.comment("kubelet_verification: skip (opted in): the kubelet is not authenticated.")
         w.attr("skip_kubelet_verification", True)
     elif k.kubelet_verification == "host-ca":
-        w.attr("kubelet_ca_path", host_kubelet_ca(k))
+        w.attr("kubelet_ca_path", HOST_KUBELET_CA)
     else:
         w.attr("kubelet_ca_path", SERVICE_ACCOUNT_CA)
 

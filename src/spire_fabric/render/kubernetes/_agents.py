@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from posixpath import dirname
 
-from spire_fabric.render._agent import HOST_KUBELET_CA_DIR, render_agent_config
+from spire_fabric.render._agent import HOST_KUBELET_CA, render_agent_config
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
     AGENT_TOKEN_DIR,
@@ -125,9 +125,7 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
     else:
         mounts.append({"name": "join-token", "mountPath": JOIN_TOKEN_DIR, "readOnly": True})
     if _host_kubelet_ca(agent) is not None:
-        mounts.append(
-            {"name": "kubelet-ca", "mountPath": HOST_KUBELET_CA_DIR, "readOnly": True}
-        )
+        mounts.append({"name": "kubelet-ca", "mountPath": HOST_KUBELET_CA, "readOnly": True})
     c: Obj = {
         "name": "spire-agent",
         "image": topology.kubernetes.images.agent,
@@ -185,11 +183,9 @@ def _agent_volumes(topology: Topology, agent: Agent) -> list[Obj]:
         volumes.append({"name": "admin", "emptyDir": {}})
     host_ca = _host_kubelet_ca(agent)
     if host_ca is not None:
-        # the directory, not the file: a hostPath file mount would pin the inode, and a
-        # renewed CA file would go unseen until the pod restarts
-        volumes.append(
-            {"name": "kubelet-ca", "hostPath": {"path": dirname(host_ca), "type": "Directory"}}
-        )
+        # the file alone, not its directory (on a control-plane node that would hold the
+        # CA's key too); a file mount pins the inode, so a replaced file needs a restart
+        volumes.append({"name": "kubelet-ca", "hostPath": {"path": host_ca, "type": "File"}})
     if agent_node_attestor(agent, "kubernetes") != "k8s_psat":
         volumes.append(
             {

@@ -91,17 +91,21 @@ def test_skip_is_rendered_only_when_opted_in_and_warned_about_naming_the_agent()
     assert console.export_text().startswith("warning: agent downstream-agent-2: kubelet_")
 
 
-def test_host_ca_mounts_the_nodes_ca_directory_and_points_the_attestor_at_it() -> None:
+def test_host_ca_mounts_the_nodes_ca_file_and_points_the_attestor_at_it() -> None:
     t = with_agent(preset("enterprise"), "upstream-agent", kubelet_verification="host-ca",
                    kubelet_ca_host_path="/etc/kubernetes/pki/kubelet-ca.crt")  # fmt: skip
     objects = render_kubernetes_objects(t)
     conf = agent_conf(objects, "upstream-agent")
-    assert 'kubelet_ca_path = "/run/spire/kubelet-ca/kubelet-ca.crt"' in conf
+    assert 'kubelet_ca_path = "/run/spire/kubelet-ca/ca.crt"' in conf
     pod = daemon_set(objects, "upstream-agent")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "kubelet-ca")
-    assert volume["hostPath"] == {"path": "/etc/kubernetes/pki", "type": "Directory"}
+    # the file only: its directory on a control-plane node holds the CA's key
+    assert volume["hostPath"] == {"path": "/etc/kubernetes/pki/kubelet-ca.crt", "type": "File"}
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kubelet-ca")
-    assert mount == {"name": "kubelet-ca", "mountPath": "/run/spire/kubelet-ca", "readOnly": True}
+    assert mount == {"name": "kubelet-ca", "mountPath": "/run/spire/kubelet-ca/ca.crt",
+                     "readOnly": True}  # fmt: skip
+    other = daemon_set(objects, "downstream-agent-1")["spec"]["template"]["spec"]
+    assert "kubelet-ca" not in {v["name"] for v in other["volumes"]}
 
 
 # --- 2. nodes/pods, not nodes/proxy -------------------------------------------------------
