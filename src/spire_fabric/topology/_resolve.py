@@ -49,10 +49,11 @@ def agent_workload_attestors(topology: Topology, agent: Agent, target: Target) -
 
     The k8s attestor needs a kubelet, which only exists on Kubernetes. There, the unix
     attestor is dropped from an agent that also runs k8s when every selector of its
-    workloads is a ``k8s:`` one: under hostPID it would read any caller's uid and groups
-    for entries that never ask for them, so it only widens what a forged caller could
-    match. An agent without workloads in the topology gets k8s only as well (entries the
-    controller manager makes from ClusterSPIFFEIDs are k8s selectors)."""
+    workloads is a ``k8s:`` one: nothing asks for its uid/gid/path selectors, and without
+    it a ``unix:uid:…`` entry made later by hand cannot match every pod that happens to
+    run as that uid on the node (pods of unrelated teams share uids). An agent without
+    workloads in the topology gets k8s only as well (the entries the controller manager
+    makes from ClusterSPIFFEIDs are k8s selectors)."""
     if target == "local":
         return tuple(a for a in agent.workload_attestors if a != "k8s")
     if agent.kubernetes is None or "k8s" not in agent.workload_attestors:
