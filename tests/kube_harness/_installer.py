@@ -16,6 +16,8 @@ INSTALLER_IMAGES = {
     "agent": "spire-agent",
     "controller_manager": "spire-controller-manager",
     "workload": "spire-fabric",
+    # chown in the agent's init container: the project image is Debian (coreutils)
+    "agent_init": "spire-fabric",
     "mysql": "mariadb",
 }
 

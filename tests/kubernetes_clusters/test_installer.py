@@ -136,6 +136,74 @@ def test_the_checks_cover_what_the_issue_names(
     assert datastore["detail"].startswith("MySql"), datastore
 
 
+AGENT_NAMESPACES = {UPSTREAM: "spire-upstream-agents", DOWNSTREAM: "spire-downstream-agents"}
+SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+
+def agent_process_uids() -> list[int]:
+    """The uid of every spire-agent of the test clusters: their nodes share this machine's
+    PID namespace, and only an agent pod runs ``-config /run/spire/config/agent.conf``."""
+    uids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if argv[0].endswith(b"spire-agent") and b"/run/spire/config/agent.conf" in argv:
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            uids.append(int(uid_line.split()[1]))
+    return uids
+
+
+def agent_may_get_nodes(kube: Kube, ns: str, subresource: str) -> bool:
+    """A SubjectAccessReview as the agents' service account: may it get nodes/<sub>?"""
+    from kubernetes import client
+
+    spec = client.V1SubjectAccessReviewSpec(
+        user=f"system:serviceaccount:{ns}:spire-agent",
+        groups=["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+        resource_attributes=client.V1ResourceAttributes(
+            verb="get", resource="nodes", subresource=subresource),
+    )  # fmt: skip
+    review = client.AuthorizationV1Api(kube.api).create_subject_access_review(
+        client.V1SubjectAccessReview(spec=spec))  # fmt: skip
+    return bool(review.status.allowed)
+
+
+def test_the_agents_attest_as_their_own_uid_against_a_verified_kubelet_with_nodes_pods(
+    enterprise: dict[str, Any], kubes: dict[str, Kube]
+) -> None:
+    """The green verify fetched every workload's SVID through the agents' k8s attestor; here
+    is the posture it did that under: the kubelet's certificate verified against the
+    cluster CA, the agents' service account granted nodes/pods and denied nodes/proxy, and
+    every agent process running as its own non-root uid with no capability."""
+    from spire_fabric.render.kubernetes._common import AGENT_UID
+
+    assert enterprise["up"].returncode == 0
+    for name, ns in AGENT_NAMESPACES.items():
+        kube = kubes[name]
+        confs = [
+            cm.data["agent.conf"]
+            for cm in kube.core.list_namespaced_config_map(ns).items
+            if cm.data and "agent.conf" in cm.data
+        ]
+        assert confs, f"no agent config in {name}/{ns}"
+        for conf in confs:
+            assert f'kubelet_ca_path = "{SERVICE_ACCOUNT_CA}"' in conf, conf
+            assert "skip_kubelet_verification" not in conf, conf
+            assert 'WorkloadAttestor "unix"' not in conf, conf
+        sa = f"{ns}/spire-agent"
+        assert agent_may_get_nodes(kube, ns, "pods"), f"{sa} may not get nodes/pods in {name}"
+        assert not agent_may_get_nodes(kube, ns, "proxy"), f"{sa} may get nodes/proxy in {name}"
+        pods = kube.core.list_namespaced_pod(
+            ns, label_selector="app.kubernetes.io/component=agent").items
+        assert pods and all(p.status.phase == "Running" for p in pods)
+    uids = agent_process_uids()
+    assert len(uids) == 4, uids  # upstream-agent and downstream-agent-1..3
+    assert set(uids) == {AGENT_UID}, uids
+
+
 def test_status_lists_every_component_ready_with_its_svid_expiry(
     enterprise: dict[str, Any], installer: KubeDeploy
 ) -> None:

@@ -63,6 +63,41 @@ def test_preset_comes_up_green_and_goes_away(
     assert not namespaces & {"spire", "spire-agents", "apps", "spire-root", "spire-child"}
 
 
+def test_basic_attests_with_the_kubelet_verified_against_a_ca_file_on_the_node(
+    deploy: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
+) -> None:
+    """``kubelet_verification: host-ca``: the agent mounts the node's CA file (the test
+    cluster's, next to its key, which stays out of the pod) and the workload is attested
+    through a kubelet verified against it (the green verify fetches its SVID)."""
+    import dataclasses
+
+    from kube_harness._plan import base_dir
+
+    from spire_fabric.topology import dump_topology, preset
+
+    ca = base_dir() / UPSTREAM / "pki" / "ca.crt"
+    assert ca.is_file() and (ca.parent / "ca.key").is_file()
+    t = preset("basic")
+    agents = tuple(
+        dataclasses.replace(a, kubernetes=dataclasses.replace(
+            a.kubernetes, kubelet_verification="host-ca", kubelet_ca_host_path=str(ca)))
+        for a in t.agents if a.kubernetes is not None
+    )  # fmt: skip
+    topology = tmp_path / "basic-host-ca.yaml"
+    topology.write_text(dump_topology(dataclasses.replace(t, agents=agents)))
+    up = deploy.run("up", "--topology", str(topology), *_contexts("basic"))
+    assert up.returncode == 0, up.stdout[-8000:] + up.stderr[-3000:]
+    assert " 0 failed" in up.stdout
+    k = kubes[UPSTREAM]
+    conf = k.core.read_namespaced_config_map("spire-agent-config", "spire-agents").data
+    assert 'kubelet_ca_path = "/run/spire/kubelet-ca/ca.crt"' in conf["agent.conf"]
+    (pod,) = k.core.list_namespaced_pod(
+        "spire-agents", label_selector="app.kubernetes.io/component=agent").items
+    (volume,) = [v for v in pod.spec.volumes if v.name == "kubelet-ca"]
+    assert volume.host_path.path == str(ca) and volume.host_path.type == "File"
+    deploy.ok("down", "--purge", timeout=600)
+
+
 def _replaced_join_token_agent_is_healed(deploy: KubeDeploy, k: Kube) -> None:
     """A join_token agent's pod replaced after attesting cannot attest again with its spent
     token (its SVID was on an emptyDir): it crash-loops until `up` gives it a new one."""

@@ -81,7 +81,8 @@ def add_deployment_args(parser: argparse.ArgumentParser, *, settings: bool = Fal
         action="append",
         default=[],
         metavar="ROLE=IMAGE",
-        help="override an image: server, agent, controller_manager, workload, mysql",
+        help="override an image (a tag or a digest, name@sha256:…): server, agent, "
+        "controller_manager, workload, csi_driver, csi_registrar, agent_init, mysql",
     )
     k.add_argument(
         "--workload-socket",

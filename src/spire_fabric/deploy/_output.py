@@ -13,6 +13,7 @@ from rich.markup import escape
 from spire_fabric.deploy._common import UsageError
 from spire_fabric.runtime.deployment import Change, DeploymentPlan
 from spire_fabric.runtime.local import StateError, state_lock
+from spire_fabric.topology import Target, Topology, posture_warnings
 
 
 @contextlib.contextmanager
@@ -23,6 +24,12 @@ def locked(path: Path, command: str, console: Console) -> Iterator[None]:
             yield
     except StateError as err:
         raise UsageError(str(err)) from err
+
+
+def print_warnings(topology: Topology, target: Target, console: Console) -> None:
+    """One ``warning:`` line per weakening opt-in of the topology (``posture_warnings``)."""
+    for w in posture_warnings(topology, target):
+        console.print(f"[yellow]warning: {escape(w)}[/yellow]")
 
 
 _ACTION_STYLE = {"create": "green", "start": "green", "set": "green", "update": "yellow",

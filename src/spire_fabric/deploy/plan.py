@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import Chosen, UsageError, add_deployment_args, choose
-from spire_fabric.deploy._output import print_plan
+from spire_fabric.deploy._output import print_plan, print_warnings
 from spire_fabric.render.kubernetes import staged_objects
 from spire_fabric.runtime.deployment import Deployment, DeploymentPlan
 from spire_fabric.runtime.targets import TargetError
@@ -138,10 +138,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
             raise UsageError(str(err)) from err
     if args.output == "json":
         print(plan.to_json())
+        print_warnings(deployment.topology, deployment.target, Console(stderr=True))
     else:
         if fresh:
             _print_items(deployment.topology, deployment.target, console)
         print_plan(plan, console)
+        print_warnings(deployment.topology, deployment.target, console)
     return EXIT_CHANGES if plan else EXIT_NO_CHANGES
 
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import add_deployment_args, choose
+from spire_fabric.deploy._output import print_warnings
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.verify import Report
 from spire_fabric.verify import verify_deployment as _verify
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         report = verify_deployment(deployment)
     if args.output == "json":
         print(report.to_json())
+        print_warnings(deployment.topology, deployment.target, Console(stderr=True))
     else:
         print_report(report, console, verbose=args.verbose)
+        print_warnings(deployment.topology, deployment.target, console)
     return 0 if report.ok else 1

@@ -6,7 +6,9 @@ from spire_fabric.render._hcl import HclWriter
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render._server import telemetry
 from spire_fabric.topology import (
+    AgentKubernetes,
     Topology,
+    agent_key_manager,
     agent_node_attestor,
     agent_workload_attestors,
     server_address_for,
@@ -16,6 +18,23 @@ ANY_ADDRESS = "0.0.0.0"
 
 
 LOCAL_SYNC_INTERVAL = "1s"
+
+# The pod's service-account CA bundle (SPIRE's default kubelet_ca_path, made explicit), and
+# where the agent pod mounts a node's CA file for kubelet_verification "host-ca".
+SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+HOST_KUBELET_CA = "/run/spire/kubelet-ca/ca.crt"
+
+
+def _kubelet_verification(w: HclWriter, k: AgentKubernetes) -> None:
+    """The attestor sends the agent's service-account token to the kubelet and believes the
+    pod list it answers with: an unverified kubelet is a forged attestation away."""
+    if k.kubelet_verification == "skip":
+        w.comment("kubelet_verification: skip (opted in): the kubelet is not authenticated.")
+        w.attr("skip_kubelet_verification", True)
+    elif k.kubelet_verification == "host-ca":
+        w.attr("kubelet_ca_path", HOST_KUBELET_CA)
+    else:
+        w.attr("kubelet_ca_path", SERVICE_ACCOUNT_CA)
 
 
 def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths) -> str:
@@ -57,8 +76,12 @@ def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths)
                 w.attr("sync_interval", LOCAL_SYNC_INTERVAL)
     w.blank()
     with w.block("plugins"):
-        with w.block("KeyManager", "disk"), w.block("plugin_data"):
-            w.attr("directory", paths.agent_data_dir(agent.name))
+        if agent_key_manager(agent, paths.target) == "memory":
+            with w.block("KeyManager", "memory"):
+                w.empty_block("plugin_data")
+        else:
+            with w.block("KeyManager", "disk"), w.block("plugin_data"):
+                w.attr("directory", paths.agent_data_dir(agent.name))
         attestor = agent_node_attestor(agent, paths.target)
         if attestor == "k8s_psat" and agent.kubernetes is not None:
             with w.block("NodeAttestor", "k8s_psat"), w.block("plugin_data"):
@@ -66,15 +89,11 @@ def render_agent_config(topology: Topology, agent_name: str, paths: RenderPaths)
         else:
             with w.block("NodeAttestor", "join_token"):
                 w.empty_block("plugin_data")
-        for kind in agent_workload_attestors(agent, paths.target):
-            if kind == "k8s":
+        for kind in agent_workload_attestors(topology, agent, paths.target):
+            if kind == "k8s" and agent.kubernetes is not None:
                 with w.block("WorkloadAttestor", "k8s"), w.block("plugin_data"):
                     w.attr("node_name_env", "MY_NODE_NAME")
-                    w.comment(
-                        "kind and most dev clusters serve the kubelet with a self-signed\n"
-                        "certificate that is not in the service-account CA bundle."
-                    )
-                    w.attr("skip_kubelet_verification", True)
+                    _kubelet_verification(w, agent.kubernetes)
             else:
                 with w.block("WorkloadAttestor", kind):
                     w.empty_block("plugin_data")

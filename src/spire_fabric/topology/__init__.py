@@ -57,6 +57,7 @@ from spire_fabric.topology._model import (
 )
 from spire_fabric.topology._presets import PRESET_NAMES, preset
 from spire_fabric.topology._resolve import (
+    agent_key_manager,
     agent_namespaces,
     agent_node_attestor,
     agent_workload_attestors,
@@ -66,6 +67,7 @@ from spire_fabric.topology._resolve import (
     controller_manager_enabled,
     effective_datastore,
     endpoint_spiffe_id,
+    posture_warnings,
     psat_allow_list,
     server_address_for,
     server_node_attestors,
@@ -121,6 +123,7 @@ __all__ = [
     "UpstreamAuthority",
     "Workload",
     "WorkloadKubernetes",
+    "agent_key_manager",
     "agent_namespaces",
     "agent_node_attestor",
     "agent_workload_attestors",
@@ -136,6 +139,7 @@ __all__ = [
     "load_topology",
     "parse_duration",
     "placeholders",
+    "posture_warnings",
     "preset",
     "psat_allow_list",
     "server_address_for",

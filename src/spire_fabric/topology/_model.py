@@ -23,6 +23,8 @@ TARGETS: tuple[Target, ...] = ("local", "kubernetes")
 BundleEndpointProfile = Literal["https_spiffe", "https_web"]
 KeyManagerKind = Literal["disk", "memory"]
 AgentNodeAttestor = Literal["join_token", "k8s_psat"]
+KubeletVerification = Literal["service-account-ca", "host-ca", "skip"]
+KubeletAccess = Literal["nodes/pods", "nodes/proxy"]
 Registration = Literal["controller-manager", "spire-api"]
 RbacScope = Literal["cluster", "namespace"]
 WorkloadSocket = Literal["csi", "host-path"]
@@ -216,6 +218,17 @@ class AgentKubernetes:
     namespace: str
     service_account: str = "spire-agent"
     node_attestor: AgentNodeAttestor = "k8s_psat"
+    # How the k8s workload attestor checks the kubelet's serving certificate before it
+    # sends its token and believes the pod list: against the service-account ca.crt
+    # (SPIRE's default, the cluster CA), against a CA file on the node
+    # (``kubelet_ca_host_path``, for kubelets whose certificate another CA signs), or not
+    # at all ("skip": an explicit opt-in that `deploy plan` and `verify` warn about).
+    kubelet_verification: KubeletVerification = "service-account-ca"
+    kubelet_ca_host_path: str | None = None
+    # What the agent may ask of the kubelet: ``nodes/pods`` (the /pods endpoint only,
+    # Kubernetes >= 1.33, KubeletFineGrainedAuthz) or ``nodes/proxy`` (every kubelet
+    # endpoint, exec included) for older kubelets, which know nothing finer.
+    kubelet_access: KubeletAccess = "nodes/pods"
 
 
 @dataclass(frozen=True)
@@ -431,6 +444,13 @@ class Images:
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
     workload: str = f"spire-fabric:{__version__}"
+    # spiffe-csi-driver 0.2.8 (2025-08) is the release of SPIRE 1.13's time and already has
+    # -plugin-name (since 0.2.2); the registrar version is the one spiffe-csi's examples use.
+    csi_driver: str = "ghcr.io/spiffe/spiffe-csi-driver:0.2.8"
+    csi_registrar: str = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.10.0"
+    # The agent's init container: it only chowns the agent's directories, and SPIRE's own
+    # images are FROM scratch (no chown in them).
+    agent_init: str = "docker.io/library/busybox:1.37.0"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from spire_fabric.topology._model import (
     Datastore,
     Federation,
     K8sPsatAttestor,
+    KeyManagerKind,
     NodeAttestor,
     Server,
     Target,
@@ -43,11 +44,61 @@ def agent_node_attestor(agent: Agent, target: Target) -> AgentNodeAttestor:
     return "join_token"
 
 
-def agent_workload_attestors(agent: Agent, target: Target) -> tuple[str, ...]:
-    """The k8s workload attestor needs a kubelet, which only exists on Kubernetes."""
+def agent_workload_attestors(topology: Topology, agent: Agent, target: Target) -> tuple[str, ...]:
+    """The workload attestors ``agent`` runs on ``target``.
+
+    The k8s attestor needs a kubelet, which only exists on Kubernetes. There, the unix
+    attestor is dropped from an agent that also runs k8s when every selector of its
+    workloads is a ``k8s:`` one: nothing asks for its uid/gid/path selectors, and without
+    it a ``unix:uid:…`` entry made later by hand cannot match every pod that happens to
+    run as that uid on the node (pods of unrelated teams share uids). An agent without
+    workloads in the topology gets k8s only as well (the entries the controller manager
+    makes from ClusterSPIFFEIDs are k8s selectors)."""
     if target == "local":
         return tuple(a for a in agent.workload_attestors if a != "k8s")
+    if agent.kubernetes is None or "k8s" not in agent.workload_attestors:
+        return agent.workload_attestors
+    selectors = [
+        sel
+        for w in topology.workloads
+        if w.agent == agent.name
+        for sel in workload_selectors(w, target)
+    ]
+    if all(sel.startswith("k8s:") for sel in selectors):
+        return tuple(a for a in agent.workload_attestors if a != "unix")
     return agent.workload_attestors
+
+
+def agent_key_manager(agent: Agent, target: Target) -> KeyManagerKind:
+    """``memory`` for a k8s_psat agent on Kubernetes: it re-attests with a fresh projected
+    token whenever it restarts, so a key on disk would only be a secret left on the node.
+    A join_token agent keeps ``disk``: its token is single-use, so after a restart it can
+    only come back with the SVID and key it saved."""
+    return "memory" if agent_node_attestor(agent, target) == "k8s_psat" else "disk"
+
+
+def posture_warnings(topology: Topology, target: Target) -> tuple[str, ...]:
+    """What the topology opted into that weakens an agent on ``target``: `deploy plan` and
+    `deploy verify` print one line per agent, so an opt-in is never forgotten."""
+    out: list[str] = []
+    if target != "kubernetes":
+        return ()
+    for a in topology.agents:
+        k = a.kubernetes
+        if k is None or "k8s" not in agent_workload_attestors(topology, a, target):
+            continue
+        if k.kubelet_verification == "skip":
+            out.append(
+                f"agent {a.name}: kubelet_verification is skip: its k8s workload attestor "
+                "sends its token to the kubelet and believes its pod list without "
+                "authenticating it (anyone on that path can forge attestations)"
+            )
+        if k.kubelet_access == "nodes/proxy":
+            out.append(
+                f"agent {a.name}: kubelet_access is nodes/proxy: its service account may "
+                "use every kubelet endpoint (exec included), not only /pods"
+            )
+    return tuple(out)
 
 
 def workload_selectors(workload: Workload, target: Target) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import get_args
 
 from spire_fabric.identity import SpiffeId, SpiffeIdError, TrustDomain
 from spire_fabric.topology._durations import format_duration
@@ -19,8 +21,11 @@ from spire_fabric.topology._model import (
     CA_KEY_TYPES,
     WORKLOAD_ATTESTORS,
     Agent,
+    AgentKubernetes,
     DiskUpstreamAuthority,
     K8sPsatAttestor,
+    KubeletAccess,
+    KubeletVerification,
     MySqlDatastore,
     Server,
     SpireUpstreamAuthority,
@@ -341,6 +346,7 @@ class _Validator:
         if k is None:
             return
         self._placement(f"{p}.kubernetes", k.cluster, k.namespace)
+        self._kubelet(f"{p}.kubernetes", k)
         if k.node_attestor not in ("join_token", "k8s_psat"):
             self.bad(f"{p}.kubernetes.node_attestor", f"{k.node_attestor!r} is not supported")
         if k.node_attestor == "k8s_psat" and server is not None:
@@ -351,6 +357,35 @@ class _Validator:
                     f"k8s_psat needs server {server.name!r} to run a k8s_psat node attestor "
                     f"listing cluster {k.cluster!r}",
                 )
+
+    def _kubelet(self, p: str, k: AgentKubernetes) -> None:
+        """How the k8s attestor trusts and may ask the kubelet (see AgentKubernetes)."""
+        if k.kubelet_verification not in get_args(KubeletVerification):
+            self.bad(
+                f"{p}.kubelet_verification",
+                f"{k.kubelet_verification!r} is not one of: "
+                f"{', '.join(get_args(KubeletVerification))}",
+            )
+        if k.kubelet_access not in get_args(KubeletAccess):
+            self.bad(
+                f"{p}.kubelet_access",
+                f"{k.kubelet_access!r} is not one of: {', '.join(get_args(KubeletAccess))}",
+            )
+        path = k.kubelet_ca_host_path
+        if k.kubelet_verification == "host-ca":
+            if not path:
+                self.bad(
+                    f"{p}.kubelet_ca_host_path",
+                    "kubelet_verification host-ca needs the CA file's path on the nodes",
+                )
+            elif not PurePosixPath(path).is_absolute() or path.endswith("/"):
+                self.bad(f"{p}.kubelet_ca_host_path", f"{path!r} is not an absolute file path")
+        elif path is not None:
+            self.bad(
+                f"{p}.kubelet_ca_host_path",
+                f"is only read with kubelet_verification host-ca (it is "
+                f"{k.kubelet_verification!r})",
+            )
 
     # --- workloads --------------------------------------------------------------------
 
@@ -378,7 +413,7 @@ class _Validator:
             )
         if agent is not None:
             self._selectors(f"{p}.selectors", w.selectors, agent.workload_attestors, agent)
-            local = agent_workload_attestors(agent, "local")
+            local = agent_workload_attestors(self.t, agent, "local")
             if w.local_selectors:
                 self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
         if not w.selectors:
@@ -568,7 +603,7 @@ class _Validator:
             if "k8s" in a.workload_attestors and a.kubernetes is not None:
                 self.bad(
                     f"agents[{a.name}].workload_attestors",
-                    "the k8s workload attestor needs cluster-scoped RBAC (nodes/proxy); with "
+                    "the k8s workload attestor needs cluster-scoped RBAC (nodes/pods); with "
                     "kubernetes.rbac: namespace use unix",
                 )
 

@@ -18,8 +18,6 @@ from typing import Any
 from spire_fabric.render.kubernetes._agents import join_token_secret_name
 from spire_fabric.render.kubernetes._assemble import STAGES, Stage, staged_objects
 from spire_fabric.render.kubernetes._common import (
-    CSI_DRIVER_IMAGE,
-    CSI_REGISTRAR_IMAGE,
     LABEL_CLUSTER,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -54,8 +52,6 @@ from spire_fabric.topology import Topology
 
 __all__ = [
     "CRDS",
-    "CSI_DRIVER_IMAGE",
-    "CSI_REGISTRAR_IMAGE",
     "GROUP",
     "LABEL_CLUSTER",
     "LABEL_COMPONENT",

@@ -3,31 +3,35 @@ pods in "restricted" namespaces.
 
 The agent is the one pod that needs the host: ``hostPID`` so the workload attestors can
 read a caller's /proc entry (the caller's PID is in the host PID namespace), and a hostPath
-directory for the Workload API socket so it outlives agent restarts. It runs as root (the
-image's default, so it owns that directory) but with every capability dropped, no
-privilege escalation, a read-only root filesystem and the runtime's seccomp profile.
+directory for the Workload API socket so it outlives agent restarts. It runs as a uid of
+its own (``AGENT_UID``, not root: SPIRE's image would run it as root) with every
+capability dropped, no privilege escalation, a read-only root filesystem and the runtime's
+seccomp profile. The files it reads under hostPID (/proc/<pid>/cgroup, mountinfo, stat,
+status) are world-readable, so no capability is needed for other uids' pods. A one-shot
+init container, root with CAP_CHOWN only, hands it the socket directory that the kubelet
+creates root-owned.
 """
 
 from __future__ import annotations
 
 from posixpath import dirname
 
-from spire_fabric.render._agent import render_agent_config
+from spire_fabric.render._agent import HOST_KUBELET_CA, render_agent_config
 from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render.kubernetes._common import (
     AGENT_TOKEN_DIR,
-    CSI_DRIVER_IMAGE,
-    CSI_REGISTRAR_IMAGE,
+    AGENT_UID,
+    NODE_CRITICAL,
     PSAT_AUDIENCE,
     Obj,
     agent_host_socket_dir,
     agent_node_selector,
     config_map,
-    csi_driver_name,
     meta,
     obj,
+    resources,
     selector_labels,
-    service_account,
+    small_resources,
 )
 from spire_fabric.topology import Agent, Topology, agent_node_attestor
 
@@ -58,8 +62,37 @@ def _agent_security_context() -> Obj:
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "readOnlyRootFilesystem": True,
-        "runAsUser": 0,
+        "runAsGroup": AGENT_UID,
+        "runAsNonRoot": True,
+        "runAsUser": AGENT_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _init_container(topology: Topology, agent: Agent) -> Obj:
+    """Root with CAP_CHOWN and nothing else, for one chown: the kubelet creates the hostPath
+    socket directory root-owned (and an agent that ran as root before left its files)."""
+    socket_dir = dirname(PATHS.agent_socket(agent))
+    data_dir = PATHS.agent_data_dir(agent.name)
+    return {
+        "name": "chown-agent-dirs",
+        "image": topology.kubernetes.images.agent_init,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["chown", "-R", f"{AGENT_UID}:{AGENT_UID}", socket_dir, data_dir],
+        "resources": small_resources(),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["CHOWN"], "drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": data_dir},
+            {"name": "sockets", "mountPath": socket_dir},
+        ],
     }
 
 
@@ -91,6 +124,8 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
         mounts.append({"name": "psat-token", "mountPath": AGENT_TOKEN_DIR, "readOnly": True})
     else:
         mounts.append({"name": "join-token", "mountPath": JOIN_TOKEN_DIR, "readOnly": True})
+    if _host_kubelet_ca(agent) is not None:
+        mounts.append({"name": "kubelet-ca", "mountPath": HOST_KUBELET_CA, "readOnly": True})
     c: Obj = {
         "name": "spire-agent",
         "image": topology.kubernetes.images.agent,
@@ -117,9 +152,19 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
             "initialDelaySeconds": 5,
             "periodSeconds": 10,
         }
+    c["resources"] = resources(("50m", "500m"), ("64Mi", "512Mi"), ("16Mi", "256Mi"))
     c["securityContext"] = _agent_security_context()
     c["volumeMounts"] = mounts
     return c
+
+
+def _host_kubelet_ca(agent: Agent) -> str | None:
+    """The node's file the agent verifies kubelets against, when it is not the
+    service-account CA (``kubelet_verification: host-ca``)."""
+    k = agent.kubernetes
+    if k is None or k.kubelet_verification != "host-ca":
+        return None
+    return k.kubelet_ca_host_path
 
 
 def _agent_volumes(topology: Topology, agent: Agent) -> list[Obj]:
@@ -136,6 +181,11 @@ def _agent_volumes(topology: Topology, agent: Agent) -> list[Obj]:
     ]
     if agent.admin_socket:
         volumes.append({"name": "admin", "emptyDir": {}})
+    host_ca = _host_kubelet_ca(agent)
+    if host_ca is not None:
+        # the file alone, not its directory (on a control-plane node that would hold the
+        # CA's key too); a file mount pins the inode, so a replaced file needs a restart
+        volumes.append({"name": "kubelet-ca", "hostPath": {"path": host_ca, "type": "File"}})
     if agent_node_attestor(agent, "kubernetes") != "k8s_psat":
         volumes.append(
             {
@@ -170,7 +220,15 @@ def render_agent_objects(topology: Topology, agent: Agent) -> list[Obj]:
     pod_spec: Obj = {
         "serviceAccountName": k.service_account,
         "hostPID": True,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "priorityClassName": NODE_CRITICAL,
+        "securityContext": {
+            "fsGroup": AGENT_UID,
+            "runAsGroup": AGENT_UID,
+            "runAsNonRoot": True,
+            "runAsUser": AGENT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [_init_container(topology, agent)],
         "containers": [_agent_container(topology, agent)],
         "volumes": _agent_volumes(topology, agent),
     }
@@ -196,126 +254,3 @@ def render_agent_objects(topology: Topology, agent: Agent) -> list[Obj]:
         agent.name,
     )
     return [cm, daemon_set]
-
-
-# --- SPIFFE CSI driver ------------------------------------------------------------------
-
-
-def csi_driver_object(topology: Topology, agent: Agent) -> Obj:
-    assert agent.kubernetes is not None
-    return obj(
-        "storage.k8s.io/v1",
-        "CSIDriver",
-        meta(
-            topology,
-            agent.kubernetes.cluster,
-            csi_driver_name(agent),
-            app=agent.name,
-            component="csi-driver",
-        ),
-        spec={
-            "attachRequired": False,
-            "podInfoOnMount": True,
-            # The socket is world-accessible; changing ownership would only break it.
-            "fsGroupPolicy": "None",
-            "volumeLifecycleModes": ["Ephemeral"],
-        },
-    )
-
-
-def render_csi_driver(topology: Topology, agent: Agent) -> list[Obj]:
-    """spiffe-csi's own example, one per agent under its own plugin name. The driver
-    container must be privileged: it bind-mounts into pods with Bidirectional propagation."""
-    k = agent.kubernetes
-    assert k is not None
-    name = f"{agent.name}-csi-driver"
-    driver = csi_driver_name(agent)
-    plugin_dir = f"/var/lib/kubelet/plugins/{driver}"
-    labels = selector_labels(agent.name, "csi-driver")
-    containers = [
-        {
-            "name": "spiffe-csi-driver",
-            "image": CSI_DRIVER_IMAGE,
-            "imagePullPolicy": "IfNotPresent",
-            "args": [
-                "-workload-api-socket-dir",
-                "/spire-agent-socket",
-                "-plugin-name",
-                driver,
-                "-csi-socket-path",
-                "/spiffe-csi/csi.sock",
-            ],
-            "env": [
-                {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
-            ],
-            "securityContext": {
-                "capabilities": {"drop": ["ALL"]},
-                "privileged": True,
-                "readOnlyRootFilesystem": True,
-            },
-            "volumeMounts": [
-                {"name": "agent-sockets", "mountPath": "/spire-agent-socket", "readOnly": True},
-                {"name": "csi-socket", "mountPath": "/spiffe-csi"},
-                {
-                    "name": "mountpoints",
-                    "mountPath": "/var/lib/kubelet/pods",
-                    "mountPropagation": "Bidirectional",
-                },
-            ],
-        },
-        {
-            "name": "node-driver-registrar",
-            "image": CSI_REGISTRAR_IMAGE,
-            "imagePullPolicy": "IfNotPresent",
-            "args": [
-                "-csi-address",
-                "/spiffe-csi/csi.sock",
-                "-kubelet-registration-path",
-                f"{plugin_dir}/csi.sock",
-            ],
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "readOnlyRootFilesystem": True,
-            },
-            "volumeMounts": [
-                {"name": "csi-socket", "mountPath": "/spiffe-csi"},
-                {"name": "registration", "mountPath": "/registration"},
-            ],
-        },
-    ]
-    volumes = [
-        {
-            "name": "agent-sockets",
-            "hostPath": {"path": agent_host_socket_dir(agent), "type": "DirectoryOrCreate"},
-        },
-        {"name": "csi-socket", "hostPath": {"path": plugin_dir, "type": "DirectoryOrCreate"}},
-        {"name": "mountpoints", "hostPath": {"path": "/var/lib/kubelet/pods", "type": "Directory"}},
-        {
-            "name": "registration",
-            "hostPath": {"path": "/var/lib/kubelet/plugins_registry", "type": "Directory"},
-        },
-    ]
-    pod_spec: Obj = {
-        "serviceAccountName": name,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": containers,
-        "volumes": volumes,
-    }
-    node_selector = agent_node_selector(topology, agent)
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    return [
-        service_account(topology, k.cluster, name, k.namespace),
-        csi_driver_object(topology, agent),
-        obj(
-            "apps/v1",
-            "DaemonSet",
-            meta(topology, k.cluster, name, k.namespace, app=agent.name, component="csi-driver"),
-            spec={
-                "selector": {"matchLabels": labels},
-                "updateStrategy": {"type": "RollingUpdate"},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
-        ),
-    ]

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spire_fabric.render.kubernetes._agents import render_agent_objects, render_csi_driver
+from spire_fabric.render.kubernetes._agents import render_agent_objects
 from spire_fabric.render.kubernetes._common import (
     LABEL_CLUSTER,
     Obj,
@@ -21,6 +21,7 @@ from spire_fabric.render.kubernetes._common import (
 )
 from spire_fabric.render.kubernetes._controller_manager import render_registrations
 from spire_fabric.render.kubernetes._crds import render_crds
+from spire_fabric.render.kubernetes._csi import render_csi_driver
 from spire_fabric.render.kubernetes._mysql import render_mysql
 from spire_fabric.render.kubernetes._namespaces import render_namespaces
 from spire_fabric.render.kubernetes._rbac import render_rbac, render_service_accounts

@@ -12,17 +12,18 @@ from spire_fabric.topology import Agent, Server, Topology
 
 Obj = dict[str, Any]
 
-# Images the topology model does not carry (it pins SPIRE and the controller manager).
-# spiffe-csi-driver 0.2.8 (2025-08) is the release of SPIRE 1.13's time and already has
-# -plugin-name (since 0.2.2); the registrar version is the one spiffe-csi's examples use.
-CSI_DRIVER_IMAGE = "ghcr.io/spiffe/spiffe-csi-driver:0.2.8"
-CSI_REGISTRAR_IMAGE = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.10.0"
-
-# The SPIRE server image runs as 1000:1000 (SPIRE's Dockerfile, spireuid/spiregid); the
-# agent image runs as root so it can own the hostPath socket directory.
+# The SPIRE server image runs as 1000:1000 (SPIRE's Dockerfile, spireuid/spiregid); so do
+# the project's workloads. The agent gets a uid and gid of its own, shared with nothing we
+# run: under hostPID another process of the same uid could read its /proc/<pid>/environ
+# and memory maps, and it could read theirs.
 SPIRE_UID = 1000
 WORKLOAD_UID = 1000
 MYSQL_UID = 999  # the mysql user of the official image
+AGENT_UID = 1100
+
+# Agent and CSI driver DaemonSets: the node's identity plumbing, evicted last and
+# scheduled first (a node whose agent is gone serves no identities).
+NODE_CRITICAL = "system-node-critical"
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -95,6 +96,22 @@ def secret(
 
 def selector_labels(app: str, component: str) -> dict[str, str]:
     return {LABEL_NAME: app, LABEL_COMPONENT: component}
+
+
+def resources(cpu: tuple[str, str], memory: tuple[str, str], disk: tuple[str, str]) -> Obj:
+    """Requests and limits (request, limit) of a node-level container: bounded, so a leak
+    in one cannot starve the node's workloads, and requested, so the scheduler counts it."""
+    names = ("cpu", "memory", "ephemeral-storage")
+    pairs = (cpu, memory, disk)
+    return {
+        "limits": {n: p[1] for n, p in zip(names, pairs, strict=True)},
+        "requests": {n: p[0] for n, p in zip(names, pairs, strict=True)},
+    }
+
+
+def small_resources() -> Obj:
+    """A sidecar's or init container's share (a fresh dict: objects never share parts)."""
+    return resources(("10m", "100m"), ("16Mi", "64Mi"), ("1Mi", "16Mi"))
 
 
 def restricted_container() -> Obj:

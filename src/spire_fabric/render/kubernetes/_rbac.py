@@ -4,8 +4,11 @@ Sources (SPIRE 1.13.3 docs and code, spire-controller-manager 0.6.3 demo RBAC):
 - server NodeAttestor "k8s_psat": tokenreviews create; pods and nodes get (cluster-wide,
   because agents may run in any namespace and nodes are cluster-scoped).
 - agent WorkloadAttestor "k8s": it only calls the kubelet's ``/pods`` endpoint
-  (pkg/agent/plugin/workloadattestor/k8s/k8s.go), which the kubelet authorizes as
-  ``nodes/proxy`` get. The agent never calls the API server, so nothing else.
+  (pkg/agent/plugin/workloadattestor/k8s/k8s.go). A kubelet of Kubernetes >= 1.33
+  (KubeletFineGrainedAuthz) authorizes that as ``nodes/pods`` get and falls back to
+  ``nodes/proxy``; older ones ask for ``nodes/proxy`` only, which also opens exec, logs and
+  every other kubelet endpoint, so it is an opt-in (``kubelet_access``). The agent never
+  calls the API server, so nothing else.
 - server BundlePublisher "k8s_configmap": get and patch of its one ConfigMap in each agent
   namespace it publishes to (doc/plugin_server_bundlepublisher_k8s_configmap.md: it
   server-side applies; we render the ConfigMap, so no create). A Role in the agents'
@@ -139,21 +142,27 @@ def _server_rbac(topology: Topology, server: Server) -> list[Obj]:
 
 
 def _agent_rbac(topology: Topology, cluster: str) -> list[Obj]:
-    """One ClusterRole per agent service account that runs the k8s workload attestor."""
-    subjects: dict[tuple[str, str], None] = {}
+    """One ClusterRole per agent service account that runs the k8s workload attestor:
+    ``nodes/pods`` get (the kubelet's /pods, all the attestor calls), or ``nodes/proxy`` get
+    when an agent of that account opted in with ``kubelet_access: nodes/proxy``."""
+    subjects: dict[tuple[str, str], str] = {}
     for a in k8s_agents(topology):
-        assert a.kubernetes is not None
-        if a.kubernetes.cluster == cluster and "k8s" in agent_workload_attestors(a, "kubernetes"):
-            subjects[(a.kubernetes.namespace, a.kubernetes.service_account)] = None
+        k = a.kubernetes
+        assert k is not None
+        if k.cluster != cluster or "k8s" not in agent_workload_attestors(topology, a, "kubernetes"):
+            continue
+        key = (k.namespace, k.service_account)
+        if subjects.get(key) != "nodes/proxy":
+            subjects[key] = k.kubelet_access
     out: list[Obj] = []
-    for ns, sa in subjects:
+    for (ns, sa), resource in subjects.items():
         out += _role(
             topology,
             cluster,
             "ClusterRole",
             f"spire-fabric-{ns}-{sa}-workload-attestor",
             None,
-            [_rule([""], ["nodes/proxy"], ["get"])],
+            [_rule([""], [resource], ["get"])],
             [(ns, sa)],
         )
     return out

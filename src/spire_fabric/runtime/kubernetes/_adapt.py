@@ -10,7 +10,8 @@ from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._state import KubernetesSettings
 from spire_fabric.topology import Images, MySqlDatastore, Topology
 
-IMAGE_ROLES = ("server", "agent", "controller_manager", "workload", "mysql")
+# ``--image ROLE=REF``: every field of Images, and the MySQL instance's image
+IMAGE_ROLES = (*(f.name for f in dataclasses.fields(Images)), "mysql")
 
 
 def node_addresses(conn: ClusterApi) -> list[tuple[str, str]]:
@@ -53,13 +54,8 @@ def adapt(
                 raise KubernetesTargetError(f"{clusters[c.name].where()} has no Ready node")
             c = dataclasses.replace(c, node_address=nodes[0][1])
         new_clusters.append(c)
-    images = topology.kubernetes.images
-    images = Images(
-        server=settings.images.get("server", images.server),
-        agent=settings.images.get("agent", images.agent),
-        controller_manager=settings.images.get("controller_manager", images.controller_manager),
-        workload=settings.images.get("workload", images.workload),
-    )
+    overrides = {r: ref for r, ref in settings.images.items() if r != "mysql"}
+    images = dataclasses.replace(topology.kubernetes.images, **overrides)
     k = dataclasses.replace(topology.kubernetes, images=images)
     if settings.workload_socket:
         k = dataclasses.replace(k, workload_socket=settings.workload_socket)  # type: ignore[arg-type]

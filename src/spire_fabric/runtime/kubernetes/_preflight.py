@@ -1,7 +1,8 @@
 """What `up` checks before it changes anything, so a refusal leaves the clusters as they
 were: every namespace we would use is ours or new; every NodePort we ask for is free or
 already ours; the user may do what `up` will do (SelfSubjectAccessReview); and the project's
-own workload image, which no registry serves, is on a node."""
+own workload image, which no registry serves, is on a node; and every kubelet an agent
+granted only ``nodes/pods`` will ask knows that permission."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ _EXTRA_ACCESS = (
 # The kubelet reports at most this many images per node (--node-status-max-images, the
 # largest first): on a node that reports this many, a missing name proves nothing.
 NODE_STATUS_MAX_IMAGES = 50
+# The first kubelet that authorizes GET /pods as nodes/pods (KubeletFineGrainedAuthz, beta
+# and on by default in 1.33); an older one asks the API server about nodes/proxy only.
+FINE_GRAINED_KUBELET = (1, 33)
+FINE_GRAINED_GATE = 'kubernetes_feature_enabled{name="KubeletFineGrainedAuthz"'
 
 
 def preflight(
@@ -47,6 +52,7 @@ def preflight(
         _namespaces_ours(conn, name, objs)
         _node_ports_free(conn, objs)
         _project_images_on_nodes(conn, objs)
+        _kubelets_know_nodes_pods(conn, objs)
 
 
 def _namespaces_ours(conn: ClusterApi, topology: str, objs: list[dict[str, Any]]) -> None:
@@ -184,3 +190,83 @@ def _plural(kind: str) -> str:
     if lower.endswith("y"):
         return lower[:-1] + "ies"
     return lower + ("es" if lower.endswith("s") else "s")
+
+
+def _nodes_pods_agents(objs: list[dict[str, Any]]) -> list[str]:
+    """The agent DaemonSets whose service account is granted ``nodes/pods`` (and so not
+    ``nodes/proxy``) by the rendered ClusterRoles."""
+    roles = {
+        o["metadata"]["name"]
+        for o in objs
+        if o["kind"] == "ClusterRole"
+        and any("nodes/pods" in r.get("resources", []) for r in o.get("rules") or [])
+    }
+    accounts = {
+        (s["namespace"], s["name"])
+        for o in objs
+        if o["kind"] == "ClusterRoleBinding" and o["roleRef"]["name"] in roles
+        for s in o.get("subjects") or []
+    }
+    agents = []
+    for o in objs:
+        pod = ((o.get("spec") or {}).get("template") or {}).get("spec") or {}
+        account = (o["metadata"].get("namespace"), pod.get("serviceAccountName"))
+        if o["kind"] == "DaemonSet" and pod.get("hostPID") and account in accounts:
+            agents.append(o["metadata"]["name"])
+    return sorted(agents)
+
+
+def kubelet_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a kubelet's reported version (``v1.32.4``, ``v1.33.1-eks-1``)."""
+    parts = text.lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _gate_disabled(conn: ClusterApi, node: str) -> bool:
+    """Whether the node's kubelet reports KubeletFineGrainedAuthz off in its /metrics (a
+    1.33+ kubelet can be started with the gate off). Read through the API server's node
+    proxy; a user who may not do that learns nothing here, and the version decides."""
+    try:
+        text = conn.core.connect_get_node_proxy_with_path(node, "metrics")
+    except ApiException:
+        return False
+    for line in str(text).splitlines():
+        if line.startswith(FINE_GRAINED_GATE):
+            return line.rsplit(" ", 1)[-1].strip() in ("0", "0.0")
+    return False
+
+
+def _kubelets_know_nodes_pods(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
+    """An agent granted ``nodes/pods`` only would be refused by an older kubelet on every
+    attestation (403 from /pods): refuse now, naming the setting that grants nodes/proxy."""
+    agents = _nodes_pods_agents(objs)
+    if not agents:
+        return
+    try:
+        nodes = conn.core.list_node().items
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot list the nodes of {conn.where()}: {api_error_message(err)}"
+        ) from err
+    for node in nodes:
+        name = node.metadata.name
+        reported = node.status.node_info.kubelet_version if node.status.node_info else ""
+        version = kubelet_version(reported or "")
+        if version is not None and version >= FINE_GRAINED_KUBELET:
+            if not _gate_disabled(conn, name):
+                continue
+            why = f"runs kubelet {reported} with the KubeletFineGrainedAuthz feature gate off"
+        elif version is not None:
+            why = f"runs kubelet {reported}, older than 1.33"
+        else:
+            why = f"reports kubelet version {reported!r}, which does not say it is 1.33+"
+        settings = ", ".join(f"agents[{a}].kubernetes.kubelet_access" for a in agents)
+        raise KubernetesTargetError(
+            f"node {name} of {conn.where()} {why}: it authorizes the k8s workload "
+            f"attestor's /pods call as nodes/proxy only, and the agents are granted "
+            f"nodes/pods. Set {settings} to nodes/proxy (it grants every kubelet endpoint, "
+            "exec included), or upgrade the kubelets."
+        )

@@ -21,10 +21,10 @@ APPLIED_FILE = "applied-topology.yaml"  # as `up` applied it: images, node addre
 class KubernetesSettings:
     """How to reach the clusters and what to run there.
 
-    ``images`` overrides the topology's images by role (``server``, ``agent``,
-    ``controller_manager``, ``workload``, ``mysql``): a private registry, or images built
-    for a test cluster. ``workload_socket`` overrides the topology's choice (``host-path``
-    where the SPIFFE CSI driver cannot be installed)."""
+    ``images`` overrides the topology's images by role (each field of ``Images``, and
+    ``mysql``), by tag or digest: a private registry, or images built for a test cluster.
+    ``workload_socket`` overrides the topology's choice (``host-path`` where the SPIFFE CSI
+    driver cannot be installed)."""
 
     kubeconfig: str | None = None
     contexts: dict[str, str] = field(default_factory=dict)

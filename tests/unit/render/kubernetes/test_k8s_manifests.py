@@ -115,7 +115,7 @@ def test_k8s_workload_attestor_gets_only_kubelet_pod_listing():
     objects = render_kubernetes_objects(preset("enterprise"))
     name = "spire-fabric-spire-downstream-agents-spire-agent-workload-attestor"
     role = _find(objects, "ClusterRole", name)
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/pods"], "verbs": ["get"]}]
     binding = _find(objects, "ClusterRoleBinding", name)
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "spire-agent", "namespace": "spire-downstream-agents"}
