@@ -17,6 +17,7 @@ from spire_fabric.render.kubernetes import (
     InstallerSecrets,
     SigningCaPem,
     cluster_of,
+    identity_probe_pod,
     mysql_dns_names,
     mysql_secret,
     mysql_tls_secret,
@@ -384,6 +385,25 @@ def test_every_signing_ca_secret_is_typed_tls_with_tls_crt_and_key(name):
                      if m["name"] == "upstream-ca")
         for key in ("tls.crt", "tls.key", "bundle.crt"):
             assert f'"{mount["mountPath"]}/{key}"' in conf
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_no_workload_pod_or_probe_runs_in_a_server_namespace(name):
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    servers = {(cluster_of(o), o["metadata"]["namespace"]) for o in objects
+               if o["kind"] == "StatefulSet"}  # fmt: skip
+    assert servers
+    placed = [(cluster_of(o), o["metadata"]["namespace"]) for o in objects
+              if o["kind"] in ("Deployment", "ServiceAccount")
+              and o["metadata"]["labels"].get("app.kubernetes.io/component") == "workload"]
+    # the installer's identity probe runs as the workload, in its namespace, in its agent's
+    # cluster (the probe pod carries no cluster label: the installer places it)
+    placed += [(topology.agent(w.agent).kubernetes.cluster,
+                identity_probe_pod(topology, w, "probe")["metadata"]["namespace"])
+               for w in topology.workloads if w.kubernetes is not None]  # fmt: skip
+    assert placed
+    assert not set(placed) & servers, set(placed) & servers
 
 
 def test_mysql_secret_with_values_carries_them_base64_encoded():
