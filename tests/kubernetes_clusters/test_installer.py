@@ -247,6 +247,23 @@ def test_up_again_changes_nothing(enterprise: dict[str, Any], installer: KubeDep
     assert "no changes" in again.stdout
 
 
+def test_later_commands_need_no_flag_the_settings_are_recorded(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    """`up` was given the test clusters' kubeconfig, images and socket mode; `plan` with
+    nothing but the state directory (not even --target) finds them all: no changes."""
+    argv = [sys.executable, "-m", "spire_fabric.deploy", "plan", "--output", "json",
+            "--state-dir", str(installer.state_dir)]  # fmt: skip
+    plan = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    body = json.loads(plan.stdout)
+    assert plan.returncode == 0, body["changes"]
+    assert body["target"] == "kubernetes" and body["unchanged"] > 40, body
+    # a flag of the other target is refused, naming it, and changes nothing
+    refused = installer.run("up", "--port-base", "40000")
+    assert refused.returncode != 0
+    assert "--port-base does not apply to --target kubernetes" in refused.stderr
+
+
 def test_an_opaque_signing_ca_secret_of_an_older_up_is_replaced_by_the_tls_one(
     enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
 ) -> None:
@@ -270,23 +287,6 @@ def test_an_opaque_signing_ca_secret_of_an_older_up_is_replaced_by_the_tls_one(
     assert now.type == "kubernetes.io/tls" and now.data == live.data
     again = installer.ok("up", "--topology", "enterprise")
     assert "no changes" in again.stdout
-
-
-def test_later_commands_need_no_flag_the_settings_are_recorded(
-    enterprise: dict[str, Any], installer: KubeDeploy
-) -> None:
-    """`up` was given the test clusters' kubeconfig, images and socket mode; `plan` with
-    nothing but the state directory (not even --target) finds them all: no changes."""
-    argv = [sys.executable, "-m", "spire_fabric.deploy", "plan", "--output", "json",
-            "--state-dir", str(installer.state_dir)]  # fmt: skip
-    plan = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    body = json.loads(plan.stdout)
-    assert plan.returncode == 0, body["changes"]
-    assert body["target"] == "kubernetes" and body["unchanged"] > 40, body
-    # a flag of the other target is refused, naming it, and changes nothing
-    refused = installer.run("up", "--port-base", "40000")
-    assert refused.returncode != 0
-    assert "--port-base does not apply to --target kubernetes" in refused.stderr
 
 
 def test_rendered_files_applied_in_order_with_kubectl_make_the_same_objects(
