@@ -35,7 +35,7 @@ from .conftest import Deploy, free_port_base
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 
 TD_DOWN = "downstream.example.org"
-UPSTREAM_CLIENT = "spiffe://enterprise-root.org/ns/spire-upstream/sa/upstream-client"
+UPSTREAM_CLIENT = "spiffe://enterprise-root.org/ns/upstream-workloads/sa/upstream-client"
 API = f"spiffe://{TD_DOWN}/ns/downstream-workloads/sa/enterprise-api"
 PROCESSOR = f"spiffe://{TD_DOWN}/ns/downstream-workloads/sa/data-processor"
 GATEWAY = f"spiffe://{TD_DOWN}/ns/downstream-workloads/sa/security-gateway"

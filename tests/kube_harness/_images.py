@@ -53,6 +53,9 @@ class Image:
     base: tuple[str, ...] | None = BASE_PACKAGES  # Debian packages of the base layer
     env: tuple[str, ...] = ()
     extra_layer: Callable[[Path], Path] | None = field(default=None, compare=False)
+    # What the extra layer holds, for the cache key (its function cannot say): a changed
+    # entrypoint script must build a new tarball, not reuse the cached one.
+    extra_layer_key: str = ""
     # Makes the whole image (out, ref, say) instead of base + files + extra layer.
     builder: Callable[[Path, str, Callable[[str], None]], None] | None = field(
         default=None, compare=False)
@@ -63,9 +66,12 @@ class Image:
 
     @property
     def tarball(self) -> Path:
-        """Named by tag and by how the image is made (entrypoint, env, base, file paths),
-        so changing the recipe rebuilds rather than reusing a stale cached image."""
+        """Named by tag and by how the image is made (entrypoint, env, base, file paths, the
+        extra layer's content), so changing the recipe rebuilds rather than reusing a stale
+        cached image."""
         recipe = repr((self.entrypoint, self.env, self.base, [a for a, _ in self.files]))
+        if self.extra_layer_key:  # (images without one keep the keys they always had)
+            recipe += self.extra_layer_key
         key = hashlib.sha256(recipe.encode()).hexdigest()[:8]
         return images_dir() / f"{self.repo}_{self.tag}_{key}.oci.tar"
 
@@ -127,24 +133,43 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
               _build.PARTS["spire-controller-manager"].bin_dir / "spire-controller-manager"),),
             ("/usr/local/bin/spire-controller-manager",)),
         "mariadb": Image("mariadb", mariadb_version(), (), (MARIADB_ENTRYPOINT_PATH,),
-                         base=MARIADB_PACKAGES, extra_layer=_mariadb_layer),
+                         base=MARIADB_PACKAGES, extra_layer=_mariadb_layer,
+                         extra_layer_key=hashlib.sha256(MARIADB_ENTRYPOINT.encode()).hexdigest()),
     }
 
 
 MARIADB_ENTRYPOINT_PATH = "/usr/local/bin/sfk-mariadb-entrypoint"
-# The environment contract of the official MySQL image, which the rendered production
-# manifests use (MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD, MYSQL_ROOT_PASSWORD; data in
-# /var/lib/mysql; any uid that owns the data directory).
+# The environment contract of the official MySQL and MariaDB images, which the rendered
+# production manifests use: MYSQL_DATABASE, MYSQL_USER, and the passwords as MYSQL_PASSWORD /
+# MYSQL_ROOT_PASSWORD or, as the manifests do, from the files MYSQL_PASSWORD_FILE /
+# MYSQL_ROOT_PASSWORD_FILE name (never both); data in /var/lib/mysql; any uid that owns
+# the data directory; arguments go to the server (the manifests pass --ssl-cert, --ssl-key,
+# --ssl-ca and --require-secure-transport=ON that way). A password read from a file stays a
+# shell variable: mariadbd does not inherit it.
 MARIADB_ENTRYPOINT = """#!/bin/sh
 set -eu
 datadir=/var/lib/mysql
 run=/var/run/mysqld
+# $1 from itself or from the file ${1}_FILE names, as the official images' file_env does.
+file_env() {
+  eval "value=\\${$1:-}; file=\\${$1_FILE:-}"
+  if [ -n "$value" ] && [ -n "$file" ]; then
+    echo "both $1 and $1_FILE are set; set one" >&2; exit 1
+  fi
+  if [ -n "$file" ]; then
+    [ -r "$file" ] || { echo "$1_FILE: cannot read $file" >&2; exit 1; }
+    value=$(cat "$file")
+  fi
+  eval "$1=\\$value"
+}
 mkdir -p "$run"
 user_opt=""
 [ "$(id -u)" = 0 ] && user_opt=--user=root
 # Debian's package already made a data directory in the image; a mounted volume is empty.
 # Either way the variables are applied once, recorded by a marker file.
 if [ ! -e "$datadir/.sfk-initialized" ]; then
+  file_env MYSQL_ROOT_PASSWORD
+  file_env MYSQL_PASSWORD
   mariadb-install-db --datadir="$datadir" $user_opt --auth-root-authentication-method=normal \\
     --skip-test-db >/dev/null
   mariadbd --datadir="$datadir" $user_opt --skip-networking --skip-name-resolve \\

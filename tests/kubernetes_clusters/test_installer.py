@@ -204,6 +204,57 @@ def test_the_agents_attest_as_their_own_uid_against_a_verified_kubelet_with_node
     assert set(uids) == {AGENT_UID}, uids
 
 
+def test_mysql_takes_tls_only_with_its_service_name_and_passwords_from_files(
+    enterprise: dict[str, Any], kubes: dict[str, Kube]
+) -> None:
+    """The datastore hardening as the cluster runs it: a plain connection is refused, one
+    verifying the Service name against the datastore CA succeeds (the SPIRE server's own
+    connection is TLS, then: verify's datastore check is green), the password files are
+    root's and MySQL's group's alone, no container env holds a password, and the signing CA
+    and MySQL certificate Secrets are typed kubernetes.io/tls."""
+    from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+    from spire_fabric.runtime.kubernetes._pods import exec_in_pod
+
+    k = kubes[UPSTREAM]
+    conn = ClusterApi(UPSTREAM, UPSTREAM, k.api)
+    ns, host = "spire-upstream", "spire-upstream-mysql.spire-upstream.svc"
+    pods = k.core.list_namespaced_pod(
+        ns, label_selector="app.kubernetes.io/name=spire-upstream-mysql").items
+    pod = next(p.metadata.name for p in pods if p.status.phase == "Running")
+
+    def mariadb(*opts: str) -> Any:
+        sql = "SHOW SESSION STATUS LIKE 'Ssl_version'"
+        script = (f'mariadb -h {host} -u spire -p"$(cat /run/secrets/mysql/password)" '
+                  f'{" ".join(opts)} -N -e "{sql}"')  # fmt: skip
+        return exec_in_pod(conn, ns, pod, "mysql", ["sh", "-c", script])
+
+    # the same user and password: refused without TLS (MariaDB 10.11 answers 1045 "Access
+    # denied" under require_secure_transport; MySQL says "insecure transport"), let in with
+    plain = mariadb("--skip-ssl")
+    assert plain.returncode != 0, plain.stdout
+    assert "ERROR 1045" in plain.stderr or "insecure transport" in plain.stderr, plain.stderr
+    verified = mariadb("--ssl", "--ssl-ca=/run/secrets/mysql-tls/ca.crt",
+                       "--ssl-verify-server-cert")  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    name, version = verified.stdout.split()
+    assert name == "Ssl_version" and version.startswith("TLSv1."), verified.stdout
+    modes = exec_in_pod(conn, ns, pod, "mysql", ["stat", "-L", "-c", "%n %a %u %g",
+                        "/run/secrets/mysql/password", "/run/secrets/mysql/root-password",
+                        "/run/secrets/mysql-tls/tls.key"])  # fmt: skip
+    assert modes.returncode == 0, modes.stderr
+    for line in modes.stdout.splitlines():
+        assert line.split()[1:] == ["440", "0", "999"], line
+    for kube in kubes.values():
+        for dep in kube.apps.list_deployment_for_all_namespaces(
+                label_selector="app.kubernetes.io/managed-by=spire-fabric").items:
+            for c in dep.spec.template.spec.containers:
+                for e in c.env or []:
+                    assert e.value_from is None or e.name == "SPIRE_DB_PASSWORD", (dep, e)
+                    assert "PASSWORD" not in e.name or e.name.endswith("_FILE"), e.name
+    for name in ("spire-upstream-server-upstream-ca", "spire-upstream-mysql-tls"):
+        assert k.core.read_namespaced_secret(name, ns).type == "kubernetes.io/tls", name
+
+
 def test_status_lists_every_component_ready_with_its_svid_expiry(
     enterprise: dict[str, Any], installer: KubeDeploy
 ) -> None:
@@ -304,6 +355,31 @@ def test_later_commands_need_no_flag_the_settings_are_recorded(
     refused = installer.run("up", "--port-base", "40000")
     assert refused.returncode != 0
     assert "--port-base does not apply to --target kubernetes" in refused.stderr
+
+
+def test_an_opaque_signing_ca_secret_of_an_older_up_is_replaced_by_the_tls_one(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """Secret types are immutable: `up` over a deployment made before the signing CA's
+    Secret was typed kubernetes.io/tls replaces it (same data); plan says so first."""
+    from kubernetes import client
+
+    k, ns, name = kubes[DOWNSTREAM], "spire-downstream", "spire-downstream-server-upstream-ca"
+    live = k.core.read_namespaced_secret(name, ns)
+    k.core.delete_namespaced_secret(name, ns)
+    k.wait(f"{name} gone", lambda: not any(
+        s.metadata.name == name for s in k.core.list_namespaced_secret(ns).items))
+    k.core.create_namespaced_secret(ns, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name, labels=live.metadata.labels),
+        type="Opaque", data=live.data))  # fmt: skip
+    plan = installer.run("plan", "--topology", "enterprise", "--output", "json")
+    notes = json.loads(plan.stdout)["notes"]
+    assert any(f"Secret {ns}/{name}" in n and "up replaces it" in n for n in notes), notes
+    installer.ok("up", "--topology", "enterprise")
+    now = k.core.read_namespaced_secret(name, ns)
+    assert now.type == "kubernetes.io/tls" and now.data == live.data
+    again = installer.ok("up", "--topology", "enterprise")
+    assert "no changes" in again.stdout
 
 
 def test_rendered_files_applied_in_order_with_kubectl_make_the_same_objects(

@@ -24,7 +24,7 @@ from spire_fabric.identity import SpiffeId
 GW = SpiffeId.parse("spiffe://downstream.example.org/ns/downstream-workloads/sa/security-gateway")
 DP = SpiffeId.parse("spiffe://downstream.example.org/ns/downstream-workloads/sa/data-processor")
 API = SpiffeId.parse("spiffe://downstream.example.org/ns/downstream-workloads/sa/enterprise-api")
-UP = SpiffeId.parse("spiffe://enterprise-root.org/ns/spire-upstream/sa/upstream-client")
+UP = SpiffeId.parse("spiffe://enterprise-root.org/ns/upstream-workloads/sa/upstream-client")
 
 GRANTS = Grants.parse(
     [f"read={GW}", f"create={GW}", f"read={DP}", f"report={DP}", "read=enterprise-root.org"]

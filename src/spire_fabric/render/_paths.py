@@ -84,6 +84,13 @@ class RenderPaths:
             return f"{self.root}/ca/{name}.{ext}"
         return f"{K8S_ROOT}/upstream-ca/{k8s_leaf}"
 
+    def mysql_ca(self, server: str) -> str:
+        """The CA that issued the certificate of the MySQL the Kubernetes target deploys for
+        ``server`` (locally the installer deploys no MySQL, so there is no such file)."""
+        if self.is_local:
+            raise ValueError("the local target deploys no MySQL and has no datastore CA")
+        return f"{K8S_ROOT}/mysql-ca/ca.crt"
+
     def bundle_endpoint_cert(self, server: str) -> str:
         """The web certificate of ``server``'s https_web bundle endpoint."""
         return self._server(server, "bundle-endpoint/tls.crt")

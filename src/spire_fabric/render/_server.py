@@ -134,6 +134,10 @@ def _datastore(w: HclWriter, server: Server, paths: RenderPaths) -> None:
                 w.comment("Run spire-server with -expandEnv: the DSN reads the environment.")
             w.attr("database_type", "mysql")
             w.attr("connection_string", ds.dsn)
+            if ds.instance is not None and not paths.is_local:
+                # The MySQL deployed beside the server serves TLS only; SPIRE then dials it
+                # with tls=<its own config> trusting only this CA, host name checked.
+                w.attr("root_ca_path", paths.mysql_ca(server.name))
         elif isinstance(ds, PostgresDatastore):
             w.attr("database_type", "postgres")
             w.attr("connection_string", ds.dsn)

@@ -48,7 +48,10 @@ class MySqlInstance:
     """A MySQL that the Kubernetes target deploys next to the server (the DSN points at it).
 
     The password never appears in the model: the DSN carries ``${SPIRE_DB_PASSWORD}`` and
-    the server runs with ``-expandEnv`` with that variable taken from ``password_secret``.
+    the server runs with ``-expandEnv`` with that variable taken from ``password_secret``
+    (SPIRE reads a DSN from nowhere but its config and environment). MySQL reads the
+    passwords as files of that Secret and serves TLS only, with a certificate for its Service
+    name from the installer's datastore CA, which the server verifies (``root_ca_path``).
     """
 
     service: str

@@ -147,7 +147,7 @@ def enterprise() -> Topology:
         TopologyBuilder("enterprise")
         .trust_domain(up_td, "upstream: holds the Enterprise Root's first intermediate")
         .trust_domain(down_td, "downstream: regional intermediate, federated with upstream")
-        .cluster(up_cluster, ["spire-upstream", "spire-upstream-agents"])
+        .cluster(up_cluster, ["spire-upstream", "spire-upstream-agents", "upstream-workloads"])
         .cluster(
             down_cluster, ["spire-downstream", "spire-downstream-agents", "downstream-workloads"]
         )
@@ -221,12 +221,13 @@ def enterprise() -> Topology:
         )
     b.workload(
         "upstream-client",
-        f"spiffe://{up_td}/ns/spire-upstream/sa/upstream-client",
+        f"spiffe://{up_td}/ns/upstream-workloads/sa/upstream-client",
         agent="upstream-agent",
-        selectors=["k8s:ns:spire-upstream", "k8s:sa:upstream-client"],
+        selectors=["k8s:ns:upstream-workloads", "k8s:sa:upstream-client"],
         federates_with=[down_td],
+        # not in spire-upstream: whoever may run pods beside a server may mount its keys
         kubernetes=WorkloadKubernetes(
-            namespace="spire-upstream", service_account="upstream-client"
+            namespace="upstream-workloads", service_account="upstream-client"
         ),
     )
     for i, name in enumerate(("enterprise-api", "data-processor", "security-gateway"), 1):

@@ -95,6 +95,7 @@ class _Validator:
         self._ports()
         self._kubernetes()
         self._agent_namespaces()
+        self._server_namespaces()
         self._bundle_configmaps()
 
     # --- names ------------------------------------------------------------------------
@@ -634,6 +635,40 @@ class _Validator:
                     "privileged; run the workload in a namespace without agents",
                 )
 
+    def _server_namespaces(self) -> None:
+        """A server's namespace holds its signing CA key and datastore Secrets, and whoever
+        may create pods there may mount them and mint any SVID of the trust domain. So no
+        workload runs there, whether placed by ``kubernetes.namespace`` or selected by a
+        ``k8s:ns:`` selector (pods a user starts there would get its identity).
+
+        One exception, and only it: a downstream workload that is the nested server itself,
+        i.e. the namespace's server takes its upstream authority through this workload's
+        agent (preset ``nested``: ``spire-child-server`` in ``spire-child``)."""
+        owners: dict[tuple[str, str], Server] = {}
+        for s in self.t.servers:
+            if s.kubernetes is not None:
+                owners.setdefault((s.kubernetes.cluster, s.kubernetes.namespace), s)
+        for w in self.t.workloads:
+            agent = self.agents.get(w.agent)
+            if agent is None or agent.kubernetes is None:
+                continue
+            namespaces = [w.kubernetes.namespace] if w.kubernetes is not None else []
+            namespaces += [sel[len("k8s:ns:"):] for sel in w.selectors
+                           if sel.startswith("k8s:ns:")]  # fmt: skip
+            for ns in dict.fromkeys(namespaces):
+                server = owners.get((agent.kubernetes.cluster, ns))
+                if server is None or _is_nested_server(w, server):
+                    continue
+                placed = w.kubernetes is not None and w.kubernetes.namespace == ns
+                where = "kubernetes.namespace" if placed else "selectors"
+                self.bad(
+                    f"workloads[{w.name}].{where}",
+                    f"workload {w.name!r} would run in namespace {ns!r}, the namespace of "
+                    f"server {server.name!r}: whoever may create pods there may mount the "
+                    "server's CA key and datastore Secrets; give workloads a namespace "
+                    "without a server",
+                )
+
     def _bundle_configmaps(self) -> None:
         """Two servers publishing one ConfigMap name into one namespace would overwrite
         each other's bundle, and an agent would trust the wrong server."""
@@ -652,3 +687,10 @@ class _Validator:
                         f"{k.bundle_configmap!r} in namespace {ns!r} of cluster {k.cluster!r}; "
                         "pick another name",
                     )
+
+
+def _is_nested_server(w: Workload, server: Server) -> bool:
+    """Whether ``w`` is ``server`` itself: the downstream entry through which ``server``
+    (UpstreamAuthority "spire") gets its CA from its parent's agent."""
+    ua = server.upstream_authority
+    return w.downstream and isinstance(ua, SpireUpstreamAuthority) and ua.agent == w.agent

@@ -59,7 +59,10 @@ def test_enterprise_workloads_federate_with_the_upstream_trust_domain():
         assert w.federates_with == (TrustDomain("enterprise-root.org"),)
     assert len(t.agents_of("spire-downstream-server")) == 3
     client = t.workload("upstream-client")
-    assert client.spiffe_id.startswith("spiffe://enterprise-root.org/")
+    # its own namespace, not the upstream server's (which holds the CA key)
+    assert client.kubernetes.namespace == "upstream-workloads"
+    assert client.spiffe_id == "spiffe://enterprise-root.org/ns/upstream-workloads/sa/upstream-client"
+    assert client.selectors == ("k8s:ns:upstream-workloads", "k8s:sa:upstream-client")
     assert client.federates_with == (TrustDomain("downstream.example.org"),)
 
 

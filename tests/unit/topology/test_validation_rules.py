@@ -317,3 +317,49 @@ def test_error_message_lists_field_paths():
         b.build()
     assert "servers[s].trust_domain: trust domain 'b.org' is not declared" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def _with_workload(t, name, **changes):
+    w = dataclasses.replace(t.workload(name), **changes)
+    return dataclasses.replace(t, workloads=tuple(w if x.name == name else x for x in t.workloads))
+
+
+def test_workload_in_a_server_namespace_is_rejected_naming_workload_namespace_and_server():
+    # the enterprise preset as it was: upstream-client beside the upstream CA key
+    t = _in_namespace(preset("enterprise"), workload="upstream-client", namespace="spire-upstream")
+    msg = only(problems_of(t), "workloads[upstream-client].kubernetes.namespace")
+    assert "workload 'upstream-client'" in msg
+    assert "namespace 'spire-upstream'" in msg
+    assert "server 'spire-upstream-server'" in msg
+
+
+def test_registered_workload_selecting_a_server_namespace_is_rejected():
+    # no pods of ours, but pods a user starts in spire-downstream would get this identity
+    t = _with_workload(
+        preset("enterprise"),
+        "data-processor",
+        selectors=("k8s:ns:spire-downstream", "k8s:sa:data-processor"),
+    )
+    msg = only(problems_of(t), "workloads[data-processor].selectors")
+    assert "namespace 'spire-downstream'" in msg and "server 'spire-downstream-server'" in msg
+
+
+def test_the_nested_server_workload_may_be_in_its_own_servers_namespace():
+    t = preset("nested")
+    w = t.workload("spire-child-server")
+    assert w.downstream and "k8s:ns:spire-child" in w.selectors
+    assert validate_topology(t) is t
+
+
+def test_a_downstream_workload_is_not_the_server_unless_it_holds_that_servers_upstream():
+    t = preset("nested")
+    # a downstream entry for pods of the root server's namespace is not the child server
+    in_root = _with_workload(
+        t, "spire-child-server", selectors=("k8s:ns:spire-root", "k8s:sa:spire-server")
+    )
+    msg = only(problems_of(in_root), "workloads[spire-child-server].selectors")
+    assert "server 'spire-root-server'" in msg
+    # nor is a workload in the child's namespace that is not downstream
+    not_downstream = _with_workload(t, "spire-child-server", downstream=False)
+    msg = only(problems_of(not_downstream), "workloads[spire-child-server].selectors")
+    assert "namespace 'spire-child'" in msg and "server 'spire-child-server'" in msg

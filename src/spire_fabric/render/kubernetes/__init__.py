@@ -31,10 +31,16 @@ from spire_fabric.render.kubernetes._common import (
 )
 from spire_fabric.render.kubernetes._controller_manager import k8s_selectable, workload_pod_labels
 from spire_fabric.render.kubernetes._crds import CRDS, GROUP
-from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_secret
+from spire_fabric.render.kubernetes._mysql import (
+    mysql_dns_names,
+    mysql_instance,
+    mysql_secret,
+    mysql_tls_secret,
+)
 from spire_fabric.render.kubernetes._namespaces import pod_security_level
 from spire_fabric.render.kubernetes._probe import PROBE_LABEL, identity_probe_pod
 from spire_fabric.render.kubernetes._secrets import (
+    DatastoreTlsPem,
     InstallerSecrets,
     MySqlPasswords,
     SigningCaPem,
@@ -62,6 +68,7 @@ __all__ = [
     "MANAGED_BY",
     "PROBE_LABEL",
     "STAGES",
+    "DatastoreTlsPem",
     "InstallerSecrets",
     "MySqlPasswords",
     "SigningCaPem",
@@ -72,8 +79,10 @@ __all__ = [
     "join_token_secret",
     "join_token_secret_name",
     "k8s_selectable",
+    "mysql_dns_names",
     "mysql_instance",
     "mysql_secret",
+    "mysql_tls_secret",
     "pod_security_level",
     "render_kubernetes_manifests",
     "render_kubernetes_objects",

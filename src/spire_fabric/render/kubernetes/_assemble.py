@@ -76,8 +76,9 @@ def _secrets(t: Topology, cluster: str, values: Secrets) -> list[Obj]:
     return render_installer_secrets(t, cluster, values)
 
 
-def _mysql(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
-    return [o for s in _servers_of(t, cluster) for o in render_mysql(t, s)]
+def _mysql(t: Topology, cluster: str, values: Secrets) -> list[Obj]:
+    tls = values.mysql_tls if values is not None else {}
+    return [o for s in _servers_of(t, cluster) for o in render_mysql(t, s, tls.get(s.name))]
 
 
 def _servers(t: Topology, cluster: str, _: Secrets) -> list[Obj]:

@@ -38,6 +38,7 @@ MANAGED_BY = "spire-fabric"
 
 HOST_SOCKET_ROOT = "/run/spire/agent-sockets"
 WORKLOAD_SOCKET_DIR = "/spiffe-workload-api"
+TLS_SECRET = "kubernetes.io/tls"
 AGENT_TOKEN_DIR = "/var/run/secrets/tokens"  # k8s_psat agent default token_path's directory
 PSAT_AUDIENCE = "spire-server"  # k8s_psat server default audience
 
@@ -84,11 +85,16 @@ def secret(
     app: str,
     component: str,
     data: Mapping[str, bytes] | None = None,
+    secret_type: str = "Opaque",
 ) -> Obj:
     """A Secret. Without ``data`` it is a skeleton with no data field, so applying it never
-    takes away values that another field manager (or a later `up`) filled in."""
+    takes away values that another field manager (or a later `up`) filled in.
+
+    ``secret_type`` ``kubernetes.io/tls`` (a certificate and its key as ``tls.crt`` and
+    ``tls.key``) tells readers and policy engines what it holds; the API server then refuses
+    one without both keys, so such a skeleton is for review, never for applying."""
     s = obj("v1", "Secret", meta(topology, cluster, name, namespace, app=app,
-                                  component=component), type="Opaque")  # fmt: skip
+                                  component=component), type=secret_type)  # fmt: skip
     if data:
         s["data"] = {k: base64.b64encode(v).decode() for k, v in sorted(data.items())}
     return s

@@ -1,5 +1,5 @@
-"""The Secrets only the installer can fill: database passwords, each server's signing CA,
-join tokens. Rendered here like every other object, with the values passed in.
+"""The Secrets only the installer can fill: database passwords and TLS certificates, each
+server's signing CA, join tokens. Rendered here like every other object, with the values passed in.
 
 Why values are passed in and not made here: rendering is pure and deterministic; the
 passwords are random and the CA keys live on the installer's machine. Without values
@@ -14,12 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spire_fabric.render.kubernetes._agents import join_token_secret_name
-from spire_fabric.render.kubernetes._common import Obj, secret
-from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_secret
+from spire_fabric.render.kubernetes._common import TLS_SECRET, Obj, secret
+from spire_fabric.render.kubernetes._mysql import (
+    DatastoreTlsPem,
+    mysql_instance,
+    mysql_secret,
+    mysql_tls_secret,
+)
 from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
 from spire_fabric.topology import Agent, DiskUpstreamAuthority, Server, Topology
 
 __all__ = [
+    "DatastoreTlsPem",
     "InstallerSecrets",
     "MySqlPasswords",
     "SigningCaPem",
@@ -48,9 +54,10 @@ class SigningCaPem:
 
 @dataclass(frozen=True)
 class InstallerSecrets:
-    """Values by server (MySQL, signing CA) and by agent (join token)."""
+    """Values by server (MySQL, its TLS, signing CA) and by agent (join token)."""
 
     mysql: Mapping[str, MySqlPasswords] = field(default_factory=dict)
+    mysql_tls: Mapping[str, DatastoreTlsPem] = field(default_factory=dict)
     signing_cas: Mapping[str, SigningCaPem] = field(default_factory=dict)
     join_tokens: Mapping[str, str] = field(default_factory=dict)
 
@@ -61,7 +68,8 @@ def _upstream_ca_secret(topology: Topology, server: Server, pem: SigningCaPem | 
     data = None if pem is None else {"tls.crt": pem.chain, "tls.key": pem.key,
                                      "bundle.crt": pem.root}  # fmt: skip
     return secret(topology, k.cluster, upstream_ca_secret_name(server), k.namespace,
-                  app=server.name, component="upstream-ca", data=data)  # fmt: skip
+                  app=server.name, component="upstream-ca", data=data,
+                  secret_type=TLS_SECRET)  # fmt: skip
 
 
 def join_token_secret(topology: Topology, agent: Agent, token: str | None) -> Obj:
@@ -76,7 +84,7 @@ def join_token_secret(topology: Topology, agent: Agent, token: str | None) -> Ob
 def render_installer_secrets(
     topology: Topology, cluster: str, values: InstallerSecrets | None
 ) -> list[Obj]:
-    """The MySQL and signing-CA Secrets of the servers in ``cluster``."""
+    """The MySQL (passwords, TLS) and signing-CA Secrets of the servers in ``cluster``."""
     v = values or InstallerSecrets()
     out: list[Obj] = []
     for s in topology.servers:
@@ -88,6 +96,12 @@ def render_installer_secrets(
                 mysql_secret(topology, s, password=pw.password, root_password=pw.root_password)
                 if pw is not None
                 else mysql_secret(topology, s)
+            )
+            tls = v.mysql_tls.get(s.name)
+            out.append(
+                mysql_tls_secret(topology, s, cert=tls.cert, key=tls.key, ca=tls.ca)
+                if tls is not None
+                else mysql_tls_secret(topology, s)
             )
         if topology.ca is not None and isinstance(s.upstream_authority, DiskUpstreamAuthority):
             out.append(_upstream_ca_secret(topology, s, v.signing_cas.get(s.name)))

@@ -23,6 +23,7 @@ from spire_fabric.render.kubernetes._controller_manager import (
     controller_manager_container,
     controller_manager_volumes,
 )
+from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_tls_secret_name
 from spire_fabric.topology import (
     DiskUpstreamAuthority,
     MySqlDatastore,
@@ -181,6 +182,14 @@ def _server_mounts(topology: Topology, server: Server) -> list[Obj]:
         {"name": "data", "mountPath": PATHS.server_data_dir(server.name)},
         {"name": "server-socket", "mountPath": dirname(PATHS.server_socket(server.name))},
     ]
+    if mysql_instance(server) is not None:
+        mounts.append(
+            {
+                "name": "mysql-ca",
+                "mountPath": dirname(PATHS.mysql_ca(server.name)),
+                "readOnly": True,
+            }
+        )
     ua = server.upstream_authority
     if isinstance(ua, DiskUpstreamAuthority):
         mounts.append(
@@ -213,6 +222,19 @@ def _server_volumes(topology: Topology, server: Server) -> list[Obj]:
         # The API socket lives on an emptyDir so the controller-manager sidecar can reach it.
         {"name": "server-socket", "emptyDir": {}},
     ]
+    inst = mysql_instance(server)
+    if inst is not None:
+        # only the CA certificate of MySQL's TLS Secret: its key stays with MySQL
+        volumes.append(
+            {
+                "name": "mysql-ca",
+                "secret": {
+                    "secretName": mysql_tls_secret_name(inst),
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
     ua = server.upstream_authority
     if isinstance(ua, DiskUpstreamAuthority):
         volumes.append(

@@ -2,8 +2,9 @@
 
 Why kept here too: the renderer makes the Secrets from these values, and `deploy render`
 of a deployment must make the same objects as `up` without asking the clusters. MySQL
-passwords are random, made once and kept; a deployment made before they were kept here
-has them only in its cluster, so they are read back from there once. Join tokens are
+passwords are random, made once and kept (MySQL's certificates too, ``_mysql_tls``); a
+deployment made before they were kept here has them only in its cluster, so they are read
+back from there once. Join tokens are
 minted by the core and kept here and in the agent's Secret. The file is 0600 in the 0700
 state directory, next to the CA keys.
 """
@@ -25,6 +26,7 @@ from spire_fabric.render.kubernetes import (
 )
 from spire_fabric.runtime.core import CaStore
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
+from spire_fabric.runtime.kubernetes._mysql_tls import MySqlTlsStore
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.topology import Topology
 
@@ -40,6 +42,7 @@ class SecretValues:
         self.state_dir = state_dir
         self.path = state_dir / SECRETS_FILE
         self.ca = CaStore(state_dir / "ca")
+        self.mysql_tls = MySqlTlsStore(state_dir / "mysql-tls")
         raw = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.mysql: dict[str, dict[str, str]] = dict(raw.get("mysql", {}))
         self.join_tokens: dict[str, str] = dict(raw.get("join_tokens", {}))
@@ -83,7 +86,7 @@ class SecretValues:
 
     def values(self, topology: Topology, *, make: bool) -> InstallerSecrets:
         """The values to render with. ``make`` creates what is missing (passwords, the CA
-        hierarchy), as `up` does; `plan` and `render` make nothing."""
+        hierarchy, MySQL's certificates), as `up` does; `plan` and `render` make nothing."""
         if make:
             for s in topology.servers:
                 if mysql_instance(s) is not None and s.name not in self.mysql:
@@ -100,6 +103,7 @@ class SecretValues:
                  for n, v in self.mysql.items()}  # fmt: skip
         return InstallerSecrets(
             mysql=mysql,
+            mysql_tls=self.mysql_tls.values(topology, make=make),
             signing_cas=cas,
             join_tokens=dict(self.join_tokens),
         )

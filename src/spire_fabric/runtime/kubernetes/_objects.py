@@ -91,6 +91,7 @@ def apply(
     kwargs: dict[str, Any] = {"field_manager": manager, "force_conflicts": True}
     if dry_run:
         kwargs["dry_run"] = "All"
+    replaced = False
     for attempt in range(5):
         try:
             out = res.server_side_apply(
@@ -101,8 +102,27 @@ def apply(
             if err.status == 409 and attempt < 4:  # an optimistic-lock race; apply again
                 time.sleep(0.5)
                 continue
+            if _secret_type_changed(ref, err):
+                if dry_run:
+                    raise KubernetesTargetError(
+                        f"{ref} in {conn.where()} changes its type to {o.get('type')}, which "
+                        "the API server cannot update: up replaces it"
+                    ) from err
+                if not replaced:
+                    # Secret types are immutable: one an older `up` made Opaque (the signing
+                    # CA's, before it was typed kubernetes.io/tls) is made anew, same data.
+                    delete(conn, [ref])
+                    wait_gone(conn, [ref], timeout=60)
+                    replaced = True
+                    continue
             raise KubernetesTargetError(_apply_error(conn, ref, err)) from err
     raise AssertionError("unreachable")
+
+
+def _secret_type_changed(ref: ObjectRef, err: ApiException) -> bool:
+    message = api_error_message(err)
+    return (ref.kind == "Secret" and err.status == 422 and "type: Invalid value" in message
+            and "field is immutable" in message)  # fmt: skip
 
 
 def _apply_error(conn: ClusterApi, ref: ObjectRef, err: ApiException) -> str:

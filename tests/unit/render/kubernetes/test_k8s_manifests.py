@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 
 import pytest
@@ -12,8 +13,14 @@ from spire_fabric._version import __version__
 from spire_fabric.deploy.render import render_files
 from spire_fabric.render import RenderPaths, render_agent_config, render_server_config
 from spire_fabric.render.kubernetes import (
+    DatastoreTlsPem,
+    InstallerSecrets,
+    SigningCaPem,
     cluster_of,
+    identity_probe_pod,
+    mysql_dns_names,
     mysql_secret,
+    mysql_tls_secret,
     render_kubernetes_manifests,
     render_kubernetes_objects,
 )
@@ -247,6 +254,156 @@ def test_sqlite_server_runs_without_expand_env():
     sts = _find(objects, "StatefulSet", "spire-server", "spire")
     server = sts["spec"]["template"]["spec"]["containers"][0]
     assert "-expandEnv" not in server["args"] and "env" not in server
+
+
+def _env_names_and_refs(objects):
+    """(object, container, env var) for every env var of every container of every pod."""
+    for o in objects:
+        spec = o.get("spec", {})
+        pod = spec.get("template", {}).get("spec") if "template" in spec else None
+        pod = spec if o["kind"] == "Pod" else pod
+        for c in (pod or {}).get("containers", []) + (pod or {}).get("initContainers", []):
+            for e in c.get("env", []):
+                yield o, c, e
+
+
+def test_mysql_gets_its_passwords_as_files_of_a_read_only_secret_volume_never_env():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    dep = _find(objects, "Deployment", "spire-upstream-mysql", "spire-upstream")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert not any("valueFrom" in e for e in env.values())
+    assert "MYSQL_ROOT_PASSWORD" not in env and "MYSQL_PASSWORD" not in env
+    # the official images' *_FILE convention (mysql and mariadb read both), and ours
+    assert env["MYSQL_PASSWORD_FILE"]["value"] == "/run/secrets/mysql/password"
+    assert env["MYSQL_ROOT_PASSWORD_FILE"]["value"] == "/run/secrets/mysql/root-password"
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "passwords")
+    assert mount == {"name": "passwords", "mountPath": "/run/secrets/mysql", "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "passwords")
+    assert volume["secret"] == {"secretName": "spire-mysql", "defaultMode": 0o440}
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 999
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_no_password_or_token_in_any_env_or_argument(name):
+    objects = render_kubernetes_objects(preset(name))
+    for o, c, e in _env_names_and_refs(objects):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            assert "PASSWORD" not in e["name"] or e["name"].endswith("_FILE"), e
+            continue
+        # one exception: SPIRE reads its DSN only from server.conf or (-expandEnv) the
+        # environment; it has no password file. Only the spire-server container has it.
+        assert (c["name"], e["name"], ref["key"]) == ("spire-server", "SPIRE_DB_PASSWORD",
+                                                        "password"), (o["metadata"], e)
+    for o in objects:
+        spec = o.get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []):
+            assert "-joinToken" not in c.get("args", []), o["metadata"]
+
+
+def test_mysql_serves_tls_only_with_the_certificate_of_its_tls_secret():
+    objects = render_kubernetes_objects(preset("enterprise"))
+    dep = _find(objects, "Deployment", "spire-downstream-mysql", "spire-downstream")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == [
+        "--ssl-cert=/run/secrets/mysql-tls/tls.crt",
+        "--ssl-key=/run/secrets/mysql-tls/tls.key",
+        "--ssl-ca=/run/secrets/mysql-tls/ca.crt",
+        "--require-secure-transport=ON",
+    ]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "tls")
+    assert mount == {"name": "tls", "mountPath": "/run/secrets/mysql-tls", "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+    assert volume["secret"] == {"secretName": "spire-downstream-mysql-tls", "defaultMode": 0o440}
+    secret = _find(objects, "Secret", "spire-downstream-mysql-tls", "spire-downstream")
+    assert secret["type"] == "kubernetes.io/tls" and "data" not in secret
+
+
+def test_spire_server_verifies_its_mysql_against_the_datastore_ca_alone():
+    topology = preset("enterprise")
+    objects = render_kubernetes_objects(topology)
+    conf = render_server_config(topology, "spire-upstream-server", K8S)
+    assert 'root_ca_path = "/run/spire/mysql-ca/ca.crt"' in conf
+    # the DSN names the host the certificate is issued for (the driver checks it)
+    host = "spire-upstream-mysql.spire-upstream.svc"
+    assert f"@tcp({host}:3306)/" in conf
+    assert mysql_dns_names(topology.server("spire-upstream-server"))[0] == host
+    sts = _find(objects, "StatefulSet", "spire-upstream-server", "spire-upstream")
+    pod = sts["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "mysql-ca")
+    # only the CA certificate: MySQL's key stays in MySQL's pod
+    assert volume["secret"] == {
+        "secretName": "spire-upstream-mysql-tls",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        "defaultMode": 0o440,
+    }
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "mysql-ca")
+    assert mount == {"name": "mysql-ca", "mountPath": "/run/spire/mysql-ca", "readOnly": True}
+    # locally nothing changes: no MySQL of ours, no datastore CA
+    assert "root_ca_path" not in render_server_config(
+        topology, "spire-upstream-server", RenderPaths.local("/tmp/x")
+    )
+
+
+def test_mysql_tls_secret_with_values_and_the_digest_that_rolls_mysql():
+    topology = preset("enterprise")
+    server = topology.server("spire-upstream-server")
+    s = mysql_tls_secret(topology, server, cert=b"C", key=b"K", ca=b"A")
+    assert s["type"] == "kubernetes.io/tls"
+    assert s["data"] == {"ca.crt": "QQ==", "tls.crt": "Qw==", "tls.key": "Sw=="}
+    tls = {server.name: DatastoreTlsPem(b"C", b"K", b"A")}
+    objects = render_kubernetes_objects(topology, InstallerSecrets(mysql_tls=tls))
+    dep = _find(objects, "Deployment", "spire-upstream-mysql", "spire-upstream")
+    digest = hashlib.sha256(b"C").hexdigest()[:16]
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann == {"spire-fabric.io/tls-cert-sha256": digest}
+    assert _find(objects, "Secret", "spire-upstream-mysql-tls", "spire-upstream") == s
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_signing_ca_secret_is_typed_tls_with_tls_crt_and_key(name):
+    topology = preset(name)
+    pem = SigningCaPem(b"chain", b"key", b"root")
+    cas = {s.name: pem for s in topology.servers}
+    objects = render_kubernetes_objects(topology, InstallerSecrets(signing_cas=cas))
+    secrets = [o for o in objects if o["kind"] == "Secret"
+               and o["metadata"]["labels"]["app.kubernetes.io/component"] == "upstream-ca"]
+    assert len(secrets) == (2 if name == "enterprise" else 0)
+    for s in secrets:
+        assert s["type"] == "kubernetes.io/tls"
+        assert sorted(s["data"]) == ["bundle.crt", "tls.crt", "tls.key"]
+        assert s["data"]["tls.key"] == "a2V5"
+        ns = s["metadata"]["namespace"]
+        sts = next(o for o in objects if o["kind"] == "StatefulSet"
+                   and o["metadata"]["namespace"] == ns)
+        conf = render_server_config(topology, sts["metadata"]["name"], K8S)
+        # the server reads exactly those keys where the Secret volume is mounted
+        mount = next(m for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                     if m["name"] == "upstream-ca")
+        for key in ("tls.crt", "tls.key", "bundle.crt"):
+            assert f'"{mount["mountPath"]}/{key}"' in conf
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_no_workload_pod_or_probe_runs_in_a_server_namespace(name):
+    topology = preset(name)
+    objects = render_kubernetes_objects(topology)
+    servers = {(cluster_of(o), o["metadata"]["namespace"]) for o in objects
+               if o["kind"] == "StatefulSet"}  # fmt: skip
+    assert servers
+    placed = [(cluster_of(o), o["metadata"]["namespace"]) for o in objects
+              if o["kind"] in ("Deployment", "ServiceAccount")
+              and o["metadata"]["labels"].get("app.kubernetes.io/component") == "workload"]
+    # the installer's identity probe runs as the workload, in its namespace, in its agent's
+    # cluster (the probe pod carries no cluster label: the installer places it)
+    placed += [(topology.agent(w.agent).kubernetes.cluster,
+                identity_probe_pod(topology, w, "probe")["metadata"]["namespace"])
+               for w in topology.workloads if w.kubernetes is not None]  # fmt: skip
+    assert placed
+    assert not set(placed) & servers, set(placed) & servers
 
 
 def test_mysql_secret_with_values_carries_them_base64_encoded():

@@ -143,6 +143,7 @@ def test_enterprise_servers_and_workloads_enforce_restricted_and_agents_have_the
     assert levels == {
         ("upstream-cluster", "spire-upstream"): "restricted",
         ("upstream-cluster", "spire-upstream-agents"): "privileged",
+        ("upstream-cluster", "upstream-workloads"): "restricted",
         ("downstream-cluster", "spire-downstream"): "restricted",
         ("downstream-cluster", "spire-downstream-agents"): "privileged",
         ("downstream-cluster", "downstream-workloads"): "restricted",
