@@ -71,6 +71,7 @@ from spire_fabric.topology._resolve import (
     server_node_attestors,
     service_host,
     upstream_address_for,
+    workload_callers,
     workload_selectors,
     workload_uses_files,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "service_host",
     "upstream_address_for",
     "validate_topology",
+    "workload_callers",
     "workload_selectors",
     "workload_uses_files",
 ]
