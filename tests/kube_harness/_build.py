@@ -2,7 +2,8 @@
 
 Each part has its own cache directory, named by its version, under
 `~/.cache/spire-fabric/`: `kubernetes-<v>` (the five node and control-plane commands plus
-the pause binary), `kubectl-<v>`, `etcd-<v>`, `coredns-<v>`, `spire-controller-manager-<v>`.
+the pause binary), `kubectl-<v>`, `etcd-<v>`, `coredns-<v>`, `spire-controller-manager-<v>`,
+`kube-network-policies-<v>`.
 A part is cached on its own, so adding one (kubectl came later) never rebuilds the others.
 
 Why each route (checked on this machine kind, see docs/kubernetes-test-clusters.md):
@@ -185,12 +186,9 @@ _KNP_SUBSTITUTIONS = {
 }
 
 
-def build_kube_network_policies(version: str, dest: Path, work: Path) -> None:
-    src = module_dir("sigs.k8s.io/kube-network-policies", version, work)
-    tree = work / "kube-network-policies"
-    shutil.copytree(src, tree)
-    for path in tree.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache's copy is read-only
+def substitute_nfqueue(tree: Path, version: str) -> None:
+    """In a writable copy of the module: the xtables NFQUEUE target for each nftables
+    queue expression, or a KubeBuildError naming the file whose lines are not upstream's."""
     for rel, (pattern, replacement, count) in _KNP_SUBSTITUTIONS.items():
         file = tree / rel
         text, n = pattern.subn(replacement, file.read_text())
@@ -199,6 +197,15 @@ def build_kube_network_policies(version: str, dest: Path, work: Path) -> None:
                                  f"queue expression(s) in {rel}, found {n}")
         file.write_text(text)
     (tree / "pkg/networkpolicy/zz_nfqueue_target.go").write_text(_KNP_QUEUE_HELPER)
+
+
+def build_kube_network_policies(version: str, dest: Path, work: Path) -> None:
+    src = module_dir("sigs.k8s.io/kube-network-policies", version, work)
+    tree = work / "kube-network-policies"
+    shutil.copytree(src, tree)
+    for path in tree.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache's copy is read-only
+    substitute_nfqueue(tree, version)
     out = str(dest / "kube-network-policies")
     run_go(["build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd"], cwd=tree)
 
