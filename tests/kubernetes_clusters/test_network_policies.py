@@ -78,15 +78,36 @@ def _from_pod_of(k: Kube, ns: str, app: str, container: str, host: str, port: in
     return r.stdout.strip().splitlines()[-1]
 
 
+def enforcer_log(k: Kube, lines: int = 12) -> str:
+    """What the enforcer said lately on each node that is not an accepted packet (its
+    drops with the packet they judged, and any error): the first place to look when a
+    connection here is refused that the policies allow, or the other way round."""
+    out = []
+    pods = k.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-network-policies")
+    for pod in pods.items:
+        log = k.core.read_namespaced_pod_log(pod.metadata.name, "kube-system", tail_lines=4000)
+        kept, last_packet = [], ""
+        for line in log.splitlines():
+            if "Evaluating packet" in line:
+                last_packet = line
+            elif "allowed=false" in line or "rror" in line:
+                kept += [last_packet, line] if last_packet else [line]
+                last_packet = ""
+        out.append(f"--- {k.name} {pod.spec.node_name}:\n" + "\n".join(kept[-lines:]))
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def up_green(
     enterprise: dict[str, Any], kubes: dict[str, Kube]  # noqa: F811
 ) -> Iterator[dict[str, Any]]:
     up = enterprise["up"]
-    assert up.returncode == 0, up.stdout[-8000:] + up.stderr[-4000:]
+    assert up.returncode == 0, (up.stdout[-8000:] + up.stderr[-4000:]
+                                + "\n".join(enforcer_log(k) for k in kubes.values()))
     for k in kubes.values():
         k.fresh_namespace(OUTSIDER_NS)
     yield enterprise
+    print("\n".join(enforcer_log(k, 6) for k in kubes.values()))
     for k in kubes.values():
         k.core.delete_namespace(OUTSIDER_NS, grace_period_seconds=0)
 
