@@ -2,7 +2,8 @@
 
 Each part has its own cache directory, named by its version, under
 `~/.cache/spire-fabric/`: `kubernetes-<v>` (the five node and control-plane commands plus
-the pause binary), `kubectl-<v>`, `etcd-<v>`, `coredns-<v>`, `spire-controller-manager-<v>`.
+the pause binary), `kubectl-<v>`, `etcd-<v>`, `coredns-<v>`, `spire-controller-manager-<v>`,
+`kube-network-policies-<v>`.
 A part is cached on its own, so adding one (kubectl came later) never rebuilds the others.
 
 Why each route (checked on this machine kind, see docs/kubernetes-test-clusters.md):
@@ -16,6 +17,8 @@ Why each route (checked on this machine kind, see docs/kubernetes-test-clusters.
 - etcd: `go install` refuses modules with replace directives; a one-line wrapper `main`
   calling `etcdmain.Main` builds the real server.
 - CoreDNS, spire-controller-manager: no replace directives; built in the module directory.
+- kube-network-policies (the NetworkPolicy enforcer of the test clusters): copied out of
+  the module cache and built with one substitution, see :func:`build_kube_network_policies`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ KUBERNETES_VERSION = "1.37.2"
 ETCD_VERSION = "3.6.16"
 COREDNS_VERSION = "1.14.7"
 SPIRE_CONTROLLER_MANAGER_VERSION = "0.6.3"
+KUBE_NETWORK_POLICIES_VERSION = "0.8.0"
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -142,6 +146,70 @@ def build_spire_controller_manager(version: str, dest: Path, work: Path) -> None
     run_go(["build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd"], cwd=src)
 
 
+# kube-network-policies hands each new connection to userspace with nftables' `queue`
+# expression (nft_queue). This machine's kernel is built without it (CONFIG_NFT_QUEUE is
+# not set, and it has no loadable modules) but with nft_compat and the xtables NFQUEUE
+# target, which put the packet on the same netfilter queue. So the copy we build says
+# `NFQUEUE` (xt_NFQ_info_v3: queue number, 1 queue, bypass flag when fail-open) where
+# upstream says `queue`; the policy evaluation, the verdicts and every other rule are
+# v0.8.0's own. The build fails loudly if upstream's lines are no longer there.
+_KNP_QUEUE_HELPER = """package networkpolicy
+
+import (
+\t"github.com/google/nftables/expr"
+\t"github.com/google/nftables/xt"
+)
+
+// nfqueueTarget is the xtables NFQUEUE target (revision 3) through nft_compat: the same
+// netfilter queue as nftables' queue expression, for kernels built without nft_queue.
+func nfqueueTarget(num uint16, bypass bool) *expr.Target {
+\tvar flags byte
+\tif bypass {
+\t\tflags = 1 // NFQ_FLAG_BYPASS
+\t}
+\tinfo := xt.Unknown{byte(num), byte(num >> 8), 1, 0, flags, 0, 0, 0}
+\treturn &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+}
+"""
+_KNP_SUBSTITUTIONS = {
+    "pkg/networkpolicy/controller.go": (
+        re.compile(r"queue := &expr\.Queue\{Num: uint16\(c\.config\.QueueID\)\}\n"
+                   r"\s*if c\.config\.FailOpen \{\n\s*queue\.Flag = expr\.QueueFlagBypass\n\s*\}"),
+        "queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)",
+        2,
+    ),
+    "pkg/networkpolicy/dnsagent.go": (
+        re.compile(r"&expr\.Queue\{Num: uint16\(n\.nfQueueID\), Flag: expr\.QueueFlagBypass\}"),
+        "nfqueueTarget(uint16(n.nfQueueID), true)",
+        1,
+    ),
+}
+
+
+def substitute_nfqueue(tree: Path, version: str) -> None:
+    """In a writable copy of the module: the xtables NFQUEUE target for each nftables
+    queue expression, or a KubeBuildError naming the file whose lines are not upstream's."""
+    for rel, (pattern, replacement, count) in _KNP_SUBSTITUTIONS.items():
+        file = tree / rel
+        text, n = pattern.subn(replacement, file.read_text())
+        if n != count:
+            raise KubeBuildError(f"kube-network-policies {version}: expected {count} nftables "
+                                 f"queue expression(s) in {rel}, found {n}")
+        file.write_text(text)
+    (tree / "pkg/networkpolicy/zz_nfqueue_target.go").write_text(_KNP_QUEUE_HELPER)
+
+
+def build_kube_network_policies(version: str, dest: Path, work: Path) -> None:
+    src = module_dir("sigs.k8s.io/kube-network-policies", version, work)
+    tree = work / "kube-network-policies"
+    shutil.copytree(src, tree)
+    for path in tree.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache's copy is read-only
+    substitute_nfqueue(tree, version)
+    out = str(dest / "kube-network-policies")
+    run_go(["build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd"], cwd=tree)
+
+
 PARTS: dict[str, GoProgram] = {
     "etcd": GoProgram("etcd", ETCD_VERSION, ("etcd",), build_etcd),
     "kubernetes": GoProgram(
@@ -154,6 +222,12 @@ PARTS: dict[str, GoProgram] = {
         SPIRE_CONTROLLER_MANAGER_VERSION,
         ("spire-controller-manager",),
         build_spire_controller_manager,
+    ),
+    "kube-network-policies": GoProgram(
+        "kube-network-policies",
+        KUBE_NETWORK_POLICIES_VERSION,
+        ("kube-network-policies",),
+        build_kube_network_policies,
     ),
 }
 

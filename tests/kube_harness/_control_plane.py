@@ -18,6 +18,7 @@ import yaml
 
 from kube_harness import _build, _images
 from kube_harness._host import Daemons, State, https_ok, port_free, wait, write
+from kube_harness._netpol import enforcer_ready
 from kube_harness._node import Node
 from kube_harness._objects import bootstrap_manifests
 from kube_harness._pki import ClusterPki
@@ -224,6 +225,8 @@ class Cluster:
             return ((dep.status.ready_replicas if dep.status else None) or 0) >= 1
 
         wait(f"{s.name} CoreDNS ready", dns_ready, timeout)
+        wait(f"{s.name} NetworkPolicy enforcer ready on every node",
+             lambda: enforcer_ready(self.apps, len(self.nodes)), timeout)
 
 
 

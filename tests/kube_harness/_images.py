@@ -132,6 +132,11 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
             (("usr/local/bin/spire-controller-manager",
               _build.PARTS["spire-controller-manager"].bin_dir / "spire-controller-manager"),),
             ("/usr/local/bin/spire-controller-manager",)),
+        "kube-network-policies": Image(
+            "kube-network-policies", _build.KUBE_NETWORK_POLICIES_VERSION,
+            (("usr/local/bin/kube-network-policies",
+              _build.PARTS["kube-network-policies"].bin_dir / "kube-network-policies"),),
+            ("/usr/local/bin/kube-network-policies",)),
         "mariadb": Image("mariadb", mariadb_version(), (), (MARIADB_ENTRYPOINT_PATH,),
                          base=MARIADB_PACKAGES, extra_layer=_mariadb_layer,
                          extra_layer_key=hashlib.sha256(MARIADB_ENTRYPOINT.encode()).hexdigest()),

@@ -61,7 +61,7 @@ def up(say: Say = print, *, timeout: float = 180,
             say("kube-clusters: tearing down a previous half-started set first")
             down_locked(say)
         t0 = time.monotonic()
-        for name in ("etcd", "kubernetes", "coredns"):
+        for name in ("etcd", "kubernetes", "coredns", "kube-network-policies"):
             _build.ensure_part(name, say)
         for name in NODE_IMAGES:
             _images.ensure_image(_images.image_set()[name], say)

@@ -147,7 +147,12 @@ state = "{cdir / 'state'}"
             # root cannot change the conntrack sysctls here: leave them alone
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                           "tcpCloseWaitTimeout": "0s"},
-            "iptables": {"masqueradeAll": True, "localhostNodePorts": False},
+            # Not masqueradeAll: a pod calling a Service backed by a pod on another node
+            # must arrive with its own address, or the NetworkPolicy enforcer of the
+            # destination node sees a node address and no pod to match a policy's peers.
+            # kube-proxy still masquerades what needs it (NodePorts, hairpin, and service
+            # traffic from outside `clusterCIDR`, such as the host's through the first node).
+            "iptables": {"masqueradeAll": False, "localhostNodePorts": False},
         }))
         self._spawn("kube-proxy", [
             str(kube_bin / "kube-proxy"), f"--config={d / 'kube-proxy-config.yaml'}",

@@ -1,5 +1,6 @@
-"""The objects every test cluster gets before tests: CoreDNS, a default storage class and
-retained hostPath volumes (no provisioner can be built here)."""
+"""The objects every test cluster gets before tests: CoreDNS, a default storage class,
+retained hostPath volumes (no provisioner can be built here) and the NetworkPolicy
+enforcer (`_netpol`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kube_harness import _images
+from kube_harness._netpol import enforcer_manifests
 from kube_harness._plan import CLUSTER_DOMAIN, PV_COUNT, STORAGE_CLASS, ClusterSpec
 
 
@@ -67,6 +69,7 @@ def bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
              {"name": "dns", "port": 53, "protocol": "UDP"},
              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
     ]
+    docs += enforcer_manifests()
     for i in range(PV_COUNT):
         # Made here, world-writable like a local-path provisioner's: a hostPath volume gets
         # no fsGroup ownership change, and SPIRE (uid 1000) and MySQL (uid 999) must write.

@@ -32,7 +32,8 @@ STORAGE_CLASS = "sfk-local"
 # a provisioner), so there are enough for many up/down cycles of every preset in one run.
 PV_COUNT = 24
 # Images every node gets at start; the rest are loaded on demand with `load_image`.
-NODE_IMAGES = ("pause", "coredns", "python")
+# kube-network-policies enforces NetworkPolicies on every node (`_netpol`).
+NODE_IMAGES = ("pause", "coredns", "python", "kube-network-policies")
 
 Say = Callable[[str], None]
 

@@ -243,19 +243,23 @@ def test_a_pod_on_another_node_reaches_a_service_on_the_first_node(
     cluster_ip = kube.core.read_namespaced_service("pinned", SMOKE_NS).spec.cluster_ip
     for node in kube.nodes[1:]:
         # by DNS name (CoreDNS runs on one node only) through the Service, then straight
-        # to the pod's address: the server sees the client pod's own address (no NAT
-        # between pods, the route goes through the host)
+        # to the pod's address: the server sees the client pod's own address either way
+        # (no NAT between pods, the route goes through the host; kube-proxy does not
+        # masquerade pod-to-Service traffic, which a NetworkPolicy enforcer relies on)
         script = RETRY + (
             "print(socket.gethostbyname('pinned.sfk-smoke.svc'))\n"
             "print(retry(lambda: urllib.request.urlopen('http://pinned.sfk-smoke.svc/',"
             " timeout=10).read().decode()))\n"
             f"print(retry(lambda: urllib.request.urlopen('http://{server.status.pod_ip}:8080"
             "/peer', timeout=10).read().decode()))\n"
+            "print(retry(lambda: urllib.request.urlopen('http://pinned.sfk-smoke.svc/peer',"
+            " timeout=10).read().decode()))\n"
         )
         name = f"cross-node-{node['name']}"
         phase, logs = kube.run_python(SMOKE_NS, name, script, node=node["name"])
         assert phase == "Succeeded", (node, logs)
-        ip, body, peer = logs.strip().splitlines()
+        ip, body, peer, service_peer = logs.strip().splitlines()
+        assert service_peer == peer, (node, service_peer)
         assert ip == cluster_ip
         assert body.startswith(f"{DOWNSTREAM} pinned-"), body
         client = kube.core.read_namespaced_pod(name, SMOKE_NS)

@@ -306,3 +306,38 @@ def test_no_harness_file_is_over_400_lines() -> None:
     sizes = {f.name: len(f.read_text().splitlines()) for f in here.glob("*.py")}
     assert len(sizes) >= 10
     assert {n: s for n, s in sizes.items() if s > 400} == {}
+
+
+# kube-network-policies v0.8.0's own lines (pkg/networkpolicy), the ones the build replaces
+_KNP_CONTROLLER_QUEUE = """\tqueue := &expr.Queue{Num: uint16(c.config.QueueID)}
+\tif c.config.FailOpen {
+\t\tqueue.Flag = expr.QueueFlagBypass
+\t}
+"""
+_KNP_DNS_QUEUE = """\t\t\t&expr.Queue{Num: uint16(n.nfQueueID), Flag: expr.QueueFlagBypass},\n"""
+
+
+def test_the_policy_enforcer_build_puts_the_nfqueue_target_in_every_queue_place(
+    tmp_path: Path,
+) -> None:
+    pkg = tmp_path / "pkg" / "networkpolicy"
+    pkg.mkdir(parents=True)
+    (pkg / "controller.go").write_text(f"a\n{_KNP_CONTROLLER_QUEUE}b\n{_KNP_CONTROLLER_QUEUE}")
+    (pkg / "dnsagent.go").write_text(_KNP_DNS_QUEUE)
+    _build.substitute_nfqueue(tmp_path, "0.8.0")
+    controller = (pkg / "controller.go").read_text()
+    assert "expr.Queue" not in controller + (pkg / "dnsagent.go").read_text()
+    assert controller.count(
+        "queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)") == 2
+    assert "nfqueueTarget(uint16(n.nfQueueID), true)," in (pkg / "dnsagent.go").read_text()
+    helper = (pkg / "zz_nfqueue_target.go").read_text()
+    assert 'Name: "NFQUEUE", Rev: 3' in helper and "package networkpolicy" in helper
+
+
+def test_the_policy_enforcer_build_refuses_a_source_it_does_not_know(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg" / "networkpolicy"
+    pkg.mkdir(parents=True)
+    (pkg / "controller.go").write_text(_KNP_CONTROLLER_QUEUE)  # one place, not two
+    (pkg / "dnsagent.go").write_text(_KNP_DNS_QUEUE)
+    with pytest.raises(_build.KubeBuildError, match=r"expected 2 .*controller\.go, found 1"):
+        _build.substitute_nfqueue(tmp_path, "0.9.9")

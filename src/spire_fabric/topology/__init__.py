@@ -73,6 +73,7 @@ from spire_fabric.topology._resolve import (
     server_node_attestors,
     service_host,
     upstream_address_for,
+    workload_callers,
     workload_selectors,
     workload_uses_files,
 )
@@ -147,6 +148,7 @@ __all__ = [
     "service_host",
     "upstream_address_for",
     "validate_topology",
+    "workload_callers",
     "workload_selectors",
     "workload_uses_files",
 ]

@@ -112,11 +112,37 @@ def workload_selectors(workload: Workload, target: Target) -> tuple[str, ...]:
 def workload_uses_files(workload: Workload) -> bool:
     """Whether the workload's run description names its managed files (``{files}``), so
     each target keeps a place for them (``Deployment.workload_file``)."""
+    return any(p.key == "files" for t in _run_texts(workload) for p in placeholders(t))
+
+
+def _run_texts(workload: Workload) -> list[str]:
+    """Every text of the workload's run description that may hold placeholders."""
     texts = list(workload.kubernetes.command) if workload.kubernetes else []
     if workload.run is not None:
         run = workload.run
         texts += [*run.args, *run.command, *(e.partition("=")[2] for e in run.env)]
-    return any(p.key == "files" for t in texts for p in placeholders(t))
+    return texts
+
+
+def workload_callers(topology: Topology, workload: Workload) -> tuple[Workload, ...]:
+    """The workloads that call ``workload``: those whose run description names its URL
+    (``{url:NAME}``), in topology order.
+
+    Why derived and not declared: a URL placeholder is the only way a workload of the
+    topology learns where another one listens (each target fills in a different address),
+    so the run descriptions already say who calls whom; a second list could only disagree
+    with them. A ``{port:NAME}`` or ``{spiffe_id:NAME}`` alone does not make a caller (it
+    names an identity to expect or a number, not an address to dial)."""
+    return tuple(
+        w
+        for w in topology.workloads
+        if w.name != workload.name
+        and any(
+            p.key == "url" and p.workload == workload.name
+            for t in _run_texts(w)
+            for p in placeholders(t)
+        )
+    )
 
 
 def controller_manager_enabled(topology: Topology, server: Server) -> bool:

@@ -24,6 +24,7 @@ from spire_fabric.render.kubernetes._crds import render_crds
 from spire_fabric.render.kubernetes._csi import render_csi_driver
 from spire_fabric.render.kubernetes._mysql import render_mysql
 from spire_fabric.render.kubernetes._namespaces import render_namespaces
+from spire_fabric.render.kubernetes._network_policies import render_network_policies
 from spire_fabric.render.kubernetes._rbac import render_rbac, render_service_accounts
 from spire_fabric.render.kubernetes._secrets import (
     InstallerSecrets,
@@ -52,7 +53,8 @@ class Stage:
 
 
 def _namespaces(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
-    return render_namespaces(t, cluster)
+    """Each namespace with its NetworkPolicies: a pod of ours never runs unfenced."""
+    return render_namespaces(t, cluster) + render_network_policies(t, cluster)
 
 
 def _crds(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
@@ -113,7 +115,7 @@ def _registrations(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
 
 # Registrations come before the workloads that need them to get an identity.
 STAGES: tuple[Stage, ...] = (
-    Stage("00-namespaces.yaml", "namespaces", _namespaces),
+    Stage("00-namespaces.yaml", "namespaces and network policies", _namespaces),
     Stage("01-crds.yaml", "CRDs (until Established)", _crds),
     Stage("02-rbac.yaml", "RBAC and service accounts", _rbac),
     Stage("03-secrets.yaml", "secrets (database passwords, signing CAs)", _secrets),

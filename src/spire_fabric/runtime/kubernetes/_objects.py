@@ -29,6 +29,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "DaemonSet"),
     ("apps/v1", "StatefulSet"),
     ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("v1", "PersistentVolumeClaim"),

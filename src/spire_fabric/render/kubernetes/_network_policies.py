@@ -1,0 +1,172 @@
+"""NetworkPolicies: each namespace we create denies all ingress, and each port a component
+serves is opened to exactly the peers the topology says connect to it.
+
+Who may connect, and why (docs/kubernetes-target.md has the table):
+
+- a server's API port: the pods of its agents and of the servers nested under it (a child
+  server mints its CA through its parent's API), each by namespace *and* pod labels. When
+  one of them lives outside the server's cluster (or outside Kubernetes) it can only come
+  through the API NodePort, whose source address is any node's or any host's, so the port
+  is then open to all. The spire-controller-manager is a container of the server's pod on
+  the API's unix socket: it needs no rule.
+- a server's federation bundle endpoint: anyone. Peers in other clusters arrive through
+  its NodePort with a node's or a host's address, and the bundle is public data.
+- MySQL (3306): the pods of the server whose datastore it is.
+- a workload's service port: the workloads that call it (:func:`workload_callers`, the
+  run descriptions naming its ``{url:NAME}``); anyone when it has a NodePort, which exists
+  for clients outside the cluster.
+- health and telemetry ports (servers, agents, the controller manager): nobody. The
+  kubelet's probes come from the pod's own node as root, which the enforcer of the test
+  clusters (kube-network-policies) accepts before any policy (its ``meta skuid 0 accept``
+  rule), as common implementations allow the node; `status` and `verify` read them through
+  a port-forward, which enters the pod's own network namespace and no policy sees. A
+  monitoring namespace in the topology would be the one peer to add here; there is none.
+- agents, CSI drivers, installer identity probe pods and the in-pod relay serve nothing
+  over the network (the Workload API is a unix socket): the default deny is all they get.
+
+Egress is not restricted: every pod needs DNS and most the API server (whose address is
+the cluster's, not a pod's), servers fetch federated bundles from peers anywhere and agents
+reach their server through a NodePort from other clusters. An egress allow-list would have
+to name node and host addresses the topology does not know, and would fence in nothing a
+deny on the receiving side does not already stop.
+
+The policies are applied with the namespaces, before any pod exists, so no pod of ours
+ever runs unfenced.
+"""
+
+from __future__ import annotations
+
+from spire_fabric.render.kubernetes._common import Obj, meta, obj, selector_labels
+from spire_fabric.render.kubernetes._mysql import PORT as MYSQL_PORT
+from spire_fabric.render.kubernetes._mysql import mysql_instance
+from spire_fabric.topology import (
+    Server,
+    SpireUpstreamAuthority,
+    Topology,
+    Workload,
+    workload_callers,
+)
+
+API = "networking.k8s.io/v1"
+# set by the API server on every namespace (Kubernetes >= 1.22): selects one by name
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_DENY = "default-deny-ingress"
+
+
+def render_network_policies(topology: Topology, cluster: str) -> list[Obj]:
+    """The default deny of each namespace of ``cluster``, then one allow policy per
+    component that serves a peer: servers, their MySQL, called or exposed workloads."""
+    out = [_default_deny(topology, cluster, ns) for ns in topology.cluster(cluster).namespaces]
+    for s in topology.servers:
+        if s.kubernetes is not None and s.kubernetes.cluster == cluster:
+            out.append(_server_policy(topology, s))
+            if mysql_instance(s) is not None:
+                out.append(_mysql_policy(topology, s))
+    for w in topology.workloads:
+        policy = _workload_policy(topology, w, cluster)
+        if policy is not None:
+            out.append(policy)
+    return out
+
+
+def _peer(namespace: str, app: str, component: str) -> Obj:
+    """Pods of one component in one namespace (both selectors in one peer: AND)."""
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {"matchLabels": selector_labels(app, component)},
+    }
+
+
+def _rule(port: int, peers: list[Obj] | None) -> Obj:
+    """One ingress rule for a TCP port; ``peers`` None means from anywhere."""
+    rule: Obj = {"ports": [{"protocol": "TCP", "port": port}]}
+    if peers is not None:
+        rule["from"] = peers
+    return rule
+
+
+def _policy(topology: Topology, cluster: str, name: str, namespace: str, app: str,
+            component: str, ingress: list[Obj]) -> Obj:  # fmt: skip
+    return obj(
+        API,
+        "NetworkPolicy",
+        meta(topology, cluster, name, namespace, app=app, component="network-policy"),
+        spec={
+            "podSelector": {"matchLabels": selector_labels(app, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    )
+
+
+def _default_deny(topology: Topology, cluster: str, namespace: str) -> Obj:
+    """Every pod of the namespace, no ingress rule: nothing comes in that another policy
+    does not allow (NetworkPolicies add up)."""
+    return obj(
+        API,
+        "NetworkPolicy",
+        meta(topology, cluster, DEFAULT_DENY, namespace, component="network-policy"),
+        spec={"podSelector": {}, "policyTypes": ["Ingress"]},
+    )
+
+
+def _api_clients(topology: Topology, server: Server) -> list[Obj] | None:
+    """The server's agents and the servers nested under it; None (anyone) when one of them
+    is not in the server's cluster and so comes through the API NodePort."""
+    k = server.kubernetes
+    assert k is not None
+    peers: list[Obj] = []
+    for a in topology.agents_of(server.name):
+        if a.kubernetes is None or a.kubernetes.cluster != k.cluster:
+            return None
+        peers.append(_peer(a.kubernetes.namespace, a.name, "agent"))
+    for child in topology.servers:
+        ua = child.upstream_authority
+        if isinstance(ua, SpireUpstreamAuthority) and ua.server == server.name:
+            if child.kubernetes is None or child.kubernetes.cluster != k.cluster:
+                return None
+            peers.append(_peer(child.kubernetes.namespace, child.name, "server"))
+    return peers
+
+
+def _server_policy(topology: Topology, server: Server) -> Obj:
+    k = server.kubernetes
+    assert k is not None
+    ingress = [_rule(server.ports.api, _api_clients(topology, server))]
+    if server.bundle_endpoint is not None:
+        ingress.append(_rule(server.ports.federation, None))
+    return _policy(topology, k.cluster, f"server-{server.name}", k.namespace, server.name,
+                   "server", ingress)  # fmt: skip
+
+
+def _mysql_policy(topology: Topology, server: Server) -> Obj:
+    k = server.kubernetes
+    inst = mysql_instance(server)
+    assert k is not None and inst is not None
+    ingress = [_rule(MYSQL_PORT, [_peer(k.namespace, server.name, "server")])]
+    return _policy(topology, k.cluster, f"database-{inst.service}", k.namespace, inst.service,
+                   "database", ingress)  # fmt: skip
+
+
+def _workload_policy(topology: Topology, w: Workload, cluster: str) -> Obj | None:
+    """None for a workload that serves no one here: not in ``cluster``, no Service (no
+    port, or registered only), or no caller and no NodePort (the default deny covers it)."""
+    k = w.kubernetes
+    agent = topology.agent(w.agent)
+    if k is None or agent.kubernetes is None or agent.kubernetes.cluster != cluster:
+        return None
+    if k.service_port is None or (w.run is None and not k.command):
+        return None
+    peers: list[Obj] | None = None
+    if k.node_port is None:
+        peers = [
+            _peer(c.kubernetes.namespace, c.name, "workload")
+            for c in workload_callers(topology, w)
+            if c.kubernetes is not None
+            and topology.agent(c.agent).kubernetes is not None
+            and topology.agent(c.agent).kubernetes.cluster == cluster  # type: ignore[union-attr]
+        ]
+        if not peers:
+            return None
+    return _policy(topology, cluster, f"workload-{w.name}", k.namespace, w.name, "workload",
+                   [_rule(k.service_port, peers)])  # fmt: skip
