@@ -340,6 +340,28 @@ def test_the_authorities_report_on_kubernetes(
     assert len(servers["spire-downstream-server"]["workloads"]) == 3
 
 
+def test_the_network_policies_fence_off_what_they_should(
+    enterprise: dict[str, Any], kubes: dict[str, Kube], installer: KubeDeploy
+) -> None:
+    """The rendered NetworkPolicies, enforced by kube-network-policies on every node: each
+    refusal follows the same connection from an allowed peer (see _network_policy_checks),
+    and verify is green behind them."""
+    from kubernetes_clusters import _network_policy_checks as netpol
+
+    up = enterprise["up"]
+    assert up.returncode == 0, (up.stdout[-8000:] + up.stderr[-4000:]
+                                + "\n".join(netpol.enforcer_log(k) for k in kubes.values()))
+    with netpol.outsider_namespace(kubes):
+        for check in netpol.CHECKS:
+            try:
+                check(kubes)
+            except AssertionError as err:
+                log = "\n".join(netpol.enforcer_log(k) for k in kubes.values())
+                raise AssertionError(f"{check.__name__}: {err}\n{log}") from err
+    netpol.verifies_green_behind_the_policies(
+        lambda: installer.ok("verify", "--output", "json").stdout)
+
+
 def test_later_commands_need_no_flag_the_settings_are_recorded(
     enterprise: dict[str, Any], installer: KubeDeploy
 ) -> None:

@@ -6,25 +6,18 @@ Every refusal is paired with the same connection from a peer the policies allow,
 first: a refusal then cannot come from a wrong address, a pod not ready or DNS, only from
 the policy (without the policies every "refused" below would be "open").
 
-One enterprise deployment for the module (the fixtures of test_installer.py).
+The checks run on test_installer.py's enterprise deployment (one bring-up for both), from
+its test_the_network_policies_fence_off_what_they_should.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 from kubernetes_clusters._kube import DOWNSTREAM, PYTHON_IMAGE, UPSTREAM, Kube
-from kubernetes_clusters.test_installer import (  # noqa: F401  (fixtures)
-    KubeDeploy,
-    enterprise,
-    installer,
-)
-
-pytestmark = pytest.mark.timeout(1500)
 
 OUTSIDER_NS = "sfk-netpol-outsider"  # a namespace of no component: agents' or anyone's
 
@@ -97,24 +90,20 @@ def enforcer_log(k: Kube, lines: int = 12) -> str:
     return "\n".join(out)
 
 
-@pytest.fixture(scope="module")
-def up_green(
-    enterprise: dict[str, Any], kubes: dict[str, Kube]  # noqa: F811
-) -> Iterator[dict[str, Any]]:
-    up = enterprise["up"]
-    assert up.returncode == 0, (up.stdout[-8000:] + up.stderr[-4000:]
-                                + "\n".join(enforcer_log(k) for k in kubes.values()))
+@contextlib.contextmanager
+def outsider_namespace(kubes: dict[str, Kube]) -> Iterator[None]:
+    """OUTSIDER_NS in both clusters for the checks' probe pods, gone again afterwards (the
+    installer's later `down` test compares every object with what was there before)."""
     for k in kubes.values():
         k.fresh_namespace(OUTSIDER_NS)
-    yield enterprise
-    print("\n".join(enforcer_log(k, 6) for k in kubes.values()))
-    for k in kubes.values():
-        k.core.delete_namespace(OUTSIDER_NS, grace_period_seconds=0)
+    try:
+        yield
+    finally:
+        for k in kubes.values():
+            k.core.delete_namespace(OUTSIDER_NS, grace_period_seconds=0)
 
 
-def test_the_policies_are_in_place_and_enforced_by_every_node(
-    up_green: dict[str, Any], kubes: dict[str, Kube]
-) -> None:
+def policies_in_place_and_enforced_by_every_node(kubes: dict[str, Kube]) -> None:
     from kubernetes import client
 
     for cluster, namespaces in ((UPSTREAM, ("spire-upstream", "spire-upstream-agents")),
@@ -129,8 +118,8 @@ def test_the_policies_are_in_place_and_enforced_by_every_node(
         assert ds.status.number_ready == len(k.nodes), ds.status
 
 
-def test_server_api_only_from_its_agents_while_the_bundle_endpoint_answers_anyone(
-    up_green: dict[str, Any], kubes: dict[str, Kube]
+def server_api_only_from_its_agents_while_the_bundle_endpoint_answers_anyone(
+    kubes: dict[str, Kube],
 ) -> None:
     k = kubes[UPSTREAM]
     server = "spire-upstream-server.spire-upstream.svc"
@@ -145,7 +134,7 @@ def test_server_api_only_from_its_agents_while_the_bundle_endpoint_answers_anyon
     assert _from_new_pod(k, OUTSIDER_NS, "bundle-from-outsider", server, 8443) == "open"
 
 
-def test_mysql_only_from_its_server(up_green: dict[str, Any], kubes: dict[str, Kube]) -> None:
+def mysql_only_from_its_server(kubes: dict[str, Kube]) -> None:
     k = kubes[DOWNSTREAM]
     mysql = "spire-downstream-mysql.spire-downstream.svc"
     allowed = _from_pod_of(k, "spire-downstream", "spire-downstream-server", "spire-server",
@@ -158,9 +147,7 @@ def test_mysql_only_from_its_server(up_green: dict[str, Any], kubes: dict[str, K
         "timeout", "refused")
 
 
-def test_enterprise_api_only_from_its_callers(
-    up_green: dict[str, Any], kubes: dict[str, Kube]
-) -> None:
+def enterprise_api_only_from_its_callers(kubes: dict[str, Kube]) -> None:
     k = kubes[DOWNSTREAM]
     api = "enterprise-api.downstream-workloads.svc"
     for caller in ("data-processor", "security-gateway"):
@@ -171,10 +158,8 @@ def test_enterprise_api_only_from_its_callers(
         "timeout", "refused")
 
 
-def test_the_deployment_verifies_green_behind_the_policies(
-    up_green: dict[str, Any], installer: KubeDeploy  # noqa: F811
-) -> None:
-    report = json.loads(installer.ok("verify", "--output", "json").stdout)
+def verifies_green_behind_the_policies(verify_json: Callable[[], str]) -> None:
+    report: dict[str, Any] = json.loads(verify_json())
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
     ids = {c["id"] for c in report["checks"]}
     for expected in (  # attestation, SVIDs, federation both ways, the NodePort gateway
@@ -188,3 +173,11 @@ def test_the_deployment_verifies_green_behind_the_policies(
         "workload-health:enterprise-api",
     ):
         assert expected in ids, f"no check {expected}"
+
+
+CHECKS = (
+    policies_in_place_and_enforced_by_every_node,
+    server_api_only_from_its_agents_while_the_bundle_endpoint_answers_anyone,
+    mysql_only_from_its_server,
+    enterprise_api_only_from_its_callers,
+)
