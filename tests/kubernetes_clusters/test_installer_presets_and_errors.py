@@ -40,11 +40,14 @@ def deploy(images: list[str], tmp_path: Path) -> Iterator[KubeDeploy]:
 
 @pytest.mark.parametrize("topology", ["basic", "nested", "crd-free"])
 def test_preset_comes_up_green_and_goes_away(
-    topology: str, deploy: KubeDeploy, kubes: dict[str, Kube]
+    topology: str, deploy: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
 ) -> None:
-    up = deploy.run("up", "--topology", topology, *_contexts(topology))
+    source = str(_basic_with_host_ca(tmp_path)) if topology == "basic" else topology
+    up = deploy.run("up", "--topology", source, *_contexts(topology))
     assert up.returncode == 0, up.stdout[-8000:] + up.stderr[-3000:]
     assert " 0 failed" in up.stdout
+    if topology == "basic":
+        _agent_verified_the_kubelet_with_the_host_ca_file(kubes[UPSTREAM])
     if topology == "nested":
         assert "nested-chain:spire-child-server" in deploy.ok(
             "verify", "--output", "json").stdout  # fmt: skip
@@ -63,12 +66,10 @@ def test_preset_comes_up_green_and_goes_away(
     assert not namespaces & {"spire", "spire-agents", "apps", "spire-root", "spire-child"}
 
 
-def test_basic_attests_with_the_kubelet_verified_against_a_ca_file_on_the_node(
-    deploy: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
-) -> None:
-    """``kubelet_verification: host-ca``: the agent mounts the node's CA file (the test
-    cluster's, next to its key, which stays out of the pod) and the workload is attested
-    through a kubelet verified against it (the green verify fetches its SVID)."""
+def _basic_with_host_ca(tmp_path: Path) -> Path:
+    """``basic`` with ``kubelet_verification: host-ca``: the agent mounts the node's CA file
+    (the test cluster's, next to its key, which must stay out of the pod). The enterprise
+    tests cover the default (the service-account CA), so basic's one bring-up covers this."""
     import dataclasses
 
     from kube_harness._plan import base_dir
@@ -85,17 +86,21 @@ def test_basic_attests_with_the_kubelet_verified_against_a_ca_file_on_the_node(
     )  # fmt: skip
     topology = tmp_path / "basic-host-ca.yaml"
     topology.write_text(dump_topology(dataclasses.replace(t, agents=agents)))
-    up = deploy.run("up", "--topology", str(topology), *_contexts("basic"))
-    assert up.returncode == 0, up.stdout[-8000:] + up.stderr[-3000:]
-    assert " 0 failed" in up.stdout
-    k = kubes[UPSTREAM]
+    return topology
+
+
+def _agent_verified_the_kubelet_with_the_host_ca_file(k: Kube) -> None:
+    """The green verify fetched the workload's SVID, so it was attested through a kubelet
+    verified against the mounted CA file; the file is mounted alone (type File)."""
+    from kube_harness._plan import base_dir
+
+    ca = base_dir() / UPSTREAM / "pki" / "ca.crt"
     conf = k.core.read_namespaced_config_map("spire-agent-config", "spire-agents").data
     assert 'kubelet_ca_path = "/run/spire/kubelet-ca/ca.crt"' in conf["agent.conf"]
     (pod,) = k.core.list_namespaced_pod(
         "spire-agents", label_selector="app.kubernetes.io/component=agent").items
     (volume,) = [v for v in pod.spec.volumes if v.name == "kubelet-ca"]
     assert volume.host_path.path == str(ca) and volume.host_path.type == "File"
-    deploy.ok("down", "--purge", timeout=600)
 
 
 def _replaced_join_token_agent_is_healed(deploy: KubeDeploy, k: Kube) -> None:
