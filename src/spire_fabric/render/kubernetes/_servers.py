@@ -29,6 +29,7 @@ from spire_fabric.topology import (
     Server,
     SpireUpstreamAuthority,
     Topology,
+    api_node_port,
     bundle_publisher_namespaces,
     controller_manager_enabled,
     effective_datastore,
@@ -97,8 +98,9 @@ def _service(topology: Topology, server: Server) -> Obj:
     ports: list[Obj] = [
         {"name": "api", "port": server.ports.api, "protocol": "TCP", "targetPort": "api"}
     ]
-    if k.node_ports.api is not None:
-        ports[0]["nodePort"] = k.node_ports.api
+    api_port = api_node_port(topology, server)  # only when a caller is outside the cluster
+    if api_port is not None:
+        ports[0]["nodePort"] = api_port
     if server.bundle_endpoint is not None:
         fed: Obj = {
             "name": "federation",
@@ -109,7 +111,7 @@ def _service(topology: Topology, server: Server) -> Obj:
         if k.node_ports.federation is not None:
             fed["nodePort"] = k.node_ports.federation
         ports.append(fed)
-    node_port = k.node_ports.api is not None or k.node_ports.federation is not None
+    node_port = any("nodePort" in p for p in ports)
     return obj(
         "v1",
         "Service",

@@ -34,6 +34,7 @@ from spire_fabric.topology import (
     Topology,
     Workload,
     expand_placeholders,
+    workload_node_port,
     workload_uses_files,
 )
 from spire_fabric.workload import SOCKET_ENV
@@ -223,15 +224,16 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             "protocol": "TCP",
             "targetPort": "https",
         }
-        if k.node_port is not None:
-            port["nodePort"] = k.node_port
+        node_port = workload_node_port(w)
+        if node_port is not None:
+            port["nodePort"] = node_port
         out.append(
             obj(
                 "v1",
                 "Service",
                 meta(topology, cluster, w.name, k.namespace, app=w.name, component=COMPONENT),
                 spec={
-                    "type": "NodePort" if k.node_port is not None else "ClusterIP",
+                    "type": "NodePort" if node_port is not None else "ClusterIP",
                     "selector": labels,
                     "ports": [port],
                 },
