@@ -17,6 +17,7 @@ from spire_fabric.render.kubernetes._common import (
     secret,
     selector_labels,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     MySqlDatastore,
     MySqlInstance,
@@ -107,6 +108,7 @@ def render_mysql(topology: Topology, server: Server) -> list[Obj]:
         "ports": [{"name": "mysql", "containerPort": PORT, "protocol": "TCP"}],
         "livenessProbe": {**tcp, "initialDelaySeconds": 30},
         "readinessProbe": {**tcp, "initialDelaySeconds": 5},
+        "resources": resources("mysql"),
         "securityContext": restricted_container(),
         # A read-only root needs the few places mysqld and its entrypoint write to.
         "volumeMounts": [
@@ -126,6 +128,7 @@ def render_mysql(topology: Topology, server: Server) -> list[Obj]:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    "automountServiceAccountToken": False,  # mysqld never calls the API
                     "securityContext": restricted_pod(MYSQL_UID),
                     "containers": [container],
                     "volumes": [

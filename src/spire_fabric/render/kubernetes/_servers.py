@@ -23,6 +23,7 @@ from spire_fabric.render.kubernetes._controller_manager import (
     controller_manager_container,
     controller_manager_volumes,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     DiskUpstreamAuthority,
     MySqlDatastore,
@@ -38,6 +39,7 @@ from spire_fabric.topology import (
 PATHS = RenderPaths.kubernetes()
 COMPONENT = "server"
 DATA_STORAGE = "1Gi"
+SERVER_PRIORITY_CLASS = "system-cluster-critical"  # built in; as helm-charts-hardened offers
 
 
 def server_config_map_name(server: Server) -> str:
@@ -159,6 +161,7 @@ def _server_container(topology: Topology, server: Server) -> Obj:
     c["ports"] = ports
     c["livenessProbe"] = _probe("/live", 15)
     c["readinessProbe"] = _probe("/ready", 5)
+    c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
@@ -248,6 +251,9 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
         containers.append(controller_manager_container(topology, server))
         volumes += controller_manager_volumes(server)
     pod_spec: Obj = {
+        # Evicted last under node pressure: without the server no SVID is renewed. The
+        # pod keeps its token (k8s_psat TokenReview, BundlePublisher, controller manager).
+        "priorityClassName": SERVER_PRIORITY_CLASS,
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(SPIRE_UID),
         "containers": containers,

@@ -29,6 +29,7 @@ from spire_fabric.render.kubernetes._common import (
     workload_socket_address,
     workload_socket_volume,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     Placeholder,
     Topology,
@@ -155,6 +156,7 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     if k.service_port is not None:
         container["ports"] = [{"name": "https", "containerPort": k.service_port, "protocol": "TCP"}]
         container["readinessProbe"] = {"tcpSocket": {"port": "https"}, "periodSeconds": 10}
+    container["resources"] = resources("workload")
     container["securityContext"] = restricted_container()
     container["volumeMounts"] = [
         {"name": "spiffe-workload-api", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True},
@@ -166,6 +168,9 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         mount = {"name": "files", "mountPath": FILES_DIR, "readOnly": True}
         container["volumeMounts"].append(mount)
     pod_spec: Obj = {
+        # The account names the workload to the agent's k8s attestor (the kubelet says
+        # which account a pod runs as); the workload itself never calls the API.
+        "automountServiceAccountToken": False,
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(WORKLOAD_UID),
         "containers": [container],
