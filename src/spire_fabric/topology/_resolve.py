@@ -42,10 +42,24 @@ def server_node_attestors(
     nested child server is a downstream workload of its upstream, not an agent, so it
     needs none of the upstream's attestors.
     """
-    used = {agent_node_attestor(a, target) for a in topology.agents_of(server.name)}
-    kinds = {"join_token": JoinTokenAttestor, "k8s_psat": K8sPsatAttestor}
-    wanted = tuple(kinds[name] for name in sorted(used))
-    return tuple(a for a in server.node_attestors if isinstance(a, wanted))
+    agents = topology.agents_of(server.name)
+    out: list[NodeAttestor] = []
+    for na in server.node_attestors:
+        if isinstance(na, JoinTokenAttestor):
+            if any(agent_node_attestor(a, target) == "join_token" for a in agents):
+                out.append(na)
+            continue
+        # k8s_psat: only the clusters where one of its agents attests with it (SPIRE also
+        # refuses a cluster whose service-account allow list would be empty)
+        psat = {
+            a.kubernetes.cluster
+            for a in agents
+            if a.kubernetes is not None and agent_node_attestor(a, target) == "k8s_psat"
+        }
+        clusters = tuple(c for c in na.clusters if c in psat)
+        if clusters:
+            out.append(K8sPsatAttestor(clusters))
+    return tuple(out)
 
 
 def agent_node_attestor(agent: Agent, target: Target) -> AgentNodeAttestor:

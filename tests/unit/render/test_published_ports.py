@@ -155,3 +155,12 @@ def test_local_servers_keep_join_token_only():
         t = preset(name)
         for s in t.servers:
             assert _attestors(server_conf(t, s.name, LOCAL)) == {"join_token"}
+
+
+def test_k8s_psat_lists_only_the_clusters_its_agents_attest_from():
+    # SPIRE refuses a k8s_psat cluster with an empty service-account allow list, and a
+    # cluster nobody attests from is a door for nobody
+    t = _with_upstream_agent_in_the_other_cluster()
+    conf = server_conf(t, "spire-upstream-server", K8S)
+    assert '"downstream-cluster" = {' in conf and '"upstream-cluster" = {' not in conf
+    assert _attestors(conf) == {"k8s_psat"}
