@@ -247,9 +247,18 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
     labels = selector_labels(server.name, COMPONENT)
     containers = [_server_container(topology, server)]
     volumes = _server_volumes(topology, server)
+    share_processes = False
     if controller_manager_enabled(topology, server):
         containers.append(controller_manager_container(topology, server))
         volumes += controller_manager_volumes(server)
+        # With audit_log_enabled SPIRE serves its socket through a peer tracker that
+        # looks the caller up in /proc by the PID the kernel reports: a sidecar in its own
+        # PID namespace is reported as PID 0 and every call of the controller manager
+        # fails, so no entry is made (on the test clusters no workload got an SVID; SPIRE
+        # 1.13.3 pkg/server/endpoints/endpoints_posix.go). helm-charts-hardened
+        # shares the namespace always; we only when the audit log needs it, as the
+        # sidecar can then see the server's processes.
+        share_processes = server.audit_log_enabled
     pod_spec: Obj = {
         # Evicted last under node pressure: without the server no SVID is renewed. The
         # pod keeps its token (k8s_psat TokenReview, BundlePublisher, controller manager).
@@ -259,6 +268,8 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
         "containers": containers,
         "volumes": volumes,
     }
+    if share_processes:
+        pod_spec["shareProcessNamespace"] = True
     return obj(
         "apps/v1",
         "StatefulSet",

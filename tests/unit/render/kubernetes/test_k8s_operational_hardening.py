@@ -134,3 +134,25 @@ def test_telemetry_and_health_ports_are_in_no_service(name):
     assert not targets & {"telemetry", "health", "healthz"}
     numbers = {s.ports.telemetry for s in t.servers} | {s.ports.health for s in t.servers}
     assert not targets & {str(n) for n in numbers}
+
+
+@pytest.mark.parametrize("audit", [True, False])
+def test_an_audited_server_shares_its_processes_with_the_controller_manager(audit):
+    # SPIRE's audit log serves the socket through a peer tracker that finds the caller
+    # in /proc: the sidecar must be in the server's PID namespace, or it cannot call
+    import dataclasses
+
+    t = preset("enterprise")
+    servers = tuple(dataclasses.replace(s, audit_log_enabled=audit) for s in t.servers)
+    t = dataclasses.replace(t, servers=servers)
+    for o in render_kubernetes_objects(t):
+        if o["kind"] == "StatefulSet":
+            spec = o["spec"]["template"]["spec"]
+            assert len(spec["containers"]) == 2
+            assert spec.get("shareProcessNamespace", False) is audit
+
+
+def test_a_server_without_controller_manager_shares_nothing():
+    objects = render_kubernetes_objects(preset("crd-free"))
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert "shareProcessNamespace" not in sts["spec"]["template"]["spec"]
