@@ -30,14 +30,15 @@ K8S = RenderPaths.kubernetes()
 LOCAL = RenderPaths.local("/state")
 
 
-def _node_ports(topology: Topology) -> set[tuple[str, int]]:
-    """(cluster, nodePort) of every rendered Service: what the clusters really publish."""
+def _node_ports(topology: Topology) -> set[tuple[str, int | None]]:
+    """(cluster, nodePort) of every port of every rendered NodePort Service: what the
+    clusters really publish. Kubernetes gives a port of such a Service that names no
+    nodePort a random one (None here): published all the same."""
     return {
-        (o["metadata"]["labels"]["spire-fabric.io/cluster"], p["nodePort"])
+        (o["metadata"]["labels"]["spire-fabric.io/cluster"], p.get("nodePort"))
         for o in render_kubernetes_objects(topology)
-        if o["kind"] == "Service"
+        if o["kind"] == "Service" and o["spec"]["type"] == "NodePort"
         for p in o["spec"]["ports"]
-        if "nodePort" in p
     }
 
 
@@ -70,8 +71,10 @@ def test_enterprise_publishes_no_server_api_node_port():
         for o in render_kubernetes_objects(preset("enterprise"))
         if o["kind"] == "Service"
     }
-    api = services["spire-upstream-server"]["spec"]["ports"][0]
-    assert api["name"] == "api" and "nodePort" not in api
+    # agents dial the ClusterIP Service; only the bundle endpoint is on a NodePort one
+    assert services["spire-upstream-server"]["spec"]["type"] == "ClusterIP"
+    published = services["spire-upstream-server-nodeports"]["spec"]["ports"]
+    assert [(p["name"], p["nodePort"]) for p in published] == [("federation", 31443)]
 
 
 def test_an_agent_in_another_cluster_gets_the_api_node_port_it_dials():

@@ -89,41 +89,42 @@ def render_server_objects(topology: Topology, server: Server) -> list[Obj]:
         )
     if controller_manager_enabled(topology, server):
         out.append(controller_manager_config_map(topology, server))
-    out.append(_service(topology, server))
+    out += _services(topology, server)
     out.append(_stateful_set(topology, server))
     return out
 
 
-def _service(topology: Topology, server: Server) -> Obj:
+def node_port_service_name(server: Server) -> str:
+    return f"{server.name}-nodeports"
+
+
+def _services(topology: Topology, server: Server) -> list[Obj]:
+    """The in-cluster Service (ClusterIP: agents dial its DNS name), and, only when some
+    port is published, a NodePort Service with exactly those ports. One NodePort Service
+    for all would publish every port: Kubernetes gives a port without a nodePort a random
+    one (the test clusters showed the API on one)."""
     k = server.kubernetes
     assert k is not None
     ports: list[Obj] = [
         {"name": "api", "port": server.ports.api, "protocol": "TCP", "targetPort": "api"}
     ]
-    api_port = api_node_port(topology, server)  # only when a caller is outside the cluster
-    if api_port is not None:
-        ports[0]["nodePort"] = api_port
     if server.bundle_endpoint is not None:
-        fed: Obj = {
-            "name": "federation",
-            "port": server.ports.federation,
-            "protocol": "TCP",
-            "targetPort": "federation",
-        }
-        if k.node_ports.federation is not None:
-            fed["nodePort"] = k.node_ports.federation
-        ports.append(fed)
-    node_port = any("nodePort" in p for p in ports)
-    return obj(
-        "v1",
-        "Service",
-        meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
-        spec={
-            "type": "NodePort" if node_port else "ClusterIP",
-            "selector": selector_labels(server.name, COMPONENT),
-            "ports": ports,
-        },
-    )
+        ports.append({"name": "federation", "port": server.ports.federation,
+                      "protocol": "TCP", "targetPort": "federation"})  # fmt: skip
+    published = {"api": api_node_port(topology, server)}  # only for a caller outside
+    if server.bundle_endpoint is not None:
+        published["federation"] = k.node_ports.federation
+    def service(name: str, kind: str, service_ports: list[Obj]) -> Obj:
+        m = meta(topology, k.cluster, name, k.namespace, app=server.name, component=COMPONENT)
+        selector = selector_labels(server.name, COMPONENT)
+        return obj("v1", "Service", m,
+                   spec={"type": kind, "selector": selector, "ports": service_ports})  # fmt: skip
+
+    out = [service(server.name, "ClusterIP", ports)]
+    node_ports = [{**p, "nodePort": n} for p in ports if (n := published.get(p["name"]))]
+    if node_ports:
+        out.append(service(node_port_service_name(server), "NodePort", node_ports))
+    return out
 
 
 def _server_container(topology: Topology, server: Server) -> Obj:

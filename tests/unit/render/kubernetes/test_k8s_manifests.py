@@ -61,10 +61,10 @@ def test_enterprise_exposes_the_design_node_ports_that_something_uses():
         assert f"nodePort: {port}\n" not in text
     objects = render_kubernetes_objects(preset("enterprise"))
     up = _find(objects, "Service", "spire-upstream-server", "spire-upstream")
-    assert [(p["port"], p.get("nodePort")) for p in up["spec"]["ports"]] == [
-        (8081, None),
-        (8443, 31443),
-    ]
+    assert up["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in up["spec"]["ports"]] == [8081, 8443]
+    published = _find(objects, "Service", "spire-upstream-server-nodeports", "spire-upstream")
+    assert [(p["port"], p["nodePort"]) for p in published["spec"]["ports"]] == [(8443, 31443)]
     gw = _find(objects, "Service", "security-gateway", "downstream-workloads")
     assert gw["spec"]["type"] == "NodePort"
     assert gw["spec"]["ports"][0]["nodePort"] == 30080
