@@ -208,7 +208,10 @@ def test_external_client_with_a_jwt_svid_of_the_other_trust_domain_reads(
 ) -> None:
     d = services.deploy.deployment()
     with JwtSource(endpoint=d.agent_endpoint("upstream-agent")) as jwt:
-        token = jwt.fetch_jwt_svid(GATEWAY, subject=UPSTREAM_CLIENT).token
+        svid = jwt.fetch_jwt_svid(GATEWAY, subject=UPSTREAM_CLIENT)
+    token = svid.token
+    # the server names itself as issuer (server.conf jwt_issuer); the gateway accepts it
+    assert svid.claims["iss"] == "https://enterprise-root.org"
     # no client certificate: the token is the identity
     context = tls_client_context(services.sources[UPSTREAM_CLIENT], authorize_id(GATEWAY))
     with ConnectionPool(f"https://127.0.0.1:{services.gateway_port}", context) as pool:

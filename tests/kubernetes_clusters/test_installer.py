@@ -306,11 +306,27 @@ def test_the_dashboard_reads_both_clusters_and_their_telemetry(
     assert not snap.errors, snap.errors
 
 
-def test_up_again_changes_nothing(enterprise: dict[str, Any], installer: KubeDeploy) -> None:
+def test_up_again_changes_nothing(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
     plan = installer.run("plan", "--topology", "enterprise", "--output", "json")
     body = json.loads(plan.stdout)
     assert plan.returncode == 0, body["changes"]
     assert body["unchanged"] > 40
+    # the plan lists exactly the NodePorts the clusters publish, and no server API one
+    listed = {(p["where"], p["port"]) for p in body["published"]}
+    live = {
+        (svc.metadata.labels["spire-fabric.io/cluster"], port.node_port)
+        for k in kubes.values()
+        for svc in k.core.list_service_for_all_namespaces(
+            label_selector="app.kubernetes.io/managed-by=spire-fabric").items
+        for port in svc.spec.ports or []
+        if port.node_port
+    }  # fmt: skip
+    assert listed == live == {
+        ("upstream-cluster", 31443), ("downstream-cluster", 32443),
+        ("downstream-cluster", 30080),
+    }  # fmt: skip
     again = installer.ok("up", "--topology", "enterprise")
     assert "no changes" in again.stdout
 

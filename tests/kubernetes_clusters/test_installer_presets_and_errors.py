@@ -191,11 +191,11 @@ def test_a_node_port_already_allocated_is_named_with_its_owner(
         k.core.create_namespaced_service("sfk-squatter", {
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "squatter"},
             "spec": {"type": "NodePort", "selector": {"x": "y"},
-                     "ports": [{"port": 80, "nodePort": 31081}]}})  # fmt: skip
+                     "ports": [{"port": 80, "nodePort": 31443}]}})  # fmt: skip
         r = deploy.run("up", "--topology", "enterprise")
         out = r.stdout + r.stderr
         assert r.returncode == 1, out
-        assert "NodePort 31081 is already allocated in cluster upstream-cluster" in out
+        assert "NodePort 31443 is already allocated in cluster upstream-cluster" in out
         assert "sfk-squatter/squatter" in out
 
 

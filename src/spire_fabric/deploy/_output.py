@@ -45,6 +45,10 @@ def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) ->
         console.print(f"  [{style}]{c.action:>7}[/{style}] {escape(_line(c))}")
     for note in plan.notes:
         console.print(f"  [dim]note: {escape(note)}[/dim]")
+    if plan.published:
+        console.print("published ports (reachable beyond where their owner runs):")
+        for port in plan.published:
+            console.print(f"  {escape(str(port))}", soft_wrap=True)
     if not plan:
         unchanged = f" ({plan.unchanged} objects unchanged)" if plan.unchanged else ""
         console.print(f"no changes: the deployment matches the topology{unchanged}")

@@ -15,9 +15,11 @@ from spire_fabric.topology import (
     SqliteDatastore,
     Topology,
     agent_node_attestor,
+    api_node_port,
     controller_manager_enabled,
     effective_datastore,
     format_duration,
+    workload_node_port,
 )
 
 
@@ -39,7 +41,7 @@ def _datastore_name(ds: object) -> str:
     return type(ds).__name__  # pragma: no cover - exhaustive above
 
 
-def _server_lines(server: Server) -> list[str]:
+def _server_lines(topology: Topology, server: Server) -> list[str]:
     p = server.ports
     lines = [f"<b>{server.name}</b>", f"API {p.api} · health {p.health}"]
     if server.bundle_endpoint is not None:
@@ -48,7 +50,9 @@ def _server_lines(server: Server) -> list[str]:
     lines.append(f"X.509-SVID {format_duration(x509)} · JWT-SVID {format_duration(jwt)}")
     k = server.kubernetes
     if k is not None:
-        node_ports = (("API", k.node_ports.api), ("federation", k.node_ports.federation))
+        # what the Kubernetes renderer publishes, not what the topology keeps in reserve
+        federation = k.node_ports.federation if server.bundle_endpoint else None
+        node_ports = (("API", api_node_port(topology, server)), ("federation", federation))
         ports = [f"{kind} {n}" for kind, n in node_ports if n]
         if ports:
             lines.append("NodePorts " + " · ".join(ports))
@@ -79,7 +83,7 @@ def render_mermaid(topology: Topology) -> str:
         add("        direction TB")
         for s in topology.servers_of(td.name):
             sid = _id("srv", s.name)
-            add(f"        {sid}[{_label(*_server_lines(s))}]")
+            add(f"        {sid}[{_label(*_server_lines(topology, s))}]")
             local = _datastore_name(effective_datastore(s, "local"))
             k8s = _datastore_name(effective_datastore(s, "kubernetes"))
             ds = local if local == k8s else f"local: {local} · kubernetes: {k8s}"
@@ -113,8 +117,8 @@ def render_mermaid(topology: Topology) -> str:
             if agent is None or topology.server(agent.server).trust_domain != td.name:
                 continue
             lines = [f"<b>{w.name}</b>", w.spiffe_id]
-            if w.kubernetes is not None and w.kubernetes.node_port:
-                lines.append(f"NodePort {w.kubernetes.node_port}")
+            if workload_node_port(w):
+                lines.append(f"NodePort {workload_node_port(w)}")
             if w.downstream:
                 lines.append("downstream entry")
             add(f"        {_id('wl', w.name)}([{_label(*lines)}])")

@@ -21,6 +21,7 @@ from spire_fabric.topology import (
     effective_datastore,
     endpoint_spiffe_id,
     format_duration,
+    jwt_issuer,
     server_node_attestors,
     upstream_address_for,
 )
@@ -51,6 +52,13 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("ca_ttl", format_duration(server.ca_ttl))
         w.attr("default_x509_svid_ttl", format_duration(server.default_x509_svid_ttl))
         w.attr("default_jwt_svid_ttl", format_duration(server.default_jwt_svid_ttl))
+        # Operational hardening (topology settings, on by default): every API call logged
+        # with its caller, JWT-SVIDs that name their issuer, expired nodes pruned.
+        w.attr("audit_log_enabled", server.audit_log_enabled)
+        w.attr("jwt_issuer", jwt_issuer(server))
+        if server.prune_attested_nodes_expired_for is not None:
+            expired_for = format_duration(server.prune_attested_nodes_expired_for)
+            w.attr("prune_attested_nodes_expired_for", expired_for)
         if not paths.is_local:
             # The installer reaches a server in a pod over its TCP API (a port-forward),
             # authenticated by an SVID it mints through the server's socket (exec).
@@ -154,7 +162,7 @@ def _key_manager(w: HclWriter, server: Server, paths: RenderPaths) -> None:
 def _node_attestors(w: HclWriter, topology: Topology, server: Server, paths: RenderPaths) -> None:
     from spire_fabric.topology import psat_allow_list
 
-    for na in server_node_attestors(server, paths.target):
+    for na in server_node_attestors(topology, server, paths.target):
         if isinstance(na, JoinTokenAttestor):
             with w.block("NodeAttestor", "join_token"):
                 w.empty_block("plugin_data")

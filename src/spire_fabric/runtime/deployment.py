@@ -21,7 +21,7 @@ from cryptography import x509
 from spire_fabric.entries import EntryPlan
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
-from spire_fabric.topology import Target, Topology
+from spire_fabric.topology import PublishedPort, Target, Topology
 from spire_fabric.workload import X509Context
 
 __all__ = [
@@ -79,6 +79,9 @@ class DeploymentPlan:
     changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()  # what could not be read (a server that is down)
     unchanged: int = 0  # objects found as they should be (targets that count them)
+    # every port the deployment opens beyond where its owner runs, and who may call it
+    # (topology.published_ports); changes or not, an operator sees each door
+    published: tuple[PublishedPort, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -96,6 +99,7 @@ class DeploymentPlan:
                 "changes": [asdict(c) for c in self.changes],
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
+                "published": [asdict(p) for p in self.published],
             },
             indent=2,
         )

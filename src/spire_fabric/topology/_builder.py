@@ -38,6 +38,7 @@ _DURATION_FIELDS = {
     "ca_ttl",
     "default_x509_svid_ttl",
     "default_jwt_svid_ttl",
+    "prune_attested_nodes_expired_for",
     "x509_svid_ttl",
     "jwt_svid_ttl",
     "ttl",

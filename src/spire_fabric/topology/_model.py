@@ -200,6 +200,14 @@ class Server:
     upstream_authority: UpstreamAuthority | None = None
     node_attestors: tuple[NodeAttestor, ...] = (JoinTokenAttestor(),)
     log_level: str = "INFO"
+    # Operational hardening, on by default on both targets: every API call is logged with
+    # its caller (audit_log_enabled); JWT-SVIDs name their issuer (None: https://<trust
+    # domain>, see topology.jwt_issuer); attested nodes whose SVID expired this long ago
+    # are deleted hourly (None keeps them forever; SPIRE never prunes join-token nodes,
+    # which cannot re-attest, nor banned ones).
+    audit_log_enabled: bool = True
+    jwt_issuer: str | None = None
+    prune_attested_nodes_expired_for: timedelta | None = timedelta(hours=24)
     kubernetes: ServerKubernetes | None = None
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from spire_fabric.topology._model import (
     AgentNodeAttestor,
     Datastore,
     Federation,
+    JoinTokenAttestor,
     K8sPsatAttestor,
     KeyManagerKind,
     NodeAttestor,
@@ -30,11 +31,36 @@ def effective_datastore(server: Server, target: Target) -> Datastore:
     return server.datastore
 
 
-def server_node_attestors(server: Server, target: Target) -> tuple[NodeAttestor, ...]:
-    """k8s_psat is dropped locally: there are no Kubernetes agents to attest."""
-    if target == "local":
-        return tuple(a for a in server.node_attestors if not isinstance(a, K8sPsatAttestor))
-    return server.node_attestors
+def server_node_attestors(
+    topology: Topology, server: Server, target: Target
+) -> tuple[NodeAttestor, ...]:
+    """The attestors ``server`` enables on ``target``: only those one of its agents uses
+    there (:func:`agent_node_attestor`).
+
+    An enabled attestor nobody uses is an open door: on Kubernetes a leaked join token or
+    projected service-account token would attest a node from anywhere that reaches the
+    API. Locally every agent uses a join token, so k8s_psat is never enabled there. A
+    nested child server is a downstream workload of its upstream, not an agent, so it
+    needs none of the upstream's attestors.
+    """
+    agents = topology.agents_of(server.name)
+    out: list[NodeAttestor] = []
+    for na in server.node_attestors:
+        if isinstance(na, JoinTokenAttestor):
+            if any(agent_node_attestor(a, target) == "join_token" for a in agents):
+                out.append(na)
+            continue
+        # k8s_psat: only the clusters where one of its agents attests with it (SPIRE also
+        # refuses a cluster whose service-account allow list would be empty)
+        psat = {
+            a.kubernetes.cluster
+            for a in agents
+            if a.kubernetes is not None and agent_node_attestor(a, target) == "k8s_psat"
+        }
+        clusters = tuple(c for c in na.clusters if c in psat)
+        if clusters:
+            out.append(K8sPsatAttestor(clusters))
+    return tuple(out)
 
 
 def agent_node_attestor(agent: Agent, target: Target) -> AgentNodeAttestor:
@@ -212,6 +238,43 @@ def psat_allow_list(topology: Topology, server: Server, cluster: str) -> tuple[s
         and a.kubernetes.node_attestor == "k8s_psat"
     }
     return tuple(sorted(entries))
+
+
+def jwt_issuer(server: Server) -> str:
+    """The ``iss`` claim of ``server``'s JWT-SVIDs: its own setting, else the URL of its
+    trust domain, so a relying party can tell which trust domain minted a token."""
+    return server.jwt_issuer or f"https://{server.trust_domain.name}"
+
+
+def api_node_port(topology: Topology, server: Server) -> int | None:
+    """The NodePort that publishes ``server``'s API on Kubernetes, or None when nothing
+    needs it.
+
+    Agents and nested servers in the server's own cluster dial the Service's DNS name and
+    the installer uses a port-forward, so the API is published outside the cluster only
+    for a caller outside it (an agent or nested server in another cluster, or in none);
+    ``ServerNodePorts.api`` is the port it then gets. Publishing it otherwise would open
+    node attestation and the API to every network that reaches a node.
+    """
+    k = server.kubernetes
+    if k is None or k.node_ports.api is None:
+        return None
+    callers: list[Server | Agent] = [*topology.agents_of(server.name)]
+    callers += _nested_servers_of(topology, server)
+    if any(_cluster_of(topology, c) != k.cluster for c in callers):
+        return k.node_ports.api
+    return None
+
+
+def _nested_servers_of(topology: Topology, upstream: Server) -> tuple[Server, ...]:
+    from spire_fabric.topology._model import SpireUpstreamAuthority
+
+    return tuple(
+        s
+        for s in topology.servers
+        if isinstance(s.upstream_authority, SpireUpstreamAuthority)
+        and s.upstream_authority.server == upstream.name
+    )
 
 
 def service_host(server: Server) -> str:

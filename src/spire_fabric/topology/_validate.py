@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import get_args
+from urllib.parse import urlsplit
 
 from spire_fabric.identity import SpiffeId, SpiffeIdError, TrustDomain
 from spire_fabric.topology._durations import format_duration
@@ -23,6 +24,7 @@ from spire_fabric.topology._model import (
     Agent,
     AgentKubernetes,
     DiskUpstreamAuthority,
+    JoinTokenAttestor,
     K8sPsatAttestor,
     KubeletAccess,
     KubeletVerification,
@@ -240,6 +242,7 @@ class _Validator:
             if k.datastore is not None:
                 self._datastore(f"{p}.kubernetes.datastore", k.datastore)
         self._upstream_authority(p, s)
+        self._hardening(p, s)
         if not s.node_attestors:
             self.bad(f"{p}.node_attestors", "a server needs at least one node attestor")
         for na in s.node_attestors:
@@ -250,6 +253,22 @@ class _Validator:
                             f"{p}.node_attestors.k8s_psat.clusters[{c}]",
                             f"unknown cluster {c!r}; declare it under clusters",
                         )
+
+    def _hardening(self, p: str, s: Server) -> None:
+        if s.jwt_issuer is not None:
+            url = urlsplit(s.jwt_issuer)
+            if url.scheme != "https" or not url.hostname or url.query or url.fragment:
+                self.bad(
+                    f"{p}.jwt_issuer",
+                    f"{s.jwt_issuer!r} is not an https URL without query or fragment "
+                    f"(e.g. https://{s.trust_domain.name}); it becomes the JWT-SVIDs' iss claim",
+                )
+        expired_for = s.prune_attested_nodes_expired_for
+        if expired_for is not None and expired_for <= timedelta(0):
+            self.bad(
+                f"{p}.prune_attested_nodes_expired_for",
+                "must be a positive duration (e.g. 24h); set it to null to keep expired nodes",
+            )
 
     def _ttl_within_ca(self, path: str, ttl: timedelta | None, server: Server) -> None:
         if ttl is not None and ttl > server.ca_ttl:
@@ -350,6 +369,14 @@ class _Validator:
         self._kubelet(f"{p}.kubernetes", k)
         if k.node_attestor not in ("join_token", "k8s_psat"):
             self.bad(f"{p}.kubernetes.node_attestor", f"{k.node_attestor!r} is not supported")
+        joins = server is not None and any(
+            isinstance(n, JoinTokenAttestor) for n in server.node_attestors
+        )
+        if k.node_attestor == "join_token" and server is not None and not joins:
+            self.bad(
+                f"{p}.kubernetes.node_attestor",
+                f"join_token needs server {server.name!r} to run a join_token node attestor",
+            )
         if k.node_attestor == "k8s_psat" and server is not None:
             psat = [n for n in server.node_attestors if isinstance(n, K8sPsatAttestor)]
             if not any(k.cluster in n.clusters for n in psat):

@@ -137,7 +137,7 @@ def test_mermaid_shows_trust_domains_ports_and_federation(target):
     text = render_mermaid(preset("enterprise"))
     assert text.startswith("flowchart LR\n")
     assert 'subgraph td_enterprise_root_org["trust domain enterprise-root.org"]' in text
-    assert "NodePorts API 31081 · federation 31443" in text
+    assert "NodePorts federation 31443" in text and "API 31081" not in text  # not published
     assert "NodePort 30080" in text
     assert (
         "srv_spire_upstream_server <-->|federation https_spiffe| srv_spire_downstream_server"

@@ -30,6 +30,7 @@ from spire_fabric.render.kubernetes._common import (
     restricted_container,
     selector_labels,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     Agent,
     Server,
@@ -100,6 +101,7 @@ def controller_manager_container(topology: Topology, server: Server) -> Obj:
         "ports": [{"name": "healthz", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "healthz"}},
         "readinessProbe": probe,
+        "resources": resources("spire-controller-manager"),
         "securityContext": restricted_container(),
         "volumeMounts": [
             {"name": "controller-manager-config", "mountPath": CONFIG_DIR, "readOnly": True},

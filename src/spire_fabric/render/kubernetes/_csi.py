@@ -118,6 +118,8 @@ def render_csi_driver(topology: Topology, agent: Agent) -> list[Obj]:
     ]
     pod_spec: Obj = {
         "serviceAccountName": name,
+        # the driver and the registrar talk to the kubelet over sockets, never to the API
+        "automountServiceAccountToken": False,
         "priorityClassName": NODE_CRITICAL,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": containers,

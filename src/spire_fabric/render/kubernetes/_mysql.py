@@ -36,6 +36,7 @@ from spire_fabric.render.kubernetes._common import (
     secret,
     selector_labels,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     MySqlDatastore,
     MySqlInstance,
@@ -186,6 +187,7 @@ def render_mysql(
         "ports": [{"name": "mysql", "containerPort": PORT, "protocol": "TCP"}],
         "livenessProbe": {**tcp, "initialDelaySeconds": 30},
         "readinessProbe": {**tcp, "initialDelaySeconds": 5},
+        "resources": resources("mysql"),
         "securityContext": restricted_container(),
         # A read-only root needs the few places mysqld and its entrypoint write to.
         "volumeMounts": [
@@ -211,6 +213,7 @@ def render_mysql(
             "template": {
                 "metadata": template_meta,
                 "spec": {
+                    "automountServiceAccountToken": False,  # mysqld never calls the API
                     "securityContext": restricted_pod(MYSQL_UID),
                     "containers": [container],
                     "volumes": [

@@ -21,6 +21,7 @@ from spire_fabric.render.kubernetes._common import (
     workload_socket_address,
     workload_socket_volume,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import Topology, Workload
 from spire_fabric.workload import SOCKET_ENV
 
@@ -35,6 +36,7 @@ def identity_probe_pod(topology: Topology, workload: Workload, name: str) -> Obj
     assert w.kubernetes is not None
     agent = t.agent(w.agent)
     spec: Obj = {
+        "automountServiceAccountToken": False,  # attested by its account, needs no token
         "serviceAccountName": w.kubernetes.service_account,
         "restartPolicy": "Never",
         "activeDeadlineSeconds": 300,  # gone even if the installer is killed mid-check
@@ -49,6 +51,7 @@ def identity_probe_pod(topology: Topology, workload: Workload, name: str) -> Obj
                 "env": [
                     {"name": SOCKET_ENV, "value": workload_socket_address(agent)}
                 ],
+                "resources": resources("identity-probe"),
                 "securityContext": restricted_container(),
                 "volumeMounts": [
                     {"name": "spiffe", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True}

@@ -24,12 +24,14 @@ from spire_fabric.render.kubernetes._controller_manager import (
     controller_manager_volumes,
 )
 from spire_fabric.render.kubernetes._mysql import mysql_instance, mysql_tls_secret_name
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     DiskUpstreamAuthority,
     MySqlDatastore,
     Server,
     SpireUpstreamAuthority,
     Topology,
+    api_node_port,
     bundle_publisher_namespaces,
     controller_manager_enabled,
     effective_datastore,
@@ -38,6 +40,7 @@ from spire_fabric.topology import (
 PATHS = RenderPaths.kubernetes()
 COMPONENT = "server"
 DATA_STORAGE = "1Gi"
+SERVER_PRIORITY_CLASS = "system-cluster-critical"  # built in; as helm-charts-hardened offers
 
 
 def server_config_map_name(server: Server) -> str:
@@ -87,40 +90,42 @@ def render_server_objects(topology: Topology, server: Server) -> list[Obj]:
         )
     if controller_manager_enabled(topology, server):
         out.append(controller_manager_config_map(topology, server))
-    out.append(_service(topology, server))
+    out += _services(topology, server)
     out.append(_stateful_set(topology, server))
     return out
 
 
-def _service(topology: Topology, server: Server) -> Obj:
+def node_port_service_name(server: Server) -> str:
+    return f"{server.name}-nodeports"
+
+
+def _services(topology: Topology, server: Server) -> list[Obj]:
+    """The in-cluster Service (ClusterIP: agents dial its DNS name), and, only when some
+    port is published, a NodePort Service with exactly those ports. One NodePort Service
+    for all would publish every port: Kubernetes gives a port without a nodePort a random
+    one (the test clusters showed the API on one)."""
     k = server.kubernetes
     assert k is not None
     ports: list[Obj] = [
         {"name": "api", "port": server.ports.api, "protocol": "TCP", "targetPort": "api"}
     ]
-    if k.node_ports.api is not None:
-        ports[0]["nodePort"] = k.node_ports.api
     if server.bundle_endpoint is not None:
-        fed: Obj = {
-            "name": "federation",
-            "port": server.ports.federation,
-            "protocol": "TCP",
-            "targetPort": "federation",
-        }
-        if k.node_ports.federation is not None:
-            fed["nodePort"] = k.node_ports.federation
-        ports.append(fed)
-    node_port = k.node_ports.api is not None or k.node_ports.federation is not None
-    return obj(
-        "v1",
-        "Service",
-        meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
-        spec={
-            "type": "NodePort" if node_port else "ClusterIP",
-            "selector": selector_labels(server.name, COMPONENT),
-            "ports": ports,
-        },
-    )
+        ports.append({"name": "federation", "port": server.ports.federation,
+                      "protocol": "TCP", "targetPort": "federation"})  # fmt: skip
+    published = {"api": api_node_port(topology, server)}  # only for a caller outside
+    if server.bundle_endpoint is not None:
+        published["federation"] = k.node_ports.federation
+    def service(name: str, kind: str, service_ports: list[Obj]) -> Obj:
+        m = meta(topology, k.cluster, name, k.namespace, app=server.name, component=COMPONENT)
+        selector = selector_labels(server.name, COMPONENT)
+        return obj("v1", "Service", m,
+                   spec={"type": kind, "selector": selector, "ports": service_ports})  # fmt: skip
+
+    out = [service(server.name, "ClusterIP", ports)]
+    node_ports = [{**p, "nodePort": n} for p in ports if (n := published.get(p["name"]))]
+    if node_ports:
+        out.append(service(node_port_service_name(server), "NodePort", node_ports))
+    return out
 
 
 def _server_container(topology: Topology, server: Server) -> Obj:
@@ -158,6 +163,7 @@ def _server_container(topology: Topology, server: Server) -> Obj:
     c["ports"] = ports
     c["livenessProbe"] = _probe("/live", 15)
     c["readinessProbe"] = _probe("/ready", 5)
+    c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
@@ -264,15 +270,29 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
     labels = selector_labels(server.name, COMPONENT)
     containers = [_server_container(topology, server)]
     volumes = _server_volumes(topology, server)
+    share_processes = False
     if controller_manager_enabled(topology, server):
         containers.append(controller_manager_container(topology, server))
         volumes += controller_manager_volumes(server)
+        # With audit_log_enabled SPIRE serves its socket through a peer tracker that
+        # looks the caller up in /proc by the PID the kernel reports: a sidecar in its own
+        # PID namespace is reported as PID 0 and every call of the controller manager
+        # fails, so no entry is made (on the test clusters no workload got an SVID; SPIRE
+        # 1.13.3 pkg/server/endpoints/endpoints_posix.go). helm-charts-hardened
+        # shares the namespace always; we only when the audit log needs it, as the
+        # sidecar can then see the server's processes.
+        share_processes = server.audit_log_enabled
     pod_spec: Obj = {
+        # Evicted last under node pressure: without the server no SVID is renewed. The
+        # pod keeps its token (k8s_psat TokenReview, BundlePublisher, controller manager).
+        "priorityClassName": SERVER_PRIORITY_CLASS,
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(SPIRE_UID),
         "containers": containers,
         "volumes": volumes,
     }
+    if share_processes:
+        pod_spec["shareProcessNamespace"] = True
     return obj(
         "apps/v1",
         "StatefulSet",

@@ -29,11 +29,13 @@ from spire_fabric.render.kubernetes._common import (
     workload_socket_address,
     workload_socket_volume,
 )
+from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     Placeholder,
     Topology,
     Workload,
     expand_placeholders,
+    workload_node_port,
     workload_uses_files,
 )
 from spire_fabric.workload import SOCKET_ENV
@@ -154,6 +156,7 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     if k.service_port is not None:
         container["ports"] = [{"name": "https", "containerPort": k.service_port, "protocol": "TCP"}]
         container["readinessProbe"] = {"tcpSocket": {"port": "https"}, "periodSeconds": 10}
+    container["resources"] = resources("workload")
     container["securityContext"] = restricted_container()
     container["volumeMounts"] = [
         {"name": "spiffe-workload-api", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True},
@@ -165,6 +168,9 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
         mount = {"name": "files", "mountPath": FILES_DIR, "readOnly": True}
         container["volumeMounts"].append(mount)
     pod_spec: Obj = {
+        # The account names the workload to the agent's k8s attestor (the kubelet says
+        # which account a pod runs as); the workload itself never calls the API.
+        "automountServiceAccountToken": False,
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(WORKLOAD_UID),
         "containers": [container],
@@ -223,15 +229,16 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             "protocol": "TCP",
             "targetPort": "https",
         }
-        if k.node_port is not None:
-            port["nodePort"] = k.node_port
+        node_port = workload_node_port(w)
+        if node_port is not None:
+            port["nodePort"] = node_port
         out.append(
             obj(
                 "v1",
                 "Service",
                 meta(topology, cluster, w.name, k.namespace, app=w.name, component=COMPONENT),
                 spec={
-                    "type": "NodePort" if k.node_port is not None else "ClusterIP",
+                    "type": "NodePort" if node_port is not None else "ClusterIP",
                     "selector": labels,
                     "ports": [port],
                 },

@@ -43,7 +43,12 @@ from spire_fabric.runtime.kubernetes._teardown import cluster_label
 from spire_fabric.runtime.kubernetes._view import ClusterDeployment
 from spire_fabric.runtime.kubernetes._waits import wait_crds_established, wait_rollouts
 from spire_fabric.server import SpireServerClient
-from spire_fabric.topology import SpireUpstreamAuthority, Topology, agent_node_attestor
+from spire_fabric.topology import (
+    SpireUpstreamAuthority,
+    Topology,
+    agent_node_attestor,
+    published_ports,
+)
 
 __all__ = ["KubernetesInstaller"]
 
@@ -135,8 +140,9 @@ class KubernetesInstaller:
                     changes += entry_changes(s, self.d.entry_plan(s))
                 except Exception as err:
                     notes.append(f"{s}: cannot read entries: {err}")
+        published = published_ports(self.topology, "kubernetes")
         return DeploymentPlan(self.access.name, "kubernetes", tuple(changes), tuple(notes),
-                              unchanged)  # fmt: skip
+                              unchanged, published)  # fmt: skip
 
     def _federation(self) -> FederationWork:
         # with a controller manager its ClusterFederatedTrustDomains own the relationships

@@ -23,6 +23,7 @@ from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.processes import config_files, desired_components
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.waits import http_ok
+from spire_fabric.topology import published_ports
 
 __all__ = ["compute_plan"]
 
@@ -126,4 +127,6 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
             ]
         else:
             notes.append(f"{s.name} is not running: its entries are compared after it starts")
-    return DeploymentPlan(ctx.local.name, "local", tuple(changes), tuple(notes))
+    published = published_ports(ctx.local, "local")
+    return DeploymentPlan(ctx.local.name, "local", tuple(changes), tuple(notes),
+                          published=published)  # fmt: skip

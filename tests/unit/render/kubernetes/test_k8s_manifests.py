@@ -59,16 +59,19 @@ def test_manifest_files_hold_exactly_the_objects_in_the_same_order(name):
     assert from_files == render_kubernetes_objects(topology)
 
 
-def test_enterprise_exposes_the_design_node_ports():
+def test_enterprise_exposes_the_design_node_ports_that_something_uses():
     text = "".join(render_kubernetes_manifests(preset("enterprise")).values())
-    for port in (31081, 31443, 32081, 32443, 30080):
+    for port in (31443, 32443, 30080):
         assert f"nodePort: {port}\n" in text
+    # the API NodePorts stay in the topology for an agent of another cluster; none here
+    for port in (31081, 32081):
+        assert f"nodePort: {port}\n" not in text
     objects = render_kubernetes_objects(preset("enterprise"))
     up = _find(objects, "Service", "spire-upstream-server", "spire-upstream")
-    assert [(p["port"], p["nodePort"]) for p in up["spec"]["ports"]] == [
-        (8081, 31081),
-        (8443, 31443),
-    ]
+    assert up["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in up["spec"]["ports"]] == [8081, 8443]
+    published = _find(objects, "Service", "spire-upstream-server-nodeports", "spire-upstream")
+    assert [(p["port"], p["nodePort"]) for p in published["spec"]["ports"]] == [(8443, 31443)]
     gw = _find(objects, "Service", "security-gateway", "downstream-workloads")
     assert gw["spec"]["type"] == "NodePort"
     assert gw["spec"]["ports"][0]["nodePort"] == 30080
