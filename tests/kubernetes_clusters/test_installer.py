@@ -207,11 +207,13 @@ def test_the_agents_attest_as_their_own_uid_against_a_verified_kubelet_with_node
 def test_mysql_takes_tls_only_with_its_service_name_and_passwords_from_files(
     enterprise: dict[str, Any], kubes: dict[str, Kube]
 ) -> None:
-    """The datastore hardening as the cluster runs it: a plain connection is refused, one
-    verifying the Service name against the datastore CA succeeds (the SPIRE server's own
-    connection is TLS, then: verify's datastore check is green), the password files are
-    root's and MySQL's group's alone, no container env holds a password, and the signing CA
-    and MySQL certificate Secrets are typed kubernetes.io/tls."""
+    """The datastore hardening as the cluster runs it: a plain TCP connection is refused, a
+    TLS one is let in, and the certificate MySQL serves verifies for the Service name
+    against the datastore CA (the SPIRE server's own connection checks the same, and
+    verify's datastore check is green); the password files are root's and MySQL's group's
+    alone, no container env holds a password, and the signing CA and MySQL certificate
+    Secrets are typed kubernetes.io/tls. The probes run in the MySQL pod against 127.0.0.1:
+    the NetworkPolicy admits only the server's pods through the Service (its own test)."""
     from spire_fabric.runtime.kubernetes._clusters import ClusterApi
     from spire_fabric.runtime.kubernetes._pods import exec_in_pod
 
@@ -224,7 +226,8 @@ def test_mysql_takes_tls_only_with_its_service_name_and_passwords_from_files(
 
     def mariadb(*opts: str) -> Any:
         sql = "SHOW SESSION STATUS LIKE 'Ssl_version'"
-        script = (f'mariadb -h {host} -u spire -p"$(cat /run/secrets/mysql/password)" '
+        password = '-p"$(cat /run/secrets/mysql/password)"'
+        script = (f'mariadb -h 127.0.0.1 --protocol=TCP -u spire {password} '
                   f'{" ".join(opts)} -N -e "{sql}"')  # fmt: skip
         return exec_in_pod(conn, ns, pod, "mysql", ["sh", "-c", script])
 
@@ -233,11 +236,16 @@ def test_mysql_takes_tls_only_with_its_service_name_and_passwords_from_files(
     plain = mariadb("--skip-ssl")
     assert plain.returncode != 0, plain.stdout
     assert "ERROR 1045" in plain.stderr or "insecure transport" in plain.stderr, plain.stderr
-    verified = mariadb("--ssl", "--ssl-ca=/run/secrets/mysql-tls/ca.crt",
-                       "--ssl-verify-server-cert")  # fmt: skip
-    assert verified.returncode == 0, verified.stderr
-    name, version = verified.stdout.split()
-    assert name == "Ssl_version" and version.startswith("TLSv1."), verified.stdout
+    tls = mariadb("--ssl", "--ssl-ca=/run/secrets/mysql-tls/ca.crt")
+    assert tls.returncode == 0, tls.stderr
+    name, version = tls.stdout.split()
+    assert name == "Ssl_version" and version.startswith("TLSv1."), tls.stdout
+    served = exec_in_pod(conn, ns, pod, "mysql", [
+        "sh", "-c", "openssl s_client -starttls mysql -connect 127.0.0.1:3306 "
+        f"-CAfile /run/secrets/mysql-tls/ca.crt -verify_hostname {host} "
+        "-verify_return_error </dev/null"])  # fmt: skip
+    assert served.returncode == 0, served.stdout[-2000:] + served.stderr[-2000:]
+    assert "Verify return code: 0 (ok)" in served.stdout, served.stdout[-2000:]
     modes = exec_in_pod(conn, ns, pod, "mysql", ["stat", "-L", "-c", "%n %a %u %g",
                         "/run/secrets/mysql/password", "/run/secrets/mysql/root-password",
                         "/run/secrets/mysql-tls/tls.key"])  # fmt: skip
