@@ -120,12 +120,7 @@ def _project_images_on_nodes(conn: ClusterApi, objs: list[dict[str, Any]]) -> No
     )  # fmt: skip
     if not wanted:
         return
-    try:
-        nodes = conn.core.list_node().items
-    except ApiException as err:
-        raise KubernetesTargetError(
-            f"cannot list the nodes of {conn.where()}: {api_error_message(err)}"
-        ) from err
+    nodes = _nodes(conn)
     have: set[str] = set()
     for node in nodes:
         status = node.status
@@ -245,12 +240,7 @@ def _kubelets_know_nodes_pods(conn: ClusterApi, objs: list[dict[str, Any]]) -> N
     agents = _nodes_pods_agents(objs)
     if not agents:
         return
-    try:
-        nodes = conn.core.list_node().items
-    except ApiException as err:
-        raise KubernetesTargetError(
-            f"cannot list the nodes of {conn.where()}: {api_error_message(err)}"
-        ) from err
+    nodes = _nodes(conn)
     for node in nodes:
         name = node.metadata.name
         reported = node.status.node_info.kubelet_version if node.status.node_info else ""
@@ -270,3 +260,13 @@ def _kubelets_know_nodes_pods(conn: ClusterApi, objs: list[dict[str, Any]]) -> N
             f"nodes/pods. Set {settings} to nodes/proxy (it grants every kubelet endpoint, "
             "exec included), or upgrade the kubelets."
         )
+
+
+def _nodes(conn: ClusterApi) -> list[Any]:
+    """The cluster's nodes; a refusal names the cluster (both node checks read them)."""
+    try:
+        return list(conn.core.list_node().items)
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot list the nodes of {conn.where()}: {api_error_message(err)}"
+        ) from err

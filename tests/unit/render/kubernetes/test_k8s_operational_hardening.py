@@ -62,26 +62,24 @@ def _quantity(text: str) -> float:
     return float(text)
 
 
-@pytest.mark.parametrize("name", PRESET_NAMES)
-def test_every_server_workload_and_probe_container_has_requests_and_limits(name):
-    containers = _containers(name, agents=False)
+def _assert_sized(containers: list[tuple[str, Obj]]) -> None:
+    """Every container has requests and limits of each resource, requests within limits."""
     assert containers
     assert _unsized(containers) == []
     for where, c in containers:
         r = c["resources"]
         for k in RESOURCES:
             assert _quantity(r["requests"][k]) <= _quantity(r["limits"][k]), (where, k)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_server_workload_and_probe_container_has_requests_and_limits(name):
+    _assert_sized(_containers(name, agents=False))
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_every_agent_and_csi_container_has_requests_and_limits(name):
-    containers = _containers(name, agents=True)
-    assert containers
-    assert _unsized(containers) == []
-    for where, c in containers:
-        r = c["resources"]
-        for k in RESOURCES:
-            assert _quantity(r["requests"][k]) <= _quantity(r["limits"][k]), (where, k)
+    _assert_sized(_containers(name, agents=True))
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
