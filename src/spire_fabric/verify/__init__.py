@@ -13,6 +13,11 @@ from spire_fabric.verify._authorities import (
     WorkloadSvidSource,
     authorities_report,
 )
+from spire_fabric.verify._authority_checks import (
+    activation_window,
+    authority_checks,
+    preparation_window,
+)
 from spire_fabric.verify._report import CheckResult, Report
 from spire_fabric.verify.checks import verify_deployment
 
@@ -27,6 +32,9 @@ __all__ = [
     "ServerAuthorities",
     "UpstreamRow",
     "WorkloadSvidSource",
+    "activation_window",
     "authorities_report",
+    "authority_checks",
+    "preparation_window",
     "verify_deployment",
 ]
