@@ -93,8 +93,8 @@ def _result(check_id: str, title: str, section: ServerAuthorities, fn: _Judge) -
 def _expiry(s: ServerAuthorities, server: Server, t: Topology, now: float) -> _Verdict:
     window = activation_window(server.ca_ttl)
     problems, fine = [], []
-    for kind, label in (("x509", "X.509"), ("jwt", "JWT")):
-        active = s.authority(kind, "active")  # type: ignore[arg-type]
+    for active, kind, label in ((s.authority("x509", "active"), "x509", "X.509"),
+                                (s.authority("jwt", "active"), "jwt", "JWT")):  # fmt: skip
         if active is None:
             problems.append(f"no active {label} authority: run `deploy rotate {kind} "
                             f"--server {server.name}`")  # fmt: skip
@@ -174,11 +174,19 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
             if row is None:
                 problems.append(f"{w.workload}'s {label} comes from {aid}, which is none of "
                                 f"{server.name}'s authorities")  # fmt: skip
+            elif row.slot != "active" and row.upstream_authority_subject_key_id:
+                # SPIRE 1.13.3 refuses to taint a local X.509 authority under an upstream
+                # one (api/localauthority/v1/service.go), so nothing hurries the renewal
+                problems.append(f"{w.workload}'s {label} comes from the {row.slot} authority "
+                                f"{aid}, which SPIRE cannot taint under an upstream authority: "
+                                "its agent renews it when half its lifetime has passed (it "
+                                f"expires {_when(w.x509_expires_at)}); to cut it off now, "
+                                f"`{_upstream_fix(server)}`")  # fmt: skip
             elif row.slot != "active":
                 problems.append(f"{w.workload}'s {label} comes from the {row.slot} authority "
                                 f"{aid}: run `deploy rotate {kind} --server {server.name}` "
-                                "(it resumes from what SPIRE reports and waits until agents "
-                                "re-issue)")  # fmt: skip
+                                "(it resumes from what SPIRE reports: taints it so agents "
+                                "re-issue at once, and waits for them)")  # fmt: skip
             elif row.tainted:
                 problems.append(f"{w.workload}'s {label} comes from active authority {aid}, "
                                 "which is tainted")  # fmt: skip
@@ -270,6 +278,10 @@ def _copies(report: AuthoritiesReport, t: Topology) -> Iterator[CheckResult]:
 
 
 # ---- small helpers ----------------------------------------------------------------------
+
+def _when(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix))
+
 
 def _span(d: timedelta) -> str:
     seconds = d.total_seconds()

@@ -190,7 +190,21 @@ def test_an_svid_from_the_old_authority_is_red_naming_the_workload(enterprise: T
         "enterprise-api's X.509-SVID comes from the old authority dx509old"
         in (red[f"authority-svids:{DOWN}"])
     )
-    assert f"deploy rotate x509 --server {DOWN}" in red[f"authority-svids:{DOWN}"]
+    assert "SPIRE cannot taint under an upstream authority" in red[f"authority-svids:{DOWN}"]
+    assert "deploy rotate root --revoke" in red[f"authority-svids:{DOWN}"]
+
+
+def test_an_svid_from_an_old_root_authority_says_rotate_resumes(enterprise: Topology) -> None:
+    # without an upstream authority SPIRE taints the old one: rotate resumes and does
+    s = _green().server(DOWN)
+    rows = tuple(replace(r, upstream_authority_subject_key_id="") for r in s.authorities)
+    old = AuthorityRow("x509", "old", "dx509old", int(NOW + 5 * HOUR), "",
+                       in_bundle=True, tainted=False, agents=0, workload_svids=1)  # fmt: skip
+    workloads = (replace(s.workloads[0], x509_authority_id="dx509old"), *s.workloads[1:])
+    red = _red(_with(_green(), DOWN, authorities=(*rows, old), workloads=workloads, upstream=()),
+               enterprise)  # fmt: skip
+    assert set(red) == {f"authority-svids:{DOWN}"}
+    assert f"run `deploy rotate x509 --server {DOWN}`" in red[f"authority-svids:{DOWN}"]
 
 
 def test_an_svid_that_could_not_be_observed_is_red_not_green(enterprise: Topology) -> None:
