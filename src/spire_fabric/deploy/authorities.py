@@ -65,8 +65,13 @@ def print_server(s: ServerAuthorities, console: Console) -> None:
     for u in s.upstream:
         where = ("[red]tainted[/red]" if u.tainted else "in the bundle") if u.in_bundle else (
             "its root is in the bundle")  # fmt: skip
+        if not u.in_bundle and u.root_subject_key_id:
+            root_expiry = f" (expires {_expires(u.root_expires_at)})" if u.root_expires_at else ""
+            where = (f"under root {escape(u.root_subject_key_id)}{root_expiry}"
+                     f"{', [red]tainted[/red]' if u.root_tainted else ''}")  # fmt: skip
+        expiry = f", expires {_expires(u.expires_at)}" if u.expires_at else ""
         console.print(f"  upstream authority {escape(u.subject_key_id)} signs "
-                      f"{', '.join(u.signs)}; {where}")  # fmt: skip
+                      f"{', '.join(u.signs)}{expiry}; {where}")  # fmt: skip
     for a in s.agents:
         source = (
             escape(a.authority_id) if a.authority_id else f"[yellow]?[/yellow] ({escape(a.detail)})"

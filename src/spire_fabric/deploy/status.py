@@ -102,7 +102,11 @@ def authority_line(s: ServerAuthorities, now: float | None = None) -> str:
     for r in s.authorities:
         if r.slot != "active":
             label = "X.509" if r.kind == "x509" else "JWT"
-            others.append(f"{r.slot} {label}" + (" [red]tainted[/red]" if r.tainted else ""))
+            # out of the bundle means revoked, except for an X.509 authority under an
+            # upstream one: the bundle never holds that (its root is there instead)
+            gone = not r.in_bundle and not r.upstream_authority_subject_key_id
+            state = " [red]tainted[/red]" if r.tainted else " (revoked)" if gone else ""
+            others.append(f"{r.slot} {label}{state}")
     others += [f"[red]tainted root {escape(u.root_subject_key_id[:16])}[/red]"
                for u in s.upstream if u.root_tainted]  # fmt: skip
     tail = "; " + ", ".join(others) if others else "; no prepared, old or tainted authority"

@@ -65,14 +65,13 @@ def authority_checks(
         server = topology.server(section.server)
         results += [
             _result(f"authority-expiry:{server.name}",
-                    f"{server.name}'s active authorities are outside their rotation window",
+                    f"{server.name}: no active authority near its expiry",
                     section, partial(_expiry, section, server, topology, at)),
             _result(f"authority-svids:{server.name}",
-                    f"every workload SVID of {server.name} comes from its active, "
-                    "untainted authority",
+                    f"{server.name}: SVIDs from active, untainted authorities",
                     section, partial(_svids, section, server)),
             _result(f"authority-tainted:{server.name}",
-                    f"nothing chains to a tainted authority of {server.name}",
+                    f"{server.name}: nothing under a tainted authority",
                     section, partial(_tainted, section, server, report.target)),
         ]  # fmt: skip
     results += list(_copies(report, topology))
@@ -162,38 +161,44 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
     slot_of: dict[tuple[str, str], AuthorityRow] = {(r.kind, r.authority_id): r
                                                     for r in s.authorities}  # fmt: skip
     tainted_roots = {u.subject_key_id: u.root_subject_key_id for u in s.upstream if u.root_tainted}
-    problems = []
+    unseen = []
+    reasons: dict[str, list[str]] = {}  # what is wrong -> the workloads it is wrong for
+    last_expiry: dict[str, int] = {}
     for w in s.workloads:
         if w.detail or not w.x509_authority_id or not w.jwt_key_id:
-            problems.append(f"{w.workload}: its SVIDs could not be observed "
-                            f"({w.detail or 'no authority key ID'})")  # fmt: skip
+            unseen.append(f"{w.workload}: its SVIDs could not be observed "
+                          f"({w.detail or 'no authority key ID'})")  # fmt: skip
             continue
         for kind, label, aid in (("x509", "X.509-SVID", w.x509_authority_id),
                                  ("jwt", "JWT-SVID", w.jwt_key_id)):  # fmt: skip
             row = slot_of.get((kind, aid))
             if row is None:
-                problems.append(f"{w.workload}'s {label} comes from {aid}, which is none of "
-                                f"{server.name}'s authorities")  # fmt: skip
+                why = f"{label} from {aid}, which is none of {server.name}'s authorities"
             elif row.slot != "active" and row.upstream_authority_subject_key_id:
                 # SPIRE 1.13.3 refuses to taint a local X.509 authority under an upstream
                 # one (api/localauthority/v1/service.go), so nothing hurries the renewal
-                problems.append(f"{w.workload}'s {label} comes from the {row.slot} authority "
-                                f"{aid}, which SPIRE cannot taint under an upstream authority: "
-                                "its agent renews it when half its lifetime has passed (it "
-                                f"expires {_when(w.x509_expires_at)}); to cut it off now, "
-                                f"`{_upstream_fix(server)}`")  # fmt: skip
+                why = (f"{label} from the {row.slot} authority {aid}, which SPIRE cannot "
+                       "taint under an upstream authority: agents renew such an SVID when "
+                       "half its lifetime has passed (the last of these expires at {last}); "
+                       f"to cut them off now, `{_upstream_fix(server)}`")  # fmt: skip
+                last_expiry[why] = max(last_expiry.get(why, 0), w.x509_expires_at)
             elif row.slot != "active":
-                problems.append(f"{w.workload}'s {label} comes from the {row.slot} authority "
-                                f"{aid}: run `deploy rotate {kind} --server {server.name}` "
-                                "(it resumes from what SPIRE reports: taints it so agents "
-                                "re-issue at once, and waits for them)")  # fmt: skip
+                why = (f"{label} from the {row.slot} authority {aid}: run `deploy rotate "
+                       f"{kind} --server {server.name}` (it resumes from what SPIRE reports: "
+                       "taints it so agents re-issue at once, and waits for them)")  # fmt: skip
             elif row.tainted:
-                problems.append(f"{w.workload}'s {label} comes from active authority {aid}, "
-                                "which is tainted")  # fmt: skip
+                why = f"{label} from active authority {aid}, which is tainted"
             elif kind == "x509" and row.upstream_authority_subject_key_id in tainted_roots:
                 root = tainted_roots[row.upstream_authority_subject_key_id]
-                problems.append(f"{w.workload}'s X.509-SVID chains to root {root}, which is "
-                                "tainted: run `deploy rotate root --revoke`")  # fmt: skip
+                why = (f"X.509-SVID under root {root}, which is tainted: run `deploy rotate "
+                       "root --revoke`")  # fmt: skip
+            else:
+                continue
+            reasons.setdefault(why, []).append(w.workload)
+    problems = unseen + [
+        f"{', '.join(names)}: " + why.replace("{last}", _when(last_expiry.get(why, 0)))
+        for why, names in reasons.items()
+    ]
     return problems, f"{len(s.workloads)} workloads' X.509- and JWT-SVIDs: active authorities"
 
 

@@ -134,8 +134,11 @@ def test_status_of_a_local_deployment_shows_pids_in_the_same_layout() -> None:
 
 
 def _authorities_report() -> AuthoritiesReport:
-    def row(kind: str, slot: str, aid: str, hours: float, tainted: bool = False) -> AuthorityRow:
-        return AuthorityRow(kind, slot, aid, int(NOW + hours * 3600), "", True, tainted, None, 0)  # type: ignore[arg-type]
+    def row(
+        kind: str, slot: str, aid: str, hours: float, tainted: bool = False, in_bundle: bool = True
+    ) -> AuthorityRow:
+        expires = int(NOW + hours * 3600)
+        return AuthorityRow(kind, slot, aid, expires, "", in_bundle, tainted, None, 0)  # type: ignore[arg-type]
 
     return AuthoritiesReport("enterprise", "kubernetes", (
         ServerAuthorities("spire-upstream-server", "enterprise-root.org", authorities=(
@@ -147,6 +150,7 @@ def _authorities_report() -> AuthoritiesReport:
             row("jwt", "active", "JwtKeyDown2", 18.0),
             row("jwt", "old", "JwtKeyDown1", 2.0, tainted=True),
             row("x509", "prepared", "0011", 24.0),
+            row("x509", "old", "0010", 4.0, in_bundle=False),
         )),
         ServerAuthorities("spire-other-server", "other.org", error="connection refused"),
     ))  # fmt: skip
@@ -162,6 +166,6 @@ def test_status_shows_one_authority_line_per_server() -> None:
         "  spire-upstream-server: X.509 a1b2c3d4e5f60718 expires in 40.0h; JWT JwtKeyUp1 expires "
         "in 30.0h; no prepared, old or tainted authority",
         "  spire-downstream-server: X.509 ffeeddccbbaa9988 expires in 20.0h; JWT JwtKeyDown2 "
-        "expires in 18.0h; old JWT tainted, prepared X.509",
+        "expires in 18.0h; old JWT tainted, prepared X.509, old X.509 (revoked)",
         "  spire-other-server: could not be asked: connection refused",
     ]

@@ -182,14 +182,20 @@ def test_an_svid_from_the_old_authority_is_red_naming_the_workload(enterprise: T
     s = _green().server(DOWN)
     old = AuthorityRow("x509", "old", "dx509old", int(NOW + 5 * HOUR), "dinter",
                        in_bundle=False, tainted=False, agents=0, workload_svids=1)  # fmt: skip
-    workloads = (replace(s.workloads[0], x509_authority_id="dx509old"), *s.workloads[1:])
+    workloads = (
+        replace(s.workloads[0], x509_authority_id="dx509old"),
+        replace(s.workloads[1], x509_authority_id="dx509old", x509_expires_at=1_800_003_600),
+        s.workloads[2],
+    )
     red = _red(_with(_green(), DOWN, authorities=(*s.authorities, old), workloads=workloads),
                enterprise)  # fmt: skip
     assert set(red) == {f"authority-svids:{DOWN}"}
-    assert (
-        "enterprise-api's X.509-SVID comes from the old authority dx509old"
-        in (red[f"authority-svids:{DOWN}"])
+    # one line for every workload with the same fault, with the last expiry among them
+    assert red[f"authority-svids:{DOWN}"].startswith(
+        "enterprise-api, data-processor: X.509-SVID from the old authority dx509old"
     )
+    assert "the last of these expires at 2027-01-15 09:00:00Z" in red[f"authority-svids:{DOWN}"]
+    assert "security-gateway" not in red[f"authority-svids:{DOWN}"]
     assert "SPIRE cannot taint under an upstream authority" in red[f"authority-svids:{DOWN}"]
     assert "deploy rotate root --revoke" in red[f"authority-svids:{DOWN}"]
 
@@ -223,7 +229,7 @@ def test_a_jwt_svid_signed_by_an_unknown_key_is_red(enterprise: Topology) -> Non
     stray = (replace(s.workloads[0], jwt_key_id="elsewhere"),)
     red = _red(_with(_green(), UP, workloads=stray), enterprise)
     assert (
-        "upstream-client's JWT-SVID comes from elsewhere, which is none of"
+        "upstream-client: JWT-SVID from elsewhere, which is none of"
         in (red[f"authority-svids:{UP}"])
     )
 
