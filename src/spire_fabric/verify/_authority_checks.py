@@ -266,7 +266,7 @@ def _copies(report: AuthoritiesReport, t: Topology) -> Iterator[CheckResult]:
             yield CheckResult(check_id, title, False, f"{fed.server} was not asked for its copy")
         elif copy.equal:
             yield CheckResult(check_id, title, True, f"equals {owner.server}'s bundle "
-                              f"(sequence {copy.sequence_number})")  # fmt: skip
+                              f"(sequence {owner.bundle_sequence_number})")  # fmt: skip
         else:
             why = copy.detail or "; ".join(
                 part for part in (
