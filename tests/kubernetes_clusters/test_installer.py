@@ -129,6 +129,13 @@ def test_the_checks_cover_what_the_issue_names(
         "mtls:upstream-client->enterprise-api",
         "jwt:enterprise-api->upstream-client",
         "workload-health:security-gateway",
+        # the authority checks hold on this target too (the agents' own SVIDs stay in
+        # their pods: with nothing tainted no claim about them is needed)
+        "authority-expiry:spire-upstream-server",
+        "authority-svids:spire-downstream-server",
+        "authority-tainted:spire-downstream-server",
+        "authority-copy:spire-downstream-server->enterprise-root.org",
+        "authority-copy:spire-upstream-server->downstream.example.org",
     ):
         assert expected in ids, f"no check {expected}"
     assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
@@ -361,6 +368,11 @@ def test_the_authorities_report_on_kubernetes(
             assert w["detail"] == "", w
             assert w["x509_authority_id"] == active["authority_id"]
         assert active["workload_svids"] == len(s["workloads"])
+        # the intermediate above it is seen in the chains the pods are served, with its root
+        (up,) = s["upstream"]
+        assert up["subject_key_id"] == active["upstream_authority_subject_key_id"]
+        assert up["expires_at"] > time.time() and up["root_expires_at"] > up["expires_at"]
+        assert up["root_subject_key_id"] and not up["in_bundle"] and not up["root_tainted"]
     assert len(servers["spire-downstream-server"]["workloads"]) == 3
 
 

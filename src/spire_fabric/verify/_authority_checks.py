@@ -199,7 +199,8 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
         f"{', '.join(names)}: " + why.replace("{last}", _when(last_expiry.get(why, 0)))
         for why, names in reasons.items()
     ]
-    return problems, f"{len(s.workloads)} workloads' X.509- and JWT-SVIDs: active authorities"
+    n = len(s.workloads)
+    return problems, f"{n} workload{'s' if n != 1 else ''}: X.509- and JWT-SVIDs from the active ones"
 
 
 def _tainted(s: ServerAuthorities, server: Server, target: str) -> _Verdict:
