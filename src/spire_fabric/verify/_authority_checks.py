@@ -200,7 +200,7 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
         for why, names in reasons.items()
     ]
     n = len(s.workloads)
-    return problems, f"{n} workload{'s' if n != 1 else ''}: X.509- and JWT-SVIDs from the active ones"
+    return problems, f"{n} workload{'s' if n != 1 else ''}: X.509- and JWT-SVIDs from active ones"
 
 
 def _tainted(s: ServerAuthorities, server: Server, target: str) -> _Verdict:
