@@ -254,6 +254,11 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
         return [self._client.watch_jwt_bundles(self._on_update, on_error=on_error)]
 
     def _on_update(self, bundles: BundleSet[JwtBundle]) -> None:
+        # Every JWT bundle update forgets the cached JWT-SVIDs: the agent sends one when an
+        # authority is prepared, tainted or revoked, and on a taint it drops the JWT-SVIDs of
+        # the tainted key (SPIRE >= 1.9). A cached one would outlive the revocation and be
+        # refused everywhere until half its lifetime passed.
+        self._cache.clear()
         self._publish("jwt", bundles_builder(jwt=bundles))
 
     async def fetch_jwt_svid(
@@ -263,15 +268,16 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
         subject: SpiffeId | str | None = None,
     ) -> JwtSvid:
         """A JWT-SVID for the audiences, from the cache while it has more than half its
-        lifetime left, else freshly from the agent."""
+        lifetime left and no JWT bundle update came since it was fetched, else freshly from
+        the agent."""
         self._bundles.current()  # raises if closed or not started
         auds = audiences(audience, extra_audiences)
         key = self._cache.key(auds, subject_string(subject))
         svid = self._cache.get(key)
         if svid is None:
-            fetched_at = time.time()
+            fetched_at, generation = time.time(), self._cache.generation
             svid = await self._client.fetch_jwt_svid(*auds, subject=subject)
-            self._cache.put(key, svid, fetched_at)
+            self._cache.put(key, svid, fetched_at, generation)
         return svid
 
     if True:  # ASYNC

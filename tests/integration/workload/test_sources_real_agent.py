@@ -3,12 +3,15 @@ federation and caching as a workload experiences them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 
 import pytest
 
 from spire_fabric.identity import TrustDomain, X509Bundle, parse_and_validate_jwt_svid
+from spire_fabric.server import SpireServerClient
 from spire_fabric.testing._processes import current_uid_selector
 from spire_fabric.workload import (
     BundleSource,
@@ -200,3 +203,37 @@ def test_jwt_source_caches_token_until_half_life_then_refreshes(
 
     assert second.token != first.token
     assert second.expiry > first.expiry
+
+
+def test_jwt_source_forgets_a_cached_token_when_its_key_is_tainted(
+    spire_server_factory, spire_agent_factory
+) -> None:
+    # A key-compromise drill taints the old JWT key, then revokes it. The agent drops its
+    # JWT-SVIDs of a tainted key; a process-side cache that kept one would send a token that
+    # is refused everywhere once the key is revoked (the drill's data-processor did, for
+    # half the token's lifetime).
+    server = spire_server_factory("example.org")
+    agent = spire_agent_factory(server)
+    server.create_entry("spiffe://example.org/jwt", parent_id=agent.spiffe_id,
+                        selectors=[current_uid_selector()], jwt_svid_ttl=600)  # fmt: skip
+    wait_for_identity(agent)
+    with (
+        JwtSource(endpoint=agent.endpoint) as source,
+        SpireServerClient(f"unix://{server.socket_path}", timeout=15) as api,
+    ):
+        first = source.fetch_jwt_svid("svc")
+        old = api.get_authority_state("jwt").active
+        assert old is not None and _kid(first.token) == old.authority_id
+        new = api.prepare_authority("jwt")
+        api.activate_authority(new.authority_id, "jwt")
+        assert source.fetch_jwt_svid("svc") is first  # no bundle change yet: still cached
+        api.taint_authority(old.authority_id, "jwt")
+        # the agent learns of the taint on its next sync and sends a JWT bundle update
+        poll(lambda: _kid(source.fetch_jwt_svid("svc").token) == new.authority_id, 30,
+             "a token of the new key")  # fmt: skip
+        assert source.fetch_jwt_svid("svc") is source.fetch_jwt_svid("svc")  # cached again
+
+
+def _kid(token: str) -> str:
+    header = token.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])

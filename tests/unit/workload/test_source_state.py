@@ -135,3 +135,14 @@ def test_jwt_cache_serves_until_half_life_then_asks_again() -> None:
     assert cache.get(key, now + 49) is svid
     assert cache.get(key, now + 51) is None
     assert cache.get(cache.key(("a",), ""), now) is None
+
+
+def test_jwt_cache_clear_keeps_a_fetch_begun_before_it_out() -> None:
+    cache, now = JwtSvidCache(), time.time()
+    key = cache.key(("a",), "")
+    began = cache.generation
+    cache.clear()  # a JWT bundle update (a taint) while that fetch was under way
+    cache.put(key, _jwt(now, now + 100), now, began)
+    assert cache.get(key, now) is None
+    cache.put(key, fresh := _jwt(now, now + 100), now, cache.generation)
+    assert cache.get(key, now) is fresh
