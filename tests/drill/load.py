@@ -8,6 +8,9 @@ the whole time, counted, with each failure's reason kept:
   request re-verifies) reads ``GET /records`` through the security gateway with an API key,
   checking the gateway by its DNS name against the Enterprise Root CA and the gateway trust
   domain's current X.509 authorities (during a root rotation, both roots);
+- ``external-create``: the same client creates a record through the gateway once a second
+  (the gateway calls enterprise-api with its own SVID), so the running data-processor has
+  new records each cycle and posts its results with its JWT-SVIDs the whole time;
 - ``upstream-mtls-gateway``: ``upstream-client`` (enterprise-root.org) over mutual TLS
   through the gateway (which then calls enterprise-api with its own SVID);
 - ``upstream-mtls-api``: ``upstream-client`` over mutual TLS straight to enterprise-api;
@@ -60,8 +63,9 @@ UPSTREAM_CLIENT = "upstream-client"
 KEYS_FILE = "api-keys.json"
 LOAD_CLIENT = "drill-load"
 
-FLOWS = ("external", "upstream-mtls-gateway", "upstream-mtls-api", "processor-jwt",
-         "cross-domain-jwt")  # fmt: skip
+FLOWS = ("external", "external-create", "upstream-mtls-gateway", "upstream-mtls-api",
+         "processor-jwt", "cross-domain-jwt")  # fmt: skip
+CREATE_PAUSE = 1.0  # a new record a second keeps the real data-processor posting results
 
 
 class LoadFailure(Exception):
@@ -265,6 +269,7 @@ class TrafficLoad:
                 self._sources[w] = workload_x509_source(self.d, w, self.refresh)
             calls: dict[str, Callable[[], None]] = {
                 "external": self._external,
+                "external-create": self._external_create,
                 "upstream-mtls-gateway": self._upstream_mtls_gateway,
                 "upstream-mtls-api": self._upstream_mtls_api,
                 "processor-jwt": self._processor_jwt,
@@ -327,15 +332,15 @@ class TrafficLoad:
             else:
                 with flow.lock:
                     flow.requests += 1
-            self._stop.wait(self.pause)
+            self._stop.wait(CREATE_PAUSE if flow.name == "external-create" else self.pause)
 
     # ---- the external client's key and trust anchors
 
     def _issue_key(self) -> str:
         raw = self.d.workload_file(GATEWAY, KEYS_FILE)
         document = parse_key_file(raw) if raw else {"clients": {}}
-        new, key = add_client(document, LOAD_CLIENT, ["GET /records"], rate=100000,
-                              burst=100000)  # fmt: skip
+        new, key = add_client(document, LOAD_CLIENT, ["GET /records", "POST /records"],
+                              rate=100000, burst=100000)  # fmt: skip
         self.d.put_workload_file(GATEWAY, KEYS_FILE, dump_key_file(new).encode())
         return str(key)
 
@@ -378,6 +383,15 @@ class TrafficLoad:
                                 "GET", "/records", {"Authorization": f"Bearer {self._key}"},
                                 None, self.timeout)  # fmt: skip
         _expect(status, body, 200)
+
+    def _external_create(self) -> None:
+        host, port = self._at(GATEWAY)
+        record = json.dumps({"customer": LOAD_CLIENT, "region": "drill", "balance": 1.0})
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        status, body = _request(host, port, self._external_context(), self._gateway_dns,
+                                "POST", "/records", headers, record.encode(),
+                                self.timeout)  # fmt: skip
+        _expect(status, body, 201)
 
     def _upstream_mtls_gateway(self) -> None:
         host, port = self._at(GATEWAY)
