@@ -424,3 +424,31 @@ class TrafficLoad:
                                 self.timeout)  # fmt: skip
         _expect(status, body, 200)
 
+
+
+def present_jwt(d: Deployment, caller: str, target: str, token: str,
+                timeout: float = 10.0) -> tuple[int, bytes]:  # fmt: skip
+    """One request of ``caller`` to the running ``target`` service with ``token`` as its
+    bearer JWT-SVID, as the load's JWT flows send it: ``POST /results`` to enterprise-api
+    over mutual TLS, ``GET /records`` to the gateway over TLS without a client certificate.
+    Returns the service's answer (status, body): whether *it* accepts the token."""
+    if target not in (API, GATEWAY):
+        raise ValueError(f"present_jwt: target must be {API} or {GATEWAY}, got {target!r}")
+    source = workload_x509_source(d, caller, refresh=2.0)
+    try:
+        address = d.workload_address(target)
+        if address is None:
+            raise LoadFailure(f"{target} has no address on this target")
+        target_id = SpiffeId.parse(str(d.topology.workload(target).spiffe_id))
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if target == API:
+            context = mtls_client_context(source, source, authorize_id(target_id))
+            result = json.dumps({"through_id": 0, "record_ids": [], "totals": {}}).encode()
+            return _request(address.host, address.port, context, None, "POST", "/results",
+                            headers, result, timeout)  # fmt: skip
+        # no client certificate: at the gateway, an X.509-SVID would be the identity
+        context = tls_client_context(source, authorize_id(target_id))
+        return _request(address.host, address.port, context, None, "GET", "/records", headers,
+                        None, timeout)  # fmt: skip
+    finally:
+        source.close()
