@@ -452,3 +452,22 @@ def present_jwt(d: Deployment, caller: str, target: str, token: str,
                         None, timeout)  # fmt: skip
     finally:
         source.close()
+
+
+def present_x509(d: Deployment, svid: X509Svid, bundles: Any, target: str,
+                 timeout: float = 10.0) -> str:  # fmt: skip
+    """Call the running ``target`` service (``GET /records``) over mutual TLS presenting
+    ``svid`` (verifying the service with ``bundles``): ``"HTTP <status>"`` if the service
+    let the handshake through, else the error that ended it (a service that refuses the
+    client certificate ends the handshake; under TLS 1.3 the client sees it on first read)."""
+    address = d.workload_address(target)
+    if address is None:
+        raise LoadFailure(f"{target} has no address on this target")
+    target_id = SpiffeId.parse(str(d.topology.workload(target).spiffe_id))
+    context = mtls_client_context(svid, bundles, authorize_id(target_id))
+    try:
+        status, _ = _request(address.host, address.port, context, None, "GET", "/records", {},
+                             None, timeout)  # fmt: skip
+    except (OSError, http.client.HTTPException) as err:
+        return _reason(err)
+    return f"HTTP {status}"
