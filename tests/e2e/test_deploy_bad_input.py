@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spire_fabric.testing import short_tempdir
 
 from .conftest import Deploy, free_port_base
@@ -92,3 +94,15 @@ def test_state_dir_of_another_topology_is_refused_and_left_as_it_was() -> None:
         assert {n: s.pid for n, s in other.deployment().supervisor.states().items()} == pids
     finally:
         other.run("down", "--purge")
+
+
+@pytest.mark.parametrize("command", ["plan", "up", "status", "down"])
+def test_state_dir_that_is_a_file_is_named_and_the_file_is_left_alone(tmp_path, command) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a directory\n")
+    result = deploy(command, "--state-dir", str(state))
+    # plan's exit 2 means "would change", so its bad input is 1 (like every other error)
+    assert result.returncode == (1 if command == "plan" else 2), result.stderr
+    assert f"--state-dir {state}: not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert state.read_text() == "not a directory\n"
