@@ -34,7 +34,7 @@ from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import TrustDomain
 from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityStates, Bundle, SpireServerClient
-from spire_fabric.topology import Server, SpireUpstreamAuthority
+from spire_fabric.topology import Server, SpireUpstreamAuthority, format_duration
 from spire_fabric.verify import authorities_report
 from spire_fabric.verify._authorities import skid
 
@@ -153,9 +153,10 @@ def rotate(
     report: StepReporter = no_report,
 ) -> RotationResult:
     """Rotate ``server``'s ``kind`` authority (see the module for the steps), resuming a
-    rotation under way. Raises :class:`RotationRefused` when a step is unsafe or SPIRE
-    cannot do it (an X.509 authority under an upstream authority is neither tainted nor
-    revoked: its upstream is what would be), before that step changes anything."""
+    rotation under way. Raises :class:`RotationRefused` when a step is unsafe, before that
+    step changes anything. An X.509 authority under an upstream authority is rotated but
+    neither tainted nor revoked (SPIRE cannot: the bundle holds the upstream's root); with
+    ``revoke`` the revoke step is skipped with what that means (``rotate root`` revokes)."""
     t = deployment.topology
     if kind not in ("x509", "jwt"):
         raise RotationRefused(f"kind must be x509 or jwt, got {kind!r}")
@@ -169,11 +170,6 @@ def rotate(
         bundle = api.get_bundle(timeout=10)
     assert states.active is not None
     upstream = kind == "x509" and bool(states.active.upstream_authority_subject_key_id)
-    if upstream and revoke:
-        raise RotationRefused(
-            f"{server}'s X.509 authorities are signed by an upstream authority: SPIRE taints "
-            "and revokes the upstream one, not the local one (rotate without --revoke)"
-        )
     now = phase(states, bundle, kind, _still_signed(run, states))
     if now == "renewed" and not revoke:
         now = "start"  # the last rotation is finished: this run starts a new one
@@ -208,12 +204,30 @@ def rotate(
         run.skip("taint", f"{old_id} is tainted")
         run.step("wait for renewals", lambda: run.wait(
             lambda: _signed_by(run, old_id), f"nothing chains to {old_id}"))  # fmt: skip
+    if revoke and upstream:
+        upstream_id = states.active.upstream_authority_subject_key_id
+        run.skip("revoke", _upstream_revoke_note(run, upstream_id))
+        revoke = False
     if revoke:
         run.step("revoke", lambda: _revoke(run, old_id))
         run.step("wait until gone", lambda: run.wait(
             lambda: _holders_missing(run, _ids(run), gone=old_id),
             f"{old_id} is gone from every holder"))  # fmt: skip
     return RotationResult(server, kind, new_id, old_id, revoke, tuple(run.steps))
+
+
+def _upstream_revoke_note(run: _Run, upstream_id: str) -> str:
+    """What ``--revoke`` can and cannot do for an X.509 authority that is an intermediate
+    under an upstream authority (not an error: the rotation itself is done)."""
+    ttl = run.server.default_x509_svid_ttl
+    return (
+        f"{run.server.name}'s X.509 authority is an intermediate under upstream authority "
+        f"{upstream_id}; the bundle holds that upstream's root, not the intermediate, so "
+        "SPIRE cannot taint or revoke it. The rotation re-issues SVIDs at half their "
+        f"lifetime; an SVID the old intermediate signed stays valid until it expires (at most "
+        f"{format_duration(ttl)}, the X.509-SVID TTL). To end that trust at once: "
+        "`deploy rotate root --revoke`"
+    )
 
 
 def _prepare(run: _Run) -> str:
