@@ -3,13 +3,15 @@
 An enterprise deployment carries continuous traffic on every path a rotation can break
 (`drill.load`: external client → gateway, SPIFFE mTLS clients of both trust domains,
 data-processor posting results with JWT-SVIDs, cross-domain JWT validation, and the real
-data-processor's own cycles) while `deploy rotate` replaces the X.509 and JWT authorities
-of both servers and revokes the old JWT keys. Then: not one request failed (and enough were
-made for that to mean something), `verify` is green, every server has one new active
-authority per kind, no revoked key is left in any bundle or federated copy, and
-credentials kept from before, signed by the revoked keys, are refused by the workloads of
-both trust domains (our SDK with each workload's own bundles, and the running services)
-and by a go-spiffe peer holding the same bundles.
+data-processor's own cycles) while `deploy rotate` replaces and revokes the X.509 and JWT
+authorities of both servers, then the Enterprise Root CA itself (`rotate root --revoke`).
+Then: not one request failed (and enough were made for that to mean something), `verify`
+is green, every server has one new active authority per kind, no revoked key or root is
+left in any bundle or federated copy, and credentials kept from before (a JWT-SVID signed
+by each revoked JWT key, an X.509-SVID of each trust domain minted under the revoked root)
+are refused by the workloads of both trust domains (our SDK with each workload's own
+bundles, and the running services) and by a go-spiffe peer holding the same bundles, while
+fresh ones are accepted by the same verifiers.
 
 Each step's time, the drill's time and the request counts are printed (run with ``-s``);
 docs/runbook-local-timings.md records a measured run.
@@ -24,7 +26,15 @@ from dataclasses import dataclass
 
 import pytest
 from drill.gospiffe import GoSpiffePeer
-from drill.load import API, GATEWAY, PROCESSOR, UPSTREAM_CLIENT, TrafficLoad, present_jwt
+from drill.load import (
+    API,
+    GATEWAY,
+    PROCESSOR,
+    UPSTREAM_CLIENT,
+    TrafficLoad,
+    present_jwt,
+    present_x509,
+)
 
 from spire_fabric.identity import (
     BundleSet,
@@ -37,6 +47,7 @@ from spire_fabric.identity import (
 )
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.testing import short_tempdir
+from spire_fabric.verify._authorities import skid
 
 from .conftest import Deploy, free_port_base
 
@@ -44,15 +55,12 @@ DOWNSTREAM, UPSTREAM = "spire-downstream-server", "spire-upstream-server"
 # Per trust domain, a workload whose view (own and federated bundles) the refusals use.
 VIEWS = {"downstream.example.org": PROCESSOR, "enterprise-root.org": UPSTREAM_CLIENT}
 
-# TODO(rootrot): `rotate x509 --revoke` on these servers (their X.509 authorities sit under
-# the Enterprise Root's intermediates) is refused until rootrot's change makes it a
-# non-error explanation; then add --revoke to both x509 steps, and the `rotate root
-# --revoke` step after them.
 STEPS: tuple[tuple[str, ...], ...] = (
-    ("x509", "--server", DOWNSTREAM),
+    ("x509", "--server", DOWNSTREAM, "--revoke"),
     ("jwt", "--server", DOWNSTREAM, "--revoke"),
-    ("x509", "--server", UPSTREAM),
+    ("x509", "--server", UPSTREAM, "--revoke"),
     ("jwt", "--server", UPSTREAM, "--revoke"),
+    ("root", "--revoke"),
 )
 
 
@@ -141,6 +149,8 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
         deploy.up()
         d = deploy.deployment()
         before = _authorities(deploy)
+        old_root = d.root_ca()
+        assert old_root is not None
         kept = _keep(d)
         # positive control: before the drill every verifier accepts what was kept
         for workload in VIEWS.values():
@@ -188,15 +198,19 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
                 assert len(after[server][kind]) == 1, after
                 assert after[server][kind] != before[server][kind], (server, kind)
 
-        # no revoked JWT key in any bundle or federated copy
+        # no revoked JWT key or root in any bundle or federated copy
         revoked = {before[s]["jwt"][0] for s in (DOWNSTREAM, UPSTREAM)}
         for server in (DOWNSTREAM, UPSTREAM):
             with d.server(server) as api:
-                held = [api.get_bundle()] + [api.get_federated_bundle(td) for td in VIEWS
-                                             if td != str(api.get_bundle().trust_domain)]
+                own = api.get_bundle()
+                held = [own] + [api.get_federated_bundle(td) for td in VIEWS
+                                if td != str(own.trust_domain)]  # fmt: skip
             for bundle in held:
                 keys = {k.key_id for k in bundle.jwt_authorities}
                 assert not keys & revoked, (server, bundle.trust_domain, keys & revoked)
+                roots = {skid(a.certificate) for a in bundle.x509_authorities}
+                assert skid(old_root) not in roots, (server, bundle.trust_domain)
+                assert roots, (server, bundle.trust_domain)
 
         # what was signed by the revoked JWT keys is refused by both trust domains' views
         # (our SDK and go-spiffe); fresh credentials are accepted by the same verifiers
@@ -213,14 +227,15 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
                     assert sdk.startswith("refused") and "no JWT authority" in sdk, sdk
                     assert peer.verify_jwt(new, audience).accepted
                     assert _sdk_accepts_jwt(bundles, new.token, audience) == "accepted"
-                for svid in fresh.x509s.values():
-                    assert peer.verify_x509(svid).accepted
-                # Until `rotate root --revoke` joins the drill, an X.509-SVID minted before
-                # still chains to the unchanged Enterprise Root through the old intermediate:
-                # the exposure window that only a root rotation closes.
-                for svid in kept.x509s.values():
-                    assert peer.verify_x509(svid).accepted
-                    assert _sdk_accepts_x509(bundles, svid) == "accepted"
+                # the X.509-SVIDs minted under the revoked root, and fresh ones
+                for svid_td, svid in kept.x509s.items():
+                    verdict = peer.verify_x509(svid)
+                    assert not verdict.accepted, (td, svid_td, verdict)
+                    assert "could not verify leaf certificate" in verdict.output, verdict.output
+                    assert _sdk_accepts_x509(bundles, svid).startswith("refused"), (td, svid_td)
+                    new_svid = fresh.x509s[svid_td]
+                    assert peer.verify_x509(new_svid).accepted, (td, svid_td)
+                    assert _sdk_accepts_x509(bundles, new_svid) == "accepted", (td, svid_td)
 
         # ... and by the running services of downstream.example.org that take JWT-SVIDs
         # (the gateway does not tell a caller why; the API names the missing key)
@@ -232,6 +247,12 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
             assert status == 401 and why in body, (target, status, body)
             status, body = present_jwt(d, caller, target, fresh.jwts[td][0].token)
             assert status in (200, 201), (target, status, body)
+        # the running API refuses the old root's SVID in the handshake, takes the new one
+        _, upstream_view = _view_peer(d, UPSTREAM_CLIENT)
+        refused = present_x509(d, kept.x509s["enterprise-root.org"], upstream_view, API)
+        assert not refused.startswith("HTTP"), refused
+        accepted = present_x509(d, fresh.x509s["enterprise-root.org"], upstream_view, API)
+        assert accepted == "HTTP 200", accepted
 
         print("drill timings: " + json.dumps({
             "steps": [{"rotate": s, "seconds": round(t, 1),
