@@ -120,12 +120,13 @@ class Traffic:
 
     def __init__(
         self, d: Deployment, api_key: str, *, apikey_threads: int = 2, pause: float = 0.2,
-        log_text: Callable[[], str] | None = None,
+        upstream_pause: float = 0.2, log_text: Callable[[], str] | None = None,
     ) -> None:  # fmt: skip
         self.d = d
         self.api_key = api_key
         self.apikey_threads = apikey_threads
         self.pause = pause
+        self.upstream_pause = upstream_pause
         self.log_text = log_text or (lambda: workload_log(d, DATA_PROCESSOR))
         address = d.workload_address(GATEWAY)
         root = d.root_ca()
@@ -178,6 +179,11 @@ class Traffic:
 
     # ---- the streams ---------------------------------------------------------------------
 
+    def bearer_refused(self, token: str) -> str | None:
+        """None when the gateway answers ``GET /records`` with ``Bearer token``, else why
+        not (the gateway's audit log has its own reason, the body only the status's)."""
+        return self._call(self._request("GET", "/records", token), self.external)
+
     def _apikey_get(self) -> str | None:
         return self._call(self._request("GET", "/records", self.api_key), self.external)
 
@@ -211,9 +217,8 @@ class Traffic:
             except Exception as err:
                 jwt_stream.record(f"no JWT-SVID for {UPSTREAM_CLIENT}: {_line(err)}")
             else:
-                jwt_stream.record(self._call(self._request("GET", "/records", token),
-                                             self.external))  # fmt: skip
-            self.stopping.wait(self.pause)
+                jwt_stream.record(self.bearer_refused(token))
+            self.stopping.wait(self.upstream_pause)
 
     # ---- one request ---------------------------------------------------------------------
 
