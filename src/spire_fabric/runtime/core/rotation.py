@@ -273,8 +273,14 @@ def _signed_by(run: _Run, authority_id: str) -> str:
     section = authorities_report(run.d, [run.server.name]).server(run.server.name)
     if section.error:
         return f"{run.server.name} could not be asked: {section.error}"
-    pending = [f"agent {a.agent or a.spiffe_id}" for a in section.agents
-               if a.authority_id == authority_id or "renewing" in a.detail]  # fmt: skip
+    pending = []
+    for a in section.agents if run.kind == "x509" else ():  # agents hold no JWT-SVID
+        if a.authority_id == authority_id or "renewing" in a.detail:
+            pending.append(f"agent {a.agent or a.spiffe_id}")
+        elif a.agent and not a.authority_id:
+            # an SVID the target cannot read is not one that is known to be renewed
+            # (on Kubernetes the agent keeps it in its pod): refused unless --force
+            pending.append(f"agent {a.agent} ({a.detail})")
     for w in section.workloads:
         if w.detail:
             pending.append(f"workload {w.workload} ({w.detail})")
