@@ -128,7 +128,14 @@ def _upstream_expiry(
         return [f"upstream authority {u.subject_key_id} of the active X.509 authority was "
                 "seen in no served chain and is not in the bundle: when it expires cannot "
                 f"be told (is any workload of {server.name} served an SVID?)"]  # fmt: skip
-    window = server.ca_ttl
+    window, why = server.ca_ttl, f"within ca_ttl {_span(server.ca_ttl)}"
+    ua = server.upstream_authority
+    if isinstance(ua, SpireUpstreamAuthority):
+        # nested: the upstream is the parent server's own authority, which SPIRE rotates;
+        # a child CA cut short by it is SPIRE's normal rhythm, so only a parent authority
+        # that SPIRE failed to rotate (inside the parent's activation window) is red
+        window = activation_window(t.server(ua.server).ca_ttl)
+        why = f"inside {ua.server}'s rotation window of {_span(window)}"
     problems = []
     for what, key_id, expires in (
         ("upstream authority", u.subject_key_id, u.expires_at),
@@ -140,8 +147,8 @@ def _upstream_expiry(
         if expires and left < window:
             problems.append(
                 f"{what} {key_id} (above active X.509 authority "
-                f"{active.authority_id if active else '?'}) expires in {_span(left)}, within "
-                f"ca_ttl {_span(window)}: SPIRE caps every CA it mints under it at its "
+                f"{active.authority_id if active else '?'}) expires in {_span(left)}, "
+                f"{why}: SPIRE caps every CA it mints under it at its "
                 f"NotAfter, so the next authority is cut short and SVIDs stop at {what}'s "
                 f"expiry: run `{fix}`"
             )

@@ -315,3 +315,28 @@ def test_a_server_that_could_not_be_asked_turns_its_checks_red(enterprise: Topol
         f"authority-copy:{DOWN}->enterprise-root.org",
     }
     assert all("connection refused" in d for d in red.values())
+
+
+def test_a_nested_servers_upstream_is_judged_by_its_parents_rotation_window() -> None:
+    # the child's upstream is the root server's own authority: 20 h left of 48 h is SPIRE's
+    # normal rhythm (it activates the next at 8 h left), not a fault; 7 h left is
+    nested = preset("nested")
+    child = ServerAuthorities(
+        "spire-child-server", "example.org",
+        authorities=(
+            AuthorityRow("x509", "active", "cx509", int(NOW + 20 * HOUR), "rootx509",
+                         in_bundle=False, tainted=False, agents=1, workload_svids=0),
+            AuthorityRow("jwt", "active", "cjwt", int(NOW + 20 * HOUR), "", in_bundle=True,
+                         tainted=False, agents=None, workload_svids=0),
+        ),
+        upstream=(UpstreamRow("rootx509", ("active",), True, False,
+                              expires_at=int(NOW + 20 * HOUR), root_subject_key_id="rootx509",
+                              root_expires_at=int(NOW + 20 * HOUR)),),
+    )  # fmt: skip
+    report = AuthoritiesReport("nested", "local", (child,))
+    assert _red(report, nested) == {}
+    near = replace(child, upstream=(replace(child.upstream[0], expires_at=int(NOW + 7 * HOUR)),))
+    red = _red(replace(report, servers=(near,)), nested)
+    detail = red["authority-expiry:spire-child-server"]
+    assert "inside spire-root-server's rotation window of 8.0h" in detail
+    assert "deploy rotate x509 --server spire-root-server" in detail
