@@ -68,7 +68,7 @@ def authority_checks(
                     f"{server.name}: no active authority near its expiry",
                     section, partial(_expiry, section, server, topology, at)),
             _result(f"authority-svids:{server.name}",
-                    f"{server.name}: SVIDs from active, untainted authorities",
+                    f"{server.name}: SVIDs from untainted authorities of the bundle",
                     section, partial(_svids, section, server)),
             _result(f"authority-tainted:{server.name}",
                     f"{server.name}: nothing under a tainted authority",
@@ -163,6 +163,13 @@ def _upstream_fix(server: Server) -> str:
 
 
 def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
+    """Red for an SVID from a tainted authority, under a tainted root, or from a key that is
+    none of the server's (revoked, or another server's), and for one that was not seen.
+
+    An SVID from the *old*, untainted authority is green, named: that is every workload for
+    hours after SPIRE's own scheduled rotation (agents renew at half an SVID's lifetime), and
+    it is still trusted; a verify that went red after every routine rotation would teach
+    people to ignore it. A compromise is what taint (here or on the root) is for."""
     if not s.workloads:
         return [], "no workload is served by this server's agents"
     slot_of: dict[tuple[str, str], AuthorityRow] = {(r.kind, r.authority_id): r
@@ -170,6 +177,7 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
     tainted_roots = {u.subject_key_id: u.root_subject_key_id for u in s.upstream if u.root_tainted}
     unseen = []
     reasons: dict[str, list[str]] = {}  # what is wrong -> the workloads it is wrong for
+    renewing: dict[str, list[str]] = {}  # what is renewing -> the workloads (green)
     last_expiry: dict[str, int] = {}
     for w in s.workloads:
         if w.detail or not w.x509_authority_id or not w.jwt_key_id:
@@ -181,33 +189,38 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
             row = slot_of.get((kind, aid))
             if row is None:
                 why = f"{label} from {aid}, which is none of {server.name}'s authorities"
-            elif row.slot != "active" and row.upstream_authority_subject_key_id:
-                # SPIRE 1.13.3 refuses to taint a local X.509 authority under an upstream
-                # one (api/localauthority/v1/service.go), so nothing hurries the renewal
-                why = (f"{label} from the {row.slot} authority {aid}, which SPIRE cannot "
-                       "taint under an upstream authority: agents renew such an SVID when "
-                       "half its lifetime has passed (the last of these expires at {last}); "
-                       f"to cut them off now, `{_upstream_fix(server)}`")  # fmt: skip
-                last_expiry[why] = max(last_expiry.get(why, 0), w.x509_expires_at)
-            elif row.slot != "active":
-                why = (f"{label} from the {row.slot} authority {aid}: run `deploy rotate "
-                       f"{kind} --server {server.name}` (it resumes from what SPIRE reports: "
-                       "taints it so agents re-issue at once, and waits for them)")  # fmt: skip
             elif row.tainted:
-                why = f"{label} from active authority {aid}, which is tainted"
+                why = (f"{label} from the {row.slot} authority {aid}, which is tainted: run "
+                       f"`deploy rotate {kind} --server {server.name}` (it resumes from what "
+                       "SPIRE reports and waits for the re-issue)")  # fmt: skip
             elif kind == "x509" and row.upstream_authority_subject_key_id in tainted_roots:
                 root = tainted_roots[row.upstream_authority_subject_key_id]
                 why = (f"X.509-SVID under root {root}, which is tainted: run `deploy rotate "
                        "root --revoke`")  # fmt: skip
+            elif row.slot != "active":
+                # SPIRE 1.13.3 refuses to taint a local X.509 authority under an upstream
+                # one (api/localauthority/v1/service.go): only a root rotation hurries it
+                hurry = (f"`{_upstream_fix(server)}`" if row.upstream_authority_subject_key_id
+                         else f"`deploy rotate {kind} --server {server.name}`")  # fmt: skip
+                until = " (the last of these expires at {last})" if kind == "x509" else ""
+                note = (f"{label} from the {row.slot} authority {aid}, still trusted, renewed "
+                        f"at half its lifetime{until}; to cut them off now: {hurry}")  # fmt: skip
+                if kind == "x509":
+                    last_expiry[note] = max(last_expiry.get(note, 0), w.x509_expires_at)
+                renewing.setdefault(note, []).append(w.workload)
+                continue
             else:
                 continue
             reasons.setdefault(why, []).append(w.workload)
-    problems = unseen + [
-        f"{', '.join(names)}: " + why.replace("{last}", _when(last_expiry.get(why, 0)))
-        for why, names in reasons.items()
-    ]
+    problems = unseen + [f"{', '.join(names)}: {why}" for why, names in reasons.items()]
     n = len(s.workloads)
-    return problems, f"{n} workload{'s' if n != 1 else ''}: X.509- and JWT-SVIDs from active ones"
+    fine = f"{n} workload{'s' if n != 1 else ''}: X.509- and JWT-SVIDs from active ones"
+    if renewing:
+        fine = "; ".join(
+            f"{', '.join(names)}: " + note.replace("{last}", _when(last_expiry.get(note, 0)))
+            for note, names in renewing.items()
+        )
+    return problems, fine
 
 
 def _tainted(s: ServerAuthorities, server: Server, target: str) -> _Verdict:

@@ -178,7 +178,9 @@ def test_an_intermediate_or_root_expiring_within_ca_ttl_is_red(enterprise: Topol
     assert "cannot be told" in red[f"authority-expiry:{UP}"]
 
 
-def test_an_svid_from_the_old_authority_is_red_naming_the_workload(enterprise: Topology) -> None:
+def test_an_svid_from_the_old_untainted_authority_is_green_and_named(enterprise: Topology) -> None:
+    """The state of every workload for hours after SPIRE's own scheduled rotation: still
+    trusted, so green, but said, with when it ends and how to end it now."""
     s = _green().server(DOWN)
     old = AuthorityRow("x509", "old", "dx509old", int(NOW + 5 * HOUR), "dinter",
                        in_bundle=False, tainted=False, agents=0, workload_svids=1)  # fmt: skip
@@ -187,30 +189,36 @@ def test_an_svid_from_the_old_authority_is_red_naming_the_workload(enterprise: T
         replace(s.workloads[1], x509_authority_id="dx509old", x509_expires_at=1_800_003_600),
         s.workloads[2],
     )
-    red = _red(_with(_green(), DOWN, authorities=(*s.authorities, old), workloads=workloads),
-               enterprise)  # fmt: skip
-    assert set(red) == {f"authority-svids:{DOWN}"}
-    # one line for every workload with the same fault, with the last expiry among them
-    assert red[f"authority-svids:{DOWN}"].startswith(
-        "enterprise-api, data-processor: X.509-SVID from the old authority dx509old"
+    checks = _checks(_with(_green(), DOWN, authorities=(*s.authorities, old),
+                           workloads=workloads), enterprise)  # fmt: skip
+    ok, detail = checks[f"authority-svids:{DOWN}"]
+    assert ok, detail
+    # one line for every workload in the same state, with the last expiry among them
+    assert detail.startswith(
+        "enterprise-api, data-processor: X.509-SVID from the old authority dx509old, still trusted"
     )
-    assert "the last of these expires at 2027-01-15 09:00:00Z" in red[f"authority-svids:{DOWN}"]
-    assert "security-gateway" not in red[f"authority-svids:{DOWN}"]
-    assert "SPIRE cannot taint under an upstream authority" in red[f"authority-svids:{DOWN}"]
-    assert "deploy rotate root --revoke" in red[f"authority-svids:{DOWN}"]
+    assert "the last of these expires at 2027-01-15 09:00:00Z" in detail
+    assert "security-gateway" not in detail
+    assert "deploy rotate root --revoke" in detail  # under the intermediate: only the root
 
 
-def test_an_svid_from_an_old_root_authority_says_rotate_resumes(enterprise: Topology) -> None:
-    # without an upstream authority SPIRE taints the old one: rotate resumes and does
+def test_an_svid_from_a_tainted_authority_is_red_naming_the_workload(enterprise: Topology) -> None:
     s = _green().server(DOWN)
     rows = tuple(replace(r, upstream_authority_subject_key_id="") for r in s.authorities)
     old = AuthorityRow("x509", "old", "dx509old", int(NOW + 5 * HOUR), "",
-                       in_bundle=True, tainted=False, agents=0, workload_svids=1)  # fmt: skip
+                       in_bundle=True, tainted=True, agents=0, workload_svids=1)  # fmt: skip
     workloads = (replace(s.workloads[0], x509_authority_id="dx509old"), *s.workloads[1:])
     red = _red(_with(_green(), DOWN, authorities=(*rows, old), workloads=workloads, upstream=()),
                enterprise)  # fmt: skip
-    assert set(red) == {f"authority-svids:{DOWN}"}
+    assert "enterprise-api: X.509-SVID from the old authority dx509old, which is tainted" in (
+        red[f"authority-svids:{DOWN}"])
     assert f"run `deploy rotate x509 --server {DOWN}`" in red[f"authority-svids:{DOWN}"]
+    # untainted, the same SVID is one SPIRE's own rotation leaves: green, with the way to hurry
+    old = replace(old, tainted=False)
+    checks = _checks(_with(_green(), DOWN, authorities=(*rows, old), workloads=workloads,
+                           upstream=()), enterprise)  # fmt: skip
+    ok, detail = checks[f"authority-svids:{DOWN}"]
+    assert ok and f"`deploy rotate x509 --server {DOWN}`" in detail
 
 
 def test_an_svid_that_could_not_be_observed_is_red_not_green(enterprise: Topology) -> None:
