@@ -176,11 +176,7 @@ class TopologyBuilder:
             self._federations,
             lambda: Federation(
                 # A str is read by Federation.__post_init__, which names the field if bad.
-                server,
-                cast(TrustDomain, trust_domain),
-                profile,
-                endpoint_url,
-                endpoint_spiffe_id,
+                server, cast(TrustDomain, trust_domain), profile, endpoint_url, endpoint_spiffe_id
             ),
         )
         return self
