@@ -76,3 +76,19 @@ def test_local_servers_lift_the_per_ip_attestation_limit_and_kubernetes_keeps_it
     for conf in local:
         assert "    ratelimit {\n        attestation = false\n    }" in conf.read_text(), conf
     assert not [p for p in kube if "ratelimit" in p.read_text()]
+
+
+def test_a_large_plan_table_shows_twenty_changes_per_kind_and_counts_the_rest():
+    from rich.console import Console
+
+    from spire_fabric.deploy._output import print_plan
+    from spire_fabric.runtime.deployment import Change, DeploymentPlan
+
+    changes = tuple(Change("create", "entry", f"spiffe://x.org/w/{i}") for i in range(50))
+    console = Console(record=True, width=200)
+    print_plan(DeploymentPlan("scale", "local", changes), console)
+    text = console.export_text()
+    assert "spiffe://x.org/w/19\n" in text
+    assert "spiffe://x.org/w/20\n" not in text
+    assert "... and 30 more entry to create" in text
+    assert "plan: 50 to create" in text
