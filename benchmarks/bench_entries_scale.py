@@ -47,34 +47,98 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 def one_size(count: int, workdir: Path) -> dict[str, object]:
     binaries = ensure_spire()
     cli_parent, py_parent = f"spiffe://{TD}/bench/cli-parent", f"spiffe://{TD}/bench/py-parent"
-    data = {"entries": [{"spiffe_id": f"spiffe://{TD}/bench/cli/{i}", "parent_id": cli_parent,
-                         "selectors": [{"type": "unix", "value": f"uid:{i}"}],
-                         "x509_svid_ttl": 3600} for i in range(count)]}  # fmt: skip
+    data = {
+        "entries": [
+            {
+                "spiffe_id": f"spiffe://{TD}/bench/cli/{i}",
+                "parent_id": cli_parent,
+                "selectors": [{"type": "unix", "value": f"uid:{i}"}],
+                "x509_svid_ttl": 3600,
+            }
+            for i in range(count)
+        ]
+    }
     (workdir / "entries.json").write_text(json.dumps(data))
-    spec = {"owner": "bench", "defaults": {"parent_id": py_parent},
-            "entries": [{"spiffe_id": f"spiffe://{TD}/bench/py/{i}", "selectors": [f"unix:uid:{i}"],
-                         "x509_svid_ttl": 3600} for i in range(count)]}  # fmt: skip
+    spec = {
+        "owner": "bench",
+        "defaults": {"parent_id": py_parent},
+        "entries": [
+            {
+                "spiffe_id": f"spiffe://{TD}/bench/py/{i}",
+                "selectors": [f"unix:uid:{i}"],
+                "x509_svid_ttl": 3600,
+            }
+            for i in range(count)
+        ],
+    }
     (workdir / "entries.yaml").write_text(yaml.safe_dump(spec))
     before = load()
     server = SpireServerProcess(binaries, TD, workdir=workdir / "server", log_level="WARN")
     with server:
         sock = str(server.socket_path)
         cli = [str(binaries.server), "entry"]
-        cli_create, _ = timed([*cli, "create", "-socketPath", sock,
-                               "-data", str(workdir / "entries.json"), "-output", "json"])  # fmt: skip
-        cli_list, out = timed([*cli, "show", "-socketPath", sock, "-parentID", cli_parent,
-                               "-output", "json"])  # fmt: skip
+        cli_create, _ = timed(
+            [
+                *cli,
+                "create",
+                "-socketPath",
+                sock,
+                "-data",
+                str(workdir / "entries.json"),
+                "-output",
+                "json",
+            ]
+        )
+        cli_list, out = timed(
+            [*cli, "show", "-socketPath", sock, "-parentID", cli_parent, "-output", "json"]
+        )
         assert len(json.loads(out)["entries"]) == count, "CLI listed a different count"
         ours = [sys.executable, "-m", "spire_fabric.entries"]
-        py_apply, out = timed([*ours, "apply", "--socket", sock, "--timeout", "600",
-                               "-f", str(workdir / "entries.yaml"), "--output", "json"])  # fmt: skip
+        py_apply, out = timed(
+            [
+                *ours,
+                "apply",
+                "--socket",
+                sock,
+                "--timeout",
+                "600",
+                "-f",
+                str(workdir / "entries.yaml"),
+                "--output",
+                "json",
+            ]
+        )
         doc = json.loads(out)
         assert doc["failed"] == 0 and len(doc["changes"]) == count, "apply did not create all"
-        py_noop, out = timed([*ours, "apply", "--socket", sock, "--timeout", "600",
-                              "-f", str(workdir / "entries.yaml"), "--output", "json"])  # fmt: skip
+        py_noop, out = timed(
+            [
+                *ours,
+                "apply",
+                "--socket",
+                sock,
+                "--timeout",
+                "600",
+                "-f",
+                str(workdir / "entries.yaml"),
+                "--output",
+                "json",
+            ]
+        )
         assert json.loads(out)["unchanged"] == count, "second apply was not a no-op"
-        py_list, out = timed([*ours, "list", "--socket", sock, "--owner", "bench",
-                              "--timeout", "600", "--output", "json"])  # fmt: skip
+        py_list, out = timed(
+            [
+                *ours,
+                "list",
+                "--socket",
+                sock,
+                "--owner",
+                "bench",
+                "--timeout",
+                "600",
+                "--output",
+                "json",
+            ]
+        )
         assert len(json.loads(out)["entries"]) == count, "list returned a different count"
         # the library call without the process: what a script or notebook pays
         with SpireServerClient(sock, timeout=600) as client:
@@ -108,11 +172,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="sf-bench-entries-", dir="/tmp") as tmp:
             rows.append(one_size(count, Path(tmp)))
         r = rows[-1]
-        print(f"{count:>6} entries: create CLI {r['cli_create_s']} s, apply {r['apply_s']} s "
-              f"({r['apply_ratio']}x, target <= {APPLY_TARGET}); no-op apply {r['apply_noop_s']} s; "
-              f"list CLI {r['cli_list_s']} s, ours {r['list_s']} s ({r['list_ratio']}x, "
-              f"target <= {LIST_TARGET}); client list in-process {r['client_list_s']} s "
-              f"({r['client_list_ratio']}x); load {r['load_1m']}")  # fmt: skip
+        print(
+            f"{count:>6} entries: create CLI {r['cli_create_s']} s, apply {r['apply_s']} s "
+            f"({r['apply_ratio']}x, target <= {APPLY_TARGET}); "
+            f"no-op apply {r['apply_noop_s']} s; "
+            f"list CLI {r['cli_list_s']} s, ours {r['list_s']} s ({r['list_ratio']}x, "
+            f"target <= {LIST_TARGET}); client list in-process {r['client_list_s']} s "
+            f"({r['client_list_ratio']}x); load {r['load_1m']}"
+        )
     write_rows("entries", rows)
     ok = all(float(str(r["apply_ratio"])) <= APPLY_TARGET for r in rows) and all(
         float(str(r["list_ratio"])) <= LIST_TARGET for r in rows
