@@ -186,7 +186,7 @@ def test_the_entries_page_pages_and_searches_fifty_thousand_entries_on_the_serve
     first = client.get("/entries").text
     assert '<span id="entry-count">50000</span>' in first
     assert first.count("<tr data-entry=") == 100
-    assert 'id="entry-range">1–100<' in first and "page 1 of 500" in first
+    assert 'id="entry-range">1\u2013100<' in first and "page 1 of 500" in first
     assert 'href="/entries?q=&amp;p=2"' in first and 'id="prev-page"' not in first
     last = client.get("/entries", params={"p": "500"}).text
     assert last.count("<tr data-entry=") == 100 and 'data-entry="e49999"' in last
