@@ -92,3 +92,16 @@ def test_a_large_plan_table_shows_twenty_changes_per_kind_and_counts_the_rest():
     assert "spiffe://x.org/w/20\n" not in text
     assert "... and 30 more entry to create" in text
     assert "plan: 50 to create" in text
+
+
+def test_plan_json_carries_every_field_of_a_change():
+    import dataclasses
+    import json
+
+    from spire_fabric.runtime.deployment import Change, DeploymentPlan
+
+    change = Change("update", "entry", "spiffe://x.org/w", "on s", ("selectors",))
+    doc = json.loads(DeploymentPlan("scale", "local", (change,)).to_json())
+    assert doc["changes"] == [
+        {**dataclasses.asdict(change), "fields": ["selectors"]}  # every field, none missed
+    ]
