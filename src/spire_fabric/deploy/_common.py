@@ -37,7 +37,8 @@ def add_deployment_args(parser: argparse.ArgumentParser, *, settings: bool = Fal
         "--topology",
         default=None,
         metavar="PRESET|FILE.yaml",
-        help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file (default: the "
+        help=f"a preset ({', '.join(PRESET_NAMES)}; scale:agents=N,workloads=N,running=N,"
+        "entries=N on the local target) or a topology YAML file (default: the "
         "deployment's own, else enterprise)",
     )
     parser.add_argument(
@@ -134,7 +135,8 @@ def resolve_topology(value: str) -> Topology:
     path = Path(value)
     if not path.suffix and not path.exists():
         raise UsageError(
-            f"--topology {value!r}: not a preset ({', '.join(PRESET_NAMES)}) and no such file"
+            f"--topology {value!r}: not a preset ({', '.join(PRESET_NAMES)}, scale:...) "
+            "and no such file"
         )
     if not path.is_file():
         raise UsageError(f"--topology {value!r}: no such file")

@@ -105,3 +105,12 @@ def test_plan_json_carries_every_field_of_a_change():
     assert doc["changes"] == [
         {**dataclasses.asdict(change), "fields": ["selectors"]}  # every field, none missed
     ]
+
+
+def test_the_kubernetes_target_refuses_the_local_only_scale_topology_by_name(tmp_path):
+    from spire_fabric.runtime.kubernetes.provider import KubernetesProvider
+    from spire_fabric.runtime.targets import DeploymentOptions, TargetError
+
+    topology = preset("scale:agents=1,workloads=1")
+    with pytest.raises(TargetError, match=r"server\(s\) spire-server have no kubernetes placement"):
+        KubernetesProvider().create(topology, tmp_path / "state", DeploymentOptions())
