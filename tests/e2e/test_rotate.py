@@ -76,16 +76,26 @@ def test_a_rotation_left_prepared_resumes_and_a_finished_one_is_not_redone(
         assert [k.key_id for k in api.get_bundle().jwt_authorities] == [by_hand.authority_id]
 
 
-def test_refusals_change_nothing_and_a_peer_gets_the_new_key(enterprise: Deploy) -> None:
+def test_revoke_under_an_upstream_is_explained_and_a_peer_gets_the_new_key(
+    enterprise: Deploy,
+) -> None:
     with attach("enterprise", state_dir=enterprise.state_dir) as d:
         with d.server("spire-downstream-server") as api:
             before = api.get_authority_state("x509")
-        refused = enterprise.run("rotate", "x509", "--server", "spire-downstream-server",
-                                 "--revoke")  # fmt: skip
-        assert refused.returncode == 3
-        assert "signed by an upstream authority" in refused.stderr
+        # under an upstream authority --revoke is no error: the rotation happens, the
+        # revoke step says what it cannot do there and points to rotate root
+        under = enterprise.run("rotate", "x509", "--server", "spire-downstream-server",
+                               "--revoke", "--output", "json")  # fmt: skip
+        assert under.returncode == 0, under.stderr
+        steps = {s["name"]: s for s in json.loads(under.stdout)["steps"]}
+        assert steps["revoke"]["outcome"] == "skipped"
+        assert "cannot taint or revoke it" in steps["revoke"]["detail"]
+        assert "rotate root --revoke" in steps["revoke"]["detail"]
+        assert "wait until gone" not in steps
         with d.server("spire-downstream-server") as api:
-            assert api.get_authority_state("x509") == before
+            after = api.get_authority_state("x509")
+        assert before.active is not None and after.active is not None
+        assert after.active.authority_id != before.active.authority_id
         unknown = enterprise.run("rotate", "jwt", "--server", "spire-server")
         assert unknown.returncode == 2
         assert "--server 'spire-server': no such server in topology 'enterprise'" in (

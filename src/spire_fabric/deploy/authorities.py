@@ -64,7 +64,7 @@ def print_server(s: ServerAuthorities, console: Console) -> None:
     console.print(table)
     for u in s.upstream:
         where = ("[red]tainted[/red]" if u.tainted else "in the bundle") if u.in_bundle else (
-            "its root is in the bundle")  # fmt: skip
+            "not in the bundle (an intermediate: its root is, unless revoked)")  # fmt: skip
         console.print(f"  upstream authority {escape(u.subject_key_id)} signs "
                       f"{', '.join(u.signs)}; {where}")  # fmt: skip
     for a in s.agents:
@@ -80,6 +80,8 @@ def print_server(s: ServerAuthorities, console: Console) -> None:
             console.print(f"  workload {escape(w.workload)}: X.509-SVID by "
                           f"{escape(w.x509_authority_id or '?')}, JWT-SVID by "
                           f"{escape(w.jwt_key_id or '?')}")  # fmt: skip
+    if s.leaked_intermediate is not None:
+        console.print(f"  if leaked: {escape(s.leaked_intermediate.text)}")
     for p in s.peers:
         if p.equal:
             console.print(f"  peer {escape(p.peer)}: [green]its copy equals the bundle[/green]")

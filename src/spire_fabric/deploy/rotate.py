@@ -2,7 +2,11 @@
 step (prepare, wait for every holder, activate, taint, wait for renewals, revoke), each
 step shown with its time. An interrupted rotation resumes where SPIRE says it stands.
 
-The work is :func:`spire_fabric.runtime.core.rotation.rotate`; this prints it.
+``rotate root [--revoke]``: a new Enterprise Root CA and intermediates for every server
+under it, the old root tainted and (``--revoke``) revoked everywhere.
+
+The work is :func:`spire_fabric.runtime.core.rotation.rotate` and
+:func:`spire_fabric.runtime.core.root_rotation.rotate_root`; this prints it.
 """
 
 from __future__ import annotations
@@ -18,18 +22,25 @@ from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
 from spire_fabric.deploy._output import StepPrinter
-from spire_fabric.runtime.core.rotation import RotationRefused, rotate
+from spire_fabric.runtime.core.root_rotation import RootRotationResult, rotate_root
+from spire_fabric.runtime.core.rotation import RotationRefused, RotationResult, rotate
+from spire_fabric.runtime.deployment import Deployment
 
 EXIT_REFUSED = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "rotate", help="rotate a server's X.509 or JWT authority (local or Kubernetes)"
+        "rotate",
+        help="rotate a server's X.509 or JWT authority, or the Enterprise Root CA (local or "
+        "Kubernetes)",
     )
-    p.add_argument("kind", choices=("x509", "jwt"), help="which authority")
+    p.add_argument("kind", choices=("x509", "jwt", "root"),
+                   help="which authority (root: the Enterprise Root CA and every "
+                   "intermediate under it)")  # fmt: skip
     add_deployment_args(p)
-    p.add_argument("--server", required=True, metavar="NAME", help="the server to rotate")
+    p.add_argument("--server", metavar="NAME",
+                   help="the server to rotate (x509, jwt; root rotates them all)")  # fmt: skip
     p.add_argument("--revoke", action="store_true",
                    help="also revoke the old authority once nothing chains to it")  # fmt: skip
     p.add_argument("--force", action="store_true",
@@ -50,8 +61,15 @@ def _quiet(_: str) -> Iterator[None]:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.wait <= 0:
         raise UsageError(f"--wait must be a positive number of seconds, got {args.wait:g}")
+    if args.kind == "root" and args.server is not None:
+        raise UsageError("rotate root takes no --server: it rotates every server under the "
+                         "Enterprise Root CA at once")  # fmt: skip
+    if args.kind != "root" and args.server is None:
+        raise UsageError(f"rotate {args.kind} needs --server NAME")
     started = time.monotonic()
     with choose(args).open() as deployment:
+        if args.kind == "root":
+            return _root(args, console, deployment, started)
         names = [s.name for s in deployment.topology.servers]
         if args.server not in names:  # bad input: exit 2 like every command, not a refusal
             raise UsageError(f"--server {args.server!r}: no such server in topology "
@@ -71,11 +89,40 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.output == "json":
         print(result.to_json())
         return 0
-    for step in result.steps:
-        if step.outcome == "forced":
-            console.print(f"[yellow]forced[/yellow] {escape(step.name)}: {escape(step.detail)}")
+    _notes(console, result)
     console.print(f"{escape(result.new_authority_id)} is active; old "
                   f"{escape(result.old_authority_id)}"
                   f"{' revoked' if result.revoked else ''} "
+                  f"(rotated in {time.monotonic() - started:.1f}s)")  # fmt: skip
+    return 0
+
+
+def _notes(console: Console, result: RotationResult | RootRotationResult) -> None:
+    """What was forced, and what a skipped step says (rotate x509 under an upstream)."""
+    for step in result.steps:
+        if step.outcome == "forced":
+            console.print(f"[yellow]forced[/yellow] {escape(step.name)}: {escape(step.detail)}")
+
+
+def _root(
+    args: argparse.Namespace, console: Console, deployment: Deployment, started: float
+) -> int:
+    if args.output == "text":
+        console.print(f"[bold]rotate root[/bold] ({deployment.name} on {deployment.target})")
+    try:
+        result = rotate_root(
+            deployment, revoke=args.revoke, force=args.force, timeout=args.wait,
+            report=StepPrinter(console) if args.output == "text" else _quiet,
+        )  # fmt: skip
+    except RotationRefused as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.output == "json":
+        print(result.to_json())
+        return 0
+    _notes(console, result)
+    console.print(f"root {escape(result.new_root)} (generation {result.generation}) is current; "
+                  f"old root {escape(result.old_root)} "
+                  f"{'revoked' if result.revoked else 'tainted'} "
                   f"(rotated in {time.monotonic() - started:.1f}s)")  # fmt: skip
     return 0

@@ -27,9 +27,11 @@ from spire_fabric.identity import TrustDomain, as_trust_domain
 __all__ = [
     "CaFiles",
     "CertificateAuthority",
+    "SigningCa",
     "create_root_ca",
     "issue_intermediate_ca",
     "load_ca",
+    "write_atomic",
     "write_ca",
 ]
 
@@ -70,6 +72,17 @@ class CaFiles:
     cert_path: Path  # the CA certificate followed by its intermediates (not the root)
     key_path: Path  # PKCS#8 PEM, mode 0600
     bundle_path: Path  # the root certificate: what SPIRE puts in the trust bundle
+
+
+@dataclass(frozen=True)
+class SigningCa:
+    """What a server's disk UpstreamAuthority needs, as PEM: its intermediate (with the
+    chain below the root), the intermediate's key, and the root(s) it publishes for the
+    trust bundle."""
+
+    chain: bytes
+    key: bytes
+    root: bytes
 
 
 def create_root_ca(
@@ -145,8 +158,8 @@ def write_ca(ca: CertificateAuthority, directory: Path, name: str) -> CaFiles:
         bundle_path=directory / f"{name}-bundle.crt",
     )
     up_to_root = ca.chain[:-1] if len(ca.chain) > 1 else ca.chain
-    _write_atomic(files.cert_path, _pem(up_to_root), 0o644)
-    _write_atomic(
+    write_atomic(files.cert_path, _pem(up_to_root), 0o644)
+    write_atomic(
         files.key_path,
         ca.private_key.private_bytes(
             serialization.Encoding.PEM,
@@ -155,7 +168,7 @@ def write_ca(ca: CertificateAuthority, directory: Path, name: str) -> CaFiles:
         ),
         0o600,
     )
-    _write_atomic(files.bundle_path, _pem([ca.root]), 0o644)
+    write_atomic(files.bundle_path, _pem([ca.root]), 0o644)
     return files
 
 
@@ -224,7 +237,9 @@ def _pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write to a temp name and rename: a reader (SPIRE's disk UpstreamAuthority rereads
+    its files on every mint) never sees half a key."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

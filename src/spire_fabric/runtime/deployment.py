@@ -14,12 +14,14 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
 from spire_fabric.entries import EntryPlan
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
+from spire_fabric.runtime.ca_hierarchy import SigningCa
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
 from spire_fabric.topology import PublishedPort, Target, Topology
 from spire_fabric.workload import X509Context
@@ -224,6 +226,20 @@ class Deployment(Protocol):
 
     def root_ca(self) -> x509.Certificate | None:
         """The topology's offline root (Enterprise Root CA), if it has a CA hierarchy."""
+        ...
+
+    @property
+    def ca_directory(self) -> Path:
+        """Where the topology's CA hierarchy (all its generations) lives on this machine
+        (a :class:`~spire_fabric.runtime.core.CaStore` reads it)."""
+        ...
+
+    def place_signing_ca(self, server: str, ca: SigningCa) -> None:
+        """Put ``ca`` where that server's disk UpstreamAuthority reads it (locally its
+        three files, on Kubernetes its upstream-CA Secret, made as `up` makes them). The
+        server reads it at its next mint of an X.509 authority; on Kubernetes only once
+        the kubelet has refreshed the Secret volume (up to about a minute), so a caller
+        checks what the next prepared authority is signed by."""
         ...
 
     def desired_entries(self, server: str) -> list[Entry]:

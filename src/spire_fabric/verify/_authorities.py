@@ -40,7 +40,13 @@ from spire_fabric.server import (
     Bundle,
     NotFoundError,
 )
-from spire_fabric.topology import Server, SpireUpstreamAuthority, Topology
+from spire_fabric.topology import (
+    DiskUpstreamAuthority,
+    Server,
+    SpireUpstreamAuthority,
+    Topology,
+    format_duration,
+)
 
 __all__ = [
     "PROBE_AUDIENCE",
@@ -48,6 +54,7 @@ __all__ = [
     "AuthoritiesError",
     "AuthoritiesReport",
     "AuthorityRow",
+    "LeakExposure",
     "PeerCopy",
     "ServerAuthorities",
     "UpstreamRow",
@@ -137,6 +144,23 @@ class PeerCopy:
 
 
 @dataclass(frozen=True)
+class LeakExposure:
+    """What a leaked key of the intermediate a server signs under means, from the
+    topology's TTLs: its holder can mint any identity of the trust domain (name
+    constraints stop it at the trust domain) until the intermediate expires. Rotating the
+    server's X.509 authority does not end that, since what it mints chains to the
+    unchanged root; only ``rotate root --revoke`` does. ``window_seconds`` is the
+    intermediate's TTL; ``svid_ttl_seconds`` and ``ca_ttl_seconds`` bound what the
+    server's own authority signed."""
+
+    intermediate: str
+    window_seconds: int
+    svid_ttl_seconds: int
+    ca_ttl_seconds: int
+    text: str
+
+
+@dataclass(frozen=True)
 class ServerAuthorities:
     """Everything the report says about one server (``error``: it could not be asked)."""
 
@@ -148,6 +172,7 @@ class ServerAuthorities:
     agents: tuple[AgentSvidSource, ...] = ()
     workloads: tuple[WorkloadSvidSource, ...] = ()
     peers: tuple[PeerCopy, ...] = ()
+    leaked_intermediate: LeakExposure | None = None
     error: str = ""
 
     def authority(self, kind: Kind, slot: Slot) -> AuthorityRow | None:
@@ -243,7 +268,30 @@ def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
         agents=agents,
         workloads=workloads,
         peers=tuple(_peer_copies(d, s, bundle)),
+        leaked_intermediate=leak_exposure(d.topology, s),
     )
+
+
+def leak_exposure(t: Topology, s: Server) -> LeakExposure | None:
+    """What a leaked key of ``s``'s intermediate exposes, and for how long (None: the
+    server signs under no intermediate of the topology's hierarchy)."""
+    ua = s.upstream_authority
+    inter = next((i for i in t.ca.intermediates if isinstance(ua, DiskUpstreamAuthority)
+                  and i.name == ua.ca), None) if t.ca else None  # fmt: skip
+    if inter is None:
+        return None
+    window = int(inter.ttl.total_seconds())
+    svid, ca = int(s.default_x509_svid_ttl.total_seconds()), int(s.ca_ttl.total_seconds())
+    text = (
+        f"a leaked key of intermediate {inter.name} lets its holder mint any "
+        f"{s.trust_domain.name} identity until the intermediate expires (up to "
+        f"{format_duration(inter.ttl)} after it was issued); rotate x509 does not end it, "
+        "`rotate root --revoke` does. A leaked key of this server's X.509 authority: what "
+        f"it mints is valid until that authority expires (CA TTL {format_duration(s.ca_ttl)}),"
+        f" what it signed before a rotation for up to the X.509-SVID TTL "
+        f"({format_duration(s.default_x509_svid_ttl)})"
+    )
+    return LeakExposure(inter.name, window, svid, ca, text)
 
 
 def _authority_rows(

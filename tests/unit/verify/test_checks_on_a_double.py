@@ -105,6 +105,11 @@ class DoubleDeployment:
     def put_workload_file(self, workload, name, data):
         pass
 
+    ca_directory = None  # no CA hierarchy: rotate root is refused before it is read
+
+    def place_signing_ca(self, server, ca):
+        raise AssertionError("the checks never place a CA")
+
     def __enter__(self):
         return self
 

@@ -45,6 +45,7 @@ from spire_fabric.render.kubernetes._secrets import (
     MySqlPasswords,
     SigningCaPem,
     join_token_secret,
+    upstream_ca_secret,
 )
 from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
 from spire_fabric.render.kubernetes._workloads import (
@@ -88,6 +89,7 @@ __all__ = [
     "render_kubernetes_objects",
     "selector_labels",
     "staged_objects",
+    "upstream_ca_secret",
     "upstream_ca_secret_name",
     "uses_files",
     "workload_cluster",

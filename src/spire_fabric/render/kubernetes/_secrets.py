@@ -31,6 +31,7 @@ __all__ = [
     "SigningCaPem",
     "join_token_secret",
     "render_installer_secrets",
+    "upstream_ca_secret",
 ]
 
 
@@ -62,7 +63,9 @@ class InstallerSecrets:
     join_tokens: Mapping[str, str] = field(default_factory=dict)
 
 
-def _upstream_ca_secret(topology: Topology, server: Server, pem: SigningCaPem | None) -> Obj:
+def upstream_ca_secret(topology: Topology, server: Server, pem: SigningCaPem | None) -> Obj:
+    """The Secret ``server``'s disk UpstreamAuthority reads (tls.crt, tls.key, bundle.crt):
+    made by `up`, and again by `rotate root` for each CA it places."""
     k = server.kubernetes
     assert k is not None
     data = None if pem is None else {"tls.crt": pem.chain, "tls.key": pem.key,
@@ -104,5 +107,5 @@ def render_installer_secrets(
                 else mysql_tls_secret(topology, s)
             )
         if topology.ca is not None and isinstance(s.upstream_authority, DiskUpstreamAuthority):
-            out.append(_upstream_ca_secret(topology, s, v.signing_cas.get(s.name)))
+            out.append(upstream_ca_secret(topology, s, v.signing_cas.get(s.name)))
     return out

@@ -20,10 +20,13 @@ import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.entries import EntryChange, EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render.kubernetes import (
+    SigningCaPem,
     selector_labels,
+    upstream_ca_secret,
     workload_files_secret,
     workload_socket_address,
 )
+from spire_fabric.runtime.ca_hierarchy import SigningCa
 from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, registration_entries
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
@@ -43,7 +46,7 @@ from spire_fabric.runtime.kubernetes._status import status_rows
 from spire_fabric.runtime.kubernetes._teardown import Teardown
 from spire_fabric.runtime.kubernetes._waits import rollout_done
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
-from spire_fabric.topology import Topology, agent_node_attestor
+from spire_fabric.topology import DiskUpstreamAuthority, Topology, agent_node_attestor
 from spire_fabric.workload import X509Context
 
 __all__ = ["KubernetesDeployment"]
@@ -217,8 +220,20 @@ class KubernetesDeployment:
         return "127.0.0.1", pf.local_port
 
     def root_ca(self) -> x509.Certificate | None:
-        ca = CaStore(self.state_dir / "ca").root(self.topology)
+        ca = CaStore(self.ca_directory).root(self.topology)
         return ca.certificate if ca else None
+
+    @property
+    def ca_directory(self) -> Path:
+        return self.state_dir / "ca"
+
+    def place_signing_ca(self, server: str, ca: SigningCa) -> None:
+        # the Secret `up` renders from the CA store's current generation, with ``ca``
+        s = self.topology.server(server)
+        if s.kubernetes is None or not isinstance(s.upstream_authority, DiskUpstreamAuthority):
+            raise KubernetesTargetError(f"{server} reads no signing CA from a Secret")
+        secret = upstream_ca_secret(self.topology, s, SigningCaPem(ca.chain, ca.key, ca.root))
+        objects.apply(self.clusters[s.kubernetes.cluster], secret)
 
     def desired_entries(self, server: str) -> list[Entry]:
         if self.topology.kubernetes.registration == "spire-api":

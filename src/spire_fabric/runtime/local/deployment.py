@@ -25,7 +25,7 @@ from spire_fabric.entries import EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
-from spire_fabric.runtime.ca_hierarchy import CaFiles
+from spire_fabric.runtime.ca_hierarchy import CaFiles, SigningCa, write_atomic
 from spire_fabric.runtime.core import files_workload
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
@@ -50,7 +50,7 @@ from spire_fabric.runtime.local.workloads import (
     workload_processes,
 )
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
-from spire_fabric.topology import SpireUpstreamAuthority, Topology
+from spire_fabric.topology import DiskUpstreamAuthority, SpireUpstreamAuthority, Topology
 from spire_fabric.workload import WorkloadApiClient, X509Context
 
 __all__ = ["LocalDeployment", "server_tiers"]
@@ -189,6 +189,23 @@ class LocalDeployment:
     def root_ca(self) -> x509.Certificate | None:
         ca = bootstrap.root_ca(self.ctx)
         return ca.certificate if ca else None
+
+    @property
+    def ca_directory(self) -> Path:
+        return self.ctx.state.ca_dir
+
+    def place_signing_ca(self, server: str, ca: SigningCa) -> None:
+        # the files the rendered config names; for the installer's own hierarchy they are
+        # the CA store's current files, which `up` writes the same way (write_ca)
+        s = self.topology.server(server)
+        ua = s.upstream_authority
+        t = self.topology
+        if not isinstance(ua, DiskUpstreamAuthority) or t.ca is None or ua.cert_file:
+            raise UpError(f"{server} reads no signing CA of the installer's hierarchy")
+        p = self.paths
+        write_atomic(Path(p.upstream_ca_cert(server, ua.ca)), ca.chain, 0o644)
+        write_atomic(Path(p.upstream_ca_key(server, ua.ca)), ca.key, 0o600)
+        write_atomic(Path(p.upstream_ca_bundle(server, t.ca.root.name)), ca.root, 0o644)
 
     def desired_entries(self, server: str) -> list[Entry]:
         return bootstrap.desired_entries(self.ctx, server)
