@@ -110,12 +110,17 @@ def wait_agents_healthy(ctx: LocalContext, names: list[str]) -> None:
         )
 
 
-def _issues_all(ctx: LocalContext, agent: str, spiffe_ids: frozenset[str]) -> bool:
+def _issues_all(ctx: LocalContext, agent: str, spiffe_ids: frozenset[str], seen: set[str]) -> bool:
+    """Whether ``agent`` issues every one of ``spiffe_ids``; ``seen`` keeps what it issued
+    at the last look, so a timeout can name the ones still missing."""
     try:
         with WorkloadApiClient(ctx.agent_endpoint(agent), wait_for_socket=0.2) as client:
-            return spiffe_ids <= {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
+            issued = {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
     except Exception:  # the agent may not have synced yet
         return False
+    seen.clear()
+    seen.update(issued)
+    return spiffe_ids <= issued
 
 
 def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
@@ -130,13 +135,24 @@ def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
         if w.agent in agents:
             wanted.setdefault(w.agent, set()).add(w.spiffe_id)
     for agent, ids in wanted.items():
-        wait_for(
-            ctx,
-            partial(_issues_all, ctx, agent, frozenset(ids)),
-            SVID_WAIT_TIMEOUT_S,
-            f"agent {agent} did not issue every SVID of its workloads ({len(ids)})",
-            agent_component(agent),
-        )
+        seen: set[str] = set()
+        try:
+            wait_for(
+                ctx,
+                partial(_issues_all, ctx, agent, frozenset(ids), seen),
+                SVID_WAIT_TIMEOUT_S,
+                f"agent {agent} did not issue every SVID of its workloads",
+                agent_component(agent),
+            )
+        except UpError as err:
+            missing = sorted(ids - seen)
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise UpError(
+                f"{len(missing)} of the {len(ids)} SVIDs of {agent}'s workloads never came "
+                f"({shown}); {err}"
+            ) from None
 
 
 def _state_unless_crashed(ctx: LocalContext, component: str) -> ComponentState | None:
