@@ -397,8 +397,18 @@ def entry_view(e: Any) -> Html:
     return table(ENTRY_HEADERS, [entry_row(e)], "registration entry")
 
 
-def entries(items: Sequence[Any], caption: str = "") -> Html:
-    return table(ENTRY_HEADERS, [entry_row(e) for e in items], caption or f"{len(items)} entries")
+# A notebook renders every row it is given: 50k entries made a 60 MB cell that froze the
+# browser. The view shows the first rows and says how many there are in all.
+HTML_ROWS_MAX = 200
+
+
+def entries(items: Sequence[Any], caption: str = "", limit: int = HTML_ROWS_MAX) -> Html:
+    shown = items[:limit]
+    if not caption:
+        caption = f"{len(items)} entries"
+        if len(items) > limit:
+            caption += f" (first {limit} shown; index or filter the list for the rest)"
+    return table(ENTRY_HEADERS, [entry_row(e) for e in shown], caption)
 
 
 AGENT_HEADERS = ("SPIFFE ID", "attestation", "SVID expires", "selectors", "banned", "can reattest")

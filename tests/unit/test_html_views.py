@@ -343,3 +343,17 @@ def test_authorities_report_renders_every_section_with_its_text_escaped() -> Non
     for shown in ("ab12", "tainted", "cd34", "no (its root is)", "jwt:kid", "1 workloads",
                   "ef56", "2027-01-15 08:00:00 UTC"):
         assert shown in text, shown
+
+
+def test_a_large_entry_list_shows_the_first_rows_and_counts_all() -> None:
+    many = EntryList(
+        Entry(f"spiffe://example.org/w/{i}", "spiffe://example.org/agent", ["unix:uid:1"])
+        for i in range(50_000)
+    )
+    markup = many._repr_html_()
+    assert "50000 entries (first 200 shown" in markup
+    assert "spiffe://example.org/w/199<" in markup
+    assert "spiffe://example.org/w/200<" not in markup
+    assert markup.count("<tr") == 201  # the header and 200 rows
+    small = EntryList(list(many[:3]))._repr_html_()
+    assert "3 entries<" in small and "shown" not in small

@@ -13,7 +13,14 @@ from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.runtime.local import DEFAULT_PORT_BASE, LocalizeError, StateError
 from spire_fabric.runtime.registry import TARGET_NAMES, choose_target, refuse_foreign_options
 from spire_fabric.runtime.targets import DeploymentOptions, TargetError, TargetProvider
-from spire_fabric.topology import PRESET_NAMES, Topology, TopologyError, load_topology, preset
+from spire_fabric.topology import (
+    PRESET_NAMES,
+    Topology,
+    TopologyError,
+    is_preset_spelling,
+    load_topology,
+    preset,
+)
 
 EXIT_USAGE = 2
 _USER_ERRORS = (StateError, LocalizeError, TopologyError, TargetError)
@@ -30,7 +37,8 @@ def add_deployment_args(parser: argparse.ArgumentParser, *, settings: bool = Fal
         "--topology",
         default=None,
         metavar="PRESET|FILE.yaml",
-        help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file (default: the "
+        help=f"a preset ({', '.join(PRESET_NAMES)}; scale:agents=N,workloads=N,running=N,"
+        "entries=N on the local target) or a topology YAML file (default: the "
         "deployment's own, else enterprise)",
     )
     parser.add_argument(
@@ -119,12 +127,16 @@ def options_from(args: argparse.Namespace) -> DeploymentOptions:
 
 def resolve_topology(value: str) -> Topology:
     """A preset name, else a YAML file; any problem becomes one UsageError."""
-    if value in PRESET_NAMES:
-        return preset(value)
+    if is_preset_spelling(value):
+        try:
+            return preset(value)
+        except (KeyError, ValueError) as e:
+            raise UsageError(f"--topology {value}: {e.args[0] if e.args else e}") from e
     path = Path(value)
     if not path.suffix and not path.exists():
         raise UsageError(
-            f"--topology {value!r}: not a preset ({', '.join(PRESET_NAMES)}) and no such file"
+            f"--topology {value!r}: not a preset ({', '.join(PRESET_NAMES)}, scale:...) "
+            "and no such file"
         )
     if not path.is_file():
         raise UsageError(f"--topology {value!r}: no such file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,13 +37,28 @@ _ACTION_STYLE = {"create": "green", "start": "green", "set": "green", "update": 
                  "restart": "yellow", "delete": "red", "stop": "red"}  # fmt: skip
 
 
+# A plan of 50k entries printed row by row took over a minute in rich and no reader reads
+# it; the table shows this many changes of each action and kind, then counts the rest.
+ROWS_PER_KIND = 20
+
+
 def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) -> None:
     """Terraform-style: one line per change, a summary, and "no changes" when all is well."""
     if title:
         console.print(f"[bold]plan[/bold] {plan.topology} on {plan.target}")
+    shown: Counter[tuple[str, str]] = Counter()
     for c in plan.changes:
+        shown[(c.action, c.kind)] += 1
+        if shown[(c.action, c.kind)] > ROWS_PER_KIND:
+            continue
         style = _ACTION_STYLE.get(c.action, "white")
         console.print(f"  [{style}]{c.action:>7}[/{style}] {escape(_line(c))}")
+    for (action, kind), n in shown.items():
+        if n > ROWS_PER_KIND:
+            console.print(
+                f"  [dim]... and {n - ROWS_PER_KIND} more {kind} to {action} "
+                "(--output json lists every one)[/dim]"
+            )
     for note in plan.notes:
         console.print(f"  [dim]note: {escape(note)}[/dim]")
     if plan.published:

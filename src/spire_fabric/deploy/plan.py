@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import Chosen, UsageError, add_deployment_args, choose
-from spire_fabric.deploy._output import print_plan, print_warnings
+from spire_fabric.deploy._output import ROWS_PER_KIND, print_plan, print_warnings
 from spire_fabric.render.kubernetes import staged_objects
 from spire_fabric.runtime.deployment import Deployment, DeploymentPlan
 from spire_fabric.runtime.targets import TargetError
@@ -151,6 +151,13 @@ def _print_items(topology: Topology, target: Target, console: Console) -> None:
     table = Table(title=f"{topology.name} on {target}: what up runs", title_justify="left")
     for column in ("kind", "name", "detail"):
         table.add_column(column, overflow="fold")
+    rows: Counter[str] = Counter()
     for item in plan_items(topology, target):
-        table.add_row(escape(item.kind), escape(item.name), escape(item.detail))
+        rows[item.kind] += 1
+        if rows[item.kind] <= ROWS_PER_KIND:
+            table.add_row(escape(item.kind), escape(item.name), escape(item.detail))
+    for kind, n in rows.items():
+        if n > ROWS_PER_KIND:
+            more = f"... {n - ROWS_PER_KIND} more"
+            table.add_row(escape(kind), more, "(--output json lists every change)")
     console.print(table)

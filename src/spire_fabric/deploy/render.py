@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--topology",
         default=None,
         metavar="PRESET|FILE.yaml",
-        help=f"a preset ({', '.join(PRESET_NAMES)}) or a topology YAML file (default: the "
+        help=f"a preset ({', '.join(PRESET_NAMES)}; scale:agents=N,workloads=N,running=N,"
+        "entries=N on the local target) or a topology YAML file (default: the "
         "deployment's in --state-dir)",
     )
     p.add_argument(

@@ -70,6 +70,13 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
             # do the same). Kubernetes renderings keep SPIRE's defaults. See docs/local.md.
             with w.block("experimental"):
                 w.attr("cache_reload_interval", LOCAL_CACHE_RELOAD_INTERVAL)
+            # SPIRE 1.13.3 allows one node attestation per second per source IP
+            # (pkg/server/api/limits: AttestLimitPerIP = 1). Locally every agent dials
+            # from 127.0.0.1 and spire-agent cannot choose its source address, so the
+            # per-IP limit becomes a per-machine one: 20 agents would queue for 20 s.
+            # Signing (500/s per IP) stays limited. See docs/local-target.md.
+            with w.block("ratelimit"):
+                w.attr("attestation", False)
     w.blank()
     with w.block("plugins"):
         _datastore(w, server, paths)

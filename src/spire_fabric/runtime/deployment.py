@@ -98,7 +98,17 @@ class DeploymentPlan:
             {
                 "topology": self.topology,
                 "target": self.target,
-                "changes": [asdict(c) for c in self.changes],
+                # by hand, not asdict: asdict deep-copies each field and took 2 s at 50k
+                "changes": [
+                    {
+                        "action": c.action,
+                        "kind": c.kind,
+                        "name": c.name,
+                        "detail": c.detail,
+                        "fields": list(c.fields),
+                    }
+                    for c in self.changes
+                ],
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
                 "published": [asdict(p) for p in self.published],

@@ -55,7 +55,7 @@ from spire_fabric.topology._model import (
     Workload,
     WorkloadKubernetes,
 )
-from spire_fabric.topology._presets import PRESET_NAMES, preset
+from spire_fabric.topology._presets import PRESET_NAMES, is_preset_spelling, preset, scale
 from spire_fabric.topology._published import PublishedPort, published_ports, workload_node_port
 from spire_fabric.topology._resolve import (
     agent_key_manager,
@@ -80,6 +80,7 @@ from spire_fabric.topology._resolve import (
     workload_selectors,
     workload_uses_files,
 )
+from spire_fabric.topology._scale import ScaleParameters, parse_scale
 from spire_fabric.topology._validate import validate_topology
 from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
 from spire_fabric.topology._workload_run import expand as expand_placeholders
@@ -114,6 +115,7 @@ __all__ = [
     "Problem",
     "PublishedPort",
     "RootCa",
+    "ScaleParameters",
     "Server",
     "ServerKubernetes",
     "ServerNodePorts",
@@ -142,14 +144,17 @@ __all__ = [
     "endpoint_spiffe_id",
     "expand_placeholders",
     "format_duration",
+    "is_preset_spelling",
     "jwt_issuer",
     "load_topology",
     "parse_duration",
+    "parse_scale",
     "placeholders",
     "posture_warnings",
     "preset",
     "psat_allow_list",
     "published_ports",
+    "scale",
     "server_address_for",
     "server_node_attestors",
     "service_host",

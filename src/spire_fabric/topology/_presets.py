@@ -1,4 +1,5 @@
-"""Ready-made topologies: ``basic``, ``enterprise``, ``nested``, ``crd-free``.
+"""Ready-made topologies: ``basic``, ``enterprise``, ``nested``, ``crd-free``, and ``scale``
+with its parameters after a colon (``scale:agents=20,workloads=200``; see ``_scale``).
 
 ``enterprise`` follows DESIGN.md "The enterprise topology, resolved" to the letter; its
 numbers (ports, NodePorts, TTLs) are the source design's. Locally every server is a host
@@ -12,6 +13,7 @@ agents and their SPIFFE CSI drivers alone need the host.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from spire_fabric.identity import TrustDomain
@@ -33,6 +35,12 @@ from spire_fabric.topology._model import (
     SpireUpstreamAuthority,
     Topology,
     WorkloadKubernetes,
+)
+from spire_fabric.topology._scale import (
+    FIRST_WORKLOAD_PORT,
+    TRUST_DOMAIN,
+    ScaleParameters,
+    parse_scale,
 )
 
 
@@ -373,21 +381,68 @@ def crd_free() -> Topology:
     )
 
 
+def scale(params: ScaleParameters | None = None) -> Topology:
+    """The topology ``params`` describe (defaults: 20 agents, 200 workloads, 5 running);
+    see ``_scale`` for its shape. Running workloads are the API example admitting itself."""
+    p = params or ScaleParameters()
+    b = (
+        TopologyBuilder("scale")
+        .trust_domain(TRUST_DOMAIN, "generated for size: one server, many agents and entries")
+        .server("spire-server", TRUST_DOMAIN, bundle_endpoint=None, ca_ttl="48h")
+    )
+    for i in range(p.agents):
+        b.agent(
+            f"agent-{i}",
+            "spire-server",
+            workload_attestors=["unix"],
+            health_port=8180 + i,
+            telemetry_port=None,
+        )
+    for i in range(p.workloads + p.entries):
+        agent = f"agent-{i % p.agents}"
+        name = f"workload-{i}" if i < p.workloads else f"entry-{i - p.workloads}"
+        b.workload(
+            name,
+            f"spiffe://{TRUST_DOMAIN}/{agent}/{name}",
+            agent=agent,
+            selectors=["unix:uid:1000"],
+            run=dataclasses.replace(_APP_RUN, port=FIRST_WORKLOAD_PORT + i)
+            if i < p.running
+            else None,
+        )
+    return b.build()
+
+
 _PRESETS: dict[str, Callable[[], Topology]] = {
     "basic": basic,
     "enterprise": enterprise,
     "nested": nested,
     "crd-free": crd_free,
 }
+# The presets for every target. ``scale`` is apart: it is local-only and takes parameters.
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 
 
+def is_preset_spelling(value: str) -> bool:
+    """Whether ``value`` names a preset, with parameters (``scale:agents=20``) or without."""
+    return value.partition(":")[0] in (*_PRESETS, "scale")
+
+
 def preset(name: str) -> Topology:
-    """A validated preset topology by name (see :data:`PRESET_NAMES`)."""
+    """A validated preset topology by name (see :data:`PRESET_NAMES`); only ``scale`` takes
+    parameters, as ``scale:agents=20,workloads=200,running=5,entries=50000``.
+
+    Raises KeyError for an unknown name and ValueError naming a bad parameter."""
+    base, sep, spec = name.partition(":")
+    if base == "scale":
+        return scale(parse_scale(spec))
+    if sep:
+        raise ValueError(f"preset {base!r} takes no parameters (only scale does); got {name!r}")
     try:
         factory = _PRESETS[name]
     except KeyError:
         raise KeyError(
-            f"unknown preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}"
+            f"unknown preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}, "
+            "or scale[:agents=N,workloads=N,running=N,entries=N] (local target)"
         ) from None
     return factory()

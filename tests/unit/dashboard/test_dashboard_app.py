@@ -183,3 +183,32 @@ def test_authorities_page_shows_verifys_authority_checks_red_when_nothing_is_kno
             assert f'data-check="authority-{what}:{server}" data-ok="false"' in page
     assert "no active X.509 authority" in page
     assert "spire-downstream-server&#39;s copy of enterprise-root.org" in page
+
+
+def test_the_entries_page_pages_and_searches_fifty_thousand_entries_on_the_server() -> None:
+    many = [
+        Entry(
+            SpiffeId.parse(f"spiffe://downstream.example.org/w/{i}"),
+            SpiffeId.parse("spiffe://downstream.example.org/agent"),
+            (f"unix:uid:{i}",),
+            id=f"e{i}",
+        )
+        for i in range(50_000)
+    ]
+    client = TestClient(create_app(_StandIn(many), refresh=60), base_url="http://localhost:8765")
+    first = client.get("/entries").text
+    assert '<span id="entry-count">50000</span>' in first
+    assert first.count("<tr data-entry=") == 100
+    assert 'id="entry-range">1\u2013100<' in first and "page 1 of 500" in first
+    assert 'href="/entries?q=&amp;p=2"' in first and 'id="prev-page"' not in first
+    last = client.get("/entries", params={"p": "500"}).text
+    assert last.count("<tr data-entry=") == 100 and 'data-entry="e49999"' in last
+    assert 'id="next-page"' not in last
+    # past the end and nonsense both land on a real page
+    assert 'data-entry="e49999"' in client.get("/entries", params={"p": "99999"}).text
+    assert 'data-entry="e0"' in client.get("/entries", params={"p": "x"}).text
+    found = client.get("/entries", params={"q": "/w/4999", "p": "1"}).text
+    # /w/4999 and /w/49990../w/49999: searched over all 50k, then paged
+    assert '<span id="entry-count">11</span>' in found and found.count("<tr data-entry=") == 11
+    fragment = client.get("/fragment/entries", params={"q": "uid:7", "p": "2"}).text
+    assert "page 2 of" in fragment and fragment.count("<tr data-entry=") == 100

@@ -28,15 +28,18 @@ def registration_entries(topology: Topology, server: str, target: Target) -> lis
     """The workload entries of ``server``, parented to their agent's alias, with the
     selectors the workload has on ``target``."""
     td = topology.server(server).trust_domain
+    # one alias per agent of this server, looked up per workload (50k workloads must not
+    # scan the agents or parse the same parent ID 50k times)
+    parents = {a.name: agent_alias_id(td, a.name) for a in topology.agents_of(server)}
     out = []
     for w in topology.workloads:
-        agent = topology.agent(w.agent)
-        if agent.server != server:
+        parent = parents.get(w.agent)
+        if parent is None:
             continue
         out.append(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
-                parent_id=agent_alias_id(td, agent.name),
+                parent_id=parent,
                 selectors=tuple(Selector.parse(s) for s in workload_selectors(w, target)),
                 x509_svid_ttl=int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,
                 jwt_svid_ttl=int(w.jwt_svid_ttl.total_seconds()) if w.jwt_svid_ttl else 0,

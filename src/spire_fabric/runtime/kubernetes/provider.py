@@ -58,6 +58,15 @@ class KubernetesProvider:
     def create(
         self, topology: Topology, state_dir: Path, options: DeploymentOptions
     ) -> KubernetesDeployment:
+        # before any kubeconfig is read: a topology without a Kubernetes placement (the
+        # local-only scale preset, a YAML file written for local use) is refused by name
+        unplaced = [s.name for s in topology.servers if s.kubernetes is None]
+        if unplaced and len(unplaced) == len(topology.servers):
+            raise TargetError(
+                f"topology {topology.name!r} cannot run on Kubernetes: server(s) "
+                f"{', '.join(unplaced)} have no kubernetes placement (servers[...].kubernetes)"
+                "; use --target local"
+            )
         return KubernetesDeployment.create(topology, self.settings(state_dir, options), state_dir)
 
     def open(self, state_dir: Path) -> KubernetesDeployment:

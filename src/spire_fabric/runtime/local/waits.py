@@ -110,27 +110,49 @@ def wait_agents_healthy(ctx: LocalContext, names: list[str]) -> None:
         )
 
 
-def _issues(ctx: LocalContext, agent: str, spiffe_id: str) -> bool:
+def _issues_all(ctx: LocalContext, agent: str, spiffe_ids: frozenset[str], seen: set[str]) -> bool:
+    """Whether ``agent`` issues every one of ``spiffe_ids``; ``seen`` keeps what it issued
+    at the last look, so a timeout can name the ones still missing."""
     try:
         with WorkloadApiClient(ctx.agent_endpoint(agent), wait_for_socket=0.2) as client:
-            return spiffe_id in {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
+            issued = {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
     except Exception:  # the agent may not have synced yet
         return False
+    seen.clear()
+    seen.update(issued)
+    return spiffe_ids <= issued
 
 
 def wait_for_svids(ctx: LocalContext, agents: list[str]) -> None:
     """Until every entry of these agents reaches the agent (SPIRE's entry cache reload and
-    the agent's sync interval are what this waits for)."""
+    the agent's sync interval are what this waits for).
+
+    One Workload API fetch per agent and poll answers for all of its workloads: asking per
+    workload made `up` of 200 workloads 200 fetches, each returning every SVID of its agent.
+    """
+    wanted: dict[str, set[str]] = {}
     for w in ctx.local.workloads:
-        if w.agent not in agents:
-            continue
-        wait_for(
-            ctx,
-            partial(_issues, ctx, w.agent, w.spiffe_id),
-            SVID_WAIT_TIMEOUT_S,
-            f"workload {w.name}: agent {w.agent} did not issue {w.spiffe_id}",
-            agent_component(w.agent),
-        )
+        if w.agent in agents:
+            wanted.setdefault(w.agent, set()).add(w.spiffe_id)
+    for agent, ids in wanted.items():
+        seen: set[str] = set()
+        try:
+            wait_for(
+                ctx,
+                partial(_issues_all, ctx, agent, frozenset(ids), seen),
+                SVID_WAIT_TIMEOUT_S,
+                f"agent {agent} did not issue every SVID of its workloads",
+                agent_component(agent),
+            )
+        except UpError as err:
+            missing = sorted(ids - seen)
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise UpError(
+                f"{len(missing)} of the {len(ids)} SVIDs of {agent}'s workloads never came "
+                f"({shown}); {err}"
+            ) from None
 
 
 def _state_unless_crashed(ctx: LocalContext, component: str) -> ComponentState | None:

@@ -1,0 +1,213 @@
+"""`entries apply` and `entries list` against SPIRE's own CLI, at 1k / 10k / 50k entries.
+
+Targets (issue 25): apply <= 1.0x of `spire-server entry create -data` at every size,
+list <= 0.6x of `spire-server entry show`. Both sides are what a user runs: one process
+each (`python -m spire_fabric.entries apply -f entries.yaml --output json` against
+`spire-server entry create -data entries.json -output json`), against one fresh real
+spire-server (SQLite) per size that serves both, so both pay the same datastore. Distinct
+SPIFFE IDs and parents per side; the CLI side runs first and its entries stay, so our
+apply (which lists the server first, to diff) and our list (which lists every entry and
+keeps the owner's) see a table twice as large as the CLI did: any bias is against us.
+Then a second `apply` of the same file measures the no-change diff. CSV:
+benchmarks/results/entries.csv.
+
+    python benchmarks/bench_entries_scale.py [--sizes 1000,10000,50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from _results import load, write_rows
+
+from spire_fabric.runtime.binaries import ensure_spire
+from spire_fabric.server import SpireServerClient
+from spire_fabric.testing import SpireServerProcess
+
+TD = "bench.example.org"
+APPLY_TARGET, LIST_TARGET = 1.0, 0.6
+
+
+# `entry create -data` sends one BatchCreateEntry of the whole file, and gRPC refuses a
+# message over 4 MB: about 40k entries of this shape. Past that a CLI user must split the
+# file; the benchmark does the same, in files of this many entries, and says so.
+CLI_CHUNK = 10_000
+
+
+def timed(cmd: list[str], *, check: bool = True) -> tuple[float, str, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    if proc.returncode != 0 and check:
+        raise SystemExit(f"{cmd[:4]} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return took, proc.stdout, "" if proc.returncode == 0 else proc.stderr + proc.stdout
+
+
+def cli_create(
+    cli: list[str], sock: str, data: dict[str, list[object]], workdir: Path
+) -> tuple[float, str]:
+    """Seconds for the CLI to create ``data``, and a note when it had to be split."""
+    path = workdir / "entries.json"
+    path.write_text(json.dumps(data))
+    took, _, error = timed(
+        [*cli, "create", "-socketPath", sock, "-data", str(path), "-output", "json"], check=False
+    )
+    if not error:
+        return took, ""
+    if "larger than max" not in error:
+        raise SystemExit(f"spire-server entry create failed: {error[-2000:]}")
+    total = 0.0
+    entries = data["entries"]
+    for i in range(0, len(entries), CLI_CHUNK):
+        part = workdir / f"entries-{i}.json"
+        part.write_text(json.dumps({"entries": entries[i : i + CLI_CHUNK]}))
+        took, _, _ = timed(
+            [*cli, "create", "-socketPath", sock, "-data", str(part), "-output", "json"]
+        )
+        total += took
+    note = f"one file refused ({error.strip().splitlines()[-1][:120]}); split in {CLI_CHUNK}s"
+    return total, note
+
+
+def one_size(count: int, workdir: Path) -> dict[str, object]:
+    binaries = ensure_spire()
+    cli_parent, py_parent = f"spiffe://{TD}/bench/cli-parent", f"spiffe://{TD}/bench/py-parent"
+    data = {
+        "entries": [
+            {
+                "spiffe_id": f"spiffe://{TD}/bench/cli/{i}",
+                "parent_id": cli_parent,
+                "selectors": [{"type": "unix", "value": f"uid:{i}"}],
+                "x509_svid_ttl": 3600,
+            }
+            for i in range(count)
+        ]
+    }
+    spec = {
+        "owner": "bench",
+        "defaults": {"parent_id": py_parent},
+        "entries": [
+            {
+                "spiffe_id": f"spiffe://{TD}/bench/py/{i}",
+                "selectors": [f"unix:uid:{i}"],
+                "x509_svid_ttl": 3600,
+            }
+            for i in range(count)
+        ],
+    }
+    (workdir / "entries.yaml").write_text(yaml.safe_dump(spec))
+    before = load()
+    server = SpireServerProcess(binaries, TD, workdir=workdir / "server", log_level="WARN")
+    with server:
+        sock = str(server.socket_path)
+        cli = [str(binaries.server), "entry"]
+        cli_create_s, cli_note = cli_create(cli, sock, data, workdir)
+        cli_list, out, _ = timed(
+            [*cli, "show", "-socketPath", sock, "-parentID", cli_parent, "-output", "json"]
+        )
+        assert len(json.loads(out)["entries"]) == count, "CLI listed a different count"
+        ours = [sys.executable, "-m", "spire_fabric.entries"]
+        py_apply, out, _ = timed(
+            [
+                *ours,
+                "apply",
+                "--socket",
+                sock,
+                "--timeout",
+                "600",
+                "-f",
+                str(workdir / "entries.yaml"),
+                "--output",
+                "json",
+            ]
+        )
+        doc = json.loads(out)
+        assert doc["failed"] == 0 and len(doc["changes"]) == count, "apply did not create all"
+        py_noop, out, _ = timed(
+            [
+                *ours,
+                "apply",
+                "--socket",
+                sock,
+                "--timeout",
+                "600",
+                "-f",
+                str(workdir / "entries.yaml"),
+                "--output",
+                "json",
+            ]
+        )
+        assert json.loads(out)["unchanged"] == count, "second apply was not a no-op"
+        py_list, out, _ = timed(
+            [
+                *ours,
+                "list",
+                "--socket",
+                sock,
+                "--owner",
+                "bench",
+                "--timeout",
+                "600",
+                "--output",
+                "json",
+            ]
+        )
+        assert len(json.loads(out)["entries"]) == count, "list returned a different count"
+        # the library call without the process: what a script or notebook pays
+        with SpireServerClient(sock, timeout=600) as client:
+            start = time.perf_counter()
+            owned = [e for e in client.list_entries() if e.id.startswith("bench.")]
+            lib_list = time.perf_counter() - start
+        assert len(owned) == count, "the client listed a different count"
+    return {
+        "entries": count,
+        "cli_create_s": round(cli_create_s, 3),
+        "apply_s": round(py_apply, 3),
+        "apply_ratio": round(py_apply / cli_create_s, 3),
+        "apply_noop_s": round(py_noop, 3),
+        "cli_list_s": round(cli_list, 3),
+        "list_s": round(py_list, 3),
+        "list_ratio": round(py_list / cli_list, 3),
+        "client_list_s": round(lib_list, 3),
+        "client_list_ratio": round(lib_list / cli_list, 3),
+        "load_1m": round(before, 2),
+        "cli_note": cli_note,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000")
+    args = parser.parse_args()
+    binaries = ensure_spire()
+    print(f"SPIRE {binaries.version}; one fresh server (SQLite) per size")
+    rows = []
+    for count in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="sf-bench-entries-", dir="/tmp") as tmp:
+            rows.append(one_size(count, Path(tmp)))
+        write_rows("entries", rows)
+        r = rows[-1]
+        print(
+            f"{count:>6} entries: create CLI {r['cli_create_s']} s, apply {r['apply_s']} s "
+            f"({r['apply_ratio']}x, target <= {APPLY_TARGET}); "
+            f"no-op apply {r['apply_noop_s']} s; "
+            f"list CLI {r['cli_list_s']} s, ours {r['list_s']} s ({r['list_ratio']}x, "
+            f"target <= {LIST_TARGET}); client list in-process {r['client_list_s']} s "
+            f"({r['client_list_ratio']}x); load {r['load_1m']} {r['cli_note']}"
+        )
+    ok = all(float(str(r["apply_ratio"])) <= APPLY_TARGET for r in rows) and all(
+        float(str(r["list_ratio"])) <= LIST_TARGET for r in rows
+    )
+    print("targets met" if ok else "targets MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

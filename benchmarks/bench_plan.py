@@ -1,0 +1,72 @@
+"""`deploy plan` of the scale topology with many registrations: wall time and peak RSS.
+
+Target (issue 25): 50k registrations planned in <= 2 s with <= 500 MB RSS. Each size runs
+`python -m spire_fabric.deploy plan --topology scale:entries=N` as its own process (a
+user's cost: imports, building and validating the topology, localizing it, diffing the
+entries, printing), for the table and for `--output json`, on a fresh state directory (no
+server runs, so every entry is "to create"; the diff against live entries is measured by
+bench_entries_scale.py). One row per size and output in benchmarks/results/plan.csv.
+
+    python benchmarks/bench_plan.py [--sizes 1000,10000,50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from _results import load, write_rows
+
+TARGET_S, TARGET_RSS_MB, TARGET_SIZE = 2.0, 500.0, 50_000
+
+
+def one_plan(entries: int, output: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `plan` process."""
+    with tempfile.TemporaryDirectory(prefix="sf-bench-plan-") as tmp:
+        cmd = [sys.executable, "-m", "spire_fabric.deploy", "plan",
+               "--topology", f"scale:entries={entries}", "--state-dir", f"{tmp}/state",
+               "--output", output]  # fmt: skip
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 2:  # 2: changes to make, as a fresh plan must have
+            assert proc.stderr is not None
+            raise SystemExit(f"plan exited {proc.returncode}: {proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    args = parser.parse_args()
+    rows = []
+    print(f"{'entries':>8}{'output':>8}{'wall (s)':>10}{'RSS (MB)':>10}{'load':>7}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        for output in ("table", "json"):
+            before = load()
+            wall, rss = one_plan(size, output)
+            print(f"{size:>8}{output:>8}{wall:10.2f}{rss:10.0f}{before:7.2f}")
+            rows.append({"registrations": size + 200, "entries": size, "output": output,
+                         "wall_s": round(wall, 3), "max_rss_mb": round(rss, 1),
+                         "load_1m": round(before, 2)})  # fmt: skip
+    write_rows("plan", rows)
+    at = [r for r in rows if r["entries"] == TARGET_SIZE]
+    ok = True
+    for r in at:
+        wall, rss = float(str(r["wall_s"])), float(str(r["max_rss_mb"]))
+        ok &= wall <= TARGET_S and rss <= TARGET_RSS_MB
+        print(
+            f"{TARGET_SIZE} entries, {r['output']}: {wall / TARGET_S:.2f}x of {TARGET_S} s, "
+            f"{rss / TARGET_RSS_MB:.2f}x of {TARGET_RSS_MB:.0f} MB (<= 1.0 meets it)"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
