@@ -549,10 +549,15 @@ def authorities(rep: Any) -> Html:
                                                        f"{s.bundle_sequence_number}"))
         if s.upstream:
             parts.append(table(
-                ("upstream subject key ID", "signs", "in bundle", "tainted"),
+                ("upstream subject key ID", "signs", "expires", "in bundle", "tainted",
+                 "root", "root expires", "root tainted"),
                 [(tag("code", u.subject_key_id), ", ".join(u.signs),
+                  timestamp(u.expires_at or None),
                   "yes" if u.in_bundle else "no (its root is)",
-                  badge(False, "tainted") if u.tainted else "no") for u in s.upstream],
+                  badge(False, "tainted") if u.tainted else "no",
+                  tag("code", u.root_subject_key_id or "-"),
+                  timestamp(u.root_expires_at or None),
+                  badge(False, "tainted") if u.root_tainted else "no") for u in s.upstream],
                 "upstream authority",
             ))  # fmt: skip
         if s.leaked_intermediate is not None:

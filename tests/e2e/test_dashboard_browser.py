@@ -51,7 +51,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REFRESH = 1.0
-PAGES = ("", "servers", "agents", "entries", "federation", "workloads", "metrics")
+PAGES = ("", "servers", "authorities", "agents", "entries", "federation", "workloads", "metrics")
+# one authorities report is shown for this long (AUTHORITIES_INTERVAL) plus its gathering
+AUTHORITIES_WAIT_MS = (REFRESH + 5 + 15) * 1000
 HOSTILE_HINT = '<script>window.__pwned=1</script>"><img src=x onerror="window.__pwned=2">'
 HOSTILE_DNS = ('"><img src=x onerror="window.__pwned=3">.example.org', "x<script>.example.org")
 
@@ -180,6 +182,38 @@ def test_shown_counts_and_expiry_are_what_the_spire_api_returns(
         assert int(shown) == int(cert.not_valid_after_utc.timestamp())
 
 
+def test_authorities_page_shows_each_servers_active_authorities_and_the_checks(
+    topology: tuple[Deploy, dict[str, str]], dashboard: str, page: Any, artifacts: Path
+) -> None:
+    deploy, _ = topology
+    d = deploy.deployment()
+    page.goto(f"{dashboard}/authorities")
+    page.wait_for_selector("#authority-checks")
+    for s in d.topology.servers:
+        with d.server(s.name) as api:
+            truth = {kind: api.get_authority_state(kind).active for kind in ("x509", "jwt")}
+        for kind, active in truth.items():
+            assert active is not None
+            row = f'section[data-server="{s.name}"] tr[data-kind="{kind}"][data-slot="active"]'
+            assert page.get_attribute(row, "data-authority-id") == active.authority_id
+            assert int(page.get_attribute(row, "data-expiry") or 0) == active.expires_at
+    checks = page.locator("#authority-checks tr[data-check]")
+    ids = {checks.nth(i).get_attribute("data-check") for i in range(checks.count())}
+    assert {
+        f"authority-{what}:{s.name}" for what in ("expiry", "svids", "tainted")
+        for s in d.topology.servers
+    } | {
+        "authority-copy:spire-downstream-server->enterprise-root.org",
+        "authority-copy:spire-upstream-server->downstream.example.org",
+    } == ids  # fmt: skip
+    red = page.locator('#authority-checks tr[data-ok="false"]')
+    assert red.count() == 0, [red.nth(i).inner_text() for i in range(red.count())]
+    copy = 'tr[data-check="authority-copy:spire-downstream-server->enterprise-root.org"]'
+    assert "spire-downstream-server's copy of enterprise-root.org" in page.inner_text(copy)
+    page.screenshot(path=str(artifacts / "authorities.png"), full_page=True)
+    assert page.errors == []
+
+
 def test_shown_metric_is_the_telemetry_endpoints_value(
     topology: tuple[Deploy, dict[str, str]], dashboard: str, page: Any
 ) -> None:
@@ -269,8 +303,18 @@ def test_federated_bundle_that_differs_from_the_peers_is_highlighted(
             page.wait_for_selector(f"{row}.mismatch", timeout=(REFRESH + 8) * 1000)
             assert "1 X.509 added" in page.inner_text(row)
             page.screenshot(path=str(artifacts / "federation-mismatch.png"), full_page=True)
+            # the authority check of that direction turns red on the authorities page,
+            # naming the extra authority, and the other direction stays green
+            page.goto(f"{dashboard}/authorities")
+            check = 'tr[data-check="authority-copy:spire-downstream-server->enterprise-root.org"]'
+            page.wait_for_selector(f'{check}[data-ok="false"]', timeout=AUTHORITIES_WAIT_MS)
+            assert "still has" in page.inner_text(check)
+            other = 'tr[data-check="authority-copy:spire-upstream-server->downstream.example.org"]'
+            assert page.get_attribute(other, "data-ok") == "true"
+            page.screenshot(path=str(artifacts / "authorities-copy-differs.png"), full_page=True)
         finally:
             api.refresh_bundle("enterprise-root.org")
+    page.goto(f"{dashboard}/federation")
     page.wait_for_selector(f"{row}.in-sync", timeout=(REFRESH + 8) * 1000)
 
 

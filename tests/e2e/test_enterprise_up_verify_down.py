@@ -52,6 +52,13 @@ def test_up_from_nothing_is_fully_verified(enterprise: Deploy) -> None:
     } <= ids
     assert {"mtls:upstream-client->enterprise-api", "jwt:upstream-client->enterprise-api"} <= ids
     assert any(i.startswith("mtls-refused:") for i in ids)
+    # the authority checks, each server and each direction of the federation
+    assert {f"authority-{what}:{s}" for what in ("expiry", "svids", "tainted")
+            for s in (UPSTREAM, DOWNSTREAM)} <= ids  # fmt: skip
+    assert report.get(f"authority-copy:{DOWNSTREAM}->enterprise-root.org").title == (
+        f"{DOWNSTREAM}'s copy of enterprise-root.org"
+    )
+    assert f"authority-copy:{UPSTREAM}->downstream.example.org" in ids
 
 
 def test_verify_cli_reports_json_and_exit_status(enterprise: Deploy) -> None:
@@ -157,9 +164,11 @@ def test_agent_down_turns_its_checks_red_and_up_heals_it(enterprise: Deploy) -> 
         red = failed_ids(report)
         assert {"supervisor", "agent-live:downstream-agent-1"} <= red
         assert "workload-svid:enterprise-api" in red  # enterprise-api lives on that agent
-        allowed = {"supervisor", "agent-live:downstream-agent-1"} | involving(
-            report, "enterprise-api"
-        )
+        # its SVIDs cannot be observed, so which authority they come from cannot be told
+        assert f"authority-svids:{DOWNSTREAM}" in red
+        allowed = {
+            "supervisor", "agent-live:downstream-agent-1", f"authority-svids:{DOWNSTREAM}",
+        } | involving(report, "enterprise-api")  # fmt: skip
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
@@ -185,7 +194,9 @@ def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy
         red = failed_ids(report)
         assert f"entries:{DOWNSTREAM}" in red
         assert "create" in report.get(f"entries:{DOWNSTREAM}").detail
-        allowed = {f"entries:{DOWNSTREAM}"} | involving(report, "data-processor")
+        allowed = {f"entries:{DOWNSTREAM}", f"authority-svids:{DOWNSTREAM}"} | involving(
+            report, "data-processor"
+        )
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
@@ -205,6 +216,8 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
         report = enterprise.verify()
         red = failed_ids(report)
         assert f"federated-bundle:{DOWNSTREAM}->enterprise-root.org" in red
+        copy_check = report.get(f"authority-copy:{DOWNSTREAM}->enterprise-root.org")
+        assert not copy_check.ok and "holds no copy" in copy_check.detail
         # dissociating also strips federates_with from our entries (an entry change), and
         # cross-domain calls may fail once the agents drop the federated bundle; with the
         # local target's 1 s agent sync the changed entries reach the agents within this
@@ -215,7 +228,9 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
             if d.topology.agent(w.agent).server == DOWNSTREAM and w.federates_with
         }  # fmt: skip
         allowed = (
-            {f"federated-bundle:{DOWNSTREAM}->enterprise-root.org", f"entries:{DOWNSTREAM}"}
+            {f"federated-bundle:{DOWNSTREAM}->enterprise-root.org", f"entries:{DOWNSTREAM}",
+             f"authority-copy:{DOWNSTREAM}->enterprise-root.org",
+             f"authority-svids:{DOWNSTREAM}"}
             | {c.id for c in report.checks if c.id.startswith(("mtls", "jwt", "workload-health:"))}
             | {f"workload-svid:{name}" for name in changed}
         )

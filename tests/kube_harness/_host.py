@@ -217,3 +217,31 @@ def kill_all(procs: Sequence[tuple[int, str | None]], grace: float = 10) -> None
     with contextlib.suppress(KubeClusterError):
         wait_until(lambda: _gone(left), 10, "killed processes gone", interval=0.05,
                    error=KubeClusterError)
+
+
+# The agents' hostPath socket directories (HOST_SOCKET_ROOT/<agent>). The nodes share this
+# machine's filesystem, so the kubelets create them here, outside the harness's own
+# directory: the harness makes their root itself, marked, so `down` removes it and
+# `leftovers` finds it, while a root that holds something else (someone else's) is left alone.
+HOST_SOCKETS_MARKER = ".spire-fabric-test-clusters"
+
+
+def _host_socket_root() -> Path:
+    from spire_fabric.render.kubernetes._common import HOST_SOCKET_ROOT
+
+    return Path(HOST_SOCKET_ROOT)
+
+
+def claim_host_socket_root(state: State, root: Path | None = None) -> None:
+    root = root or _host_socket_root()
+    if root.exists() and not (root / HOST_SOCKETS_MARKER).exists() and any(root.iterdir()):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    (root / HOST_SOCKETS_MARKER).write_text("made by tests/kube_harness; `down` removes it\n")
+    state.add("dirs", str(root))
+
+
+def claimed_host_socket_root(root: Path | None = None) -> Path | None:
+    """The socket root if the harness made it (for `leftovers`)."""
+    root = root or _host_socket_root()
+    return root if (root / HOST_SOCKETS_MARKER).exists() else None

@@ -18,6 +18,7 @@ from kube_harness import _build, _images
 from kube_harness._control_plane import Cluster, write_kubeconfig
 from kube_harness._host import (
     State,
+    claim_host_socket_root,
     cluster_lock,
     https_ok,
     recorded_specs,
@@ -93,6 +94,7 @@ def up(say: Say = print, *, timeout: float = 180,
                 mark = now
 
             host_network(state, clusters)
+            claim_host_socket_root(state)
             for c in made:
                 for n in c.nodes:
                     node_network(n.spec, state)

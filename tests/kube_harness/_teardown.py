@@ -24,6 +24,7 @@ from typing import Any
 
 from kube_harness._host import (
     State,
+    claimed_host_socket_root,
     cluster_lock,
     kill_all,
     proc_start_time,
@@ -344,6 +345,8 @@ def leftovers() -> list[str]:
     for pid in _processes_naming(_possible_sockets(None, CLUSTERS)):
         args = sh("ps", "-o", "args=", "-p", str(pid), check=False).strip()
         found.append(f"process {pid} ({args[:80]})")
+    if (sockets := claimed_host_socket_root()) is not None:
+        found.append(f"agent socket directories {sockets}")
     for table in ("filter", "nat"):
         for line in sh("iptables", "-t", table, "-S", check=False).splitlines():
             if COMMENT in line:

@@ -329,7 +329,8 @@ def test_authorities_report_renders_every_section_with_its_text_escaped() -> Non
     section = ServerAuthorities(
         "spire-server", "example.org", 3,
         authorities=(AuthorityRow("x509", "old", "ab12", 0, "", True, True, 0, 1),),
-        upstream=(UpstreamRow("cd34", ("active",), False, False),),
+        upstream=(UpstreamRow("cd34", ("active",), False, False, expires_at=1_800_000_000,
+                              root_subject_key_id="ef56", root_tainted=True),),
         agents=(AgentSvidSource("a", "spiffe://example.org/agent", "7", 0, "", HOSTILE),),
         workloads=(WorkloadSvidSource("w", "spiffe://example.org/w", "ab12", 0, "kid", ""),),
         peers=(PeerCopy("peer", True, False, 2, missing=("jwt:kid",), extra=(HOSTILE,)),),
@@ -339,5 +340,6 @@ def test_authorities_report_renders_every_section_with_its_text_escaped() -> Non
     assert "script" not in parsed.tags and "img" not in parsed.tags
     text = "".join(parsed.text)
     assert text.count(HOSTILE) == 3  # the agent's detail, the peer's extra, the error
-    for shown in ("ab12", "tainted", "cd34", "no (its root is)", "jwt:kid", "1 workloads"):
+    for shown in ("ab12", "tainted", "cd34", "no (its root is)", "jwt:kid", "1 workloads",
+                  "ef56", "2027-01-15 08:00:00 UTC"):
         assert shown in text, shown

@@ -341,3 +341,20 @@ def test_the_policy_enforcer_build_refuses_a_source_it_does_not_know(tmp_path: P
     (pkg / "dnsagent.go").write_text(_KNP_DNS_QUEUE)
     with pytest.raises(_build.KubeBuildError, match=r"expected 2 .*controller\.go, found 1"):
         _build.substitute_nfqueue(tmp_path, "0.9.9")
+
+
+def test_the_agent_socket_root_is_claimed_only_when_nobody_else_uses_it(tmp_path: Path) -> None:
+    from kube_harness._host import State, claim_host_socket_root, claimed_host_socket_root
+
+    state = State(tmp_path / "state.json")
+    fresh = tmp_path / "run" / "spire" / "agent-sockets"
+    claim_host_socket_root(state, fresh)
+    assert claimed_host_socket_root(fresh) == fresh
+    assert str(fresh) in state.data["dirs"]  # down removes it, leftovers reports it until then
+
+    foreign = tmp_path / "foreign"
+    (foreign / "someone-elses-agent").mkdir(parents=True)
+    claim_host_socket_root(state, foreign)
+    assert claimed_host_socket_root(foreign) is None
+    assert str(foreign) not in state.data["dirs"]
+    assert [p.name for p in foreign.iterdir()] == ["someone-elses-agent"]

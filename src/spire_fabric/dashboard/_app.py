@@ -38,12 +38,19 @@ from starlette.staticfiles import StaticFiles
 from spire_fabric import _html
 from spire_fabric.render import render_topology_svg
 from spire_fabric.runtime.deployment import Deployment
+from spire_fabric.verify import AuthoritiesReport, authorities_report, authority_checks
 
 from ._collect import Snapshot, collect, metric
 
 __all__ = ["LOOPBACK_HOSTS", "PAGES", "create_app"]
 
-PAGES = ("overview", "servers", "agents", "entries", "federation", "workloads", "metrics")
+PAGES = (
+    "overview", "servers", "authorities", "agents", "entries", "federation", "workloads",
+    "metrics",
+)  # fmt: skip
+AUTHORITIES_INTERVAL = 5.0
+"""How long one authorities report is shown before it is gathered again: it asks every
+workload's agent for SVIDs and every peer for its copy, too much for each refresh."""
 HISTORY = 240  # samples kept per series for the charts
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """The Host names a loopback-bound dashboard answers to (and the default of create_app)."""
@@ -78,6 +85,24 @@ class _State:
         self.history: dict[str, dict[str, deque[tuple[float, float]]]] = {}
         self._fetch_totals: dict[tuple[str, str], float] = {}
         self._fetch_seen: dict[tuple[str, str], float] = {}
+        self._authorities: tuple[float, AuthoritiesReport | str] | None = None
+
+    def authorities(self) -> AuthoritiesReport | str:
+        """The latest authorities report (the one verify's authority checks judge), or why
+        it could not be gathered; at most one every AUTHORITIES_INTERVAL seconds."""
+        with self._lock:
+            now = time.time()
+            if self._authorities is not None and now - self._authorities[0] < AUTHORITIES_INTERVAL:
+                return self._authorities[1]
+            if self._deployment is None:
+                self._deployment = self._open()
+            report: AuthoritiesReport | str
+            try:
+                report = authorities_report(self._deployment)
+            except Exception as e:  # the page says so instead of failing
+                report = f"{type(e).__name__}: {e}"
+            self._authorities = (now, report)
+            return report
 
     def fresh(self) -> Snapshot:
         with self._lock:
@@ -209,6 +234,14 @@ def create_app(
         async def endpoint(request: Request) -> HTMLResponse:
             snap = await snapshot()
             ctx = context(page, request, snap)
+            if page == "authorities":
+                report = await asyncio.to_thread(state.authorities)
+                ctx["report"] = report if isinstance(report, AuthoritiesReport) else None
+                ctx["report_error"] = report if isinstance(report, str) else ""
+                ctx["checks"] = (
+                    authority_checks(report, snap.topology)
+                    if isinstance(report, AuthoritiesReport) else []
+                )  # fmt: skip
             body = env.get_template(template).render(ctx)
             if not fragment:
                 body = env.get_template("base.html").render(ctx, content=Markup(body))

@@ -171,6 +171,12 @@ def choose(args: argparse.Namespace) -> Chosen:
     --state-dir (or the default one of enterprise) tells its own topology."""
     given = resolve_topology(args.topology) if args.topology else None
     options = options_from(args)
+    if (
+        args.state_dir is not None
+        and Path(args.state_dir).exists()
+        and not Path(args.state_dir).is_dir()
+    ):
+        raise UsageError(f"--state-dir {args.state_dir}: not a directory")
     try:
         p, state_dir = choose_target(args.target, given.name if given else None, args.state_dir)
         refuse_foreign_options(p, options)

@@ -64,9 +64,15 @@ def print_server(s: ServerAuthorities, console: Console) -> None:
     console.print(table)
     for u in s.upstream:
         where = ("[red]tainted[/red]" if u.tainted else "in the bundle") if u.in_bundle else (
-            "not in the bundle (an intermediate: its root is, unless revoked)")  # fmt: skip
+            "not in the bundle: revoked, or an intermediate whose root was not seen")  # fmt: skip
+        if not u.in_bundle and u.root_subject_key_id:
+            root_expiry = f" (expires {_expires(u.root_expires_at)})" if u.root_expires_at else ""
+            where = (f"not in the bundle, which holds its root "
+                     f"{escape(u.root_subject_key_id)}{root_expiry}"
+                     f"{', [red]tainted[/red]' if u.root_tainted else ''}")  # fmt: skip
+        expiry = f", expires {_expires(u.expires_at)}" if u.expires_at else ""
         console.print(f"  upstream authority {escape(u.subject_key_id)} signs "
-                      f"{', '.join(u.signs)}; {where}")  # fmt: skip
+                      f"{', '.join(u.signs)}{expiry}; {where}")  # fmt: skip
     for a in s.agents:
         source = (
             escape(a.authority_id) if a.authority_id else f"[yellow]?[/yellow] ({escape(a.detail)})"

@@ -1,5 +1,6 @@
 """``status``: every component of a deployment (local or Kubernetes) with pid or pod, health,
-SVID expiry."""
+SVID expiry; then one line per server with its authorities (from the same report as
+``deploy authorities`` and verify's authority checks)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from spire_fabric.deploy._common import add_deployment_args, choose
 from spire_fabric.runtime.deployment import ComponentHealth
+from spire_fabric.verify import AuthoritiesReport, ServerAuthorities, authorities_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -80,11 +82,52 @@ def status_table(rows: list[ComponentHealth], *, title: str, kube: bool, verbose
     return table
 
 
+def authority_line(s: ServerAuthorities, now: float | None = None) -> str:
+    """One server's authorities in one line (rich markup): the active X.509 and JWT
+    authority with their expiry, then what else is there (prepared, old, tainted)."""
+    at = time.time() if now is None else now
+    if s.error:
+        return f"[bold]{escape(s.server)}[/bold]: [red]could not be asked: {escape(s.error)}[/red]"
+    parts = []
+    for active, label in ((s.authority("x509", "active"), "X.509"),
+                          (s.authority("jwt", "active"), "JWT")):  # fmt: skip
+        if active is None:
+            parts.append(f"{label} [red]no active authority[/red]")
+            continue
+        left = active.expires_at - at
+        when = f"expires in {left / 3600:.1f}h" if left > 0 else "[red]expired[/red]"
+        tainted = " [red]tainted[/red]" if active.tainted else ""
+        parts.append(f"{label} {escape(active.authority_id[:16])} {when}{tainted}")
+    others = []
+    for r in s.authorities:
+        if r.slot != "active":
+            label = "X.509" if r.kind == "x509" else "JWT"
+            # out of the bundle means revoked, except for an X.509 authority under an
+            # upstream one: the bundle never holds that (its root is there instead)
+            gone = not r.in_bundle and not r.upstream_authority_subject_key_id
+            state = " [red]tainted[/red]" if r.tainted else " (revoked)" if gone else ""
+            others.append(f"{r.slot} {label}{state}")
+    others += [f"[red]tainted root {escape(u.root_subject_key_id[:16])}[/red]"
+               for u in s.upstream if u.root_tainted]  # fmt: skip
+    tail = "; " + ", ".join(others) if others else "; no prepared, old or tainted authority"
+    return f"[bold]{escape(s.server)}[/bold]: " + "; ".join(parts) + tail
+
+
+def authority_lines(report: AuthoritiesReport, now: float | None = None) -> list[str]:
+    """The authorities section of ``status``: a heading and one line per server."""
+    return ["authorities (details: deploy authorities; checks: deploy verify)"] + [
+        "  " + authority_line(s, now) for s in report.servers
+    ]
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     chosen = choose(args)
+    report: AuthoritiesReport | None = None
     with chosen.open() as deployment:
         rows = deployment.status()
         where, name = f"{deployment.target}, {chosen.state_dir}", deployment.name
+        if args.output != "json":  # JSON stays the component rows; `authorities` has its own
+            report = authorities_report(deployment)
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
@@ -94,4 +137,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for r in rows:  # why something is down is worth a line even without -v
             if not r.healthy and r.last_exit and not args.verbose:
                 console.print(f"[red]{escape(r.name)}[/red]: last exit: {escape(r.last_exit)}")
+        if report is not None:
+            for line in authority_lines(report):
+                console.print(line)
     return 0 if all(r.healthy for r in rows) else 1

@@ -14,6 +14,11 @@ from spire_fabric.verify._authorities import (
     WorkloadSvidSource,
     authorities_report,
 )
+from spire_fabric.verify._authority_checks import (
+    activation_window,
+    authority_checks,
+    preparation_window,
+)
 from spire_fabric.verify._report import CheckResult, Report
 from spire_fabric.verify.checks import verify_deployment
 
@@ -29,6 +34,9 @@ __all__ = [
     "ServerAuthorities",
     "UpstreamRow",
     "WorkloadSvidSource",
+    "activation_window",
     "authorities_report",
+    "authority_checks",
+    "preparation_window",
     "verify_deployment",
 ]

@@ -94,12 +94,20 @@ class AuthorityRow:
 @dataclass(frozen=True)
 class UpstreamRow:
     """An upstream authority that signed one of the server's X.509 authorities. The bundle
-    holds it only when it is itself a root (else its root is there: ``in_bundle`` False)."""
+    holds it only when it is itself a root (else its root is there: ``in_bundle`` False).
+
+    ``expires_at`` is its certificate's NotAfter and ``root_*`` the bundle root it chains
+    to (itself when it is one), read from the bundle or from the chains the workloads and
+    agents are served; 0 and "" when no such certificate was seen."""
 
     subject_key_id: str
     signs: tuple[Slot, ...]
     in_bundle: bool
     tainted: bool
+    expires_at: int = 0
+    root_subject_key_id: str = ""
+    root_expires_at: int = 0
+    root_tainted: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,15 +264,16 @@ def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
             listed = list(client.list_agents(timeout=10))
     except Exception as err:  # a server that is down is a finding, not a crash
         return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
-    agents = tuple(_agent_sources(d, s, listed))
-    workloads = tuple(_workload_sources(d, s))
+    seen: dict[str, x509.Certificate] = {}  # CA certificates of the chains served, by SKID
+    agents = tuple(_agent_sources(d, s, listed, seen))
+    workloads = tuple(_workload_sources(d, s, seen))
     rows = _authority_rows(x509_states, jwt_states, bundle, agents, workloads)
     return ServerAuthorities(
         server=s.name,
         trust_domain=s.trust_domain.name,
         bundle_sequence_number=bundle.sequence_number,
         authorities=rows,
-        upstream=_upstream_rows(x509_states, bundle),
+        upstream=_upstream_rows(x509_states, bundle, seen),
         agents=agents,
         workloads=workloads,
         peers=tuple(_peer_copies(d, s, bundle)),
@@ -334,21 +343,49 @@ def _authority_rows(
     return tuple(rows)
 
 
-def _upstream_rows(states: AuthorityStates, bundle: Bundle) -> tuple[UpstreamRow, ...]:
+def _upstream_rows(
+    states: AuthorityStates, bundle: Bundle, seen: dict[str, x509.Certificate]
+) -> tuple[UpstreamRow, ...]:
     held = {skid(a.certificate): a.tainted for a in bundle.x509_authorities}
+    certs = {**seen, **{skid(a.certificate): a.certificate for a in bundle.x509_authorities}}
     signs: dict[str, list[Slot]] = {}
     for slot in _SLOTS:
         state = getattr(states, slot)
         if state is not None and state.upstream_authority_subject_key_id:
             signs.setdefault(state.upstream_authority_subject_key_id, []).append(slot)
-    return tuple(
-        UpstreamRow(key_id, tuple(slots), key_id in held, held.get(key_id, False))
-        for key_id, slots in signs.items()
-    )
+    rows = []
+    for key_id, slots in signs.items():
+        root = key_id
+        while root not in held and root in certs and authority_key_id(certs[root]) not in (
+            "", root
+        ):  # up the chain to the bundle's root (an intermediate names its issuer)
+            root = authority_key_id(certs[root])
+        root = root if root in held else ""
+        rows.append(
+            UpstreamRow(
+                key_id, tuple(slots), key_id in held, held.get(key_id, False),
+                expires_at=_not_after(certs.get(key_id)),
+                root_subject_key_id=root,
+                root_expires_at=_not_after(certs.get(root)),
+                root_tainted=held.get(root, False),
+            )
+        )  # fmt: skip
+    return tuple(rows)
+
+
+def _not_after(cert: x509.Certificate | None) -> int:
+    return 0 if cert is None else int(cert.not_valid_after_utc.timestamp())
+
+
+def _remember_cas(chain: Iterable[x509.Certificate], seen: dict[str, x509.Certificate]) -> None:
+    """Keep the CA certificates of a served chain (all but the leaf) by subject key ID:
+    how an intermediate upstream authority, never in the bundle, is seen at all."""
+    for cert in list(chain)[1:]:
+        seen.setdefault(skid(cert), cert)
 
 
 def _agent_sources(
-    d: Deployment, s: Server, listed: list[AttestedAgent]
+    d: Deployment, s: Server, listed: list[AttestedAgent], seen: dict[str, x509.Certificate]
 ) -> Iterable[AgentSvidSource]:
     named = {}
     for a in d.topology.agents:
@@ -363,14 +400,16 @@ def _agent_sources(
         name = named.get(str(agent.id), "")
         aid, detail = "", "not named by the topology"
         if name:
-            aid, detail = _agent_authority(d, name, agent)
+            aid, detail = _agent_authority(d, name, agent, seen)
         yield AgentSvidSource(
             name, str(agent.id), agent.x509svid_serial_number, agent.x509svid_expires_at,
             aid, detail,
         )  # fmt: skip
 
 
-def _agent_authority(d: Deployment, name: str, agent: AttestedAgent) -> tuple[str, str]:
+def _agent_authority(
+    d: Deployment, name: str, agent: AttestedAgent, seen: dict[str, x509.Certificate]
+) -> tuple[str, str]:
     try:
         chain = d.agent_svid_chain(name)
     except Exception as err:
@@ -379,6 +418,7 @@ def _agent_authority(d: Deployment, name: str, agent: AttestedAgent) -> tuple[st
         return "", f"the {d.target} target gives no SVID of it (unreadable there, or not yet)"
     if str(chain[0].serial_number) != agent.x509svid_serial_number:
         return "", "the SVID it stores is not the one the server reports (renewing)"
+    _remember_cas(chain, seen)
     return authority_key_id(chain[0]), ""
 
 
@@ -390,7 +430,9 @@ def _served_by(t: Topology, s: Server) -> list[str]:
     return [w.name for w in t.workloads if w.agent in agents and w.name not in nested]
 
 
-def _workload_sources(d: Deployment, s: Server) -> Iterable[WorkloadSvidSource]:
+def _workload_sources(
+    d: Deployment, s: Server, seen: dict[str, x509.Certificate]
+) -> Iterable[WorkloadSvidSource]:
     t = d.topology
     for name in _served_by(t, s):
         w = t.workload(name)
@@ -399,6 +441,7 @@ def _workload_sources(d: Deployment, s: Server) -> Iterable[WorkloadSvidSource]:
             svid = next(v for v in d.x509_context(name).svids if str(v.spiffe_id) == w.spiffe_id)
             x509_id = authority_key_id(svid.leaf)
             expires = int(svid.leaf.not_valid_after_utc.timestamp())
+            _remember_cas(svid.cert_chain, seen)
         except StopIteration:
             problems.append(f"its agent serves no X.509-SVID for {w.spiffe_id}")
         except Exception as err:

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 
@@ -54,6 +55,8 @@ from spire_fabric.topology import (
     effective_datastore,
     expand_placeholders,
 )
+from spire_fabric.verify._authorities import authorities_report
+from spire_fabric.verify._authority_checks import authority_checks
 from spire_fabric.verify._report import CheckResult, Report
 from spire_fabric.workload import X509Context
 
@@ -182,6 +185,22 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
             partial(_jwt, d, issuer=client_w, validator=server_w),
         )
     yield from _workload_run_checks(d, rows, svid_of, context_of)
+    yield from _authority_checks_of(d)
+
+
+def _authority_checks_of(d: Deployment) -> Iterator[CheckResult]:
+    """The authority checks, judged from one authorities report (the same facts
+    ``deploy authorities`` prints); the first check carries the time the report took."""
+    start = time.monotonic()
+    try:
+        report = authorities_report(d)
+    except Exception as err:  # a check never crashes the report
+        yield CheckResult("authorities", "the authorities report could be gathered", False,
+                          f"{type(err).__name__}: {err}")  # fmt: skip
+        return
+    seconds = round(time.monotonic() - start, 3)
+    for i, result in enumerate(authority_checks(report, d.topology)):
+        yield replace(result, seconds=seconds) if i == 0 else result
 
 
 def _workload_run_checks(

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio  # ASYNC
 import contextlib
-import time
 from typing import Any
 
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 
 from ._async_client import AsyncWorkloadApiClient
 from ._async_watch import AsyncWatcher
-from ._base import ErrorCallback, audiences, report, subject_string
+from ._base import ErrorCallback, audiences, report
 from ._convert import X509Context
 from ._endpoint import WorkloadEndpoint
 from ._errors import WorkloadApiError
@@ -34,7 +33,6 @@ from ._source_core import (
     BundleGetters,
     BundlesSnapshot,
     JwtBundleGetters,
-    JwtSvidCache,
     SourceState,
     X509Getters,
     X509Snapshot,
@@ -229,7 +227,7 @@ class AsyncX509Source(X509Getters, _Source):
 
 
 class AsyncJwtSource(JwtBundleGetters, _Source):
-    """JWT bundles (own and federated) kept current, and cached JWT-SVIDs on demand."""
+    """JWT bundles (own and federated) kept current, and JWT-SVIDs on demand."""
 
     def __init__(
         self,
@@ -240,7 +238,6 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
         on_error: ErrorCallback | None = None,
     ) -> None:
         super().__init__(client, endpoint, on_error, first_update_timeout)
-        self._cache = JwtSvidCache()
         self._bundles = self._state = SourceState[BundlesSnapshot](
             "AsyncJwtSource", self.endpoint, ["jwt"]
         )
@@ -262,17 +259,15 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
         *extra_audiences: str,
         subject: SpiffeId | str | None = None,
     ) -> JwtSvid:
-        """A JWT-SVID for the audiences, from the cache while it has more than half its
-        lifetime left, else freshly from the agent."""
+        """A JWT-SVID for the audiences, asked of the agent on every call (as go-spiffe's
+        JWTSource does). The agent caches JWT-SVIDs itself, and it is the one cache that
+        sees a signing key tainted: it drops what that key signed, so a forced rotation
+        can revoke the key once every agent re-signed. A cache here could not see a
+        taint (the Workload API's JWKS carry no such flag) and would keep handing out a
+        token of the revoked key, refused everywhere, for up to half its lifetime."""
         self._bundles.current()  # raises if closed or not started
         auds = audiences(audience, extra_audiences)
-        key = self._cache.key(auds, subject_string(subject))
-        svid = self._cache.get(key)
-        if svid is None:
-            fetched_at = time.time()
-            svid = await self._client.fetch_jwt_svid(*auds, subject=subject)
-            self._cache.put(key, svid, fetched_at)
-        return svid
+        return await self._client.fetch_jwt_svid(*auds, subject=subject)
 
     if True:  # ASYNC
 
@@ -284,8 +279,7 @@ class AsyncJwtSource(JwtBundleGetters, _Source):
             return await self.start()
 
     async def close(self) -> None:
-        """Stop watching and forget cached JWT-SVIDs (they are bearer credentials). Idempotent."""
-        self._cache.clear()
+        """Stop watching. Idempotent."""
         await super().close()
 
 

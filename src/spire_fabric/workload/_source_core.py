@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -17,7 +16,6 @@ from typing import Any, Generic, TypeVar
 from spire_fabric.identity import (
     BundleSet,
     JwtBundle,
-    JwtSvid,
     TrustDomain,
     X509Bundle,
     X509Svid,
@@ -301,49 +299,6 @@ class BundleGetters(JwtBundleGetters):
 
     def get_x509_bundle_set(self) -> BundleSet[X509Bundle]:
         return BundleSet(self._bundles.current().x509.values())
-
-
-# -- JWT-SVID cache -----------------------------------------------------------------------
-
-CacheKey = tuple[tuple[str, ...], str]
-
-
-class JwtSvidCache:
-    """JWT-SVIDs per (audiences, subject), reused until half their lifetime has passed.
-
-    Half-life is when SPIRE's agent itself renews them (rotationutil.shouldRotateJWT), so a
-    token handed out by the cache always has at least half its lifetime left.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[CacheKey, tuple[JwtSvid, float]] = {}
-
-    @staticmethod
-    def key(audiences: tuple[str, ...], subject: str) -> CacheKey:
-        return tuple(sorted(audiences)), subject
-
-    def get(self, key: CacheKey, now: float | None = None) -> JwtSvid | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        svid, refresh_at = entry
-        return svid if (time.time() if now is None else now) < refresh_at else None
-
-    def put(self, key: CacheKey, svid: JwtSvid, fetched_at: float) -> None:
-        expiry = svid.expiry.timestamp()
-        iat = svid.claims.get("iat")
-        issued = float(iat) if isinstance(iat, (int, float)) and iat <= fetched_at else fetched_at
-        refresh_at = issued + (expiry - issued) / 2
-        with self._lock:
-            now = time.time()
-            for k in [k for k, (s, _) in self._entries.items() if s.expiry.timestamp() <= now]:
-                del self._entries[k]
-            self._entries[key] = (svid, refresh_at)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 def client_or_endpoint(

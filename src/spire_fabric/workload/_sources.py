@@ -17,14 +17,13 @@ managers; the blocking ones by their constructor.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 
 from ._client import WorkloadApiClient
 from ._watch import Watcher
-from ._base import ErrorCallback, audiences, report, subject_string
+from ._base import ErrorCallback, audiences, report
 from ._convert import X509Context
 from ._endpoint import WorkloadEndpoint
 from ._errors import WorkloadApiError
@@ -34,7 +33,6 @@ from ._source_core import (
     BundleGetters,
     BundlesSnapshot,
     JwtBundleGetters,
-    JwtSvidCache,
     SourceState,
     X509Getters,
     X509Snapshot,
@@ -170,7 +168,7 @@ class X509Source(X509Getters, _Source):
 
 
 class JwtSource(JwtBundleGetters, _Source):
-    """JWT bundles (own and federated) kept current, and cached JWT-SVIDs on demand."""
+    """JWT bundles (own and federated) kept current, and JWT-SVIDs on demand."""
 
     def __init__(
         self,
@@ -181,7 +179,6 @@ class JwtSource(JwtBundleGetters, _Source):
         on_error: ErrorCallback | None = None,
     ) -> None:
         super().__init__(client, endpoint, on_error, first_update_timeout)
-        self._cache = JwtSvidCache()
         self._bundles = self._state = SourceState[BundlesSnapshot](
             "JwtSource", self.endpoint, ["jwt"]
         )
@@ -200,21 +197,18 @@ class JwtSource(JwtBundleGetters, _Source):
         *extra_audiences: str,
         subject: SpiffeId | str | None = None,
     ) -> JwtSvid:
-        """A JWT-SVID for the audiences, from the cache while it has more than half its
-        lifetime left, else freshly from the agent."""
+        """A JWT-SVID for the audiences, asked of the agent on every call (as go-spiffe's
+        JWTSource does). The agent caches JWT-SVIDs itself, and it is the one cache that
+        sees a signing key tainted: it drops what that key signed, so a forced rotation
+        can revoke the key once every agent re-signed. A cache here could not see a
+        taint (the Workload API's JWKS carry no such flag) and would keep handing out a
+        token of the revoked key, refused everywhere, for up to half its lifetime."""
         self._bundles.current()  # raises if closed or not started
         auds = audiences(audience, extra_audiences)
-        key = self._cache.key(auds, subject_string(subject))
-        svid = self._cache.get(key)
-        if svid is None:
-            fetched_at = time.time()
-            svid = self._client.fetch_jwt_svid(*auds, subject=subject)
-            self._cache.put(key, svid, fetched_at)
-        return svid
+        return self._client.fetch_jwt_svid(*auds, subject=subject)
 
     def close(self) -> None:
-        """Stop watching and forget cached JWT-SVIDs (they are bearer credentials). Idempotent."""
-        self._cache.clear()
+        """Stop watching. Idempotent."""
         super().close()
 
 

@@ -174,29 +174,41 @@ def test_bundle_source_has_federated_x509_and_jwt_bundles(
         assert td_b in x509.get_bundle_set()
 
 
-def test_jwt_source_caches_token_until_half_life_then_refreshes(
+def test_jwt_source_serves_no_token_of_a_tainted_key_once_the_agent_dropped_it(
     spire_server_factory, spire_agent_factory
 ) -> None:
+    """JwtSource asks the agent on every call: the agent drops the JWT-SVIDs a tainted key
+    signed, and the source follows at once (a cache of its own would keep serving the
+    tainted key's token, refused everywhere once the key is revoked)."""
+    from spire_fabric.verify._authorities import jwt_key_id
+
     server = spire_server_factory("example.org")
     agent = spire_agent_factory(server)
-    ttl = 12
     server.create_entry(
         "spiffe://example.org/jwt",
         parent_id=agent.spiffe_id,
         selectors=[current_uid_selector()],
-        jwt_svid_ttl=ttl,
     )
     wait_for_identity(agent)
     with JwtSource(endpoint=agent.endpoint) as source:
         first = source.fetch_jwt_svid("svc-a")
-        assert source.fetch_jwt_svid("svc-a") is first  # fresh: served from the cache
-        assert source.fetch_jwt_svid("svc-b") is not first  # other audience, other entry
-        # The token verifies with the source's own JWT bundles.
+        assert source.fetch_jwt_svid("svc-a").token == first.token  # the agent's cache
         parse_and_validate_jwt_svid(first.token, source, ["svc-a"])
-        issued = float(first.claims["iat"])
-        # Past 60% of the lifetime: our cache refreshes (50%) and so has the agent (<=55%).
-        time.sleep(max(0.0, issued + 0.6 * ttl - time.time()))
+        old = jwt_key_id(first.token)
+        server.cli("localauthority", "jwt", "prepare")
+        server.cli("localauthority", "jwt", "activate", "-authorityID",
+                   _prepared_jwt_authority(server))  # fmt: skip
+        server.cli("localauthority", "jwt", "taint", "-authorityID", old)
+        deadline = time.monotonic() + 30
+        while jwt_key_id(source.fetch_jwt_svid("svc-a").token) == old:
+            assert time.monotonic() < deadline, "the tainted key's token is still served"
+            time.sleep(0.5)
         second = source.fetch_jwt_svid("svc-a")
+    assert jwt_key_id(second.token) != old
 
-    assert second.token != first.token
-    assert second.expiry > first.expiry
+
+def _prepared_jwt_authority(server) -> str:  # type: ignore[no-untyped-def]
+    import json
+
+    out = server.cli("localauthority", "jwt", "show", "-output", "json").stdout
+    return str(json.loads(out)["prepared"]["authority_id"])

@@ -170,3 +170,16 @@ def test_telemetry_parser_reads_spire_lines() -> None:
     assert samples[0].label("version") == "1_13_3"
     assert value_of(samples, "spire_server_server_ca_sign_x509_svid") == 5
     assert value_of(samples, "missing") is None
+
+
+def test_authorities_page_shows_verifys_authority_checks_red_when_nothing_is_known(
+    client: TestClient,
+) -> None:
+    # the stand-in reports no active authority and serves no SVID: every server's checks
+    # must be there and red (never green for want of facts)
+    page = client.get("/authorities").text
+    for server in ("spire-upstream-server", "spire-downstream-server"):
+        for what in ("expiry", "svids"):
+            assert f'data-check="authority-{what}:{server}" data-ok="false"' in page
+    assert "no active X.509 authority" in page
+    assert "spire-downstream-server&#39;s copy of enterprise-root.org" in page

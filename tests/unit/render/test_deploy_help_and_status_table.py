@@ -10,8 +10,9 @@ import pytest
 from rich.console import Console
 
 from spire_fabric.deploy.cli import build_parser
-from spire_fabric.deploy.status import status_table
+from spire_fabric.deploy.status import authority_lines, status_table
 from spire_fabric.runtime.deployment import ComponentHealth
+from spire_fabric.verify import AuthoritiesReport, AuthorityRow, ServerAuthorities
 
 
 def _subcommands() -> dict[str, tuple[str, argparse.ArgumentParser]]:
@@ -129,4 +130,42 @@ def test_status_of_a_local_deployment_shows_pids_in_the_same_layout() -> None:
         ["supervisor", "supervisor", "4242"],
         ["server", "spire-upstream-server", "4243"],
         ["agent", "downstream-agent-1", "-"],
+    ]
+
+
+def _authorities_report() -> AuthoritiesReport:
+    def row(
+        kind: str, slot: str, aid: str, hours: float, tainted: bool = False, in_bundle: bool = True
+    ) -> AuthorityRow:
+        expires = int(NOW + hours * 3600)
+        return AuthorityRow(kind, slot, aid, expires, "", in_bundle, tainted, None, 0)  # type: ignore[arg-type]
+
+    return AuthoritiesReport("enterprise", "kubernetes", (
+        ServerAuthorities("spire-upstream-server", "enterprise-root.org", authorities=(
+            row("x509", "active", "a1b2c3d4e5f60718293a", 40.0),
+            row("jwt", "active", "JwtKeyUp1", 30.0),
+        )),
+        ServerAuthorities("spire-downstream-server", "downstream.example.org", authorities=(
+            row("x509", "active", "ffeeddccbbaa99887766", 20.0),
+            row("jwt", "active", "JwtKeyDown2", 18.0),
+            row("jwt", "old", "JwtKeyDown1", 2.0, tainted=True),
+            row("x509", "prepared", "0011", 24.0),
+            row("x509", "old", "0010", 4.0, in_bundle=False),
+        )),
+        ServerAuthorities("spire-other-server", "other.org", error="connection refused"),
+    ))  # fmt: skip
+
+
+def test_status_shows_one_authority_line_per_server() -> None:
+    console = Console(width=200, record=True, force_terminal=False, color_system=None)
+    for line in authority_lines(_authorities_report(), now=NOW):
+        console.print(line)
+    lines = console.export_text().splitlines()
+    assert lines == [
+        "authorities (details: deploy authorities; checks: deploy verify)",
+        "  spire-upstream-server: X.509 a1b2c3d4e5f60718 expires in 40.0h; JWT JwtKeyUp1 expires "
+        "in 30.0h; no prepared, old or tainted authority",
+        "  spire-downstream-server: X.509 ffeeddccbbaa9988 expires in 20.0h; JWT JwtKeyDown2 "
+        "expires in 18.0h; old JWT tainted, prepared X.509, old X.509 (revoked)",
+        "  spire-other-server: could not be asked: connection refused",
     ]

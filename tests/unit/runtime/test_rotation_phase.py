@@ -7,10 +7,19 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from spire_fabric.runtime.core.rotation import RotationRefused, _Run, phase
+from spire_fabric.identity import TrustDomain
+from spire_fabric.runtime.core.rotation import (
+    RotationRefused,
+    _Run,
+    _signed_by,
+    _workload_views,
+    phase,
+)
 from spire_fabric.runtime.deployment import no_report
 from spire_fabric.server import AuthorityState, AuthorityStates, Bundle, JwtAuthority
 from spire_fabric.topology import preset
+from spire_fabric.verify import AuthoritiesReport, ServerAuthorities
+from spire_fabric.verify._authorities import AgentSvidSource
 
 KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
 
@@ -55,3 +64,48 @@ def test_a_wait_that_never_clears_is_refused_naming_what_is_missing() -> None:
 def test_a_forced_wait_goes_on_and_says_so() -> None:
     assert _run(force=True).wait(lambda: "peer x lacks b", "w") == "forced: peer x lacks b"
     assert _run(force=False).wait(lambda: "", "every holder has b") == "every holder has b"
+
+
+def _x509_run(monkeypatch: pytest.MonkeyPatch, *agents: AgentSvidSource) -> _Run:
+    from spire_fabric.runtime.core import rotation
+
+    section = ServerAuthorities("spire-server", "example.org", agents=agents)
+    report = AuthoritiesReport("basic", "kubernetes", (section,))
+    monkeypatch.setattr(rotation, "authorities_report", lambda d, names: report)
+    return _Run(None, preset("basic").server("spire-server"), "x509", False, 0.3, no_report)  # type: ignore[arg-type]
+
+
+def test_an_agent_whose_svid_cannot_be_read_is_not_taken_for_renewed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Kubernetes the agent keeps its SVID in its pod: the report names no authority
+    for it, and the rotation must not read that as "nothing chains to the old one"."""
+    unread = AgentSvidSource("spire-agent", "spiffe://example.org/a", "1", 0, "",
+                             "the kubernetes target gives no SVID of it")  # fmt: skip
+    assert _signed_by(_x509_run(monkeypatch, unread), "old") == (
+        "agent spire-agent (the kubernetes target gives no SVID of it)")  # fmt: skip
+    renewed = AgentSvidSource("spire-agent", "spiffe://example.org/a", "2", 0, "new")
+    stranger = AgentSvidSource("", "spiffe://example.org/x", "3", 0, "", "not named")
+    assert _signed_by(_x509_run(monkeypatch, renewed, stranger), "old") == ""
+
+
+def test_a_peer_agent_serving_a_federating_workload_is_a_holder() -> None:
+    """Before activation the peer's agents must hold the new key too: their workloads
+    verify cross-domain calls with the copy their agent syncs, not the peer server's."""
+    from spire_fabric.identity import BundleSet
+
+    asked: list[str] = []
+
+    class Views:
+        topology = preset("enterprise")
+
+        def jwt_bundles(self, workload: str) -> BundleSet:  # type: ignore[type-arg]
+            asked.append(workload)
+            return BundleSet(())
+
+    views = _workload_views(Views(), TrustDomain("enterprise-root.org"), "jwt")  # type: ignore[arg-type]
+    assert [name for name, _ in views] == [
+        "agent upstream-agent", "agent downstream-agent-1", "agent downstream-agent-2",
+        "agent downstream-agent-3",
+    ]  # fmt: skip
+    assert asked == ["upstream-client", "enterprise-api", "data-processor", "security-gateway"]

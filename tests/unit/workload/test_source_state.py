@@ -4,12 +4,11 @@ listeners fire on change only, health follows the streams."""
 from __future__ import annotations
 
 import threading
-import time
 from types import MappingProxyType
 
 import pytest
 
-from spire_fabric.identity import JwtSvid, SpiffeId, TrustDomain, X509Bundle, X509Svid
+from spire_fabric.identity import TrustDomain, X509Bundle, X509Svid
 from spire_fabric.workload import (
     NoIdentityIssuedError,
     NoMatchingSvidError,
@@ -21,7 +20,7 @@ from spire_fabric.workload import (
     pick_by_id,
     pick_first,
 )
-from spire_fabric.workload._source_core import JwtSvidCache, SourceState, x509_builder
+from spire_fabric.workload._source_core import SourceState, x509_builder
 
 from ._svids import make_ca, make_svid
 
@@ -112,26 +111,3 @@ def test_pickers_choose_by_hint_and_id_and_say_what_was_offered() -> None:
     assert pick_by_id("spiffe://a.org/b")([a, b]) is b
     with pytest.raises(NoMatchingSvidError, match=r"spiffe://a\.org/a \(hint 'external'\)"):
         pick_by_hint("missing")([a, b])
-
-
-def _jwt(iat: float, exp: float) -> JwtSvid:
-    from datetime import datetime, timezone
-
-    return JwtSvid(
-        token="t",
-        spiffe_id=SpiffeId.parse("spiffe://a.org/w"),
-        audience=("x",),
-        expiry=datetime.fromtimestamp(exp, tz=timezone.utc),
-        claims={"iat": iat, "exp": exp},
-    )
-
-
-def test_jwt_cache_serves_until_half_life_then_asks_again() -> None:
-    cache, now = JwtSvidCache(), time.time()
-    key = cache.key(("b", "a"), "")
-    assert key == cache.key(("a", "b"), "")  # audience order does not matter
-    svid = _jwt(now, now + 100)
-    cache.put(key, svid, now)
-    assert cache.get(key, now + 49) is svid
-    assert cache.get(key, now + 51) is None
-    assert cache.get(cache.key(("a",), ""), now) is None

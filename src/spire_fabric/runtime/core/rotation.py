@@ -6,8 +6,14 @@ chains to breaks that SVID. So the order is SPIRE's own (LocalAuthority API):
 
 1. prepare a new authority (it joins the bundle, it does not sign);
 2. wait until every holder has it: each agent of the trust domain (its bundle, as its
-   workloads get it from the Workload API) and each federated peer (its copy, asked for
-   with ``RefreshBundle`` first so nobody waits for the refresh hint);
+   workloads get it from the Workload API), each federated peer (its copy, asked for
+   with ``RefreshBundle`` first so nobody waits for the refresh hint) and each of the
+   peer's agents that serves a workload federating with the trust domain (the copy as
+   that workload gets it). On Kubernetes a spire-controller-manager owns the peer's
+   federation relationship (a ClusterFederatedTrustDomain), but it never writes the
+   bundle: it creates and updates the relationship's endpoint and profile only (its
+   ``FederationRelationship.Equal`` ignores the bundle, and our resources carry no
+   ``trustDomainBundle``), so the peer's copy is SPIRE's own refresh on every target;
 3. activate it (it signs from now on);
 4. taint the old one (agents renew every SVID it signed, at once);
 5. wait until no agent SVID and no workload SVID chains to the old one (as
@@ -237,6 +243,13 @@ def _prepare(run: _Run) -> str:
 
 
 def _activate(run: _Run, new_id: str) -> str:
+    if run.kind == "jwt":
+        # An agent drops the JWT-SVIDs it caches when it sees their key tainted, and only
+        # then (it syncs every few seconds; a key revoked before it saw the taint is never
+        # seen tainted, and what it cached stays served until it expires). A JWT-SVID for
+        # the report's probe audience fetched now, signed by the key still active, is what
+        # shows each agent did: "wait for renewals" waits until it comes back re-signed.
+        _signed_by(run, "")
     with run.api() as api:
         api.activate_authority(new_id, run.kind, timeout=10)
     return f"{new_id} signs"
@@ -274,8 +287,14 @@ def _signed_by(run: _Run, authority_id: str) -> str:
     section = authorities_report(run.d, [run.server.name]).server(run.server.name)
     if section.error:
         return f"{run.server.name} could not be asked: {section.error}"
-    pending = [f"agent {a.agent or a.spiffe_id}" for a in section.agents
-               if a.authority_id == authority_id or "renewing" in a.detail]  # fmt: skip
+    pending = []
+    for a in section.agents if run.kind == "x509" else ():  # agents hold no JWT-SVID
+        if a.authority_id == authority_id or "renewing" in a.detail:
+            pending.append(f"agent {a.agent or a.spiffe_id}")
+        elif a.agent and not a.authority_id:
+            # an SVID the target cannot read is not one that is known to be renewed
+            # (on Kubernetes the agent keeps it in its pod): refused unless --force
+            pending.append(f"agent {a.agent} ({a.detail})")
     for w in section.workloads:
         if w.detail:
             pending.append(f"workload {w.workload} ({w.detail})")
@@ -314,15 +333,20 @@ def _holders_missing(run: _Run, wanted: set[str], gone: str = "") -> str:
 def _workload_views(
     d: Deployment, td: TrustDomain, kind: Kind
 ) -> list[tuple[str, set[str] | str]]:
-    """Per agent of the trust domain that serves a workload: the authority IDs of ``td``'s
-    bundle as its workload gets it (a str: why it could not be read)."""
+    """Per agent that serves a workload ``td``'s bundle: the authority IDs of that bundle
+    as its workload gets it (a str: why it could not be read). That is every agent of the
+    trust domain, and every agent of a federated peer that serves a workload federating
+    with ``td``: a peer server holding the new key is not enough, its workloads verify
+    with the copy their agent syncs from it (every few seconds), so a key activated before
+    that copy arrives fails cross-domain calls for those seconds."""
     t = d.topology
-    servers = {s.name for s in t.servers_of(td)}
+    own = {s.name for s in t.servers_of(td)}
     nested = {s.name for s in t.servers if isinstance(s.upstream_authority, SpireUpstreamAuthority)}
     seen: dict[str, set[str] | str] = {}
     for w in t.workloads:
         agent = t.agent(w.agent)
-        if agent.server not in servers or w.name in nested or f"agent {agent.name}" in seen:
+        holds = agent.server in own or td in w.federates_with
+        if not holds or w.name in nested or f"agent {agent.name}" in seen:
             continue
         try:
             if kind == "x509":

@@ -1,0 +1,3 @@
+"""What the key-compromise drill needs on both targets (issue 22 item 4): continuous traffic
+through the enterprise preset's workloads (:mod:`drill.load`) and a go-spiffe peer that
+says whether it accepts an SVID (:mod:`drill.gospiffe`)."""
