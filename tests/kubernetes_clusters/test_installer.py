@@ -771,6 +771,7 @@ def test_key_compromise_drill_under_load_fails_no_request(
         first_cycle = last_cycle(workload_log(d, PROCESSOR))
         started = time.monotonic()
         steps: list[dict[str, Any]] = []
+        stopped_by: BaseException | None = None  # reported with the counts, then raised
         try:
             for step in DRILL:
                 t0 = time.monotonic()
@@ -783,6 +784,8 @@ def test_key_compromise_drill_under_load_fails_no_request(
                 print(f"drill: rotate {steps[-1]['rotate']}: {steps[-1]['seconds']}s "
                       f"{steps[-1]['steps']}", flush=True)  # fmt: skip
                 assert "forced" not in steps[-1]["outcomes"].values(), steps[-1]
+        except AssertionError as err:
+            stopped_by = err
         finally:
             report = load.stop()
         drill_seconds = time.monotonic() - started
@@ -790,10 +793,13 @@ def test_key_compromise_drill_under_load_fails_no_request(
         summary = {"target": "kubernetes", "load_warmup_s": round(warmup_seconds, 1),
                    "drill_seconds": round(drill_seconds, 1), "rotations": steps,
                    "load": report.to_json(),
-                   "processor_cycles": {"all": cycles, "failed": failed_cycles}}  # fmt: skip
+                   "processor_cycles": {"all": cycles, "failed": failed_cycles},
+                   "stopped_by": str(stopped_by)[-3000:] if stopped_by else None}  # fmt: skip
         DRILL_REPORT.write_text(json.dumps(summary, indent=2))
         print(f"drill on kubernetes: {drill_seconds:.1f}s for {len(DRILL)} rotations; load: "
               f"{report.summary()}; data-processor cycles {cycles}, failed {failed_cycles}")
+        if stopped_by is not None:
+            raise stopped_by
 
         # 0 failed requests, out of enough for that to mean something
         assert report.failures == 0, report.reasons()
