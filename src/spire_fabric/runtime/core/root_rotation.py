@@ -288,10 +288,6 @@ def _switch(run: _Run, ca: SigningCa, signer: str) -> str:
         time.sleep(3.0)
     with run.api() as api:
         api.activate_authority(prepared.authority_id, "x509", timeout=10)
-    # What the deployment caches to reach its servers predates this chain (on Kubernetes an
-    # admin SVID and the bundle minted with it: they would refuse the server's SVID once it
-    # is re-issued under the new root). close() drops it; the next call mints anew.
-    d.close()
     return f"{prepared.authority_id} (signed by {signer}) signs, after {attempts} prepare(s)"
 
 
