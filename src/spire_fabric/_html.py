@@ -570,6 +570,8 @@ def authorities(rep: Any) -> Html:
                   badge(False, "tainted") if u.root_tainted else "no") for u in s.upstream],
                 "upstream authority",
             ))  # fmt: skip
+        if s.leaked_intermediate is not None:
+            parts.append(fields([("if leaked", s.leaked_intermediate.text)], "leaked key"))
         parts.append(table(
             ("agent", "SPIFFE ID", "serial", "SVID expires", "authority", "detail"),
             [(a.agent or "-", tag("code", a.spiffe_id), a.serial_number,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -471,3 +472,39 @@ def present_x509(d: Deployment, svid: X509Svid, bundles: Any, target: str,
     except (OSError, http.client.HTTPException) as err:
         return _reason(err)
     return f"HTTP {status}"
+
+
+# -------------------------------------------------------------- the real data-processor
+
+_CYCLE = re.compile(r"event=cycle cycle=(\d+) outcome=(\S+)(.*)")
+
+
+def workload_log(d: Deployment, workload: str) -> str:
+    """The running workload's log as its target keeps it: locally its log file under the
+    state directory, on Kubernetes its container's log in its running pod (through the
+    API server, as ``kubectl logs``)."""
+    if d.target == "local":
+        path = d.ctx.log_path(f"workload:{workload}")  # type: ignore[attr-defined]
+        return str(path.read_text(errors="replace")) if path.exists() else ""
+    from spire_fabric.render.kubernetes import selector_labels
+    from spire_fabric.runtime.kubernetes._pods import running_pod
+
+    k = d.topology.workload(workload).kubernetes
+    assert k is not None
+    conn = d.clusters[d.access.workload_cluster(workload)]  # type: ignore[attr-defined]
+    pod = running_pod(conn, k.namespace, selector_labels(workload, "workload"))
+    return str(conn.core.read_namespaced_pod_log(pod, k.namespace, container=workload))
+
+
+def processor_cycles(log: str, after: int = 0) -> tuple[int, list[str]]:
+    """data-processor's cycles numbered above ``after`` in its log: how many, and the
+    failed ones (each with the error it logged). Each cycle is its own requests to
+    enterprise-api (``GET /records``, and ``POST /results`` with a JWT-SVID when it found
+    new records); a cycle fails at its first refused request."""
+    cycles = [m for m in _CYCLE.finditer(log) if int(m.group(1)) > after]
+    return len(cycles), [f"cycle {m.group(1)}{m.group(3)}" for m in cycles if m.group(2) != "ok"]
+
+
+def last_cycle(log: str) -> int:
+    """The number of data-processor's last logged cycle (0: none yet)."""
+    return max((int(m.group(1)) for m in _CYCLE.finditer(log)), default=0)

@@ -22,10 +22,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 
 import pytest
-from drill.gospiffe import GoSpiffePeer
 from drill.load import (
     API,
     GATEWAY,
@@ -35,26 +33,14 @@ from drill.load import (
     present_jwt,
     present_x509,
 )
+from drill.verdicts import VIEWS, keep, sdk_accepts_jwt, sdk_accepts_x509, view_peer
 
-from spire_fabric.identity import (
-    BundleSet,
-    JwtSvid,
-    SpiffeBundle,
-    TrustDomain,
-    X509Svid,
-    parse_and_validate_jwt_svid,
-    verify_x509_svid,
-)
-from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify._authorities import skid
 
 from .conftest import Deploy, free_port_base
 
 DOWNSTREAM, UPSTREAM = "spire-downstream-server", "spire-upstream-server"
-# Per trust domain, a workload whose view (own and federated bundles) the refusals use.
-VIEWS = {"downstream.example.org": PROCESSOR, "enterprise-root.org": UPSTREAM_CLIENT}
-
 STEPS: tuple[tuple[str, ...], ...] = (
     ("x509", "--server", DOWNSTREAM, "--revoke"),
     ("jwt", "--server", DOWNSTREAM, "--revoke"),
@@ -62,26 +48,6 @@ STEPS: tuple[tuple[str, ...], ...] = (
     ("jwt", "--server", UPSTREAM, "--revoke"),
     ("root", "--revoke"),
 )
-
-
-@dataclass(frozen=True)
-class Kept:
-    """Credentials taken before the drill, as an attacker with the leaked keys would hold
-    them: a JWT-SVID per trust domain (with the audience it is for) and an X.509-SVID per
-    trust domain."""
-
-    jwts: dict[str, tuple[JwtSvid, str]]
-    x509s: dict[str, X509Svid]
-
-
-def _keep(d: Deployment) -> Kept:
-    t = d.topology
-    api_id, gateway_id = (str(t.workload(w).spiffe_id) for w in (API, GATEWAY))
-    return Kept(
-        jwts={"downstream.example.org": (d.jwt_svid(PROCESSOR, api_id), api_id),
-              "enterprise-root.org": (d.jwt_svid(UPSTREAM_CLIENT, gateway_id), gateway_id)},
-        x509s={td: d.x509_context(w).default_svid for td, w in VIEWS.items()},
-    )  # fmt: skip
 
 
 def _authorities(deploy: Deploy) -> dict[str, dict[str, list[str]]]:
@@ -95,36 +61,6 @@ def _authorities(deploy: Deploy) -> dict[str, dict[str, list[str]]]:
                 out.setdefault(s["server"], {}).setdefault(a["kind"], []).append(
                     a["authority_id"])  # fmt: skip
     return out
-
-
-def _view_peer(d: Deployment, workload: str) -> tuple[GoSpiffePeer, BundleSet[SpiffeBundle]]:
-    """A go-spiffe peer holding exactly the bundles ``workload`` gets from its agent (own
-    and federated, X.509 and JWT), and the same bundles for our SDK."""
-    x509 = d.x509_context(workload).bundles
-    jwt = d.jwt_bundles(workload)
-    tds: set[TrustDomain] = set(x509) | {b.trust_domain for b in jwt}
-    bundles = BundleSet(
-        SpiffeBundle(td, x509[td].x509_authorities if td in x509 else (),
-                     dict(j.jwt_authorities) if (j := jwt.get(td)) else {})
-        for td in tds
-    )  # fmt: skip
-    return GoSpiffePeer({str(b.trust_domain): b.marshal() for b in bundles}), bundles
-
-
-def _sdk_accepts_jwt(bundles: BundleSet[SpiffeBundle], token: str, audience: str) -> str:
-    try:
-        parse_and_validate_jwt_svid(token, bundles, [audience])
-    except Exception as err:
-        return f"refused: {err}"
-    return "accepted"
-
-
-def _sdk_accepts_x509(bundles: BundleSet[SpiffeBundle], svid: X509Svid) -> str:
-    try:
-        verify_x509_svid(svid.cert_chain, bundles)
-    except Exception as err:
-        return f"refused: {err}"
-    return "accepted"
 
 
 def _run_steps(deploy: Deploy) -> list[tuple[str, float, list[tuple[str, float]]]]:
@@ -151,17 +87,17 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
         before = _authorities(deploy)
         old_root = d.root_ca()
         assert old_root is not None
-        kept = _keep(d)
+        kept = keep(d)
         # positive control: before the drill every verifier accepts what was kept
         for workload in VIEWS.values():
-            peer, bundles = _view_peer(d, workload)
+            peer, bundles = view_peer(d, workload)
             with peer:
                 for token, audience in kept.jwts.values():
                     assert peer.verify_jwt(token, audience).accepted
-                    assert _sdk_accepts_jwt(bundles, token.token, audience) == "accepted"
+                    assert sdk_accepts_jwt(bundles, token.token, audience) == "accepted"
                 for svid in kept.x509s.values():
                     assert peer.verify_x509(svid).accepted
-                    assert _sdk_accepts_x509(bundles, svid) == "accepted"
+                    assert sdk_accepts_x509(bundles, svid) == "accepted"
 
         processor_log = deploy.state_dir / "logs" / f"{PROCESSOR}.log"
         load = TrafficLoad(d)
@@ -214,28 +150,28 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
 
         # what was signed by the revoked JWT keys is refused by both trust domains' views
         # (our SDK and go-spiffe); fresh credentials are accepted by the same verifiers
-        fresh = _keep(d)
+        fresh = keep(d)
         for td, workload in VIEWS.items():
-            peer, bundles = _view_peer(d, workload)
+            peer, bundles = view_peer(d, workload)
             with peer:
                 for jwt_td, (token, audience) in kept.jwts.items():
                     new = fresh.jwts[jwt_td][0]
                     verdict = peer.verify_jwt(token, audience)
                     assert not verdict.accepted, (td, verdict)
                     assert "no JWT authority" in verdict.output, verdict.output
-                    sdk = _sdk_accepts_jwt(bundles, token.token, audience)
+                    sdk = sdk_accepts_jwt(bundles, token.token, audience)
                     assert sdk.startswith("refused") and "no JWT authority" in sdk, sdk
                     assert peer.verify_jwt(new, audience).accepted
-                    assert _sdk_accepts_jwt(bundles, new.token, audience) == "accepted"
+                    assert sdk_accepts_jwt(bundles, new.token, audience) == "accepted"
                 # the X.509-SVIDs minted under the revoked root, and fresh ones
                 for svid_td, svid in kept.x509s.items():
                     verdict = peer.verify_x509(svid)
                     assert not verdict.accepted, (td, svid_td, verdict)
                     assert "could not verify leaf certificate" in verdict.output, verdict.output
-                    assert _sdk_accepts_x509(bundles, svid).startswith("refused"), (td, svid_td)
+                    assert sdk_accepts_x509(bundles, svid).startswith("refused"), (td, svid_td)
                     new_svid = fresh.x509s[svid_td]
                     assert peer.verify_x509(new_svid).accepted, (td, svid_td)
-                    assert _sdk_accepts_x509(bundles, new_svid) == "accepted", (td, svid_td)
+                    assert sdk_accepts_x509(bundles, new_svid) == "accepted", (td, svid_td)
 
         # ... and by the running services of downstream.example.org that take JWT-SVIDs
         # (the gateway does not tell a caller why; the API names the missing key)
@@ -248,7 +184,7 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
             status, body = present_jwt(d, caller, target, fresh.jwts[td][0].token)
             assert status in (200, 201), (target, status, body)
         # the running API refuses the old root's SVID in the handshake, takes the new one
-        _, upstream_view = _view_peer(d, UPSTREAM_CLIENT)
+        _, upstream_view = view_peer(d, UPSTREAM_CLIENT)
         refused = present_x509(d, kept.x509s["enterprise-root.org"], upstream_view, API)
         assert not refused.startswith("HTTP"), refused
         accepted = present_x509(d, fresh.x509s["enterprise-root.org"], upstream_view, API)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -135,3 +136,27 @@ def test_a_leaked_intermediate_is_exposed_for_its_ttl_and_named_in_the_report() 
     assert "downstream.example.org identity" in exposure.text
     assert "rotate root --revoke" in exposure.text
     assert leak_exposure(preset("basic"), preset("basic").servers[0]) is None
+
+
+def test_the_local_target_places_a_signing_ca_where_the_rendered_config_reads_it(tmp_path):
+    from spire_fabric.render import render_server_config
+    from spire_fabric.runtime.ca_hierarchy import SigningCa
+    from spire_fabric.runtime.local import LocalDeployment, LocalSettings
+    from spire_fabric.runtime.local.bootstrap import UpError
+
+    d = LocalDeployment.create(ENTERPRISE, tmp_path / "state", LocalSettings())
+    d.ensure_ca()
+    placed = SigningCa(chain=b"chain\n", key=b"key\n", root=b"root\n")
+    d.place_signing_ca("spire-downstream-server", placed)
+    config = render_server_config(d.topology, "spire-downstream-server", d.paths)
+    for field, data, mode in (("cert_file_path", b"chain\n", 0o644),
+                              ("key_file_path", b"key\n", 0o600),
+                              ("bundle_file_path", b"root\n", 0o644)):  # fmt: skip
+        line = next(x for x in config.splitlines() if x.strip().startswith(field))
+        path = Path(line.split("=", 1)[1].strip().strip('"'))
+        assert path.read_bytes() == data, field
+        assert path.stat().st_mode & 0o777 == mode, field
+        assert path.parent == d.ca_directory  # the CA store's current files, as `up` wrote
+    basic = LocalDeployment.create(preset("basic"), tmp_path / "basic", LocalSettings())
+    with pytest.raises(UpError, match="spire-server reads no signing CA"):
+        basic.place_signing_ca("spire-server", placed)

@@ -75,15 +75,22 @@ def _x509_run(monkeypatch: pytest.MonkeyPatch, *agents: AgentSvidSource) -> _Run
     return _Run(None, preset("basic").server("spire-server"), "x509", False, 0.3, no_report)  # type: ignore[arg-type]
 
 
-def test_an_agent_whose_svid_cannot_be_read_is_not_taken_for_renewed(
+def test_an_agent_whose_svid_cannot_be_read_counts_as_renewed_only_with_a_new_serial(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On Kubernetes the agent keeps its SVID in its pod: the report names no authority
-    for it, and the rotation must not read that as "nothing chains to the old one"."""
+    for it, and the rotation must not read that as "nothing chains to the old one". What
+    the server reports instead (ListAgents' serial) tells a renewal since the taint."""
     unread = AgentSvidSource("spire-agent", "spiffe://example.org/a", "1", 0, "",
                              "the kubernetes target gives no SVID of it")  # fmt: skip
-    assert _signed_by(_x509_run(monkeypatch, unread), "old") == (
-        "agent spire-agent (the kubernetes target gives no SVID of it)")  # fmt: skip
+    run = _x509_run(monkeypatch, unread)
+    pending = ("agent spire-agent (the kubernetes target gives no SVID of it; "
+               "no new SVID since the taint)")
+    assert _signed_by(run, "old") == pending  # no taint in this run: nothing to compare
+    run.taint_serials = {"spiffe://example.org/a": "1"}
+    assert _signed_by(run, "old") == pending  # the serial the server reported at the taint
+    run.taint_serials = {"spiffe://example.org/a": "0"}
+    assert _signed_by(run, "old") == ""  # a new SVID since the taint: the active one signed it
     renewed = AgentSvidSource("spire-agent", "spiffe://example.org/a", "2", 0, "new")
     stranger = AgentSvidSource("", "spiffe://example.org/x", "3", 0, "", "not named")
     assert _signed_by(_x509_run(monkeypatch, renewed, stranger), "old") == ""

@@ -51,7 +51,14 @@ from functools import partial
 from cryptography import x509
 
 from spire_fabric.runtime.core.ca import CaStore, SigningCa
-from spire_fabric.runtime.core.rotation import RotationRefused, RotationStep, _holders_missing, _Run
+from spire_fabric.runtime.core.rotation import (
+    RotationRefused,
+    RotationStep,
+    _holders_missing,
+    _Run,
+    record_serials,
+    renewed_since_taint,
+)
 from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityState, AuthorityStates
 from spire_fabric.topology import DiskUpstreamAuthority, Server, Topology
@@ -310,6 +317,7 @@ def _taint(runs: dict[str, _Run], roots: _Roots) -> str:
     done = []
     for name, run in runs.items():
         if _bundle_roots(run).get(roots.old_id) is False:
+            record_serials(run)
             with run.api() as api:
                 api.taint_upstream_authority(roots.old_id, timeout=10)
             done.append(name)
@@ -329,6 +337,9 @@ def _not_on_active(runs: dict[str, _Run]) -> str:
         for a in section.agents:
             if "renewing" in a.detail or (a.authority_id and a.authority_id != aid):
                 pending.append(f"agent {a.agent or a.spiffe_id}")
+            elif a.agent and not a.authority_id and not renewed_since_taint(run, a):
+                # its SVID cannot be read here (Kubernetes), and no renewal since the taint
+                pending.append(f"agent {a.agent} ({a.detail}; no new SVID since the taint)")
         for w in section.workloads:
             if w.detail or w.x509_authority_id != aid:
                 pending.append(f"workload {w.workload}" + (f" ({w.detail})" if w.detail else ""))

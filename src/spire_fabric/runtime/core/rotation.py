@@ -42,7 +42,7 @@ from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityStates, Bundle, SpireServerClient
 from spire_fabric.topology import Server, SpireUpstreamAuthority, format_duration
 from spire_fabric.verify import authorities_report
-from spire_fabric.verify._authorities import skid
+from spire_fabric.verify._authorities import AgentSvidSource, skid
 
 __all__ = ["Phase", "RotationRefused", "RotationResult", "RotationStep", "phase", "rotate"]
 
@@ -92,6 +92,9 @@ class _Run:
     timeout: float
     report: StepReporter
     steps: list[RotationStep] = field(default_factory=list)
+    # each agent's SVID serial as the server reported it when this run tainted (None: this
+    # run did not taint); what tells a renewed agent where its SVID cannot be read
+    taint_serials: dict[str, str] | None = None
 
     def step(self, name: str, action: Callable[[], str]) -> None:
         start = time.monotonic()
@@ -256,6 +259,7 @@ def _activate(run: _Run, new_id: str) -> str:
 
 
 def _taint(run: _Run, old_id: str) -> str:
+    record_serials(run)
     with run.api() as api:
         api.taint_authority(old_id, run.kind, timeout=10)
     return f"{old_id} tainted"
@@ -291,16 +295,35 @@ def _signed_by(run: _Run, authority_id: str) -> str:
     for a in section.agents if run.kind == "x509" else ():  # agents hold no JWT-SVID
         if a.authority_id == authority_id or "renewing" in a.detail:
             pending.append(f"agent {a.agent or a.spiffe_id}")
-        elif a.agent and not a.authority_id:
-            # an SVID the target cannot read is not one that is known to be renewed
-            # (on Kubernetes the agent keeps it in its pod): refused unless --force
-            pending.append(f"agent {a.agent} ({a.detail})")
+        elif a.agent and not a.authority_id and not renewed_since_taint(run, a):
+            # an SVID the target cannot read (on Kubernetes the agent keeps it in its pod)
+            # and no renewal seen since the taint: not known to be renewed
+            pending.append(f"agent {a.agent} ({a.detail}; no new SVID since the taint)")
     for w in section.workloads:
         if w.detail:
             pending.append(f"workload {w.workload} ({w.detail})")
         elif authority_id in (w.x509_authority_id, w.jwt_key_id):
             pending.append(f"workload {w.workload}")
     return ", ".join(pending)
+
+
+def record_serials(run: _Run) -> None:
+    """Remember each agent's SVID serial as the server reports it (``ListAgents``), just
+    before a taint."""
+    with run.api() as api:
+        run.taint_serials = {str(a.id): a.x509svid_serial_number
+                             for a in api.list_agents(timeout=10)}  # fmt: skip
+
+
+def renewed_since_taint(run: _Run, agent: AgentSvidSource) -> bool:
+    """Whether the server reports a new SVID for ``agent`` since this run tainted: SPIRE
+    signs every SVID with the active authority, which is the new one by then, and a taint
+    makes agents whose SVID chains to the tainted authority renew at once. Without a taint
+    in this run (resumed) there is nothing to compare with: not known."""
+    if run.taint_serials is None:
+        return False
+    before = run.taint_serials.get(agent.spiffe_id)
+    return before is None or before != agent.serial_number
 
 
 def _holders_missing(run: _Run, wanted: set[str], gone: str = "") -> str:

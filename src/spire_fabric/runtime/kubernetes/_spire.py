@@ -28,6 +28,12 @@ SPIRE_SERVER_BIN = "/opt/spire/bin/spire-server"
 SERVER_CONTAINER = "spire-server"
 ADMIN_SVID_TTL = "1h"
 _RENEW_BEFORE_S = 300
+# The admin SVID and the roots it came with are minted again after this long: a root
+# rotation appends a new root, moves the server's own SVID under it and revokes the old
+# one within one long-running command (`rotate root`), and a client still trusting only
+# the roots of its first mint (or presenting an SVID of the revoked root) can no longer
+# reach the server. A mint is one exec; the rotation's waits ride out the seconds between.
+_REMINT_AFTER_S = 10
 PATHS = RenderPaths.kubernetes()
 
 
@@ -38,6 +44,7 @@ class ServerAccess:
     conn: ClusterApi
     server: Server
     _svid: X509Svid | None = None
+    _minted_at: float = 0.0
     _bundle: X509Bundle | None = None
     _forward: PortForward | None = None
     _pod: str = ""
@@ -82,10 +89,13 @@ class ServerAccess:
         """A fresh-enough admin SVID and a port-forward to the server's current pod."""
         with self._lock:
             now = time.time()
-            if self._svid is None or (
-                self._svid.leaf.not_valid_after_utc.timestamp() - now < _RENEW_BEFORE_S
+            if (
+                self._svid is None
+                or self._svid.leaf.not_valid_after_utc.timestamp() - now < _RENEW_BEFORE_S
+                or now - self._minted_at > _REMINT_AFTER_S
             ):
                 self._svid, self._bundle = self.mint_admin_svid()
+                self._minted_at = now
             pod = self.pod()
             if self._forward is None or pod != self._pod:
                 if self._forward is not None:
