@@ -92,13 +92,8 @@ def print_server(s: ServerAuthorities, console: Console) -> None:
         if p.equal:
             console.print(f"  peer {escape(p.peer)}: [green]its copy equals the bundle[/green]")
             continue
-        why = p.detail or "; ".join(
-            part for part in (
-                f"lacks {', '.join(p.missing)}" if p.missing else "",
-                f"still has {', '.join(p.extra)}" if p.extra else "",
-            ) if part
-        ) or "differs"  # fmt: skip
-        console.print(f"  peer {escape(p.peer)}: [red]its copy differs[/red]: {escape(why)}")
+        console.print(f"  peer {escape(p.peer)}: [red]its copy differs[/red]: "
+                      f"{escape(p.difference)}")  # fmt: skip
 
 
 def print_report(report: AuthoritiesReport, console: Console) -> None:

@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
@@ -24,7 +24,7 @@ from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
 from spire_fabric.deploy._output import StepPrinter
 from spire_fabric.runtime.core.root_rotation import RootRotationResult, rotate_root
 from spire_fabric.runtime.core.rotation import RotationRefused, RotationResult, rotate
-from spire_fabric.runtime.deployment import Deployment
+from spire_fabric.runtime.deployment import Deployment, StepReporter
 
 EXIT_REFUSED = 3
 
@@ -77,23 +77,37 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if args.output == "text":
             console.print(f"[bold]rotate[/bold] {args.kind} of {escape(args.server)} "
                           f"({deployment.name} on {deployment.target})")  # fmt: skip
-        try:
-            result = rotate(
-                deployment, args.server, args.kind, revoke=args.revoke, force=args.force,
-                timeout=args.wait,
-                report=StepPrinter(console) if args.output == "text" else _quiet,
-            )  # fmt: skip
-        except RotationRefused as err:
-            print(f"refused: {err}", file=sys.stderr)
-            return EXIT_REFUSED
+        return _report(args, console, started, lambda report: rotate(
+            deployment, args.server, args.kind, revoke=args.revoke, force=args.force,
+            timeout=args.wait, report=report))  # fmt: skip
+
+
+def _report(
+    args: argparse.Namespace,
+    console: Console,
+    started: float,
+    work: Callable[[StepReporter], RotationResult | RootRotationResult],
+) -> int:
+    """Run one rotation with its steps shown (text) or kept quiet (json), then say how it
+    ended: a refusal is exit 3 with its reason, a result its JSON or its last line."""
+    try:
+        result = work(StepPrinter(console) if args.output == "text" else _quiet)
+    except RotationRefused as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return EXIT_REFUSED
     if args.output == "json":
         print(result.to_json())
         return 0
     _notes(console, result)
-    console.print(f"{escape(result.new_authority_id)} is active; old "
-                  f"{escape(result.old_authority_id)}"
-                  f"{' revoked' if result.revoked else ''} "
-                  f"(rotated in {time.monotonic() - started:.1f}s)")  # fmt: skip
+    took = f"(rotated in {time.monotonic() - started:.1f}s)"
+    if isinstance(result, RootRotationResult):
+        console.print(f"root {escape(result.new_root)} (generation {result.generation}) is "
+                      f"current; old root {escape(result.old_root)} "
+                      f"{'revoked' if result.revoked else 'tainted'} {took}")  # fmt: skip
+    else:
+        console.print(f"{escape(result.new_authority_id)} is active; old "
+                      f"{escape(result.old_authority_id)}"
+                      f"{' revoked' if result.revoked else ''} {took}")  # fmt: skip
     return 0
 
 
@@ -109,20 +123,6 @@ def _root(
 ) -> int:
     if args.output == "text":
         console.print(f"[bold]rotate root[/bold] ({deployment.name} on {deployment.target})")
-    try:
-        result = rotate_root(
-            deployment, revoke=args.revoke, force=args.force, timeout=args.wait,
-            report=StepPrinter(console) if args.output == "text" else _quiet,
-        )  # fmt: skip
-    except RotationRefused as err:
-        print(f"refused: {err}", file=sys.stderr)
-        return EXIT_REFUSED
-    if args.output == "json":
-        print(result.to_json())
-        return 0
-    _notes(console, result)
-    console.print(f"root {escape(result.new_root)} (generation {result.generation}) is current; "
-                  f"old root {escape(result.old_root)} "
-                  f"{'revoked' if result.revoked else 'tainted'} "
-                  f"(rotated in {time.monotonic() - started:.1f}s)")  # fmt: skip
-    return 0
+    return _report(args, console, started, lambda report: rotate_root(
+        deployment, revoke=args.revoke, force=args.force, timeout=args.wait,
+        report=report))  # fmt: skip

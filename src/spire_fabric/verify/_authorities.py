@@ -150,6 +150,16 @@ class PeerCopy:
     extra: tuple[str, ...] = ()
     detail: str = ""
 
+    @property
+    def difference(self) -> str:
+        """How the copy differs, in words ("" when it is equal): what `authorities` prints
+        and verify's copy check says."""
+        if self.equal:
+            return ""
+        parts = [f"lacks {', '.join(self.missing)}" if self.missing else "",
+                 f"still has {', '.join(self.extra)}" if self.extra else ""]  # fmt: skip
+        return self.detail or "; ".join(p for p in parts if p) or "its keys differ"
+
 
 @dataclass(frozen=True)
 class LeakExposure:

@@ -289,12 +289,7 @@ def _copies(report: AuthoritiesReport, t: Topology) -> Iterator[CheckResult]:
             yield CheckResult(check_id, title, True, f"equals {owner.server}'s bundle "
                               f"(sequence {owner.bundle_sequence_number})")  # fmt: skip
         else:
-            why = copy.detail or "; ".join(
-                part for part in (
-                    f"lacks {', '.join(copy.missing)}" if copy.missing else "",
-                    f"still has {', '.join(copy.extra)}" if copy.extra else "",
-                ) if part
-            ) or "its keys differ"  # fmt: skip
+            why = copy.difference
             yield CheckResult(
                 check_id, title, False,
                 f"differs from {owner.server}'s bundle: {why}. {fed.server} refreshes it from "
