@@ -137,7 +137,7 @@ class ComponentHealth:
     """One row of `status`: a server, agent, workload or the target's own controller."""
 
     name: str
-    kind: str  # server | agent | workload | supervisor
+    kind: str  # server | agent | workload | sidecar | supervisor
     pid: int | None
     running: bool
     healthy: bool

@@ -324,6 +324,57 @@ class LocalRun:
     health: HealthProbe | None = None
 
 
+SidecarMode = Literal["server", "client", "files"]
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A process beside the workload's app that gives it SPIFFE identity without SPIFFE code
+    (a container in the same pod on Kubernetes, a supervised process locally).
+
+    ``server`` (ghostunnel): terminates SPIFFE mTLS on the workload's port (``run.port``
+    locally, ``kubernetes.service_port`` on Kubernetes) and forwards each admitted connection
+    to the app's plain ``app_port`` on 127.0.0.1. Callers are admitted only by
+    ``allow_ids`` (exact SPIFFE IDs) or ``allow_trust_domains`` (any ID of that trust
+    domain): nothing is allowed by default.
+
+    ``client`` (ghostunnel): a plain port ``listen_port`` on 127.0.0.1 for the app, dialling
+    workload ``target`` over SPIFFE mTLS and accepting only ``target``'s SPIFFE ID (plus
+    ``allow_ids`` / ``allow_trust_domains`` if given).
+
+    ``files`` (``python -m spire_fabric.helper``): the workload's SVID, key and bundle as
+    files in the workload's SVID directory (``{svid}`` in its run description: a
+    directory of its own locally, an emptyDir shared by the pod's containers on
+    Kubernetes), and a JWT-SVID per ``jwt_audiences`` entry; after each rotation
+    ``signal`` goes to the pid in ``pid_file`` (a path inside the SVID directory, which
+    the app may write).
+
+    ``status_port``: the sidecar's health on 127.0.0.1 (ghostunnel's ``/_status``, the
+    helper's ``/ready``), which ``status`` and the pod's probes read.
+    """
+
+    name: str
+    mode: SidecarMode
+    app_port: int | None = None
+    listen_port: int | None = None
+    target: str | None = None
+    allow_ids: tuple[str, ...] = ()
+    allow_trust_domains: tuple[TrustDomain, ...] = ()
+    signal: str | None = None
+    pid_file: str | None = None
+    jwt_audiences: tuple[str, ...] = ()
+    status_port: int | None = None
+
+    def __post_init__(self) -> None:
+        from spire_fabric.topology._trust_domains import topology_trust_domain
+
+        typed = tuple(
+            topology_trust_domain(td, f"sidecars[{self.name}].allow_trust_domains[{i}]")
+            for i, td in enumerate(self.allow_trust_domains)
+        )
+        object.__setattr__(self, "allow_trust_domains", typed)
+
+
 @dataclass(frozen=True)
 class Workload:
     """A registration entry and, when ``run`` is set, the process (locally) or pod
@@ -331,7 +382,8 @@ class Workload:
 
     ``selectors`` are "type:value" strings such as ``k8s:ns:payments`` or ``unix:uid:1000``;
     ``local_selectors``, when set, replace them on the local target where there is no
-    Kubernetes to produce ``k8s:*`` selectors.
+    Kubernetes to produce ``k8s:*`` selectors. ``sidecars`` run beside the app and wear the
+    workload's identity for it (see :class:`Sidecar`).
     """
 
     name: str
@@ -347,6 +399,7 @@ class Workload:
     downstream: bool = False
     run: LocalRun | None = None
     kubernetes: WorkloadKubernetes | None = None
+    sidecars: tuple[Sidecar, ...] = ()
 
     def __post_init__(self) -> None:
         from spire_fabric.topology._trust_domains import topology_trust_domain
@@ -455,6 +508,8 @@ class Images:
     agent: str = "ghcr.io/spiffe/spire-agent:1.13.3"
     controller_manager: str = "ghcr.io/spiffe/spire-controller-manager:0.6.3"
     workload: str = f"spire-fabric:{__version__}"
+    # server/client sidecars: ghostunnel built from its module (runtime.ghostunnel)
+    ghostunnel: str = "spire-fabric-ghostunnel:1.8.4"
     # spiffe-csi-driver 0.2.8 (2025-08) is the release of SPIRE 1.13's time and already has
     # -plugin-name (since 0.2.2); the registrar version is the one spiffe-csi's examples use.
     csi_driver: str = "ghcr.io/spiffe/spiffe-csi-driver:0.2.8"

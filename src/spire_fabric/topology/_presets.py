@@ -32,6 +32,7 @@ from spire_fabric.topology._model import (
     ServerKubernetes,
     ServerNodePorts,
     ServerPorts,
+    Sidecar,
     SpireUpstreamAuthority,
     Topology,
     WorkloadKubernetes,
@@ -100,6 +101,15 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
         health=HealthProbe("/records", caller="upstream-client", expect=("caller={spiffe_id}",)),
     ),
 }  # fmt: skip
+
+# nginx (Debian's) serving JSON, behind a server-mode ghostunnel sidecar: {listen} is then
+# the app's loopback port, and the probe goes through the sidecar as enterprise-api.
+_INVENTORY_RUN = LocalRun(
+    module=f"{_EXAMPLES}.inventory",
+    args=("--listen", "{listen}"),
+    port=30445,
+    health=HealthProbe("/items", caller="enterprise-api", expect=("service=inventory",)),
+)
 
 # The single workload of the smaller presets runs the API example as a plain service that
 # admits only itself, so `up` of every preset starts a real workload that verify can call.
@@ -218,7 +228,9 @@ def enterprise() -> Topology:
             kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
-    for i in (1, 2, 3):
+    # the fourth agent is inventory's: locally every process runs as one uid, so a program
+    # that cannot pick its SVID (ghostunnel takes the first) needs an agent of its own
+    for i in (1, 2, 3, 4):
         b.agent(
             f"downstream-agent-{i}",
             "spire-downstream-server",
@@ -258,6 +270,30 @@ def enterprise() -> Topology:
                 storage="64Mi" if name == "enterprise-api" else None,
             ),
         )
+    b.workload(
+        "inventory",
+        f"spiffe://{down_td}/ns/downstream-workloads/sa/inventory",
+        agent="downstream-agent-4",
+        selectors=["k8s:ns:downstream-workloads", "k8s:sa:inventory"],
+        dns_names=["inventory.downstream-workloads.svc"],
+        run=_INVENTORY_RUN,
+        kubernetes=WorkloadKubernetes(
+            namespace="downstream-workloads", service_account="inventory", service_port=8443
+        ),
+        sidecars=[
+            # nginx has no SPIFFE code: ghostunnel terminates mTLS and admits only these two
+            Sidecar(
+                "tls",
+                "server",
+                app_port=30446,
+                allow_ids=(
+                    f"spiffe://{down_td}/ns/downstream-workloads/sa/enterprise-api",
+                    f"spiffe://{down_td}/ns/downstream-workloads/sa/security-gateway",
+                ),
+                status_port=30447,
+            )
+        ],
+    )
     return b.build()
 
 

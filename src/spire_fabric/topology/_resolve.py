@@ -17,6 +17,7 @@ from spire_fabric.topology._model import (
     KeyManagerKind,
     NodeAttestor,
     Server,
+    Sidecar,
     Target,
     Topology,
     Workload,
@@ -158,17 +159,32 @@ def workload_callers(topology: Topology, workload: Workload) -> tuple[Workload, 
     topology learns where another one listens (each target fills in a different address),
     so the run descriptions already say who calls whom; a second list could only disagree
     with them. A ``{port:NAME}`` or ``{spiffe_id:NAME}`` alone does not make a caller (it
-    names an identity to expect or a number, not an address to dial)."""
+    names an identity to expect or a number, not an address to dial). Sidecars add the
+    same kind of facts: a client sidecar's ``target`` is dialled, and the workloads a
+    server sidecar's allow lists admit are its callers (so the network admits exactly who
+    the sidecar admits)."""
     return tuple(
         w
         for w in topology.workloads
         if w.name != workload.name
-        and any(
-            p.key == "url" and p.workload == workload.name
-            for t in _run_texts(w)
-            for p in placeholders(t)
+        and (
+            any(
+                p.key == "url" and p.workload == workload.name
+                for t in _run_texts(w)
+                for p in placeholders(t)
+            )
+            # a client sidecar's target is an address it dials, like a URL placeholder
+            or any(s.mode == "client" and s.target == workload.name for s in w.sidecars)
+            # a server sidecar's allow list names who may call: the network admits them too
+            or any(s.mode == "server" and _allowed(s, w) for s in workload.sidecars)
         )
     )
+
+
+def _allowed(sidecar: Sidecar, caller: Workload) -> bool:
+    td = caller.spiffe_id.removeprefix("spiffe://").split("/", 1)[0]
+    return caller.spiffe_id in sidecar.allow_ids or any(
+        str(t) == td for t in sidecar.allow_trust_domains)
 
 
 def controller_manager_enabled(topology: Topology, server: Server) -> bool:

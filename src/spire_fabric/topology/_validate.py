@@ -41,6 +41,7 @@ from spire_fabric.topology._resolve import (
     bundle_publisher_namespaces,
 )
 from spire_fabric.topology._validate_run import run_problems
+from spire_fabric.topology._validate_sidecars import sidecar_problems
 
 _PROFILES = ("https_spiffe", "https_web")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -64,6 +65,7 @@ def validate_topology(topology: Topology) -> Topology:
     v = _Validator(topology)
     v.run()
     v.problems += run_problems(topology)
+    v.problems += sidecar_problems(topology)
     if v.problems:
         raise TopologyError(v.problems)
     return topology

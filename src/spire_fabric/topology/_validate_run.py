@@ -74,8 +74,11 @@ def _placeholders(path: str, text: str, w: Workload, by_name: dict[str, Workload
         target = by_name.get(ph.workload) if ph.workload else w
         if target is None:
             out.append(Problem(path, f"{ph.text}: unknown workload {ph.workload!r}"))
-        elif ph.key == "files" and target is not w:
+        elif ph.key in ("files", "svid") and target is not w:
             out.append(Problem(path, f"{ph.text}: a workload reaches only its own files"))
+        elif ph.key == "svid" and not any(s.mode == "files" for s in w.sidecars):
+            out.append(Problem(path, f"{ph.text}: only a workload with a files-mode sidecar "
+                               "has an SVID directory"))
         elif ph.key in _NEEDS_PORT and (target.run is None or target.run.port is None):
             out.append(Problem(path, f"{ph.text}: workload {target.name!r} has no run.port to use"))
     return out

@@ -27,7 +27,9 @@ __all__ = [
 # ``files``: the directory of the workload's managed files (``Deployment.workload_file``):
 # locally <state>/workloads/<name>/files, on Kubernetes its ``<name>-files`` Secret, mounted
 # read-only. Only a workload's own ({files}, never {files:other}).
-PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files")
+# ``svid``: the directory a files-mode sidecar keeps the workload's SVID files in (and the
+# app may write its pid file to); only a workload's own, and only with a files sidecar.
+PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "svid")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 

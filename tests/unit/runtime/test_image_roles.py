@@ -25,8 +25,8 @@ def images_of(objects: list[dict[str, object]]) -> set[str]:
 
 
 def test_the_roles_are_every_image_field_and_mysql() -> None:
-    assert IMAGE_ROLES == ("server", "agent", "controller_manager", "workload", "csi_driver",
-                           "csi_registrar", "agent_init", "mysql")  # fmt: skip
+    assert IMAGE_ROLES == ("server", "agent", "controller_manager", "workload", "ghostunnel",
+                           "csi_driver", "csi_registrar", "agent_init", "mysql")  # fmt: skip
 
 
 def test_csi_and_init_images_are_overridden_by_digest() -> None:
@@ -44,6 +44,7 @@ def test_csi_and_init_images_are_overridden_by_digest() -> None:
 
 def test_an_unknown_role_is_refused_listing_the_roles() -> None:
     with pytest.raises(KubernetesTargetError, match=r"--image csi=…: unknown role \(one of "
-                       r"server, agent, controller_manager, workload, csi_driver, csi_registrar, "
+                       r"server, agent, controller_manager, workload, ghostunnel, csi_driver, "
+                       r"csi_registrar, "
                        r"agent_init, mysql\)"):  # fmt: skip
         adapt(preset("enterprise"), {}, KubernetesSettings(images={"csi": "x:1"}))

@@ -20,6 +20,7 @@ _TABLE: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "spire-controller-manager": (("20m", "32Mi", "32Mi"), ("500m", "256Mi", "128Mi")),
     "mysql": (("50m", "384Mi", "64Mi"), ("1", "1Gi", "512Mi")),
     "workload": (("20m", "48Mi", "32Mi"), ("500m", "256Mi", "256Mi")),
+    "sidecar": (("10m", "24Mi", "16Mi"), ("500m", "128Mi", "64Mi")),
     "identity-probe": (("10m", "32Mi", "16Mi"), ("200m", "128Mi", "64Mi")),
 }
 COMPONENTS = tuple(_TABLE)

@@ -13,6 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spire_fabric.render._paths import RenderPaths
+from spire_fabric.render._sidecars import (
+    SVID_SUBDIR,
+    SidecarPlace,
+    server_sidecar_app_port,
+    sidecar_command,
+)
 from spire_fabric.render.kubernetes._common import (
     LABEL_WORKLOAD,
     WORKLOAD_SOCKET_DIR,
@@ -32,6 +38,7 @@ from spire_fabric.render.kubernetes._common import (
 from spire_fabric.render.kubernetes._resources import resources
 from spire_fabric.topology import (
     Placeholder,
+    Sidecar,
     Topology,
     Workload,
     expand_placeholders,
@@ -89,11 +96,16 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
         target = topology.workload(p.workload) if p.workload else w
         if p.key == "files":
             return FILES_DIR
+        if p.key == "svid":
+            return SVID_DIR
         port = _service_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id
         if p.key == "port":
             return str(port)
+        app_port = server_sidecar_app_port(target)
+        if p.key == "listen" and app_port is not None:
+            return f"127.0.0.1:{app_port}"  # the app behind its server sidecar
         if p.key == "listen":
             return f"0.0.0.0:{port}"
         namespace = target.kubernetes.namespace if target.kubernetes else "default"
@@ -104,6 +116,51 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
 
 # where a workload with storage finds its volume claim (and works)
 DATA_DIR = "/var/lib/workload"
+# a files-mode sidecar's SVID files, on an emptyDir the app's container mounts too
+SVID_DIR = f"/run/spire-fabric/{SVID_SUBDIR}"
+
+
+def _sidecar_place(topology: Topology, w: Workload) -> SidecarPlace:
+    targets = {}
+    for t in topology.workloads:
+        port = _service_port(t)
+        if t.kubernetes is not None and port is not None:
+            targets[t.name] = f"{t.name}.{t.kubernetes.namespace}.svc:{port}"
+    return SidecarPlace(
+        socket_address=workload_socket_address(topology.agent(w.agent)),
+        public_host="0.0.0.0", status_host="0.0.0.0", ghostunnel="ghostunnel",
+        python=("python",), svid_dir=SVID_DIR, public_port=_service_port(w),
+        target_addresses=targets,
+    )  # fmt: skip
+
+
+def _sidecar_container(topology: Topology, w: Workload, s: Sidecar,
+                       place: SidecarPlace) -> Obj:
+    """A sidecar: same restrictions as the app, the agent's socket read-only; a server
+    sidecar owns the pod's `https` port (the app listens on 127.0.0.1 only), files mode
+    shares the SVID emptyDir with the app."""
+    image = (topology.kubernetes.images.workload if s.mode == "files"
+             else topology.kubernetes.images.ghostunnel)  # fmt: skip
+    c: Obj = {"name": s.name, "image": image, "imagePullPolicy": "IfNotPresent",
+              "command": sidecar_command(topology, w, s, place)}
+    if s.mode == "files":
+        c["env"] = [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                    {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    if s.mode == "server":
+        c["ports"] = [{"name": "https", "containerPort": place.public_port, "protocol": "TCP"}]
+    if s.status_port is not None:
+        path = "/ready" if s.mode == "files" else "/_status"
+        c["readinessProbe"] = {"httpGet": {"path": path, "port": s.status_port},
+                               "periodSeconds": 10}
+    elif s.mode == "server":
+        c["readinessProbe"] = {"tcpSocket": {"port": "https"}, "periodSeconds": 10}
+    c["resources"] = resources("sidecar")
+    c["securityContext"] = restricted_container()
+    c["volumeMounts"] = [
+        {"name": "spiffe-workload-api", "mountPath": WORKLOAD_SOCKET_DIR, "readOnly": True}]
+    if s.mode == "files":
+        c["volumeMounts"].append({"name": "svid", "mountPath": SVID_DIR})
+    return c
 
 
 def workload_command(topology: Topology, w: Workload) -> list[str] | None:
@@ -153,7 +210,8 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
             *extra_env,
         ],
     }
-    if k.service_port is not None:
+    served_by_sidecar = any(s.mode == "server" for s in w.sidecars)
+    if k.service_port is not None and not served_by_sidecar:
         container["ports"] = [{"name": "https", "containerPort": k.service_port, "protocol": "TCP"}]
         container["readinessProbe"] = {"tcpSocket": {"port": "https"}, "periodSeconds": 10}
     container["resources"] = resources("workload")
@@ -167,18 +225,30 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     if uses_files(w):
         mount = {"name": "files", "mountPath": FILES_DIR, "readOnly": True}
         container["volumeMounts"].append(mount)
+    files_sidecars = [s for s in w.sidecars if s.mode == "files"]
+    if files_sidecars:
+        container["volumeMounts"].append({"name": "svid", "mountPath": SVID_DIR})
+    place = _sidecar_place(topology, w)
     pod_spec: Obj = {
         # The account names the workload to the agent's k8s attestor (the kubelet says
         # which account a pod runs as); the workload itself never calls the API.
         "automountServiceAccountToken": False,
         "serviceAccountName": k.service_account,
         "securityContext": restricted_pod(WORKLOAD_UID),
-        "containers": [container],
+        "containers": [container, *(_sidecar_container(topology, w, s, place)
+                                    for s in w.sidecars)],
         "volumes": [
             workload_socket_volume(topology, agent, "spiffe-workload-api"),
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if files_sidecars:
+        # the SVID files live in memory only; the helper's key never touches the node's disk
+        pod_spec["volumes"].append({"name": "svid", "emptyDir": {"medium": "Memory",
+                                                                 "sizeLimit": "1Mi"}})
+        if any(s.signal for s in files_sidecars):
+            # the helper signals the app's pid: one PID namespace for the pod's containers
+            pod_spec["shareProcessNamespace"] = True
     claim = f"{w.name}-data"
     if uses_files(w):
         # the kubelet swaps the files in place when the Secret changes (no subPath), so

@@ -34,6 +34,7 @@ from spire_fabric.runtime.deployment import (
     WorkloadAddress,
     no_report,
 )
+from spire_fabric.runtime.ghostunnel import ensure_ghostunnel
 from spire_fabric.runtime.local._agent_data import stored_agent_svid
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
@@ -274,6 +275,9 @@ class LocalDeployment:
         ctx = self.ctx
         with report("provision SPIRE binaries"):
             _ = ctx.binaries
+        if any(s.mode != "files" for w in ctx.local.workloads for s in w.sidecars):
+            with report("provision ghostunnel"):
+                ensure_ghostunnel(lambda m: None)
         self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
         ctx.state.save(ctx.record, ctx.topology)
@@ -368,6 +372,12 @@ class LocalDeployment:
         for p in self.workload_processes():
             if p.port is not None:
                 ports.append((LOOPBACK, p.port, p.workload.name))
+        for w in self.ctx.local.workloads:
+            for sc in w.sidecars:
+                for what in ("app_port", "listen_port", "status_port"):
+                    port = getattr(sc, what)
+                    if port is not None:
+                        ports.append((LOOPBACK, port, f"{w.name} sidecar {sc.name} {what}"))
         return ports
 
     def status(self) -> list[ComponentHealth]:

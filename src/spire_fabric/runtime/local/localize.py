@@ -25,6 +25,7 @@ from spire_fabric.topology import (
     PostgresDatastore,
     Server,
     ServerPorts,
+    Sidecar,
     SqliteDatastore,
     Topology,
     validate_topology,
@@ -94,12 +95,38 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
                 if w.run is not None and w.run.port is not None
                 else w.run
             ),
+            sidecars=tuple(_shift_sidecar(s, offset) for s in w.sidecars),
         )
         for w in topology.workloads
     )
     local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
     validate_topology(local)
+    _proxies_alone(local)
     return local
+
+
+def _proxies_alone(local: Topology) -> None:
+    """Locally every process is the same uid, so each workload on an agent is served every
+    SVID of that agent. Our SDK picks its own by SPIFFE_ID; ghostunnel cannot choose and
+    presents the first, which could be another workload's. So a workload with a server or
+    client sidecar must be the only workload of its agent here."""
+    for w in local.workloads:
+        if any(s.mode != "files" for s in w.sidecars):
+            others = [o.name for o in local.workloads if o.agent == w.agent and o is not w]
+            if others:
+                raise LocalizeError(
+                    f"workloads[{w.name}].agent: {w.agent!r} also serves {', '.join(others)}; "
+                    "a workload with a ghostunnel sidecar needs an agent of its own on the "
+                    "local target (ghostunnel presents the first SVID the agent gives it)")
+
+
+def _shift_sidecar(s: Sidecar, offset: int) -> Sidecar:
+    """A sidecar's local ports move with every other port."""
+    def moved(port: int | None) -> int | None:
+        return None if port is None else _port(port + offset)
+
+    return dataclasses.replace(s, app_port=moved(s.app_port), listen_port=moved(s.listen_port),
+                               status_port=moved(s.status_port))
 
 
 def _loopback(host: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from spire_fabric.render import render_agent_config, render_server_config
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.sidecars import sidecar_processes
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.workloads import workload_processes
 
@@ -167,7 +168,8 @@ def desired_components(
     agent_comps = agent_components(ctx, agents)
     running_agents = {c.name.split(":", 1)[1] for c in agent_comps}
     workloads = [p.component for p in workload_processes(ctx) if p.workload.agent in running_agents]
-    return server_components(ctx, servers) + agent_comps + workloads
+    sidecars = [p.component for p in sidecar_processes(ctx) if p.workload.agent in running_agents]
+    return server_components(ctx, servers) + agent_comps + sidecars + workloads
 
 
 def publish(ctx: LocalContext, servers: list[str], agents: list[str]) -> None:

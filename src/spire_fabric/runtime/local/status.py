@@ -6,10 +6,20 @@ listening port), the SVID expiry from SPIRE's APIs: never from our own bookkeepi
 
 from __future__ import annotations
 
+import socket
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+
 from spire_fabric.identity import join_token_agent_id
+from spire_fabric.render._sidecars import server_sidecar_app_port
 from spire_fabric.runtime.deployment import ComponentHealth
+from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
-from spire_fabric.runtime.local.waits import agent_healthy, http_ok, tcp_open
+from spire_fabric.runtime.local.localize import LOOPBACK
+from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processes, svid_dir
+from spire_fabric.runtime.local.waits import agent_healthy, http_ok, sidecar_ready, tcp_open
 from spire_fabric.runtime.local.workloads import workload_processes
 from spire_fabric.topology import Workload
 from spire_fabric.workload import WorkloadApiClient
@@ -55,6 +65,57 @@ def _workload_svid_expiry(ctx: LocalContext, workload: Workload) -> int | None:
         if str(svid.spiffe_id) == workload.spiffe_id:
             return int(svid.leaf.not_valid_after_utc.timestamp())
     return None
+
+
+def _presented_expiry(port: int) -> int | None:
+    """The expiry of the certificate a TLS server on loopback presents. A server sidecar
+    demands a client certificate, but in TLS 1.3 the client holds the server's chain before
+    the server judges the client, so no identity is needed to read it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # read, not trusted: status shows what is presented
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=2) as raw, \
+                ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    if not der:
+        return None
+    return int(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+
+
+def _file_expiry(path: Path) -> int | None:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return int(cert.not_valid_after_utc.timestamp())
+
+
+def sidecar_row(ctx: LocalContext, sp: SidecarProcess, st: ComponentState | None
+                ) -> ComponentHealth:
+    """A sidecar's row; its SVID expiry is its own: the chain a server sidecar presents,
+    the svid.pem a files sidecar wrote, and for a client sidecar (which shows its chain
+    only to its target) the SVID the agent serves to the entry it wears."""
+    s, w = sp.sidecar, sp.workload
+    running = bool(st and st.running)
+    if s.mode == "server":
+        assert sp.port is not None
+        expiry = _presented_expiry(sp.port) if running else None
+        detail = f"mTLS :{sp.port} -> 127.0.0.1:{s.app_port}"
+    elif s.mode == "client":
+        expiry = _workload_svid_expiry(ctx, w) if running else None
+        detail = f"127.0.0.1:{s.listen_port} -> {s.target} (mTLS)"
+    else:
+        expiry = _file_expiry(svid_dir(ctx.state.path, w.name) / "svid.pem")
+        detail = f"files in {svid_dir(ctx.state.path, w.name)}"
+    return ComponentHealth(
+        name=f"{w.name}/{s.name}", kind="sidecar", pid=st.pid if st else None,
+        running=running, healthy=running and sidecar_ready(ctx, sp), detail=detail,
+        restarts=st.restarts if st else 0, last_exit=st.last_exit if st else None,
+        svid_expires_at=expiry,
+    )  # fmt: skip
 
 
 def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
@@ -106,7 +167,8 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
     for p in workload_processes(ctx):
         st = states.get(p.component.name)
         running = bool(st and st.running)
-        listening = p.port is None or tcp_open("127.0.0.1", p.port)
+        port = server_sidecar_app_port(p.workload) or p.port  # behind a sidecar: the app's
+        listening = port is None or tcp_open("127.0.0.1", port)
         rows.append(
             ComponentHealth(
                 name=p.workload.name,
@@ -120,4 +182,6 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
                 svid_expires_at=_workload_svid_expiry(ctx, p.workload),
             )
         )
+    for sp in sidecar_processes(ctx):
+        rows.append(sidecar_row(ctx, sp, states.get(sp.component.name)))
     return rows

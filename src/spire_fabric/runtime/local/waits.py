@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from spire_fabric.render._sidecars import server_sidecar_app_port
 from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import (
@@ -23,6 +24,7 @@ from spire_fabric.runtime.local.context import (
     server_component,
     workload_component,
 )
+from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processes
 from spire_fabric.runtime.local.workloads import workload_processes
 from spire_fabric.workload import WorkloadApiClient
 
@@ -185,7 +187,8 @@ def wait_workloads(ctx: LocalContext) -> None:
     fails `up` naming it and why, never silently."""
     for p in workload_processes(ctx):
         component = workload_component(p.workload.name)
-        if p.port is None:
+        port = server_sidecar_app_port(p.workload) or p.port  # behind a sidecar: its own port
+        if port is None:
             wait_for(
                 ctx,
                 partial(_settled, ctx, component),
@@ -196,8 +199,25 @@ def wait_workloads(ctx: LocalContext) -> None:
         else:
             wait_for(
                 ctx,
-                partial(_listening, ctx, component, p.port),
+                partial(_listening, ctx, component, port),
                 SVID_WAIT_TIMEOUT_S,
-                f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
+                f"workload {p.workload.name} is not listening on 127.0.0.1:{port}",
                 component,
             )
+    for sp in sidecar_processes(ctx):
+        wait_for(ctx, partial(sidecar_ready, ctx, sp), SVID_WAIT_TIMEOUT_S,
+                 f"sidecar {sp.sidecar.name} of {sp.workload.name} is not ready",
+                 sp.component.name)  # fmt: skip
+
+
+def sidecar_ready(ctx: LocalContext, sp: SidecarProcess) -> bool:
+    """A proxy listens on its port (ghostunnel binds only once it holds an SVID); the
+    helper answers /ready (its files are written and current), or has settled."""
+    s = sp.sidecar
+    if s.mode == "files":
+        if s.status_port is not None:
+            _state_unless_crashed(ctx, sp.component.name)
+            return http_ok("127.0.0.1", s.status_port, "/ready")
+        return _settled(ctx, sp.component.name)
+    assert sp.port is not None
+    return _listening(ctx, sp.component.name, sp.port)

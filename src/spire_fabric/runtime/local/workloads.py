@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from spire_fabric.render._sidecars import SVID_SUBDIR, server_sidecar_app_port
 from spire_fabric.runtime.local.context import LocalContext, workload_component
 from spire_fabric.runtime.local.localize import LOOPBACK
 from spire_fabric.runtime.local.supervisor import Component
@@ -46,6 +47,11 @@ def placeholder_value(
         port = local_workload_port(target)
         if p.key == "files":
             return str(files)
+        if p.key == "svid":
+            return str(files.parent / SVID_SUBDIR)
+        app_port = server_sidecar_app_port(target)
+        if p.key == "listen" and app_port is not None:
+            return f"{LOOPBACK}:{app_port}"  # the app behind its server sidecar
         if p.key == "spiffe_id":
             return target.spiffe_id
         if p.key == "port":

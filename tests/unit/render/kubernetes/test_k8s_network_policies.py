@@ -142,7 +142,7 @@ ENTERPRISE = {
     ("upstream-cluster", "upstream-agent", "health"): set(),
     ("upstream-cluster", "upstream-agent", "telemetry"): set(),
     ("downstream-cluster", "spire-downstream-server", "api"): {
-        "downstream-agent-1", "downstream-agent-2", "downstream-agent-3"},
+        "downstream-agent-1", "downstream-agent-2", "downstream-agent-3", "downstream-agent-4"},
     ("downstream-cluster", "spire-downstream-server", "federation"): {EVERYONE},
     ("downstream-cluster", "spire-downstream-server", "health"): set(),
     ("downstream-cluster", "spire-downstream-server", "telemetry"): set(),
@@ -150,8 +150,10 @@ ENTERPRISE = {
     ("downstream-cluster", "spire-downstream-mysql", "mysql"): {"spire-downstream-server"},
     ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway"},
     ("downstream-cluster", "security-gateway", "https"): {EVERYONE},  # NodePort 30080
+    # inventory's sidecar port: the callers its allow list names (enterprise-api, the gateway)
+    ("downstream-cluster", "inventory", "https"): {"enterprise-api", "security-gateway"},
     **{("downstream-cluster", f"downstream-agent-{i}", port): set()
-       for i in (1, 2, 3) for port in ("health", "telemetry")},
+       for i in (1, 2, 3, 4) for port in ("health", "telemetry")},
 }  # fmt: skip
 
 NESTED = {

@@ -1,0 +1,128 @@
+"""``python -m examples.inventory``: nginx serving the inventory as JSON, with no SPIFFE code.
+
+It stands for the programs a platform team runs and will not rewrite: its identity and
+mutual TLS come from a ghostunnel sidecar in front of it (server mode: only the callers on
+the sidecar's allow list get through), and nginx itself listens on 127.0.0.1 only.
+
+This launcher writes nginx's configuration into ``--prefix`` (default: the working
+directory, which each target gives the workload), runs nginx in the foreground as its
+child and stays beside it: it passes on the signals it gets (HUP reloads nginx, which
+keeps its master pid; TERM/INT/QUIT stop it) and exits with nginx's status. It does not
+``exec`` nginx because nginx overwrites its own environment block with its process title,
+and the local supervisor recognises its processes by that environment; nginx is also told
+to die with the launcher (``PR_SET_PDEATHSIG``), so it is never left behind. Everything
+nginx writes (``nginx.pid``, temp files; logs go to stderr) stays under the prefix: it
+never touches the system's nginx service or /var/lib/nginx.
+
+Answers: ``GET /items`` (the inventory), ``GET /health``; anything else is 404 JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .._common import env, host_port
+
+NAME = "inventory"
+ITEMS = [
+    {"sku": "INV-1001", "name": "rack server", "region": "eu", "quantity": 12},
+    {"sku": "INV-1002", "name": "top-of-rack switch", "region": "eu", "quantity": 4},
+    {"sku": "INV-2001", "name": "hardware security module", "region": "us", "quantity": 2},
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m examples.inventory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", type=host_port, default=env("INVENTORY_LISTEN", "127.0.0.1:8080"),
+                   help="HOST:PORT nginx listens on (env INVENTORY_LISTEN)")
+    p.add_argument("--prefix", type=Path, default=None,
+                   help="nginx's prefix: config, pid and temp files (default: the working "
+                   "directory)")
+    p.add_argument("--nginx", default=env("INVENTORY_NGINX") or shutil.which("nginx")
+                   or "/usr/sbin/nginx", help="the nginx binary (env INVENTORY_NGINX)")
+    p.add_argument("--config-only", action="store_true",
+                   help="write nginx.conf and exit (for inspection)")
+    return p.parse_args(argv)
+
+
+def _quoted(value: object) -> str:
+    """JSON inside an nginx string: single-quoted, with nginx's own escaping."""
+    return "'" + json.dumps(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def nginx_config(listen: tuple[str, int], prefix: Path) -> str:
+    """The whole configuration: one server, JSON answers, every path under `prefix`."""
+    host, port = listen
+    user = ""
+    if os.geteuid() == 0:  # workers would otherwise drop to `nobody`, who cannot use prefix
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
+    temp = "\n".join(f"    {kind}_temp_path {prefix}/tmp/{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""# written by python -m examples.inventory; rewritten on every start
+{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+{temp}
+    access_log off;
+    server_tokens off;
+    default_type application/json;
+    keepalive_requests 10000;
+    server {{
+        listen {host}:{port};
+        location = /items  {{ return 200 {_quoted({"service": NAME, "items": ITEMS})}; }}
+        location = /health {{ return 200 {_quoted({"service": NAME, "status": "ok"})}; }}
+        location /         {{ return 404 {_quoted({"error": "not found"})}; }}
+    }}
+}}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prefix = (args.prefix or Path.cwd()).resolve()
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(args.listen, prefix))
+    if args.config_only:
+        print(conf)
+        return 0
+    if not os.access(args.nginx, os.X_OK):
+        print(f"inventory: no nginx at {args.nginx}; install Debian's nginx "
+              "(scripts/install-nginx)", file=sys.stderr)
+        return 2
+    argv_ = [args.nginx, "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf),
+             "-g", "daemon off;"]
+    nginx = subprocess.Popen(argv_, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            nginx.send_signal(signum)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, forward)
+    print(f"inventory: nginx pid {nginx.pid} on {args.listen[0]}:{args.listen[1]}", flush=True)
+    return nginx.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the launcher dies (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
