@@ -6,12 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import time
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from spire_fabric.identity import SpiffeId, X509Svid
+from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
 from spire_fabric.testing import short_tempdir
+from spire_fabric.testing.pki import Ca, make_svid
+from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
 from spire_fabric.verify import Report
 
 from .conftest import Deploy, free_port_base
@@ -78,6 +87,66 @@ def test_status_lists_every_component(enterprise: Deploy) -> None:
     assert set(rows) >= expected
     for name in expected:
         assert rows[name]["healthy"] and rows[name]["pid"], rows[name]
+
+
+INVENTORY_TLS = "inventory/tls"
+
+
+def test_inventory_sidecar_admits_its_allow_list_and_refuses_the_rest(enterprise: Deploy) -> None:
+    report = enterprise.verify()
+    checks = {c.id: c for c in report.checks if c.id.startswith("sidecar-")}
+    assert set(checks) == {
+        f"sidecar-allowed:{INVENTORY_TLS}<-enterprise-api",
+        f"sidecar-allowed:{INVENTORY_TLS}<-security-gateway",
+        f"sidecar-refused:{INVENTORY_TLS}<-data-processor",
+        f"sidecar-forged:{INVENTORY_TLS}",
+        f"sidecar-loopback-only:{INVENTORY_TLS}",
+    }
+    assert all(c.ok for c in checks.values()), [f"{c.id}: {c.detail}" for c in checks.values()]
+    assert "HTTP 200" in checks[f"sidecar-allowed:{INVENTORY_TLS}<-enterprise-api"].detail
+
+
+def test_the_forgery_is_refused_for_its_trust_domain_alone(enterprise: Deploy) -> None:
+    """Positive control of the forged-SVID check: the same SVID signed by the downstream
+    trust domain's own intermediate gets through the sidecar, so the refusal above is the
+    name constraint's doing, not a broken forgery."""
+    d = enterprise.deployment()
+    t = d.topology
+    api = t.workload("enterprise-api")
+    ca = CaStore(d.ca_directory).signing_ca(t, t.server(DOWNSTREAM))
+    assert ca is not None
+    own = x509.load_pem_x509_certificates(ca.chain)[0]
+    key = serialization.load_pem_private_key(ca.key, None)
+    svid = make_svid(Ca(own, key), api.spiffe_id)  # type: ignore[arg-type]
+    svid = X509Svid(svid.spiffe_id, (svid.leaf, own), svid.private_key)
+    address = d.workload_address("inventory")
+    assert address is not None
+    inventory_id = SpiffeId.parse(t.workload("inventory").spiffe_id)
+    context = mtls_client_context(svid, d.x509_context("enterprise-api").get_bundle_set(),
+                                  authorize_id(inventory_id))  # fmt: skip
+    with mtls_urlopen(f"{address.url}/items", context, timeout=10) as resp:
+        assert json.loads(resp.read())["service"] == "inventory"
+
+
+def test_status_shows_the_sidecar_with_its_own_svid(enterprise: Deploy) -> None:
+    rows = {r["name"]: r for r in json.loads(enterprise.run("status", "--output", "json").stdout)}
+    row = rows[INVENTORY_TLS]
+    assert row["kind"] == "sidecar" and row["healthy"] and row["pid"], row
+    assert rows["inventory"]["pid"] != row["pid"]  # its own process beside the app
+    # the expiry shown is that of the chain the sidecar presents on its port
+    address = enterprise.deployment().workload_address("inventory")
+    assert address is not None
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((address.host, address.port), timeout=5) as raw, \
+            tls.wrap_socket(raw) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    presented = x509.load_der_x509_certificate(der)
+    assert row["svid_expires_at"] == int(presented.not_valid_after_utc.timestamp())
+    uris = presented.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://downstream.example.org/ns/downstream-workloads/sa/inventory"]
 
 
 def test_second_up_changes_nothing(enterprise: Deploy) -> None:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from spire_fabric.errors import SpireFabricError
+
+
+class CheckFailed(SpireFabricError):
+    """Raised inside a check with the reason shown in the report."""
 
 
 @dataclass(frozen=True)
@@ -61,3 +69,17 @@ class Report:
             },
             indent=2,
         )
+
+
+def run_check(check_id: str, title: str, fn: Callable[[], str]) -> CheckResult:
+    """Run one check: its detail on success, its reason (or the unexpected error) on failure;
+    a check never crashes the report."""
+    start = time.monotonic()
+    try:
+        detail = fn()
+        ok = True
+    except CheckFailed as err:
+        detail, ok = str(err), False
+    except Exception as err:
+        detail, ok = f"{type(err).__name__}: {err}", False
+    return CheckResult(check_id, title, ok, detail, round(time.monotonic() - start, 3))

@@ -24,7 +24,6 @@ from functools import partial
 
 from cryptography import x509
 
-from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import HTTPS_SPIFFE, fetch_bundle
 from spire_fabric.identity import (
     BundleSet,
@@ -57,16 +56,14 @@ from spire_fabric.topology import (
 )
 from spire_fabric.verify._authorities import authorities_report
 from spire_fabric.verify._authority_checks import authority_checks
-from spire_fabric.verify._report import CheckResult, Report
+from spire_fabric.verify._report import CheckFailed, CheckResult, Report
+from spire_fabric.verify._report import run_check as _check
+from spire_fabric.verify._sidecar_checks import sidecar_checks
 from spire_fabric.workload import X509Context
 
 __all__ = ["verify_deployment"]
 
 TTL_TOLERANCE = timedelta(seconds=60)
-
-
-class CheckFailed(SpireFabricError):
-    """Raised inside a check with the reason shown in the report."""
 
 
 def verify_deployment(deployment: Deployment) -> Report:
@@ -185,6 +182,7 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
             partial(_jwt, d, issuer=client_w, validator=server_w),
         )
     yield from _workload_run_checks(d, rows, svid_of, context_of)
+    yield from sidecar_checks(d, svid_of, context_of)
     yield from _authority_checks_of(d)
 
 
@@ -339,18 +337,6 @@ def _nested_chain(d: Deployment, svid: X509Svid, parent: str) -> str:
         f"leaf signed by {child_ca.subject.rfc4514_string() or 'the child CA'}, "
         f"{len(svid.cert_chain) - 1} intermediate(s), verified against {parent}'s roots only"
     )
-
-
-def _check(check_id: str, title: str, fn: Callable[[], str]) -> CheckResult:
-    start = time.monotonic()
-    try:
-        detail = fn()
-        ok = True
-    except CheckFailed as err:
-        detail, ok = str(err), False
-    except Exception as err:  # a check never crashes the report
-        detail, ok = f"{type(err).__name__}: {err}", False
-    return CheckResult(check_id, title, ok, detail, round(time.monotonic() - start, 3))
 
 
 def _fail(message: str) -> str:
