@@ -15,7 +15,7 @@ import logging
 import sys
 
 from spire_fabric.identity import SpiffeId
-from spire_fabric.tls import authorize_any, serve_mtls_threaded
+from spire_fabric.tls import authorize_any, authorize_id, mtls_client_context, serve_mtls_threaded
 from spire_fabric.workload import JwtSource, WorkloadApiError
 
 from .._common import (
@@ -31,6 +31,7 @@ from .._common import (
     stop_event,
 )
 from .._http import PlainHttpServer, kv
+from .._pool import ConnectionPool
 from .policy import ROLES, Grants
 from .service import make_handler
 from .store import Store
@@ -66,6 +67,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the audience a Bearer JWT-SVID must carry (env ENTERPRISE_API_JWT_AUDIENCE); "
         "without it routes that need a JWT-SVID refuse every caller",
     )
+    p.add_argument(
+        "--inventory",
+        default=env("ENTERPRISE_API_INVENTORY"),
+        metavar="URL",
+        help="inventory's base URL, https://HOST:PORT, read for GET /inventory (env "
+        "ENTERPRISE_API_INVENTORY)",
+    )
+    p.add_argument(
+        "--inventory-id",
+        default=env("ENTERPRISE_API_INVENTORY_ID"),
+        metavar="SPIFFE_ID",
+        help="the SPIFFE ID inventory (its sidecar) must present (env "
+        "ENTERPRISE_API_INVENTORY_ID)",
+    )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
     add_max_connections_arg(p, "ENTERPRISE_API")
     add_log_file_args(p, "ENTERPRISE_API")
@@ -77,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "every caller as this ID (env ENTERPRISE_API_PLAIN_HTTP_PEER)",
     )
     args = p.parse_args(argv)
+    if bool(args.inventory) != bool(args.inventory_id):
+        p.error("--inventory and --inventory-id go together: where, and whom to expect there")
     args.grant = args.grant or env_list("ENTERPRISE_API_GRANT")
     try:
         args.grants = Grants.parse(args.grant)
@@ -125,9 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.jwt_audience:
             jwt_bundles = JwtSource(first_update_timeout=args.identity_timeout)
         host, port = args.listen
+        inventory = None
+        if args.inventory:
+            to_inventory = mtls_client_context(
+                source, source, authorize_id(SpiffeId.parse(args.inventory_id)))
+            inventory = ConnectionPool(args.inventory, to_inventory, size=4)
         handler = make_handler(
-            store, args.grants, source=source, jwt_bundles=jwt_bundles, audience=args.jwt_audience
-        )
+            store, args.grants, source=source, jwt_bundles=jwt_bundles, audience=args.jwt_audience,
+            inventory=inventory,
+        )  # fmt: skip
         # authorize_any: the chain is still verified against the peer's own trust domain in
         # the handshake; what the peer may do is the table's decision, logged per request.
         server = serve_mtls_threaded(

@@ -9,7 +9,7 @@ SPIFFE ID or to every ID of a trust domain. The deployment grants:
 role               routes                         granted to (enterprise preset)
 =================  =============================  =====================================
 read               GET /records, /records/{id},   security-gateway, data-processor,
-                   GET /results                   every ID of enterprise-root.org
+                   GET /results, GET /inventory   every ID of enterprise-root.org
 create             POST /records                  security-gateway
 report             POST /results (+ JWT-SVID      data-processor
                    for the API's audience)
@@ -49,6 +49,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/records/{id}", "records.get", "read"),
     Route("POST", "/records", "records.create", "create"),
     Route("GET", "/results", "results.list", "read"),
+    # read from inventory (nginx, no SPIFFE code) through its sidecar, over mTLS as us
+    Route("GET", "/inventory", "inventory.list", "read"),
     Route("POST", "/results", "results.create", "report", jwt_required=True),
 )
 

@@ -7,6 +7,7 @@ why was it allowed" from the log alone.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import math
 import re
@@ -20,6 +21,7 @@ from spire_fabric.tls import peer_spiffe_id
 from spire_fabric.workload import JwtSource, X509Source
 
 from .._http import BadRequest, JsonHandler, kv
+from .._pool import ConnectionPool
 from .policy import Grants, Route, match_route
 from .store import Store
 
@@ -79,6 +81,7 @@ def make_handler(
     jwt_bundles: JwtSource | None,
     audience: str | None,
     plain_peer: SpiffeId | None = None,
+    inventory: ConnectionPool | None = None,
 ) -> type[JsonHandler]:
     """A handler class bound to this process's store, table and sources."""
 
@@ -196,6 +199,7 @@ def make_handler(
                     201, store.add_result(*parse_result(self.read_json()), str(peer))
                 ),
                 "results.list": lambda: (200, {"results": store.list_results()}),
+                "inventory.list": lambda: read_inventory(inventory, peer),
             }  # fmt: skip
             status, body = handlers[route.name]()
             self.reply(status, body)
@@ -230,3 +234,17 @@ def health(source: X509Source | None) -> dict[str, object]:
         "serial": format(svid.leaf.serial_number, "x"),
         "not_after": svid.leaf.not_valid_after_utc.isoformat(),
     }
+
+
+def read_inventory(inventory: ConnectionPool | None, peer: SpiffeId) -> tuple[int, object]:
+    """GET /items of inventory over mutual TLS, as this API (the pool's context presents our
+    SVID and admits only inventory's ID); inventory's own answer, or why there is none."""
+    if inventory is None:
+        return 503, {"error": "this API was started without --inventory"}
+    try:
+        answer = inventory.request("GET", "/items")
+    except (OSError, http.client.HTTPException) as e:
+        return 502, {"error": "inventory is unreachable", "reason": str(e)[:200]}
+    if answer.status != 200:
+        return 502, {"error": f"inventory answered {answer.status}"}
+    return 200, {"caller": str(peer), "inventory": answer.json()}

@@ -67,7 +67,7 @@ NAME = "security-gateway"
 log = logging.getLogger(NAME)
 
 DEFAULT_KEYS_FILE = "api-keys.json"
-DEFAULT_SPIFFE_ROUTES = ("GET /records", "GET /records/*", "GET /results")
+DEFAULT_SPIFFE_ROUTES = ("GET /records", "GET /records/*", "GET /results", "GET /inventory")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -128,6 +128,29 @@ def test_the_forgery_is_refused_for_its_trust_domain_alone(enterprise: Deploy) -
         assert json.loads(resp.read())["service"] == "inventory"
 
 
+def test_the_gateway_route_reads_inventory_through_the_api_and_the_sidecar(
+    enterprise: Deploy,
+) -> None:
+    """upstream-client -> security-gateway -> enterprise-api (our SDK, mTLS as itself) ->
+    inventory's ghostunnel -> nginx: the JSON nginx serves comes back, and the API saw the
+    gateway as its caller."""
+    d = enterprise.deployment()
+    t = d.topology
+    client = d.x509_context("upstream-client")
+    gateway = t.workload("security-gateway")
+    svid = next(s for s in client.svids if str(s.spiffe_id) == t.workload("upstream-client")
+                .spiffe_id)  # fmt: skip
+    context = mtls_client_context(svid, client.get_bundle_set(),
+                                  authorize_id(SpiffeId.parse(gateway.spiffe_id)))  # fmt: skip
+    address = d.workload_address("security-gateway")
+    assert address is not None
+    with mtls_urlopen(f"{address.url}/inventory", context, timeout=15) as resp:
+        body = json.loads(resp.read())
+    assert body["caller"] == gateway.spiffe_id
+    assert body["inventory"]["service"] == "inventory"
+    assert [i["sku"] for i in body["inventory"]["items"]] == ["INV-1001", "INV-1002", "INV-2001"]
+
+
 def test_status_shows_the_sidecar_with_its_own_svid(enterprise: Deploy) -> None:
     rows = {r["name"]: r for r in json.loads(enterprise.run("status", "--output", "json").stdout)}
     row = rows[INVENTORY_TLS]

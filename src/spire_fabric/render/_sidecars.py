@@ -98,8 +98,10 @@ def sidecar_command(topology: Topology, w: Workload, s: Sidecar, place: SidecarP
             argv += ["--verify-uri", pattern]
     if s.status_port is not None:
         argv += ["--status", f"{place.status_host}:{s.status_port}"]
-    # one line per connection would grow the log with every request under load
-    return [*argv, "--quiet=conns"]
+    # one line per connection would grow the log with every request under load; and a
+    # stop waits for open connections at most 5 s (the default, 5 min, outlasts every
+    # supervisor's and kubelet's patience because keep-alive clients hold connections)
+    return [*argv, "--quiet=conns", "--shutdown-timeout=5s"]
 
 
 def _token_file(audience: str) -> str:

@@ -72,6 +72,9 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--grant", "read={spiffe_id:data-processor}",
             "--grant", "report={spiffe_id:data-processor}",
             "--grant", "read=enterprise-root.org",
+            # inventory (nginx behind a ghostunnel sidecar), read over mTLS with our SDK
+            "--inventory", "{url:inventory}",
+            "--inventory-id", "{spiffe_id:inventory}",
         ),
         port=30443,
         # data-processor is a caller the API admits: proves identity and authorization
