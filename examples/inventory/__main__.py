@@ -15,6 +15,13 @@ nginx writes (``nginx.pid``, temp files; logs go to stderr) stays under the pref
 never touches the system's nginx service or /var/lib/nginx.
 
 Answers: ``GET /items`` (the inventory), ``GET /health``; anything else is 404 JSON.
+
+With ``--tls-dir`` nginx itself terminates mutual TLS with SVID files that a files-mode
+sidecar (``python -m spire_fabric.helper``) keeps current there: ``svid.pem``,
+``svid_key.pem``, and ``svid_bundle.pem`` as the CAs a client certificate must chain to
+(any ID of the trust domain: nginx cannot match a SPIFFE ID). The helper sends SIGHUP to
+the pid in ``--pid-file`` after each rotation, and nginx re-reads the files without a
+restart (same master pid). The launcher waits for the files before it starts nginx.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .._common import env, host_port
@@ -51,6 +59,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "directory)")
     p.add_argument("--nginx", default=env("INVENTORY_NGINX") or shutil.which("nginx")
                    or "/usr/sbin/nginx", help="the nginx binary (env INVENTORY_NGINX)")
+    p.add_argument("--name", default=NAME, help="the service name in the answers")
+    p.add_argument("--tls-dir", type=Path, default=None,
+                   help="serve mutual TLS with svid.pem, svid_key.pem, svid_bundle.pem here")
+    p.add_argument("--pid-file", type=Path, default=None,
+                   help="where nginx writes its master pid (default: PREFIX/nginx.pid)")
+    p.add_argument("--files-timeout", type=float, default=120.0,
+                   help="seconds to wait for the --tls-dir files (default: %(default)s)")
     p.add_argument("--config-only", action="store_true",
                    help="write nginx.conf and exit (for inspection)")
     return p.parse_args(argv)
@@ -61,9 +76,20 @@ def _quoted(value: object) -> str:
     return "'" + json.dumps(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def nginx_config(listen: tuple[str, int], prefix: Path) -> str:
-    """The whole configuration: one server, JSON answers, every path under `prefix`."""
+def nginx_config(listen: tuple[str, int], prefix: Path, name: str = NAME,
+                 tls_dir: Path | None = None, pid_file: Path | None = None) -> str:
+    """The whole configuration: one server, JSON answers, every path under `prefix` (and
+    the SVID files in `tls_dir`, when nginx terminates mutual TLS itself)."""
     host, port = listen
+    tls = ""
+    if tls_dir is not None:
+        tls = f"""
+        ssl_certificate {tls_dir}/svid.pem;
+        ssl_certificate_key {tls_dir}/svid_key.pem;
+        ssl_client_certificate {tls_dir}/svid_bundle.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 5;
+        ssl_protocols TLSv1.2 TLSv1.3;"""
     user = ""
     if os.geteuid() == 0:  # workers would otherwise drop to `nobody`, who cannot use prefix
         user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
@@ -71,7 +97,7 @@ def nginx_config(listen: tuple[str, int], prefix: Path) -> str:
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""# written by python -m examples.inventory; rewritten on every start
 {user}worker_processes 1;
-pid {prefix}/nginx.pid;
+pid {pid_file or prefix / "nginx.pid"};
 error_log stderr warn;
 events {{ worker_connections 256; }}
 http {{
@@ -81,9 +107,9 @@ http {{
     default_type application/json;
     keepalive_requests 10000;
     server {{
-        listen {host}:{port};
-        location = /items  {{ return 200 {_quoted({"service": NAME, "items": ITEMS})}; }}
-        location = /health {{ return 200 {_quoted({"service": NAME, "status": "ok"})}; }}
+        listen {host}:{port}{" ssl" if tls_dir is not None else ""};{tls}
+        location = /items  {{ return 200 {_quoted({"service": name, "items": ITEMS})}; }}
+        location = /health {{ return 200 {_quoted({"service": name, "status": "ok"})}; }}
         location /         {{ return 404 {_quoted({"error": "not found"})}; }}
     }}
 }}
@@ -96,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_config(args.listen, prefix))
+    conf.write_text(nginx_config(args.listen, prefix, args.name, args.tls_dir, args.pid_file))
     if args.config_only:
         print(conf)
         return 0
@@ -104,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inventory: no nginx at {args.nginx}; install Debian's nginx "
               "(scripts/install-nginx)", file=sys.stderr)
         return 2
+    if args.tls_dir is not None and not _wait_for_files(args.tls_dir, args.files_timeout):
+        print(f"inventory: no SVID files in {args.tls_dir} after {args.files_timeout:g} s; is "
+              "the files-mode sidecar running?", file=sys.stderr)
+        return 3
     argv_ = [args.nginx, "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf),
              "-g", "daemon off;"]
     nginx = subprocess.Popen(argv_, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -116,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, forward)
     print(f"inventory: nginx pid {nginx.pid} on {args.listen[0]}:{args.listen[1]}", flush=True)
     return nginx.wait()
+
+
+def _wait_for_files(tls_dir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    names = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
+    while not all((tls_dir / n).is_file() for n in names):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _die_with_parent() -> None:

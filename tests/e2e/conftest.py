@@ -29,6 +29,7 @@ _PORT_OFFSETS = (
     *range(8180 - 31000, 8185 - 31000),  # agents' health
     *range(8280 - 31000, 8285 - 31000),  # agents' telemetry
     *(30445 - 31000, 30446 - 31000, 30447 - 31000),  # inventory: sidecar, nginx, status
+    *(30448 - 31000, 30449 - 31000),  # catalog: nginx (TLS from SVID files), helper health
     9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
     # servers of presets without NodePorts keep their container ports, moved with the base
     *(8080 - 31000, 8081 - 31000, 8443 - 31000),

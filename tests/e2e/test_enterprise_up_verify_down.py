@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import time
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -101,6 +102,7 @@ def test_inventory_sidecar_admits_its_allow_list_and_refuses_the_rest(enterprise
         f"sidecar-refused:{INVENTORY_TLS}<-data-processor",
         f"sidecar-forged:{INVENTORY_TLS}",
         f"sidecar-loopback-only:{INVENTORY_TLS}",
+        "sidecar-files:catalog/svid",
     }
     assert all(c.ok for c in checks.values()), [f"{c.id}: {c.detail}" for c in checks.values()]
     assert "HTTP 200" in checks[f"sidecar-allowed:{INVENTORY_TLS}<-enterprise-api"].detail
@@ -149,6 +151,43 @@ def test_the_gateway_route_reads_inventory_through_the_api_and_the_sidecar(
     assert body["caller"] == gateway.spiffe_id
     assert body["inventory"]["service"] == "inventory"
     assert [i["sku"] for i in body["inventory"]["items"]] == ["INV-1001", "INV-1002", "INV-2001"]
+
+
+def test_catalog_nginx_serves_the_helpers_svid_files_and_reloads_without_restart(
+    enterprise: Deploy,
+) -> None:
+    """catalog is nginx terminating mTLS with the files the files-mode helper writes; the
+    helper's /ready names the SVID; SIGHUP (what the helper sends on rotation, to the pid
+    in nginx.pid) reloads nginx with the same master pid, still serving."""
+    d = enterprise.deployment()
+    t = d.topology
+    (svid_sidecar,) = t.workload("catalog").sidecars
+    assert svid_sidecar.status_port is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{svid_sidecar.status_port}/ready",
+                                timeout=5) as resp:  # fmt: skip
+        ready = json.loads(resp.read())
+    assert ready["spiffe_id"] == t.workload("catalog").spiffe_id and ready["ready"]
+    files = d.sidecar_files("catalog")
+    pid = int(files["nginx.pid"][0].split()[0])
+    served = d.x509_context("catalog").svids
+    assert any(s.cert_chain_pem() == files["svid.pem"][0] for s in served)
+
+    def items() -> dict:
+        caller = d.x509_context("security-gateway")
+        svid = next(s for s in caller.svids
+                    if str(s.spiffe_id) == t.workload("security-gateway").spiffe_id)
+        context = mtls_client_context(svid, caller.get_bundle_set(), authorize_id(
+            SpiffeId.parse(t.workload("catalog").spiffe_id)))  # fmt: skip
+        address = d.workload_address("catalog")
+        assert address is not None
+        with mtls_urlopen(f"{address.url}/items", context, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    assert items()["service"] == "catalog"
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(1.0)
+    assert pid_alive(pid) and int(d.sidecar_files("catalog")["nginx.pid"][0].split()[0]) == pid
+    assert items()["service"] == "catalog"
 
 
 def test_status_shows_the_sidecar_with_its_own_svid(enterprise: Deploy) -> None:

@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="directory the files are written to (must exist)")
     p.add_argument("--endpoint", help="Workload API address, e.g. unix:///run/spire/agent.sock "
                    "(default: SPIFFE_ENDPOINT_SOCKET)")
+    p.add_argument("--spiffe-id", help="the SVID to write when the agent issues several "
+                   "(default: the first, the Workload API's default)")
     p.add_argument("--svid-file", default=DEFAULT_SVID, help="default: %(default)s")
     p.add_argument("--key-file", default=DEFAULT_KEY, help="default: %(default)s")
     p.add_argument("--bundle-file", default=DEFAULT_BUNDLE, help="default: %(default)s")
@@ -126,10 +128,13 @@ def parse_args(argv: Sequence[str]) -> HelperConfig:
         command = tuple(shlex.split(a.command)) if a.command else ()
     except ValueError as exc:
         raise HelperConfigError(f"--command: {exc}") from None
+    if a.spiffe_id is not None and not a.spiffe_id.startswith("spiffe://"):
+        raise HelperConfigError(f"--spiffe-id: {a.spiffe_id!r} is not a SPIFFE ID")
     if a.command is not None and not command:
         raise HelperConfigError("--command: empty")
     return HelperConfig(
-        cert_dir=a.cert_dir, endpoint=a.endpoint, svid_file=a.svid_file,
+        cert_dir=a.cert_dir, endpoint=a.endpoint, spiffe_id=a.spiffe_id,
+        svid_file=a.svid_file,
         key_file=a.key_file, bundle_file=a.bundle_file,
         include_federated=a.include_federated, jwt_svids=tuple(a.jwt_svid),
         jwt_bundle_file=a.jwt_bundle_file,

@@ -39,6 +39,7 @@ class HelperConfig:
 
     cert_dir: Path
     endpoint: str | None = None
+    spiffe_id: str | None = None  # which SVID, when the agent issues several (else the first)
     svid_file: str = DEFAULT_SVID
     key_file: str = DEFAULT_KEY
     bundle_file: str = DEFAULT_BUNDLE

@@ -50,6 +50,9 @@ class Written:
 def x509_files(config: HelperConfig, context: X509Context) -> tuple[FileContent, ...]:
     """The bundle, key and chain files for the context's default SVID."""
     svid: X509Svid = context.default_svid
+    if config.spiffe_id is not None:
+        svid = next((s for s in context.svids if str(s.spiffe_id) == config.spiffe_id), None) \
+            or _no_svid(config.spiffe_id, context)
     own = svid.spiffe_id.trust_domain
     bundle = context.bundles.get(own)
     if bundle is None:
@@ -67,6 +70,11 @@ def x509_files(config: HelperConfig, context: X509Context) -> tuple[FileContent,
         FileContent(config.key_file, svid.private_key_pem(), config.key_mode),
         FileContent(config.svid_file, svid.cert_chain_pem(), config.cert_mode),
     )
+
+
+def _no_svid(spiffe_id: str, context: X509Context) -> X509Svid:
+    offered = ", ".join(str(s.spiffe_id) for s in context.svids)
+    raise ValueError(f"the agent issues no X509-SVID for {spiffe_id} (it issues: {offered})")
 
 
 def jwt_svid_files(config: HelperConfig, svids: dict[str, JwtSvid]) -> tuple[FileContent, ...]:

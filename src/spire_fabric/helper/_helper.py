@@ -76,7 +76,7 @@ class FilesHelper:
             return
         with self._write_lock:
             written = write_files(self.config.cert_dir, files)
-        svid = context.default_svid
+        svid = next(s for s in context.svids if self.config.spiffe_id in (None, str(s.spiffe_id)))
         expiry = svid.leaf.not_valid_after_utc
         rotated = bool({self.config.svid_file, self.config.key_file} & set(written.changed))
         notified = notify(self.config) if written and self._notifies() else ""
@@ -101,7 +101,8 @@ class FilesHelper:
             return float("inf")
         svids: dict[str, JwtSvid] = {}
         for j in self.config.jwt_svids:
-            svids[j.audience] = self._client.fetch_jwt_svid(j.audience)
+            svids[j.audience] = self._client.fetch_jwt_svid(j.audience,
+                                                            subject=self.config.spiffe_id)
         with self._write_lock:
             written = write_files(self.config.cert_dir, jwt_svid_files(self.config, svids))
         earliest = min(s.expiry for s in svids.values())

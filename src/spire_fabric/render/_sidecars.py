@@ -76,7 +76,7 @@ def sidecar_command(topology: Topology, w: Workload, s: Sidecar, place: SidecarP
     """The argv of sidecar `s` of workload `w` (the topology is validated)."""
     if s.mode == "files":
         argv = [*place.python, "-m", "spire_fabric.helper", "--cert-dir", place.svid_dir,
-                "--endpoint", place.socket_address]
+                "--endpoint", place.socket_address, "--spiffe-id", w.spiffe_id]
         if s.signal is not None and s.pid_file is not None:
             argv += ["--signal", s.signal, "--pid-file", f"{place.svid_dir}/{s.pid_file}"]
         for aud in s.jwt_audiences:

@@ -114,6 +114,16 @@ _INVENTORY_RUN = LocalRun(
     health=HealthProbe("/items", caller="enterprise-api", expect=("service=inventory",)),
 )
 
+# nginx again, terminating mutual TLS itself with SVID files from a files-mode sidecar
+# (python -m spire_fabric.helper), which sends it SIGHUP after each rotation.
+_CATALOG_RUN = LocalRun(
+    module=f"{_EXAMPLES}.inventory",
+    args=("--listen", "{listen}", "--name", "catalog", "--tls-dir", "{svid}",
+          "--pid-file", "{svid}/nginx.pid"),
+    port=30448,
+    health=HealthProbe("/items", caller="security-gateway", expect=("service=catalog",)),
+)
+
 # The single workload of the smaller presets runs the API example as a plain service that
 # admits only itself, so `up` of every preset starts a real workload that verify can call.
 _APP_RUN = LocalRun(
@@ -296,6 +306,20 @@ def enterprise() -> Topology:
                 status_port=30447,
             )
         ],
+    )
+    b.workload(
+        "catalog",
+        f"spiffe://{down_td}/ns/downstream-workloads/sa/catalog",
+        # a Python helper picks its SVID by ID: it may share data-processor's agent
+        agent="downstream-agent-2",
+        selectors=["k8s:ns:downstream-workloads", "k8s:sa:catalog"],
+        dns_names=["catalog.downstream-workloads.svc"],
+        run=_CATALOG_RUN,
+        kubernetes=WorkloadKubernetes(
+            namespace="downstream-workloads", service_account="catalog", service_port=8443
+        ),
+        sidecars=[Sidecar("svid", "files", signal="HUP", pid_file="nginx.pid",
+                          status_port=30449)],
     )
     return b.build()
 

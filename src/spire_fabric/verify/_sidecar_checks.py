@@ -48,9 +48,16 @@ def sidecar_checks(
     t = d.topology
     for w in t.workloads:
         for s in w.sidecars:
+            where = f"{w.name}/{s.name}"
+            files_of = getattr(d, "sidecar_files", None)  # the local target reads them
+            if s.mode == "files" and files_of is not None:
+                yield run_check(
+                    f"sidecar-files:{where}",
+                    f"{where}'s SVID files are the agent's current SVID, with their modes",
+                    partial(_files_current, files_of, w, svid_of, context_of),
+                )
             if s.mode != "server":
                 continue
-            where = f"{w.name}/{s.name}"
             callers = [c for c in t.workloads if c is not w and _admits(s, c)]
             for c in callers:
                 yield run_check(
@@ -151,6 +158,35 @@ def _foreign_intermediate(d: Deployment, victim: TrustDomain) -> tuple[bytes, by
         if ca is not None:
             return ca.chain, ca.key
     raise CheckFailed(f"no CA of a trust domain other than {victim} to forge with")
+
+
+_MODES = {"svid.pem": 0o644, "svid_key.pem": 0o600, "svid_bundle.pem": 0o644}
+
+
+def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: Workload,
+                   svid_of: Callable[[Workload], X509Svid],
+                   context_of: Callable[[Workload], X509Context]) -> str:
+    """svid.pem is the chain the agent serves now, the key is its key, the bundle holds the
+    trust domain's authorities, and each file has the helper's mode (key 0600)."""
+    files = files_of(w.name)
+    missing = [n for n in _MODES if n not in files]
+    if missing:
+        raise CheckFailed(f"missing {', '.join(missing)} (found: {', '.join(files) or 'none'})")
+    wrong = [f"{n} is {files[n][1]:04o}, not {m:04o}" for n, m in _MODES.items()
+             if files[n][1] != m]  # fmt: skip
+    if wrong:
+        raise CheckFailed("; ".join(wrong))
+    on_disk = X509Svid.parse_pem(files["svid.pem"][0], files["svid_key.pem"][0])  # key matches
+    served = svid_of(w)
+    if on_disk.cert_chain != served.cert_chain:
+        raise CheckFailed(f"svid.pem (serial {on_disk.leaf.serial_number:x}) is not the SVID the "
+                          f"agent serves now (serial {served.leaf.serial_number:x})")
+    own = context_of(w).bundles.get(served.spiffe_id.trust_domain)
+    trusted = set(x509.load_pem_x509_certificates(files["svid_bundle.pem"][0]))
+    if own is None or not set(own.x509_authorities) <= trusted:
+        raise CheckFailed("svid_bundle.pem lacks authorities of the agent's bundle")
+    expires = on_disk.leaf.not_valid_after_utc.strftime("%H:%M:%SZ")
+    return f"serial {on_disk.leaf.serial_number:x} (expires {expires}); modes 0644/0600/0644"
 
 
 def _non_loopback_address() -> str:

@@ -195,4 +195,4 @@ class SupervisorClient:
 
 def _stop_order(item: tuple[str, int, int | None]) -> tuple[int, str]:
     kind = item[0].split(":", 1)[0]
-    return ({"workload": 0, "agent": 1, "server": 2}.get(kind, 0), item[0])
+    return ({"workload": 0, "sidecar": 1, "agent": 2, "server": 3}.get(kind, 0), item[0])

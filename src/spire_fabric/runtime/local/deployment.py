@@ -43,6 +43,7 @@ from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
+from spire_fabric.runtime.local.sidecars import svid_dir
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
 from spire_fabric.runtime.local.status import status_rows
 from spire_fabric.runtime.local.workloads import (
@@ -379,6 +380,17 @@ class LocalDeployment:
                     if port is not None:
                         ports.append((LOOPBACK, port, f"{w.name} sidecar {sc.name} {what}"))
         return ports
+
+    def sidecar_files(self, workload: str) -> dict[str, tuple[bytes, int]]:
+        """The files a files-mode sidecar keeps for ``workload`` (name -> content, mode), as
+        its app reads them: `verify` compares them with the agent's current SVID."""
+        self.ctx.local.workload(workload)  # an unknown workload is refused, as everywhere
+        directory = svid_dir(self.ctx.state.path, workload)
+        out = {}
+        for path in sorted(directory.glob("*")) if directory.is_dir() else ():
+            if path.is_file() and not path.name.startswith("."):
+                out[path.name] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+        return out
 
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)

@@ -416,7 +416,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _stop_order(name: str) -> tuple[int, str]:
     kind = name.split(":", 1)[0]
-    return ({"workload": 0, "agent": 1, "server": 2}.get(kind, 0), name)
+    return ({"workload": 0, "sidecar": 1, "agent": 2, "server": 3}.get(kind, 0), name)
 
 
 def _describe_exit(code: int) -> str:

@@ -152,6 +152,7 @@ ENTERPRISE = {
     ("downstream-cluster", "security-gateway", "https"): {EVERYONE},  # NodePort 30080
     # inventory's sidecar port: the callers its allow list names (enterprise-api, the gateway)
     ("downstream-cluster", "inventory", "https"): {"enterprise-api", "security-gateway"},
+    ("downstream-cluster", "catalog", "https"): set(),  # nginx with SVID files: no caller yet
     **{("downstream-cluster", f"downstream-agent-{i}", port): set()
        for i in (1, 2, 3, 4) for port in ("health", "telemetry")},
 }  # fmt: skip
