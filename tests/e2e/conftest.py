@@ -30,6 +30,8 @@ _PORT_OFFSETS = (
     *range(8280 - 31000, 8285 - 31000),  # agents' telemetry
     *(30445 - 31000, 30446 - 31000, 30447 - 31000),  # inventory: sidecar, nginx, status
     *(30448 - 31000, 30449 - 31000),  # catalog: nginx (TLS from SVID files), helper health
+    *(30450 - 31000, 30451 - 31000),  # api-poller's client sidecar: plain port, status
+    8184 - 31000, 8284 - 31000,  # the fifth agent's health and telemetry
     9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
     # servers of presets without NodePorts keep their container ports, moved with the base
     *(8080 - 31000, 8081 - 31000, 8443 - 31000),

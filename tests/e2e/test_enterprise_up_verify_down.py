@@ -190,6 +190,25 @@ def test_catalog_nginx_serves_the_helpers_svid_files_and_reloads_without_restart
     assert items()["service"] == "catalog"
 
 
+def test_the_plain_http_job_reaches_the_api_through_its_client_sidecar(
+    enterprise: Deploy,
+) -> None:
+    """api-poller speaks plain HTTP to 127.0.0.1; its client sidecar carries each request to
+    enterprise-api over mTLS, and the API logs the poller's SPIFFE ID as the peer."""
+    logs = enterprise.state_dir / "logs"
+    poller_id = enterprise.deployment().topology.workload("api-poller").spiffe_id
+
+    def served() -> bool:
+        api_log = (logs / "enterprise-api.log").read_text()
+        return (" -> 200 in " in (logs / "api-poller.log").read_text()
+                and f"peer={poller_id} method=GET path=/health" in api_log)
+
+    deadline = time.monotonic() + 20
+    while not served() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert served(), (logs / "api-poller.log").read_text()[-500:]
+
+
 def test_status_shows_the_sidecar_with_its_own_svid(enterprise: Deploy) -> None:
     rows = {r["name"]: r for r in json.loads(enterprise.run("status", "--output", "json").stdout)}
     row = rows[INVENTORY_TLS]

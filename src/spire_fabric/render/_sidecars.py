@@ -26,6 +26,7 @@ __all__ = [
     "SVID_SUBDIR",
     "SidecarPlace",
     "allow_patterns",
+    "client_address",
     "server_sidecar_app_port",
     "sidecar_command",
     "verify_patterns",
@@ -58,6 +59,12 @@ def server_sidecar_app_port(w: Workload) -> int | None:
         if s.mode == "server":
             return s.app_port
     return None
+
+
+def client_address(w: Workload) -> str:
+    """``{client}``: where the app reaches its client sidecar (validated to exist)."""
+    port = next(s.listen_port for s in w.sidecars if s.mode == "client")
+    return f"127.0.0.1:{port}"
 
 
 def allow_patterns(s: Sidecar) -> list[str]:

@@ -241,9 +241,10 @@ def enterprise() -> Topology:
             kubernetes=AgentKubernetes(cluster=up_cluster, namespace="spire-upstream-agents"),
         )
     )
-    # the fourth agent is inventory's: locally every process runs as one uid, so a program
-    # that cannot pick its SVID (ghostunnel takes the first) needs an agent of its own
-    for i in (1, 2, 3, 4):
+    # the fourth and fifth agents are inventory's and api-poller's: locally every process runs
+    # as one uid, so a program that cannot pick its SVID (ghostunnel takes the first) needs
+    # an agent of its own
+    for i in (1, 2, 3, 4, 5):
         b.agent(
             f"downstream-agent-{i}",
             "spire-downstream-server",
@@ -306,6 +307,19 @@ def enterprise() -> Topology:
                 status_port=30447,
             )
         ],
+    )
+    b.workload(
+        "api-poller",
+        f"spiffe://{down_td}/ns/downstream-workloads/sa/api-poller",
+        agent="downstream-agent-5",
+        selectors=["k8s:ns:downstream-workloads", "k8s:sa:api-poller"],
+        # plain HTTP to 127.0.0.1; its client sidecar carries it to enterprise-api over mTLS
+        run=LocalRun(module=f"{_EXAMPLES}.plain_poller",
+                     args=("--url", "http://{client}/health", "--interval", "5")),
+        kubernetes=WorkloadKubernetes(namespace="downstream-workloads",
+                                      service_account="api-poller"),
+        sidecars=[Sidecar("mtls", "client", listen_port=30450, target="enterprise-api",
+                          status_port=30451)],
     )
     b.workload(
         "catalog",

@@ -74,8 +74,11 @@ def _placeholders(path: str, text: str, w: Workload, by_name: dict[str, Workload
         target = by_name.get(ph.workload) if ph.workload else w
         if target is None:
             out.append(Problem(path, f"{ph.text}: unknown workload {ph.workload!r}"))
-        elif ph.key in ("files", "svid") and target is not w:
+        elif ph.key in ("files", "svid", "client") and target is not w:
             out.append(Problem(path, f"{ph.text}: a workload reaches only its own files"))
+        elif ph.key == "client" and not any(s.mode == "client" for s in w.sidecars):
+            out.append(Problem(path, f"{ph.text}: only a workload with a client-mode sidecar "
+                               "has a plain client address"))
         elif ph.key == "svid" and not any(s.mode == "files" for s in w.sidecars):
             out.append(Problem(path, f"{ph.text}: only a workload with a files-mode sidecar "
                                "has an SVID directory"))

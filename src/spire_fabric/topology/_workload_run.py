@@ -29,7 +29,9 @@ __all__ = [
 # read-only. Only a workload's own ({files}, never {files:other}).
 # ``svid``: the directory a files-mode sidecar keeps the workload's SVID files in (and the
 # app may write its pid file to); only a workload's own, and only with a files sidecar.
-PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "svid")
+# ``client``: 127.0.0.1:<listen_port> of the workload's own client sidecar, the plain
+# address its app dials instead of the SPIFFE service behind it.
+PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "svid", "client")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 

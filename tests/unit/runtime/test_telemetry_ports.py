@@ -13,7 +13,7 @@ def test_local_telemetry_ports_move_with_the_port_base() -> None:
     upstream = local.server("spire-upstream-server")
     assert upstream.ports.api == 45081 and upstream.ports.telemetry == 45079
     assert local.server("spire-downstream-server").ports.telemetry == 46079
-    assert [a.telemetry_port for a in local.agents] == [22280, 22281, 22282, 22283, 22284]
+    assert [a.telemetry_port for a in local.agents] == [22280, 22281, 22282, 22283, 22284, 22285]
 
 
 def test_server_and_agent_configs_expose_prometheus_on_their_port() -> None:

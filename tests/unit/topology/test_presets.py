@@ -59,8 +59,9 @@ def test_enterprise_workloads_federate_with_the_upstream_trust_domain():
         assert w.federates_with == (TrustDomain("enterprise-root.org"),)
     # three workload agents of the source design, and inventory's own (its ghostunnel
     # cannot pick an SVID among several, see localize._proxies_alone)
-    assert len(t.agents_of("spire-downstream-server")) == 4
+    assert len(t.agents_of("spire-downstream-server")) == 5
     assert [w.name for w in t.workloads if w.agent == "downstream-agent-4"] == ["inventory"]
+    assert [w.name for w in t.workloads if w.agent == "downstream-agent-5"] == ["api-poller"]
     client = t.workload("upstream-client")
     # its own namespace, not the upstream server's (which holds the CA key)
     assert client.kubernetes.namespace == "upstream-workloads"
@@ -117,6 +118,7 @@ def test_enterprise_agents_run_in_per_cluster_agent_namespaces():
         "downstream-agent-2": "spire-downstream-agents",
         "downstream-agent-3": "spire-downstream-agents",
         "downstream-agent-4": "spire-downstream-agents",
+        "downstream-agent-5": "spire-downstream-agents",
     }
     assert t.cluster("downstream-cluster").namespaces == (
         "spire-downstream",

@@ -16,6 +16,7 @@ from spire_fabric.render._paths import RenderPaths
 from spire_fabric.render._sidecars import (
     SVID_SUBDIR,
     SidecarPlace,
+    client_address,
     server_sidecar_app_port,
     sidecar_command,
 )
@@ -98,6 +99,8 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
             return FILES_DIR
         if p.key == "svid":
             return SVID_DIR
+        if p.key == "client":
+            return client_address(w)
         port = _service_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id

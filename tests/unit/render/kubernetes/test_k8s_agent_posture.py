@@ -195,7 +195,7 @@ def test_agent_and_csi_daemon_sets_are_node_critical_with_bounded_containers() -
     sets = [o for o in objects if o["kind"] == "DaemonSet"]
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in sets} == {
         "agent", "csi-driver"}  # fmt: skip
-    assert len(sets) == 10  # five agents (inventory has its own), a CSI driver each
+    assert len(sets) == 12  # six agents (inventory and api-poller have their own), CSI each
     for o in sets:
         pod = o["spec"]["template"]["spec"]
         assert pod["priorityClassName"] == "system-node-critical", o["metadata"]["name"]

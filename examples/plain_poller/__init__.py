@@ -1,0 +1,1 @@
+"""plain_poller: a plain-HTTP client job with no SPIFFE code (see __main__)."""
