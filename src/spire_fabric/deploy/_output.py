@@ -12,9 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError
-from spire_fabric.runtime.deployment import Change, DeploymentPlan
+from spire_fabric.runtime.deployment import Change, Deployment, DeploymentPlan
 from spire_fabric.runtime.local import StateError, state_lock
-from spire_fabric.topology import Target, Topology, posture_warnings
+from spire_fabric.topology import (
+    Target,
+    Topology,
+    kubernetes_view,
+    local_only_note,
+    posture_warnings,
+)
 
 
 @contextlib.contextmanager
@@ -25,6 +31,17 @@ def locked(path: Path, command: str, console: Console) -> Iterator[None]:
             yield
     except StateError as err:
         raise UsageError(str(err)) from err
+
+
+def print_target_notes(deployment: Deployment, console: Console) -> None:
+    """One ``note:`` line when the target leaves part of the topology out (the Kubernetes
+    target and sidecar-carrying workloads, in this release): said, never silent."""
+    if deployment.target != "kubernetes":
+        return
+    written = getattr(deployment, "written_topology", deployment.topology)
+    note = local_only_note(kubernetes_view(written).left_out)
+    if note:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def print_warnings(topology: Topology, target: Target, console: Console) -> None:

@@ -18,7 +18,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import Chosen, UsageError, add_deployment_args, choose
-from spire_fabric.deploy._output import ROWS_PER_KIND, print_plan, print_warnings
+from spire_fabric.deploy._output import (
+    ROWS_PER_KIND,
+    print_plan,
+    print_target_notes,
+    print_warnings,
+)
 from spire_fabric.render.kubernetes import staged_objects
 from spire_fabric.runtime.deployment import Deployment, DeploymentPlan
 from spire_fabric.runtime.targets import TargetError
@@ -139,11 +144,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.output == "json":
         print(plan.to_json())
         print_warnings(deployment.topology, deployment.target, Console(stderr=True))
+        print_target_notes(deployment, Console(stderr=True))
     else:
         if fresh:
             _print_items(deployment.topology, deployment.target, console)
         print_plan(plan, console)
         print_warnings(deployment.topology, deployment.target, console)
+        print_target_notes(deployment, console)
     return EXIT_CHANGES if plan else EXIT_NO_CHANGES
 
 

@@ -17,7 +17,7 @@ from spire_fabric.render import (
 from spire_fabric.render.kubernetes import InstallerSecrets, render_kubernetes_manifests
 from spire_fabric.runtime.registry import TARGET_NAMES, provider
 from spire_fabric.runtime.targets import TargetError
-from spire_fabric.topology import PRESET_NAMES, Target, Topology, dump_topology
+from spire_fabric.topology import PRESET_NAMES, Target, Topology, dump_topology, kubernetes_view
 
 
 def render_files(
@@ -29,6 +29,8 @@ def render_files(
     ``secrets`` fills the Kubernetes installer's Secrets (skeletons without).
     """
     paths = RenderPaths.local(state_dir) if target == "local" else RenderPaths.kubernetes()
+    if target == "kubernetes":  # sidecar-carrying workloads are local-only for now
+        topology = kubernetes_view(topology).topology
     files: dict[str, str] = {
         "topology.yaml": dump_topology(topology),
         "architecture.mmd": render_mermaid(topology),

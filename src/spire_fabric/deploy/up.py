@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from spire_fabric.deploy._common import add_deployment_args, choose
-from spire_fabric.deploy._output import StepPrinter, locked, print_plan
+from spire_fabric.deploy._output import StepPrinter, locked, print_plan, print_target_notes
 from spire_fabric.deploy.plan import full_plan
 from spire_fabric.runtime.deployment import Deployment
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         printer = StepPrinter(console)
         console.print(f"[bold]up[/bold] {deployment.name} on {deployment.target} → "
                       f"{escape(str(chosen.state_dir))}")  # fmt: skip
+        print_target_notes(deployment, console)
         try:
             deployment.check()  # a refusal before the plan reads anything it may not
             plan = full_plan(chosen, deployment)

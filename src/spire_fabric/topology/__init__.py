@@ -18,6 +18,7 @@ Typical use::
 from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._durations import format_duration, parse_duration
 from spire_fabric.topology._errors import Problem, TopologyError
+from spire_fabric.topology._kubernetes_only import KubernetesView, kubernetes_view, local_only_note
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
     TARGETS,
@@ -107,6 +108,7 @@ __all__ = [
     "JoinTokenAttestor",
     "K8sPsatAttestor",
     "KubernetesOptions",
+    "KubernetesView",
     "LocalRun",
     "MySqlDatastore",
     "MySqlInstance",
@@ -150,7 +152,9 @@ __all__ = [
     "format_duration",
     "is_preset_spelling",
     "jwt_issuer",
+    "kubernetes_view",
     "load_topology",
+    "local_only_note",
     "parse_duration",
     "parse_scale",
     "placeholders",

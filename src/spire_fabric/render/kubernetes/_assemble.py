@@ -33,7 +33,13 @@ from spire_fabric.render.kubernetes._secrets import (
 )
 from spire_fabric.render.kubernetes._servers import render_server_objects
 from spire_fabric.render.kubernetes._workloads import render_workload, workload_cluster
-from spire_fabric.topology import Server, Topology, agent_node_attestor, controller_manager_enabled
+from spire_fabric.topology import (
+    Server,
+    Topology,
+    agent_node_attestor,
+    controller_manager_enabled,
+    kubernetes_view,
+)
 
 Secrets = InstallerSecrets | None
 
@@ -152,7 +158,10 @@ def staged_objects(
     topology: Topology, secrets: InstallerSecrets | None = None
 ) -> list[tuple[str, str, list[Obj]]]:
     """(cluster, file, objects) in apply order: clusters as declared, then the stages.
-    ``secrets`` fills the installer's Secrets (skeletons without)."""
+    ``secrets`` fills the installer's Secrets (skeletons without). Workloads with sidecars
+    are left out (local-only in this release: :func:`~spire_fabric.topology.kubernetes_view`).
+    """
+    topology = kubernetes_view(topology).topology
     out: list[tuple[str, str, list[Obj]]] = []
     for cluster in topology.clusters:
         for stage in STAGES:

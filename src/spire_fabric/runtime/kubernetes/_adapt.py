@@ -8,7 +8,7 @@ import dataclasses
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._state import KubernetesSettings
-from spire_fabric.topology import Images, MySqlDatastore, Topology
+from spire_fabric.topology import Images, MySqlDatastore, Topology, kubernetes_view
 
 # ``--image ROLE=REF``: every field of Images, and the MySQL instance's image
 IMAGE_ROLES = (*(f.name for f in dataclasses.fields(Images)), "mysql")
@@ -41,6 +41,8 @@ def node_addresses(conn: ClusterApi) -> list[tuple[str, str]]:
 def adapt(
     topology: Topology, clusters: dict[str, ClusterApi], settings: KubernetesSettings
 ) -> Topology:
+    # sidecar-carrying workloads are local-only in this release (see kubernetes_view)
+    topology = kubernetes_view(topology).topology
     unknown = set(settings.images) - set(IMAGE_ROLES)
     if unknown:
         raise KubernetesTargetError(

@@ -1,0 +1,77 @@
+"""What of a topology the Kubernetes target runs in this release: everything but sidecars.
+
+Sidecars render for Kubernetes (containers in the workload's pod, see
+`render.kubernetes._workloads`), but the cluster images they need (ghostunnel, and nginx in
+the workload image) are not built yet, so a workload with sidecars would never start
+there. Rather than fail a bring-up, the Kubernetes target leaves such workloads out, with
+the agents that only they use and the run options of other workloads that point at them
+(`--inventory {url:inventory}` goes with inventory), and says so in one line
+(:data:`LOCAL_ONLY_NOTE`) in `plan` and `up`: never silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from spire_fabric.topology._model import LocalRun, Topology, Workload
+from spire_fabric.topology._workload_run import PlaceholderError, placeholders
+
+__all__ = ["KubernetesView", "kubernetes_view", "local_only_note"]
+
+
+@dataclass(frozen=True)
+class KubernetesView:
+    """The topology the Kubernetes target runs, and the workloads it left out."""
+
+    topology: Topology
+    left_out: tuple[str, ...]
+
+
+def local_only_note(left_out: tuple[str, ...]) -> str:
+    """The one line `plan` and `up` print for the Kubernetes target ('' if nothing)."""
+    if not left_out:
+        return ""
+    return (f"{', '.join(left_out)}: sidecars run on the local target only in this release; "
+            "their cluster images are not built yet")
+
+
+def kubernetes_view(topology: Topology) -> KubernetesView:
+    """``topology`` without its sidecar-carrying workloads (see the module docstring)."""
+    dropped = {w.name for w in topology.workloads if w.sidecars}
+    if not dropped:
+        return KubernetesView(topology, ())
+    kept = [w for w in topology.workloads if w.name not in dropped]
+    used_agents = {w.agent for w in kept}
+    dropped_agents = {w.agent for w in topology.workloads if w.name in dropped} - used_agents
+    view = dataclasses.replace(
+        topology,
+        workloads=tuple(_without_references(w, dropped) for w in kept),
+        agents=tuple(a for a in topology.agents if a.name not in dropped_agents),
+    )
+    return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped))
+
+
+def _names(text: str, dropped: set[str]) -> bool:
+    try:
+        return any(p.workload in dropped for p in placeholders(text))
+    except PlaceholderError:
+        return False
+
+
+def _without_references(w: Workload, dropped: set[str]) -> Workload:
+    """``w`` without the run options and env entries that name a dropped workload (an
+    option's flag goes with its value)."""
+    run = w.run
+    if run is None or not any(_names(t, dropped) for t in (*run.args, *run.env)):
+        return w
+    args: list[str] = []
+    for arg in run.args:
+        if _names(arg, dropped):
+            if args and args[-1].startswith("--"):
+                args.pop()
+            continue
+        args.append(arg)
+    env = tuple(e for e in run.env if not _names(e, dropped))
+    new_run: LocalRun = dataclasses.replace(run, args=tuple(args), env=env)
+    return dataclasses.replace(w, run=new_run)
