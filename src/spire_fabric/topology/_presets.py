@@ -75,8 +75,10 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             # inventory (nginx behind a ghostunnel sidecar), read over mTLS with our SDK
             "--inventory", "{url:inventory}",
             "--inventory-id", "{spiffe_id:inventory}",
+            "--metrics-listen", "{metrics_listen}",
         ),
         port=30443,
+        metrics_port=8381,
         # data-processor is a caller the API admits: proves identity and authorization
         health=HealthProbe("/health", caller="data-processor", expect=("spiffe_id={spiffe_id}",)),
     ),
@@ -86,7 +88,9 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--api", "{url:enterprise-api}",
             "--api-id", "{spiffe_id:enterprise-api}",
             "--interval", "5",
+            "--metrics-listen", "{metrics_listen}",
         ),
+        metrics_port=8382,
     ),
     "security-gateway": LocalRun(
         module=f"{_EXAMPLES}.security_gateway",
@@ -97,8 +101,10 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--allow-trust-domain", "enterprise-root.org",
             # external clients' keys: `issue-key --deployment enterprise` on either target
             "--api-keys", "{files}/api-keys.json",
+            "--metrics-listen", "{metrics_listen}",
         ),
         port=30080,
+        metrics_port=8383,
         # an upstream workload through the gateway to the API: the API must see the
         # gateway as its caller, so the answer proves the whole path
         health=HealthProbe("/records", caller="upstream-client", expect=("caller={spiffe_id}",)),
@@ -335,6 +341,9 @@ def enterprise() -> Topology:
         sidecars=[Sidecar("svid", "files", signal="HUP", pid_file="nginx.pid",
                           status_port=30449)],
     )
+    # Prometheus and Alertmanager on NodePorts 30090/30093; the gateway is the edge whose
+    # 5xx ratio GatewayErrors watches
+    b.monitoring(edge_workload="security-gateway")
     return b.build()
 
 

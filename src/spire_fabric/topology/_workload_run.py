@@ -31,7 +31,9 @@ __all__ = [
 # app may write its pid file to); only a workload's own, and only with a files sidecar.
 # ``client``: 127.0.0.1:<listen_port> of the workload's own client sidecar, the plain
 # address its app dials instead of the SPIFFE service behind it.
-PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "svid", "client")
+# ``metrics_listen``: where the workload serves /metrics (its own ``run.metrics_port``).
+PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "svid", "client",
+                    "metrics_listen")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 

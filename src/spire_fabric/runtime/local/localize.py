@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.topology import (
     Datastore,
+    LocalRun,
     MySqlDatastore,
     PostgresDatastore,
     Server,
@@ -90,16 +91,21 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
         dataclasses.replace(
             w,
             local_selectors=(f"unix:uid:{settings.uid}",),
-            run=(
-                dataclasses.replace(w.run, port=_port(w.run.port + offset))
-                if w.run is not None and w.run.port is not None
-                else w.run
-            ),
+            run=_shift_run(w.run, offset),
             sidecars=tuple(_shift_sidecar(s, offset) for s in w.sidecars),
         )
         for w in topology.workloads
     )
-    local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
+    monitoring = topology.monitoring
+    if monitoring is not None:
+        monitoring = dataclasses.replace(
+            monitoring,
+            prometheus_port=_port(monitoring.prometheus_port + offset),
+            alertmanager_port=_port(monitoring.alertmanager_port + offset),
+        )
+    local = dataclasses.replace(
+        topology, servers=servers, agents=agents, workloads=workloads, monitoring=monitoring
+    )
     validate_topology(local)
     _proxies_alone(local)
     return local
@@ -127,6 +133,16 @@ def _shift_sidecar(s: Sidecar, offset: int) -> Sidecar:
 
     return dataclasses.replace(s, app_port=moved(s.app_port), listen_port=moved(s.listen_port),
                                status_port=moved(s.status_port))
+
+
+def _shift_run(run: LocalRun | None, offset: int) -> LocalRun | None:
+    if run is None:
+        return None
+    return dataclasses.replace(
+        run,
+        port=None if run.port is None else _port(run.port + offset),
+        metrics_port=None if run.metrics_port is None else _port(run.metrics_port + offset),
+    )
 
 
 def _loopback(host: str) -> str:
