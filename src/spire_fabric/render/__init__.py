@@ -14,13 +14,26 @@ from spire_fabric.render._monitoring import (
 )
 from spire_fabric.render._paths import K8S_ROOT, RenderPaths
 from spire_fabric.render._server import render_server_config
+from spire_fabric.render._sidecars import (
+    SVID_SUBDIR,
+    SidecarPlace,
+    allow_patterns,
+    client_address,
+    server_sidecar_app_port,
+    sidecar_command,
+    verify_patterns,
+)
 from spire_fabric.render._views import HEALTH_COLOURS, render_topology_html, render_topology_svg
 
 __all__ = [
     "ALERT_NAMES",
     "HEALTH_COLOURS",
     "K8S_ROOT",
+    "SVID_SUBDIR",
     "RenderPaths",
+    "SidecarPlace",
+    "allow_patterns",
+    "client_address",
     "render_agent_config",
     "render_alert_rules",
     "render_alertmanager_config",
@@ -29,4 +42,7 @@ __all__ = [
     "render_server_config",
     "render_topology_html",
     "render_topology_svg",
+    "server_sidecar_app_port",
+    "sidecar_command",
+    "verify_patterns",
 ]

@@ -109,6 +109,8 @@ def test_enterprise_inventory_admits_only_the_api_and_the_gateway() -> None:
     assert tls.allow_ids == (f"{DOWN}/enterprise-api", f"{DOWN}/security-gateway")
     # the network admits exactly who the sidecar admits
     assert [w.name for w in workload_callers(t, inv)] == ["enterprise-api", "security-gateway"]
+    # a client sidecar's target is dialled: api-poller calls enterprise-api
+    assert "api-poller" in [w.name for w in workload_callers(t, t.workload("enterprise-api"))]
 
 
 def test_sidecars_round_trip_through_yaml() -> None:

@@ -3,10 +3,11 @@
 A sidecar is a component of its own (`sidecar:<workload>.<sidecar>`), restarted by the
 supervisor like any other, with the workload's agent socket: on this target every process
 of the deployment runs as the user, so the agent's unix attestor gives the sidecar the
-workload's entry (each workload of the presets has an agent of its own). The argv comes
-from `render._sidecars`, the same as the Kubernetes containers', with this machine's
-addresses: everything on loopback, ports moved by `--port-base` (`localize` did that),
-ghostunnel from the Go build cache, the helper run by this interpreter.
+workload's entry (`localize` makes sure a ghostunnel sidecar's agent serves only it).
+The argv comes from `spire_fabric.render.sidecar_command`, the same as the Kubernetes
+containers', with this machine's addresses: everything on loopback, ports moved by
+`--port-base` (`localize` did that), ghostunnel from the Go build cache, the helper run
+by this interpreter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from spire_fabric.render._sidecars import SVID_SUBDIR, SidecarPlace, sidecar_command
+from spire_fabric.render import SVID_SUBDIR, SidecarPlace, sidecar_command
 from spire_fabric.runtime.ghostunnel import ghostunnel_program
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK

@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography import x509
 
 from spire_fabric.identity import join_token_agent_id
-from spire_fabric.render._sidecars import server_sidecar_app_port
+from spire_fabric.render import server_sidecar_app_port
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component

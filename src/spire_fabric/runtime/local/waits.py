@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from spire_fabric.render._sidecars import server_sidecar_app_port
+from spire_fabric.render import server_sidecar_app_port
 from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import (

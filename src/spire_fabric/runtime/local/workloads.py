@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from spire_fabric.render._sidecars import SVID_SUBDIR, client_address, server_sidecar_app_port
+from spire_fabric.render import SVID_SUBDIR, client_address, server_sidecar_app_port
 from spire_fabric.runtime.local.context import LocalContext, workload_component
 from spire_fabric.runtime.local.localize import LOOPBACK
 from spire_fabric.runtime.local.supervisor import Component

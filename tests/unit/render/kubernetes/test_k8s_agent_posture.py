@@ -21,6 +21,7 @@ from spire_fabric.topology import (
     PRESET_NAMES,
     Topology,
     agent_workload_attestors,
+    kubernetes_view,
     posture_warnings,
     preset,
     validate_topology,
@@ -195,7 +196,7 @@ def test_agent_and_csi_daemon_sets_are_node_critical_with_bounded_containers() -
     sets = [o for o in objects if o["kind"] == "DaemonSet"]
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in sets} == {
         "agent", "csi-driver"}  # fmt: skip
-    assert len(sets) == 12  # six agents (inventory and api-poller have their own), CSI each
+    assert len(sets) == 8
     for o in sets:
         pod = o["spec"]["template"]["spec"]
         assert pod["priorityClassName"] == "system-node-critical", o["metadata"]["name"]
@@ -206,7 +207,7 @@ def test_agent_and_csi_daemon_sets_are_node_critical_with_bounded_containers() -
 
 
 def test_unix_attestor_is_off_where_every_selector_is_k8s_and_kept_where_one_is_not() -> None:
-    t = preset("enterprise")
+    t = kubernetes_view(preset("enterprise")).topology  # what the Kubernetes target runs
     for a in t.agents:
         assert "unix" in a.workload_attestors
         assert agent_workload_attestors(t, a, "kubernetes") == ("k8s",)

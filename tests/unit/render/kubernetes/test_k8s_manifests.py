@@ -24,7 +24,7 @@ from spire_fabric.render.kubernetes import (
     render_kubernetes_manifests,
     render_kubernetes_objects,
 )
-from spire_fabric.topology import PRESET_NAMES, preset
+from spire_fabric.topology import PRESET_NAMES, kubernetes_view, preset
 
 K8S = RenderPaths.kubernetes()
 
@@ -174,7 +174,7 @@ def test_rbac_subjects_and_psat_allow_list_name_the_agents_where_they_run(name):
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_bundle_configmaps_are_published_only_into_the_agents_namespaces(name):
     """Agents mount the bundle ConfigMap; the server may write it there and nowhere else."""
-    topology = preset(name)
+    topology = kubernetes_view(preset(name)).topology  # what the Kubernetes target runs
     objects = render_kubernetes_objects(topology)
     for s in topology.servers:
         k = s.kubernetes
@@ -223,7 +223,7 @@ def test_bundle_publisher_may_write_every_configmap_its_server_conf_names(name):
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_config_maps_carry_the_hcl_renderers_output_verbatim(name):
-    topology = preset(name)
+    topology = kubernetes_view(preset(name)).topology  # what the Kubernetes target runs
     objects = render_kubernetes_objects(topology)
     for s in topology.servers:
         cm = _find(objects, "ConfigMap", f"{s.name}-config", s.kubernetes.namespace)
@@ -668,7 +668,7 @@ def test_kubernetes_plan_lists_every_manifest_file_with_its_object_counts():
     )
     workloads = next(i for i in items if i.name == "downstream-cluster/08-workloads.yaml")
     assert workloads.detail == (
-        "6 Deployment, 1 PersistentVolumeClaim, 1 Secret, 4 Service, 6 ServiceAccount"
+        "3 Deployment, 1 PersistentVolumeClaim, 1 Secret, 2 Service, 3 ServiceAccount"
     )
     assert not [i for i in plan_items(topology, "local") if i.kind == "manifests"]
 

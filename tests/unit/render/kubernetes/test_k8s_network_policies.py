@@ -26,6 +26,7 @@ from spire_fabric.topology import (
     LocalRun,
     Topology,
     WorkloadKubernetes,
+    kubernetes_view,
     preset,
     workload_callers,
 )
@@ -142,21 +143,16 @@ ENTERPRISE = {
     ("upstream-cluster", "upstream-agent", "health"): set(),
     ("upstream-cluster", "upstream-agent", "telemetry"): set(),
     ("downstream-cluster", "spire-downstream-server", "api"): {
-        "downstream-agent-1", "downstream-agent-2", "downstream-agent-3", "downstream-agent-4",
-        "downstream-agent-5"},
+        "downstream-agent-1", "downstream-agent-2", "downstream-agent-3"},
     ("downstream-cluster", "spire-downstream-server", "federation"): {EVERYONE},
     ("downstream-cluster", "spire-downstream-server", "health"): set(),
     ("downstream-cluster", "spire-downstream-server", "telemetry"): set(),
     ("downstream-cluster", "spire-downstream-server", "healthz"): set(),
     ("downstream-cluster", "spire-downstream-mysql", "mysql"): {"spire-downstream-server"},
-    ("downstream-cluster", "enterprise-api", "https"): {
-        "data-processor", "security-gateway", "api-poller"},
+    ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway"},
     ("downstream-cluster", "security-gateway", "https"): {EVERYONE},  # NodePort 30080
-    # inventory's sidecar port: the callers its allow list names (enterprise-api, the gateway)
-    ("downstream-cluster", "inventory", "https"): {"enterprise-api", "security-gateway"},
-    ("downstream-cluster", "catalog", "https"): set(),  # nginx with SVID files: no caller yet
     **{("downstream-cluster", f"downstream-agent-{i}", port): set()
-       for i in (1, 2, 3, 4, 5) for port in ("health", "telemetry")},
+       for i in (1, 2, 3) for port in ("health", "telemetry")},
 }  # fmt: skip
 
 NESTED = {
@@ -192,7 +188,7 @@ def test_every_preset_fences_every_port_it_does_not_mean_to_open(name):
     """The rules, for each preset: health, telemetry and agent ports reach no one; a
     server API only its own agents and nested servers; MySQL only its server; the
     federation port and NodePort workloads everyone; other workloads only their callers."""
-    t = preset(name)
+    t = kubernetes_view(preset(name)).topology  # what the Kubernetes target runs
     table = reach_table(t)
     assert table
     servers = {s.name: s for s in t.servers}
@@ -245,12 +241,11 @@ def test_policies_are_applied_with_the_namespaces_before_any_pod(name):
             assert file > "00-namespaces.yaml"
 
 
-def test_callers_come_from_url_placeholders_and_sidecars_only():
-    t = preset("enterprise")
+def test_callers_come_from_url_placeholders_only():
+    # the Kubernetes view: no sidecars there (their callers: test_sidecar_validation.py)
+    t = kubernetes_view(preset("enterprise")).topology
     api = t.workload("enterprise-api")
-    # api-poller's client sidecar targets the API: an address it dials, like a URL
-    assert [w.name for w in workload_callers(t, api)] == [
-        "data-processor", "security-gateway", "api-poller"]
+    assert [w.name for w in workload_callers(t, api)] == ["data-processor", "security-gateway"]
     assert workload_callers(t, t.workload("security-gateway")) == ()
     # naming the API's SPIFFE ID or port makes no caller; naming its URL does
     gw = t.workload("security-gateway")
@@ -259,7 +254,7 @@ def test_callers_come_from_url_placeholders_and_sidecars_only():
                                                "--port", "{port:enterprise-api}"))  # fmt: skip
     t2 = dataclasses.replace(t, workloads=tuple(
         dataclasses.replace(w, run=no_url) if w.name == gw.name else w for w in t.workloads))
-    assert [w.name for w in workload_callers(t2, api)] == ["data-processor", "api-poller"]
+    assert [w.name for w in workload_callers(t2, api)] == ["data-processor"]
 
 
 def test_a_caller_in_another_namespace_is_admitted_by_namespace_and_labels():
@@ -277,8 +272,7 @@ def test_a_caller_in_another_namespace_is_admitted_by_namespace_and_labels():
     t2 = dataclasses.replace(t, clusters=clusters, workloads=tuple(
         moved if w.name == dp.name else w for w in t.workloads))  # fmt: skip
     table = reach_table(t2)
-    assert table[(cluster, "enterprise-api", "https")] == {
-        "data-processor", "security-gateway", "api-poller"}  # the poller: its client sidecar
+    assert table[(cluster, "enterprise-api", "https")] == {"data-processor", "security-gateway"}
     assert "stranger@processing" not in table[(cluster, "enterprise-api", "https")]
 
 

@@ -158,7 +158,7 @@ def test_agents_get_host_pid_and_a_host_socket_dir_but_no_capabilities():
         if o["kind"] == "DaemonSet"
         and o["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
     ]
-    assert len(agents) == 6  # upstream, the three workload agents, inventory's, api-poller's
+    assert len(agents) == 4
     for ds in agents:
         spec = ds["spec"]["template"]["spec"]
         assert spec["hostPID"] is True
