@@ -97,15 +97,15 @@ def test_inventory_sidecar_admits_its_allow_list_and_refuses_the_rest(enterprise
     report = enterprise.verify()
     checks = {c.id: c for c in report.checks if c.id.startswith("sidecar-")}
     assert set(checks) == {
-        f"sidecar-allowed:{INVENTORY_TLS}<-enterprise-api",
-        f"sidecar-allowed:{INVENTORY_TLS}<-security-gateway",
-        f"sidecar-refused:{INVENTORY_TLS}<-data-processor",
-        f"sidecar-forged:{INVENTORY_TLS}",
+        f"sidecar-allowed:enterprise-api->{INVENTORY_TLS}",
+        f"sidecar-allowed:security-gateway->{INVENTORY_TLS}",
+        f"sidecar-refused:data-processor->{INVENTORY_TLS}",
+        f"sidecar-forged:enterprise-api->{INVENTORY_TLS}",
         f"sidecar-loopback-only:{INVENTORY_TLS}",
         "sidecar-files:catalog/svid",
     }
     assert all(c.ok for c in checks.values()), [f"{c.id}: {c.detail}" for c in checks.values()]
-    assert "HTTP 200" in checks[f"sidecar-allowed:{INVENTORY_TLS}<-enterprise-api"].detail
+    assert "HTTP 200" in checks[f"sidecar-allowed:enterprise-api->{INVENTORY_TLS}"].detail
 
 
 def test_the_forgery_is_refused_for_its_trust_domain_alone(enterprise: Deploy) -> None:

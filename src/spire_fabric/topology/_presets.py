@@ -112,12 +112,12 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
 }  # fmt: skip
 
 # nginx (Debian's) serving JSON, behind a server-mode ghostunnel sidecar: {listen} is then
-# the app's loopback port, and the probe goes through the sidecar as enterprise-api.
+# the app's loopback port, and the probe goes through the sidecar as the gateway.
 _INVENTORY_RUN = LocalRun(
     module=f"{_EXAMPLES}.inventory",
     args=("--listen", "{listen}"),
     port=30445,
-    health=HealthProbe("/items", caller="enterprise-api", expect=("service=inventory",)),
+    health=HealthProbe("/items", caller="security-gateway", expect=("service=inventory",)),
 )
 
 # nginx again, terminating mutual TLS itself with SVID files from a files-mode sidecar

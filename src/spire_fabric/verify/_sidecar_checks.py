@@ -61,7 +61,7 @@ def sidecar_checks(
             callers = [c for c in t.workloads if c is not w and _admits(s, c)]
             for c in callers:
                 yield run_check(
-                    f"sidecar-allowed:{where}<-{c.name}",
+                    f"sidecar-allowed:{c.name}->{where}",
                     f"{where} admits {c.name} (on its allow list)",
                     partial(_through, d, w, c, svid_of, context_of, admitted=True),
                 )
@@ -69,13 +69,13 @@ def sidecar_checks(
                              and not _admits(s, c)), None)  # fmt: skip
             if stranger is not None:
                 yield run_check(
-                    f"sidecar-refused:{where}<-{stranger.name}",
+                    f"sidecar-refused:{stranger.name}->{where}",
                     f"{where} refuses {stranger.name} (not on its allow list)",
                     partial(_through, d, w, stranger, svid_of, context_of, admitted=False),
                 )
             if callers:
                 yield run_check(
-                    f"sidecar-forged:{where}",
+                    f"sidecar-forged:{callers[0].name}->{where}",
                     f"{where} refuses a forged cross-trust-domain SVID of {callers[0].name}",
                     partial(_forged, d, w, callers[0], context_of),
                 )

@@ -21,6 +21,7 @@ __all__ = [
     "COMPONENT_ENV",
     "STATE_DIR_ENV",
     "deployment_processes",
+    "parent_pid",
     "pid_alive",
     "process_cmdline",
     "process_environ",
@@ -48,6 +49,15 @@ def pid_alive(pid: int) -> bool:
     """True for a running process; a zombie counts as gone."""
     fields = _stat_fields(pid)
     return fields is not None and bool(fields) and fields[0] != "Z"
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent's pid (stat field 4), or None for a process that is gone."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[1]) if fields and len(fields) > 1 else None
+    except ValueError:
+        return None
 
 
 def process_start_time(pid: int) -> int | None:

@@ -36,6 +36,7 @@ from spire_fabric.runtime.deployment import (
 )
 from spire_fabric.runtime.ghostunnel import ensure_ghostunnel
 from spire_fabric.runtime.local._agent_data import stored_agent_svid
+from spire_fabric.runtime.local._procfs import parent_pid
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
@@ -346,7 +347,11 @@ class LocalDeployment:
         problems = []
         for host, port, what in self._ports():
             taken = port_in_use(host, port)
-            if taken is not None and taken.owner_pid not in ours:
+            # a component's child holds its port too (nginx under the inventory launcher:
+            # nginx overwrites its environment, so only its parent says whose it is)
+            owner = taken.owner_pid if taken is not None else None
+            if taken is not None and owner not in ours and (
+                    owner is None or parent_pid(owner) not in ours):
                 problems.append(f"{what}: {taken.describe()}")
         if problems:
             raise UpError(
