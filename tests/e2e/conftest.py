@@ -28,6 +28,8 @@ _PORT_OFFSETS = (
     *(-920, -557, 79, 80, 81, 443, 1079, 1080, 1081, 1443),  # telemetry on API - 2
     *range(8180 - 31000, 8184 - 31000),  # agents' health
     *range(8280 - 31000, 8284 - 31000),  # agents' telemetry
+    *range(8381 - 31000, 8384 - 31000),  # the example workloads' /metrics
+    30090 - 31000, 30093 - 31000,  # Prometheus and Alertmanager
     9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
     # servers of presets without NodePorts keep their container ports, moved with the base
     *(8080 - 31000, 8081 - 31000, 8443 - 31000),

@@ -11,6 +11,7 @@ import time
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
+from spire_fabric.runtime.monitoring import Alert, active_alerts
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report
 
@@ -59,6 +60,8 @@ def test_up_from_nothing_is_fully_verified(enterprise: Deploy) -> None:
         f"{DOWNSTREAM}'s copy of enterprise-root.org"
     )
     assert f"authority-copy:{UPSTREAM}->downstream.example.org" in ids
+    # monitoring: every server, agent and example workload scraped and up, nothing firing
+    assert report.get("monitoring-targets").ok and report.get("monitoring-alerts").ok
 
 
 def test_verify_cli_reports_json_and_exit_status(enterprise: Deploy) -> None:
@@ -75,9 +78,49 @@ def test_status_lists_every_component(enterprise: Deploy) -> None:
     expected = {UPSTREAM, DOWNSTREAM, "upstream-agent"} | {
         f"downstream-agent-{i}" for i in (1, 2, 3)
     }
+    expected |= {"prometheus", "alertmanager"}
     assert set(rows) >= expected
     for name in expected:
         assert rows[name]["healthy"] and rows[name]["pid"], rows[name]
+    assert rows["prometheus"]["detail"] == f"http://127.0.0.1:{enterprise.port_base - 910}"
+
+
+def _agent_down_alerts(alertmanager: str, agent: str) -> list[Alert]:
+    return [a for a in active_alerts(alertmanager)
+            if a.name == "SpireAgentDown" and a.component == agent]  # fmt: skip
+
+
+def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
+    enterprise: Deploy,
+) -> None:
+    """SIGSTOP of the agent process we started: it keeps its socket (the kernel still
+    accepts connections) but answers nothing, like a hung agent. Prometheus' scrape times
+    out, `up` goes 0, and SpireAgentDown must reach Alertmanager within 90 s (issue 24);
+    SIGCONT must resolve it."""
+    d = enterprise.deployment()
+    urls = d.monitoring_urls()
+    assert urls is not None
+    agent = "downstream-agent-1"
+    pid = d.supervisor.states()[agent_component(agent)].pid
+    assert pid is not None and not _agent_down_alerts(urls[1], agent)
+    frozen = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while not (alerts := _agent_down_alerts(urls[1], agent)):
+            assert time.monotonic() - frozen < 90, "SpireAgentDown did not fire within 90 s"
+            time.sleep(1)
+        fired = time.monotonic() - frozen
+        assert alerts[0].severity == "critical" and agent in alerts[0].summary
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    while _agent_down_alerts(urls[1], agent):
+        assert time.monotonic() - resumed < 90, "SpireAgentDown did not resolve within 90 s"
+        time.sleep(1)
+    resolved = time.monotonic() - resumed
+    print(f"SpireAgentDown: fired {fired:.1f} s after SIGSTOP, resolved {resolved:.1f} s "
+          "after SIGCONT")  # fmt: skip
+    assert d.supervisor.states()[agent_component(agent)].pid == pid  # frozen, not restarted
 
 
 def test_second_up_changes_nothing(enterprise: Deploy) -> None:

@@ -137,7 +137,7 @@ class ComponentHealth:
     """One row of `status`: a server, agent, workload or the target's own controller."""
 
     name: str
-    kind: str  # server | agent | workload | supervisor
+    kind: str  # server | agent | workload | monitoring | supervisor
     pid: int | None
     running: bool
     healthy: bool
@@ -222,6 +222,11 @@ class Deployment(Protocol):
     def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
         """(host, port) where that server's or agent's Prometheus telemetry is scraped from
         here (on Kubernetes a port-forward to its pod); None if it renders no telemetry."""
+        ...
+
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        """(Prometheus URL, Alertmanager URL) reachable from here, or None when the
+        deployment runs no monitoring (no ``monitoring:``, or not on this target yet)."""
         ...
 
     def root_ca(self) -> x509.Certificate | None:

@@ -165,7 +165,16 @@ def test_a_step_restarts_what_it_reached_and_keeps_the_rest_as_it_runs(tmp_path:
         assert component == (wanted[name] if reached else {c.name: c for c in running}[name])
     for name in servers:
         assert Path(new.paths.server_config(name)).read_text() == server_config(new, name).text
-    publish(new, servers, [a.name for a in new.local.agents])
+    agents = [a.name for a in new.local.agents]
+    publish(new, servers, agents)
+    planned = {c.name: c for c in new.supervisor.planned()}
+    before = {c.name: c for c in running}
+    # Prometheus and Alertmanager keep running as they do until the last step
+    assert planned == {n: before[n] if n.startswith("monitoring:") else c
+                       for n, c in wanted.items()}  # fmt: skip
+    publish(new, servers, agents, monitoring=True)
     assert {c.name: c for c in new.supervisor.planned()} == wanted
+    assert {n for n in wanted if n.startswith("monitoring:")} == {
+        "monitoring:prometheus", "monitoring:alertmanager"}  # fmt: skip
     for a in new.local.agents:
         assert Path(new.paths.agent_config(a.name)).read_text() == agent_config(new, a.name).text

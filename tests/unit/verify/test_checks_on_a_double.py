@@ -69,6 +69,9 @@ class DoubleDeployment:
     def telemetry_endpoint(self, component):
         return None
 
+    def monitoring_urls(self):
+        return None
+
     def server_info(self, name):
         raise Unreachable(f"{name} is down")
 

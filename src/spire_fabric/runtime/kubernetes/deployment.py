@@ -198,6 +198,11 @@ class KubernetesDeployment:
                                  selector_labels(name, "workload"), k.service_port)  # fmt: skip
         return WorkloadAddress(name, "127.0.0.1", pf.local_port, sid)
 
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        """None: Prometheus and Alertmanager run on the local target only so far (issue 24
+        leaves their images and service discovery on Kubernetes to do)."""
+        return None
+
     def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
         """A port-forward of our own to the pod's telemetry port (a containerPort, not a
         Service: metrics are read per pod, and nothing outside the cluster needs them)."""

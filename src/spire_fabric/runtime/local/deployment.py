@@ -39,6 +39,11 @@ from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
+from spire_fabric.runtime.local.monitoring import (
+    monitoring_components,
+    monitoring_urls,
+    wait_monitoring_ready,
+)
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
@@ -262,6 +267,7 @@ class LocalDeployment:
 
     def check(self) -> None:
         _ = self.ctx.binaries  # no SPIRE, no deployment: said first, with what was tried
+        monitoring_components(self.ctx)  # no Prometheus installed: said before anything
         self._check_socket_paths()
         self._check_ports()
 
@@ -313,6 +319,11 @@ class LocalDeployment:
         if self.workload_processes():
             with report("wait for workloads"):
                 waits.wait_workloads(ctx)
+        if ctx.local.monitoring is not None:
+            with report("start Prometheus and Alertmanager"):
+                publish(ctx, servers, agents, monitoring=True)
+                ctx.supervisor.ensure_running()
+                wait_monitoring_ready(ctx)
         ctx.state.save(ctx.record, ctx.topology)
         return plan
 
@@ -368,7 +379,17 @@ class LocalDeployment:
         for p in self.workload_processes():
             if p.port is not None:
                 ports.append((LOOPBACK, p.port, p.workload.name))
+            metrics = p.workload.run.metrics_port if p.workload.run else None
+            if metrics is not None:
+                ports.append((LOOPBACK, metrics, f"{p.workload.name} metrics"))
+        m = self.ctx.local.monitoring
+        if m is not None:
+            ports.append((LOOPBACK, m.prometheus_port, "prometheus"))
+            ports.append((LOOPBACK, m.alertmanager_port, "alertmanager"))
         return ports
+
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        return monitoring_urls(self.ctx)
 
     def status(self) -> list[ComponentHealth]:
         return status_rows(self.ctx)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from spire_fabric.identity import join_token_agent_id
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.monitoring import monitoring_component, monitoring_urls
 from spire_fabric.runtime.local.waits import agent_healthy, http_ok, tcp_open
 from spire_fabric.runtime.local.workloads import workload_processes
 from spire_fabric.topology import Workload
@@ -118,6 +119,22 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
                 restarts=st.restarts if st else 0,
                 last_exit=st.last_exit if st else None,
                 svid_expires_at=_workload_svid_expiry(ctx, p.workload),
+            )
+        )
+    urls = monitoring_urls(ctx)
+    for kind, url in zip(("prometheus", "alertmanager"), urls or (), strict=False):
+        st = states.get(monitoring_component(kind))
+        running = bool(st and st.running)
+        rows.append(
+            ComponentHealth(
+                name=kind,
+                kind="monitoring",
+                pid=st.pid if st else None,
+                running=running,
+                healthy=running and http_ok("127.0.0.1", int(url.rsplit(":", 1)[1]), "/-/ready"),
+                detail=url,
+                restarts=st.restarts if st else 0,
+                last_exit=st.last_exit if st else None,
             )
         )
     return rows
