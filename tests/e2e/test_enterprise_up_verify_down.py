@@ -209,13 +209,17 @@ def test_agent_down_turns_its_checks_red_and_up_heals_it(enterprise: Deploy) -> 
         assert "workload-svid:enterprise-api" in red  # enterprise-api lives on that agent
         # its SVIDs cannot be observed, so which authority they come from cannot be told
         assert f"authority-svids:{DOWNSTREAM}" in red
+        # Prometheus sees the agent's telemetry down (and may already alert on it)
+        assert "downstream-agent-1" in report.get("monitoring-targets").detail
         allowed = {
             "supervisor", "agent-live:downstream-agent-1", f"authority-svids:{DOWNSTREAM}",
+            "monitoring-targets", "monitoring-alerts",
         } | involving(report, "enterprise-api")  # fmt: skip
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
 
 
 def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy) -> None:
@@ -243,7 +247,8 @@ def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
     with d.server(DOWNSTREAM) as c:
         assert c.get_entry(victim.id).spiffe_id == victim.spiffe_id  # same owned ID
 
@@ -281,7 +286,8 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
         assert not any(i.startswith("federated-bundle:" + UPSTREAM) for i in red)
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
 
 
 def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy) -> None:
@@ -301,7 +307,8 @@ def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy)
         assert f"server-live:{UPSTREAM}" not in red and f"datastore:{UPSTREAM}" not in red
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
     with d.server(DOWNSTREAM) as c:
         assert sorted((e.id, str(e.spiffe_id)) for e in c.list_entries()) == entries_before
         assert c.get_bundle().x509_authorities == bundle_before

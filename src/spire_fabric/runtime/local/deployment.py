@@ -39,11 +39,7 @@ from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
-from spire_fabric.runtime.local.monitoring import (
-    monitoring_components,
-    monitoring_urls,
-    wait_monitoring_ready,
-)
+from spire_fabric.runtime.local.monitoring import monitoring_components, monitoring_urls
 from spire_fabric.runtime.local.planning import compute_plan
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
@@ -323,7 +319,7 @@ class LocalDeployment:
             with report("start Prometheus and Alertmanager"):
                 publish(ctx, servers, agents, monitoring=True)
                 ctx.supervisor.ensure_running()
-                wait_monitoring_ready(ctx)
+                waits.wait_monitoring_ready(ctx)
         ctx.state.save(ctx.record, ctx.topology)
         return plan
 

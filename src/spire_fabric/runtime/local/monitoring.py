@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from functools import partial
 from pathlib import Path
 
 from spire_fabric.render import (
@@ -26,22 +25,19 @@ from spire_fabric.runtime.core import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK
 from spire_fabric.runtime.local.supervisor import Component
-from spire_fabric.runtime.local.waits import http_ok, wait_for
-from spire_fabric.runtime.monitoring import MonitoringError, scrape_targets
 from spire_fabric.topology._durations import format_duration
 
 __all__ = [
     "MonitoringMissing",
+    "monitoring_component",
     "monitoring_components",
     "monitoring_config_files",
+    "monitoring_data_dirs",
     "monitoring_urls",
-    "wait_monitoring_ready",
-    "write_monitoring_files",
 ]
 
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "alertmanager"
-START_TIMEOUT_S = 60.0
 # Debian names Alertmanager's binary prometheus-alertmanager; upstream's tarball alertmanager
 _BINARIES = {PROMETHEUS: ("prometheus",), ALERTMANAGER: ("prometheus-alertmanager", "alertmanager")}
 
@@ -96,14 +92,10 @@ def _digest(files: tuple[tuple[Path, str], ...]) -> str:
     return h.hexdigest()
 
 
-def write_monitoring_files(ctx: LocalContext) -> None:
-    from spire_fabric.runtime.local.processes import write_if_changed
-
-    for files in monitoring_config_files(ctx).values():
-        for path, text in files:
-            write_if_changed(path, text)
-    for kind in (PROMETHEUS, ALERTMANAGER):
-        (Path(ctx.paths.monitoring_dir()) / f"{kind}-data").mkdir(parents=True, exist_ok=True)
+def monitoring_data_dirs(ctx: LocalContext) -> list[Path]:
+    """The directories Prometheus' TSDB and Alertmanager's state live in."""
+    root = Path(ctx.paths.monitoring_dir())
+    return [root / f"{kind}-data" for kind in (PROMETHEUS, ALERTMANAGER)]
 
 
 def monitoring_components(ctx: LocalContext) -> list[Component]:
@@ -140,34 +132,3 @@ def monitoring_components(ctx: LocalContext) -> list[Component]:
             )
         )
     return out
-
-
-def wait_monitoring_ready(ctx: LocalContext) -> None:
-    urls = monitoring_urls(ctx)
-    if urls is None:
-        return
-    for kind, url in zip((PROMETHEUS, ALERTMANAGER), urls, strict=True):
-        port = int(url.rsplit(":", 1)[1])
-        wait_for(
-            ctx,
-            partial(http_ok, LOOPBACK, port, "/-/ready"),
-            START_TIMEOUT_S,
-            f"{kind} did not become ready on {url}/-/ready",
-            monitoring_component(kind),
-        )
-    # `verify` right after `up` must see every target scraped once (up or down, not unknown)
-    wait_for(
-        ctx,
-        partial(_all_scraped, urls[0]),
-        START_TIMEOUT_S,
-        f"prometheus did not scrape every target once ({urls[0]}/targets)",
-        monitoring_component(PROMETHEUS),
-    )
-
-
-def _all_scraped(prometheus: str) -> bool:
-    try:
-        targets = scrape_targets(prometheus)
-    except MonitoringError:
-        return False
-    return bool(targets) and all(t.health != "unknown" for t in targets)

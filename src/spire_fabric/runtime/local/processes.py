@@ -20,7 +20,11 @@ from pathlib import Path
 
 from spire_fabric.render import render_agent_config, render_server_config
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
-from spire_fabric.runtime.local.monitoring import monitoring_components, write_monitoring_files
+from spire_fabric.runtime.local.monitoring import (
+    monitoring_components,
+    monitoring_config_files,
+    monitoring_data_dirs,
+)
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.workloads import workload_processes
 
@@ -110,6 +114,16 @@ def write_configs(ctx: LocalContext, servers: list[str], agents: list[str]) -> N
         token = ctx.record.join_tokens.get(name)
         if token is not None:
             write_private(join_token_file(ctx, name), token + "\n")
+
+
+def write_monitoring_files(ctx: LocalContext) -> None:
+    """Prometheus' and Alertmanager's configs and data directories (nothing without
+    ``monitoring:``)."""
+    for files in monitoring_config_files(ctx).values():
+        for path, text in files:
+            write_if_changed(path, text)
+    for directory in monitoring_data_dirs(ctx):
+        directory.mkdir(parents=True, exist_ok=True)
 
 
 def server_components(ctx: LocalContext, names: list[str]) -> list[Component]:

@@ -23,7 +23,10 @@ from spire_fabric.runtime.local.context import (
     server_component,
     workload_component,
 )
+from spire_fabric.runtime.local.localize import LOOPBACK
+from spire_fabric.runtime.local.monitoring import monitoring_component, monitoring_urls
 from spire_fabric.runtime.local.workloads import workload_processes
+from spire_fabric.runtime.monitoring import MonitoringError, scrape_targets
 from spire_fabric.workload import WorkloadApiClient
 
 __all__ = ["agent_healthy", "http_ok", "tcp_open", "wait_for"]
@@ -201,3 +204,37 @@ def wait_workloads(ctx: LocalContext) -> None:
                 f"workload {p.workload.name} is not listening on 127.0.0.1:{p.port}",
                 component,
             )
+
+
+MONITORING_START_TIMEOUT_S = 60.0
+
+
+def wait_monitoring_ready(ctx: LocalContext) -> None:
+    """Until Prometheus and Alertmanager answer /-/ready and Prometheus has scraped every
+    target once (up or down, not unknown): `verify` right after `up` judges real scrapes."""
+    urls = monitoring_urls(ctx)
+    if urls is None:
+        return
+    for kind, url in zip(("prometheus", "alertmanager"), urls, strict=True):
+        wait_for(
+            ctx,
+            partial(http_ok, LOOPBACK, int(url.rsplit(":", 1)[1]), "/-/ready"),
+            MONITORING_START_TIMEOUT_S,
+            f"{kind} did not become ready on {url}/-/ready",
+            monitoring_component(kind),
+        )
+    wait_for(
+        ctx,
+        partial(_all_scraped, urls[0]),
+        MONITORING_START_TIMEOUT_S,
+        f"prometheus did not scrape every target once ({urls[0]}/targets)",
+        monitoring_component("prometheus"),
+    )
+
+
+def _all_scraped(prometheus: str) -> bool:
+    try:
+        targets = scrape_targets(prometheus)
+    except MonitoringError:
+        return False
+    return bool(targets) and all(t.health != "unknown" for t in targets)
