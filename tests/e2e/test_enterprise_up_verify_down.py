@@ -111,6 +111,12 @@ def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
             time.sleep(1)
         fired = time.monotonic() - frozen
         assert alerts[0].severity == "critical" and agent in alerts[0].summary
+        # `deploy status` ends with the firing alerts
+        status = enterprise.run("status").stdout.rstrip().splitlines()
+        at = next(i for i, line in enumerate(status) if line.startswith("alerts: "))
+        assert "firing" in status[at] and any(
+            "SpireAgentDown" in line and agent in line for line in status[at + 1 :]
+        ), status[at:]
     finally:
         os.kill(pid, signal.SIGCONT)
     resumed = time.monotonic()
