@@ -8,6 +8,9 @@ import os
 import signal
 import time
 
+from starlette.testclient import TestClient
+
+from spire_fabric.dashboard import create_app
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
@@ -117,6 +120,12 @@ def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
         assert "firing" in status[at] and any(
             "SpireAgentDown" in line and agent in line for line in status[at + 1 :]
         ), status[at:]
+        # the dashboard lists it, and its charts are Prometheus' range queries
+        with TestClient(create_app(d, refresh=1), base_url="http://localhost:8765") as web:
+            page = web.get("/metrics").text
+        assert f'data-alert="SpireAgentDown" data-component="{agent}"' in page
+        assert "targets up, by job (Prometheus, last hour)" in page
+        assert page.count("<polyline") >= 5  # spire-server, spire-agent, workload, ... lines
     finally:
         os.kill(pid, signal.SIGCONT)
     resumed = time.monotonic()
