@@ -305,10 +305,13 @@ class LocalDeployment:
                 bootstrap.mint_join_tokens(ctx, tier_agents)
             with report("register workload entries" + of):
                 bootstrap.apply_workload_entries(ctx, tier)
-            with report("start agents" + of):
+            # Prometheus and Alertmanager start with the last agents (and their
+            # workloads), so their start overlaps the waits below
+            last = i == len(tiers) - 1 and ctx.local.monitoring is not None
+            with report("start agents" + of + (", Prometheus and Alertmanager" if last else "")):
                 agents += tier_agents
                 write_configs(ctx, [], tier_agents)
-                self._publish(servers, agents)
+                self._publish(servers, agents, monitoring=last)
                 waits.wait_agents_healthy(ctx, tier_agents)
         with report("wait for workload SVIDs"):
             waits.wait_for_svids(ctx, agents)
@@ -316,17 +319,15 @@ class LocalDeployment:
             with report("wait for workloads"):
                 waits.wait_workloads(ctx)
         if ctx.local.monitoring is not None:
-            with report("start Prometheus and Alertmanager"):
-                publish(ctx, servers, agents, monitoring=True)
-                ctx.supervisor.ensure_running()
+            with report("wait for Prometheus to see every target up"):
                 waits.wait_monitoring_ready(ctx)
         ctx.state.save(ctx.record, ctx.topology)
         return plan
 
-    def _publish(self, servers: list[str], agents: list[str]) -> None:
+    def _publish(self, servers: list[str], agents: list[str], *, monitoring: bool = False) -> None:
         """Publish the part of the plan that may run now (files first; what runs and this
         step has not reached stays as it runs: see :func:`.processes.publish`)."""
-        publish(self.ctx, servers, agents)
+        publish(self.ctx, servers, agents, monitoring=monitoring)
         self.ctx.supervisor.ensure_running()
 
     def _check_socket_paths(self) -> None:

@@ -210,8 +210,9 @@ MONITORING_START_TIMEOUT_S = 60.0
 
 
 def wait_monitoring_ready(ctx: LocalContext) -> None:
-    """Until Prometheus and Alertmanager answer /-/ready and Prometheus has scraped every
-    target once (up or down, not unknown): `verify` right after `up` judges real scrapes."""
+    """Until Prometheus and Alertmanager answer /-/ready and Prometheus' last scrape of
+    every target succeeded: `verify` right after `up` judges real scrapes, and a target
+    that stays down is named here (its log says why) rather than left to an alert."""
     urls = monitoring_urls(ctx)
     if urls is None:
         return
@@ -227,7 +228,7 @@ def wait_monitoring_ready(ctx: LocalContext) -> None:
         ctx,
         partial(_all_scraped, urls[0]),
         MONITORING_START_TIMEOUT_S,
-        f"prometheus did not scrape every target once ({urls[0]}/targets)",
+        f"prometheus does not see every target up (which and why: {urls[0]}/targets)",
         monitoring_component("prometheus"),
     )
 
@@ -237,4 +238,5 @@ def _all_scraped(prometheus: str) -> bool:
         targets = scrape_targets(prometheus)
     except MonitoringError:
         return False
-    return bool(targets) and all(t.health != "unknown" for t in targets)
+    return bool(targets) and all(t.health == "up" for t in targets)
+
