@@ -91,10 +91,17 @@ def validate_localized(topology: Topology) -> Topology:
     v = _Validator(topology)
     for s in topology.servers:
         v._server(s)
+    # the selector rule reads only the agent and the selectors: a pair found sound once is
+    # sound for every workload that has it (locally, every workload has the same selector)
+    sound: set[tuple[str, tuple[str, ...]]] = set()
     for w in topology.workloads:
         agent = v.agents.get(w.agent)
-        if agent is not None and w.local_selectors:
-            v._local_selectors(f"workloads[{w.name}]", w, agent)
+        if agent is None or not w.local_selectors or (w.agent, w.local_selectors) in sound:
+            continue
+        found = len(v.problems)
+        v._local_selectors(f"workloads[{w.name}]", w, agent)
+        if len(v.problems) == found:
+            sound.add((w.agent, w.local_selectors))
     v._ports()
     v.problems += run_problems(topology)
     if v.problems:

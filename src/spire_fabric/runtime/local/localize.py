@@ -115,9 +115,9 @@ def _with(workload: Workload, **changes: object) -> Workload:
     """``dataclasses.replace`` without running ``__init__`` and ``__post_init__`` again:
     the workload's fields were coerced when it was made, the changed ones are checked by
     :func:`validate_localized`, and at 50k workloads replace was a tenth of `plan`."""
-    unknown = changes.keys() - _WORKLOAD_FIELDS
-    if unknown:
-        raise TypeError(f"Workload has no field(s) {', '.join(sorted(unknown))}")
+    if not _WORKLOAD_FIELDS.issuperset(changes):
+        unknown = sorted(changes.keys() - _WORKLOAD_FIELDS)
+        raise TypeError(f"Workload has no field(s) {', '.join(unknown)}")
     new = object.__new__(Workload)
     new.__dict__.update(workload.__dict__, **changes)
     return new
