@@ -353,6 +353,8 @@ class Workload:
     kubernetes: WorkloadKubernetes | None = None
 
     def __post_init__(self) -> None:
+        if self.federates_with == ():  # most workloads: nothing to type (50k in a scale plan)
+            return
         from spire_fabric.topology._trust_domains import topology_trust_domain
 
         typed = tuple(
