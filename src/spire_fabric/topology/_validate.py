@@ -140,6 +140,19 @@ class _Validator:
         self._agent_namespaces()
         self._server_namespaces()
         self._bundle_configmaps()
+        self._monitoring()
+
+    def _monitoring(self) -> None:
+        m = self.t.monitoring
+        if m is None:
+            return
+        for kind in ("scrape_interval", "evaluation_interval", "retention"):
+            if getattr(m, kind) < timedelta(seconds=1):
+                self.bad(f"monitoring.{kind}", "must be at least 1s")
+        if m.edge_workload is not None and m.edge_workload not in {
+            w.name for w in self.t.workloads
+        }:
+            self.bad("monitoring.edge_workload", f"unknown workload {m.edge_workload!r}")
 
     # --- names ------------------------------------------------------------------------
 
@@ -640,6 +653,15 @@ class _Validator:
                 if storage is not None and not _QUANTITY.fullmatch(storage):
                     self.bad(f"workloads[{w.name}].kubernetes.storage",
                              f"{storage!r} is not a storage size like 64Mi or 1Gi")  # fmt: skip
+        for w in self.t.workloads:
+            if w.run is not None:
+                claim("127.0.0.1", w.run.metrics_port, f"workloads[{w.name}].run.metrics_port")
+        m = self.t.monitoring
+        if m is not None:
+            # NodePort numbers by default, but --port-base moves them locally like the
+            # servers' ports (so no NodePort range check here)
+            for kind in ("prometheus_port", "alertmanager_port"):
+                claim("127.0.0.1", getattr(m, kind), f"monitoring.{kind}")
         for (host, port), paths in owners.items():
             if len(paths) > 1:
                 where = "NodePort" if host == "<nodeport>" else f"{host}:{port}"

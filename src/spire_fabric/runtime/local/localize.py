@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.topology import (
     Datastore,
+    LocalRun,
     MySqlDatastore,
     PostgresDatastore,
     Server,
@@ -95,17 +96,32 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
         _with(
             w,
             local_selectors=uid_selector,
-            run=(
-                dataclasses.replace(w.run, port=_port(w.run.port + offset))
-                if w.run is not None and w.run.port is not None
-                else w.run
-            ),
+            run=_shift_run(w.run, offset),
         )
         for w in topology.workloads
     )
-    local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
+    monitoring = topology.monitoring
+    if monitoring is not None:
+        monitoring = dataclasses.replace(
+            monitoring,
+            prometheus_port=_port(monitoring.prometheus_port + offset),
+            alertmanager_port=_port(monitoring.alertmanager_port + offset),
+        )
+    local = dataclasses.replace(
+        topology, servers=servers, agents=agents, workloads=workloads, monitoring=monitoring
+    )
     validate_localized(local)
     return local
+
+
+def _shift_run(run: LocalRun | None, offset: int) -> LocalRun | None:
+    if run is None or (run.port is None and run.metrics_port is None):
+        return run
+    return dataclasses.replace(
+        run,
+        port=None if run.port is None else _port(run.port + offset),
+        metrics_port=None if run.metrics_port is None else _port(run.metrics_port + offset),
+    )
 
 
 _WORKLOAD_FIELDS = frozenset(f.name for f in dataclasses.fields(Workload))
