@@ -19,7 +19,7 @@ from spire_fabric.runtime.local.bootstrap import (
     entry_changes,
     federation_changes,
 )
-from spire_fabric.runtime.local.context import LocalContext
+from spire_fabric.runtime.local.context import LocalContext, server_component
 from spire_fabric.runtime.local.processes import config_files, desired_components
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.waits import http_ok
@@ -105,7 +105,14 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
     for a in needing:
         changes.append(Change("create", "join-token", a.name, f"attest to {a.server}"))
     changes += _process_changes(ctx, {a.name for a in needing})
-    ready = {s.name for s in ctx.local.servers if http_ok(s.host, s.ports.health, "/ready", 1)}
+    # ours only if our supervisor runs it: another deployment's server may answer on the
+    # same port (a test at another port base, a dev's `up`), and its entries are not ours
+    running = ctx.supervisor.running_components()
+    ready = {
+        s.name
+        for s in ctx.local.servers
+        if server_component(s.name) in running and http_ok(s.host, s.ports.health, "/ready", 1)
+    }
     fresh = not ctx.state.exists()
     if ready:
         changes += federation_changes(ctx, ready)
