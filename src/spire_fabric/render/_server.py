@@ -22,6 +22,7 @@ from spire_fabric.topology import (
     endpoint_spiffe_id,
     format_duration,
     jwt_issuer,
+    server_key_manager,
     server_node_attestors,
     upstream_address_for,
 )
@@ -159,7 +160,7 @@ def _datastore(w: HclWriter, server: Server, paths: RenderPaths) -> None:
 
 
 def _key_manager(w: HclWriter, server: Server, paths: RenderPaths) -> None:
-    if server.key_manager == "memory":
+    if server_key_manager(server, paths.target) == "memory":
         w.empty_block("KeyManager", "memory")
         return
     with w.block("KeyManager", "disk"), w.block("plugin_data"):

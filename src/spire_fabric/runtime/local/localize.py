@@ -27,6 +27,7 @@ from spire_fabric.topology import (
     ServerPorts,
     SqliteDatastore,
     Topology,
+    server_replicas,
     validate_topology,
 )
 
@@ -58,6 +59,7 @@ class LocalSettings:
 
 def localize(topology: Topology, settings: LocalSettings) -> Topology:
     """The topology as the local target runs it (validated again after the changes)."""
+    _refuse_replicas(topology)
     offset = settings.port_base - DEFAULT_PORT_BASE
     servers = tuple(
         dataclasses.replace(
@@ -100,6 +102,21 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     local = dataclasses.replace(topology, servers=servers, agents=agents, workloads=workloads)
     validate_topology(local)
     return local
+
+
+def _refuse_replicas(topology: Topology) -> None:
+    """The local target runs one process per server. Replicas would need one address that
+    agents dial and that spreads over several processes (a DNS name with several loopback
+    addresses, i.e. editing this machine's name resolution, or a load balancer of ours in
+    front of SPIRE): neither is a thing we will do to a laptop, so the count is refused."""
+    for s in topology.servers:
+        n = server_replicas(s, "local")
+        if n > 1:
+            raise LocalizeError(
+                f"servers[{s.name}].replicas is {n}: the local target runs one process per "
+                "server; run highly available servers with `up --target kubernetes`, or set "
+                "replicas under servers[].kubernetes only"
+            )
 
 
 def _loopback(host: str) -> str:
