@@ -38,9 +38,7 @@ def problems(t: Topology) -> list[str]:
 
 
 def with_server(t: Topology, name: str, **changes: object) -> Topology:
-    servers = tuple(
-        dataclasses.replace(s, **changes) if s.name == name else s for s in t.servers
-    )
+    servers = tuple(dataclasses.replace(s, **changes) if s.name == name else s for s in t.servers)
     return dataclasses.replace(t, servers=servers)
 
 
