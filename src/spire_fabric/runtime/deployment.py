@@ -84,6 +84,9 @@ class DeploymentPlan:
     # every port the deployment opens beyond where its owner runs, and who may call it
     # (topology.published_ports); changes or not, an operator sees each door
     published: tuple[PublishedPort, ...] = ()
+    # the SPIRE version each component (``server/<name>``, ``agent/<name>``) will run,
+    # checked against the last `up`'s record by runtime.core.versions
+    versions: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -112,6 +115,7 @@ class DeploymentPlan:
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
                 "published": [asdict(p) for p in self.published],
+                "versions": dict(self.versions),
             },
             indent=2,
         )

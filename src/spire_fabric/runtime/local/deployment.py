@@ -27,6 +27,7 @@ from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles, SigningCa, write_atomic
 from spire_fabric.runtime.core import files_workload
+from spire_fabric.runtime.core.versions import save_versions
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
@@ -39,7 +40,7 @@ from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
-from spire_fabric.runtime.local.planning import compute_plan
+from spire_fabric.runtime.local.planning import compute_plan, planned_versions
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
@@ -276,6 +277,7 @@ class LocalDeployment:
             _ = ctx.binaries
         self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
+        versions = planned_versions(ctx)  # a skew SPIRE does not support changes nothing
         ctx.state.save(ctx.record, ctx.topology)
         with report("CA hierarchy"):
             bootstrap.ensure_ca(ctx)
@@ -314,6 +316,7 @@ class LocalDeployment:
             with report("wait for workloads"):
                 waits.wait_workloads(ctx)
         ctx.state.save(ctx.record, ctx.topology)
+        save_versions(ctx.state.path, versions)
         return plan
 
     def _publish(self, servers: list[str], agents: list[str]) -> None:
