@@ -152,6 +152,18 @@ class ComponentHealth:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServerReplica:
+    """One running copy of a server (a pod on Kubernetes, the one process locally).
+
+    ``leader`` says whether its spire-controller-manager holds the leader Lease; None where
+    no election runs (one replica, or no controller manager)."""
+
+    name: str
+    ready: bool
+    leader: bool | None = None
+
+
 @runtime_checkable
 class Deployment(Protocol):
     """A topology made real on one target. Every method works on a deployment that `up`
@@ -185,6 +197,15 @@ class Deployment(Protocol):
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         """(live, ready) as the server's health endpoint reports them."""
+        ...
+
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """Every replica of that server that exists now, ready or not."""
+        ...
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        """A client of that one replica's own API (not the Service in front of them all):
+        what `verify` and `rotate` need where each replica holds its own CA."""
         ...
 
     def server_info(self, name: str) -> ServerInfo:

@@ -31,6 +31,7 @@ from spire_fabric.runtime.core.versions import save_versions
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
+    ServerReplica,
     StepReporter,
     WorkloadAddress,
     no_report,
@@ -141,6 +142,15 @@ class LocalDeployment:
     def server(self, name: str) -> SpireServerClient:
         self.ctx.local.server(name)  # KeyError naming the server if unknown
         return self.ctx.server_client(name)
+
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """One: the local target runs one process per server (localize refuses more)."""
+        return (ServerReplica(name, self.server_health(name)[1]),)
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        if replica != name:
+            raise KeyError(f"server {name!r} runs one local replica, {name!r}, not {replica!r}")
+        return self.server(name)
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         s = self.ctx.local.server(name)
