@@ -206,7 +206,8 @@ class ServerAccess:
         return 0
 
     def health(self) -> tuple[bool, bool]:
-        """(live, ready) of the spire-server container: its probes call /live and /ready."""
+        """(live, ready) of the spire-server container of any replica: its probes call
+        /live and /ready."""
         try:
             pods = self.conn.core.list_namespaced_pod(
                 self.namespace,
@@ -214,12 +215,15 @@ class ServerAccess:
             ).items
         except Exception:
             return False, False
+        # Any replica: the Service sends callers to whichever is ready (the HA checks of
+        # `verify` look at each one).
+        live = ready = False
         for pod in pods:
             for cs in pod.status.container_statuses or []:
                 if cs.name == SERVER_CONTAINER:
                     running = bool(cs.state and cs.state.running)
-                    return running, running and bool(cs.ready)
-        return False, False
+                    live, ready = live or running, ready or (running and bool(cs.ready))
+        return live, ready
 
     def close(self) -> None:
         if self._forward is not None:
