@@ -143,6 +143,56 @@ def test_the_checks_cover_what_the_issue_names(
     assert datastore["detail"].startswith("MySql"), datastore
 
 
+def test_the_downstream_server_runs_two_ready_replicas_on_two_nodes_and_the_ha_checks_pass(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """The enterprise preset's downstream server has 2 replicas on the shared MySQL: both
+    ready, on different nodes (preferred anti-affinity, 3 nodes), a disruption budget of
+    one, and verify's HA checks green: same bundle, own authorities chained through the
+    regional intermediate, equal entry counts, one controller-manager leader."""
+    from kubernetes import client
+
+    server, ns = "spire-downstream-server", "spire-downstream"
+    k = kubes[DOWNSTREAM]
+    sts = k.apps.read_namespaced_stateful_set(server, ns)
+    assert (sts.spec.replicas, sts.status.ready_replicas) == (2, 2)
+    pods = k.core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/name={server}")
+    nodes = [p.spec.node_name for p in pods.items]
+    assert len(set(nodes)) == 2, nodes
+    pdb = client.PolicyV1Api(k.api).read_namespaced_pod_disruption_budget(server, ns)
+    assert pdb.spec.max_unavailable == 1 and pdb.status.current_healthy == 2
+    report = json.loads(installer.ok("verify", "--output", "json").stdout)
+    checks = {c["id"]: c for c in report["checks"]}
+    for kind in ("replicas-ready", "replicas-bundle", "replicas-authority", "replicas-entries",
+                 "controller-manager-leader"):  # fmt: skip
+        check = checks[f"{kind}:{server}"]
+        assert check["ok"], check
+        print(f"{kind}: {check['detail']}")
+    assert "2 distinct authorities" in checks[f"replicas-authority:{server}"]["detail"]
+    assert not [i for i in checks if i.endswith(":spire-upstream-server") and "replica" in i]
+
+
+def test_a_jwt_rotation_prepares_activates_taints_and_revokes_on_every_replica(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    """spiffe/spire#5587: a LocalAuthority call acts on the replica that takes it, so
+    `rotate` sends each step to each replica's own API; afterwards every replica signs
+    with a new key, the old keys are gone from the bundle and verify is green."""
+    server = "spire-downstream-server"
+    started = time.monotonic()
+    out = installer.ok("rotate", "jwt", "--server", server, "--revoke", "--output", "json",
+                       "--wait", "300", timeout=900)  # fmt: skip
+    result = json.loads(out.stdout)
+    names = [s["name"] for s in result["steps"]]
+    print(f"rotate jwt on 2 replicas: {time.monotonic() - started:.0f}s, steps {names}")
+    for step in ("prepare", "activate", "taint", "revoke"):
+        on = [n for n in names if n.startswith(f"{step} on {server}-")]
+        assert len(on) == 2, (step, names)
+    assert len(result["new_authority_id"].split(",")) == 2
+    report = json.loads(installer.ok("verify", "--output", "json").stdout)
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
 AGENT_NAMESPACES = {UPSTREAM: "spire-upstream-agents", DOWNSTREAM: "spire-downstream-agents"}
 SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
