@@ -126,3 +126,4 @@ def test_local_plan_checks_against_what_the_last_up_recorded(tmp_path):
     save_versions(tmp_path / "state", everything("1.11.0", "1.11.0"))
     with pytest.raises(VersionSkewError, match=r"upgrade 1\.11\.0 -> 1\.13\.3 moves 2 minor"):
         planned_versions(d.ctx)
+
