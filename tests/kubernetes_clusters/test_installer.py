@@ -136,41 +136,11 @@ def test_the_checks_cover_what_the_issue_names(
         "authority-tainted:spire-downstream-server",
         "authority-copy:spire-downstream-server->enterprise-root.org",
         "authority-copy:spire-upstream-server->downstream.example.org",
-        # the downstream server's 2 replicas, each through its own API
-        "replicas-ready:spire-downstream-server",
-        "replicas-bundle:spire-downstream-server",
-        "replicas-authority:spire-downstream-server",
-        "replicas-entries:spire-downstream-server",
-        "controller-manager-leader:spire-downstream-server",
     ):
         assert expected in ids, f"no check {expected}"
     assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
-    authorities = next(c for c in report["checks"]
-                       if c["id"] == "replicas-authority:spire-downstream-server")  # fmt: skip
-    assert authorities["detail"].startswith("2 distinct authorities"), authorities
-    upstream_replicas = [i for i in ids if i.startswith("replicas-") and "upstream" in i]
-    assert upstream_replicas == [], upstream_replicas
     datastore = next(c for c in report["checks"] if c["id"] == "datastore:spire-upstream-server")
     assert datastore["detail"].startswith("MySql"), datastore
-
-
-def test_the_downstream_server_runs_two_ready_replicas_on_two_nodes(
-    enterprise: dict[str, Any], kubes: dict[str, Kube]
-) -> None:
-    """The enterprise preset's downstream server: 2 replicas on the shared MySQL, both
-    ready, on different nodes (preferred anti-affinity, 3 nodes), a disruption budget of
-    one (verify's HA checks are in the checks test above)."""
-    from kubernetes import client
-
-    server, ns = "spire-downstream-server", "spire-downstream"
-    k = kubes[DOWNSTREAM]
-    sts = k.apps.read_namespaced_stateful_set(server, ns)
-    assert (sts.spec.replicas, sts.status.ready_replicas) == (2, 2)
-    pods = k.core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/name={server}")
-    nodes = [p.spec.node_name for p in pods.items]
-    assert len(set(nodes)) == 2, nodes
-    pdb = client.PolicyV1Api(k.api).read_namespaced_pod_disruption_budget(server, ns)
-    assert pdb.spec.max_unavailable == 1 and pdb.status.current_healthy == 2
 
 
 AGENT_NAMESPACES = {UPSTREAM: "spire-upstream-agents", DOWNSTREAM: "spire-downstream-agents"}
@@ -815,10 +785,6 @@ def test_key_compromise_drill_under_load_fails_no_request(
                 print(f"drill: rotate {steps[-1]['rotate']}: {steps[-1]['seconds']}s "
                       f"{steps[-1]['steps']}", flush=True)  # fmt: skip
                 assert "forced" not in steps[-1]["outcomes"].values(), steps[-1]
-                if "spire-downstream-server" in step:  # 2 replicas: each through its own API
-                    for verb in ("prepare", "activate"):
-                        on = [n for n in steps[-1]["steps"] if n.startswith(f"{verb} on ")]
-                        assert len(on) == 2, (verb, steps[-1])
         except AssertionError as err:
             stopped_by = err
         finally:

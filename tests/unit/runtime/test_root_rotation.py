@@ -167,9 +167,11 @@ def test_rotate_root_refuses_servers_with_replicas_before_changing_anything():
     double has nothing but the topology and the target: any SPIRE call would fail."""
     from types import SimpleNamespace
 
+    from ha_topology import enterprise_ha
+
     from spire_fabric.runtime.core.root_rotation import rotate_root
     from spire_fabric.runtime.core.rotation import RotationRefused
 
-    d = SimpleNamespace(topology=preset("enterprise"), target="kubernetes")
+    d = SimpleNamespace(topology=enterprise_ha(), target="kubernetes")
     with pytest.raises(RotationRefused, match="every replica of spire-downstream-server"):
         rotate_root(d)  # type: ignore[arg-type]

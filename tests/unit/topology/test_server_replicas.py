@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import yaml
+from ha_topology import enterprise_ha
 
 from spire_fabric.render import RenderPaths, render_server_config
 from spire_fabric.render.kubernetes import render_kubernetes_objects
@@ -54,8 +55,13 @@ def test_a_server_has_one_replica_unless_asked():
     assert server_replicas(s, "local") == server_replicas(s, "kubernetes") == 1
 
 
-def test_enterprise_runs_two_downstream_replicas_on_kubernetes_only():
+def test_enterprise_preset_keeps_one_replica_until_the_cluster_drills_land():
     t = preset("enterprise")
+    assert [server_replicas(s, "kubernetes") for s in t.servers] == [1, 1]
+
+
+def test_the_ha_layout_runs_two_downstream_replicas_on_kubernetes_only():
+    t = enterprise_ha()
     down, up = t.server(DOWN), t.server(UP)
     assert (server_replicas(down, "kubernetes"), server_replicas(down, "local")) == (2, 1)
     assert server_replicas(up, "kubernetes") == 1
@@ -68,7 +74,7 @@ def test_enterprise_runs_two_downstream_replicas_on_kubernetes_only():
 
 
 def test_replicas_on_sqlite_are_refused_naming_the_replicas_and_datastore_fields():
-    t = with_kubernetes(preset("enterprise"), DOWN, datastore=None)
+    t = with_kubernetes(enterprise_ha(), DOWN, datastore=None)
     msgs = [p for p in problems(t) if p.startswith(f"servers[{DOWN}].kubernetes.replicas")]
     assert len(msgs) == 1, problems(t)
     assert "shared SQL datastore" in msgs[0]
@@ -91,7 +97,7 @@ def test_replicas_on_a_network_sql_datastore_are_sound(datastore):
 
 @pytest.mark.parametrize("count", [0, -1])
 def test_a_replica_count_below_one_is_refused(count):
-    t = with_kubernetes(preset("enterprise"), DOWN, replicas=count)
+    t = with_kubernetes(enterprise_ha(), DOWN, replicas=count)
     msgs = [p for p in problems(t) if p.startswith(f"servers[{DOWN}].kubernetes.replicas")]
     assert msgs and f"{count} is not a replica count" in msgs[0]
 
@@ -110,7 +116,7 @@ def test_disk_keys_with_replicas_and_a_self_signed_ca_are_sound():
 
 
 def test_memory_keys_under_an_upstream_authority_render_memory_on_kubernetes_only():
-    t = preset("enterprise")
+    t = enterprise_ha()
     k8s = render_server_config(t, DOWN, RenderPaths.kubernetes())
     local = render_server_config(t, DOWN, RenderPaths.local("/tmp/x"))
     assert 'KeyManager "memory"' in k8s and 'KeyManager "disk"' not in k8s
@@ -118,7 +124,7 @@ def test_memory_keys_under_an_upstream_authority_render_memory_on_kubernetes_onl
 
 
 def test_replicas_round_trip_through_yaml():
-    t = preset("enterprise")
+    t = enterprise_ha()
     text = dump_topology(t)
     assert "replicas: 2" in text and "key_manager: memory" in text
     assert load_topology(text) == t
@@ -133,8 +139,8 @@ def test_local_target_refuses_replicas_and_points_to_kubernetes():
     assert "--target kubernetes" in str(info.value)
 
 
-def test_local_target_runs_enterprise_with_one_downstream_process():
-    local = localize(preset("enterprise"), LocalSettings())
+def test_local_target_runs_the_ha_layout_with_one_downstream_process():
+    local = localize(enterprise_ha(), LocalSettings())
     assert server_replicas(local.server(DOWN), "local") == 1
 
 
@@ -146,7 +152,7 @@ def _controller_manager_config(t: Topology, server: str) -> dict:
 
 
 def test_controller_managers_of_replicas_elect_a_leader_on_a_lease():
-    t = preset("enterprise")
+    t = enterprise_ha()
     assert _controller_manager_config(t, DOWN)["leaderElection"] == {
         "leaderElect": True,
         "resourceLock": "leases",
@@ -157,7 +163,7 @@ def test_controller_managers_of_replicas_elect_a_leader_on_a_lease():
 
 
 def test_lease_rbac_exists_only_for_servers_with_replicas():
-    objects = render_kubernetes_objects(preset("enterprise"))
+    objects = render_kubernetes_objects(enterprise_ha())
     roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
              for o in objects if o["kind"] in ("Role", "RoleBinding")}  # fmt: skip
     name = f"spire-fabric-{DOWN}-controller-manager-leader"

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from ha_topology import enterprise_ha
 
 from spire_fabric.runtime.deployment import ServerReplica
-from spire_fabric.topology import preset
 from spire_fabric.verify._replica_checks import _entries, _one_leader, _ready, replica_checks
 from spire_fabric.verify._report import CheckFailed
 
-T = preset("enterprise")
+T = enterprise_ha()
 DOWN = T.server("spire-downstream-server")
 
 

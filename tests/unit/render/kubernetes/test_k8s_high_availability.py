@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from ha_topology import enterprise_ha
+
 from spire_fabric.render import RenderPaths, render_agent_config, render_server_config
 from spire_fabric.render.kubernetes import render_kubernetes_objects
-from spire_fabric.topology import AgentKubernetes, Topology, preset, service_host
+from spire_fabric.topology import AgentKubernetes, Topology, service_host
 
 DOWN = "spire-downstream-server"
 UP = "spire-upstream-server"
@@ -27,7 +29,7 @@ def _stateful_set(t: Topology, name: str) -> dict:
 
 
 def test_downstream_server_runs_two_parallel_replicas_spread_over_nodes():
-    spec = _stateful_set(preset("enterprise"), DOWN)["spec"]
+    spec = _stateful_set(enterprise_ha(), DOWN)["spec"]
     assert spec["replicas"] == 2
     assert spec["podManagementPolicy"] == "Parallel"
     (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
@@ -40,14 +42,14 @@ def test_downstream_server_runs_two_parallel_replicas_spread_over_nodes():
 
 
 def test_memory_keys_on_a_shared_datastore_leave_no_claim_to_pin_a_replica():
-    spec = _stateful_set(preset("enterprise"), DOWN)["spec"]
+    spec = _stateful_set(enterprise_ha(), DOWN)["spec"]
     assert "volumeClaimTemplates" not in spec
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
 
 
 def test_the_single_upstream_server_keeps_its_claim_and_gets_no_budget():
-    t = preset("enterprise")
+    t = enterprise_ha()
     spec = _stateful_set(t, UP)["spec"]
     assert spec["replicas"] == 1
     assert "podManagementPolicy" not in spec and "affinity" not in spec["template"]["spec"]
@@ -56,7 +58,7 @@ def test_the_single_upstream_server_keeps_its_claim_and_gets_no_budget():
 
 
 def test_disk_keys_with_replicas_give_each_replica_its_own_claim():
-    t = preset("enterprise")
+    t = enterprise_ha()
     k = t.server(DOWN).kubernetes
     assert k is not None
     servers = tuple(
@@ -73,7 +75,7 @@ def test_disk_keys_with_replicas_give_each_replica_its_own_claim():
 
 
 def test_disruption_budget_lets_one_replica_go_at_a_time():
-    t = preset("enterprise")
+    t = enterprise_ha()
     (pdb,) = _objects(t, "PodDisruptionBudget", DOWN)
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["metadata"]["namespace"] == "spire-downstream"
@@ -83,14 +85,14 @@ def test_disruption_budget_lets_one_replica_go_at_a_time():
 
 
 def test_readiness_is_spires_ready_check_on_every_replica():
-    containers = _stateful_set(preset("enterprise"), DOWN)["spec"]["template"]["spec"]["containers"]
+    containers = _stateful_set(enterprise_ha(), DOWN)["spec"]["template"]["spec"]["containers"]
     server = next(c for c in containers if c["name"] == "spire-server")
     assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
-    assert 'ready_path = "/ready"' in render_server_config(preset("enterprise"), DOWN, K8S)
+    assert 'ready_path = "/ready"' in render_server_config(enterprise_ha(), DOWN, K8S)
 
 
 def test_agents_dial_the_service_not_a_replica():
-    t = preset("enterprise")
+    t = enterprise_ha()
     (svc,) = _objects(t, "Service", DOWN)
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["selector"] == _stateful_set(t, DOWN)["spec"]["selector"]["matchLabels"]
@@ -99,14 +101,14 @@ def test_agents_dial_the_service_not_a_replica():
 
 
 def test_rate_limits_are_rendered_for_replicas_and_kept_per_agent_ip():
-    t = preset("enterprise")
+    t = enterprise_ha()
     down = render_server_config(t, DOWN, K8S)
     assert "ratelimit {\n        attestation = true\n        signing = true\n    }" in down
     assert "ratelimit" not in render_server_config(t, UP, K8S)
 
 
 def test_agents_behind_a_node_port_turn_the_attestation_limit_off():
-    t = preset("enterprise")
+    t = enterprise_ha()
     agents = tuple(
         dataclasses.replace(
             a,
