@@ -21,6 +21,7 @@ from spire_fabric.topology._durations import format_duration
 from spire_fabric.topology._errors import Problem, TopologyError
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
+    TARGETS,
     WORKLOAD_ATTESTORS,
     Agent,
     AgentKubernetes,
@@ -40,6 +41,9 @@ from spire_fabric.topology._resolve import (
     agent_workload_attestors,
     bundle_endpoint_owner,
     bundle_publisher_namespaces,
+    server_key_manager,
+    server_replicas,
+    shared_datastore,
 )
 from spire_fabric.topology._validate_run import run_problems
 
@@ -297,6 +301,7 @@ class _Validator:
                 self._datastore(f"{p}.kubernetes.datastore", k.datastore)
         self._upstream_authority(p, s)
         self._hardening(p, s)
+        self._replicas(p, s)
         if not s.node_attestors:
             self.bad(f"{p}.node_attestors", "a server needs at least one node attestor")
         for na in s.node_attestors:
@@ -307,6 +312,54 @@ class _Validator:
                             f"{p}.node_attestors.k8s_psat.clusters[{c}]",
                             f"unknown cluster {c!r}; declare it under clusters",
                         )
+
+    def _replicas(self, p: str, s: Server) -> None:
+        """More than one replica needs a datastore every replica reaches and its own keys
+        in each replica (see ``server_key_manager`` for when memory keys are safe)."""
+        k = s.kubernetes
+        counts = [(f"{p}.replicas", s.replicas)]
+        if k is not None and k.replicas is not None:
+            counts.append((f"{p}.kubernetes.replicas", k.replicas))
+        for path, n in counts:
+            if n < 1:
+                self.bad(path, f"{n} is not a replica count; a server runs at least 1")
+        if k is not None and k.key_manager is not None and k.key_manager not in ("disk", "memory"):
+            self.bad(f"{p}.kubernetes.key_manager", f"{k.key_manager!r} is not one of disk, memory")
+        for target in TARGETS:
+            n = server_replicas(s, target)
+            if n <= 1:
+                continue
+            kk = k if target == "kubernetes" else None
+            where = f" on {target}" if s.replicas <= 1 else ""
+            replicas_path = (
+                f"{p}.kubernetes.replicas"
+                if kk is not None and kk.replicas is not None
+                else f"{p}.replicas"
+            )
+            if not shared_datastore(s, target):
+                ds_path = (
+                    f"{p}.kubernetes.datastore"
+                    if kk is not None and kk.datastore
+                    else f"{p}.datastore"
+                )
+                self.bad(
+                    replicas_path,
+                    f"{n} replicas{where} need a shared SQL datastore (mysql or postgres) in "
+                    f"{ds_path}; SQLite is a file only one replica can hold",
+                )
+            if server_key_manager(s, target) == "memory" and s.upstream_authority is None:
+                km_path = (
+                    f"{p}.kubernetes.key_manager"
+                    if kk is not None and kk.key_manager is not None
+                    else f"{p}.key_manager"
+                )
+                self.bad(
+                    km_path,
+                    f"memory keys with {n} replicas{where} and a self-signed CA: each replica "
+                    "restart would add a new root to the bundle, and SVIDs it signs are "
+                    "refused until every peer has it; use disk (a volume per replica) or an "
+                    "upstream_authority",
+                )
 
     def _hardening(self, p: str, s: Server) -> None:
         if s.jwt_issuer is not None:

@@ -29,6 +29,7 @@ from spire_fabric.topology import (
     SqliteDatastore,
     Topology,
     Workload,
+    server_replicas,
     validate_localized,
     validate_topology,
 )
@@ -64,6 +65,7 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     already: presets, builders and loaders validate), then what this function changes
     validated again (:func:`validate_localized`: hosts, ports, datastores, selectors)."""
     validate_topology(topology)
+    _refuse_replicas(topology)
     offset = settings.port_base - DEFAULT_PORT_BASE
     servers = tuple(
         dataclasses.replace(
@@ -112,6 +114,21 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
     )
     validate_localized(local)
     return local
+
+
+def _refuse_replicas(topology: Topology) -> None:
+    """The local target runs one process per server. Replicas would need one address that
+    agents dial and that spreads over several processes (a DNS name with several loopback
+    addresses, i.e. editing this machine's name resolution, or a load balancer of ours in
+    front of SPIRE): neither is a thing we will do to a laptop, so the count is refused."""
+    for s in topology.servers:
+        n = server_replicas(s, "local")
+        if n > 1:
+            raise LocalizeError(
+                f"servers[{s.name}].replicas is {n}: the local target runs one process per "
+                "server; run highly available servers with `up --target kubernetes`, or set "
+                "replicas under servers[].kubernetes only"
+            )
 
 
 def _shift_run(run: LocalRun | None, offset: int) -> LocalRun | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+from spire_fabric.runtime.binaries import SPIRE_VERSION
+from spire_fabric.runtime.core.versions import checked_versions
 from spire_fabric.runtime.deployment import Change, DeploymentPlan
 from spire_fabric.runtime.local._config_keys import changed_keys
 from spire_fabric.runtime.local.bootstrap import (
@@ -135,5 +137,13 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
         else:
             notes.append(f"{s.name} is not running: its entries are compared after it starts")
     published = published_ports(ctx.local, "local")
+    versions = planned_versions(ctx)
     return DeploymentPlan(ctx.local.name, "local", tuple(changes), tuple(notes),
-                          published=published)  # fmt: skip
+                          published=published, versions=tuple(versions.items()))  # fmt: skip
+
+
+def planned_versions(ctx: LocalContext) -> dict[str, str]:
+    """Every local server and agent runs the one SPIRE release of ``ctx.binaries`` (the
+    pinned one unless the caller chose binaries), checked against the last `up`."""
+    version = ctx.binaries_.version if ctx.binaries_ is not None else SPIRE_VERSION
+    return checked_versions(ctx.local, ctx.state.path, version, version)
