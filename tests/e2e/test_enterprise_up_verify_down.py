@@ -8,15 +8,19 @@ import os
 import signal
 import time
 
+import pytest
 from starlette.testclient import TestClient
 
 from spire_fabric.dashboard import create_app
+from spire_fabric.runtime.binaries import SPIRE_VERSION
+from spire_fabric.runtime.core.versions import load_versions
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
 from spire_fabric.runtime.monitoring import Alert, active_alerts
 from spire_fabric.testing import short_tempdir
 from spire_fabric.verify import Report
+from spire_fabric.verify._replica_checks import _authorities, _entries, _same_bundle
 
 from .conftest import Deploy, free_port_base
 
@@ -65,6 +69,33 @@ def test_up_from_nothing_is_fully_verified(enterprise: Deploy) -> None:
     assert f"authority-copy:{UPSTREAM}->downstream.example.org" in ids
     # monitoring: every server, agent and example workload scraped and up, nothing firing
     assert report.get("monitoring-targets").ok and report.get("monitoring-alerts").ok
+
+
+def test_replica_checks_hold_against_each_replicas_own_api(enterprise: Deploy) -> None:
+    """The HA checks' bodies against real SPIRE: locally each server is its one replica,
+    so `verify` does not list them (they run for servers with replicas on Kubernetes);
+    here they are called directly, so what they assert is proven against SPIRE, and a
+    replica the server does not have is refused by name."""
+    d = enterprise.deployment()
+    s = d.topology.server(DOWNSTREAM)
+    assert [r.name for r in d.server_replicas(DOWNSTREAM)] == [DOWNSTREAM]
+    assert _same_bundle(d, s).startswith("1 replicas: ")
+    chained = _authorities(d, s)
+    assert chained.startswith("1 distinct authorities, each verified against the bundle")
+    assert "Downstream Regional Intermediate CA (downstream.example.org)" in chained
+    assert _entries(d, s).endswith("entries on each of 1 replicas")
+    with pytest.raises(KeyError, match="not 'spire-downstream-server-1'"):
+        d.replica_server(DOWNSTREAM, f"{DOWNSTREAM}-1")
+    # the version of every component, recorded by `up` and shown by `plan`
+    recorded = load_versions(enterprise.state_dir)
+    assert set(recorded) == {
+        f"server/{UPSTREAM}",
+        f"server/{DOWNSTREAM}",
+        "agent/upstream-agent",
+    } | {f"agent/downstream-agent-{i}" for i in (1, 2, 3)}
+    assert set(recorded.values()) == {SPIRE_VERSION}
+    plan = json.loads(enterprise.run("plan", "--output", "json").stdout)
+    assert plan["versions"] == recorded
 
 
 def test_verify_cli_reports_json_and_exit_status(enterprise: Deploy) -> None:
@@ -296,9 +327,12 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
             if d.topology.agent(w.agent).server == DOWNSTREAM and w.federates_with
         }  # fmt: skip
         allowed = (
-            {f"federated-bundle:{DOWNSTREAM}->enterprise-root.org", f"entries:{DOWNSTREAM}",
-             f"authority-copy:{DOWNSTREAM}->enterprise-root.org",
-             f"authority-svids:{DOWNSTREAM}"}
+            {
+                f"federated-bundle:{DOWNSTREAM}->enterprise-root.org",
+                f"entries:{DOWNSTREAM}",
+                f"authority-copy:{DOWNSTREAM}->enterprise-root.org",
+                f"authority-svids:{DOWNSTREAM}",
+            }
             | {c.id for c in report.checks if c.id.startswith(("mtls", "jwt", "workload-health:"))}
             | {f"workload-svid:{name}" for name in changed}
         )

@@ -84,6 +84,9 @@ class DeploymentPlan:
     # every port the deployment opens beyond where its owner runs, and who may call it
     # (topology.published_ports); changes or not, an operator sees each door
     published: tuple[PublishedPort, ...] = ()
+    # the SPIRE version each component (``server/<name>``, ``agent/<name>``) will run,
+    # checked against the last `up`'s record by runtime.core.versions
+    versions: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -112,6 +115,7 @@ class DeploymentPlan:
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
                 "published": [asdict(p) for p in self.published],
+                "versions": dict(self.versions),
             },
             indent=2,
         )
@@ -148,6 +152,18 @@ class ComponentHealth:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServerReplica:
+    """One running copy of a server (a pod on Kubernetes, the one process locally).
+
+    ``leader`` says whether its spire-controller-manager holds the leader Lease; None where
+    no election runs (one replica, or no controller manager)."""
+
+    name: str
+    ready: bool
+    leader: bool | None = None
+
+
 @runtime_checkable
 class Deployment(Protocol):
     """A topology made real on one target. Every method works on a deployment that `up`
@@ -181,6 +197,15 @@ class Deployment(Protocol):
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         """(live, ready) as the server's health endpoint reports them."""
+        ...
+
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """Every replica of that server that exists now, ready or not."""
+        ...
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        """A client of that one replica's own API (not the Service in front of them all):
+        what `verify` and `rotate` need where each replica holds its own CA."""
         ...
 
     def server_info(self, name: str) -> ServerInfo:

@@ -74,15 +74,18 @@ from spire_fabric.topology._resolve import (
     posture_warnings,
     psat_allow_list,
     server_address_for,
+    server_key_manager,
     server_node_attestors,
+    server_replicas,
     service_host,
+    shared_datastore,
     upstream_address_for,
     workload_callers,
     workload_selectors,
     workload_uses_files,
 )
 from spire_fabric.topology._scale import ScaleParameters, parse_scale
-from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._validate import validate_localized, validate_topology
 from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
 from spire_fabric.topology._workload_run import expand as expand_placeholders
 from spire_fabric.topology._yaml import dump_topology, load_topology
@@ -158,9 +161,13 @@ __all__ = [
     "published_ports",
     "scale",
     "server_address_for",
+    "server_key_manager",
     "server_node_attestors",
+    "server_replicas",
     "service_host",
+    "shared_datastore",
     "upstream_address_for",
+    "validate_localized",
     "validate_topology",
     "workload_callers",
     "workload_node_port",

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from spire_fabric.errors import SpireFabricError
+
+
+class CheckFailed(SpireFabricError):
+    """Raised inside a check with the reason shown in the report."""
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -24,7 +24,6 @@ from functools import partial
 
 from cryptography import x509
 
-from spire_fabric.errors import SpireFabricError
 from spire_fabric.federation import HTTPS_SPIFFE, fetch_bundle
 from spire_fabric.identity import (
     BundleSet,
@@ -59,16 +58,13 @@ from spire_fabric.topology import (
 )
 from spire_fabric.verify._authorities import authorities_report
 from spire_fabric.verify._authority_checks import authority_checks
-from spire_fabric.verify._report import CheckResult, Report
+from spire_fabric.verify._replica_checks import replica_checks
+from spire_fabric.verify._report import CheckFailed, CheckResult, Report
 from spire_fabric.workload import X509Context
 
 __all__ = ["verify_deployment"]
 
 TTL_TOLERANCE = timedelta(seconds=60)
-
-
-class CheckFailed(SpireFabricError):
-    """Raised inside a check with the reason shown in the report."""
 
 
 def verify_deployment(deployment: Deployment) -> Report:
@@ -188,6 +184,8 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
         )
     yield from _workload_run_checks(d, rows, svid_of, context_of)
     yield from _authority_checks_of(d)
+    for check_id, title, fn in replica_checks(d):
+        yield _check(check_id, title, fn)
     yield from _monitoring_checks(d)
 
 

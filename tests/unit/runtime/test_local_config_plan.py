@@ -178,3 +178,30 @@ def test_a_step_restarts_what_it_reached_and_keeps_the_rest_as_it_runs(tmp_path:
         "monitoring:prometheus", "monitoring:alertmanager"}  # fmt: skip
     for a in new.local.agents:
         assert Path(new.paths.agent_config(a.name)).read_text() == agent_config(new, a.name).text
+
+
+def test_a_foreign_server_answering_on_our_port_is_not_read_as_ours(tmp_path: Path) -> None:
+    """Another deployment's server (a test at another port base, a dev's `up`) may answer
+    /ready on the port this plan's server will use; its entries are not ours to compare."""
+    import http.server
+    import threading
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ctx = written(tmp_path / "state", 43000)
+    health = next(s for s in ctx.local.servers).ports.health
+    httpd = http.server.HTTPServer(("127.0.0.1", health), Ready)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        plan = compute_plan(context(tmp_path / "state", 43000))  # would dial its socket
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert any("is not running: its entries are compared after it starts" in n
+               for n in plan.notes)  # fmt: skip

@@ -31,6 +31,7 @@ from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, regi
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
+    ServerReplica,
     StepReporter,
     WorkloadAddress,
     no_report,
@@ -126,6 +127,12 @@ class KubernetesDeployment:
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         return self.access.server_access(name).health()
+
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        return self.access.server_access(name).replicas()
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        return self.access.replica_access(name, replica).client()
 
     def server_info(self, name: str) -> ServerInfo:
         return self.access.server_access(name).server_info()

@@ -27,9 +27,11 @@ from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles, SigningCa, write_atomic
 from spire_fabric.runtime.core import files_workload
+from spire_fabric.runtime.core.versions import save_versions
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
+    ServerReplica,
     StepReporter,
     WorkloadAddress,
     no_report,
@@ -40,7 +42,7 @@ from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
 from spire_fabric.runtime.local.monitoring import monitoring_components, monitoring_urls
-from spire_fabric.runtime.local.planning import compute_plan
+from spire_fabric.runtime.local.planning import compute_plan, planned_versions
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
@@ -142,6 +144,15 @@ class LocalDeployment:
         self.ctx.local.server(name)  # KeyError naming the server if unknown
         return self.ctx.server_client(name)
 
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """One: the local target runs one process per server (localize refuses more)."""
+        return (ServerReplica(name, self.server_health(name)[1]),)
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        if replica != name:
+            raise KeyError(f"server {name!r} runs one local replica, {name!r}, not {replica!r}")
+        return self.server(name)
+
     def server_health(self, name: str) -> tuple[bool, bool]:
         s = self.ctx.local.server(name)
         return (
@@ -213,7 +224,7 @@ class LocalDeployment:
 
     def entry_plan(self, server: str) -> EntryPlan:
         with self.server(server) as client:
-            current = list(client.list_entries(timeout=10))
+            current = list(client.list_entries(id_prefix=f"{self.entry_owner}.", timeout=10))
         return plan_entries(current, self.desired_entries(server), owner=self.entry_owner)
 
     def x509_context(self, workload: str) -> X509Context:
@@ -278,6 +289,7 @@ class LocalDeployment:
             _ = ctx.binaries
         self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
+        versions = planned_versions(ctx)  # a skew SPIRE does not support changes nothing
         ctx.state.save(ctx.record, ctx.topology)
         with report("CA hierarchy"):
             bootstrap.ensure_ca(ctx)
@@ -322,6 +334,7 @@ class LocalDeployment:
             with report("wait for Prometheus to see every target up"):
                 waits.wait_monitoring_ready(ctx)
         ctx.state.save(ctx.record, ctx.topology)
+        save_versions(ctx.state.path, versions)
         return plan
 
     def _publish(self, servers: list[str], agents: list[str], *, monitoring: bool = False) -> None:
