@@ -26,12 +26,13 @@ from spire_fabric.verify import Report, verify_deployment
 # example_workloads.py: the gateway on 30080 and the API on 30443 move with it too)
 _PORT_OFFSETS = (
     *(-920, -557, 79, 80, 81, 443, 1079, 1080, 1081, 1443),  # telemetry on API - 2
-    *range(8180 - 31000, 8185 - 31000),  # agents' health
-    *range(8280 - 31000, 8285 - 31000),  # agents' telemetry
+    *range(8180 - 31000, 8186 - 31000),  # agents' health (five downstream agents)
+    *range(8280 - 31000, 8286 - 31000),  # agents' telemetry
+    *range(8381 - 31000, 8384 - 31000),  # the example workloads' /metrics
+    30090 - 31000, 30093 - 31000,  # Prometheus and Alertmanager
     *(30445 - 31000, 30446 - 31000, 30447 - 31000),  # inventory: sidecar, nginx, status
     *(30448 - 31000, 30449 - 31000),  # catalog: nginx (TLS from SVID files), helper health
     *(30450 - 31000, 30451 - 31000),  # api-poller's client sidecar: plain port, status
-    8184 - 31000, 8284 - 31000,  # the fifth agent's health and telemetry
     9988 - 31000,  # servers' telemetry in presets without NodePorts (basic, nested)
     # servers of presets without NodePorts keep their container ports, moved with the base
     *(8080 - 31000, 8081 - 31000, 8443 - 31000),

@@ -11,18 +11,25 @@ import ssl
 import time
 import urllib.request
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from starlette.testclient import TestClient
 
+from spire_fabric.dashboard import create_app
 from spire_fabric.identity import SpiffeId, X509Svid
+from spire_fabric.runtime.binaries import SPIRE_VERSION
 from spire_fabric.runtime.core.ca import CaStore
+from spire_fabric.runtime.core.versions import load_versions
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
+from spire_fabric.runtime.monitoring import Alert, active_alerts
 from spire_fabric.testing import short_tempdir
 from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
 from spire_fabric.verify import Report
+from spire_fabric.verify._replica_checks import _authorities, _entries, _same_bundle
 
 from .conftest import Deploy, free_port_base
 
@@ -69,6 +76,35 @@ def test_up_from_nothing_is_fully_verified(enterprise: Deploy) -> None:
         f"{DOWNSTREAM}'s copy of enterprise-root.org"
     )
     assert f"authority-copy:{UPSTREAM}->downstream.example.org" in ids
+    # monitoring: every server, agent and example workload scraped and up, nothing firing
+    assert report.get("monitoring-targets").ok and report.get("monitoring-alerts").ok
+
+
+def test_replica_checks_hold_against_each_replicas_own_api(enterprise: Deploy) -> None:
+    """The HA checks' bodies against real SPIRE: locally each server is its one replica,
+    so `verify` does not list them (they run for servers with replicas on Kubernetes);
+    here they are called directly, so what they assert is proven against SPIRE, and a
+    replica the server does not have is refused by name."""
+    d = enterprise.deployment()
+    s = d.topology.server(DOWNSTREAM)
+    assert [r.name for r in d.server_replicas(DOWNSTREAM)] == [DOWNSTREAM]
+    assert _same_bundle(d, s).startswith("1 replicas: ")
+    chained = _authorities(d, s)
+    assert chained.startswith("1 distinct authorities, each verified against the bundle")
+    assert "Downstream Regional Intermediate CA (downstream.example.org)" in chained
+    assert _entries(d, s).endswith("entries on each of 1 replicas")
+    with pytest.raises(KeyError, match="not 'spire-downstream-server-1'"):
+        d.replica_server(DOWNSTREAM, f"{DOWNSTREAM}-1")
+    # the version of every component, recorded by `up` and shown by `plan`
+    recorded = load_versions(enterprise.state_dir)
+    assert set(recorded) == {
+        f"server/{UPSTREAM}",
+        f"server/{DOWNSTREAM}",
+        "agent/upstream-agent",
+    } | {f"agent/downstream-agent-{i}" for i in (1, 2, 3)}
+    assert set(recorded.values()) == {SPIRE_VERSION}
+    plan = json.loads(enterprise.run("plan", "--output", "json").stdout)
+    assert plan["versions"] == recorded
 
 
 def test_verify_cli_reports_json_and_exit_status(enterprise: Deploy) -> None:
@@ -85,9 +121,61 @@ def test_status_lists_every_component(enterprise: Deploy) -> None:
     expected = {UPSTREAM, DOWNSTREAM, "upstream-agent"} | {
         f"downstream-agent-{i}" for i in (1, 2, 3)
     }
+    expected |= {"prometheus", "alertmanager"}
     assert set(rows) >= expected
     for name in expected:
         assert rows[name]["healthy"] and rows[name]["pid"], rows[name]
+    assert rows["prometheus"]["detail"] == f"http://127.0.0.1:{enterprise.port_base - 910}"
+
+
+def _agent_down_alerts(alertmanager: str, agent: str) -> list[Alert]:
+    return [a for a in active_alerts(alertmanager)
+            if a.name == "SpireAgentDown" and a.component == agent]  # fmt: skip
+
+
+def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
+    enterprise: Deploy,
+) -> None:
+    """SIGSTOP of the agent process we started: it keeps its socket (the kernel still
+    accepts connections) but answers nothing, like a hung agent. Prometheus' scrape times
+    out, `up` goes 0, and SpireAgentDown must reach Alertmanager within 90 s (issue 24);
+    SIGCONT must resolve it."""
+    d = enterprise.deployment()
+    urls = d.monitoring_urls()
+    assert urls is not None
+    agent = "downstream-agent-1"
+    pid = d.supervisor.states()[agent_component(agent)].pid
+    assert pid is not None and not _agent_down_alerts(urls[1], agent)
+    frozen = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while not (alerts := _agent_down_alerts(urls[1], agent)):
+            assert time.monotonic() - frozen < 90, "SpireAgentDown did not fire within 90 s"
+            time.sleep(1)
+        fired = time.monotonic() - frozen
+        assert alerts[0].severity == "critical" and agent in alerts[0].summary
+        # `deploy status` ends with the firing alerts
+        status = enterprise.run("status").stdout.rstrip().splitlines()
+        at = next(i for i, line in enumerate(status) if line.startswith("alerts: "))
+        assert "firing" in status[at] and any(
+            "SpireAgentDown" in line and agent in line for line in status[at + 1 :]
+        ), status[at:]
+        # the dashboard lists it, and its charts are Prometheus' range queries
+        with TestClient(create_app(d, refresh=1), base_url="http://localhost:8765") as web:
+            page = web.get("/metrics").text
+        assert f'data-alert="SpireAgentDown" data-component="{agent}"' in page
+        assert "targets up, by job (Prometheus, last hour)" in page
+        assert page.count("<polyline") >= 5  # spire-server, spire-agent, workload, ... lines
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    while _agent_down_alerts(urls[1], agent):
+        assert time.monotonic() - resumed < 90, "SpireAgentDown did not resolve within 90 s"
+        time.sleep(1)
+    resolved = time.monotonic() - resumed
+    print(f"SpireAgentDown: fired {fired:.1f} s after SIGSTOP, resolved {resolved:.1f} s "
+          "after SIGCONT")  # fmt: skip
+    assert d.supervisor.states()[agent_component(agent)].pid == pid  # frozen, not restarted
 
 
 INVENTORY_TLS = "inventory/tls"
@@ -316,13 +404,17 @@ def test_agent_down_turns_its_checks_red_and_up_heals_it(enterprise: Deploy) -> 
         assert "workload-svid:enterprise-api" in red  # enterprise-api lives on that agent
         # its SVIDs cannot be observed, so which authority they come from cannot be told
         assert f"authority-svids:{DOWNSTREAM}" in red
+        # Prometheus sees the agent's telemetry down (and may already alert on it)
+        assert "downstream-agent-1" in report.get("monitoring-targets").detail
         allowed = {
             "supervisor", "agent-live:downstream-agent-1", f"authority-svids:{DOWNSTREAM}",
+            "monitoring-targets", "monitoring-alerts",
         } | involving(report, "enterprise-api")  # fmt: skip
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
 
 
 def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy) -> None:
@@ -347,10 +439,16 @@ def test_entry_deleted_behind_our_back_is_caught_and_restored(enterprise: Deploy
         allowed = {f"entries:{DOWNSTREAM}", f"authority-svids:{DOWNSTREAM}"} | involving(
             report, "data-processor"
         )
+        # enterprise-api's health probe calls as data-processor (run.health.caller): once its
+        # agent dropped the SVID, that probe has no caller identity
+        probes = [(w.name, w.run.health) for w in d.topology.workloads if w.run]
+        allowed |= {f"workload-health:{name}" for name, probe in probes
+                    if probe and probe.caller == "data-processor"}  # fmt: skip
         assert red <= allowed, red - allowed
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
     with d.server(DOWNSTREAM) as c:
         assert c.get_entry(victim.id).spiffe_id == victim.spiffe_id  # same owned ID
 
@@ -378,9 +476,12 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
             if d.topology.agent(w.agent).server == DOWNSTREAM and w.federates_with
         }  # fmt: skip
         allowed = (
-            {f"federated-bundle:{DOWNSTREAM}->enterprise-root.org", f"entries:{DOWNSTREAM}",
-             f"authority-copy:{DOWNSTREAM}->enterprise-root.org",
-             f"authority-svids:{DOWNSTREAM}"}
+            {
+                f"federated-bundle:{DOWNSTREAM}->enterprise-root.org",
+                f"entries:{DOWNSTREAM}",
+                f"authority-copy:{DOWNSTREAM}->enterprise-root.org",
+                f"authority-svids:{DOWNSTREAM}",
+            }
             | {c.id for c in report.checks if c.id.startswith(("mtls", "jwt", "workload-health:"))}
             | {f"workload-svid:{name}" for name in changed}
         )
@@ -388,7 +489,8 @@ def test_federated_bundle_deleted_on_one_server_is_caught_and_restored(
         assert not any(i.startswith("federated-bundle:" + UPSTREAM) for i in red)
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
 
 
 def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy) -> None:
@@ -408,7 +510,8 @@ def test_server_killed_comes_back_with_entries_and_ca_intact(enterprise: Deploy)
         assert f"server-live:{UPSTREAM}" not in red and f"datastore:{UPSTREAM}" not in red
     finally:
         enterprise.up()
-    assert wait_for_green(enterprise).ok
+    report = wait_for_green(enterprise)
+    assert report.ok, {c.id: c.detail for c in report.failed}
     with d.server(DOWNSTREAM) as c:
         assert sorted((e.id, str(e.spiffe_id)) for e in c.list_entries()) == entries_before
         assert c.get_bundle().x509_authorities == bundle_before

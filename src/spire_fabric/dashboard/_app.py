@@ -39,6 +39,13 @@ from starlette.staticfiles import StaticFiles
 from spire_fabric import _html
 from spire_fabric.render import render_topology_svg
 from spire_fabric.runtime.deployment import Deployment
+from spire_fabric.runtime.monitoring import (
+    Alert,
+    MonitoringError,
+    Series,
+    active_alerts,
+    query_range,
+)
 from spire_fabric.verify import AuthoritiesReport, authorities_report, authority_checks
 
 from ._collect import Snapshot, collect, metric
@@ -53,6 +60,25 @@ AUTHORITIES_INTERVAL = 5.0
 """How long one authorities report is shown before it is gathered again: it asks every
 workload's agent for SVIDs and every peer for its copy, too much for each refresh."""
 HISTORY = 240  # samples kept per series for the charts
+# With the deployment's Prometheus, the charts are range queries over the last hour (title,
+# PromQL, unit); each series is named by its target's `component` label.
+PROMETHEUS_WINDOW = 3600.0
+PROMETHEUS_STEP = 30.0
+PROMETHEUS_CHARTS = (
+    ("X.509-SVIDs signed per second", "sum by (component) "
+     "(rate(spire_server_server_ca_sign_x509_svid[1m]))", "/s"),
+    ("JWT-SVIDs signed per second", "sum by (component) "
+     "(rate(spire_server_server_ca_sign_jwt_svid[1m]))", "/s"),
+    ("agent sync latency, mean ms", "1000 * sum by (component) (rate("
+     "spire_agent_manager_sync_fetch_entries_updates_elapsed_time_sum[1m])) / sum by "
+     "(component) (rate(spire_agent_manager_sync_fetch_entries_updates_elapsed_time_count[1m]))",
+     "ms"),
+    ("workload requests per second", "sum by (component) "
+     "(rate(spire_fabric_example_requests_total[1m]))", "/s"),
+    ("workload SVID, hours until expiry", "spire_fabric_example_svid_expiry_seconds / 3600",
+     "h"),
+    ("targets up, by job", "sum by (job) (up)", ""),
+)  # fmt: skip
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """The Host names a loopback-bound dashboard answers to (and the default of create_app)."""
 _CSP = (
@@ -87,6 +113,7 @@ class _State:
         self._fetch_totals: dict[tuple[str, str], float] = {}
         self._fetch_seen: dict[tuple[str, str], float] = {}
         self._authorities: tuple[float, AuthoritiesReport | str] | None = None
+        self._monitoring: tuple[float, Monitored | None] | None = None
 
     def authorities(self) -> AuthoritiesReport | str:
         """The latest authorities report (the one verify's authority checks judge), or why
@@ -104,6 +131,21 @@ class _State:
                 report = f"{type(e).__name__}: {e}"
             self._authorities = (now, report)
             return report
+
+    def monitoring(self) -> Monitored | None:
+        """The last hour of the charts from the deployment's Prometheus and the alerts
+        firing in its Alertmanager; None when the deployment runs no monitoring. At most
+        one gathering every ``min_interval`` seconds."""
+        with self._lock:
+            now = time.time()
+            if self._monitoring is not None and now - self._monitoring[0] < self._min_interval:
+                return self._monitoring[1]
+            if self._deployment is None:
+                self._deployment = self._open()
+            urls = self._deployment.monitoring_urls()
+            result = None if urls is None else _gather(urls[0], urls[1], now)
+            self._monitoring = (now, result)
+            return result
 
     def fresh(self) -> Snapshot:
         with self._lock:
@@ -147,6 +189,36 @@ class _State:
             count = metric(s, agent.name, f"{name}_count")
             mean_ms = None if not count or elapsed is None else elapsed / count
             self._point("agent sync latency, mean ms (SPIRE telemetry)", agent.name, t, mean_ms)
+
+
+class Monitored:
+    """What the dashboard shows from Prometheus and Alertmanager, or why it cannot."""
+
+    def __init__(self, prometheus: str, alertmanager: str) -> None:
+        self.prometheus, self.alertmanager = prometheus, alertmanager
+        self.charts: list[tuple[str, list[Series], str]] = []
+        self.alerts: list[Alert] = []
+        self.errors: list[str] = []
+
+
+def _gather(prometheus: str, alertmanager: str, now: float) -> Monitored:
+    out = Monitored(prometheus, alertmanager)
+    for title, query, unit in PROMETHEUS_CHARTS:
+        try:
+            series = query_range(prometheus, query, now - PROMETHEUS_WINDOW, now, PROMETHEUS_STEP)
+        except MonitoringError as err:
+            out.errors.append(str(err))
+            break
+        out.charts.append((title, series, unit))
+    try:
+        out.alerts = active_alerts(alertmanager)
+    except MonitoringError as err:
+        out.errors.append(str(err))
+    return out
+
+
+def _series_name(s: Series) -> str:
+    return s.labels.get("component") or s.labels.get("job") or "value"
 
 
 def _environment() -> Environment:
@@ -260,6 +332,15 @@ def create_app(
         async def endpoint(request: Request) -> HTMLResponse:
             snap = await snapshot()
             ctx = context(page, request, snap)
+            monitored = await asyncio.to_thread(state.monitoring)
+            ctx["monitored"] = monitored
+            if page == "metrics" and monitored is not None and monitored.charts:
+                ctx["charts"] = [
+                    Markup(_html.line_chart(f"{title} (Prometheus, last hour)",
+                                            {_series_name(s): list(s.points) for s in series},
+                                            unit))
+                    for title, series, unit in monitored.charts
+                ]  # fmt: skip
             if page == "authorities":
                 report = await asyncio.to_thread(state.authorities)
                 ctx["report"] = report if isinstance(report, AuthoritiesReport) else None

@@ -15,7 +15,7 @@ from typing import Any
 
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import BundleDiff, diff_bundles
-from spire_fabric.runtime.deployment import ComponentHealth, Deployment
+from spire_fabric.runtime.deployment import ComponentHealth, Deployment, ServerReplica
 from spire_fabric.server import (
     AttestedAgent,
     AuthorityStates,
@@ -43,6 +43,9 @@ class ServerView:
     bundle: Bundle | None = None
     x509_state: AuthorityStates | None = None
     jwt_state: AuthorityStates | None = None
+    # every replica (one locally; a pod each on Kubernetes), ready or not, and the one
+    # whose controller manager leads
+    replicas: tuple[ServerReplica, ...] = ()
     errors: list[str] = field(default_factory=list)
 
 
@@ -166,6 +169,10 @@ def collect(deployment: Deployment, generation: int = 0) -> Snapshot:
             view.live, view.ready = deployment.server_health(s.name)
         except Exception as e:
             view.errors.append(f"health: {e}")
+        try:
+            view.replicas = deployment.server_replicas(s.name)
+        except Exception as e:
+            view.errors.append(f"replicas: {e}")
         if not view.live:
             servers.append(view)
             continue

@@ -18,7 +18,7 @@ from spire_fabric.topology import (
     Target,
     Topology,
     kubernetes_view,
-    local_only_note,
+    local_only_notes,
     posture_warnings,
 )
 
@@ -39,8 +39,7 @@ def print_target_notes(deployment: Deployment, console: Console) -> None:
     if deployment.target != "kubernetes":
         return
     written = getattr(deployment, "written_topology", deployment.topology)
-    note = local_only_note(kubernetes_view(written).left_out)
-    if note:
+    for note in local_only_notes(kubernetes_view(written)):
         console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
@@ -78,6 +77,8 @@ def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) ->
             )
     for note in plan.notes:
         console.print(f"  [dim]note: {escape(note)}[/dim]")
+    if plan.versions:
+        console.print("SPIRE versions: " + escape(_versions_line(plan.versions)), soft_wrap=True)
     if plan.published:
         console.print("published ports (reachable beyond where their owner runs):")
         for port in plan.published:
@@ -91,6 +92,17 @@ def print_plan(plan: DeploymentPlan, console: Console, *, title: bool = True) ->
         counts[c.action] = counts.get(c.action, 0) + 1
     unchanged = f", {plan.unchanged} unchanged" if plan.unchanged else ""
     console.print("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()) + unchanged)
+
+
+def _versions_line(versions: tuple[tuple[str, str], ...]) -> str:
+    """``1.13.3: server/a, agent/b`` grouped by version (one line when all agree)."""
+    by_version: dict[str, list[str]] = {}
+    for component, version in versions:
+        by_version.setdefault(version, []).append(component)
+    if len(by_version) == 1:
+        ((version, components),) = by_version.items()
+        return f"{version} (all {len(components)} servers and agents)"
+    return "; ".join(f"{v}: {', '.join(c)}" for v, c in sorted(by_version.items()))
 
 
 def _line(c: Change) -> str:

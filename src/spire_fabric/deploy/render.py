@@ -32,7 +32,8 @@ def render_files(
     ``secrets`` fills the Kubernetes installer's Secrets (skeletons without).
     """
     paths = RenderPaths.local(state_dir) if target == "local" else RenderPaths.kubernetes()
-    if target == "kubernetes":  # sidecar-carrying workloads are local-only for now
+    full = topology
+    if target == "kubernetes":  # sidecar workloads and monitoring are local-only for now
         topology = kubernetes_view(topology).topology
     files: dict[str, str] = {
         "topology.yaml": dump_topology(topology),
@@ -42,10 +43,10 @@ def render_files(
         files[f"servers/{s.name}/server.conf"] = render_server_config(topology, s.name, paths)
     for a in topology.agents:
         files[f"agents/{a.name}/agent.conf"] = render_agent_config(topology, a.name, paths)
-    if topology.monitoring is not None:
+    if full.monitoring is not None:
         # the rules are the same on both targets; the scrape config is the local target's
         # (Kubernetes service discovery is not rendered yet)
-        files["monitoring/rules.yml"] = render_alert_rules(topology)
+        files["monitoring/rules.yml"] = render_alert_rules(full)
         if target == "local":
             files["monitoring/prometheus.yml"] = render_prometheus_config(topology, paths)
             files["monitoring/alertmanager.yml"] = render_alertmanager_config(topology)

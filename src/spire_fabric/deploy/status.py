@@ -1,6 +1,7 @@
 """``status``: every component of a deployment (local or Kubernetes) with pid or pod, health,
 SVID expiry; then one line per server with its authorities (from the same report as
-``deploy authorities`` and verify's authority checks)."""
+``deploy authorities`` and verify's authority checks); last, with ``monitoring:``, the alerts
+firing in Alertmanager (the same API `verify`'s monitoring-alerts check reads)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from spire_fabric.deploy._common import add_deployment_args, choose
 from spire_fabric.runtime.deployment import ComponentHealth
+from spire_fabric.runtime.monitoring import MonitoringError, active_alerts
 from spire_fabric.verify import AuthoritiesReport, ServerAuthorities, authorities_report
 
 
@@ -120,14 +122,35 @@ def authority_lines(report: AuthoritiesReport, now: float | None = None) -> list
     ]
 
 
+def alert_lines(alertmanager: str | None) -> list[str]:
+    """The alerts section of ``status`` (rich markup): one line per firing alert, or why
+    they cannot be read; nothing for a deployment without monitoring."""
+    if alertmanager is None:
+        return []
+    try:
+        firing = active_alerts(alertmanager)
+    except MonitoringError as err:
+        return [f"alerts: [red]cannot read Alertmanager[/red]: {escape(str(err))}"]
+    if not firing:
+        return [f"alerts: none firing ({alertmanager})"]
+    lines = [f"alerts: [red]{len(firing)} firing[/red] ({alertmanager})"]
+    for a in firing:
+        lines.append(f"  [red]{escape(a.name)}[/red] {escape(a.component)} "
+                     f"since {escape(a.starts_at[:19])}: {escape(a.summary)}")  # fmt: skip
+    return lines
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     chosen = choose(args)
     report: AuthoritiesReport | None = None
+    alertmanager: str | None = None
     with chosen.open() as deployment:
         rows = deployment.status()
         where, name = f"{deployment.target}, {chosen.state_dir}", deployment.name
         if args.output != "json":  # JSON stays the component rows; `authorities` has its own
             report = authorities_report(deployment)
+            urls = deployment.monitoring_urls()
+            alertmanager = urls[1] if urls else None
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
@@ -140,4 +163,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if report is not None:
             for line in authority_lines(report):
                 console.print(line)
+        for line in alert_lines(alertmanager):
+            console.print(line)
     return 0 if all(r.healthy for r in rows) else 1

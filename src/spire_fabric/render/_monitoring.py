@@ -136,9 +136,14 @@ def render_alert_rules(topology: Topology) -> str:
         ),
         rule(
             "FederatedBundleStale",
+            # increase() misses a counter's first value (a series born with 1), so a
+            # success series born within the window counts as a success too
             f'({by_peer} (increase({fetch}{{status!="OK"}}[{_d(hint)}])) > 0)'
             f" unless on (component, trust_domain_id)"
-            f' ({by_peer} (increase({fetch}{{status="OK"}}[{_d(hint)}])) > 0)',
+            f' ({by_peer} (increase({fetch}{{status="OK"}}[{_d(hint)}])) > 0)'
+            f" unless on (component, trust_domain_id)"
+            f' ({by_peer} ({fetch}{{status="OK"}}'
+            f' unless {fetch}{{status="OK"}} offset {_d(hint)}))',
             0 * scrape,
             "warning",
             "SPIRE server {{ $labels.component }} cannot refresh the bundle of "

@@ -151,6 +151,7 @@ class RenderPaths:
         return f"{self.root}/monitoring" if self.is_local else "/etc/prometheus"
 
     def prometheus_config(self) -> str:
+        """Prometheus' config (scrape targets, rules file, Alertmanager)."""
         return f"{self.monitoring_dir()}/prometheus.yml"
 
     def prometheus_rules(self) -> str:
@@ -158,4 +159,5 @@ class RenderPaths:
         return f"{self.monitoring_dir()}/rules.yml"
 
     def alertmanager_config(self) -> str:
+        """Alertmanager's config (routes and receivers)."""
         return f"{self.monitoring_dir()}/alertmanager.yml"

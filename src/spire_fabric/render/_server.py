@@ -22,7 +22,9 @@ from spire_fabric.topology import (
     endpoint_spiffe_id,
     format_duration,
     jwt_issuer,
+    server_key_manager,
     server_node_attestors,
+    server_replicas,
     upstream_address_for,
 )
 
@@ -77,6 +79,8 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
             # Signing (500/s per IP) stays limited. See docs/local-target.md.
             with w.block("ratelimit"):
                 w.attr("attestation", False)
+        else:
+            _kubernetes_rate_limits(w, topology, server)
     w.blank()
     with w.block("plugins"):
         _datastore(w, server, paths)
@@ -94,6 +98,42 @@ def render_server_config(topology: Topology, server_name: str, paths: RenderPath
         w.attr("ready_path", "/ready")
     telemetry(w, bind, server.ports.telemetry)
     return w.text()
+
+
+def agents_behind_node_port(topology: Topology, server: Server) -> tuple[str, ...]:
+    """The agents that dial ``server`` from another cluster, through its API NodePort:
+    kube-proxy masquerades that traffic, so the server sees all of them as one node IP."""
+    k = server.kubernetes
+    if k is None:
+        return ()
+    return tuple(
+        a.name
+        for a in topology.agents_of(server.name)
+        if a.kubernetes is not None and a.kubernetes.cluster != k.cluster
+    )
+
+
+def _kubernetes_rate_limits(w: HclWriter, topology: Topology, server: Server) -> None:
+    """SPIRE 1.13.3 limits per caller IP, per server process (pkg/server/api/limits:
+    AttestLimitPerIP = 1/s for AttestAgent; SignLimitPerIP = 500/s for BatchNewX509SVID,
+    NewJWTSVID, NewDownstreamX509CA and RenewAgent; pkg/server/endpoints/middleware.go),
+    keyed on the TCP peer address (calls on the socket are not limited).
+
+    In-cluster agents dial the ClusterIP Service; kube-proxy DNATs without SNAT, so each
+    replica sees each agent's own pod IP and the defaults mean what SPIRE intends, also
+    when a replica fails and its agents all move to another (they renew, they do not
+    attest again). Rendered explicitly for a server with replicas so the choice is on
+    record. Agents that come through a NodePort from another cluster share one source IP
+    (kube-proxy masquerades it): the per-IP attestation limit would then queue all of
+    them behind one another at 1/s, so it is off for such a server, as locally; signing
+    stays limited (500/s shared is far above what agents renewing at half their TTL do).
+    """
+    outside = agents_behind_node_port(topology, server)
+    if server_replicas(server, "kubernetes") <= 1 and not outside:
+        return
+    with w.block("ratelimit"):
+        w.attr("attestation", not outside)
+        w.attr("signing", True)
 
 
 def telemetry(w: HclWriter, host: str, port: int | None) -> None:
@@ -159,7 +199,7 @@ def _datastore(w: HclWriter, server: Server, paths: RenderPaths) -> None:
 
 
 def _key_manager(w: HclWriter, server: Server, paths: RenderPaths) -> None:
-    if server.key_manager == "memory":
+    if server_key_manager(server, paths.target) == "memory":
         w.empty_block("KeyManager", "memory")
         return
     with w.block("KeyManager", "disk"), w.block("plugin_data"):

@@ -84,6 +84,9 @@ class DeploymentPlan:
     # every port the deployment opens beyond where its owner runs, and who may call it
     # (topology.published_ports); changes or not, an operator sees each door
     published: tuple[PublishedPort, ...] = ()
+    # the SPIRE version each component (``server/<name>``, ``agent/<name>``) will run,
+    # checked against the last `up`'s record by runtime.core.versions
+    versions: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -112,6 +115,7 @@ class DeploymentPlan:
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
                 "published": [asdict(p) for p in self.published],
+                "versions": dict(self.versions),
             },
             indent=2,
         )
@@ -137,7 +141,7 @@ class ComponentHealth:
     """One row of `status`: a server, agent, workload or the target's own controller."""
 
     name: str
-    kind: str  # server | agent | workload | sidecar | supervisor
+    kind: str  # server | agent | workload | sidecar | monitoring | supervisor
     pid: int | None
     running: bool
     healthy: bool
@@ -146,6 +150,18 @@ class ComponentHealth:
     last_exit: str | None = None
     svid_expires_at: int | None = None  # Unix seconds of the component's X.509-SVID
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerReplica:
+    """One running copy of a server (a pod on Kubernetes, the one process locally).
+
+    ``leader`` says whether its spire-controller-manager holds the leader Lease; None where
+    no election runs (one replica, or no controller manager)."""
+
+    name: str
+    ready: bool
+    leader: bool | None = None
 
 
 @runtime_checkable
@@ -181,6 +197,15 @@ class Deployment(Protocol):
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         """(live, ready) as the server's health endpoint reports them."""
+        ...
+
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """Every replica of that server that exists now, ready or not."""
+        ...
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        """A client of that one replica's own API (not the Service in front of them all):
+        what `verify` and `rotate` need where each replica holds its own CA."""
         ...
 
     def server_info(self, name: str) -> ServerInfo:
@@ -222,6 +247,11 @@ class Deployment(Protocol):
     def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
         """(host, port) where that server's or agent's Prometheus telemetry is scraped from
         here (on Kubernetes a port-forward to its pod); None if it renders no telemetry."""
+        ...
+
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        """(Prometheus URL, Alertmanager URL) reachable from here, or None when the
+        deployment runs no monitoring (no ``monitoring:``, or not on this target yet)."""
         ...
 
     def root_ca(self) -> x509.Certificate | None:

@@ -18,7 +18,12 @@ Typical use::
 from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._durations import format_duration, parse_duration
 from spire_fabric.topology._errors import Problem, TopologyError
-from spire_fabric.topology._kubernetes_only import KubernetesView, kubernetes_view, local_only_note
+from spire_fabric.topology._kubernetes_only import (
+    KubernetesView,
+    kubernetes_view,
+    local_only_note,
+    local_only_notes,
+)
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
     TARGETS,
@@ -77,15 +82,18 @@ from spire_fabric.topology._resolve import (
     posture_warnings,
     psat_allow_list,
     server_address_for,
+    server_key_manager,
     server_node_attestors,
+    server_replicas,
     service_host,
+    shared_datastore,
     upstream_address_for,
     workload_callers,
     workload_selectors,
     workload_uses_files,
 )
 from spire_fabric.topology._scale import ScaleParameters, parse_scale
-from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._validate import validate_localized, validate_topology
 from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
 from spire_fabric.topology._workload_run import expand as expand_placeholders
 from spire_fabric.topology._yaml import dump_topology, load_topology
@@ -157,6 +165,7 @@ __all__ = [
     "kubernetes_view",
     "load_topology",
     "local_only_note",
+    "local_only_notes",
     "parse_duration",
     "parse_scale",
     "placeholders",
@@ -166,9 +175,13 @@ __all__ = [
     "published_ports",
     "scale",
     "server_address_for",
+    "server_key_manager",
     "server_node_attestors",
+    "server_replicas",
     "service_host",
+    "shared_datastore",
     "upstream_address_for",
+    "validate_localized",
     "validate_topology",
     "workload_callers",
     "workload_node_port",

@@ -1,4 +1,5 @@
-"""What of a topology the Kubernetes target runs in this release: everything but sidecars.
+"""What of a topology the Kubernetes target runs in this release: everything but sidecars
+and monitoring.
 
 Sidecars render for Kubernetes (containers in the workload's pod, see
 `render.kubernetes._workloads`), but the cluster images they need (ghostunnel, and nginx in
@@ -6,7 +7,9 @@ the workload image) are not built yet, so a workload with sidecars would never s
 there. Rather than fail a bring-up, the Kubernetes target leaves such workloads out, with
 the agents that only they use and the run options of other workloads that point at them
 (`--inventory {url:inventory}` goes with inventory), and says so in one line
-(:data:`LOCAL_ONLY_NOTE`) in `plan` and `up`: never silently.
+(:func:`local_only_notes`) in `plan` and `up`: never silently. The same holds for the
+topology's ``monitoring``: Prometheus and Alertmanager are built for the local target only
+so far, and on the clusters verify would show a red row for them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from dataclasses import dataclass
 from spire_fabric.topology._model import LocalRun, Topology, Workload
 from spire_fabric.topology._workload_run import PlaceholderError, placeholders
 
-__all__ = ["KubernetesView", "kubernetes_view", "local_only_note"]
+__all__ = ["MONITORING_NOTE", "KubernetesView", "kubernetes_view", "local_only_note",
+           "local_only_notes"]
+
+MONITORING_NOTE = ("monitoring: Prometheus and Alertmanager run on the local target only in "
+                   "this release")
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,8 @@ class KubernetesView:
     """The topology the Kubernetes target runs, and the workloads it left out."""
 
     topology: Topology
-    left_out: tuple[str, ...]
+    left_out: tuple[str, ...]  # workloads
+    monitoring_left_out: bool = False
 
 
 def local_only_note(left_out: tuple[str, ...]) -> str:
@@ -36,11 +44,21 @@ def local_only_note(left_out: tuple[str, ...]) -> str:
             "their cluster images are not built yet")
 
 
+def local_only_notes(view: KubernetesView) -> list[str]:
+    """Every line `plan` and `up` print for what the Kubernetes target leaves out."""
+    notes = [local_only_note(view.left_out)] if view.left_out else []
+    return notes + ([MONITORING_NOTE] if view.monitoring_left_out else [])
+
+
 def kubernetes_view(topology: Topology) -> KubernetesView:
-    """``topology`` without its sidecar-carrying workloads (see the module docstring)."""
+    """``topology`` without its sidecar-carrying workloads and its monitoring (see the
+    module docstring)."""
+    monitoring = topology.monitoring is not None
+    if monitoring:
+        topology = dataclasses.replace(topology, monitoring=None)
     dropped = {w.name for w in topology.workloads if w.sidecars}
     if not dropped:
-        return KubernetesView(topology, ())
+        return KubernetesView(topology, (), monitoring)
     kept = [w for w in topology.workloads if w.name not in dropped]
     used_agents = {w.agent for w in kept}
     dropped_agents = {w.agent for w in topology.workloads if w.name in dropped} - used_agents
@@ -49,7 +67,8 @@ def kubernetes_view(topology: Topology) -> KubernetesView:
         workloads=tuple(_without_references(w, dropped) for w in kept),
         agents=tuple(a for a in topology.agents if a.name not in dropped_agents),
     )
-    return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped))
+    return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped),
+                          monitoring)
 
 
 def _names(text: str, dropped: set[str]) -> bool:

@@ -172,6 +172,11 @@ class ServerKubernetes:
     datastore: Datastore | None = None
     controller_manager: bool = True
     bundle_configmap: str = "spire-bundle"
+    # Per-target overrides of the server's own ``replicas`` and ``key_manager`` (None: the
+    # server's). The enterprise preset runs its downstream server with 2 replicas here
+    # only: the local target refuses more than one (see ``server_replicas``).
+    replicas: int | None = None
+    key_manager: KeyManagerKind | None = None
 
 
 def _typed(obj: object, field: str, path: str) -> None:
@@ -193,6 +198,11 @@ class Server:
     bundle_endpoint: BundleEndpoint | None = field(default_factory=BundleEndpoint)
     datastore: Datastore = field(default_factory=SqliteDatastore)
     key_manager: KeyManagerKind = "disk"
+    # More than one replica is a highly available server: every replica runs against the
+    # same SQL datastore (MySQL or PostgreSQL; validation refuses SQLite) with its own CA
+    # keys (servers never share keys, spiffe/spire#3582). Only the Kubernetes target runs
+    # replicas; see docs/high-availability.md.
+    replicas: int = 1
     ca_key_type: str = "ec-p256"
     ca_ttl: timedelta = timedelta(hours=24)
     default_x509_svid_ttl: timedelta = timedelta(hours=1)
@@ -406,6 +416,8 @@ class Workload:
     sidecars: tuple[Sidecar, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.federates_with == ():  # most workloads: nothing to type (50k in a scale plan)
+            return
         from spire_fabric.topology._trust_domains import topology_trust_domain
 
         typed = tuple(

@@ -18,6 +18,7 @@ from spire_fabric.topology._model import (
     NodeAttestor,
     Server,
     Sidecar,
+    SqliteDatastore,
     Target,
     Topology,
     Workload,
@@ -30,6 +31,35 @@ def effective_datastore(server: Server, target: Target) -> Datastore:
     if target == "kubernetes" and server.kubernetes and server.kubernetes.datastore:
         return server.kubernetes.datastore
     return server.datastore
+
+
+def server_replicas(server: Server, target: Target) -> int:
+    """How many replicas of ``server`` run on ``target``: the Kubernetes override there,
+    else the server's own count."""
+    if target == "kubernetes" and server.kubernetes and server.kubernetes.replicas is not None:
+        return server.kubernetes.replicas
+    return server.replicas
+
+
+def server_key_manager(server: Server, target: Target) -> KeyManagerKind:
+    """The server's KeyManager on ``target``: the Kubernetes override there, else its own.
+
+    Either way every replica holds its own keys (spiffe/spire#3582): ``disk`` on the
+    replica's own volume (a StatefulSet claim per pod), ``memory`` in the process. Memory
+    is safe only under an UpstreamAuthority: a replica that restarts mints a new CA that
+    the upstream signs, so the trust bundle does not change. With a self-signed CA each
+    restart would add a new root that agents and federated peers must learn before they
+    trust the SVIDs it signs, so validation refuses memory keys there for replicas > 1.
+    """
+    if target == "kubernetes" and server.kubernetes and server.kubernetes.key_manager:
+        return server.kubernetes.key_manager
+    return server.key_manager
+
+
+def shared_datastore(server: Server, target: Target) -> bool:
+    """Whether every replica of ``server`` on ``target`` would read one datastore: MySQL
+    or PostgreSQL are served over the network; SQLite is a file in one replica's data dir."""
+    return not isinstance(effective_datastore(server, target), SqliteDatastore)
 
 
 def server_node_attestors(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
@@ -20,6 +21,7 @@ from spire_fabric.topology._durations import format_duration
 from spire_fabric.topology._errors import Problem, TopologyError
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
+    TARGETS,
     WORKLOAD_ATTESTORS,
     Agent,
     AgentKubernetes,
@@ -39,6 +41,9 @@ from spire_fabric.topology._resolve import (
     agent_workload_attestors,
     bundle_endpoint_owner,
     bundle_publisher_namespaces,
+    server_key_manager,
+    server_replicas,
+    shared_datastore,
 )
 from spire_fabric.topology._validate_run import run_problems
 from spire_fabric.topology._validate_sidecars import sidecar_problems
@@ -60,12 +65,51 @@ _SUBDOMAIN_MAX = 253
 _AS_DIRECTORY = "it is used as a directory and Kubernetes object name"
 
 
+# Topologies that passed validate_topology, by id (a weak value: the entry goes with the
+# topology, and an id reused by another object does not match it). A topology is a frozen
+# value, so once sound it stays sound: presets, builders and loaders validate it, and the
+# targets that validate it again before transforming it (localize) do not pay twice.
+_VALID: weakref.WeakValueDictionary[int, Topology] = weakref.WeakValueDictionary()
+
+
 def validate_topology(topology: Topology) -> Topology:
     """Return ``topology`` unchanged if it is sound, else raise :class:`TopologyError`."""
+    if _VALID.get(id(topology)) is topology:
+        return topology
     v = _Validator(topology)
     v.run()
     v.problems += run_problems(topology)
     v.problems += sidecar_problems(topology)
+    if v.problems:
+        raise TopologyError(v.problems)
+    _VALID[id(topology)] = topology
+    return topology
+
+
+def validate_localized(topology: Topology) -> Topology:
+    """:func:`validate_topology`'s rules over what a target's localization changes (servers'
+    hosts, ports and datastores, agents' ports, workloads' local selectors and run ports),
+    for a topology made from one that passed every rule; raise :class:`TopologyError`.
+
+    Why not every rule again: the rest is unchanged and was checked, and with 50k workloads
+    a second full pass was an eighth of `plan`. Each message is the one the full pass gives.
+    """
+    v = _Validator(topology)
+    for s in topology.servers:
+        v._server(s)
+    # the selector rule reads only the agent and the selectors: a pair found sound once is
+    # sound for every workload that has it (locally, every workload has the same selector)
+    sound: set[tuple[str, tuple[str, ...]]] = set()
+    for w in topology.workloads:
+        agent = v.agents.get(w.agent)
+        if agent is None or not w.local_selectors or (w.agent, w.local_selectors) in sound:
+            continue
+        found = len(v.problems)
+        v._local_selectors(f"workloads[{w.name}]", w, agent)
+        if len(v.problems) == found:
+            sound.add((w.agent, w.local_selectors))
+    v._ports()
+    v.problems += run_problems(topology)
     if v.problems:
         raise TopologyError(v.problems)
     return topology
@@ -79,6 +123,7 @@ class _Validator:
         self.servers = {s.name: s for s in t.servers}
         self.agents = {a.name: a for a in t.agents}
         self.clusters = {c.name: c for c in t.clusters}
+        self._local_attestors: dict[str, tuple[str, ...]] = {}
 
     def bad(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -258,6 +303,7 @@ class _Validator:
                 self._datastore(f"{p}.kubernetes.datastore", k.datastore)
         self._upstream_authority(p, s)
         self._hardening(p, s)
+        self._replicas(p, s)
         if not s.node_attestors:
             self.bad(f"{p}.node_attestors", "a server needs at least one node attestor")
         for na in s.node_attestors:
@@ -268,6 +314,54 @@ class _Validator:
                             f"{p}.node_attestors.k8s_psat.clusters[{c}]",
                             f"unknown cluster {c!r}; declare it under clusters",
                         )
+
+    def _replicas(self, p: str, s: Server) -> None:
+        """More than one replica needs a datastore every replica reaches and its own keys
+        in each replica (see ``server_key_manager`` for when memory keys are safe)."""
+        k = s.kubernetes
+        counts = [(f"{p}.replicas", s.replicas)]
+        if k is not None and k.replicas is not None:
+            counts.append((f"{p}.kubernetes.replicas", k.replicas))
+        for path, n in counts:
+            if n < 1:
+                self.bad(path, f"{n} is not a replica count; a server runs at least 1")
+        if k is not None and k.key_manager is not None and k.key_manager not in ("disk", "memory"):
+            self.bad(f"{p}.kubernetes.key_manager", f"{k.key_manager!r} is not one of disk, memory")
+        for target in TARGETS:
+            n = server_replicas(s, target)
+            if n <= 1:
+                continue
+            kk = k if target == "kubernetes" else None
+            where = f" on {target}" if s.replicas <= 1 else ""
+            replicas_path = (
+                f"{p}.kubernetes.replicas"
+                if kk is not None and kk.replicas is not None
+                else f"{p}.replicas"
+            )
+            if not shared_datastore(s, target):
+                ds_path = (
+                    f"{p}.kubernetes.datastore"
+                    if kk is not None and kk.datastore
+                    else f"{p}.datastore"
+                )
+                self.bad(
+                    replicas_path,
+                    f"{n} replicas{where} need a shared SQL datastore (mysql or postgres) in "
+                    f"{ds_path}; SQLite is a file only one replica can hold",
+                )
+            if server_key_manager(s, target) == "memory" and s.upstream_authority is None:
+                km_path = (
+                    f"{p}.kubernetes.key_manager"
+                    if kk is not None and kk.key_manager is not None
+                    else f"{p}.key_manager"
+                )
+                self.bad(
+                    km_path,
+                    f"memory keys with {n} replicas{where} and a self-signed CA: each replica "
+                    "restart would add a new root to the bundle, and SVIDs it signs are "
+                    "refused until every peer has it; use disk (a volume per replica) or an "
+                    "upstream_authority",
+                )
 
     def _hardening(self, p: str, s: Server) -> None:
         if s.jwt_issuer is not None:
@@ -456,9 +550,8 @@ class _Validator:
             )
         if agent is not None:
             self._selectors(f"{p}.selectors", w.selectors, agent.workload_attestors, agent)
-            local = agent_workload_attestors(self.t, agent, "local")
             if w.local_selectors:
-                self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
+                self._local_selectors(p, w, agent)
         if not w.selectors:
             self.bad(f"{p}.selectors", "a workload needs at least one selector")
         for i, td in enumerate(w.federates_with):
@@ -481,6 +574,14 @@ class _Validator:
             self._ttl_within_ca(f"{p}.jwt_svid_ttl", w.jwt_svid_ttl, server)
         if w.kubernetes is not None and agent is not None and agent.kubernetes is not None:
             self._placement(f"{p}.kubernetes", agent.kubernetes.cluster, w.kubernetes.namespace)
+
+    def _local_selectors(self, p: str, w: Workload, agent: Agent) -> None:
+        local = self._local_attestors.get(agent.name)
+        if local is None:  # once per agent, not once per workload
+            local = self._local_attestors[agent.name] = agent_workload_attestors(
+                self.t, agent, "local"
+            )
+        self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
 
     def _selectors(
         self, path: str, selectors: tuple[str, ...], attestors: tuple[str, ...], agent: Agent

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -46,6 +46,7 @@ from spire_fabric.topology import (
     SpireUpstreamAuthority,
     Topology,
     format_duration,
+    server_replicas,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ PROBE_AUDIENCE = "spire-fabric-authorities"
 
 Kind = Literal["x509", "jwt"]
 Slot = Literal["active", "prepared", "old"]
+_Row = TypeVar("_Row")
 _SLOTS: tuple[Slot, ...] = ("active", "prepared", "old")
 
 
@@ -274,21 +276,55 @@ def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
             listed = list(client.list_agents(timeout=10))
     except Exception as err:  # a server that is down is a finding, not a crash
         return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
+    try:
+        pairs = _replica_states(d, s) or [(x509_states, jwt_states)]
+    except Exception as err:
+        return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
     seen: dict[str, x509.Certificate] = {}  # CA certificates of the chains served, by SKID
     agents = tuple(_agent_sources(d, s, listed, seen))
     workloads = tuple(_workload_sources(d, s, seen))
-    rows = _authority_rows(x509_states, jwt_states, bundle, agents, workloads)
+    rows = _first_of_each(
+        (row for x, j in pairs for row in _authority_rows(x, j, bundle, agents, workloads)),
+        lambda r: (r.kind, r.authority_id),
+    )
+    upstream = _first_of_each(
+        (row for x, _ in pairs for row in _upstream_rows(x, bundle, seen)),
+        lambda u: u.subject_key_id,
+    )
     return ServerAuthorities(
         server=s.name,
         trust_domain=s.trust_domain.name,
         bundle_sequence_number=bundle.sequence_number,
         authorities=rows,
-        upstream=_upstream_rows(x509_states, bundle, seen),
+        upstream=upstream,
         agents=agents,
         workloads=workloads,
         peers=tuple(_peer_copies(d, s, bundle)),
         leaked_intermediate=leak_exposure(d.topology, s),
     )
+
+
+def _replica_states(d: Deployment, s: Server) -> list[tuple[AuthorityStates, AuthorityStates]]:
+    """(X.509, JWT) authority states of each ready replica, each from its own API: every
+    replica holds its own authorities, and an SVID one of them signed is "none of the
+    server's" to another. Empty for a server of one replica (its Service answers)."""
+    if server_replicas(s, d.target) <= 1:
+        return []
+    out = []
+    for r in d.server_replicas(s.name):
+        if r.ready:
+            with d.replica_server(s.name, r.name) as client:
+                out.append((client.get_authority_state("x509", timeout=10),
+                            client.get_authority_state("jwt", timeout=10)))  # fmt: skip
+    return out
+
+
+def _first_of_each(rows: Iterable[_Row], key: Callable[[_Row], object]) -> tuple[_Row, ...]:
+    """``rows`` without repeats of ``key`` (two replicas report the same upstream)."""
+    out: dict[object, _Row] = {}
+    for row in rows:
+        out.setdefault(key(row), row)
+    return tuple(out.values())
 
 
 def leak_exposure(t: Topology, s: Server) -> LeakExposure | None:

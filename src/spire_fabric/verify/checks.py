@@ -36,7 +36,9 @@ from spire_fabric.identity import (
     spire_server_id,
     verify_x509_svid,
 )
+from spire_fabric.render import ALERT_NAMES
 from spire_fabric.runtime.deployment import ComponentHealth, Deployment
+from spire_fabric.runtime.monitoring import active_alerts, loaded_alert_rules, scrape_targets
 from spire_fabric.server import NotFoundError
 from spire_fabric.tls import (
     authorize_id,
@@ -56,6 +58,7 @@ from spire_fabric.topology import (
 )
 from spire_fabric.verify._authorities import authorities_report
 from spire_fabric.verify._authority_checks import authority_checks
+from spire_fabric.verify._replica_checks import replica_checks
 from spire_fabric.verify._report import CheckFailed, CheckResult, Report
 from spire_fabric.verify._report import run_check as _check
 from spire_fabric.verify._sidecar_checks import sidecar_checks
@@ -184,6 +187,58 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
     yield from _workload_run_checks(d, rows, svid_of, context_of)
     yield from sidecar_checks(d, svid_of, context_of)
     yield from _authority_checks_of(d)
+    for check_id, title, fn in replica_checks(d):
+        yield _check(check_id, title, fn)
+    yield from _monitoring_checks(d)
+
+
+def _monitoring_checks(d: Deployment) -> Iterator[CheckResult]:
+    """With ``monitoring:``: Prometheus scrapes every component (each target up) and
+    evaluates every alert rule, and Alertmanager holds no firing alert. A topology with
+    monitoring on a target that does not run it yet gets one red row saying so."""
+    if d.topology.monitoring is None:
+        return
+    urls = d.monitoring_urls()
+    if urls is None:
+        yield CheckResult("monitoring", "Prometheus and Alertmanager run", False,
+                          f"the {d.target} target does not run `monitoring:` yet")  # fmt: skip
+        return
+    prometheus, alertmanager = urls
+    yield _check("monitoring-targets", "Prometheus scrapes every component, each target up",
+                 partial(_targets_up, d, prometheus))  # fmt: skip
+    yield _check("monitoring-alerts", "no alert firing in Alertmanager",
+                 partial(_no_alert_firing, alertmanager))  # fmt: skip
+
+
+def _targets_up(d: Deployment, prometheus: str) -> str:
+    t = d.topology
+    expected = {s.name for s in t.servers if s.ports.telemetry is not None}
+    expected |= {a.name for a in t.agents if a.telemetry_port is not None}
+    expected |= {w.name for w in t.workloads if w.run is not None and w.run.metrics_port}
+    targets = scrape_targets(prometheus)
+    missing = sorted(expected - {x.component for x in targets})
+    down = [f"{x.component} ({x.health}: {x.last_error or 'not scraped yet'})"
+            for x in targets if x.health != "up"]  # fmt: skip
+    rules = set(loaded_alert_rules(prometheus))
+    absent = [name for name in ALERT_NAMES if name not in rules and (
+        name != "GatewayErrors" or (t.monitoring is not None and t.monitoring.edge_workload))]
+    problems = []
+    if missing:
+        problems.append(f"not scraped: {', '.join(missing)}")
+    if down:
+        problems.append(f"down: {'; '.join(down)}")
+    if absent:
+        problems.append(f"alert rules not loaded: {', '.join(absent)}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return f"{len(targets)} targets up, {len(rules)} alert rules ({prometheus})"
+
+
+def _no_alert_firing(alertmanager: str) -> str:
+    firing = active_alerts(alertmanager)
+    if firing:
+        raise CheckFailed("; ".join(f"{a.name} {a.component}: {a.summary}" for a in firing))
+    return f"none ({alertmanager})"
 
 
 def _authority_checks_of(d: Deployment) -> Iterator[CheckResult]:

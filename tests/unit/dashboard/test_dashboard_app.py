@@ -98,6 +98,9 @@ class _StandIn:
     def workload_address(self, name: str) -> None:
         return None
 
+    def monitoring_urls(self) -> None:
+        return None
+
     def telemetry_endpoint(self, component: str) -> None:
         return None  # no telemetry to reach from a unit test
 

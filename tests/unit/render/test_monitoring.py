@@ -137,6 +137,24 @@ tests:
       exp_annotations:
         summary: "SPIRE server spire-downstream-server cannot refresh the bundle of enterprise-root_org: every fetch for a whole refresh hint (5m) failed, so its copy is older than the hint allows"
         runbook: RUNBOOK(FederatedBundleStale)
+- interval: 1m  # a young deployment: one success so far (a counter born with 1), then failures
+  input_series:
+  - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-upstream-server", trust_domain_id="downstream_example_org", status="OK"}'
+    values: '_ _ _ 1 1 1 1 1 1 1 1 1'
+  - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-upstream-server", trust_domain_id="downstream_example_org", status="Unknown"}'
+    values: '_ _ _ _ 1 2 3 4 5 6 7 8'
+  alert_rule_test:
+  - eval_time: 6m
+    alertname: FederatedBundleStale
+    exp_alerts: []
+  - eval_time: 10m
+    alertname: FederatedBundleStale
+    exp_alerts:
+    - exp_labels: {severity: warning, component: spire-upstream-server,
+                   trust_domain_id: downstream_example_org}
+      exp_annotations:
+        summary: "SPIRE server spire-upstream-server cannot refresh the bundle of downstream_example_org: every fetch for a whole refresh hint (5m) failed, so its copy is older than the hint allows"
+        runbook: RUNBOOK(FederatedBundleStale)
 - interval: 5s
   input_series:
   - series: 'spire_fabric_example_svid_expiry_seconds{component="enterprise-api"}'

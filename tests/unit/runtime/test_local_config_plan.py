@@ -165,7 +165,43 @@ def test_a_step_restarts_what_it_reached_and_keeps_the_rest_as_it_runs(tmp_path:
         assert component == (wanted[name] if reached else {c.name: c for c in running}[name])
     for name in servers:
         assert Path(new.paths.server_config(name)).read_text() == server_config(new, name).text
-    publish(new, servers, [a.name for a in new.local.agents])
+    agents = [a.name for a in new.local.agents]
+    publish(new, servers, agents)
+    planned = {c.name: c for c in new.supervisor.planned()}
+    before = {c.name: c for c in running}
+    # Prometheus and Alertmanager keep running as they do until the last step
+    assert planned == {n: before[n] if n.startswith("monitoring:") else c
+                       for n, c in wanted.items()}  # fmt: skip
+    publish(new, servers, agents, monitoring=True)
     assert {c.name: c for c in new.supervisor.planned()} == wanted
+    assert {n for n in wanted if n.startswith("monitoring:")} == {
+        "monitoring:prometheus", "monitoring:alertmanager"}  # fmt: skip
     for a in new.local.agents:
         assert Path(new.paths.agent_config(a.name)).read_text() == agent_config(new, a.name).text
+
+
+def test_a_foreign_server_answering_on_our_port_is_not_read_as_ours(tmp_path: Path) -> None:
+    """Another deployment's server (a test at another port base, a dev's `up`) may answer
+    /ready on the port this plan's server will use; its entries are not ours to compare."""
+    import http.server
+    import threading
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ctx = written(tmp_path / "state", 43000)
+    health = next(s for s in ctx.local.servers).ports.health
+    httpd = http.server.HTTPServer(("127.0.0.1", health), Ready)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        plan = compute_plan(context(tmp_path / "state", 43000))  # would dial its socket
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert any("is not running: its entries are compared after it starts" in n
+               for n in plan.notes)  # fmt: skip

@@ -11,6 +11,7 @@ from spire_fabric.topology import (
     Sidecar,
     kubernetes_view,
     local_only_note,
+    local_only_notes,
     preset,
 )
 
@@ -32,12 +33,18 @@ def test_enterprise_on_kubernetes_is_the_preset_without_sidecar_workloads() -> N
     assert local_only_note(view.left_out) == (
         "inventory, api-poller, catalog: sidecars run on the local target only in this "
         "release; their cluster images are not built yet")
+    # monitoring too: Prometheus and Alertmanager are built for the local target only
+    assert full.monitoring is not None and view.topology.monitoring is None
+    assert local_only_notes(view) == [
+        local_only_note(view.left_out),
+        "monitoring: Prometheus and Alertmanager run on the local target only in this release"]
 
 
 def test_a_topology_without_sidecars_is_unchanged_and_says_nothing() -> None:
     t = preset("basic")
     view = kubernetes_view(t)
     assert view.topology is t and view.left_out == () and local_only_note(()) == ""
+    assert local_only_notes(view) == [] and t.monitoring is None
 
 
 def test_sidecars_render_as_containers_beside_an_app_on_loopback() -> None:

@@ -45,6 +45,12 @@ class DoubleDeployment:
     def server_health(self, name):
         return (False, False)
 
+    def server_replicas(self, name):
+        return ()
+
+    def replica_server(self, name, replica):
+        raise Unreachable(f"{name}/{replica} is down")
+
     def bundle_endpoint_url(self, name):
         return "https://127.0.0.1:9"
 
@@ -67,6 +73,9 @@ class DoubleDeployment:
         return None
 
     def telemetry_endpoint(self, component):
+        return None
+
+    def monitoring_urls(self):
         return None
 
     def server_info(self, name):

@@ -29,7 +29,11 @@ from spire_fabric.render.kubernetes._common import (
     selector_labels,
     workload_socket_address,
 )
-from spire_fabric.render.kubernetes._controller_manager import k8s_selectable, workload_pod_labels
+from spire_fabric.render.kubernetes._controller_manager import (
+    controller_manager_lease_name,
+    k8s_selectable,
+    workload_pod_labels,
+)
 from spire_fabric.render.kubernetes._crds import CRDS, GROUP
 from spire_fabric.render.kubernetes._mysql import (
     mysql_dns_names,
@@ -76,6 +80,7 @@ __all__ = [
     "Stage",
     "agent_node_selector",
     "cluster_of",
+    "controller_manager_lease_name",
     "identity_probe_pod",
     "join_token_secret",
     "join_token_secret_name",

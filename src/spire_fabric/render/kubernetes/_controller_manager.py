@@ -11,6 +11,9 @@ Choices (spire-controller-manager 0.6.3, cmd/main.go):
   cluster (``nested``) each reconcile only their own resources.
 - ``entryIDPrefix`` = ``<server>.``: the controller manager then leaves alone the entries
   it did not create (the installer's, through the SPIRE API).
+- Leader election on a Lease when the server has replicas: each replica's pod carries a
+  sidecar that talks to its own replica's socket; the shared datastore makes every
+  replica see the entries the leader writes.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from spire_fabric.topology import (
     controller_manager_enabled,
     endpoint_spiffe_id,
     format_duration,
+    server_replicas,
     workload_selectors,
 )
 
@@ -72,7 +76,27 @@ def controller_manager_config(topology: Topology, server: Server) -> Obj:
         "logLevel": "info",
         "health": {"healthProbeBindAddress": f"0.0.0.0:{HEALTH_PORT}"},
         "metrics": {"bindAddress": "0"},
-        "leaderElection": {"leaderElect": False},
+        "leaderElection": _leader_election(server),
+    }
+
+
+def controller_manager_lease_name(server: Server) -> str:
+    """The Lease the controller managers of ``server``'s replicas elect their leader on."""
+    return f"{server.name}-controller-manager"
+
+
+def _leader_election(server: Server) -> Obj:
+    """One sidecar per server replica, and only one may reconcile: two writers would race
+    each other's entry creates and deletes. With one replica there is nobody to elect."""
+    k = server.kubernetes
+    assert k is not None
+    if server_replicas(server, "kubernetes") <= 1:
+        return {"leaderElect": False}
+    return {
+        "leaderElect": True,
+        "resourceLock": "leases",
+        "resourceName": controller_manager_lease_name(server),
+        "resourceNamespace": k.namespace,
     }
 
 

@@ -15,7 +15,10 @@ Sources (SPIRE 1.13.3 docs and code, spire-controller-manager 0.6.3 demo RBAC):
   namespace bound to the server's ServiceAccount in its own: namespace-scoped still.
 - spire-controller-manager: read namespaces, nodes, pods, endpoints; read its CRDs and
   write their status and finalizers. Webhooks are off (see _controller_manager.py), so no
-  ValidatingWebhookConfiguration rights; one replica, so no leader-election leases.
+  ValidatingWebhookConfiguration rights. A server with replicas runs one sidecar per
+  replica and they elect a leader (controller-runtime's LeaseLock: get, create, update of
+  one Lease in the server's namespace; events for the election's record, as
+  helm-charts-hardened grants).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from spire_fabric.render.kubernetes._common import (
     obj,
     service_account,
 )
+from spire_fabric.render.kubernetes._controller_manager import controller_manager_lease_name
 from spire_fabric.topology import (
     K8sPsatAttestor,
     Server,
@@ -35,6 +39,7 @@ from spire_fabric.topology import (
     agent_workload_attestors,
     bundle_publisher_namespaces,
     controller_manager_enabled,
+    server_replicas,
 )
 
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -138,6 +143,27 @@ def _server_rbac(topology: Topology, server: Server) -> list[Obj]:
             ],
             me,
         )
+        if server_replicas(server, "kubernetes") > 1:
+            lease = controller_manager_lease_name(server)
+            out += _role(
+                topology,
+                k.cluster,
+                "Role",
+                f"spire-fabric-{server.name}-controller-manager-leader",
+                k.namespace,
+                [
+                    # create cannot be limited to a name (the object does not exist yet)
+                    _rule(["coordination.k8s.io"], ["leases"], ["create"]),
+                    _rule(
+                        ["coordination.k8s.io"],
+                        ["leases"],
+                        ["get", "update"],
+                        resourceNames=[lease],
+                    ),
+                    _rule([""], ["events"], ["create", "patch"]),
+                ],
+                me,
+            )
     return out
 
 

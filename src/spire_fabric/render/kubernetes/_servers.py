@@ -35,6 +35,9 @@ from spire_fabric.topology import (
     bundle_publisher_namespaces,
     controller_manager_enabled,
     effective_datastore,
+    server_key_manager,
+    server_replicas,
+    shared_datastore,
 )
 
 PATHS = RenderPaths.kubernetes()
@@ -92,7 +95,36 @@ def render_server_objects(topology: Topology, server: Server) -> list[Obj]:
         out.append(controller_manager_config_map(topology, server))
     out += _services(topology, server)
     out.append(_stateful_set(topology, server))
+    if server_replicas(server, "kubernetes") > 1:
+        out.append(_disruption_budget(topology, server))
     return out
+
+
+def _disruption_budget(topology: Topology, server: Server) -> Obj:
+    """A drain or a node upgrade takes at most one replica at a time, so the Service
+    always has one serving. ``maxUnavailable`` rather than ``minAvailable: N-1``: it keeps
+    meaning "one at a time" when the count changes."""
+    k = server.kubernetes
+    assert k is not None
+    return obj(
+        "policy/v1",
+        "PodDisruptionBudget",
+        meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
+        spec={
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(server.name, COMPONENT)},
+        },
+    )
+
+
+def keys_on_volume(server: Server) -> bool:
+    """Whether the server needs a volume of its own per replica: disk keys (keys.json)
+    or SQLite live in its data dir. Memory keys on a shared SQL datastore leave nothing
+    there worth keeping, and a ReadWriteOnce claim would pin the replica to the node it was
+    bound on, so it could not come back elsewhere when that node dies (spiffe/spire#5174)."""
+    return server_key_manager(server, "kubernetes") == "disk" or not shared_datastore(
+        server, "kubernetes"
+    )
 
 
 def node_port_service_name(server: Server) -> str:
@@ -115,6 +147,7 @@ def _services(topology: Topology, server: Server) -> list[Obj]:
     published = {"api": api_node_port(topology, server)}  # only for a caller outside
     if server.bundle_endpoint is not None:
         published["federation"] = k.node_ports.federation
+
     def service(name: str, kind: str, service_ports: list[Obj]) -> Obj:
         m = meta(topology, k.cluster, name, k.namespace, app=server.name, component=COMPONENT)
         selector = selector_labels(server.name, COMPONENT)
@@ -162,6 +195,12 @@ def _server_container(topology: Topology, server: Server) -> Obj:
         ]
     c["ports"] = ports
     c["livenessProbe"] = _probe("/live", 15)
+    # SPIRE's /ready is "serving the current bundle": it passes only when the server fetches
+    # its bundle through its own API (GetBundle on its socket, from the datastore every
+    # replica shares), the datastore lists bundles, and its CA signs a test SVID
+    # (SPIRE 1.13.3 pkg/server/server.go CheckHealth, pkg/server/ca/ca_health.go,
+    # pkg/server/datastore/datastore_health.go). So the Service sends agents only to a
+    # replica that can sign with a CA chained to that bundle.
     c["readinessProbe"] = _probe("/ready", 5)
     c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
@@ -228,6 +267,8 @@ def _server_volumes(topology: Topology, server: Server) -> list[Obj]:
         # The API socket lives on an emptyDir so the controller-manager sidecar can reach it.
         {"name": "server-socket", "emptyDir": {}},
     ]
+    if not keys_on_volume(server):
+        volumes.append({"name": "data", "emptyDir": {}})
     inst = mysql_instance(server)
     if inst is not None:
         # only the CA certificate of MySQL's TLS Secret: its key stays with MySQL
@@ -263,8 +304,12 @@ def _server_volumes(topology: Topology, server: Server) -> list[Obj]:
 
 
 def _stateful_set(topology: Topology, server: Server) -> Obj:
-    """A StatefulSet for the PVC that keeps keys.json (and SQLite, when used) across
-    restarts. One replica: the disk KeyManager is not shared between replicas."""
+    """A StatefulSet, for any replica count. With disk keys each replica gets its own
+    claim (``data-<server>-<i>``), so replicas never share keys.json (spiffe/spire#3582)
+    and each keeps its own across restarts; a Deployment can only give every replica the
+    same claim, or none. Its stable pod names also let `verify` and `rotate` address each
+    replica through its own API. With memory keys on a shared datastore there is no claim
+    (:func:`keys_on_volume`)."""
     k = server.kubernetes
     assert k is not None
     labels = selector_labels(server.name, COMPONENT)
@@ -293,34 +338,53 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
     }
     if share_processes:
         pod_spec["shareProcessNamespace"] = True
+    replicas = server_replicas(server, "kubernetes")
+    if replicas > 1:
+        # Preferred, not required: a cluster with fewer nodes than replicas still runs
+        # them all; the downstream test cluster's 3 nodes take one replica each.
+        pod_spec["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": labels},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            }
+        }
+    spec: Obj = {
+        "replicas": replicas,
+        "serviceName": server.name,
+        "selector": {"matchLabels": labels},
+    }
+    if replicas > 1:
+        # Replicas start together (no ordering between them: each has its own keys and
+        # they meet only in the datastore); rolling updates still go one pod at a time.
+        spec["podManagementPolicy"] = "Parallel"
+    spec["template"] = {"metadata": {"labels": labels}, "spec": pod_spec}
+    if keys_on_volume(server):
+        # The claims are part of the server: labelled like it (so `down` finds them) and
+        # deleted with it rather than left behind holding a volume.
+        spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": "Delete",
+            "whenScaled": "Retain",
+        }
+        labels_of_claim = meta(topology, k.cluster, "data", app=server.name, component=COMPONENT)
+        spec["volumeClaimTemplates"] = [
+            {
+                "metadata": {"name": "data", "labels": labels_of_claim["labels"]},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": DATA_STORAGE}},
+                },
+            }
+        ]
     return obj(
         "apps/v1",
         "StatefulSet",
         meta(topology, k.cluster, server.name, k.namespace, app=server.name, component=COMPONENT),
-        spec={
-            "replicas": 1,
-            "serviceName": server.name,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            # The claims are part of the server: labelled like it (so `down` finds them)
-            # and deleted with it rather than left behind holding a volume.
-            "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": "Delete",
-                "whenScaled": "Retain",
-            },
-            "volumeClaimTemplates": [
-                {
-                    "metadata": {
-                        "name": "data",
-                        "labels": meta(
-                            topology, k.cluster, "data", app=server.name, component=COMPONENT
-                        )["labels"],
-                    },
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": DATA_STORAGE}},
-                    },
-                }
-            ],
-        },
+        spec=spec,
     )

@@ -63,7 +63,7 @@ from spire_fabric.runtime.core.rotation import (
 )
 from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityState, AuthorityStates
-from spire_fabric.topology import DiskUpstreamAuthority, Server, Topology
+from spire_fabric.topology import DiskUpstreamAuthority, Server, Topology, server_replicas
 from spire_fabric.verify import authorities_report
 from spire_fabric.verify._authorities import skid
 
@@ -125,6 +125,17 @@ def rotate_root(
     d = deployment
     t = d.topology
     servers = _servers(d)
+    with_replicas = [s.name for s in servers if server_replicas(s, d.target) > 1]
+    if with_replicas:
+        # Each replica holds its own X.509 authority, and the bridge, the switch and the
+        # upstream taint act on the replica that takes the call only (spiffe/spire#5587);
+        # sending them through the Service would leave the other replicas signing under
+        # the old root, and its revoke would then break their SVIDs. Not built yet:
+        # refused before anything changes.
+        raise RotationRefused(
+            f"rotate root does not yet reach every replica of {', '.join(with_replicas)}; "
+            "rotate x509/jwt do (each replica through its own API)"
+        )
     runs = {s.name: _Run(d, s, "x509", force, timeout, report) for s in servers}
     first = next(iter(runs.values()))
     store = CaStore(d.ca_directory)

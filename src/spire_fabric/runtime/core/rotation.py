@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Literal
 
 from spire_fabric._wait import WaitTimeout, wait_until
@@ -40,7 +41,12 @@ from spire_fabric.errors import SpireFabricError
 from spire_fabric.identity import TrustDomain
 from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityStates, Bundle, SpireServerClient
-from spire_fabric.topology import Server, SpireUpstreamAuthority, format_duration
+from spire_fabric.topology import (
+    Server,
+    SpireUpstreamAuthority,
+    format_duration,
+    server_replicas,
+)
 from spire_fabric.verify import authorities_report
 from spire_fabric.verify._authorities import AgentSvidSource, skid
 
@@ -92,6 +98,9 @@ class _Run:
     timeout: float
     report: StepReporter
     steps: list[RotationStep] = field(default_factory=list)
+    # one replica's own API (a server with replicas: each holds its own authorities);
+    # None: the server's Service, whichever replica answers
+    replica: str | None = None
     # each agent's SVID serial as the server reported it when this run tainted (None: this
     # run did not taint); what tells a renewed agent where its SVID cannot be read
     taint_serials: dict[str, str] | None = None
@@ -109,6 +118,8 @@ class _Run:
         self.steps.append(RotationStep(name, "skipped", why, 0.0))
 
     def api(self) -> SpireServerClient:
+        if self.replica is not None:
+            return self.d.replica_server(self.server.name, self.replica)
         return self.d.server(self.server.name)
 
     def wait(self, probe: Callable[[], str], what: str) -> str:
@@ -173,6 +184,9 @@ def rotate(
     if server not in names:
         raise RotationRefused(f"no server {server!r} in topology {t.name!r}; its servers: "
                               f"{', '.join(names)}")  # fmt: skip
+    if server_replicas(t.server(server), deployment.target) > 1:
+        return _rotate_replicas(deployment, t.server(server), kind, revoke=revoke, force=force,
+                                timeout=timeout, report=report)  # fmt: skip
     run = _Run(deployment, t.server(server), kind, force, timeout, report)
     with run.api() as api:
         states = api.get_authority_state(kind, timeout=10)
@@ -225,6 +239,106 @@ def rotate(
     return RotationResult(server, kind, new_id, old_id, revoke, tuple(run.steps))
 
 
+@dataclass
+class _ReplicaRotation:
+    """Where one replica's own rotation stands (from its own LocalAuthority API)."""
+
+    run: _Run
+    at: int
+    old_id: str
+    new_id: str
+    upstream_id: str
+
+
+def _replica_state(run: _Run, revoke: bool) -> _ReplicaRotation:
+    """The same reading of SPIRE's state as :func:`rotate`, for one replica."""
+    with run.api() as api:
+        states = api.get_authority_state(run.kind, timeout=10)
+        bundle = api.get_bundle(timeout=10)
+    assert states.active is not None
+    upstream_id = states.active.upstream_authority_subject_key_id if run.kind == "x509" else ""
+    now = phase(states, bundle, run.kind, _still_signed(run, states))
+    if (now == "renewed" and not revoke) or (upstream_id and now == "activated"):
+        now = "start"
+    old_id = states.old.authority_id if states.old is not None else ""
+    if now in ("start", "prepared"):
+        old_id = states.active.authority_id
+    new_id = states.prepared.authority_id if states.prepared else states.active.authority_id
+    return _ReplicaRotation(run, _PHASE_ORDER.index(now), old_id, new_id, upstream_id)
+
+
+def _rotate_replicas(
+    d: Deployment, server: Server, kind: Kind, *, revoke: bool, force: bool, timeout: float,
+    report: StepReporter,
+) -> RotationResult:  # fmt: skip
+    """Every replica holds its own authorities, and each LocalAuthority call acts on the
+    replica that takes it only: a taint sent through the Service reaches one replica, the
+    others keep signing with their old key (spiffe/spire#5587). So each step is sent to
+    every replica through its own API, and each wait covers all of them at once: one
+    wait for every holder to have every replica's new key before any activates, one wait
+    until nothing chains to any replica's old key before any is revoked."""
+    names = [r.name for r in d.server_replicas(server.name)]
+    ready = [r.name for r in d.server_replicas(server.name) if r.ready]
+    if ready != names or not names:
+        raise RotationRefused(
+            f"{server.name}: every replica must be ready to rotate each one's authority; "
+            f"ready: {', '.join(ready) or 'none'} of {', '.join(names) or 'none'}"
+        )
+    steps: list[RotationStep] = []
+    lead = _Run(d, server, kind, force, timeout, report, steps)
+    reps = [_replica_state(_Run(d, server, kind, force, timeout, report, steps, replica=n), revoke)
+            for n in names]  # fmt: skip
+    for r in reps:
+        if r.at == 0:
+            r.run.step(f"prepare on {r.run.replica}", partial(_prepare, r.run))
+            r.new_id = steps[-1].detail.rsplit(" ", 1)[-1]
+        else:
+            r.run.skip(f"prepare on {r.run.replica}", f"resumed: {_PHASE_ORDER[r.at]}")
+    activating = [r for r in reps if r.at <= _PHASE_ORDER.index("prepared")]
+    if activating:
+        new_ids = ", ".join(r.new_id for r in activating)
+        lead.step("wait for every holder", lambda: lead.wait(
+            lambda: _holders_missing(lead, _ids(lead)), f"every holder has {new_ids}"))  # fmt: skip
+    for r in activating:
+        r.run.step(f"activate on {r.run.replica}", partial(_activate, r.run, r.new_id))
+    upstream = any(r.upstream_id for r in reps)
+    olds = [r.old_id for r in reps if r.old_id]
+
+    def still_signed() -> str:
+        return "; ".join(m for m in (_signed_by(lead, o) for o in olds) if m)
+
+    if upstream:
+        lead.skip("taint", "under an upstream authority SPIRE taints the upstream one; "
+                  "SVIDs of the old authorities renew at half their lifetime")  # fmt: skip
+    else:
+        tainting = [r for r in reps if r.at <= _PHASE_ORDER.index("activated")]
+        if tainting:
+            record_serials(lead)
+        for r in tainting:
+            r.run.step(f"taint on {r.run.replica}", partial(_taint_only, r.run, r.old_id))
+        lead.step("wait for renewals", lambda: lead.wait(
+            still_signed, f"nothing chains to {', '.join(olds)}"))  # fmt: skip
+    if revoke and upstream:
+        lead.skip("revoke", _upstream_revoke_note(lead, reps[0].upstream_id))
+        revoke = False
+    if revoke:
+        for r in reps:
+            r.run.step(f"revoke on {r.run.replica}", partial(_revoke, r.run, r.old_id))
+        lead.step("wait until gone", lambda: lead.wait(
+            lambda: "; ".join(m for m in (_holders_missing(lead, _ids(lead), gone=o)
+                                          for o in olds) if m),
+            f"{', '.join(olds)} gone from every holder"))  # fmt: skip
+    return RotationResult(server.name, kind, ",".join(r.new_id for r in reps),
+                          ",".join(r.old_id for r in reps), revoke, tuple(steps))  # fmt: skip
+
+
+def _taint_only(run: _Run, old_id: str) -> str:
+    """Taint through this run's API (the agents' serials were recorded once, before)."""
+    with run.api() as api:
+        api.taint_authority(old_id, run.kind, timeout=10)
+    return f"{old_id} tainted"
+
+
 def _upstream_revoke_note(run: _Run, upstream_id: str) -> str:
     """What ``--revoke`` can and cannot do for an X.509 authority that is an intermediate
     under an upstream authority (not an error: the rotation itself is done)."""
@@ -260,9 +374,7 @@ def _activate(run: _Run, new_id: str) -> str:
 
 def _taint(run: _Run, old_id: str) -> str:
     record_serials(run)
-    with run.api() as api:
-        api.taint_authority(old_id, run.kind, timeout=10)
-    return f"{old_id} tainted"
+    return _taint_only(run, old_id)
 
 
 def _revoke(run: _Run, old_id: str) -> str:

@@ -59,6 +59,17 @@ class ClusterAccess:
                 self._servers[name] = ServerAccess(self.clusters[s.kubernetes.cluster], s)
             return self._servers[name]
 
+    def replica_access(self, name: str, pod: str) -> ServerAccess:
+        """Admin access to one replica's own pod (its port-forward, its API)."""
+        with self._lock:
+            key = f"{name}/{pod}"
+            if key not in self._servers:
+                s = self.topology.server(name)
+                assert s.kubernetes is not None
+                conn = self.clusters[s.kubernetes.cluster]
+                self._servers[key] = ServerAccess(conn, s, fixed_pod=pod)
+            return self._servers[key]
+
     def forward(
         self, key: str, cluster: str, namespace: str, labels: dict[str, str], port: int
     ) -> PortForward:

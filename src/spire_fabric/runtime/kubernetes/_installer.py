@@ -31,6 +31,7 @@ from spire_fabric.runtime.core import (
     entry_changes,
     mint_join_token,
 )
+from spire_fabric.runtime.core.versions import checked_versions, image_version, save_versions
 from spire_fabric.runtime.deployment import Change, DeploymentPlan, StepReporter, no_report
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
 from spire_fabric.runtime.kubernetes._clusters import label_selector
@@ -141,8 +142,16 @@ class KubernetesInstaller:
                 except Exception as err:
                     notes.append(f"{s}: cannot read entries: {err}")
         published = published_ports(self.topology, "kubernetes")
+        versions = tuple(self.planned_versions().items())
         return DeploymentPlan(self.access.name, "kubernetes", tuple(changes), tuple(notes),
-                              unchanged, published)  # fmt: skip
+                              unchanged, published, versions)  # fmt: skip
+
+    def planned_versions(self) -> dict[str, str]:
+        """The SPIRE version of every server and agent, read from the tags of the images
+        they will run (settings override the topology's), checked against the last `up`."""
+        images = self.topology.kubernetes.images
+        server, agent = image_version(images.server), image_version(images.agent)
+        return checked_versions(self.topology, self.access.state_dir, server, agent)
 
     def _federation(self) -> FederationWork:
         # with a controller manager its ClusterFederatedTrustDomains own the relationships
@@ -176,6 +185,7 @@ class KubernetesInstaller:
         with report("check clusters (contexts, permissions, namespaces, NodePorts, images)"):
             placement = self.check()
         plan = plan if plan is not None else self.plan()
+        versions = self.planned_versions()  # a skew SPIRE does not support changes nothing
         save(self.access.state_dir, self.access.written_topology, self.access.settings, t)
         self._writing = True
         # A nested server gets its CA through its parent's agent, with an entry that the
@@ -208,6 +218,7 @@ class KubernetesInstaller:
                     refs = [r for c, r in stale if c == cluster]
                     objects.delete(conn, refs)
                     objects.wait_gone(conn, refs, self.access.settings.timeout)
+        save_versions(self.access.state_dir, versions)
         return plan
 
     def _apply_stage(

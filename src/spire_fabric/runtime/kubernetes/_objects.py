@@ -28,6 +28,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("apps/v1", "DaemonSet"),
     ("apps/v1", "StatefulSet"),
+    ("policy/v1", "PodDisruptionBudget"),
     ("v1", "Service"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "ConfigMap"),
@@ -103,6 +104,21 @@ def apply(
             if err.status == 409 and attempt < 4:  # an optimistic-lock race; apply again
                 time.sleep(0.5)
                 continue
+            if _stateful_set_spec_forbidden(ref, err) and dry_run:
+                raise KubernetesTargetError(
+                    f"{ref} in {conn.where()} changes fields the API server cannot update "
+                    "(volume claims, pod management): up replaces it, keeping its pods"
+                ) from err
+            if _stateful_set_spec_forbidden(ref, err) and not replaced:
+                # Only replicas, template, update strategy and a few others of a
+                # StatefulSet may change (a server becoming highly available drops its
+                # volume claim and starts its replicas in parallel). The old one is
+                # deleted orphaning its pods, which keep serving; the new one adopts them
+                # by their labels and rolls them to the new template one at a time.
+                delete(conn, [ref], propagation="Orphan")
+                wait_gone(conn, [ref], timeout=60)
+                replaced = True
+                continue
             if _secret_type_changed(ref, err):
                 if dry_run:
                     raise KubernetesTargetError(
@@ -118,6 +134,12 @@ def apply(
                     continue
             raise KubernetesTargetError(_apply_error(conn, ref, err)) from err
     raise AssertionError("unreachable")
+
+
+def _stateful_set_spec_forbidden(ref: ObjectRef, err: ApiException) -> bool:
+    message = api_error_message(err)
+    return (ref.kind == "StatefulSet" and err.status == 422
+            and "updates to statefulset spec for fields other than" in message)  # fmt: skip
 
 
 def _secret_type_changed(ref: ObjectRef, err: ApiException) -> bool:
@@ -214,8 +236,11 @@ def foreign_custom_resources(conn: ClusterApi, crd: Obj, topology_name: str) -> 
     return found
 
 
-def delete(conn: ClusterApi, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
-    """Delete (foreground for owners of pods), ignoring what is already gone."""
+def delete(
+    conn: ClusterApi, refs: Iterable[ObjectRef], *, propagation: str = "Foreground"
+) -> list[ObjectRef]:
+    """Delete (foreground for owners of pods, unless ``propagation`` says Orphan),
+    ignoring what is already gone."""
     deleted = []
     for ref in refs:
         try:
@@ -223,7 +248,7 @@ def delete(conn: ClusterApi, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
             res.delete(
                 name=ref.name,
                 namespace=ref.namespace or None,
-                body={"propagationPolicy": "Foreground"},
+                body={"propagationPolicy": propagation},
             )
             deleted.append(ref)
         except (NotFoundError, ResourceNotFoundError):

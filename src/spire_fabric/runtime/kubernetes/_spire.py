@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id, spire_server_id
 from spire_fabric.render import RenderPaths
-from spire_fabric.render.kubernetes import selector_labels
+from spire_fabric.render.kubernetes import controller_manager_lease_name, selector_labels
+from spire_fabric.runtime.deployment import ServerReplica
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
+from spire_fabric.runtime.kubernetes._objects import resource
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
 from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient
 from spire_fabric.tls import authorize_id, tls_client_context
@@ -43,6 +46,8 @@ class ServerAccess:
 
     conn: ClusterApi
     server: Server
+    # One replica's pod (its own API, its own CA); None: whichever replica is ready.
+    fixed_pod: str | None = None
     _svid: X509Svid | None = None
     _minted_at: float = 0.0
     _bundle: X509Bundle | None = None
@@ -56,7 +61,47 @@ class ServerAccess:
         return self.server.kubernetes.namespace
 
     def pod(self) -> str:
+        if self.fixed_pod is not None:
+            return self.fixed_pod
         return running_pod(self.conn, self.namespace, selector_labels(self.server.name, "server"))
+
+    def replicas(self) -> tuple[ServerReplica, ...]:
+        """Every pod of the server (sorted by name), ready or not, and which one's
+        controller manager holds the leader Lease when they elect one."""
+        pods = self.conn.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=label_selector(selector_labels(self.server.name, "server")),
+        ).items
+        leader = self._leader()
+        out = []
+        for pod in sorted(pods, key=lambda p: str(p.metadata.name)):
+            statuses = pod.status.container_statuses or []
+            ready = (pod.metadata.deletion_timestamp is None and bool(statuses)
+                     and all(cs.ready for cs in statuses))  # fmt: skip
+            name = str(pod.metadata.name)
+            out.append(ServerReplica(name, ready, None if leader is None else name == leader))
+        return tuple(out)
+
+    def _leader(self) -> str | None:
+        """The pod named by the controller managers' Lease, "" when none holds it now,
+        None when there is no Lease (no election runs: one replica, or no controller
+        manager; `verify` knows from the topology which it should be).
+        controller-runtime writes ``<hostname>_<uuid>`` as holder; a pod's hostname is its
+        name. A Lease not renewed within its duration has no holder (its leader died)."""
+        res = resource(self.conn, "coordination.k8s.io/v1", "Lease")
+        try:
+            lease = res.get(name=controller_manager_lease_name(self.server),
+                            namespace=self.namespace).to_dict()  # fmt: skip
+        except NotFoundError:
+            return None
+        spec = lease.get("spec") or {}
+        holder, renewed = spec.get("holderIdentity") or "", spec.get("renewTime")
+        duration = spec.get("leaseDurationSeconds") or 0
+        if not holder or not renewed:
+            return ""
+        when = datetime.datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+        age = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+        return str(holder).split("_", 1)[0] if age <= duration else ""
 
     def mint_admin_svid(self) -> tuple[X509Svid, X509Bundle]:
         """``spire-server x509 mint`` on the server's socket, JSON out."""
@@ -161,7 +206,8 @@ class ServerAccess:
         return 0
 
     def health(self) -> tuple[bool, bool]:
-        """(live, ready) of the spire-server container: its probes call /live and /ready."""
+        """(live, ready) of the spire-server container of any replica: its probes call
+        /live and /ready."""
         try:
             pods = self.conn.core.list_namespaced_pod(
                 self.namespace,
@@ -169,14 +215,18 @@ class ServerAccess:
             ).items
         except Exception:
             return False, False
+        # Any replica: the Service sends callers to whichever is ready (the HA checks of
+        # `verify` look at each one).
+        live = ready = False
         for pod in pods:
             for cs in pod.status.container_statuses or []:
                 if cs.name == SERVER_CONTAINER:
                     running = bool(cs.state and cs.state.running)
-                    return running, running and bool(cs.ready)
-        return False, False
+                    live, ready = live or running, ready or (running and bool(cs.ready))
+        return live, ready
 
     def close(self) -> None:
         if self._forward is not None:
             self._forward.close()
             self._forward = None
+

@@ -108,8 +108,10 @@ def _row(
     restarts = 0
     last_exit = None
     pod_name = ""
+    pod_names: list[str] = []
     for pod in pods_of(conn, live):
         pod_name = pod.metadata.name
+        pod_names.append(str(pod_name))
         for cs in pod.status.container_statuses or []:
             restarts += cs.restart_count or 0
             last = cs.last_state.terminated if cs.last_state else None
@@ -121,11 +123,21 @@ def _row(
         pid=None,
         running=progress != "not created" and bool(pod_name),
         healthy=done,
-        detail=f"{ref.kind} {progress} in {cluster}" + (f", pod {pod_name}" if pod_name else ""),
+        detail=f"{ref.kind} {progress} in {cluster}" + _pods_text(ref.kind, pod_names),
         restarts=restarts,
         last_exit=last_exit,
-        extra={"cluster": cluster, "pod": pod_name},
+        extra={"cluster": cluster, "pod": pod_name, "replicas": progress},
     )
+
+
+def _pods_text(kind: str, pods: list[str]) -> str:
+    """``, pod a`` for one pod; a server's replicas all named (``, replicas a, b``);
+    a DaemonSet's pods are one per node and only counted in its progress."""
+    if not pods:
+        return ""
+    if kind == "StatefulSet" and len(pods) > 1:
+        return ", replicas " + ", ".join(sorted(pods))
+    return f", pod {pods[-1]}"
 
 
 def _agent_expiry(d: KubernetesDeployment) -> dict[str, int]:

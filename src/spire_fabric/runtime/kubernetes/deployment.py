@@ -31,6 +31,7 @@ from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, regi
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
+    ServerReplica,
     StepReporter,
     WorkloadAddress,
     no_report,
@@ -127,6 +128,12 @@ class KubernetesDeployment:
     def server_health(self, name: str) -> tuple[bool, bool]:
         return self.access.server_access(name).health()
 
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        return self.access.server_access(name).replicas()
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        return self.access.replica_access(name, replica).client()
+
     def server_info(self, name: str) -> ServerInfo:
         return self.access.server_access(name).server_info()
 
@@ -197,6 +204,11 @@ class KubernetesDeployment:
         pf = self.access.forward(f"workload:{name}", cluster, k.namespace,
                                  selector_labels(name, "workload"), k.service_port)  # fmt: skip
         return WorkloadAddress(name, "127.0.0.1", pf.local_port, sid)
+
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        """None: Prometheus and Alertmanager run on the local target only so far (issue 24
+        leaves their images and service discovery on Kubernetes to do)."""
+        return None
 
     def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
         """A port-forward of our own to the pod's telemetry port (a containerPort, not a

@@ -27,9 +27,11 @@ from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles, SigningCa, write_atomic
 from spire_fabric.runtime.core import files_workload
+from spire_fabric.runtime.core.versions import save_versions
 from spire_fabric.runtime.deployment import (
     ComponentHealth,
     DeploymentPlan,
+    ServerReplica,
     StepReporter,
     WorkloadAddress,
     no_report,
@@ -41,7 +43,8 @@ from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.bootstrap import UpError
 from spire_fabric.runtime.local.context import LocalContext
 from spire_fabric.runtime.local.localize import LOOPBACK, LocalSettings
-from spire_fabric.runtime.local.planning import compute_plan
+from spire_fabric.runtime.local.monitoring import monitoring_components, monitoring_urls
+from spire_fabric.runtime.local.planning import compute_plan, planned_versions
 from spire_fabric.runtime.local.ports import port_in_use
 from spire_fabric.runtime.local.processes import publish, write_configs
 from spire_fabric.runtime.local.sidecars import svid_dir
@@ -144,6 +147,15 @@ class LocalDeployment:
         self.ctx.local.server(name)  # KeyError naming the server if unknown
         return self.ctx.server_client(name)
 
+    def server_replicas(self, name: str) -> tuple[ServerReplica, ...]:
+        """One: the local target runs one process per server (localize refuses more)."""
+        return (ServerReplica(name, self.server_health(name)[1]),)
+
+    def replica_server(self, name: str, replica: str) -> SpireServerClient:
+        if replica != name:
+            raise KeyError(f"server {name!r} runs one local replica, {name!r}, not {replica!r}")
+        return self.server(name)
+
     def server_health(self, name: str) -> tuple[bool, bool]:
         s = self.ctx.local.server(name)
         return (
@@ -215,7 +227,7 @@ class LocalDeployment:
 
     def entry_plan(self, server: str) -> EntryPlan:
         with self.server(server) as client:
-            current = list(client.list_entries(timeout=10))
+            current = list(client.list_entries(id_prefix=f"{self.entry_owner}.", timeout=10))
         return plan_entries(current, self.desired_entries(server), owner=self.entry_owner)
 
     def x509_context(self, workload: str) -> X509Context:
@@ -265,6 +277,7 @@ class LocalDeployment:
 
     def check(self) -> None:
         _ = self.ctx.binaries  # no SPIRE, no deployment: said first, with what was tried
+        monitoring_components(self.ctx)  # no Prometheus installed: said before anything
         self._check_socket_paths()
         self._check_ports()
 
@@ -282,6 +295,7 @@ class LocalDeployment:
                 ensure_ghostunnel(lambda m: None)
         self.check()  # before anything is written: bad input changes nothing
         plan = plan if plan is not None else self.plan()
+        versions = planned_versions(ctx)  # a skew SPIRE does not support changes nothing
         ctx.state.save(ctx.record, ctx.topology)
         with report("CA hierarchy"):
             bootstrap.ensure_ca(ctx)
@@ -309,23 +323,30 @@ class LocalDeployment:
                 bootstrap.mint_join_tokens(ctx, tier_agents)
             with report("register workload entries" + of):
                 bootstrap.apply_workload_entries(ctx, tier)
-            with report("start agents" + of):
+            # Prometheus and Alertmanager start with the last agents (and their
+            # workloads), so their start overlaps the waits below
+            last = i == len(tiers) - 1 and ctx.local.monitoring is not None
+            with report("start agents" + of + (", Prometheus and Alertmanager" if last else "")):
                 agents += tier_agents
                 write_configs(ctx, [], tier_agents)
-                self._publish(servers, agents)
+                self._publish(servers, agents, monitoring=last)
                 waits.wait_agents_healthy(ctx, tier_agents)
         with report("wait for workload SVIDs"):
             waits.wait_for_svids(ctx, agents)
         if self.workload_processes():
             with report("wait for workloads"):
                 waits.wait_workloads(ctx)
+        if ctx.local.monitoring is not None:
+            with report("wait for Prometheus to see every target up"):
+                waits.wait_monitoring_ready(ctx)
         ctx.state.save(ctx.record, ctx.topology)
+        save_versions(ctx.state.path, versions)
         return plan
 
-    def _publish(self, servers: list[str], agents: list[str]) -> None:
+    def _publish(self, servers: list[str], agents: list[str], *, monitoring: bool = False) -> None:
         """Publish the part of the plan that may run now (files first; what runs and this
         step has not reached stays as it runs: see :func:`.processes.publish`)."""
-        publish(self.ctx, servers, agents)
+        publish(self.ctx, servers, agents, monitoring=monitoring)
         self.ctx.supervisor.ensure_running()
 
     def _check_socket_paths(self) -> None:
@@ -378,6 +399,13 @@ class LocalDeployment:
         for p in self.workload_processes():
             if p.port is not None:
                 ports.append((LOOPBACK, p.port, p.workload.name))
+            metrics = p.workload.run.metrics_port if p.workload.run else None
+            if metrics is not None:
+                ports.append((LOOPBACK, metrics, f"{p.workload.name} metrics"))
+        m = self.ctx.local.monitoring
+        if m is not None:
+            ports.append((LOOPBACK, m.prometheus_port, "prometheus"))
+            ports.append((LOOPBACK, m.alertmanager_port, "alertmanager"))
         for w in self.ctx.local.workloads:
             for sc in w.sidecars:
                 for what in ("app_port", "listen_port", "status_port"):
@@ -385,6 +413,9 @@ class LocalDeployment:
                     if port is not None:
                         ports.append((LOOPBACK, port, f"{w.name} sidecar {sc.name} {what}"))
         return ports
+
+    def monitoring_urls(self) -> tuple[str, str] | None:
+        return monitoring_urls(self.ctx)
 
     def sidecar_files(self, workload: str) -> dict[str, tuple[bytes, int]]:
         """The files a files-mode sidecar keeps for ``workload`` (name -> content, mode), as

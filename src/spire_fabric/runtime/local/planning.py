@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+from spire_fabric.runtime.binaries import SPIRE_VERSION
+from spire_fabric.runtime.core.versions import checked_versions
 from spire_fabric.runtime.deployment import Change, DeploymentPlan
 from spire_fabric.runtime.local._config_keys import changed_keys
 from spire_fabric.runtime.local.bootstrap import (
@@ -19,7 +21,7 @@ from spire_fabric.runtime.local.bootstrap import (
     entry_changes,
     federation_changes,
 )
-from spire_fabric.runtime.local.context import LocalContext
+from spire_fabric.runtime.local.context import LocalContext, server_component
 from spire_fabric.runtime.local.processes import config_files, desired_components
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.waits import http_ok
@@ -105,7 +107,14 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
     for a in needing:
         changes.append(Change("create", "join-token", a.name, f"attest to {a.server}"))
     changes += _process_changes(ctx, {a.name for a in needing})
-    ready = {s.name for s in ctx.local.servers if http_ok(s.host, s.ports.health, "/ready", 1)}
+    # ours only if our supervisor runs it: another deployment's server may answer on the
+    # same port (a test at another port base, a dev's `up`), and its entries are not ours
+    running = ctx.supervisor.running_components()
+    ready = {
+        s.name
+        for s in ctx.local.servers
+        if server_component(s.name) in running and http_ok(s.host, s.ports.health, "/ready", 1)
+    }
     fresh = not ctx.state.exists()
     if ready:
         changes += federation_changes(ctx, ready)
@@ -128,5 +137,13 @@ def compute_plan(ctx: LocalContext) -> DeploymentPlan:
         else:
             notes.append(f"{s.name} is not running: its entries are compared after it starts")
     published = published_ports(ctx.local, "local")
+    versions = planned_versions(ctx)
     return DeploymentPlan(ctx.local.name, "local", tuple(changes), tuple(notes),
-                          published=published)  # fmt: skip
+                          published=published, versions=tuple(versions.items()))  # fmt: skip
+
+
+def planned_versions(ctx: LocalContext) -> dict[str, str]:
+    """Every local server and agent runs the one SPIRE release of ``ctx.binaries`` (the
+    pinned one unless the caller chose binaries), checked against the last `up`."""
+    version = ctx.binaries_.version if ctx.binaries_ is not None else SPIRE_VERSION
+    return checked_versions(ctx.local, ctx.state.path, version, version)

@@ -20,6 +20,11 @@ from pathlib import Path
 
 from spire_fabric.render import render_agent_config, render_server_config
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
+from spire_fabric.runtime.local.monitoring import (
+    monitoring_components,
+    monitoring_config_files,
+    monitoring_data_dirs,
+)
 from spire_fabric.runtime.local.sidecars import sidecar_processes
 from spire_fabric.runtime.local.supervisor import Component
 from spire_fabric.runtime.local.workloads import workload_processes
@@ -112,6 +117,16 @@ def write_configs(ctx: LocalContext, servers: list[str], agents: list[str]) -> N
             write_private(join_token_file(ctx, name), token + "\n")
 
 
+def write_monitoring_files(ctx: LocalContext) -> None:
+    """Prometheus' and Alertmanager's configs and data directories (nothing without
+    ``monitoring:``)."""
+    for files in monitoring_config_files(ctx).values():
+        for path, text in files:
+            write_if_changed(path, text)
+    for directory in monitoring_data_dirs(ctx):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
 def server_components(ctx: LocalContext, names: list[str]) -> list[Component]:
     comps = []
     for name in names:
@@ -158,21 +173,31 @@ def agent_components(ctx: LocalContext, names: list[str]) -> list[Component]:
 
 
 def desired_components(
-    ctx: LocalContext, servers: list[str] | None = None, agents: list[str] | None = None
+    ctx: LocalContext,
+    servers: list[str] | None = None,
+    agents: list[str] | None = None,
+    *,
+    monitoring: bool | None = None,
 ) -> list[Component]:
     """The whole plan (or the part of it that may start now: ``servers``/``agents`` limit
     it while `up` brings tiers of a nested topology up one after the other). A workload is
-    planned only once its agent is: without the socket it would only restart."""
+    planned only once its agent is: without the socket it would only restart. Prometheus
+    and Alertmanager come last, once everything they watch runs (``monitoring``; by
+    default with the whole plan only)."""
+    whole = servers is None and agents is None
     servers = [s.name for s in ctx.local.servers] if servers is None else servers
     agents = [a.name for a in ctx.local.agents] if agents is None else agents
     agent_comps = agent_components(ctx, agents)
     running_agents = {c.name.split(":", 1)[1] for c in agent_comps}
     workloads = [p.component for p in workload_processes(ctx) if p.workload.agent in running_agents]
     sidecars = [p.component for p in sidecar_processes(ctx) if p.workload.agent in running_agents]
-    return server_components(ctx, servers) + agent_comps + sidecars + workloads
+    watchers = monitoring_components(ctx) if (whole if monitoring is None else monitoring) else []
+    return server_components(ctx, servers) + agent_comps + sidecars + workloads + watchers
 
 
-def publish(ctx: LocalContext, servers: list[str], agents: list[str]) -> None:
+def publish(
+    ctx: LocalContext, servers: list[str], agents: list[str], *, monitoring: bool = False
+) -> None:
     """Publish the process plan for one step of `up`; the supervisor applies it at once.
 
     The servers and agents this step has reached (and those agents' workloads) get their
@@ -184,8 +209,10 @@ def publish(ctx: LocalContext, servers: list[str], agents: list[str]) -> None:
     agent started before its server gave up on it and retried 5 s later).
     """
     write_configs(ctx, servers, agents)
+    if monitoring:
+        write_monitoring_files(ctx)
     running = {c.name: c for c in ctx.supervisor.planned()}
-    reached = {c.name: c for c in desired_components(ctx, servers, agents)}
+    reached = {c.name: c for c in desired_components(ctx, servers, agents, monitoring=monitoring)}
     plan = []
     for component in desired_components(ctx):  # the topology's order; what left it stops
         if component.name in reached:

@@ -18,6 +18,7 @@ from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.local._supervisor_client import ComponentState
 from spire_fabric.runtime.local.context import LocalContext, agent_component, server_component
 from spire_fabric.runtime.local.localize import LOOPBACK
+from spire_fabric.runtime.local.monitoring import monitoring_component, monitoring_urls
 from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processes, svid_dir
 from spire_fabric.runtime.local.waits import agent_healthy, http_ok, sidecar_ready, tcp_open
 from spire_fabric.runtime.local.workloads import workload_processes
@@ -184,4 +185,20 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
         )
     for sp in sidecar_processes(ctx):
         rows.append(sidecar_row(ctx, sp, states.get(sp.component.name)))
+    urls = monitoring_urls(ctx)
+    for kind, url in zip(("prometheus", "alertmanager"), urls or (), strict=False):
+        st = states.get(monitoring_component(kind))
+        running = bool(st and st.running)
+        rows.append(
+            ComponentHealth(
+                name=kind,
+                kind="monitoring",
+                pid=st.pid if st else None,
+                running=running,
+                healthy=running and http_ok("127.0.0.1", int(url.rsplit(":", 1)[1]), "/-/ready"),
+                detail=url,
+                restarts=st.restarts if st else 0,
+                last_exit=st.last_exit if st else None,
+            )
+        )
     return rows

@@ -24,8 +24,11 @@ from spire_fabric.runtime.local.context import (
     server_component,
     workload_component,
 )
+from spire_fabric.runtime.local.localize import LOOPBACK
+from spire_fabric.runtime.local.monitoring import monitoring_component, monitoring_urls
 from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processes
 from spire_fabric.runtime.local.workloads import workload_processes
+from spire_fabric.runtime.monitoring import MonitoringError, scrape_targets
 from spire_fabric.workload import WorkloadApiClient
 
 __all__ = ["agent_healthy", "http_ok", "tcp_open", "wait_for"]
@@ -221,3 +224,39 @@ def sidecar_ready(ctx: LocalContext, sp: SidecarProcess) -> bool:
         return _settled(ctx, sp.component.name)
     assert sp.port is not None
     return _listening(ctx, sp.component.name, sp.port)
+
+
+MONITORING_START_TIMEOUT_S = 60.0
+
+
+def wait_monitoring_ready(ctx: LocalContext) -> None:
+    """Until Prometheus and Alertmanager answer /-/ready and Prometheus' last scrape of
+    every target succeeded: `verify` right after `up` judges real scrapes, and a target
+    that stays down is named here (its log says why) rather than left to an alert."""
+    urls = monitoring_urls(ctx)
+    if urls is None:
+        return
+    for kind, url in zip(("prometheus", "alertmanager"), urls, strict=True):
+        wait_for(
+            ctx,
+            partial(http_ok, LOOPBACK, int(url.rsplit(":", 1)[1]), "/-/ready"),
+            MONITORING_START_TIMEOUT_S,
+            f"{kind} did not become ready on {url}/-/ready",
+            monitoring_component(kind),
+        )
+    wait_for(
+        ctx,
+        partial(_all_scraped, urls[0]),
+        MONITORING_START_TIMEOUT_S,
+        f"prometheus does not see every target up (which and why: {urls[0]}/targets)",
+        monitoring_component("prometheus"),
+    )
+
+
+def _all_scraped(prometheus: str) -> bool:
+    try:
+        targets = scrape_targets(prometheus)
+    except MonitoringError:
+        return False
+    return bool(targets) and all(t.health == "up" for t in targets)
+
