@@ -101,7 +101,7 @@ def test_replica_checks_hold_against_each_replicas_own_api(enterprise: Deploy) -
         f"server/{UPSTREAM}",
         f"server/{DOWNSTREAM}",
         "agent/upstream-agent",
-    } | {f"agent/downstream-agent-{i}" for i in (1, 2, 3)}
+    } | {f"agent/downstream-agent-{i}" for i in (1, 2, 3, 4, 5)}  # 4, 5: inventory's, the poller's
     assert set(recorded.values()) == {SPIRE_VERSION}
     plan = json.loads(enterprise.run("plan", "--output", "json").stdout)
     assert plan["versions"] == recorded

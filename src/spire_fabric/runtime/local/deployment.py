@@ -368,11 +368,10 @@ class LocalDeployment:
         problems = []
         for host, port, what in self._ports():
             taken = port_in_use(host, port)
-            # a component's child holds its port too (nginx under the inventory launcher:
-            # nginx overwrites its environment, so only its parent says whose it is)
-            owner = taken.owner_pid if taken is not None else None
-            if taken is not None and owner not in ours and (
-                    owner is None or parent_pid(owner) not in ours):
+            # a component's descendant holds its port too (nginx's master and workers under
+            # the inventory launcher: nginx overwrites its environment, so only its
+            # ancestry says whose it is)
+            if taken is not None and not _descends_from(taken.owner_pid, ours):
                 problems.append(f"{what}: {taken.describe()}")
         if problems:
             raise UpError(
@@ -460,3 +459,14 @@ class LocalDeployment:
         if purge:
             shutil.rmtree(self.ctx.state.path)
         return [f"pid {pid}" for pid in stopped]
+
+
+def _descends_from(pid: int | None, ours: set[int], depth: int = 4) -> bool:
+    """Whether ``pid`` is one of ``ours`` or a descendant within ``depth`` generations."""
+    for _ in range(depth + 1):
+        if pid is None or pid <= 1:
+            return False
+        if pid in ours:
+            return True
+        pid = parent_pid(pid)
+    return False
