@@ -13,6 +13,7 @@ from spire_fabric.render.kubernetes._common import (
     config_map,
     meta,
     obj,
+    readiness_probe,
     restricted_container,
     restricted_pod,
     selector_labels,
@@ -161,15 +162,15 @@ def _server_container(topology: Topology, server: Server) -> Obj:
             }
         ]
     c["ports"] = ports
-    c["livenessProbe"] = _probe("/live", 15)
-    c["readinessProbe"] = _probe("/ready", 5)
+    c["livenessProbe"] = _liveness("/live", 15)
+    c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
     c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
 
 
-def _probe(path: str, delay: int) -> Obj:
+def _liveness(path: str, delay: int) -> Obj:
     return {
         "httpGet": {"path": path, "port": "health"},
         "initialDelaySeconds": delay,
