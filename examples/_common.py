@@ -85,6 +85,18 @@ def host_port(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def add_metrics_listen_arg(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    """``--metrics-listen``: where to serve Prometheus' ``/metrics`` (plain HTTP, so loopback
+    or a network only the scraper reaches); off unless given."""
+    name = f"{env_prefix}_METRICS_LISTEN"
+    p.add_argument(
+        "--metrics-listen",
+        type=host_port,
+        default=env(name),
+        help=f"HOST:PORT for a plain-HTTP Prometheus /metrics (env {name}); off by default",
+    )
+
+
 def add_log_file_args(p: argparse.ArgumentParser, env_prefix: str) -> None:
     """``--log-file`` / ``--log-max-bytes``: a size-capped, rotated log instead of stdout,
     for a service whose stdout nobody rotates (strangers' requests write audit lines)."""

@@ -9,7 +9,9 @@ newest result the API holds, so a restart neither loses nor double-counts a reco
 One pool of keep-alive connections for the whole run: the client context presents the
 current SVID on each new connection and the pool retires connections after
 ``--max-connection-age``, so rotations need no restart. ``--health-listen`` serves
-``/health`` (plain HTTP, loopback) with the processed-batches counter.
+``/health`` (plain HTTP, loopback) with the processed-batches counter; ``--metrics-listen``
+serves Prometheus ``/metrics``: the calls it makes by route and status, their latency, and
+its SVID.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from spire_fabric.workload import JwtSource, WorkloadApiError
 from .._common import (
     EXIT_NO_IDENTITY,
     add_identity_timeout_arg,
+    add_metrics_listen_arg,
     add_number_arg,
     env,
     host_port,
@@ -37,7 +40,8 @@ from .._common import (
     setup_logging,
     stop_event,
 )
-from .._http import ConnectionPool, JsonHandler, PlainHttpServer, kv
+from .._http import ConnectionPool, JsonHandler, PlainHttpServer, Response, kv
+from .._metrics import Metrics, serve_metrics
 
 NAME = "data-processor"
 log = logging.getLogger(NAME)
@@ -94,6 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "seconds a keep-alive connection is reused before a new handshake",
     )
     add_identity_timeout_arg(p, "DATA_PROCESSOR")
+    add_metrics_listen_arg(p, "DATA_PROCESSOR")
     args = p.parse_args(argv)
     if urlsplit(args.api).scheme != "https":
         p.error(f"--api must be an https:// URL, got {args.api!r}")
@@ -147,18 +152,52 @@ def add_totals(totals: dict[str, float], records: list[dict[str, Any]]) -> dict[
     return out
 
 
+# The calls a cycle makes: the route labels of the processor's metrics.
+CALLS = ("GET /results", "GET /records", "POST /results")
+
+
+def processor_metrics() -> Metrics:
+    """The processor's metrics: the requests it makes, by call (it serves none)."""
+    return Metrics(routes=CALLS)
+
+
 class Processor:
     def __init__(
-        self, args: argparse.Namespace, pool: ConnectionPool, jwt: JwtSource, me: str
+        self,
+        args: argparse.Namespace,
+        pool: ConnectionPool,
+        jwt: JwtSource,
+        me: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.args = args
         self.pool = pool
         self.jwt = jwt
         self.me = me
         self.progress = Progress()
+        self.metrics = metrics if metrics is not None else processor_metrics()
+
+    def call(
+        self,
+        route: str,
+        target: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """One request through the pool, counted by ``route`` (one of CALLS); a call with
+        no answer is counted with status 'other'."""
+        method = route.split(" ", 1)[0]
+        started = time.monotonic()
+        status = 0
+        try:
+            answer = self.pool.request(method, target, body, headers)
+            status = answer.status
+            return answer
+        finally:
+            self.metrics.request(route, status, time.monotonic() - started)
 
     def resume(self) -> None:
-        body = _expect(self.pool.request("GET", "/results"), 200, "GET /results")
+        body = _expect(self.call("GET /results", "/results"), 200, "GET /results")
         mine = [r for r in body.get("results", []) if r.get("posted_by") == self.me]
         if mine:
             latest = mine[0]
@@ -171,7 +210,8 @@ class Processor:
     def cycle(self) -> int:
         """One fetch-compute-post; returns how many records it processed."""
         after = self.progress.through_id
-        body = _expect(self.pool.request("GET", f"/records?after_id={after}"), 200, "GET /records")
+        body = _expect(self.call("GET /records", f"/records?after_id={after}"), 200,
+                       "GET /records")  # fmt: skip
         records = [r for r in body.get("records", []) if int(r["id"]) > after]
         if not records:
             return 0
@@ -184,8 +224,8 @@ class Processor:
             "totals": totals,
         }
         _expect(
-            self.pool.request(
-                "POST", "/results", json.dumps(result).encode(),
+            self.call(
+                "POST /results", "/results", json.dumps(result).encode(),
                 {"Authorization": f"Bearer {token}"},
             ),
             201, "POST /results",
@@ -254,11 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     me = str(source.get_x509_svid().spiffe_id)
     context = mtls_client_context(source, source, authorize_id(args.api_id))
     pool = ConnectionPool(args.api, context, size=2, max_age=args.max_connection_age)
-    processor = Processor(args, pool, jwt, me)
+    metrics = processor_metrics()
+    metrics.watch_svid(source)
+    processor = Processor(args, pool, jwt, me, metrics)
     health = serve_health(args.health_listen, processor.progress) if args.health_listen else None
+    metrics_server = serve_metrics(metrics, args.metrics_listen) if args.metrics_listen else None
+    if metrics_server is not None:
+        log.info(kv(event="metrics", url=f"{metrics_server.url}/metrics"))
     try:
         processor.run(stop)
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         if health is not None:
             health.close()
         pool.close()

@@ -23,6 +23,7 @@ from .._common import (
     add_identity_timeout_arg,
     add_log_file_args,
     add_max_connections_arg,
+    add_metrics_listen_arg,
     env,
     env_list,
     host_port,
@@ -31,8 +32,9 @@ from .._common import (
     stop_event,
 )
 from .._http import PlainHttpServer, kv
+from .._metrics import serve_metrics
 from .policy import ROLES, Grants
-from .service import make_handler
+from .service import api_metrics, make_handler
 from .store import Store
 
 NAME = "enterprise-api"
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
     add_max_connections_arg(p, "ENTERPRISE_API")
+    add_metrics_listen_arg(p, "ENTERPRISE_API")
     add_log_file_args(p, "ENTERPRISE_API")
     p.add_argument(
         "--plain-http-peer",
@@ -121,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_IDENTITY
     stop = stop_event()
     jwt_bundles = None
+    metrics = api_metrics()
+    metrics.watch_svid(source)
+    metrics_server = None
     try:
         if args.jwt_audience:
             jwt_bundles = JwtSource(first_update_timeout=args.identity_timeout)
         host, port = args.listen
+        if args.metrics_listen:
+            metrics_server = serve_metrics(metrics, args.metrics_listen)
         handler = make_handler(
-            store, args.grants, source=source, jwt_bundles=jwt_bundles, audience=args.jwt_audience
-        )
+            store, args.grants, source=source, jwt_bundles=jwt_bundles,
+            audience=args.jwt_audience, metrics=metrics,
+        )  # fmt: skip
         # authorize_any: the chain is still verified against the peer's own trust domain in
         # the handshake; what the peer may do is the table's decision, logged per request.
         server = serve_mtls_threaded(
@@ -136,16 +145,22 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except (WorkloadApiError, OSError) as e:
         log.error("cannot start: %s", e)
+        if metrics_server is not None:
+            metrics_server.close()
         if jwt_bundles is not None:
             jwt_bundles.close()
         source.close()
         store.close()
         return 1
+    if metrics_server is not None:
+        log.info(kv(event="metrics", url=f"{metrics_server.url}/metrics"))
     log.info(kv(event="policy", grants=args.grants.describe(), jwt_audience=args.jwt_audience))
     log.info("listening on %s", server.url)
     stop.wait()
     log.info("stopping")
     server.close()
+    if metrics_server is not None:
+        metrics_server.close()
     if jwt_bundles is not None:
         jwt_bundles.close()
     source.close()

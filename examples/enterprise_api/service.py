@@ -20,10 +20,20 @@ from spire_fabric.tls import peer_spiffe_id
 from spire_fabric.workload import JwtSource, X509Source
 
 from .._http import BadRequest, JsonHandler, kv
-from .policy import Grants, Route, match_route
+from .._metrics import Metrics
+from .policy import ROUTES, Grants, Route, match_route
 from .store import Store
 
-__all__ = ["make_handler"]
+__all__ = ["REASONS", "api_metrics", "make_handler"]
+
+# The reasons of authorization decisions as metrics count them (fixed words; the log line
+# keeps the detail).
+REASONS = ("any-peer", "role", "missing-role", "bad-jwt", "jwt-peer-mismatch")
+
+
+def api_metrics() -> Metrics:
+    """The API's metrics: its route names are the route labels."""
+    return Metrics(routes=[r.name for r in ROUTES], reasons=REASONS)
 
 log = logging.getLogger("enterprise-api")
 
@@ -79,8 +89,10 @@ def make_handler(
     jwt_bundles: JwtSource | None,
     audience: str | None,
     plain_peer: SpiffeId | None = None,
+    metrics: Metrics | None = None,
 ) -> type[JsonHandler]:
     """A handler class bound to this process's store, table and sources."""
+    counted = metrics if metrics is not None else api_metrics()
 
     def peer_of(handler: JsonHandler) -> SpiffeId:
         if plain_peer is not None:  # benchmark baseline without TLS: see --plain-http-peer
@@ -124,6 +136,7 @@ def make_handler(
                    path=self.path.split("?", 1)[0], route=None, outcome="bad-request",
                    reason=reason, status=status, ms="0.0")
             )  # fmt: skip
+            counted.request(None, status, 0.0)
 
         def dispatch(self) -> None:
             started = time.monotonic()
@@ -145,7 +158,9 @@ def make_handler(
                     return
                 decision = grants.decide(route, peer)
                 reason = decision.reason
+                why = "any-peer" if route.role is None else "role"
                 if not decision.allowed:
+                    counted.decision(False, "missing-role")
                     self.discard_body()
                     status = 403
                     self.reply(403, {"error": "forbidden", "route": route.name, "reason": reason})
@@ -155,6 +170,7 @@ def make_handler(
                 if route.jwt_required or authorization is not None:
                     code, why, jwt_subject = check_jwt(authorization, peer)
                     if code:
+                        counted.decision(False, "bad-jwt" if code == 401 else "jwt-peer-mismatch")
                         self.discard_body()
                         status, reason = code, why
                         self.reply(
@@ -166,6 +182,7 @@ def make_handler(
                         return
                     reason += "; JWT-SVID valid"
                 outcome = "allow"
+                counted.decision(True, why)
                 status = self.serve(route, params, url.query, peer, jwt_subject)
             except BadRequest as e:
                 outcome, status, reason = "bad-request", e.status, str(e)
@@ -176,6 +193,8 @@ def make_handler(
                        route=route.name if route else None, outcome=outcome, reason=reason,
                        status=status, ms=f"{(time.monotonic() - started) * 1000:.1f}")
                 )  # fmt: skip
+                counted.request(route.name if route else None, status,
+                                time.monotonic() - started)  # fmt: skip
 
         def serve(
             self,

@@ -37,6 +37,7 @@ from .._common import (
     add_identity_timeout_arg,
     add_log_file_args,
     add_max_connections_arg,
+    add_metrics_listen_arg,
     add_number_arg,
     authorize_allowed,
     env,
@@ -48,6 +49,7 @@ from .._common import (
     stop_event,
 )
 from .._http import ConnectionPool, PlainHttpServer, kv
+from .._metrics import serve_metrics
 from .clients import (
     ApiKeys,
     KeyFileError,
@@ -61,7 +63,7 @@ from .clients import (
     revoke_client,
     update_key_file,
 )
-from .service import Policy, make_handler
+from .service import Policy, gateway_metrics, make_handler
 
 NAME = "security-gateway"
 log = logging.getLogger(NAME)
@@ -135,6 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_identity_timeout_arg(p, "SECURITY_GATEWAY")
     add_max_connections_arg(p, "SECURITY_GATEWAY")
+    add_metrics_listen_arg(p, "SECURITY_GATEWAY")
     add_log_file_args(p, "SECURITY_GATEWAY")
     p.add_argument(
         "--plain-http",
@@ -387,17 +390,25 @@ def main(argv: list[str] | None = None) -> int:
         source, source, authorize_id(SpiffeId.parse(args.upstream_id))
     )
     pool = ConnectionPool(args.upstream, to_upstream, size=64, max_age=args.max_connection_age)
+    metrics = gateway_metrics(policy)
+    metrics.watch_svid(source)
     host, port = args.listen
     try:
+        metrics_server = (
+            serve_metrics(metrics, args.metrics_listen) if args.metrics_listen else None
+        )
         server = serve_mtls_threaded(
-            make_handler(pool, keys, limiter, policy, jwt_bundles), source, source, authorizer,
-            host=host, port=port, client_cert="optional", max_connections=args.max_connections,
+            make_handler(pool, keys, limiter, policy, jwt_bundles, metrics=metrics), source,
+            source, authorizer, host=host, port=port, client_cert="optional",
+            max_connections=args.max_connections,
         )  # fmt: skip
     except OSError as e:
         log.error("cannot start: %s", e)
         jwt_bundles.close()
         source.close()
         return 1
+    if metrics_server is not None:
+        log.info(kv(event="metrics", url=f"{metrics_server.url}/metrics"))
     log.info(
         kv(event="policy", allow=",".join(args.allow) or None,
            allow_trust_domains=",".join(args.allow_trust_domain) or None,
@@ -410,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     log.info("stopping")
     server.close()
+    if metrics_server is not None:
+        metrics_server.close()
     pool.close()
     jwt_bundles.close()
     source.close()

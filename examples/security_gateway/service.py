@@ -36,6 +36,7 @@ from spire_fabric.tls import peer_spiffe_id
 from spire_fabric.workload import JwtSource
 
 from .._http import BadRequest, ConnectionPool, JsonHandler, NoAnswer, kv
+from .._metrics import Metrics
 from .clients import (
     KEY_PREFIX,
     ApiKeys,
@@ -47,7 +48,7 @@ from .clients import (
 )
 from .guard import FailureThrottle, LineBudget
 
-__all__ = ["Policy", "make_handler"]
+__all__ = ["REASONS", "Policy", "gateway_metrics", "make_handler", "route_label"]
 
 log = logging.getLogger("security-gateway")
 
@@ -67,9 +68,18 @@ class Policy:
     jwt_trust_domains: frozenset[TrustDomain]
 
 
+# The reasons of authorization decisions as metrics count them: fixed words, never the
+# audit line's detail (which carries what a client sent).
+REASONS = (
+    "x509", "jwt", "apikey",  # allowed, by how the caller authenticated
+    "bad-request", "no-credentials", "bad-credentials", "keys-unavailable",
+    "throttled", "rate-limited", "route-not-allowed",
+)  # fmt: skip
+
+
 class Denied(Exception):
     """An answer other than forwarding: ``reason`` goes to the client, ``detail`` (default:
-    the reason) only to the audit line."""
+    the reason) only to the audit line, ``why`` (one of REASONS) to the metrics."""
 
     def __init__(
         self,
@@ -77,12 +87,29 @@ class Denied(Exception):
         reason: str,
         headers: dict[str, str] | None = None,
         detail: str | None = None,
+        *,
+        why: str,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
         self.detail = detail or reason
+        self.why = why
+
+
+def route_label(routes: tuple[str, ...], method: str, path: str) -> str:
+    """The first of ``routes`` ('GET /records/*') that admits the request, as the metrics'
+    route label; 'other' when none does (bounded by the configured routes)."""
+    for route in routes:
+        if route_allowed((route,), method, path):
+            return route
+    return "other"
+
+
+def gateway_metrics(policy: Policy) -> Metrics:
+    """The gateway's metrics: its SPIFFE routes are the route labels."""
+    return Metrics(routes=policy.spiffe_routes, reasons=REASONS)
 
 
 BEARER = {"WWW-Authenticate": "Bearer"}
@@ -98,8 +125,10 @@ def make_handler(
     *,
     throttle: FailureThrottle | None = None,
     audit_budget: LineBudget | None = None,
+    metrics: Metrics | None = None,
 ) -> type[JsonHandler]:
     failures = throttle if throttle is not None else FailureThrottle()
+    counted = metrics if metrics is not None else gateway_metrics(policy)
     budget = audit_budget if audit_budget is not None else LineBudget()
 
     def spiffe_client(name: str, auth: str) -> Client:
@@ -113,29 +142,33 @@ def make_handler(
         authorization = handler.headers.get("Authorization")
         if authorization is None:
             raise Denied(401, "no credentials: send Authorization: Bearer <API key or JWT-SVID>",
-                         BEARER)  # fmt: skip
+                         BEARER, why="no-credentials")  # fmt: skip
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Denied(401, "expected Authorization: Bearer <token>", BEARER)
+            raise Denied(401, "expected Authorization: Bearer <token>", BEARER,
+                         why="bad-credentials")
         if token.startswith(KEY_PREFIX):
             try:
                 return keys.check(token)
             except KeyRefused as e:
-                raise Denied(401, str(e), BEARER) from None
+                raise Denied(401, str(e), BEARER, why="bad-credentials") from None
             except KeyFileError as e:
                 raise Denied(503, "API keys cannot be checked right now", {"Retry-After": "5"},
-                             detail=f"key file unusable: {e}") from None  # fmt: skip
+                             detail=f"key file unusable: {e}",
+                             why="keys-unavailable") from None  # fmt: skip
         if jwt_bundles is None or policy.jwt_audience is None:
-            raise Denied(401, NOT_ACCEPTED, BEARER, detail="JWT-SVIDs are not accepted here")
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail="JWT-SVIDs are not accepted here",
+                         why="bad-credentials")
         try:
             svid = parse_and_validate_jwt_svid(token, jwt_bundles, [policy.jwt_audience])
         except JwtSvidError as e:
             # e names trust domains we do or do not know: for the audit line only
-            raise Denied(401, NOT_ACCEPTED, BEARER, detail=str(e)) from None
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail=str(e), why="bad-credentials") from None
         if svid.spiffe_id.trust_domain not in policy.jwt_trust_domains:
             td = svid.spiffe_id.trust_domain
-            raise Denied(401, NOT_ACCEPTED, BEARER, detail=f"JWT-SVIDs of {td} are not accepted")
+            raise Denied(401, NOT_ACCEPTED, BEARER, detail=f"JWT-SVIDs of {td} are not accepted",
+                         why="bad-credentials")
         return spiffe_client(str(svid.spiffe_id), "jwt")
 
     def audit(client: Client | None, **fields: object) -> None:
@@ -175,6 +208,7 @@ def make_handler(
         def audit_rejected(self, status: int, reason: str) -> None:
             # The request never got as far as authentication: a stranger's failure.
             failures.fail(self.address())
+            counted.request(None, status, 0.0)
             audit(None, method=self.command, route=self.path.split("?", 1)[0],
                   decision="deny", reason=reason, status=status, upstream_status=None,
                   ms="0.0")  # fmt: skip
@@ -187,11 +221,13 @@ def make_handler(
             self._deferred = []
             try:
                 if not self.path.startswith("/"):  # absolute-form would leave the API
-                    raise Denied(400, "only origin-form request targets are forwarded")
+                    raise Denied(400, "only origin-form request targets are forwarded",
+                                 why="bad-request")
                 if posixpath.normpath(path) != path or "%" in path:
                     # the allow-list compares paths as text: "/records/../x" must not pass
                     # as "/records/*", whatever the upstream would make of it
-                    raise Denied(400, "the path must be normalized (no '..', '.', '//', '%')")
+                    raise Denied(400, "the path must be normalized (no '..', '.', '//', '%')",
+                                 why="bad-request")
                 try:
                     client = authenticate(self)
                 except Denied as e:
@@ -200,31 +236,40 @@ def make_handler(
                         if wait:
                             raise Denied(429, "too many failed authentications",
                                          {"Retry-After": str(max(1, math.ceil(wait)))},
-                                         detail=f"throttled: {e.detail}") from None  # fmt: skip
+                                         detail=f"throttled: {e.detail}",
+                                         why="throttled") from None  # fmt: skip
                     raise
                 wait = limiter.take(client)
                 if wait:
                     retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "3600"
-                    raise Denied(429, f"over {client.rate:g} requests/s", {"Retry-After": retry})
+                    counted.rate_limited()
+                    raise Denied(429, f"over {client.rate:g} requests/s", {"Retry-After": retry},
+                                 why="rate-limited")
                 if not route_allowed(client.routes, self.command, path):
-                    raise Denied(403, f"{self.command} {path} is not among the client's routes")
+                    raise Denied(403, f"{self.command} {path} is not among the client's routes",
+                                 why="route-not-allowed")
                 body = self.read_body() if self.command == "POST" else None
                 decision, reason = "allow", f"{client.auth} client"
+                counted.decision(True, client.auth)
                 status, upstream_status = self.forward(body, client)
             except Denied as e:
                 if client is None and e.status in (400, 404):
                     failures.fail(self.address())
                 status, reason = e.status, e.detail
+                counted.decision(False, e.why)
                 self.reply(e.status, {"error": http.client.responses.get(e.status, "error"),
                                       "reason": e.reason}, e.headers)  # fmt: skip
             except BadRequest as e:
                 status, reason = e.status, str(e)
+                counted.decision(False, "bad-request")
                 self.reply(e.status, {"error": http.client.responses.get(e.status, "error"),
                                       "reason": str(e)})  # fmt: skip
             finally:
                 audit(client, method=self.command, route=path, decision=decision, reason=reason,
                       status=status, upstream_status=upstream_status,
                       ms=f"{(time.monotonic() - started) * 1000:.1f}")  # fmt: skip
+                counted.request(route_label(policy.spiffe_routes, self.command, path), status,
+                                time.monotonic() - started)
                 answers, self._deferred = self._deferred, None
                 for args, kwargs in answers[:1]:
                     self.reply(*args, **kwargs)

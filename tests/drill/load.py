@@ -51,6 +51,7 @@ from spire_fabric.examples.security_gateway.clients import (  # type: ignore[imp
 )
 
 from spire_fabric.identity import BundleSet, SpiffeId, TrustDomain, X509Bundle, X509Svid
+from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.tls import authorize_id, mtls_client_context, tls_client_context
 from spire_fabric.workload import X509Context, X509Source, pick_by_id
@@ -64,6 +65,18 @@ UPSTREAM_CLIENT = "upstream-client"
 KEYS_FILE = "api-keys.json"
 LOAD_CLIENT = "drill-load"
 
+# How often the external client re-reads ``deploy trust-anchor``; a root rotation gives
+# such clients DRILL_STEPS' ``--external-grace`` (more than this) before it signs under the
+# new root.
+ANCHOR_REFRESH = 2.0
+# issue 22's drill, the same on both targets: each server's authorities, then the root
+DRILL_STEPS: tuple[tuple[str, ...], ...] = (
+    ("x509", "--server", "spire-downstream-server", "--revoke"),
+    ("jwt", "--server", "spire-downstream-server", "--revoke"),
+    ("x509", "--server", "spire-upstream-server", "--revoke"),
+    ("jwt", "--server", "spire-upstream-server", "--revoke"),
+    ("root", "--revoke", "--external-grace", f"{2 * ANCHOR_REFRESH:g}"),
+)
 FLOWS = ("external", "external-create", "upstream-mtls-gateway", "upstream-mtls-api",
          "processor-jwt", "cross-domain-jwt")  # fmt: skip
 CREATE_PAUSE = 1.0  # a new record a second keeps the real data-processor posting results
@@ -231,7 +244,7 @@ class TrafficLoad:
     ``with TrafficLoad(d) as load: ...`` stops it at the end; :meth:`stop` returns the report.
     """
 
-    def __init__(self, d: Deployment, *, pause: float = 0.05, refresh: float = 2.0,
+    def __init__(self, d: Deployment, *, pause: float = 0.05, refresh: float = ANCHOR_REFRESH,
                  timeout: float = 10.0, warmup: float = 120.0) -> None:  # fmt: skip
         missing = [w for w in (GATEWAY, API, PROCESSOR, UPSTREAM_CLIENT)
                    if w not in {x.name for x in d.topology.workloads}]  # fmt: skip
@@ -244,7 +257,6 @@ class TrafficLoad:
         self._ids = {w: SpiffeId.parse(str(t.workload(w).spiffe_id))
                      for w in (GATEWAY, API, PROCESSOR, UPSTREAM_CLIENT)}  # fmt: skip
         self._gateway_dns = (t.workload(GATEWAY).dns_names or (None,))[0]
-        self._gateway_td = self._ids[GATEWAY].trust_domain
         self._sources: dict[str, Any] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -346,23 +358,16 @@ class TrafficLoad:
         return str(key)
 
     def _external_context(self) -> ssl.SSLContext:
-        """Trust the Enterprise Root CA (what ``deploy trust-anchor`` prints) and the gateway
-        trust domain's current X.509 authorities (during a root rotation: old and new root),
-        re-read every ``refresh`` seconds."""
+        """Trust what ``deploy trust-anchor`` prints (during a root rotation, old and new
+        root), re-read every ``refresh`` seconds like a client that polls it would."""
         with self._anchor_lock:
             if self._anchors and time.monotonic() - self._anchors[0] < self.refresh:
                 return self._anchors[1]
-            pems: list[bytes] = []
-            root = self.d.root_ca()
-            if root is not None:
-                pems.append(root.public_bytes(serialization.Encoding.PEM))
-            server = next(s.name for s in self.d.topology.servers
-                          if str(s.trust_domain) == str(self._gateway_td))  # fmt: skip
-            with self.d.server(server) as api:
-                bundle = api.get_bundle(timeout=self.timeout)
-            pems += [a.certificate.public_bytes(serialization.Encoding.PEM)
-                     for a in bundle.x509_authorities]  # fmt: skip
-            context = ssl.create_default_context(cadata=b"".join(pems).decode())
+            roots = CaStore(self.d.ca_directory).trusted_roots(self.d.topology)
+            if not roots:
+                raise LoadFailure(f"{self.d.name} has no offline root for external clients")
+            pems = b"".join(r.public_bytes(serialization.Encoding.PEM) for r in roots)
+            context = ssl.create_default_context(cadata=pems.decode())
             self._anchors = (time.monotonic(), context)
             return context
 

@@ -35,15 +35,29 @@ _PORT_OFFSETS = (
 
 
 def free_port_base() -> int:
-    """A port base whose every port is free right now (so tests never fight a dev's `up`)."""
+    """A port base whose every port is free right now (so tests never fight a dev's `up`)
+    and outside the kernel's ephemeral port range: there, any outgoing connection (an
+    agent's to its server, a client's to a workload) may hold the very port a component
+    binds a moment later, and that component fails with "address already in use"."""
+    low, high = _ephemeral_ports()
+    first, last = min(_PORT_OFFSETS), max(_PORT_OFFSETS)
+    bases = [
+        base
+        for base in range(1024 - first, 65536 - last, 100)
+        if all(not low <= base + off <= high for off in _PORT_OFFSETS)
+    ]
     # A random start keeps two test runs on one machine from racing for the same ports.
-    bases = list(range(41000, 60000, 1000))
     start = random.randrange(len(bases))
     for base in bases[start:] + bases[:start]:
         ports = [base + off for off in _PORT_OFFSETS]
         if all(_free(p) for p in ports):
             return base
-    raise RuntimeError("no free port base between 41000 and 60000")
+    raise RuntimeError(f"no free port base outside the ephemeral range {low}-{high}")
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
 
 
 def _free(port: int) -> bool:

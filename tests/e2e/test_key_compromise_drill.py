@@ -25,6 +25,7 @@ import time
 
 import pytest
 from drill.load import (
+    DRILL_STEPS,
     PROCESSOR,
     TrafficLoad,
 )
@@ -39,13 +40,6 @@ from spire_fabric.testing import short_tempdir
 from .conftest import Deploy, free_port_base
 
 DOWNSTREAM, UPSTREAM = "spire-downstream-server", "spire-upstream-server"
-STEPS: tuple[tuple[str, ...], ...] = (
-    ("x509", "--server", DOWNSTREAM, "--revoke"),
-    ("jwt", "--server", DOWNSTREAM, "--revoke"),
-    ("x509", "--server", UPSTREAM, "--revoke"),
-    ("jwt", "--server", UPSTREAM, "--revoke"),
-    ("root", "--revoke"),
-)
 
 
 def _authorities(deploy: Deploy) -> dict[str, dict[str, list[str]]]:
@@ -63,7 +57,7 @@ def _authorities(deploy: Deploy) -> dict[str, dict[str, list[str]]]:
 
 def _run_steps(deploy: Deploy) -> list[tuple[str, float, list[tuple[str, float]]]]:
     timings = []
-    for step in STEPS:
+    for step in DRILL_STEPS:
         start = time.monotonic()
         out = deploy.run("rotate", *step, "--output", "json", check=True, timeout=900)
         seconds = time.monotonic() - start
@@ -100,7 +94,7 @@ def test_key_compromise_drill_under_load_fails_no_request_and_revoked_keys_are_r
         drill_seconds = time.monotonic() - drill_start
         cycles = processor_log.read_bytes()[offset:].decode(errors="replace")
         cycles_ok, cycles_failed = cycles.count("outcome=ok"), cycles.count("outcome=FAILED")
-        print(f"drill: {drill_seconds:.1f} s for {len(STEPS)} rotations; load: "
+        print(f"drill: {drill_seconds:.1f} s for {len(DRILL_STEPS)} rotations; load: "
               f"{report.summary()}; data-processor cycles ok={cycles_ok} "
               f"failed={cycles_failed}")  # fmt: skip
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from cryptography import x509
 
 from spire_fabric.deploy import attach
 from spire_fabric.identity import X509SvidError, verify_x509_svid
@@ -43,6 +44,12 @@ def enterprise() -> Iterator[Deploy]:
 def _bundle_roots(d, server: str) -> set[str]:
     with d.server(server) as api:
         return {skid(a.certificate) for a in api.get_bundle().x509_authorities}
+
+
+def _anchor_ids(deploy: Deploy) -> set[str]:
+    """The roots `trust-anchor` prints, as an external client would read them."""
+    pem = deploy.run("trust-anchor", check=True).stdout.encode()
+    return {skid(c) for c in x509.load_pem_x509_certificates(pem)}
 
 
 def test_root_rotation_with_revoke_leaves_only_the_new_root_and_refuses_old_svids(
@@ -108,6 +115,7 @@ def test_a_root_rotation_interrupted_after_the_switch_resumes_from_spire(
             tainted = {skid(a.certificate): a.tainted for a in api.get_bundle().x509_authorities}
         assert tainted == {first["old_root"]: True, first["new_root"]: False}
         assert CaStore(d.ca_directory).generations().previous == 2  # kept until revoked
+    assert _anchor_ids(enterprise) == {first["old_root"], first["new_root"]}  # both trusted
 
     again = json.loads(enterprise.run("rotate", "root", "--revoke", "--output", "json",
                                       check=True, timeout=600).stdout)  # fmt: skip
@@ -121,6 +129,7 @@ def test_a_root_rotation_interrupted_after_the_switch_resumes_from_spire(
     with attach("enterprise", state_dir=enterprise.state_dir) as d:
         for s in d.topology.servers:
             assert _bundle_roots(d, s.name) == {first["new_root"]}
+    assert _anchor_ids(enterprise) == {first["new_root"]}  # the revoked one is not printed
 
 
 def test_rotate_root_bad_input_is_refused_before_anything_changes(enterprise: Deploy) -> None:

@@ -708,13 +708,6 @@ def test_up_heals_a_node_whose_containers_were_all_killed(
         server.metadata.uid not in before  # fmt: skip
 
 
-DRILL: tuple[tuple[str, ...], ...] = (  # issue 22's sequence, as the local drill runs it
-    ("x509", "--server", "spire-downstream-server", "--revoke"),
-    ("jwt", "--server", "spire-downstream-server", "--revoke"),
-    ("x509", "--server", "spire-upstream-server", "--revoke"),
-    ("jwt", "--server", "spire-upstream-server", "--revoke"),
-    ("root", "--revoke"),
-)
 DRILL_REPORT = Path("/tmp/rotk8s-drill.json")
 
 
@@ -744,6 +737,7 @@ def test_key_compromise_drill_under_load_fails_no_request(
     Step times, the drill's time and the counts go to the output and /tmp/rotk8s-drill.json.
     Runs after the tests that read the original authorities."""
     from drill.load import (
+        DRILL_STEPS,
         PROCESSOR,
         TrafficLoad,
         last_cycle,
@@ -774,7 +768,7 @@ def test_key_compromise_drill_under_load_fails_no_request(
         steps: list[dict[str, Any]] = []
         stopped_by: BaseException | None = None  # reported with the counts, then raised
         try:
-            for step in DRILL:
+            for step in DRILL_STEPS:
                 t0 = time.monotonic()
                 out = installer.ok("rotate", *step, "--output", "json", "--wait", "300",
                                    timeout=1500)  # fmt: skip
@@ -797,7 +791,7 @@ def test_key_compromise_drill_under_load_fails_no_request(
                    "processor_cycles": {"all": cycles, "failed": failed_cycles},
                    "stopped_by": str(stopped_by)[-3000:] if stopped_by else None}  # fmt: skip
         DRILL_REPORT.write_text(json.dumps(summary, indent=2))
-        print(f"drill on kubernetes: {drill_seconds:.1f}s for {len(DRILL)} rotations; load: "
+        print(f"drill on kubernetes: {drill_seconds:.1f}s for {len(DRILL_STEPS)} rotations; load: "
               f"{report.summary()}; data-processor cycles {cycles}, failed {failed_cycles}")
         if stopped_by is not None:
             raise stopped_by

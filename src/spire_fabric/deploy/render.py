@@ -11,7 +11,10 @@ from spire_fabric.deploy._common import UsageError, resolve_topology
 from spire_fabric.render import (
     RenderPaths,
     render_agent_config,
+    render_alert_rules,
+    render_alertmanager_config,
     render_mermaid,
+    render_prometheus_config,
     render_server_config,
 )
 from spire_fabric.render.kubernetes import InstallerSecrets, render_kubernetes_manifests
@@ -37,6 +40,13 @@ def render_files(
         files[f"servers/{s.name}/server.conf"] = render_server_config(topology, s.name, paths)
     for a in topology.agents:
         files[f"agents/{a.name}/agent.conf"] = render_agent_config(topology, a.name, paths)
+    if topology.monitoring is not None:
+        # the rules are the same on both targets; the scrape config is the local target's
+        # (Kubernetes service discovery is not rendered yet)
+        files["monitoring/rules.yml"] = render_alert_rules(topology)
+        if target == "local":
+            files["monitoring/prometheus.yml"] = render_prometheus_config(topology, paths)
+            files["monitoring/alertmanager.yml"] = render_alertmanager_config(topology)
     if target == "kubernetes":
         for rel, text in render_kubernetes_manifests(topology, secrets).items():
             files[f"kubernetes/{rel}"] = text

@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    "still chains to the old one)")  # fmt: skip
     p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                    help="how long each wait may take (default 120)")  # fmt: skip
+    p.add_argument("--external-grace", type=float, default=0.0, metavar="SECONDS",
+                   help="rotate root: once every SPIFFE holder has the new root, wait this "
+                   "long before signing under it, so clients that trust `trust-anchor` "
+                   "(it prints old and new root) re-read it first (default 0)")  # fmt: skip
     p.add_argument("--output", choices=("text", "json"), default="text",
                    help="steps as they go (default) or JSON with per-step timings")  # fmt: skip
     p.set_defaults(run=run)
@@ -61,6 +65,12 @@ def _quiet(_: str) -> Iterator[None]:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.wait <= 0:
         raise UsageError(f"--wait must be a positive number of seconds, got {args.wait:g}")
+    if args.external_grace < 0:
+        raise UsageError(f"--external-grace must be 0 or more seconds, got "
+                         f"{args.external_grace:g}")  # fmt: skip
+    if args.kind != "root" and args.external_grace:
+        raise UsageError("--external-grace is for rotate root: an x509 or jwt rotation "
+                         "keeps the Enterprise Root CA that external clients trust")  # fmt: skip
     if args.kind == "root" and args.server is not None:
         raise UsageError("rotate root takes no --server: it rotates every server under the "
                          "Enterprise Root CA at once")  # fmt: skip
@@ -125,4 +135,4 @@ def _root(
         console.print(f"[bold]rotate root[/bold] ({deployment.name} on {deployment.target})")
     return _report(args, console, started, lambda report: rotate_root(
         deployment, revoke=args.revoke, force=args.force, timeout=args.wait,
-        report=report))  # fmt: skip
+        external_grace=args.external_grace, report=report))  # fmt: skip

@@ -2,10 +2,13 @@
 trusts to reach a deployment's TLS endpoints, such as the security gateway on 30080.
 
 Why the offline root: it outlives every SPIRE CA rotation, and every X.509-SVID of every
-trust domain chains to it (servers send their intermediates). A client checks the server's
-certificate by its DNS name (an entry's ``dns_names`` become DNS SANs; SPIRE also makes the
-first one the CN). Without a CA hierarchy, ``--trust-domain`` gives that trust domain's
-current X.509 authorities instead; they change when SPIRE rotates its CA.
+trust domain chains to it (servers send their intermediates). During ``rotate root`` it
+prints the old and the new root: a client that re-reads it (and ``rotate root
+--external-grace`` at least that period) never sees a certificate it cannot check. A
+client checks the server's certificate by its DNS name (an entry's ``dns_names`` become
+DNS SANs; SPIRE also makes the first one the CN). Without a CA hierarchy,
+``--trust-domain`` gives that trust domain's current X.509 authorities instead; they change
+when SPIRE rotates its CA.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
 from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
+from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.deployment import Deployment
 
 
@@ -43,13 +47,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _print_anchor(deployment: Deployment, args: argparse.Namespace, console: Console) -> int:
     if args.trust_domain is None:
-        root = deployment.root_ca()
-        if root is None:
+        roots = CaStore(deployment.ca_directory).trusted_roots(deployment.topology)
+        if not roots:
             raise UsageError(
                 f"{deployment.name} has no offline root CA; use --trust-domain TD for that "
                 "trust domain's current X.509 authorities"
             )
-        pem = root.public_bytes(serialization.Encoding.PEM)
+        pem = b"".join(root.public_bytes(serialization.Encoding.PEM) for root in roots)
     else:
         servers = [
             s for s in deployment.topology.servers if str(s.trust_domain) == args.trust_domain

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SpireServerError(f"no SPIRE server API socket at {args.socket}")
         with SpireServerClient(args.socket, timeout=args.timeout) as client:
             if args.command == "list":
-                entries = _owned(client.list_entries(), owner)
+                entries = _owned(client.list_entries(id_prefix=f"{owner}."))
                 _print_list(out, args.output, owner, entries)
                 return EXIT_OK
             assert spec is not None
@@ -146,11 +146,8 @@ def _owner(args: argparse.Namespace, spec: EntriesFile | None) -> str:
     return owner
 
 
-def _owned(entries: Any, owner: str) -> list[Entry]:
-    return sorted(
-        (e for e in entries if e.id.startswith(f"{owner}.")),
-        key=lambda e: (str(e.spiffe_id), str(e.parent_id)),
-    )
+def _owned(entries: Iterable[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: (str(e.spiffe_id), str(e.parent_id)))
 
 
 # ---- output ------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def apply_entries(
     Entries of other owners (the CLI, the controller manager) are never touched. Failed
     items are reported in the result, not raised: call `raise_for_errors()` to raise.
     """
-    plan = plan_entries(client.list_entries(), desired, owner=owner)
+    check_owner(owner)
+    plan = plan_entries(client.list_entries(id_prefix=f"{owner}."), desired, owner=owner)
     if dry_run or not plan:
         return ApplyResult(plan)
     failures: list[tuple[EntryChange, SpireApiError]] = []
@@ -200,7 +201,8 @@ async def apply_entries_async(
     dry_run: bool = False,
 ) -> ApplyResult:
     """`apply_entries` for `AsyncSpireServerClient`."""
-    current = [e async for e in client.list_entries()]
+    check_owner(owner)
+    current = [e async for e in client.list_entries(id_prefix=f"{owner}.")]
     plan = plan_entries(current, desired, owner=owner)
     if dry_run or not plan:
         return ApplyResult(plan)

@@ -209,6 +209,8 @@ class SpiffeId:
             )
         path = self.path
         uri = _SCHEME + self.trust_domain.name + path
+        if _PATH_RE.fullmatch(path) and not _has_dot_segment(path) and len(uri) <= _MAX_ID_BYTES:
+            return  # the fast path: valid input (every listed entry has two IDs)
         problem = _path_problem(path)
         if problem is None and _byte_length(uri) > _MAX_ID_BYTES:
             problem = SpiffeIdRule.TOO_LONG

@@ -143,3 +143,19 @@ class RenderPaths:
         if self.is_local:
             return self._agent(name, "bootstrap/bundle.crt")
         return f"{K8S_ROOT}/bundle/bundle.crt"
+
+    # --- monitoring: locally one directory for Prometheus and Alertmanager -------------
+
+    def monitoring_dir(self) -> str:
+        """Where Prometheus' and Alertmanager's configs and data live."""
+        return f"{self.root}/monitoring" if self.is_local else "/etc/prometheus"
+
+    def prometheus_config(self) -> str:
+        return f"{self.monitoring_dir()}/prometheus.yml"
+
+    def prometheus_rules(self) -> str:
+        """The alert rules file the Prometheus config names."""
+        return f"{self.monitoring_dir()}/rules.yml"
+
+    def alertmanager_config(self) -> str:
+        return f"{self.monitoring_dir()}/alertmanager.yml"

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from spire_fabric._atomic import write_atomic
 from spire_fabric.identity import TrustDomain, as_trust_domain
 
 __all__ = [
@@ -235,17 +236,3 @@ def _name(common_name: str, organization: str) -> x509.Name:
 
 def _pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write to a temp name and rename: a reader (SPIRE's disk UpstreamAuthority rereads
-    its files on every mint) never sees half a key."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

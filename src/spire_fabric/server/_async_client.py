@@ -163,15 +163,19 @@ class AsyncSpireServerClient(ClientBase):
         federates_with_match: MatchBehavior = MatchBehavior.EXACT,
         hint: str | None = None,
         downstream: bool | None = None,
+        id_prefix: str = "",
         page_size: int | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Entry]:
         """Entries matching every given filter, fetched page by page as you iterate (retried).
 
-        Filters are checked when called, before iteration starts.
+        Filters are checked when called, before iteration starts. ``id_prefix`` keeps the
+        entries whose ID starts with it (owned entries: ``"<owner>."``); SPIRE cannot filter
+        on it, so the others still travel, but are dropped before they are converted.
         """
         paged = self._ops.list_entries(
             page_size,
+            id_prefix,
             spiffe_id=spiffe_id,
             parent_id=parent_id,
             selectors=selectors,

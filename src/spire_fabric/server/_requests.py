@@ -201,19 +201,25 @@ class ServerApi:
         req = entry_api_pb2.CountEntriesRequest(filter=flt)
         return Call("entry", "CountEntries", req, lambda r: r.count, idempotent=True)
 
-    def list_entries(self, page_size: int | None = None, **filters: object) -> Paged[Entry]:
+    def list_entries(
+        self, page_size: int | None = None, id_prefix: str = "", **filters: object
+    ) -> Paged[Entry]:
         flt = self._entry_filter(entry_api_pb2.ListEntriesRequest.Filter, **filters)  # type: ignore[arg-type]
         size = self.page_size if page_size is None else _page_size(page_size)
+        if not isinstance(id_prefix, str):
+            raise SpireValidationError(f"id_prefix must be a str, got {id_prefix!r}")
+
+        def entries(r: entry_api_pb2.ListEntriesResponse) -> tuple[list[Entry], str]:
+            convert = cv.entries_from_proto
+            if id_prefix:
+                return convert([e for e in r.entries if e.id.startswith(id_prefix)]), (
+                    r.next_page_token
+                )
+            return convert(r.entries), r.next_page_token
 
         def page(token: str) -> Call[tuple[list[Entry], str]]:
             req = entry_api_pb2.ListEntriesRequest(filter=flt, page_size=size, page_token=token)
-            return Call(
-                "entry",
-                "ListEntries",
-                req,
-                lambda r: ([cv.entry_from_proto(e) for e in r.entries], r.next_page_token),
-                idempotent=True,
-            )
+            return Call("entry", "ListEntries", req, entries, idempotent=True)
 
         return Paged(page)
 

@@ -37,6 +37,7 @@ from spire_fabric.topology._model import (
     K8sPsatAttestor,
     KubernetesOptions,
     LocalRun,
+    Monitoring,
     MySqlDatastore,
     MySqlInstance,
     NodeAttestor,
@@ -81,7 +82,7 @@ from spire_fabric.topology._resolve import (
     workload_uses_files,
 )
 from spire_fabric.topology._scale import ScaleParameters, parse_scale
-from spire_fabric.topology._validate import validate_topology
+from spire_fabric.topology._validate import validate_localized, validate_topology
 from spire_fabric.topology._workload_run import Placeholder, PlaceholderError, placeholders
 from spire_fabric.topology._workload_run import expand as expand_placeholders
 from spire_fabric.topology._yaml import dump_topology, load_topology
@@ -106,6 +107,7 @@ __all__ = [
     "K8sPsatAttestor",
     "KubernetesOptions",
     "LocalRun",
+    "Monitoring",
     "MySqlDatastore",
     "MySqlInstance",
     "NodeAttestor",
@@ -159,6 +161,7 @@ __all__ = [
     "server_node_attestors",
     "service_host",
     "upstream_address_for",
+    "validate_localized",
     "validate_topology",
     "workload_callers",
     "workload_node_port",

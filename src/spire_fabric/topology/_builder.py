@@ -23,6 +23,7 @@ from spire_fabric.topology._model import (
     Federation,
     IntermediateCa,
     KubernetesOptions,
+    Monitoring,
     RootCa,
     Server,
     ServerKubernetes,
@@ -75,6 +76,7 @@ class TopologyBuilder:
         self._clusters: list[Cluster] = []
         self._ca: CaHierarchy | None = None
         self._kubernetes = KubernetesOptions()
+        self._monitoring: Monitoring | None = None
         # A trust domain that is not one cannot be stored in the typed model: the problem
         # is kept and reported by build() with the others, naming the field.
         self._problems: list[Problem] = []
@@ -207,6 +209,11 @@ class TopologyBuilder:
         self._kubernetes = KubernetesOptions(**fields)
         return self
 
+    def monitoring(self, **fields: Any) -> TopologyBuilder:
+        """Watch the deployment with Prometheus and Alertmanager (see ``Monitoring``)."""
+        self._monitoring = Monitoring(**fields)
+        return self
+
     def build(self, *, validate: bool = True) -> Topology:
         """The topology; validated unless ``validate=False`` (a TopologyError lists every
         problem, each naming its field).
@@ -223,6 +230,7 @@ class TopologyBuilder:
             ca=self._ca,
             clusters=tuple(self._clusters),
             kubernetes=self._kubernetes,
+            monitoring=self._monitoring,
         )
         return validate_topology(topology) if validate else topology
 

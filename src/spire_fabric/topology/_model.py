@@ -322,6 +322,10 @@ class LocalRun:
     env: tuple[str, ...] = ()
     port: int | None = None
     health: HealthProbe | None = None
+    # Where the workload serves Prometheus' /metrics (plain HTTP), if it does: the
+    # ``{metrics_listen}`` placeholder; locally on loopback, moved by --port-base like
+    # ``port``. The topology's `monitoring` scrapes it.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +353,8 @@ class Workload:
     kubernetes: WorkloadKubernetes | None = None
 
     def __post_init__(self) -> None:
+        if self.federates_with == ():  # most workloads: nothing to type (50k in a scale plan)
+            return
         from spire_fabric.topology._trust_domains import topology_trust_domain
 
         typed = tuple(
@@ -378,6 +384,29 @@ class Federation:
 
     def __post_init__(self) -> None:
         _typed(self, "trust_domain", f"federations[{self.server}->{self.trust_domain}]")
+
+
+# --- monitoring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Prometheus and Alertmanager watching every server, agent and workload that serves
+    metrics, with the alert rules `render` writes (docs/monitoring.md).
+
+    The ports are NodePort numbers: the local target binds them on loopback, moved by
+    ``--port-base`` like every other local port. ``edge_workload`` is the workload whose 5xx
+    ratio ``GatewayErrors`` watches (the security gateway in the enterprise preset).
+    Short intervals make a fault visible within seconds; on loopback a scrape of every
+    component costs little (the measured cost is in docs/monitoring.md).
+    """
+
+    prometheus_port: int = 30090
+    alertmanager_port: int = 30093
+    scrape_interval: timedelta = timedelta(seconds=5)
+    evaluation_interval: timedelta = timedelta(seconds=5)
+    retention: timedelta = timedelta(hours=24)
+    edge_workload: str | None = None
 
 
 # --- CA hierarchy -----------------------------------------------------------------------
@@ -510,6 +539,7 @@ class Topology:
     ca: CaHierarchy | None = None
     clusters: tuple[Cluster, ...] = ()
     kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
+    monitoring: Monitoring | None = None
 
     # Deprecated spelling of ``TopologyBuilder(name)``. The builder sits above the model (its
     # build() validates, and validation reads the model), so the model cannot name it, not

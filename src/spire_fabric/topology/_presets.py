@@ -71,8 +71,10 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--grant", "read={spiffe_id:data-processor}",
             "--grant", "report={spiffe_id:data-processor}",
             "--grant", "read=enterprise-root.org",
+            "--metrics-listen", "{metrics_listen}",
         ),
         port=30443,
+        metrics_port=8381,
         # data-processor is a caller the API admits: proves identity and authorization
         health=HealthProbe("/health", caller="data-processor", expect=("spiffe_id={spiffe_id}",)),
     ),
@@ -82,7 +84,9 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--api", "{url:enterprise-api}",
             "--api-id", "{spiffe_id:enterprise-api}",
             "--interval", "5",
+            "--metrics-listen", "{metrics_listen}",
         ),
+        metrics_port=8382,
     ),
     "security-gateway": LocalRun(
         module=f"{_EXAMPLES}.security_gateway",
@@ -93,8 +97,10 @@ _EXAMPLE_RUNS: dict[str, LocalRun] = {
             "--allow-trust-domain", "enterprise-root.org",
             # external clients' keys: `issue-key --deployment enterprise` on either target
             "--api-keys", "{files}/api-keys.json",
+            "--metrics-listen", "{metrics_listen}",
         ),
         port=30080,
+        metrics_port=8383,
         # an upstream workload through the gateway to the API: the API must see the
         # gateway as its caller, so the answer proves the whole path
         health=HealthProbe("/records", caller="upstream-client", expect=("caller={spiffe_id}",)),
@@ -258,6 +264,9 @@ def enterprise() -> Topology:
                 storage="64Mi" if name == "enterprise-api" else None,
             ),
         )
+    # Prometheus and Alertmanager on NodePorts 30090/30093; the gateway is the edge whose
+    # 5xx ratio GatewayErrors watches
+    b.monitoring(edge_workload="security-gateway")
     return b.build()
 
 

@@ -130,4 +130,15 @@ def _local(topology: Topology) -> list[PublishedPort]:
                 PublishedPort(w.run.port, "127.0.0.1", w.name, "workload",
                               f"local clients ({_WORKLOAD_CALLERS})")
             )  # fmt: skip
+        if w.run is not None and w.run.metrics_port is not None:
+            out.append(
+                PublishedPort(w.run.metrics_port, "127.0.0.1", w.name, "Prometheus metrics",
+                              anyone)
+            )  # fmt: skip
+    m = topology.monitoring
+    if m is not None:
+        out.append(PublishedPort(m.prometheus_port, "127.0.0.1", "prometheus",
+                                 "Prometheus API and UI", anyone))  # fmt: skip
+        out.append(PublishedPort(m.alertmanager_port, "127.0.0.1", "alertmanager",
+                                 "Alertmanager API and UI", anyone))  # fmt: skip
     return out

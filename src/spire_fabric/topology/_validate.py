@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
@@ -59,10 +60,42 @@ _SUBDOMAIN_MAX = 253
 _AS_DIRECTORY = "it is used as a directory and Kubernetes object name"
 
 
+# Topologies that passed validate_topology, by id (a weak value: the entry goes with the
+# topology, and an id reused by another object does not match it). A topology is a frozen
+# value, so once sound it stays sound: presets, builders and loaders validate it, and the
+# targets that validate it again before transforming it (localize) do not pay twice.
+_VALID: weakref.WeakValueDictionary[int, Topology] = weakref.WeakValueDictionary()
+
+
 def validate_topology(topology: Topology) -> Topology:
     """Return ``topology`` unchanged if it is sound, else raise :class:`TopologyError`."""
+    if _VALID.get(id(topology)) is topology:
+        return topology
     v = _Validator(topology)
     v.run()
+    v.problems += run_problems(topology)
+    if v.problems:
+        raise TopologyError(v.problems)
+    _VALID[id(topology)] = topology
+    return topology
+
+
+def validate_localized(topology: Topology) -> Topology:
+    """:func:`validate_topology`'s rules over what a target's localization changes (servers'
+    hosts, ports and datastores, agents' ports, workloads' local selectors and run ports),
+    for a topology made from one that passed every rule; raise :class:`TopologyError`.
+
+    Why not every rule again: the rest is unchanged and was checked, and with 50k workloads
+    a second full pass was an eighth of `plan`. Each message is the one the full pass gives.
+    """
+    v = _Validator(topology)
+    for s in topology.servers:
+        v._server(s)
+    for w in topology.workloads:
+        agent = v.agents.get(w.agent)
+        if agent is not None and w.local_selectors:
+            v._local_selectors(f"workloads[{w.name}]", w, agent)
+    v._ports()
     v.problems += run_problems(topology)
     if v.problems:
         raise TopologyError(v.problems)
@@ -77,6 +110,7 @@ class _Validator:
         self.servers = {s.name: s for s in t.servers}
         self.agents = {a.name: a for a in t.agents}
         self.clusters = {c.name: c for c in t.clusters}
+        self._local_attestors: dict[str, tuple[str, ...]] = {}
 
     def bad(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -99,6 +133,19 @@ class _Validator:
         self._agent_namespaces()
         self._server_namespaces()
         self._bundle_configmaps()
+        self._monitoring()
+
+    def _monitoring(self) -> None:
+        m = self.t.monitoring
+        if m is None:
+            return
+        for kind in ("scrape_interval", "evaluation_interval", "retention"):
+            if getattr(m, kind) < timedelta(seconds=1):
+                self.bad(f"monitoring.{kind}", "must be at least 1s")
+        if m.edge_workload is not None and m.edge_workload not in {
+            w.name for w in self.t.workloads
+        }:
+            self.bad("monitoring.edge_workload", f"unknown workload {m.edge_workload!r}")
 
     # --- names ------------------------------------------------------------------------
 
@@ -441,9 +488,8 @@ class _Validator:
             )
         if agent is not None:
             self._selectors(f"{p}.selectors", w.selectors, agent.workload_attestors, agent)
-            local = agent_workload_attestors(self.t, agent, "local")
             if w.local_selectors:
-                self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
+                self._local_selectors(p, w, agent)
         if not w.selectors:
             self.bad(f"{p}.selectors", "a workload needs at least one selector")
         for i, td in enumerate(w.federates_with):
@@ -466,6 +512,14 @@ class _Validator:
             self._ttl_within_ca(f"{p}.jwt_svid_ttl", w.jwt_svid_ttl, server)
         if w.kubernetes is not None and agent is not None and agent.kubernetes is not None:
             self._placement(f"{p}.kubernetes", agent.kubernetes.cluster, w.kubernetes.namespace)
+
+    def _local_selectors(self, p: str, w: Workload, agent: Agent) -> None:
+        local = self._local_attestors.get(agent.name)
+        if local is None:  # once per agent, not once per workload
+            local = self._local_attestors[agent.name] = agent_workload_attestors(
+                self.t, agent, "local"
+            )
+        self._selectors(f"{p}.local_selectors", w.local_selectors, local, agent)
 
     def _selectors(
         self, path: str, selectors: tuple[str, ...], attestors: tuple[str, ...], agent: Agent
@@ -592,6 +646,15 @@ class _Validator:
                 if storage is not None and not _QUANTITY.fullmatch(storage):
                     self.bad(f"workloads[{w.name}].kubernetes.storage",
                              f"{storage!r} is not a storage size like 64Mi or 1Gi")  # fmt: skip
+        for w in self.t.workloads:
+            if w.run is not None:
+                claim("127.0.0.1", w.run.metrics_port, f"workloads[{w.name}].run.metrics_port")
+        m = self.t.monitoring
+        if m is not None:
+            # NodePort numbers by default, but --port-base moves them locally like the
+            # servers' ports (so no NodePort range check here)
+            for kind in ("prometheus_port", "alertmanager_port"):
+                claim("127.0.0.1", getattr(m, kind), f"monitoring.{kind}")
         for (host, port), paths in owners.items():
             if len(paths) > 1:
                 where = "NodePort" if host == "<nodeport>" else f"{host}:{port}"

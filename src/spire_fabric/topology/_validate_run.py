@@ -35,8 +35,11 @@ def _workload_run(w: Workload, by_name: dict[str, Workload]) -> list[Problem]:
         out.append(Problem(p, "give exactly one of `module` (python -m …) or `command` (argv)"))
     if run.module is not None and not re.fullmatch(r"[A-Za-z_][\w.]*", run.module):
         out.append(Problem(f"{p}.module", f"{run.module!r} is not a Python module name"))
-    if run.port is not None and not 1 <= run.port <= 65535:
-        out.append(Problem(f"{p}.port", f"{run.port} is not a TCP port (1-65535)"))
+    for what, port in (("port", run.port), ("metrics_port", run.metrics_port)):
+        if port is not None and not 1 <= port <= 65535:
+            out.append(Problem(f"{p}.{what}", f"{port} is not a TCP port (1-65535)"))
+    if run.port is not None and run.port == run.metrics_port:
+        out.append(Problem(f"{p}.metrics_port", "must differ from `port`"))
     texts = [(f"{p}.command[{i}]", t) for i, t in enumerate(run.command)]
     texts += [(f"{p}.args[{i}]", t) for i, t in enumerate(run.args)]
     for i, item in enumerate(run.env):
@@ -76,6 +79,10 @@ def _placeholders(path: str, text: str, w: Workload, by_name: dict[str, Workload
             out.append(Problem(path, f"{ph.text}: unknown workload {ph.workload!r}"))
         elif ph.key == "files" and target is not w:
             out.append(Problem(path, f"{ph.text}: a workload reaches only its own files"))
+        elif ph.key == "metrics_listen" and target is not w:
+            out.append(Problem(path, f"{ph.text}: a workload names only its own metrics_listen"))
+        elif ph.key == "metrics_listen" and (w.run is None or w.run.metrics_port is None):
+            out.append(Problem(path, f"{ph.text}: workload {w.name!r} has no run.metrics_port"))
         elif ph.key in _NEEDS_PORT and (target.run is None or target.run.port is None):
             out.append(Problem(path, f"{ph.text}: workload {target.name!r} has no run.port to use"))
     return out

@@ -27,7 +27,8 @@ __all__ = [
 # ``files``: the directory of the workload's managed files (``Deployment.workload_file``):
 # locally <state>/workloads/<name>/files, on Kubernetes its ``<name>-files`` Secret, mounted
 # read-only. Only a workload's own ({files}, never {files:other}).
-PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files")
+# ``metrics_listen``: where the workload serves /metrics (its own ``run.metrics_port``).
+PLACEHOLDER_KEYS = ("port", "listen", "spiffe_id", "url", "files", "metrics_listen")
 _PATTERN = re.compile(r"\{([a-z_]+)(?::([^{}]*))?\}")
 
 

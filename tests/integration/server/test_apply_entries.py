@@ -116,6 +116,12 @@ def test_entries_made_with_spire_cli_or_by_another_owner_are_left_untouched(
     others = [replace(DESIRED[1], selectors=("unix:uid:5555",))]
     apply_entries(client, others, owner="other").raise_for_errors()
     foreign_before = shown(spire_server)
+    # id_prefix (which SPIRE cannot filter on) keeps exactly one owner's entries, as listed
+    everything = {e.id: e for e in client.list_entries()}
+    (other_id,) = [i for i in everything if i.startswith("other.")]
+    assert len(everything) == 3 and other_id == owned_entry_id("other", others[0])
+    assert list(client.list_entries(id_prefix="other.")) == [everything[other_id]]
+    assert list(client.list_entries(id_prefix="pay.")) == []
 
     result = apply_entries(client, DESIRED, owner="pay")
     # SPIRE refuses a second entry with the twin's exact shape: reported, not raised.

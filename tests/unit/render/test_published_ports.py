@@ -54,7 +54,8 @@ def _with_upstream_agent_in_the_other_cluster() -> Topology:
     agent = dataclasses.replace(agent, kubernetes=moved)
     servers = tuple(up if s.name == up.name else s for s in t.servers)
     agents = tuple(agent if a.name == agent.name else a for a in t.agents)
-    t = dataclasses.replace(t, servers=servers, agents=agents, workloads=())
+    # without workloads, nothing for monitoring's GatewayErrors to watch
+    t = dataclasses.replace(t, servers=servers, agents=agents, workloads=(), monitoring=None)
     validate_topology(t)
     return t
 
@@ -126,6 +127,10 @@ def test_the_local_listing_has_every_port_the_local_configs_listen_on(name):
     confs += [render_agent_config(t, a.name, LOCAL) for a in t.agents]
     in_configs = {int(p) for c in confs for p in re.findall(r'\b(?:bind_)?port = "?(\d+)', c)}
     in_configs |= {w.run.port for w in t.workloads if w.run and w.run.port}
+    # the workloads' /metrics listeners and Prometheus/Alertmanager (their command lines)
+    in_configs |= {w.run.metrics_port for w in t.workloads if w.run and w.run.metrics_port}
+    if t.monitoring is not None:
+        in_configs |= {t.monitoring.prometheus_port, t.monitoring.alertmanager_port}
     listed = {p.port for p in published_ports(t, "local")}
     assert in_configs and listed == in_configs
 

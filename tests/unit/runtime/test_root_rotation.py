@@ -42,9 +42,12 @@ def test_a_new_generation_is_made_once_kept_beside_the_old_and_promoted_whole(tm
     assert _root_id(store.generation(2)) == new
     assert _root_id(store.generation(1)) == first == _root_id(store)  # current until promoted
 
+    # what `trust-anchor` prints: the current root, and the new one once it is made
+    assert [skid(r) for r in store.trusted_roots(ENTERPRISE)] == [first, new]
     store.promote(ENTERPRISE)
     assert (store.generations().current, store.generations().previous) == (2, 1)
     assert _root_id(store) == new
+    assert [skid(r) for r in store.trusted_roots(ENTERPRISE)] == [new, first]  # until retired
     for s in ENTERPRISE.servers:  # every intermediate at the top now chains to the new root
         pem = store.signing_ca(ENTERPRISE, s)
         assert pem is not None
@@ -57,6 +60,7 @@ def test_a_new_generation_is_made_once_kept_beside_the_old_and_promoted_whole(tm
         store.begin_generation(ENTERPRISE)  # not before the old root is revoked
     store.retire()
     assert not (tmp_path / "ca" / "gen-1").exists()
+    assert [skid(r) for r in store.trusted_roots(ENTERPRISE)] == [new]
     assert store.generations() == type(store.generations())(2, None, None)
 
 
@@ -112,6 +116,10 @@ def test_ca_files_the_user_supplied_are_not_rotated() -> None:
         (["rotate", "root", "--server", "spire-upstream-server"], "rotate root takes no --server"),
         (["rotate", "x509"], "rotate x509 needs --server NAME"),
         (["rotate", "root", "--wait", "0"], "--wait must be a positive number of seconds, got 0"),
+        (["rotate", "root", "--external-grace", "-1"],
+         "--external-grace must be 0 or more seconds, got -1"),
+        (["rotate", "x509", "--server", "s", "--external-grace", "3"],
+         "--external-grace is for rotate root"),
     ],
 )
 def test_rotate_bad_input_exits_2_naming_it_before_opening_anything(

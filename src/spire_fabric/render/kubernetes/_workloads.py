@@ -90,6 +90,10 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
         target = topology.workload(p.workload) if p.workload else w
         if p.key == "files":
             return FILES_DIR
+        if p.key == "metrics_listen":
+            # loopback inside the pod until the Kubernetes target scrapes pods (issue 24):
+            # a plain-HTTP listener on the pod's address would be open to the cluster
+            return f"127.0.0.1:{target.run.metrics_port if target.run else 0}"
         port = _service_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id

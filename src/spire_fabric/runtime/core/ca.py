@@ -19,6 +19,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from spire_fabric.runtime.ca_hierarchy import (
@@ -120,6 +121,20 @@ class CaStore:
         root = create_root_ca(ca.root.common_name, ttl=ca.root.ttl)
         write_ca(root, self.directory, ca.root.name)
         return root
+
+    def trusted_roots(self, topology: Topology) -> list[x509.Certificate]:
+        """Every root an external client should trust now: the current one and, during a
+        root rotation, the next (it is in the bundles before anything is signed under it)
+        and the previous (until its generation is retired, SVIDs may still chain to it).
+        Why not just :meth:`root`: a client that trusts only the current root fails from
+        the moment a server signs under the new one until it re-reads its anchor."""
+        gens = self.generations()
+        roots: list[x509.Certificate] = []
+        for store in (self, *(self.generation(n) for n in (gens.next, gens.previous) if n)):
+            ca = store.root(topology)
+            if ca is not None and ca.certificate not in roots:
+                roots.append(ca.certificate)
+        return roots
 
     def root_as_signing_ca(self, topology: Topology) -> SigningCa:
         """The root itself as a server's signing CA: what SPIRE 1.13.3 needs for one

@@ -31,16 +31,22 @@ def registration_entries(topology: Topology, server: str, target: Target) -> lis
     # one alias per agent of this server, looked up per workload (50k workloads must not
     # scan the agents or parse the same parent ID 50k times)
     parents = {a.name: agent_alias_id(td, a.name) for a in topology.agents_of(server)}
+    # workloads share selector lists (locally every one has the user's uid): parse each once
+    parsed: dict[tuple[str, ...], tuple[Selector, ...]] = {}
     out = []
     for w in topology.workloads:
         parent = parents.get(w.agent)
         if parent is None:
             continue
+        texts = workload_selectors(w, target)
+        selectors = parsed.get(texts)
+        if selectors is None:
+            selectors = parsed[texts] = tuple(Selector.parse(s) for s in texts)
         out.append(
             Entry(
                 spiffe_id=SpiffeId.parse(w.spiffe_id),
                 parent_id=parent,
-                selectors=tuple(Selector.parse(s) for s in workload_selectors(w, target)),
+                selectors=selectors,
                 x509_svid_ttl=int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,
                 jwt_svid_ttl=int(w.jwt_svid_ttl.total_seconds()) if w.jwt_svid_ttl else 0,
                 federates_with=w.federates_with,

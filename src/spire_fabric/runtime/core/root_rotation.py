@@ -25,7 +25,9 @@ So the steps, each waiting on what SPIRE and every holder report:
 1. a new generation in the CA store (new root, new name-constrained intermediates);
 2. the new root appended to every server's bundle (``AppendBundle``), and a wait until
    every agent (its workloads' bundle) and every federated peer holds it, before anything
-   is signed under it;
+   is signed under it; then, if asked, a grace for external clients, which trust what
+   ``deploy trust-anchor`` prints (old and new root from step 1 on) and re-read it on their
+   own schedule;
 3. per server, a *bridge*: the old root itself is placed as its signing CA, then prepare and
    activate. The old authority is then one the old root signed directly, which is what
    ``upstreamauthority taint`` can name. It lasts seconds; its cost is that the old root's
@@ -110,11 +112,16 @@ def rotate_root(
     revoke: bool = False,
     force: bool = False,
     timeout: float = 120.0,
+    external_grace: float = 0.0,
     report: StepReporter = no_report,
 ) -> RootRotationResult:
     """Rotate the topology's Enterprise Root CA and intermediates (see the module),
     resuming a rotation under way. Raises :class:`RotationRefused` when the topology has
-    no such hierarchy, or a step is unsafe, before that step changes anything."""
+    no such hierarchy, or a step is unsafe, before that step changes anything.
+
+    ``external_grace``: seconds to wait, once every SPIFFE holder has the new root and
+    before anything is signed under it, for clients outside SPIFFE (they trust what
+    ``deploy trust-anchor`` prints, which no one can observe) to re-read their anchor."""
     d = deployment
     t = d.topology
     servers = _servers(d)
@@ -150,6 +157,9 @@ def rotate_root(
             lambda: _all_missing(runs, {roots.new_id}), f"every holder has root {roots.new_id}"
         ),
     )
+
+    if external_grace > 0 and store.generations().next is not None:
+        first.step("external grace", lambda: _grace(external_grace))
 
     states = {n: _states(r) for n, r in runs.items()}
     intermediates = {s.name: _intermediate_id(store.generation(new_gen), s) for s in servers}
@@ -289,6 +299,11 @@ def _switch(run: _Run, ca: SigningCa, signer: str) -> str:
     with run.api() as api:
         api.activate_authority(prepared.authority_id, "x509", timeout=10)
     return f"{prepared.authority_id} (signed by {signer}) signs, after {attempts} prepare(s)"
+
+
+def _grace(seconds: float) -> str:
+    time.sleep(seconds)
+    return f"{seconds:g} s for external clients to re-read trust-anchor (old and new root)"
 
 
 def _promote(store: CaStore, t: Topology, gen: int) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spire_fabric.render.kubernetes import InstallerSecrets
 from spire_fabric.runtime.deployment import Change
-from spire_fabric.runtime.kubernetes._clusters import api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
-from spire_fabric.runtime.kubernetes._installer_secrets import SecretValues
 from spire_fabric.runtime.kubernetes._state import (
     SETTINGS_FILE,
     KubernetesSettings,
@@ -17,9 +17,15 @@ from spire_fabric.runtime.kubernetes._state import (
     load,
     load_applied,
 )
-from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
 from spire_fabric.runtime.targets import DeploymentOptions, TargetError, setting_change
 from spire_fabric.topology import Target, Topology
+
+if TYPE_CHECKING:
+    from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+
+# What needs the official kubernetes client (deployment, clusters, installer secrets) is
+# imported inside the methods that use it: the registry builds this provider to ask
+# `holds` on every command, local ones included (see the package's docstring).
 
 __all__ = ["KubernetesProvider"]
 
@@ -67,9 +73,13 @@ class KubernetesProvider:
                 f"{', '.join(unplaced)} have no kubernetes placement (servers[...].kubernetes)"
                 "; use --target local"
             )
+        from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+
         return KubernetesDeployment.create(topology, self.settings(state_dir, options), state_dir)
 
     def open(self, state_dir: Path) -> KubernetesDeployment:
+        from spire_fabric.runtime.kubernetes.deployment import KubernetesDeployment
+
         return KubernetesDeployment.open(state_dir)
 
     def setting_changes(self, state_dir: Path, options: DeploymentOptions) -> list[Change]:
@@ -87,6 +97,8 @@ class KubernetesProvider:
         return out
 
     def applied(self, state_dir: Path) -> tuple[Topology, InstallerSecrets | None]:
+        from spire_fabric.runtime.kubernetes._installer_secrets import SecretValues
+
         applied = load_applied(state_dir)
         if applied is None:
             raise TargetError(f"{state_dir}: `up` has not applied this deployment yet")
@@ -94,11 +106,15 @@ class KubernetesProvider:
 
     def failure_message(self, err: BaseException) -> str | None:
         """Ours, or the API server gone or refusing in the middle of a command."""
+        if isinstance(err, KubernetesTargetError):
+            return str(err)
+        if "kubernetes" not in sys.modules:  # no client was used: not one of its errors
+            return None
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        if isinstance(err, KubernetesTargetError):
-            return str(err)
+        from spire_fabric.runtime.kubernetes._clusters import api_error_message
+
         if isinstance(err, HTTPError):
             return f"lost the Kubernetes API server: {str(err).splitlines()[0][:300]}"
         if isinstance(err, ApiException):

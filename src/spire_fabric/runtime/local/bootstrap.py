@@ -128,9 +128,10 @@ def desired_entries(ctx: LocalContext, server: str) -> list[Entry]:
 
 
 def entry_changes(ctx: LocalContext, server: str) -> list[Change]:
+    owner = entry_owner(ctx.local)
     with ctx.server_client(server) as client:
-        current = list(client.list_entries(timeout=10))
-    plan = plan_entries(current, desired_entries(ctx, server), owner=entry_owner(ctx.local))
+        current = list(client.list_entries(id_prefix=f"{owner}.", timeout=10))
+    plan = plan_entries(current, desired_entries(ctx, server), owner=owner)
     return core_entry_changes(server, plan)
 
 

@@ -214,7 +214,7 @@ class LocalDeployment:
 
     def entry_plan(self, server: str) -> EntryPlan:
         with self.server(server) as client:
-            current = list(client.list_entries(timeout=10))
+            current = list(client.list_entries(id_prefix=f"{self.entry_owner}.", timeout=10))
         return plan_entries(current, self.desired_entries(server), owner=self.entry_owner)
 
     def x509_context(self, workload: str) -> X509Context:

@@ -52,6 +52,8 @@ def placeholder_value(
             return str(port)
         if p.key == "listen":
             return f"{LOOPBACK}:{port}"
+        if p.key == "metrics_listen":
+            return f"{LOOPBACK}:{target.run.metrics_port if target.run else 0}"
         return f"https://{LOOPBACK}:{port}"  # url
 
     return value
