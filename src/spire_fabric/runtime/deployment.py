@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ __all__ = [
     "DeploymentPlan",
     "StepReporter",
     "WorkloadAddress",
+    "WorkloadViews",
     "no_report",
 ]
 
@@ -134,6 +135,16 @@ class WorkloadAddress:
     def url(self) -> str:
         """``scheme://host:port`` of the workload."""
         return f"https://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class WorkloadViews:
+    """Everything one read gives of a workload's identity, as its agent gives it to that
+    workload: its X.509 context, the JWT bundles it may trust, a JWT-SVID per audience."""
+
+    x509: X509Context
+    jwt_bundles: BundleSet[JwtBundle]
+    jwt_svids: Mapping[str, JwtSvid] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -293,6 +304,13 @@ class Deployment(Protocol):
 
     def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
         """The JWT bundles that workload may trust, fetched as that workload."""
+        ...
+
+    def workload_views(self, workload: str, audiences: Sequence[str] = ()) -> WorkloadViews:
+        """All of the above in one read (a JWT-SVID per audience): where a read is costly
+        (on Kubernetes an exec, in a probe pod for a workload that only is registered),
+        what needs several views of a workload asks once. Fails as a whole; a caller that
+        must tell which view fails asks for each on its own."""
         ...
 
     # -- a workload's managed files ({files} in its run description) ----------------------

@@ -48,6 +48,7 @@ from spire_fabric.topology import (
     format_duration,
     server_replicas,
 )
+from spire_fabric.verify._reads import IdentityReads
 
 __all__ = [
     "PROBE_AUDIENCE",
@@ -249,12 +250,16 @@ class AuthoritiesReport:
 
 
 def authorities_report(
-    deployment: Deployment, servers: Iterable[str] | None = None
+    deployment: Deployment,
+    servers: Iterable[str] | None = None,
+    reads: IdentityReads | None = None,
 ) -> AuthoritiesReport:
     """The report for ``servers`` (default: every server of the topology, in order).
 
     A server that cannot be asked gets a section with ``error`` and the others are still
-    reported; an unknown server name raises :class:`AuthoritiesError` naming the known."""
+    reported; an unknown server name raises :class:`AuthoritiesError` naming the known.
+    ``reads``: the workloads' identities as the caller already reads them (`verify`),
+    else read here, each workload once and all of a server's at the same time."""
     t = deployment.topology
     known = [s.name for s in t.servers]
     chosen = known if servers is None else list(servers)
@@ -263,11 +268,20 @@ def authorities_report(
             raise AuthoritiesError(
                 f"no server {name!r} in topology {t.name!r}; its servers: {', '.join(known)}"
             )
-    sections = tuple(_server_section(deployment, t.server(name)) for name in chosen)
+    if reads is None:
+        with IdentityReads(deployment) as own:
+            return authorities_report(deployment, chosen, own)
+    sections = tuple(_server_section(deployment, t.server(name), reads) for name in chosen)
     return AuthoritiesReport(deployment.name, str(deployment.target), sections)
 
 
-def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
+def report_views(t: Topology, server: Server) -> dict[str, list[str]]:
+    """The identity views the section of ``server`` reads, by workload: its X.509 context
+    and a JWT-SVID for :data:`PROBE_AUDIENCE` (to :meth:`IdentityReads.prefetch`)."""
+    return {w: [PROBE_AUDIENCE] for w in _served_by(t, server)}
+
+
+def _server_section(d: Deployment, s: Server, reads: IdentityReads) -> ServerAuthorities:
     try:
         with d.server(s.name) as client:
             x509_states = client.get_authority_state("x509", timeout=10)
@@ -276,13 +290,14 @@ def _server_section(d: Deployment, s: Server) -> ServerAuthorities:
             listed = list(client.list_agents(timeout=10))
     except Exception as err:  # a server that is down is a finding, not a crash
         return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
+    reads.prefetch(report_views(d.topology, s))  # while the agents are looked at
     try:
         pairs = _replica_states(d, s) or [(x509_states, jwt_states)]
     except Exception as err:
         return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
     seen: dict[str, x509.Certificate] = {}  # CA certificates of the chains served, by SKID
     agents = tuple(_agent_sources(d, s, listed, seen))
-    workloads = tuple(_workload_sources(d, s, seen))
+    workloads = tuple(_workload_sources(d, s, seen, reads))
     rows = _first_of_each(
         (row for x, j in pairs for row in _authority_rows(x, j, bundle, agents, workloads)),
         lambda r: (r.kind, r.authority_id),
@@ -477,14 +492,15 @@ def _served_by(t: Topology, s: Server) -> list[str]:
 
 
 def _workload_sources(
-    d: Deployment, s: Server, seen: dict[str, x509.Certificate]
+    d: Deployment, s: Server, seen: dict[str, x509.Certificate], reads: IdentityReads
 ) -> Iterable[WorkloadSvidSource]:
     t = d.topology
     for name in _served_by(t, s):
         w = t.workload(name)
         x509_id, expires, kid, problems = "", 0, "", []
         try:
-            svid = next(v for v in d.x509_context(name).svids if str(v.spiffe_id) == w.spiffe_id)
+            svid = next(v for v in reads.x509_context(name).svids
+                        if str(v.spiffe_id) == w.spiffe_id)  # fmt: skip
             x509_id = authority_key_id(svid.leaf)
             expires = int(svid.leaf.not_valid_after_utc.timestamp())
             _remember_cas(svid.cert_chain, seen)
@@ -493,7 +509,7 @@ def _workload_sources(
         except Exception as err:
             problems.append(f"no X.509-SVID: {_one_line(err)}")
         try:
-            kid = jwt_key_id(d.jwt_svid(name, PROBE_AUDIENCE).marshal())
+            kid = jwt_key_id(reads.jwt_svid(name, PROBE_AUDIENCE).marshal())
         except Exception as err:
             problems.append(f"no JWT-SVID: {_one_line(err)}")
         yield WorkloadSvidSource(name, w.spiffe_id, x509_id, expires, kid, "; ".join(problems))

@@ -56,8 +56,9 @@ from spire_fabric.topology import (
     effective_datastore,
     expand_placeholders,
 )
-from spire_fabric.verify._authorities import authorities_report
+from spire_fabric.verify._authorities import authorities_report, report_views
 from spire_fabric.verify._authority_checks import authority_checks
+from spire_fabric.verify._reads import IdentityReads
 from spire_fabric.verify._replica_checks import replica_checks
 from spire_fabric.verify._report import CheckFailed, CheckResult, Report
 from spire_fabric.verify._report import run_check as _check
@@ -72,27 +73,39 @@ TTL_TOLERANCE = timedelta(seconds=60)
 def verify_deployment(deployment: Deployment) -> Report:
     """Run every check of ``deployment`` (written once against the `Deployment` interface,
     so the same checks prove every target) and return the report; a check that fails is
-    red with its reason, never skipped."""
-    checks = list(_run_checks(deployment))
+    red with its reason, never skipped.
+
+    Every workload's identity is read once, all at the same time, before the checks
+    start (:class:`IdentityReads`): the checks then judge what those reads returned."""
+    with IdentityReads(deployment) as reads:
+        reads.prefetch(_identity_views(deployment))
+        checks = list(_run_checks(deployment, reads))
     return Report(deployment.name, tuple(checks))
 
 
-def _run_checks(d: Deployment) -> Iterator[CheckResult]:
+def _identity_views(d: Deployment) -> dict[str, list[str]]:
+    """By workload, the audiences of the JWT-SVIDs the checks and the authorities report
+    ask it for (every workload's X.509 context and JWT bundles come with them)."""
+    t = d.topology
+    views: dict[str, list[str]] = {}
+    for s in t.servers:
+        for name, audiences in report_views(t, s).items():
+            views.setdefault(name, []).extend(audiences)
+    for server_w, client_w, _ in _cross_domain_pairs(d):
+        views.setdefault(client_w.name, []).append(server_w.spiffe_id)
+        views.setdefault(server_w.name, [])
+    return views
+
+
+def _run_checks(d: Deployment, reads: IdentityReads) -> Iterator[CheckResult]:
     t = d.topology
     rows = {(r.kind, r.name): r for r in d.status()}
-    contexts: dict[str, X509Context | Exception] = {}
 
     def context_of(workload: Workload) -> X509Context:
-        cached = contexts.get(workload.name)
-        if cached is None:
-            try:
-                cached = d.x509_context(workload.name)
-            except Exception as err:
-                cached = err
-            contexts[workload.name] = cached
-        if isinstance(cached, Exception):
-            raise CheckFailed(f"agent {workload.agent} gave no SVID: {cached}")
-        return cached
+        try:
+            return reads.x509_context(workload.name)
+        except Exception as err:
+            raise CheckFailed(f"agent {workload.agent} gave no SVID: {err}") from None
 
     def svid_of(workload: Workload) -> X509Svid:
         for svid in context_of(workload).svids:
@@ -182,11 +195,11 @@ def _run_checks(d: Deployment) -> Iterator[CheckResult]:
         yield _check(
             f"jwt:{client_w.name}->{server_w.name}",
             f"a JWT-SVID of {client_w.name} validates at {server_w.name}",
-            partial(_jwt, d, issuer=client_w, validator=server_w),
+            partial(_jwt, reads, issuer=client_w, validator=server_w),
         )
     yield from _workload_run_checks(d, rows, svid_of, context_of)
     yield from sidecar_checks(d, svid_of, context_of)
-    yield from _authority_checks_of(d)
+    yield from _authority_checks_of(d, reads)
     for check_id, title, fn in replica_checks(d):
         yield _check(check_id, title, fn)
     yield from _monitoring_checks(d)
@@ -241,12 +254,12 @@ def _no_alert_firing(alertmanager: str) -> str:
     return f"none ({alertmanager})"
 
 
-def _authority_checks_of(d: Deployment) -> Iterator[CheckResult]:
+def _authority_checks_of(d: Deployment, reads: IdentityReads) -> Iterator[CheckResult]:
     """The authority checks, judged from one authorities report (the same facts
     ``deploy authorities`` prints); the first check carries the time the report took."""
     start = time.monotonic()
     try:
-        report = authorities_report(d)
+        report = authorities_report(d, reads=reads)
     except Exception as err:  # a check never crashes the report
         yield CheckResult("authorities", "the authorities report could be gathered", False,
                           f"{type(err).__name__}: {err}")  # fmt: skip
@@ -627,10 +640,10 @@ def _mtls(
     return f"refused as it must be ({outcome})"
 
 
-def _jwt(d: Deployment, *, issuer: Workload, validator: Workload) -> str:
+def _jwt(reads: IdentityReads, *, issuer: Workload, validator: Workload) -> str:
     audience = validator.spiffe_id
-    token = d.jwt_svid(issuer.name, audience)
-    bundles = d.jwt_bundles(validator.name)
+    token = reads.jwt_svid(issuer.name, audience)
+    bundles = reads.jwt_bundles(validator.name)
     validated = parse_and_validate_jwt_svid(token.token, bundles, [audience])
     try:
         parse_and_validate_jwt_svid(token.token, bundles, ["spiffe://elsewhere.test/x"])

@@ -96,6 +96,9 @@ class DoubleDeployment:
     def jwt_bundles(self, workload):
         raise Unreachable(f"the agent of {workload} is down")
 
+    def workload_views(self, workload, audiences=()):
+        raise Unreachable(f"the agent of {workload} is down")
+
     def check(self):
         pass
 

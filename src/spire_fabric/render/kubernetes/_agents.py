@@ -29,6 +29,7 @@ from spire_fabric.render.kubernetes._common import (
     config_map,
     meta,
     obj,
+    readiness_probe,
     resources,
     selector_labels,
     small_resources,
@@ -147,11 +148,7 @@ def _agent_container(topology: Topology, agent: Agent) -> Obj:
             "initialDelaySeconds": 15,
             "periodSeconds": 10,
         }
-        c["readinessProbe"] = {
-            "httpGet": {"path": "/ready", "port": "health"},
-            "initialDelaySeconds": 5,
-            "periodSeconds": 10,
-        }
+        c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
     c["resources"] = resources(("50m", "500m"), ("64Mi", "512Mi"), ("16Mi", "256Mi"))
     c["securityContext"] = _agent_security_context()
     c["volumeMounts"] = mounts

@@ -30,6 +30,7 @@ from spire_fabric.render.kubernetes._common import (
     config_map,
     meta,
     obj,
+    readiness_probe,
     restricted_container,
     selector_labels,
 )
@@ -115,7 +116,7 @@ def controller_manager_config_map(topology: Topology, server: Server) -> Obj:
 
 
 def controller_manager_container(topology: Topology, server: Server) -> Obj:
-    probe = {"httpGet": {"path": "/readyz", "port": "healthz"}, "periodSeconds": 10}
+    probe = {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 10}
     return {
         "name": "spire-controller-manager",
         "image": topology.kubernetes.images.controller_manager,
@@ -123,8 +124,8 @@ def controller_manager_container(topology: Topology, server: Server) -> Obj:
         "args": [f"--config={CONFIG_DIR}/{CONFIG_KEY}"],
         "env": [{"name": "ENABLE_WEBHOOKS", "value": "false"}],
         "ports": [{"name": "healthz", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-        "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "healthz"}},
-        "readinessProbe": probe,
+        "livenessProbe": probe,
+        "readinessProbe": readiness_probe({"httpGet": {"path": "/readyz", "port": "healthz"}}),
         "resources": resources("spire-controller-manager"),
         "securityContext": restricted_container(),
         "volumeMounts": [

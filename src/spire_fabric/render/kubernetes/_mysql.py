@@ -31,6 +31,7 @@ from spire_fabric.render.kubernetes._common import (
     Obj,
     meta,
     obj,
+    readiness_probe,
     restricted_container,
     restricted_pod,
     secret,
@@ -172,7 +173,7 @@ def render_mysql(
         },
     )
 
-    tcp = {"tcpSocket": {"port": "mysql"}, "periodSeconds": 10}
+    tcp = {"tcpSocket": {"port": "mysql"}, "periodSeconds": 10}  # liveness
     container: Obj = {
         "name": "mysql",
         "image": inst.image,
@@ -186,7 +187,7 @@ def render_mysql(
         ],
         "ports": [{"name": "mysql", "containerPort": PORT, "protocol": "TCP"}],
         "livenessProbe": {**tcp, "initialDelaySeconds": 30},
-        "readinessProbe": {**tcp, "initialDelaySeconds": 5},
+        "readinessProbe": readiness_probe({"tcpSocket": {"port": "mysql"}}),
         "resources": resources("mysql"),
         "securityContext": restricted_container(),
         # A read-only root needs the few places mysqld and its entrypoint write to.

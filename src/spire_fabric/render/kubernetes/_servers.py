@@ -13,6 +13,7 @@ from spire_fabric.render.kubernetes._common import (
     config_map,
     meta,
     obj,
+    readiness_probe,
     restricted_container,
     restricted_pod,
     selector_labels,
@@ -194,21 +195,21 @@ def _server_container(topology: Topology, server: Server) -> Obj:
             }
         ]
     c["ports"] = ports
-    c["livenessProbe"] = _probe("/live", 15)
+    c["livenessProbe"] = _liveness("/live", 15)
     # SPIRE's /ready is "serving the current bundle": it passes only when the server fetches
     # its bundle through its own API (GetBundle on its socket, from the datastore every
     # replica shares), the datastore lists bundles, and its CA signs a test SVID
     # (SPIRE 1.13.3 pkg/server/server.go CheckHealth, pkg/server/ca/ca_health.go,
     # pkg/server/datastore/datastore_health.go). So the Service sends agents only to a
     # replica that can sign with a CA chained to that bundle.
-    c["readinessProbe"] = _probe("/ready", 5)
+    c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
     c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
 
 
-def _probe(path: str, delay: int) -> Obj:
+def _liveness(path: str, delay: int) -> Obj:
     return {
         "httpGet": {"path": path, "port": "health"},
         "initialDelaySeconds": delay,

@@ -28,6 +28,7 @@ from spire_fabric.render.kubernetes._common import (
     agent_node_selector,
     meta,
     obj,
+    readiness_probe,
     restricted_container,
     restricted_pod,
     secret,
@@ -220,7 +221,7 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     served_by_sidecar = any(s.mode == "server" for s in w.sidecars)
     if k.service_port is not None and not served_by_sidecar:
         container["ports"] = [{"name": "https", "containerPort": k.service_port, "protocol": "TCP"}]
-        container["readinessProbe"] = {"tcpSocket": {"port": "https"}, "periodSeconds": 10}
+        container["readinessProbe"] = readiness_probe({"tcpSocket": {"port": "https"}})
     container["resources"] = resources("workload")
     container["securityContext"] = restricted_container()
     container["volumeMounts"] = [

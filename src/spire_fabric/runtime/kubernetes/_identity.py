@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid
 from spire_fabric.proto.workload import workload_pb2
 from spire_fabric.render.kubernetes import identity_probe_pod, selector_labels, workload_cluster
+from spire_fabric.runtime.deployment import WorkloadViews
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._pods import exec_in_pod, running_pod
@@ -44,44 +45,68 @@ class WorkloadIdentity:
 
     def fetch(self, audience: str | None = None, timeout: float = 45) -> dict[str, Any]:
         """The raw answers; retried while the entry is being created and synced."""
+        return self.fetch_each([audience] if audience else [None], timeout)[0]
+
+    def fetch_each(
+        self, audiences: Sequence[str | None], timeout: float = 45
+    ) -> list[dict[str, Any]]:
+        """The raw answers for each audience (None: none), read in one pod: the
+        workload's own, or one probe pod for them all."""
         deadline = time.monotonic() + timeout
         with self._pod() as (ns, pod, container):
-            argv = ["python3", "-m", "spire_fabric.workload.relay"]
-            if audience:
-                argv += [audience, self.workload.spiffe_id]
-            while True:
-                result = exec_in_pod(self.conn, ns, pod, container, argv, timeout=30)
-                if result.returncode == 0:
-                    return dict(json.loads(result.stdout))
-                lines = (result.stderr or result.stdout).strip().splitlines()
-                last = lines[-1] if lines else ""
-                if time.monotonic() > deadline:
-                    raise KubernetesTargetError(
-                        f"{self.workload.name} got no identity from its agent in pod {ns}/{pod} "
-                        f"of {self.conn.where()}: {last[:300]}"
-                    )
-                time.sleep(2)
+            return [self._relay(ns, pod, container, a, deadline) for a in audiences]
+
+    def _relay(
+        self, ns: str, pod: str, container: str, audience: str | None, deadline: float
+    ) -> dict[str, Any]:
+        argv = ["python3", "-m", "spire_fabric.workload.relay"]
+        if audience:
+            argv += [audience, self.workload.spiffe_id]
+        while True:
+            result = exec_in_pod(self.conn, ns, pod, container, argv, timeout=30)
+            if result.returncode == 0:
+                return dict(json.loads(result.stdout))
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            last = lines[-1] if lines else ""
+            if time.monotonic() > deadline:
+                raise KubernetesTargetError(
+                    f"{self.workload.name} got no identity from its agent in pod {ns}/{pod} "
+                    f"of {self.conn.where()}: {last[:300]}"
+                )
+            time.sleep(2)
+
+    def views(self, audiences: Sequence[str] = ()) -> WorkloadViews:
+        """Every view in one exec per audience (one when there is none): each answer
+        carries the X.509 context and JWT bundles too; the first one's are kept."""
+        raws = self.fetch_each(list(audiences) or [None])
+        return WorkloadViews(
+            self._x509(raws[0]),
+            self._jwt_bundles(raws[0]),
+            {a: self._jwt_svid(raw, a) for a, raw in zip(audiences, raws, strict=False)},
+        )
 
     def x509_context(self) -> X509Context:
-        raw = self.fetch()
-        msg = workload_pb2.X509SVIDResponse.FromString(base64.b64decode(raw["x509"]))
-        return x509_context_from_response(msg, self._endpoint())
+        return self._x509(self.fetch())
 
     def jwt(self, audience: str) -> tuple[JwtSvid, BundleSet[JwtBundle]]:
         raw = self.fetch(audience)
-        svids = jwt_svids_from_response(
+        return self._jwt_svid(raw, audience), self._jwt_bundles(raw)
+
+    def jwt_bundles(self) -> BundleSet[JwtBundle]:
+        return self._jwt_bundles(self.fetch())
+
+    def _x509(self, raw: dict[str, Any]) -> X509Context:
+        msg = workload_pb2.X509SVIDResponse.FromString(base64.b64decode(raw["x509"]))
+        return x509_context_from_response(msg, self._endpoint())
+
+    def _jwt_svid(self, raw: dict[str, Any], audience: str) -> JwtSvid:
+        return jwt_svids_from_response(
             workload_pb2.JWTSVIDResponse.FromString(base64.b64decode(raw["jwt"])),
             (audience,),
             self._endpoint(),
-        )
-        bundles = jwt_bundles_from_response(
-            workload_pb2.JWTBundlesResponse.FromString(base64.b64decode(raw["jwt_bundles"])),
-            self._endpoint(),
-        )
-        return svids[0], BundleSet(bundles.values())
+        )[0]
 
-    def jwt_bundles(self) -> BundleSet[JwtBundle]:
-        raw = self.fetch()
+    def _jwt_bundles(self, raw: dict[str, Any]) -> BundleSet[JwtBundle]:
         bundles = jwt_bundles_from_response(
             workload_pb2.JWTBundlesResponse.FromString(base64.b64decode(raw["jwt_bundles"])),
             self._endpoint(),

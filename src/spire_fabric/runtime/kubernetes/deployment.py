@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,7 @@ from spire_fabric.runtime.deployment import (
     ServerReplica,
     StepReporter,
     WorkloadAddress,
+    WorkloadViews,
     no_report,
 )
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
@@ -295,6 +297,9 @@ class KubernetesDeployment:
 
     def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
         return self._identity(workload).jwt_bundles()
+
+    def workload_views(self, workload: str, audiences: Sequence[str] = ()) -> WorkloadViews:
+        return self._identity(workload).views(audiences)
 
     def workload_file(self, workload: str, name: str) -> bytes | None:
         return self._files(workload, name).get(name)

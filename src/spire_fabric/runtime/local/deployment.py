@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,7 @@ from spire_fabric.runtime.deployment import (
     ServerReplica,
     StepReporter,
     WorkloadAddress,
+    WorkloadViews,
     no_report,
 )
 from spire_fabric.runtime.ghostunnel import ensure_ghostunnel
@@ -244,6 +246,15 @@ class LocalDeployment:
         agent = self.ctx.local.workload(workload).agent
         with WorkloadApiClient(self.agent_endpoint(agent), wait_for_socket=1) as client:
             return client.fetch_jwt_bundles(timeout=5)
+
+    def workload_views(self, workload: str, audiences: Sequence[str] = ()) -> WorkloadViews:
+        w = self.ctx.local.workload(workload)
+        with WorkloadApiClient(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
+            return WorkloadViews(
+                client.fetch_x509_context(timeout=5),
+                client.fetch_jwt_bundles(timeout=5),
+                {a: client.fetch_jwt_svid(a, subject=w.spiffe_id, timeout=5) for a in audiences},
+            )
 
     # ---- local specifics ---------------------------------------------------------------
 
