@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -63,9 +64,9 @@ def _quiet(_: str) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.wait <= 0:
+    if not (math.isfinite(args.wait) and args.wait > 0):  # nan passes `<= 0`
         raise UsageError(f"--wait must be a positive number of seconds, got {args.wait:g}")
-    if args.external_grace < 0:
+    if not (math.isfinite(args.external_grace) and args.external_grace >= 0):
         raise UsageError(f"--external-grace must be 0 or more seconds, got "
                          f"{args.external_grace:g}")  # fmt: skip
     if args.kind != "root" and args.external_grace:
