@@ -158,7 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    helper = FilesHelper(config, say)
+    try:
+        helper = FilesHelper(config, say)
+    except SpireFabricError as exc:  # no Workload API address: bad input, said in one line
+        print(f"helper: {exc}", file=sys.stderr)
+        return 2
     try:
         if config.once:
             helper.run_once()

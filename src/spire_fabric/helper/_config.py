@@ -8,6 +8,7 @@ anything is written, with an error that names the option.
 
 from __future__ import annotations
 
+import math
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ class HelperConfig:
             raise HelperConfigError("--pid and --pid-file: give one of them")
         if self.pid is not None and self.pid <= 1:
             raise HelperConfigError(f"--pid: {self.pid} is not a process the helper may signal")
-        if self.timeout <= 0:
+        if not (math.isfinite(self.timeout) and self.timeout > 0):  # nan passes `<= 0`
             raise HelperConfigError(f"--timeout: must be positive, got {self.timeout}")
 
     def path(self, name: str) -> Path:

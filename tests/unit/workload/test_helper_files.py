@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from spire_fabric.helper import HealthServer, HelperConfig, HelperConfigError, HelperState, _health
-from spire_fabric.helper._cli import parse_args
+from spire_fabric.helper._cli import main, parse_args
 from spire_fabric.helper._files import write_files, x509_files
 from spire_fabric.helper._notify import notify
 from spire_fabric.identity import TrustDomain, X509Bundle, X509Svid
@@ -52,11 +52,22 @@ def _context(federated: bool = False) -> X509Context:
     (["--once", "--health-listen", "127.0.0.1:0"], "--health-listen: only a daemon"),
     (["--command", "unclosed 'quote"], "--command: No closing quotation"),
     (["--timeout", "0"], "--timeout: must be positive"),
+    (["--timeout", "nan"], "--timeout: must be positive"),
 ])  # fmt: skip
 def test_bad_option_is_refused_naming_it(tmp_path: Path, argv: list[str], named: str) -> None:
     with pytest.raises(HelperConfigError) as err:
         parse_args(["--cert-dir", str(tmp_path), *argv])
     assert named in str(err.value)
+
+
+def test_no_workload_api_address_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SPIFFE_ENDPOINT_SOCKET", raising=False)
+    assert main(["--cert-dir", str(tmp_path), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("helper: ") and "SPIFFE_ENDPOINT_SOCKET" in err
+    assert "Traceback" not in err
 
 
 def test_missing_cert_dir_is_named(tmp_path: Path) -> None:
