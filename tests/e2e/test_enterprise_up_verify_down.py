@@ -3,13 +3,19 @@ a `down` that leaves nothing behind. Everything here is real SPIRE."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
 import socket
 import ssl
+import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -21,6 +27,7 @@ from spire_fabric.identity import SpiffeId, X509Svid
 from spire_fabric.runtime.binaries import SPIRE_VERSION
 from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.core.versions import load_versions
+from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
@@ -176,6 +183,124 @@ def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
     print(f"SpireAgentDown: fired {fired:.1f} s after SIGSTOP, resolved {resolved:.1f} s "
           "after SIGCONT")  # fmt: skip
     assert d.supervisor.states()[agent_component(agent)].pid == pid  # frozen, not restarted
+
+
+@contextlib.contextmanager
+def port_blocked(host: str, port: int) -> Iterator[None]:
+    """Every TCP packet to host:port answered with a reset, as if nothing listened there,
+    until the block ends. One iptables rule on this host's OUTPUT chain (loopback traffic
+    passes it), naming exactly this deployment's port and tagged with this test's pid, and
+    deleted by the same spec: other deployments on the machine, on other ports, never see
+    it. The test runs as root (like the cluster tests); a machine where the rule cannot be
+    added fails here, naming iptables' own message, rather than skipping."""
+    spec = ["OUTPUT", "-p", "tcp", "-d", host, "--dport", str(port), "-m", "comment",
+            "--comment", f"spire-fabric-e2e-{os.getpid()}", "-j", "REJECT",
+            "--reject-with", "tcp-reset"]  # fmt: skip
+    added = subprocess.run(["iptables", "-w", "10", "-I", *spec], capture_output=True, text=True)
+    assert added.returncode == 0, f"cannot block {host}:{port}: {added.stderr.strip()}"
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-w", "10", "-D", *spec], check=True, capture_output=True)
+
+
+class GatewayTraffic(threading.Thread):
+    """upstream-client calling the gateway's /records over mTLS about 5 times a second (the
+    gateway admits 50/s per SPIFFE caller), counting answers by status, until stopped."""
+
+    def __init__(self, d: LocalDeployment) -> None:
+        super().__init__(daemon=True)
+        t = d.topology
+        client = d.x509_context("upstream-client")
+        svid = next(s for s in client.svids
+                    if str(s.spiffe_id) == t.workload("upstream-client").spiffe_id)  # fmt: skip
+        gateway_id = SpiffeId.parse(t.workload("security-gateway").spiffe_id)
+        self.context = mtls_client_context(svid, client.get_bundle_set(), authorize_id(gateway_id))
+        address = d.workload_address("security-gateway")
+        assert address is not None
+        self.url = f"{address.url}/records"
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                with mtls_urlopen(self.url, self.context, timeout=10) as resp:
+                    self.statuses[resp.status] += 1
+            except urllib.error.HTTPError as e:
+                self.statuses[e.code] += 1
+            except OSError:
+                self.statuses[0] += 1  # the gateway itself did not answer
+
+    def __enter__(self) -> GatewayTraffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join(15)
+
+
+def _firing(alertmanager: str, name: str, component: str) -> bool:
+    return any(a.name == name and a.component == component for a in active_alerts(alertmanager))
+
+
+def test_a_blocked_bundle_endpoint_and_an_unreachable_api_fire_their_alerts_and_resolve(
+    enterprise: Deploy,
+) -> None:
+    """Two faults at once, each undone as soon as its alert reaches Alertmanager (one wait
+    for both keeps the module short):
+
+    - the upstream's bundle endpoint refuses every connection (its port blocked): the
+      downstream server's fetches fail, and FederatedBundleStale must fire once no fetch
+      has succeeded for a whole refresh hint (1 minute in the preset, a fetch every 15 s);
+    - enterprise-api refuses every connection (its port blocked) while upstream-client
+      calls the gateway: the gateway answers 503, and GatewayErrors must fire on the 5xx
+      ratio.
+
+    Each must resolve when its port opens again, so the tests after this one see a
+    deployment with nothing firing (verify is red while an alert fires)."""
+    d = enterprise.deployment()
+    urls = d.monitoring_urls()
+    assert urls is not None
+    alertmanager = urls[1]
+    upstream = d.topology.server(UPSTREAM)
+    api = d.workload_address("enterprise-api")
+    assert api is not None and upstream.ports.federation is not None
+    faults = {
+        ("FederatedBundleStale", DOWNSTREAM): (upstream.host, upstream.ports.federation, 120),
+        ("GatewayErrors", "security-gateway"): (api.host, api.port, 60),
+    }
+    assert not any(_firing(alertmanager, *alert) for alert in faults)
+    fired: dict[tuple[str, str], float] = {}
+    resolved: dict[tuple[str, str], float] = {}
+    with contextlib.ExitStack() as blocks, GatewayTraffic(d) as traffic:
+        open_blocks = {}
+        for alert, (host, port, _) in faults.items():
+            open_blocks[alert] = blocks.enter_context(contextlib.ExitStack())
+            open_blocks[alert].enter_context(port_blocked(host, port))
+        start = time.monotonic()
+        while len(resolved) < len(faults):
+            now = time.monotonic() - start
+            for alert, (_, _, bound) in faults.items():
+                if alert in resolved:
+                    continue
+                firing = _firing(alertmanager, *alert)
+                if alert not in fired:
+                    assert now < bound, f"{alert[0]} did not fire within {bound} s"
+                    if firing:
+                        fired[alert] = now
+                        open_blocks[alert].close()  # undo the fault
+                elif not firing:
+                    resolved[alert] = now - fired[alert]
+                else:
+                    assert now - fired[alert] < 90, f"{alert[0]} did not resolve within 90 s"
+            time.sleep(1)
+    for alert, at in fired.items():
+        print(f"{alert[0]}: fired {at:.1f} s after the fault, resolved {resolved[alert]:.1f} s "
+              "after it was undone")  # fmt: skip
+    assert traffic.statuses[503] > 0 and traffic.statuses[200] > 0, traffic.statuses
+    assert wait_for_green(enterprise).ok
 
 
 INVENTORY_TLS = "inventory/tls"
