@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from spire_fabric.dashboard import create_app
@@ -31,7 +32,7 @@ from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
-from spire_fabric.runtime.monitoring import Alert, active_alerts
+from spire_fabric.runtime.monitoring import Alert, active_alerts, scrape_targets
 from spire_fabric.testing import short_tempdir
 from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
@@ -319,6 +320,34 @@ def test_inventory_sidecar_admits_its_allow_list_and_refuses_the_rest(enterprise
     }
     assert all(c.ok for c in checks.values()), [f"{c.id}: {c.detail}" for c in checks.values()]
     assert "HTTP 200" in checks[f"sidecar-allowed:enterprise-api->{INVENTORY_TLS}"].detail
+
+
+def test_prometheus_scrapes_each_sidecars_own_metrics(enterprise: Deploy) -> None:
+    """ghostunnel's Prometheus text (its --status port, /_metrics/prometheus) and the
+    files-mode helper's /metrics (its health port) are scraped and up; the helper's expiry
+    is that of the SVID it wrote, and it counts its writes."""
+    d = enterprise.deployment()
+    urls = d.monitoring_urls()
+    assert urls is not None
+    jobs = {x.component: (x.job, x.health) for x in scrape_targets(urls[0])}
+    assert jobs[INVENTORY_TLS] == ("ghostunnel", "up")
+    assert jobs["api-poller/mtls"] == ("ghostunnel", "up")
+    assert jobs["catalog/svid"] == ("svid-helper", "up")
+    (tls,) = d.topology.workload("inventory").sidecars
+    (files,) = d.topology.workload("catalog").sidecars
+
+    def get(port: int | None, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    assert any(line.startswith("ghostunnel_") for line in
+               get(tls.status_port, "/_metrics/prometheus").splitlines())  # fmt: skip
+    helper = {s.name: s.value for f in text_string_to_metric_families(
+        get(files.status_port, "/metrics")) for s in f.samples}  # fmt: skip
+    written = x509.load_pem_x509_certificate(d.sidecar_files("catalog")["svid.pem"][0])
+    left = written.not_valid_after_utc.timestamp() - time.time()
+    assert abs(helper["spire_fabric_helper_svid_expiry_seconds"] - left) < 10, helper
+    assert helper["spire_fabric_helper_file_writes_total"] >= 1, helper
 
 
 def test_the_forgery_is_refused_for_its_trust_domain_alone(enterprise: Deploy) -> None:

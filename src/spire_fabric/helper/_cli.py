@@ -50,7 +50,8 @@ JWT-SVIDs are fetched again when half their lifetime has passed.
 --once writes the files once and exits (0: written; 1: not, with the reason). Without
 it the helper runs as a daemon until SIGTERM/SIGINT, following rotations as the agent
 pushes them; --health-listen HOST:PORT then serves GET /live and /ready (JSON: SPIFFE ID,
-SVID expiry, rotations, last error).
+SVID expiry, rotations, last error) and /metrics (Prometheus: seconds until the SVID
+expires, serial changes, file writes, reload signals sent).
 """
 
 EPILOG = """\
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--command", help="command run (no shell) on every rotation")
     p.add_argument("--once", action="store_true", help="write once and exit")
     p.add_argument("--health-listen", type=_listen, metavar="HOST:PORT",
-                   help="daemon mode: serve /live and /ready here")
+                   help="daemon mode: serve /live, /ready and /metrics here")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for the agent and a first identity (default: "
                    "%(default)s)")

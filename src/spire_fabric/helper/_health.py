@@ -4,7 +4,9 @@
 good. `GET /ready`: 200 once the files are written and the SVID in them has not expired
 (and every asked JWT-SVID is current). Both answer the same JSON (SPIFFE ID, SVID expiry,
 rotations, last error), which is also how `deploy status` learns a files-mode sidecar's
-own SVID expiry. The paths are spiffe-helper's (`/live`, `/ready`).
+own SVID expiry. The paths are spiffe-helper's (`/live`, `/ready`). `GET /metrics` is the
+same state in Prometheus' text format (``_metrics``), so one port serves the kubelet's
+probes and Prometheus' scrapes.
 
 Bounded for hostile clients, since it listens on a port: at most `MAX_CONNECTIONS`
 connections at once (one more is closed before it is read), `REQUEST_TIMEOUT_S` for the
@@ -16,6 +18,7 @@ GET and HEAD, a listen backlog of 64; request lines and headers are capped by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -24,6 +27,8 @@ import socketserver
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from ._metrics import METRICS_CONTENT_TYPE, METRICS_PATH, HelperMetrics
 
 __all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_S", "HealthServer", "HelperState"]
 
@@ -46,6 +51,11 @@ class _Snapshot:
     notified: str = ""
     error: str | None = None
     failed: bool = False
+    serial: int | None = None
+    lifetime_s: float | None = None
+    serial_changes: int = 0
+    writes: int = 0
+    signals: int = 0
 
 
 class HelperState:
@@ -56,13 +66,22 @@ class HelperState:
         self._s = _Snapshot(jwt_wanted=jwt_wanted)
 
     def x509_written(self, spiffe_id: str, expiry: dt.datetime, rotated: bool,
-                     notified: str) -> None:
+                     notified: str, *, serial: int | None = None,
+                     lifetime_s: float | None = None, wrote: bool = False,
+                     signals: int = 0) -> None:
+        """One X.509 update handled: ``wrote`` when files changed, ``signals`` delivered."""
         with self._lock:
             s = self._s
             s.rotations += int(rotated and s.x509_expiry is not None)  # the first is no rotation
             s.spiffe_id, s.x509_expiry, s.updated_at, s.error = spiffe_id, expiry, _now(), None
             if notified:
                 s.notified = notified
+            if serial is not None:
+                s.serial_changes += int(s.serial is not None and serial != s.serial)
+                s.serial = serial
+            s.lifetime_s = lifetime_s if lifetime_s is not None else s.lifetime_s
+            s.writes += int(wrote)
+            s.signals += signals
 
     def jwt_written(self, earliest_expiry: dt.datetime) -> None:
         with self._lock:
@@ -88,6 +107,11 @@ class HelperState:
             s, now = self._s, _now()
             jwt_ok = not s.jwt_wanted or (s.jwt_expiry is not None and s.jwt_expiry > now)
             return x509_ok and jwt_ok and not s.failed
+
+    def counts(self) -> _Snapshot:
+        """A copy of the state, for the metrics collector."""
+        with self._lock:
+            return dataclasses.replace(self._s)
 
     @property
     def rotations(self) -> int:
@@ -122,8 +146,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ok = state.live()
         elif self.path == "/ready":
             ok = state.ready()
+        elif self.path == METRICS_PATH:
+            self._send(200, self.server.metrics.get(), METRICS_CONTENT_TYPE)
+            return
         else:
-            self._answer(404, {"error": "not found; the paths are /live and /ready"})
+            self._answer(404, {"error": "not found; the paths are /live, /ready and /metrics"})
             return
         self._answer(200 if ok else 503, state.as_dict())
 
@@ -131,10 +158,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def _answer(self, status: int, doc: dict[str, Any]) -> None:
-        body = (json.dumps(doc) + "\n").encode()
+        self._send(status, (json.dumps(doc) + "\n").encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.close_connection = True
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
@@ -153,6 +182,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: tuple[str, int], state: HelperState) -> None:
         self.state = state
+        self.metrics = HelperMetrics(state)
         self.active = 0
         self.refused_over_cap = 0
         self._lock = threading.Lock()

@@ -36,7 +36,7 @@ from spire_fabric.workload import (
 from ._config import HelperConfig
 from ._files import jwt_bundle_files, jwt_svid_files, write_files, x509_files
 from ._health import HealthServer, HelperState
-from ._notify import notify
+from ._notify import Notified, notify
 
 __all__ = ["FilesHelper", "HelperError"]
 
@@ -79,8 +79,11 @@ class FilesHelper:
         svid = next(s for s in context.svids if self.config.spiffe_id in (None, str(s.spiffe_id)))
         expiry = svid.leaf.not_valid_after_utc
         rotated = bool({self.config.svid_file, self.config.key_file} & set(written.changed))
-        notified = notify(self.config) if written and self._notifies() else ""
-        self.state.x509_written(str(svid.spiffe_id), expiry, rotated, notified)
+        notified = notify(self.config) if written and self._notifies() else Notified("")
+        lifetime = (expiry - svid.leaf.not_valid_before_utc).total_seconds()
+        self.state.x509_written(str(svid.spiffe_id), expiry, rotated, notified,
+                                serial=svid.leaf.serial_number, lifetime_s=lifetime,
+                                wrote=bool(written), signals=notified.signals)  # fmt: skip
         if written:
             what = "rotated" if rotated else "bundle updated"
             self.say(f"helper: {what}: {svid.spiffe_id}, SVID expires {expiry:%H:%M:%S}Z; "
@@ -148,7 +151,7 @@ class FilesHelper:
                   if self.config.health_listen else None)  # fmt: skip
         if health is not None:
             self.say(f"helper: health on http://{health.address[0]}:{health.address[1]}"
-                     "/live and /ready")
+                     "/live, /ready and /metrics")
         watchers: list[Watcher[Any]] = [
             self._client.watch_x509_context(self.on_x509, on_error=self._stream_error)]
         if self.config.jwt_bundle_file is not None:

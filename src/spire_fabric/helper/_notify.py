@@ -15,10 +15,22 @@ import subprocess
 
 from ._config import HelperConfig
 
-__all__ = ["COMMAND_TIMEOUT_S", "notify"]
+__all__ = ["COMMAND_TIMEOUT_S", "Notified", "notify"]
 
 logger = logging.getLogger("spire_fabric.helper")
 COMMAND_TIMEOUT_S = 60.0
+
+
+class Notified(str):
+    """The line saying what was done, and how many signals were delivered (the helper's
+    ``reload_signals`` metric counts them; a pid that was not there is no delivery)."""
+
+    signals: int
+
+    def __new__(cls, line: str, signals: int = 0) -> Notified:
+        self = super().__new__(cls, line)
+        self.signals = signals
+        return self
 
 
 def _target_pid(config: HelperConfig) -> int | None:
@@ -40,9 +52,10 @@ def _target_pid(config: HelperConfig) -> int | None:
     return pid
 
 
-def notify(config: HelperConfig) -> str:
+def notify(config: HelperConfig) -> Notified:
     """Send the configured signal and/or run the command; return what was done (a line)."""
     done: list[str] = []
+    signals = 0
     if config.signal is not None:
         pid = _target_pid(config)
         if pid is None:
@@ -50,6 +63,7 @@ def notify(config: HelperConfig) -> str:
         else:
             try:
                 os.kill(pid, config.signal)
+                signals += 1
                 done.append(f"sent {config.signal.name} to pid {pid}")
             except ProcessLookupError:
                 done.append(f"pid {pid} is not running; {config.signal.name} not sent")
@@ -66,4 +80,4 @@ def notify(config: HelperConfig) -> str:
                                proc.returncode, (proc.stderr or proc.stdout).strip())
         except (OSError, subprocess.TimeoutExpired) as exc:
             done.append(f"could not run {config.command[0]}: {exc}")
-    return "; ".join(done)
+    return Notified("; ".join(done), signals)

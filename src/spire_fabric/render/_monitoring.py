@@ -57,6 +57,7 @@ SERVER_FAULT_CODES = "Unknown|Internal|Unavailable|DataLoss|DeadlineExceeded"
 # A call counter's summary, not its count
 _NOT_ELAPSED = '__name__!~".+_elapsed_time.*"'
 DEPLOY = "python -m spire_fabric.deploy"
+GHOSTUNNEL_METRICS_PATH = "/_metrics/prometheus"
 
 
 def _require(topology: Topology) -> Monitoring:
@@ -215,9 +216,9 @@ def _target(host: str, port: int, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def render_prometheus_config(topology: Topology, paths: RenderPaths) -> str:
-    """Prometheus' config for the local target: every server's and agent's telemetry and
-    every workload's /metrics (``topology`` as the local target runs it: ports moved), the
-    rules file, and Alertmanager."""
+    """Prometheus' config for the local target: every server's and agent's telemetry,
+    every workload's /metrics and every sidecar's on its status port (``topology`` as the
+    local target runs it: ports moved), the rules file, and Alertmanager."""
     m = _require(topology)
     if not paths.is_local:
         raise ValueError("the Kubernetes target's Prometheus config is not rendered yet")
@@ -238,6 +239,16 @@ def render_prometheus_config(topology: Topology, paths: RenderPaths) -> str:
         for w in topology.workloads
         if w.run is not None and w.run.metrics_port is not None
     ]
+    # a sidecar's status port: ghostunnel's own Prometheus text at /_metrics/prometheus
+    # (v1.8.4 main.go; /_metrics alone is JSON), the files-mode helper's at /metrics
+    ghostunnels: list[dict[str, Any]] = []
+    helpers: list[dict[str, Any]] = []
+    for w in topology.workloads:
+        for sc in w.sidecars:
+            if sc.status_port is not None:
+                labels = {"component": f"{w.name}/{sc.name}", "workload": w.name}  # as in status
+                (helpers if sc.mode == "files" else ghostunnels).append(
+                    _target("127.0.0.1", sc.status_port, labels))
     jobs: list[dict[str, Any]] = [
         {"job_name": "prometheus",
          "static_configs": [_target("127.0.0.1", m.prometheus_port, {"component": "prometheus"})]},
@@ -245,10 +256,15 @@ def render_prometheus_config(topology: Topology, paths: RenderPaths) -> str:
          "static_configs": [
              _target("127.0.0.1", m.alertmanager_port, {"component": "alertmanager"})]},
     ]  # fmt: skip
-    for name, targets in (("spire-server", servers), ("spire-agent", agents),
-                          ("workload", workloads)):  # fmt: skip
+    for name, targets, path in (("spire-server", servers, None), ("spire-agent", agents, None),
+                                ("workload", workloads, None),
+                                ("ghostunnel", ghostunnels, GHOSTUNNEL_METRICS_PATH),
+                                ("svid-helper", helpers, None)):  # fmt: skip
         if targets:
-            jobs.append({"job_name": name, "static_configs": targets})
+            job: dict[str, Any] = {"job_name": name, "static_configs": targets}
+            if path is not None:
+                job["metrics_path"] = path
+            jobs.append(job)
     document = {
         "global": {
             "scrape_interval": _d(m.scrape_interval),

@@ -104,7 +104,11 @@ def sidecar_command(topology: Topology, w: Workload, s: Sidecar, place: SidecarP
         for pattern in verify_patterns(topology, s):
             argv += ["--verify-uri", pattern]
     if s.status_port is not None:
-        argv += ["--status", f"{place.status_host}:{s.status_port}"]
+        # http:// or ghostunnel serves /_status and /_metrics over TLS with the SVID
+        # (v1.8.4 socket.ParseHTTPAddress: no scheme means https), which neither
+        # Prometheus nor the kubelet's httpGet probe speaks; plain HTTP, like the helper's
+        # health and SPIRE's telemetry (loopback locally)
+        argv += ["--status", f"http://{place.status_host}:{s.status_port}"]
     # one line per connection would grow the log with every request under load; and a
     # stop waits for open connections at most 5 s (the default, 5 min, outlasts every
     # supervisor's and kubelet's patience because keep-alive clients hold connections)

@@ -228,6 +228,9 @@ def _targets_up(d: Deployment, prometheus: str) -> str:
     expected = {s.name for s in t.servers if s.ports.telemetry is not None}
     expected |= {a.name for a in t.agents if a.telemetry_port is not None}
     expected |= {w.name for w in t.workloads if w.run is not None and w.run.metrics_port}
+    # ghostunnel's own metrics and the files-mode helper's, on each sidecar's status port
+    expected |= {f"{w.name}/{s.name}" for w in t.workloads for s in w.sidecars
+                 if s.status_port is not None}  # fmt: skip
     targets = scrape_targets(prometheus)
     missing = sorted(expected - {x.component for x in targets})
     down = [f"{x.component} ({x.health}: {x.last_error or 'not scraped yet'})"

@@ -66,4 +66,5 @@ def test_sidecars_render_as_containers_beside_an_app_on_loopback() -> None:
     assert cmd[cmd.index("--target") + 1] == "127.0.0.1:9000"
     assert cmd[cmd.index("--allow-uri") + 1] == "spiffe://example.org/**"
     assert tls["readinessProbe"]["httpGet"] == {"path": "/_status", "port": 9001}
+    assert cmd[cmd.index("--status") + 1].startswith("http://")  # the probe speaks HTTP
     assert tls["securityContext"]["readOnlyRootFilesystem"] is True

@@ -5,6 +5,7 @@ changed files rewritten, federated bundles on request, the health endpoint bound
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.client
 import os
 import signal
@@ -16,8 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from spire_fabric.helper import HealthServer, HelperConfig, HelperConfigError, HelperState, _health
+from spire_fabric.helper import (
+    HealthServer,
+    HelperConfig,
+    HelperConfigError,
+    HelperState,
+    _health,
+    _metrics,
+)
 from spire_fabric.helper._cli import main, parse_args
 from spire_fabric.helper._files import write_files, x509_files
 from spire_fabric.helper._notify import notify
@@ -115,7 +124,8 @@ def test_missing_own_bundle_is_not_written_as_an_empty_ca_file(tmp_path: Path) -
 def test_signal_goes_to_the_pid_in_the_pid_file_read_each_time(tmp_path: Path) -> None:
     pid_file = tmp_path / "app.pid"
     config = HelperConfig(cert_dir=tmp_path, signal=signal.SIGUSR1, pid_file=pid_file)
-    assert notify(config) == "no process to send SIGUSR1 yet"
+    nobody = notify(config)
+    assert nobody == "no process to send SIGUSR1 yet" and nobody.signals == 0
     app = subprocess.Popen([sys.executable, "-c",
                             "import signal,sys,time\n"
                             "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(7))\n"
@@ -124,7 +134,8 @@ def test_signal_goes_to_the_pid_in_the_pid_file_read_each_time(tmp_path: Path) -
     try:
         assert app.stdout is not None and app.stdout.readline().strip() == "ready"
         pid_file.write_text(f"{app.pid}\n")
-        assert notify(config) == f"sent SIGUSR1 to pid {app.pid}"
+        sent = notify(config)
+        assert sent == f"sent SIGUSR1 to pid {app.pid}" and sent.signals == 1
         assert app.wait(10) == 7
     finally:
         if app.poll() is None:
@@ -163,6 +174,40 @@ def test_health_is_503_until_written_then_200_and_404_elsewhere() -> None:
         assert _get(server.address, "/../etc/passwd")[0] == 404
         state.error("stream ended", fatal=True)
         assert _get(server.address, "/live")[0] == 503
+    finally:
+        server.close()
+
+
+def _samples(text: bytes) -> dict[str, float]:
+    return {s.name: s.value for f in text_string_to_metric_families(text.decode())
+            for s in f.samples}  # fmt: skip
+
+
+def test_metrics_follow_the_written_svid_its_serial_changes_writes_and_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_metrics, "MIN_RENDER_INTERVAL_S", 0.0)
+    state = HelperState()
+    server = HealthServer(("127.0.0.1", 0), state)
+    try:
+        status, body = _get(server.address, "/metrics")
+        assert status == 200
+        before = _samples(body)  # nothing written yet: no expiry series, counters at 0
+        assert "spire_fabric_helper_svid_expiry_seconds" not in before
+        assert before["spire_fabric_helper_file_writes_total"] == 0
+        first, second = _context().default_svid, _context().default_svid
+        assert first.leaf.serial_number != second.leaf.serial_number
+        for svid, signals in ((first, 0), (first, 0), (second, 1)):
+            state.x509_written(str(svid.spiffe_id), svid.leaf.not_valid_after_utc, True, "",
+                               serial=svid.leaf.serial_number, lifetime_s=3600.0,
+                               wrote=svid is second, signals=signals)  # fmt: skip
+        after = _samples(_get(server.address, "/metrics")[1])
+        left = (second.leaf.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        assert abs(after["spire_fabric_helper_svid_expiry_seconds"] - left) < 5
+        assert after["spire_fabric_helper_svid_lifetime_seconds"] == 3600.0
+        assert after["spire_fabric_helper_svid_serial_changes_total"] == 1
+        assert after["spire_fabric_helper_file_writes_total"] == 1
+        assert after["spire_fabric_helper_reload_signals_total"] == 1
     finally:
         server.close()
 
