@@ -32,7 +32,7 @@ from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
-from spire_fabric.runtime.monitoring import Alert, active_alerts, scrape_targets
+from spire_fabric.runtime.monitoring import Alert, active_alerts, query_range, scrape_targets
 from spire_fabric.testing import short_tempdir
 from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
@@ -254,7 +254,8 @@ def test_a_blocked_bundle_endpoint_and_an_unreachable_api_fire_their_alerts_and_
 
     - the upstream's bundle endpoint refuses every connection (its port blocked): the
       downstream server's fetches fail, and FederatedBundleStale must fire once no fetch
-      has succeeded for a whole refresh hint (1 minute in the preset, a fetch every 15 s);
+      has succeeded for a whole refresh hint (1 minute in the preset, a fetch every 15 s,
+      once the first good fetch happened);
     - enterprise-api refuses every connection (its port blocked) while upstream-client
       calls the gateway: the gateway answers 503, and GatewayErrors must fire on the 5xx
       ratio.
@@ -273,6 +274,16 @@ def test_a_blocked_bundle_endpoint_and_an_unreachable_api_fire_their_alerts_and_
         ("GatewayErrors", "security-gateway"): (api.host, api.port, 60),
     }
     assert not any(_firing(alertmanager, *alert) for alert in faults)
+    # The alert is about an endpoint that worked going stale: wait for the downstream's
+    # first good fetch. SPIRE starts fetching before `up` bootstraps the peer's bundle, so
+    # its first fetch fails and the next comes a minute later (MinimumRefreshHint); after
+    # that one every 15 s.
+    good = (f'spire_server_bundle_manager_fetch_federated_bundle{{component="{DOWNSTREAM}", '
+            'status="OK"}')  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not query_range(urls[0], good, time.time() - 10, time.time(), 5):
+        assert time.monotonic() < deadline, f"{DOWNSTREAM} never fetched the upstream bundle"
+        time.sleep(1)
     fired: dict[tuple[str, str], float] = {}
     resolved: dict[tuple[str, str], float] = {}
     with contextlib.ExitStack() as blocks, GatewayTraffic(d) as traffic:
