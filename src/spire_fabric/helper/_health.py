@@ -18,7 +18,6 @@ GET and HEAD, a listen backlog of 64; request lines and headers are capped by
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -28,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ._metrics import METRICS_CONTENT_TYPE, METRICS_PATH, HelperMetrics
+from ._metrics import METRICS_CONTENT_TYPE, METRICS_PATH, HelperCounts, HelperMetrics
 
 __all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_S", "HealthServer", "HelperState"]
 
@@ -108,10 +107,12 @@ class HelperState:
             jwt_ok = not s.jwt_wanted or (s.jwt_expiry is not None and s.jwt_expiry > now)
             return x509_ok and jwt_ok and not s.failed
 
-    def counts(self) -> _Snapshot:
-        """A copy of the state, for the metrics collector."""
+    def counts(self) -> HelperCounts:
+        """What the metrics show, read under the lock."""
         with self._lock:
-            return dataclasses.replace(self._s)
+            s = self._s
+            return HelperCounts(s.x509_expiry, s.lifetime_s, s.serial_changes, s.writes,
+                                s.signals)  # fmt: skip
 
     @property
     def rotations(self) -> int:
@@ -182,7 +183,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: tuple[str, int], state: HelperState) -> None:
         self.state = state
-        self.metrics = HelperMetrics(state)
+        self.metrics = HelperMetrics(state.counts)
         self.active = 0
         self.refused_over_cap = 0
         self._lock = threading.Lock()

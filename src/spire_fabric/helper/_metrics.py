@@ -16,17 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from ._health import HelperState
-
-__all__ = ["METRICS_CONTENT_TYPE", "METRICS_PATH", "PREFIX", "HelperMetrics"]
+__all__ = ["METRICS_CONTENT_TYPE", "METRICS_PATH", "PREFIX", "HelperCounts", "HelperMetrics"]
 
 PREFIX = "spire_fabric_helper"
 METRICS_PATH = "/metrics"
@@ -35,12 +32,23 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MIN_RENDER_INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True)
+class HelperCounts:
+    """What the metrics show, read from ``HelperState`` at each scrape."""
+
+    x509_expiry: dt.datetime | None
+    lifetime_s: float | None
+    serial_changes: int
+    writes: int
+    signals: int
+
+
 class _StateCollector(Collector):
-    def __init__(self, state: HelperState) -> None:
-        self._state = state
+    def __init__(self, read: Callable[[], HelperCounts]) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        s = self._state.counts()
+        s = self._read()
         if s.x509_expiry is not None:  # nothing written yet: the series are absent
             left = (s.x509_expiry - dt.datetime.now(dt.timezone.utc)).total_seconds()
             yield GaugeMetricFamily(f"{PREFIX}_svid_expiry_seconds",
@@ -63,11 +71,11 @@ class _StateCollector(Collector):
 
 
 class HelperMetrics:
-    """The rendered text of ``state``'s metrics, reused for a second between renders."""
+    """The rendered text of the metrics ``read`` gives, reused for a second between renders."""
 
-    def __init__(self, state: HelperState) -> None:
+    def __init__(self, read: Callable[[], HelperCounts]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StateCollector(state))
+        self.registry.register(_StateCollector(read))
         self._lock = threading.Lock()
         self._at = float("-inf")
         self._text = b""
