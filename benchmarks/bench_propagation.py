@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sqlite3
 import statistics
 import sys
 import time
@@ -72,7 +73,7 @@ def seed(entries: int, root: Path) -> tuple[Path, float]:
     return datastore, took
 
 
-def measure(setting: str, datastore: Path, runs: int) -> list[float]:
+def measure(setting: str, datastore: Path, runs: int, td: str = TD) -> list[float]:
     server_conf, agent_conf = SETTINGS[setting]
     binaries = ensure_spire()
     root = short_tempdir("sf-bench-prop-")
@@ -81,7 +82,7 @@ def measure(setting: str, datastore: Path, runs: int) -> list[float]:
         if Path(f"{datastore}{suffix}").exists():
             shutil.copyfile(f"{datastore}{suffix}", f"{copy}{suffix}")
     server = SpireServerProcess(
-        binaries, TD, workdir=root / "s", log_level="WARN", extra_server_config=server_conf,
+        binaries, td, workdir=root / "s", log_level="WARN", extra_server_config=server_conf,
         datastore=("sqlite3", str(copy)),
     )  # fmt: skip
     with server:
@@ -92,7 +93,7 @@ def measure(setting: str, datastore: Path, runs: int) -> list[float]:
             times = []
             with WorkloadApiClient(agent.endpoint, wait_for_socket=5) as workload:
                 for run in range(runs):
-                    spiffe_id = f"spiffe://{TD}/new/{run}"
+                    spiffe_id = f"spiffe://{td}/new/{run}"
                     start = time.perf_counter()
                     api.create_entry(Entry(spiffe_id, agent.spiffe_id, [current_uid_selector()]))
                     while True:
@@ -114,16 +115,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", default="1000", help="background entries, comma-separated")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--datastore",
+        type=Path,
+        help="instead of --entries: a copy of the SQLite datastore of a stopped SPIRE "
+        "server of --trust-domain whose entries are the background (none parented to the "
+        "measured agent), e.g. the 50k that bench_entries_scale.py created",
+    )
+    parser.add_argument("--trust-domain", default=TD)
+    parser.add_argument("--csv", default="propagation", help="results/<name>.csv")
     args = parser.parse_args()
     rows = []
-    for entries in (int(n) for n in args.entries.split(",")):
+    sizes = [-1] if args.datastore else [int(n) for n in args.entries.split(",")]
+    for entries in sizes:
         medians = {}
         root = short_tempdir("sf-bench-seed-")
-        datastore, seeded = seed(entries, root)
-        print(f"{entries:>6} entries: SPIRE created them in {seeded:.1f} s (load {load():.2f})")
+        if args.datastore:
+            with sqlite3.connect(args.datastore) as db:
+                entries = db.execute("SELECT COUNT(*) FROM registered_entries").fetchone()[0]
+            datastore, seeded = args.datastore, float("nan")
+            print(f"{entries:>6} entries from {args.datastore}")
+        else:
+            datastore, seeded = seed(entries, root)
+            print(f"{entries:>6} entries: SPIRE created them in {seeded:.1f} s (load {load():.2f})")
         for setting in SETTINGS:
             before = load()
-            times = measure(setting, datastore, args.runs)
+            times = measure(setting, datastore, args.runs, args.trust_domain)
             medians[setting] = statistics.median(times)
             print(f"{entries:>6} entries, {setting:>18}: median {medians[setting]:.2f} s, "
                   f"max {max(times):.2f} s over {len(times)} runs; load {before:.2f}")  # fmt: skip
@@ -134,7 +151,7 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
         ratio = medians["spire-fabric-local"] / medians["spire-default"]
         print(f"{entries:>6} entries: ours / SPIRE's default = {ratio:.2f}")
-    write_rows("propagation", rows)
+    write_rows(args.csv, rows)
     return 0
 
 
