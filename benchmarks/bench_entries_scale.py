@@ -8,9 +8,9 @@ each (`python -m spire_fabric.entries apply -f entries.yaml --output json` again
 Each side creates into its own fresh spire-server of the same binary and configuration
 (SQLite), one after the other, with the other side's server stopped. Why not one server
 for both: SPIRE's cost per created entry grows with the rows already in its table (each
-create first looks up a similar entry, and the server rebuilds its entry cache from every
-row every 5 s), so whichever side created second paid for the first side's rows: at 50k
-that is the difference between about 20 minutes and over an hour. Then both servers run
+create first looks up a similar entry in the same transaction), so whichever side
+created second paid for the first side's rows, and the ratio swung with the order. Then
+both servers run
 again from their data directories and each side lists its own server 5 times,
 alternating with the other, and the medians count; our list still filters by the owner's
 entry-ID prefix as it arrives (SPIRE cannot filter on it) where the CLI filters by parent.
