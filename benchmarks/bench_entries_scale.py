@@ -3,14 +3,21 @@
 Targets (issue 25): apply <= 1.0x of `spire-server entry create -data` at every size,
 list <= 0.6x of `spire-server entry show`. Both sides are what a user runs: one process
 each (`python -m spire_fabric.entries apply -f entries.yaml --output json` against
-`spire-server entry create -data entries.json -output json`), against one fresh real
-spire-server (SQLite) per size that serves both, so both pay the same datastore. Distinct
-SPIFFE IDs and parents per side; the CLI side runs first and its entries stay, so our
-apply (which lists the server first, to diff) sees a table twice as large as the CLI did,
-and our list reads every entry (SPIRE cannot filter on the owner's entry-ID prefix) where
-the CLI's `-parentID` lists half of them: any bias is against us. Each side lists 5 times,
-alternating, and the medians count.
-Then a second `apply` of the same file measures the no-change diff. Our processes run with
+`spire-server entry create -data entries.json -output json`).
+
+Each side creates into its own fresh spire-server of the same binary and configuration
+(SQLite), one after the other, with the other side's server stopped. Why not one server
+for both: SPIRE's cost per created entry grows with the rows already in its table (each
+create first looks up a similar entry in the same transaction), so whichever side
+created second paid for the first side's rows, and the ratio swung with the order. Then
+both servers run
+again from their data directories and each side lists its own server 5 times,
+alternating with the other, and the medians count; our list still filters by the owner's
+entry-ID prefix as it arrives (SPIRE cannot filter on it) where the CLI filters by parent.
+At sizes given to `--together` (50k: SPIRE needs tens of minutes per side on this
+machine) both creates run at the same time instead, each on its own server, so a changing
+load on a shared machine weighs on both alike; the CSV's `created` column says which.
+A second `apply` of the same file measures the no-change diff. Our processes run with
 their bytecode cached, as an installed package has it (_python.py); each `list` also
 records the client process's own CPU seconds (the server's are in neither). CSV:
 benchmarks/results/entries.csv.
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -94,7 +102,7 @@ def cli_create(
     return total, note
 
 
-def one_size(count: int, workdir: Path) -> dict[str, object]:
+def one_size(count: int, workdir: Path, *, together: bool = False) -> dict[str, object]:
     binaries = ensure_spire()
     cli_parent, py_parent = f"spiffe://{TD}/bench/cli-parent", f"spiffe://{TD}/bench/py-parent"
     data = {
@@ -122,60 +130,56 @@ def one_size(count: int, workdir: Path) -> dict[str, object]:
     }
     (workdir / "entries.yaml").write_text(yaml.safe_dump(spec))
     before = load()
-    server = SpireServerProcess(binaries, TD, workdir=workdir / "server", log_level="WARN")
-    with server:
-        sock = str(server.socket_path)
-        cli = [str(binaries.server), "entry"]
-        cli_create_s, cli_note = cli_create(cli, sock, data, workdir)
-        ours = [sys.executable, "-m", "spire_fabric.entries"]
-        py_apply, out, _ = timed(
-            [
-                *ours,
-                "apply",
-                "--socket",
-                sock,
-                "--timeout",
-                "600",
-                "-f",
-                str(workdir / "entries.yaml"),
-                "--output",
-                "json",
-            ]
-        )
-        doc = json.loads(out)
-        assert doc["failed"] == 0 and len(doc["changes"]) == count, "apply did not create all"
-        py_noop, out, _ = timed(
-            [
-                *ours,
-                "apply",
-                "--socket",
-                sock,
-                "--timeout",
-                "600",
-                "-f",
-                str(workdir / "entries.yaml"),
-                "--output",
-                "json",
-            ]
-        )
+
+    def server(side: str) -> SpireServerProcess:
+        # the same workdir again starts the server on the rows it already holds
+        return SpireServerProcess(binaries, TD, workdir=workdir / side, log_level="WARN")
+
+    cli = [str(binaries.server), "entry"]
+    ours = [sys.executable, "-m", "spire_fabric.entries"]
+
+    def apply_cmd(sock: str) -> list[str]:
+        return [*ours, "apply", "--socket", sock, "--timeout", "3600",
+                "-f", str(workdir / "entries.yaml"), "--output", "json"]  # fmt: skip
+
+    if together:  # both creates at once, each on its own server: the same load for both
+        with (
+            server("cli") as cli_server,
+            server("ours") as our_server,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            cli_job = pool.submit(cli_create, cli, str(cli_server.socket_path), data, workdir)
+            py_apply, out, _ = timed(apply_cmd(str(our_server.socket_path)))
+            cli_create_s, cli_note = cli_job.result()
+    else:
+        with server("cli") as cli_server:
+            cli_create_s, cli_note = cli_create(cli, str(cli_server.socket_path), data, workdir)
+        with server("ours") as our_server:
+            py_apply, out, _ = timed(apply_cmd(str(our_server.socket_path)))
+    doc = json.loads(out)
+    assert doc["failed"] == 0 and len(doc["changes"]) == count, "apply did not create all"
+    with server("ours") as our_server:
+        py_noop, out, _ = timed(apply_cmd(str(our_server.socket_path)))
         assert json.loads(out)["unchanged"] == count, "second apply was not a no-op"
+    with server("cli") as cli_server, server("ours") as our_server:
+        cli_sock, our_sock = str(cli_server.socket_path), str(our_server.socket_path)
         # Lists are short, and the load of a shared machine moves a short wall time a lot:
         # each side lists LIST_RUNS times, alternating, and the medians count.
         cli_runs, py_runs = [], []
         for _ in range(LIST_RUNS):
             took, cpu, out, _ = timed_cpu(
-                [*cli, "show", "-socketPath", sock, "-parentID", cli_parent, "-output", "json"]
+                [*cli, "show", "-socketPath", cli_sock, "-parentID", cli_parent, "-output", "json"]
             )
             assert len(json.loads(out)["entries"]) == count, "CLI listed a different count"
             cli_runs.append((took, cpu))
-            listing = [*ours, "list", "--socket", sock, "--owner", "bench", "--output", "json"]
+            listing = [*ours, "list", "--socket", our_sock, "--owner", "bench", "--output", "json"]
             took, cpu, out, _ = timed_cpu(listing)
             assert len(json.loads(out)["entries"]) == count, "list returned a different count"
             py_runs.append((took, cpu))
         cli_list, cli_list_cpu = (statistics.median(x) for x in zip(*cli_runs, strict=True))
         py_list, py_list_cpu = (statistics.median(x) for x in zip(*py_runs, strict=True))
         # the library call without the process: what a script or notebook pays
-        with SpireServerClient(sock, timeout=600) as client:
+        with SpireServerClient(our_sock, timeout=600) as client:
             start = time.perf_counter()
             owned = list(client.list_entries(id_prefix="bench."))
             lib_list = time.perf_counter() - start
@@ -194,6 +198,7 @@ def one_size(count: int, workdir: Path) -> dict[str, object]:
         "client_list_s": round(lib_list, 3),
         "client_list_ratio": round(lib_list / cli_list, 3),
         "load_1m": round(before, 2),
+        "created": "together" if together else "one after the other",
         "cli_note": cli_note,
     }
 
@@ -201,14 +206,21 @@ def one_size(count: int, workdir: Path) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument(
+        "--together",
+        default="",
+        help="sizes (comma-separated) whose two creates run at the same time, each on its "
+        "own server: for sizes where SPIRE takes many minutes, so both sides see the same load",
+    )
     args = parser.parse_args()
     binaries = ensure_spire()
     compile_package()
-    print(f"SPIRE {binaries.version}; one fresh server (SQLite) per size")
+    print(f"SPIRE {binaries.version}; one fresh server (SQLite) per side and size")
     rows = []
     for count in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="sf-bench-entries-", dir="/tmp") as tmp:
-            rows.append(one_size(count, Path(tmp)))
+            together = str(count) in args.together.split(",")
+            rows.append(one_size(count, Path(tmp), together=together))
         write_rows("entries", rows)
         r = rows[-1]
         print(

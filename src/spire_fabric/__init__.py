@@ -13,54 +13,112 @@ APIs), `topology` / `render` (the declarative model and its configs, manifests, 
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from spire_fabric import _html
 from spire_fabric._version import __version__
 from spire_fabric.errors import SpireFabricError
-from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
-from spire_fabric.identity import (
-    BundleSet,
-    JwtBundle,
-    JwtSvid,
-    SpiffeBundle,
-    SpiffeId,
-    TrustDomain,
-    X509Bundle,
-    X509Svid,
-    parse_and_validate_jwt_svid,
-    verify_x509_svid,
-)
-from spire_fabric.server import AsyncSpireServerClient, SpireServerClient
-from spire_fabric.tls import (
-    authorize_any,
-    authorize_id,
-    authorize_member_of,
-    authorize_one_of,
-    authorize_predicate,
-    connect_mtls,
-    mtls_client_context,
-    mtls_server_context,
-    mtls_urlopen,
-    serve_mtls_threaded,
-    start_mtls_server,
-    tls_client_context,
-    tls_server_context,
-    verify_peer,
-)
-from spire_fabric.workload import (
-    AsyncBundleSource,
-    AsyncJwtSource,
-    AsyncWorkloadApiClient,
-    AsyncX509Source,
-    BundleSource,
-    JwtSource,
-    WorkloadApiClient,
-    X509Source,
-)
 
 if TYPE_CHECKING:
+    from spire_fabric.federation import BundleWatcher, fetch_bundle, serve_bundle_endpoint
+    from spire_fabric.identity import (
+        BundleSet,
+        JwtBundle,
+        JwtSvid,
+        SpiffeBundle,
+        SpiffeId,
+        TrustDomain,
+        X509Bundle,
+        X509Svid,
+        parse_and_validate_jwt_svid,
+        verify_x509_svid,
+    )
+    from spire_fabric.server import AsyncSpireServerClient, SpireServerClient
+    from spire_fabric.tls import (
+        authorize_any,
+        authorize_id,
+        authorize_member_of,
+        authorize_one_of,
+        authorize_predicate,
+        connect_mtls,
+        mtls_client_context,
+        mtls_server_context,
+        mtls_urlopen,
+        serve_mtls_threaded,
+        start_mtls_server,
+        tls_client_context,
+        tls_server_context,
+        verify_peer,
+    )
     from spire_fabric.topology import Topology
+    from spire_fabric.workload import (
+        AsyncBundleSource,
+        AsyncJwtSource,
+        AsyncWorkloadApiClient,
+        AsyncX509Source,
+        BundleSource,
+        JwtSource,
+        WorkloadApiClient,
+        X509Source,
+    )
+
+# Each public name and the room it lives in. Imported on first use (PEP 562), so a
+# program that needs one room, such as `python -m spire_fabric.entries` (the server
+# client), does not start by importing the Workload API, mTLS and federation ones:
+# about a third of its start-up before this.
+_LAZY = {
+    "BundleWatcher": "spire_fabric.federation",
+    "fetch_bundle": "spire_fabric.federation",
+    "serve_bundle_endpoint": "spire_fabric.federation",
+    "BundleSet": "spire_fabric.identity",
+    "JwtBundle": "spire_fabric.identity",
+    "JwtSvid": "spire_fabric.identity",
+    "SpiffeBundle": "spire_fabric.identity",
+    "SpiffeId": "spire_fabric.identity",
+    "TrustDomain": "spire_fabric.identity",
+    "X509Bundle": "spire_fabric.identity",
+    "X509Svid": "spire_fabric.identity",
+    "parse_and_validate_jwt_svid": "spire_fabric.identity",
+    "verify_x509_svid": "spire_fabric.identity",
+    "AsyncSpireServerClient": "spire_fabric.server",
+    "SpireServerClient": "spire_fabric.server",
+    "authorize_any": "spire_fabric.tls",
+    "authorize_id": "spire_fabric.tls",
+    "authorize_member_of": "spire_fabric.tls",
+    "authorize_one_of": "spire_fabric.tls",
+    "authorize_predicate": "spire_fabric.tls",
+    "connect_mtls": "spire_fabric.tls",
+    "mtls_client_context": "spire_fabric.tls",
+    "mtls_server_context": "spire_fabric.tls",
+    "mtls_urlopen": "spire_fabric.tls",
+    "serve_mtls_threaded": "spire_fabric.tls",
+    "start_mtls_server": "spire_fabric.tls",
+    "tls_client_context": "spire_fabric.tls",
+    "tls_server_context": "spire_fabric.tls",
+    "verify_peer": "spire_fabric.tls",
+    "AsyncBundleSource": "spire_fabric.workload",
+    "AsyncJwtSource": "spire_fabric.workload",
+    "AsyncWorkloadApiClient": "spire_fabric.workload",
+    "AsyncX509Source": "spire_fabric.workload",
+    "BundleSource": "spire_fabric.workload",
+    "JwtSource": "spire_fabric.workload",
+    "WorkloadApiClient": "spire_fabric.workload",
+    "X509Source": "spire_fabric.workload",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spire_fabric' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups find it without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def _draw_topology(topology: Topology) -> str:

@@ -13,10 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.entries._file import EntriesFile, entry_to_dict, load_entries_file
 from spire_fabric.entries._reconcile import (
@@ -26,6 +23,9 @@ from spire_fabric.entries._reconcile import (
     check_owner,
 )
 from spire_fabric.server import Entry, SpireServerClient, SpireServerError, SpireValidationError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["main"]
 
@@ -97,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
     try:
         spec = _load(args)
         owner = _owner(args, spec)
@@ -106,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with SpireServerClient(args.socket, timeout=args.timeout) as client:
             if args.command == "list":
                 entries = _owned(client.list_entries(id_prefix=f"{owner}."))
-                _print_list(out, args.output, owner, entries)
+                _print_list(args.output, owner, entries)
                 return EXIT_OK
             assert spec is not None
             dry_run = args.command == "diff"
@@ -120,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpireServerError as err:
         _error(str(err))
         return EXIT_FAILED
-    _print_result(out, args.output, owner, result, dry_run)
+    _print_result(args.output, owner, result, dry_run)
     return EXIT_FAILED if result.failures else EXIT_OK
 
 
@@ -153,6 +152,15 @@ def _owned(entries: Iterable[Entry]) -> list[Entry]:
 # ---- output ------------------------------------------------------------------------------
 
 
+def _console() -> Console:
+    """The console for table output. rich is imported here, not at the top: `--output json`
+    (what scripts and the benchmarks run) never draws a table, and importing rich was about
+    a tenth of this program's start-up."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+
+
 def _dumps_rows(doc: dict[str, Any], key: str) -> str:
     """``doc`` as indented JSON with the list under ``key`` last, one item per line.
 
@@ -181,9 +189,7 @@ def _change_dict(change: EntryChange, error: str | None = None) -> dict[str, Any
     return data
 
 
-def _print_result(
-    out: Console, output: str, owner: str, result: ApplyResult, dry_run: bool
-) -> None:
+def _print_result(output: str, owner: str, result: ApplyResult, dry_run: bool) -> None:
     failed = {id(change): str(error) for change, error in result.failures}
     changes = result.plan.changes
     if output == "json":
@@ -196,6 +202,9 @@ def _print_result(
         }
         print(_dumps_rows(doc, "changes"))
         return
+    from rich.table import Table
+
+    out = _console()
     if not changes:
         out.print(f"no changes (owner {owner}, {len(result.plan.unchanged)} entries up to date)")
         return
@@ -227,12 +236,15 @@ def _print_result(
     out.print(counts)
 
 
-def _print_list(out: Console, output: str, owner: str, entries: list[Entry]) -> None:
+def _print_list(output: str, owner: str, entries: list[Entry]) -> None:
     if output == "json":
         print(
             _dumps_rows({"owner": owner, "entries": [entry_to_dict(e) for e in entries]}, "entries")
         )
         return
+    from rich.table import Table
+
+    out = _console()
     table = Table(title=f"entries of owner {owner}")
     for column in ("entry ID", "SPIFFE ID", "parent ID", "selectors", "X.509 TTL"):
         table.add_column(column, overflow="fold")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from spire_fabric.server import Entry, EntryField, SpireApiError, SpireValidationError
@@ -143,7 +143,7 @@ def plan_entries(current: Iterable[Entry], desired: Iterable[Entry], *, owner: s
                 f"desired entry {entry.spiffe_id} carries id {entry.id!r}; leave it empty, "
                 "apply_entries assigns owned IDs"
             )
-        wanted[entry_id] = replace(entry, id=entry_id)
+        wanted[entry_id] = _with_id(entry, entry_id)
 
     changes: list[EntryChange] = []
     unchanged: list[Entry] = []
@@ -218,6 +218,15 @@ async def apply_entries_async(
         result = await client.update_entries([c.entry for c in group], fields=fields)
         failures += [(group[i.index], i.error) for i in result.failed if i.error]
     return ApplyResult(plan, tuple(failures))
+
+
+def _with_id(entry: Entry, entry_id: str) -> Entry:
+    """``replace(entry, id=entry_id)`` without running ``Entry.__post_init__`` again: the
+    entry was checked when it was made and an ID needs no check. At 10k entries replace was
+    a third of diffing them."""
+    new = object.__new__(Entry)
+    new.__dict__.update(entry.__dict__, id=entry_id)
+    return new
 
 
 def _by_changed_fields(

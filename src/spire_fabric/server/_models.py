@@ -186,6 +186,9 @@ class EntryField(str, enum.Enum):
 # domains and DNS names back in its own order (checked against 1.13.3), so a reconciler that
 # compared them as sequences would "update" entries forever.
 _UNORDERED = frozenset({EntryField.SELECTORS, EntryField.FEDERATES_WITH, EntryField.DNS_NAMES})
+# What Entry.diff walks, resolved once: reading an enum member's `.value` per field and entry
+# was most of diffing 10k entries (a no-change `entries apply`).
+_DIFFED = tuple((f, f.value, f in _UNORDERED) for f in EntryField)
 
 
 @dataclass(frozen=True)
@@ -255,20 +258,18 @@ class Entry:
         Server-assigned fields (id, revision, created_at) are not compared, so a desired
         entry can be diffed against the one SPIRE returned.
         """
-        changed = set()
-        for name in EntryField:
-            mine, theirs = getattr(self, name.value), getattr(other, name.value)
-            if name in _UNORDERED:
-                mine, theirs = frozenset(mine), frozenset(theirs)
-            if mine != theirs:
-                changed.add(name)
+        changed = []
+        for which, name, unordered in _DIFFED:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            # equal as sequences means equal as sets: only a difference pays for the sets
+            if mine != theirs and (not unordered or frozenset(mine) != frozenset(theirs)):
+                changed.append(which)
         return frozenset(changed)
 
     def _repr_html_(self) -> str:
         from spire_fabric import _html
 
         return _html.entry_view(self)
-
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,6 @@ class AttestedAgent:
         from spire_fabric import _html
 
         return _html.agent_view(self)
-
 
 
 @dataclass(frozen=True)
@@ -391,7 +391,6 @@ class Bundle:
         return diff_bundles(self, other)
 
 
-
 @dataclass(frozen=True)
 class HttpsWebProfile:
     """Bundle endpoint authenticated with Web PKI (the system roots)."""
@@ -449,7 +448,6 @@ class FederationRelationship:
         from spire_fabric import _html
 
         return _html.federation_relationship(self)
-
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,13 @@ def test_updates_are_grouped_so_each_write_masks_only_the_fields_that_changed():
         (["hint"], ["spiffe://example.org/b"]),
         (["x509_svid_ttl"], ["spiffe://example.org/a", "spiffe://example.org/c"]),
     ]  # fmt: skip
+
+
+def test_planned_entries_are_the_desired_ones_with_their_owned_id_and_nothing_else() -> None:
+    desired = Entry(
+        "spiffe://example.org/web", PARENT, ["unix:uid:1000", "unix:gid:5"],
+        x509_svid_ttl=60, dns_names=("b.example.org", "a.example.org"), hint="h",
+    )  # fmt: skip
+    (change,) = plan_entries([], [desired], owner="team").changes
+    assert change.entry == replace(desired, id=owned_entry_id("team", desired))
+    assert desired.id == ""  # the desired entry itself is left as it was

@@ -137,6 +137,29 @@ def test_entry_diff_ignores_list_order_and_server_fields():
     assert a.diff(a) == frozenset()
 
 
+OTHER_VALUE = {
+    EntryField.SPIFFE_ID: "spiffe://example.org/api",
+    EntryField.PARENT_ID: "spiffe://example.org/spire/agent/other",
+    EntryField.SELECTORS: ["unix:uid:1001"],
+    EntryField.X509_SVID_TTL: 60,
+    EntryField.JWT_SVID_TTL: 61,
+    EntryField.FEDERATES_WITH: ["fourth.org"],
+    EntryField.ADMIN: False,
+    EntryField.DOWNSTREAM: False,
+    EntryField.EXPIRES_AT: 1,
+    EntryField.DNS_NAMES: ("web.example.org",),
+    EntryField.STORE_SVID: False,
+    EntryField.HINT: "internal",
+}
+
+
+@pytest.mark.parametrize("changed", list(EntryField))
+def test_entry_diff_names_each_settable_field_that_differs_alone(changed: EntryField) -> None:
+    a = full_entry()
+    b = Entry(**{**a.__dict__, changed.value: OTHER_VALUE[changed]})
+    assert a.diff(b) == {changed} and b.diff(a) == {changed}
+
+
 def test_update_mask_sets_only_the_named_fields():
     batch = ServerApi().update_entries([full_entry()], fields=["hint", EntryField.DNS_NAMES])
     req = batch.chunks[0].request

@@ -1,0 +1,46 @@
+"""`python -m spire_fabric.entries` starts by importing only what it uses.
+
+Start-up is most of a small `entries apply`/`list` next to SPIRE's Go CLI (docs/performance.md),
+so the program must not pay for the Workload API, mTLS and federation rooms that the package
+root offers lazily, nor for rich when it prints JSON. A fresh interpreter, because this test
+session has imported everything already.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+NOT_NEEDED = ("spire_fabric.workload", "spire_fabric.tls", "spire_fabric.federation", "rich")
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return set(done.stdout.split())
+
+
+def _rooms(modules: set[str]) -> set[str]:
+    return {room for room in NOT_NEEDED if any(m.split(".")[:2] == room.split(".")[:2]
+                                               for m in modules)}  # fmt: skip
+
+
+def test_the_entries_program_imports_neither_workload_tls_federation_nor_rich() -> None:
+    modules = _imported_after("import spire_fabric.entries._cli")
+    assert "spire_fabric.server" in modules  # the probe did import the program
+    assert _rooms(modules) == set()
+
+
+def test_a_root_name_still_imports_its_room_on_first_use() -> None:
+    modules = _imported_after("import spire_fabric\nspire_fabric.X509Source")
+    assert "spire_fabric.workload" in modules
+    assert "spire_fabric.tls" not in modules
+
+
+def test_table_output_still_draws_with_rich() -> None:
+    from spire_fabric.entries._cli import _print_list
+
+    # a table needs rich; the lazy import must still find it (one owner, no entries)
+    _print_list("table", "bench", [])
