@@ -219,9 +219,9 @@ class Deployment(Protocol):
         what `verify` and `rotate` need where each replica holds its own CA."""
         ...
 
-    def replica_server_svid(self, name: str, replica: str) -> x509.Certificate:
-        """The X.509-SVID (leaf) that one replica serves its APIs with, from a handshake
-        verified against the trust domain's bundle: which authority signs it now."""
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
+        """The X.509-SVID chain (leaf first) that one replica serves its APIs with, from a
+        handshake, verified against the trust domain's bundle: what it chains to now."""
         ...
 
     def restart_replica(self, name: str, replica: str) -> None:

@@ -18,7 +18,6 @@ test clusters (docs/high-availability.md)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,11 +25,12 @@ from types import SimpleNamespace
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from ha_topology import HA_SERVER, enterprise_ha
 
 import spire_fabric.runtime.core.root_rotation as rr
+from spire_fabric.runtime.ca_hierarchy import SigningCa
 from spire_fabric.runtime.core import CaStore
 from spire_fabric.runtime.core.rotation import RotationRefused
 from spire_fabric.runtime.deployment import ServerReplica
@@ -42,12 +42,12 @@ from spire_fabric.server import (
     NotFoundError,
     X509Authority,
 )
+from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.verify._authorities import skid
 
 T = enterprise_ha()
 UPSTREAM = "spire-upstream-server"
 REPLICAS = (f"{HA_SERVER}-0", f"{HA_SERVER}-1")
-_KEY = ec.generate_private_key(ec.SECP256R1())
 _INVALID, _NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 
 
@@ -55,18 +55,44 @@ class Interrupted(Exception):
     """The run stops here (a crash, a Ctrl-C) before the call takes effect."""
 
 
-def _leaf(authority_id: str) -> x509.Certificate:
-    """A served SVID leaf whose authority key ID names the authority that signed it."""
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spire-server")])
+def _authority(placed: Placed, td: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """An X.509 authority as SPIRE mints one through its disk UpstreamAuthority: a CA
+    signed by the placed CA's key (the intermediate, or the root itself for the bridge)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = placed.chain[0]
     now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(_KEY.public_key()).serial_number(1)
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(authority_id), None, None),
-                       critical=False)
-        .sign(_KEY, hashes.SHA256())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "authority")]))
+        .issuer_name(issuer.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                       critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer.public_key()), False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(f"spiffe://{td}")]), critical=False)
+        .sign(placed.key, hashes.SHA256())  # type: ignore[arg-type]
     )  # fmt: skip
+    return cert, key
+
+
+@dataclass
+class Placed:
+    """What a server's disk UpstreamAuthority reads: the signing chain, its key, the roots
+    it publishes (by subject key ID)."""
+
+    chain: list[x509.Certificate]
+    key: object
+    roots: set[str]
+
+    @property
+    def signer(self) -> str:
+        return skid(self.chain[0])
 
 
 @dataclass
@@ -91,7 +117,9 @@ class Spire:
     store: CaStore
     replicas: dict[str, Replica] = field(default_factory=dict)
     bundles: dict[str, dict[str, list]] = field(default_factory=dict)
-    placed: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
+    placed: dict[str, Placed] = field(default_factory=dict)
+    # authority ID -> (its certificate, its key, the chain above it)
+    authorities: dict[str, tuple] = field(default_factory=dict)
     root_of: dict[str, str] = field(default_factory=dict)  # upstream SKID -> its root SKID
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     ready: dict[str, bool] = field(default_factory=dict)
@@ -107,18 +135,24 @@ class Spire:
 
     def mint(self, r: Replica) -> AuthorityState:
         """A new authority under the placed CA, and SPIRE's SyncX509Roots with its roots."""
-        r.minted += 1
-        signer, roots = self.placed[r.server]
-        aid = hashlib.sha1(f"{r.name}/{r.minted}".encode()).hexdigest()
-        (root,) = roots  # the placed CA's bundle file: the root its chain ends at
-        self.root_of.setdefault(signer, root)
+        placed = self.placed[r.server]
+        cert, key = _authority(placed, T.server(r.server).trust_domain.name)
+        aid = skid(cert)
+        self.authorities[aid] = (cert, key, placed.chain)
+        (root,) = placed.roots  # the placed CA's bundle file: the root its chain ends at
         self.root_of[aid] = root
         bundle = self.bundles[r.server]
-        for root, (_, tainted) in list(bundle.items()):
-            if tainted and root not in roots:
-                del bundle[root]
-                self.calls.append((r.name, "SPIRE revoked a tainted root on a mint", root))
-        return AuthorityState(aid, 0, signer)
+        for old, (_, tainted) in list(bundle.items()):
+            if tainted and old not in placed.roots:
+                del bundle[old]
+                self.calls.append((r.name, "SPIRE revoked a tainted root on a mint", old))
+        return AuthorityState(aid, 0, placed.signer)
+
+    def served_chain(self, r: Replica) -> tuple[x509.Certificate, ...]:
+        cert, key, above = self.authorities[r.served]
+        server_id = f"spiffe://{T.server(r.server).trust_domain.name}/spire/server"
+        leaf = make_svid(Ca(cert, key), server_id).leaf
+        return (leaf, cert, *above)
 
 
 class Api:
@@ -160,7 +194,7 @@ class Api:
 
     def prepare_authority(self, kind: str, timeout: float) -> AuthorityState:
         r = self._me("prepare")
-        self.spire.change(r.name, "prepare", self.spire.placed[r.server][0])
+        self.spire.change(r.name, "prepare", self.spire.placed[r.server].signer)
         r.prepared = self.spire.mint(r)
         return r.prepared
 
@@ -226,8 +260,8 @@ class Double:
         (one,) = self._names(name) if name != HA_SERVER else (None,)
         return Api(self.spire, name, self.spire.replicas[one] if one else None)
 
-    def replica_server_svid(self, name: str, replica: str) -> x509.Certificate:
-        return _leaf(self.spire.replicas[replica].served)
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
+        return self.spire.served_chain(self.spire.replicas[replica])
 
     def restart_replica(self, name: str, replica: str) -> None:
         """A replica with memory keys starts with a new authority under the placed CA."""
@@ -236,11 +270,12 @@ class Double:
         r.active, r.prepared, r.old = self.spire.mint(r), None, None
         r.served = r.active.authority_id
 
-    def place_signing_ca(self, server: str, ca: object) -> None:
-        chain = x509.load_pem_x509_certificates(ca.chain)  # type: ignore[attr-defined]
-        roots = {skid(c) for c in x509.load_pem_x509_certificates(ca.root)}  # type: ignore[attr-defined]
-        self.spire.change(server, "place", skid(chain[0]))
-        self.spire.placed[server] = (skid(chain[0]), roots)
+    def place_signing_ca(self, server: str, ca: SigningCa) -> None:
+        placed = Placed(x509.load_pem_x509_certificates(ca.chain),
+                        serialization.load_pem_private_key(ca.key, None),
+                        {skid(c) for c in x509.load_pem_x509_certificates(ca.root)})  # fmt: skip
+        self.spire.change(server, "place", placed.signer)
+        self.spire.placed[server] = placed
 
 
 def _inter(store: CaStore, server: str) -> str:
@@ -269,17 +304,18 @@ def _double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Double:
     store.ensure(T)
     spire = Spire(store)
     root = _root(store)
-    spire.root_of[skid(root)] = skid(root)
     for server, names in ((UPSTREAM, (f"{UPSTREAM}-0",)), (HA_SERVER, REPLICAS)):
-        inter = _inter(store, server)
-        spire.root_of[inter] = skid(root)
-        spire.placed[server] = (inter, {skid(root)})
+        signing = store.signing_ca(T, T.server(server))
+        assert signing is not None
         spire.bundles[server] = {skid(root): [root, False]}
+        Double(spire, tmp_path / "ca").place_signing_ca(server, signing)
         for n in names:
             r = Replica(n, server, AuthorityState("", 0))
             r.active = spire.mint(r)
             r.served = r.active.authority_id
             spire.replicas[n] = r
+    spire.calls.clear()
+    spire.changes = 0
     return Double(spire, tmp_path / "ca")
 
 
@@ -394,3 +430,30 @@ def test_a_replica_not_ready_or_missing_refuses_before_anything_changes(
         rr.rotate_root(double, revoke=True)  # type: ignore[arg-type]
     assert double.spire.calls == []
     assert CaStore(double.ca_directory).generations().next is None  # no new generation
+
+
+def test_a_taker_restarted_before_the_taint_is_bridged_again(double: Double) -> None:
+    """With memory keys a restarted replica forgets the bridge, and SPIRE takes the
+    upstream taint only from a replica whose old authority the old root signed."""
+    old_root = skid(_root(double.spire.store))
+    double.spire.fail_at = next(  # interrupted at the downstream taint: count a clean run
+        i for i, c in enumerate(_changes_of_a_clean_run()) if c == (REPLICAS[0], "taint")
+    )
+    with pytest.raises(Interrupted):
+        rr.rotate_root(double, revoke=True, timeout=5)  # type: ignore[arg-type]
+    double.spire.fail_at = -1
+    double.restart_replica(HA_SERVER, REPLICAS[0])  # an eviction, say
+    rr.rotate_root(double, revoke=True, timeout=5)  # type: ignore[arg-type]
+    _assert_rotated(double, old_root)
+    bridges = [c[0] for c in double.spire.calls if c[1] == "prepare" and c[2] == old_root]
+    assert bridges == [f"{UPSTREAM}-0", REPLICAS[0], REPLICAS[0]]
+    assert [c[0] for c in double.spire.calls if c[1] == "taint"] == [f"{UPSTREAM}-0", REPLICAS[0]]
+
+
+def _changes_of_a_clean_run() -> list[tuple[str, str]]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        d = _double(Path(tmp), mp)
+        rr.rotate_root(d, revoke=True, timeout=5)  # type: ignore[arg-type]
+        return [c[:2] for c in d.spire.calls if not c[1].startswith("SPIRE")]

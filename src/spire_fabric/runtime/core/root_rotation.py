@@ -52,6 +52,7 @@ from functools import partial
 
 from cryptography import x509
 
+from spire_fabric.identity import X509Bundle, X509SvidError, verify_x509_svid
 from spire_fabric.runtime.core.ca import CaStore, SigningCa
 from spire_fabric.runtime.core.rotation import (
     RotationRefused,
@@ -65,7 +66,7 @@ from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
 from spire_fabric.server import AuthorityState, AuthorityStates, InvalidArgumentError, NotFoundError
 from spire_fabric.topology import DiskUpstreamAuthority, Server, Topology, server_replicas
 from spire_fabric.verify import authorities_report
-from spire_fabric.verify._authorities import authority_key_id, skid
+from spire_fabric.verify._authorities import skid
 
 __all__ = ["RootRotationResult", "rotate_root"]
 
@@ -517,21 +518,20 @@ def _with_replicas(d: Deployment, servers: list[Server], runs: dict[str, _Run], 
                 m.step(f"switch {_label(m)}", partial(_use_placed, m, inter))
     # 4b. the other replicas rolled, before the taint (see above)
     for g in groups:
-        inter = intermediates[g.server.name]
         for m in g.members if g.replicated else ():
             if m is g.taker:
                 continue
-            if not _served_pending(m, inter):
-                m.skip(f"roll {_label(m)}", f"serves an SVID under {inter}")
+            if not _served_pending(m, roots):
+                m.skip(f"roll {_label(m)}", f"serves an SVID under root {roots.new_id}")
                 continue
-            m.step(f"roll {_label(m)}", partial(_roll, m, inter))
+            m.step(f"roll {_label(m)}", partial(_roll, m, roots))
     # 5. the old root tainted through each taker; everything re-issued under the new chain
     if _tainted_everywhere(takers, roots):
         first.skip("taint old root", f"{roots.old_id} is tainted (or gone) everywhere")
     else:
         first.step("taint old root", lambda: _taint_through(takers, roots))
     first.step("wait for renewals", lambda: first.wait(
-        lambda: _not_under(groups, intermediates),
+        lambda: _not_under(groups, intermediates, roots),
         "every SVID and every replica's own SVID chains to the new intermediates"))  # fmt: skip
     # 6. revoke, through each taker
     if revoke:
@@ -542,22 +542,20 @@ def _with_replicas(d: Deployment, servers: list[Server], runs: dict[str, _Run], 
         first.step("retire old generation", lambda: _retire(store, roots.old_gen))
 
 
-def _served_pending(run: _Run, inter: str) -> str:
-    """Nothing ("") when the replica serves its APIs with an SVID signed by one of its own
-    authorities under ``inter``; else what it serves under."""
+def _served_pending(run: _Run, roots: _Roots) -> str:
+    """Nothing ("") when the SVID the replica serves its APIs with chains to the new root
+    (verified against it alone); else why not."""
     assert run.replica is not None
-    leaf = run.d.replica_server_svid(run.server.name, run.replica)
-    states = _states(run)
-    good = {st.authority_id for st in (states.active, states.prepared, states.old)
-            if st is not None and st.upstream_authority_subject_key_id == inter}  # fmt: skip
-    signer = authority_key_id(leaf)
-    if signer in good:
-        return ""
-    return f"replica {run.replica} serves an SVID signed by {signer or 'an unnamed authority'}"
+    chain = run.d.replica_server_svid(run.server.name, run.replica)
+    try:
+        verify_x509_svid(chain, X509Bundle(run.server.trust_domain, (roots.new,)))
+    except X509SvidError as err:
+        return f"replica {run.replica} serves an SVID not under root {roots.new_id} ({err})"
+    return ""
 
 
-def _roll(run: _Run, inter: str) -> str:
-    """Restart one replica (it comes back ready), so it serves an SVID under ``inter``.
+def _roll(run: _Run, roots: _Roots) -> str:
+    """Restart one replica (it comes back ready), so it serves an SVID under the new root.
     The signing CA is placed again first: what a restarted replica mints under (memory
     keys) must be the new intermediate, whatever an interrupted run left placed."""
     assert run.replica is not None
@@ -565,9 +563,8 @@ def _roll(run: _Run, inter: str) -> str:
     assert signing is not None
     run.d.place_signing_ca(run.server.name, signing)
     run.d.restart_replica(run.server.name, run.replica)
-    done = run.wait(lambda: _served_pending(run, inter),
-                    f"{run.replica} restarted, serves an SVID under {inter}")  # fmt: skip
-    return done
+    what = f"{run.replica} restarted, serves an SVID under root {roots.new_id}"
+    return run.wait(lambda: _served_pending(run, roots), what)
 
 
 def _taint_through(takers: dict[str, _Run], roots: _Roots) -> str:
@@ -585,10 +582,10 @@ def _taint_through(takers: dict[str, _Run], roots: _Roots) -> str:
     return f"root {roots.old_id} tainted on {', '.join(done) or 'no server (already)'}"
 
 
-def _not_under(groups: list[_Group], intermediates: dict[str, str]) -> str:
+def _not_under(groups: list[_Group], intermediates: dict[str, str], roots: _Roots) -> str:
     """What does not chain to an authority of its server under the new intermediate yet
     ("" for nothing): agent and workload SVIDs (any replica may have signed them), and the
-    SVID each replica serves its APIs with."""
+    SVID each replica serves its APIs with (chains to the new root)."""
     pending: list[str] = []
     for g in groups:
         name, inter = g.server.name, intermediates[g.server.name]
@@ -607,14 +604,14 @@ def _not_under(groups: list[_Group], intermediates: dict[str, str]) -> str:
             if w.detail or w.x509_authority_id not in good:
                 pending.append(f"workload {w.workload}" + (f" ({w.detail})" if w.detail else ""))
         for m in g.members if g.replicated else ():
-            if problem := _served_pending(m, inter):
+            if problem := _served_pending(m, roots):
                 pending.append(problem)
     return ", ".join(pending)
 
 
 def _revoke_through(groups: list[_Group], intermediates: dict[str, str], roots: _Roots) -> str:
     first = groups[0].taker
-    missing = _not_under(groups, intermediates)
+    missing = _not_under(groups, intermediates, roots)
     if missing and not first.force:
         raise RotationRefused(f"not revoking root {roots.old_id}: still under it: {missing} "
                               "(--force revokes anyway)")  # fmt: skip

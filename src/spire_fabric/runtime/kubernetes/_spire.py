@@ -174,7 +174,7 @@ class ServerAccess:
             entries = api.count_entries(timeout=10)
             federated = api.count_bundles(timeout=10)
         td = self.server.trust_domain
-        leaf = served_server_svid("127.0.0.1", forward.local_port, bundle)
+        leaf = served_server_svid("127.0.0.1", forward.local_port, bundle)[0]
         return ServerInfo(
             uptime_seconds=self._uptime(forward.pod),
             agents_count=agents,
@@ -189,8 +189,8 @@ class ServerAccess:
             ),
         )
 
-    def served_svid(self) -> x509.Certificate:
-        """The leaf this server (this replica, with ``fixed_pod``) serves its APIs with."""
+    def served_svid(self) -> tuple[x509.Certificate, ...]:
+        """The chain this server (this replica, with ``fixed_pod``) serves its APIs with."""
         forward, _, bundle = self._ensure()
         return served_server_svid("127.0.0.1", forward.local_port, bundle)
 

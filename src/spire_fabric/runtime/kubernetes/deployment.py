@@ -141,7 +141,7 @@ class KubernetesDeployment:
     def replica_server(self, name: str, replica: str) -> SpireServerClient:
         return self.access.replica_access(name, replica).client()
 
-    def replica_server_svid(self, name: str, replica: str) -> x509.Certificate:
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
         return self.access.replica_access(name, replica).served_svid()
 
     def restart_replica(self, name: str, replica: str) -> None:

@@ -166,7 +166,7 @@ class LocalDeployment:
             raise KeyError(f"server {name!r} runs one local replica, {name!r}, not {replica!r}")
         return self.server(name)
 
-    def replica_server_svid(self, name: str, replica: str) -> x509.Certificate:
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
         self.replica_server(name, replica).close()  # KeyError naming the one replica
         s = self.ctx.local.server(name)
         with self.server(name) as client:
