@@ -42,6 +42,10 @@ So the steps, each waiting on what SPIRE and every holder report:
    holder, and the old generation's keys deleted.
 
 Every run starts from what SPIRE and the CA store report, so an interrupted run resumes.
+
+A topology where a server has replicas takes steps 3-6 another way (the section "servers
+with replicas" below): the bridge on one replica, the switch on every replica, the others
+restarted before the taint, the taint and the revoke through the bridged replica.
 """
 
 from __future__ import annotations
