@@ -457,3 +457,16 @@ def _changes_of_a_clean_run() -> list[tuple[str, str]]:
         d = _double(Path(tmp), mp)
         rr.rotate_root(d, revoke=True, timeout=5)  # type: ignore[arg-type]
         return [c[:2] for c in d.spire.calls if not c[1].startswith("SPIRE")]
+
+
+def test_the_local_target_restarts_no_replica_and_names_its_one_replica(tmp_path: Path) -> None:
+    from spire_fabric.runtime.local import LocalDeployment, LocalSettings
+    from spire_fabric.runtime.local.bootstrap import UpError
+    from spire_fabric.topology import preset
+
+    d = LocalDeployment.create(preset("basic"), tmp_path / "state", LocalSettings())
+    with pytest.raises(UpError, match=r"runs one process per server .* --target kubernetes"):
+        d.restart_replica("spire-server", "spire-server")
+    with pytest.raises(KeyError, match="runs one local replica, 'spire-server', not 'x-1'"):
+        d.replica_server_svid("spire-server", "x-1")  # before any connection
+    assert not (tmp_path / "state").exists()
