@@ -38,10 +38,11 @@ def served_server_svid(host: str, port: int, bundle: X509Bundle) -> tuple[x509.C
             try:
                 conn.do_handshake()
                 break
-            except SSL.WantReadError:
+            except (SSL.WantReadError, SSL.WantWriteError) as want:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no TLS handshake with {host}:{port}") from None
-                select.select([raw], [], [], 1.0)
+                writing = isinstance(want, SSL.WantWriteError)
+                select.select([] if writing else [raw], [raw] if writing else [], [], 1.0)
         chain = tuple(conn.get_peer_cert_chain(as_cryptography=True) or ())
     spiffe_id, _ = verify_x509_svid(chain, bundle)
     if spiffe_id != spire_server_id(bundle.trust_domain):
