@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 
 from spire_fabric.deploy import attach
-from spire_fabric.identity import X509SvidError, verify_x509_svid
+from spire_fabric.identity import X509Bundle, X509SvidError, verify_x509_svid
 from spire_fabric.runtime.core import CaStore
 from spire_fabric.testing import short_tempdir
-from spire_fabric.verify._authorities import skid
+from spire_fabric.verify._authorities import authority_key_id, skid
 
 from .conftest import Deploy, free_port_base
 
@@ -86,6 +86,14 @@ def test_root_rotation_with_revoke_leaves_only_the_new_root_and_refuses_old_svid
             on_active = next(a for a in active if a["kind"] == "x509")["authority_id"]
             assert all(a["authority_id"] == on_active for a in section["agents"])
             assert all(w["x509_authority_id"] == on_active for w in section["workloads"])
+            # the SVID the server serves its APIs with, re-signed after the taint (what
+            # rotate root waits for on every replica of a server with replicas)
+            served = d.replica_server_svid(section["server"], section["server"])
+            assert authority_key_id(served[0]) == on_active, section["server"]
+            td = d.topology.server(section["server"]).trust_domain
+            verify_x509_svid(served, X509Bundle(td, (new_root,)))  # the new root alone
+            with pytest.raises(X509SvidError):
+                verify_x509_svid(served, X509Bundle(td, (old_root,)))
         for w in WORKLOADS:
             ctx = d.x509_context(w)
             held = {skid(c) for b in ctx.bundles.values() for c in b.x509_authorities}

@@ -219,6 +219,17 @@ class Deployment(Protocol):
         what `verify` and `rotate` need where each replica holds its own CA."""
         ...
 
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
+        """The X.509-SVID chain (leaf first) that one replica serves its APIs with, from a
+        handshake, verified against the trust domain's bundle: what it chains to now."""
+        ...
+
+    def restart_replica(self, name: str, replica: str) -> None:
+        """Restart that one replica of the server and return once it is ready again (on
+        Kubernetes its pod deleted and the StatefulSet's replacement ready). A target that
+        runs no replicas refuses it."""
+        ...
+
     def server_info(self, name: str) -> ServerInfo:
         """Uptime, counts and the SVID that server serves with (locally its Debug API; on
         Kubernetes, where that API is out of reach, the same facts read other ways)."""

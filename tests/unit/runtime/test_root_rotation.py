@@ -175,17 +175,3 @@ def test_the_local_target_places_a_signing_ca_where_the_rendered_config_reads_it
     with pytest.raises(UpError, match="spire-server reads no signing CA"):
         basic.place_signing_ca("spire-server", placed)
 
-
-def test_rotate_root_refuses_servers_with_replicas_before_changing_anything():
-    """Not built yet for replicas (each holds its own authority): refused, by name. The
-    double has nothing but the topology and the target: any SPIRE call would fail."""
-    from types import SimpleNamespace
-
-    from ha_topology import enterprise_ha
-
-    from spire_fabric.runtime.core.root_rotation import rotate_root
-    from spire_fabric.runtime.core.rotation import RotationRefused
-
-    d = SimpleNamespace(topology=enterprise_ha(), target="kubernetes")
-    with pytest.raises(RotationRefused, match="every replica of spire-downstream-server"):
-        rotate_root(d)  # type: ignore[arg-type]

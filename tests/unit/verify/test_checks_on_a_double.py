@@ -51,6 +51,12 @@ class DoubleDeployment:
     def replica_server(self, name, replica):
         raise Unreachable(f"{name}/{replica} is down")
 
+    def replica_server_svid(self, name, replica):
+        raise Unreachable(f"{name}/{replica} is down")
+
+    def restart_replica(self, name, replica):
+        raise AssertionError("the checks never restart a replica")
+
     def bundle_endpoint_url(self, name):
         return "https://127.0.0.1:9"
 

@@ -42,6 +42,10 @@ So the steps, each waiting on what SPIRE and every holder report:
    holder, and the old generation's keys deleted.
 
 Every run starts from what SPIRE and the CA store report, so an interrupted run resumes.
+
+A topology where a server has replicas takes steps 3-6 another way (the section "servers
+with replicas" below): the bridge on one replica, the switch on every replica, the others
+restarted before the taint, the taint and the revoke through the bridged replica.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from functools import partial
 
 from cryptography import x509
 
+from spire_fabric.identity import X509Bundle, X509SvidError, verify_x509_svid
 from spire_fabric.runtime.core.ca import CaStore, SigningCa
 from spire_fabric.runtime.core.rotation import (
     RotationRefused,
@@ -62,7 +67,7 @@ from spire_fabric.runtime.core.rotation import (
     renewed_since_taint,
 )
 from spire_fabric.runtime.deployment import Deployment, StepReporter, no_report
-from spire_fabric.server import AuthorityState, AuthorityStates
+from spire_fabric.server import AuthorityState, AuthorityStates, InvalidArgumentError, NotFoundError
 from spire_fabric.topology import DiskUpstreamAuthority, Server, Topology, server_replicas
 from spire_fabric.verify import authorities_report
 from spire_fabric.verify._authorities import skid
@@ -125,17 +130,8 @@ def rotate_root(
     d = deployment
     t = d.topology
     servers = _servers(d)
-    with_replicas = [s.name for s in servers if server_replicas(s, d.target) > 1]
-    if with_replicas:
-        # Each replica holds its own X.509 authority, and the bridge, the switch and the
-        # upstream taint act on the replica that takes the call only (spiffe/spire#5587);
-        # sending them through the Service would leave the other replicas signing under
-        # the old root, and its revoke would then break their SVIDs. Not built yet:
-        # refused before anything changes.
-        raise RotationRefused(
-            f"rotate root does not yet reach every replica of {', '.join(with_replicas)}; "
-            "rotate x509/jwt do (each replica through its own API)"
-        )
+    replicated = [s for s in servers if server_replicas(s, d.target) > 1]
+    _refuse_unready_replicas(d, replicated)  # before anything changes
     runs = {s.name: _Run(d, s, "x509", force, timeout, report) for s in servers}
     first = next(iter(runs.values()))
     store = CaStore(d.ca_directory)
@@ -172,8 +168,11 @@ def rotate_root(
     if external_grace > 0 and store.generations().next is not None:
         first.step("external grace", lambda: _grace(external_grace))
 
-    states = {n: _states(r) for n, r in runs.items()}
     intermediates = {s.name: _intermediate_id(store.generation(new_gen), s) for s in servers}
+    if replicated:
+        _with_replicas(d, servers, runs, roots, intermediates, revoke=revoke)
+        return RootRotationResult(roots.old_id, roots.new_id, new_gen, revoke, tuple(steps))
+    states = {n: _states(r) for n, r in runs.items()}
     # 3. the bridge: an authority signed by the old root itself, so it can be tainted
     for s in servers:
         active = states[s.name].active
@@ -286,8 +285,14 @@ def _switch(run: _Run, ca: SigningCa, signer: str) -> str:
     """Place ``ca``, prepare until the prepared authority is signed by ``signer`` (the
     server rereads its files only when it mints, and on Kubernetes sees a new Secret
     late), then activate it."""
-    d, name = run.d, run.server.name
-    d.place_signing_ca(name, ca)
+    run.d.place_signing_ca(run.server.name, ca)
+    return _use_placed(run, signer)
+
+
+def _use_placed(run: _Run, signer: str) -> str:
+    """Prepare (through ``run``'s API) until the prepared authority is signed by
+    ``signer``, the CA already placed, then activate it."""
+    name = run.server.name
     deadline = time.monotonic() + max(run.timeout, _PLACE_TIMEOUT_FLOOR)
     prepared: AuthorityState | None = None
     attempts = 0
@@ -303,8 +308,9 @@ def _switch(run: _Run, ca: SigningCa, signer: str) -> str:
             break
         if time.monotonic() > deadline:
             raise RotationRefused(
-                f"{name} still signs with upstream {current.upstream_authority_subject_key_id} "
-                f"after {attempts} prepares: it does not read the placed CA {signer}"
+                f"{run.replica or name} still signs with upstream "
+                f"{current.upstream_authority_subject_key_id} after {attempts} prepares: "
+                f"it does not read the placed CA {signer}"
             )
         time.sleep(3.0)
     with run.api() as api:
@@ -390,3 +396,237 @@ def _revoke(runs: dict[str, _Run], roots: _Roots, force: bool) -> str:
 def _retire(store: CaStore, gen: int) -> str:
     store.retire()
     return f"generation {gen}'s keys deleted"
+
+
+# ---- servers with replicas --------------------------------------------------------------
+#
+# Each replica holds its own X.509 authority, and every LocalAuthority call acts on the
+# replica that takes it (SPIRE 1.13.3, pkg/server/api/localauthority/v1/service.go):
+#
+# - ``TaintX509UpstreamAuthority`` and ``RevokeX509UpstreamAuthority`` accept only the
+#   upstream of the *taking* replica's old authority, then change the bundle, which all
+#   replicas share in the datastore. The taint then notifies that replica only: its CA
+#   manager and its own server SVID rotator (which re-signs the SVID it serves its APIs
+#   with). A second taint fails "root CA is already tainted" (sqlstore taintX509CA), so no
+#   other replica can be told (spiffe/spire#5587). So the bridge is needed on one replica,
+#   the *taker*, which takes the taint and the revoke; every replica needs the switch.
+# - a replica that mints an X.509 authority (a prepare, or the start of a replica with
+#   memory keys) syncs the bundle with the roots its disk UpstreamAuthority publishes
+#   (``SyncX509Roots``, pkg/server/ca/manager/manager.go), and *revokes* every tainted root
+#   not among them. A replica restarted after the taint would revoke the old root at once,
+#   before the agents renewed. So the other replicas are rolled after the switch and
+#   before the taint: each restarts one at a time, mints its server SVID under its
+#   authority of the new chain (memory keys: a new authority under the placed CA), and
+#   serves nothing under the old root by the time it is revoked.
+
+
+@dataclass
+class _Group:
+    """One server's members in the rotation: its replicas, each through its own API (a
+    server of one replica: its Service), and the taker of the taint and the revoke."""
+
+    server: Server
+    members: list[_Run]
+    taker: _Run
+    replicated: bool
+
+
+def _label(run: _Run) -> str:
+    return run.replica or run.server.name
+
+
+def _refuse_unready_replicas(d: Deployment, replicated: list[Server]) -> None:
+    """Every replica there and ready, or refused naming the others: a replica that is not
+    ready cannot be switched, and one that starts later mints under whatever CA is placed
+    then (after the taint: it revokes the old root, see above)."""
+    problems = []
+    for s in replicated:
+        found = d.server_replicas(s.name)
+        want = server_replicas(s, d.target)
+        not_ready = [r.name for r in found if not r.ready]
+        if not_ready:
+            problems.append(f"{s.name}: not ready: {', '.join(not_ready)}")
+        if len(found) != want:
+            problems.append(f"{s.name}: {len(found)} replica(s) found of {want}")
+    if problems:
+        raise RotationRefused("rotate root needs every replica ready: " + "; ".join(problems))
+
+
+def _signed_old_root(states: AuthorityStates, roots: _Roots, inter: str) -> bool:
+    """Whether this replica can take the upstream taint and revoke: its authority is the
+    bridge (signed by the old root), or it has switched and the bridge is its old one."""
+    active = states.active.upstream_authority_subject_key_id if states.active else ""
+    old = states.old.upstream_authority_subject_key_id if states.old else ""
+    return active == roots.old_id or (active == inter and old == roots.old_id)
+
+
+def _groups(d: Deployment, servers: list[Server], runs: dict[str, _Run], roots: _Roots,
+            intermediates: dict[str, str]) -> list[_Group]:  # fmt: skip
+    groups = []
+    for s in servers:
+        one = runs[s.name]
+        replicated = server_replicas(s, d.target) > 1
+        members = [_Run(d, s, "x509", one.force, one.timeout, one.report, one.steps, replica=r.name)
+                   for r in d.server_replicas(s.name)] if replicated else [one]  # fmt: skip
+        bridged = [m for m in members if _signed_old_root(_states(m), roots, intermediates[s.name])]
+        taker = bridged[0] if bridged else members[0]
+        groups.append(_Group(s, members, taker, replicated))
+    return groups
+
+
+def _with_replicas(d: Deployment, servers: list[Server], runs: dict[str, _Run], roots: _Roots,
+                   intermediates: dict[str, str], *, revoke: bool) -> None:  # fmt: skip
+    """Steps 3-6 of the module for a topology where a server has replicas (see above):
+    the bridge on each server's taker, the switch on every replica, the roll of the
+    others, the taint and the revoke through the taker; resumed from SPIRE's state."""
+    store, t = roots.store, d.topology
+    first = next(iter(runs.values()))
+    groups = _groups(d, servers, runs, roots, intermediates)
+    takers = {g.server.name: g.taker for g in groups}
+    # 3. the bridge, on the taker only
+    for g in groups:
+        name, inter = g.server.name, intermediates[g.server.name]
+        if _signed_old_root(_states(g.taker), roots, inter):
+            g.taker.skip(f"bridge {_label(g.taker)}", f"its authority is, or was, signed by "
+                         f"{roots.old_id}")  # fmt: skip
+            continue
+        held = _bundle_roots(g.taker).get(roots.old_id)  # False: untainted, None: gone
+        if held is None or (held and not revoke):
+            g.taker.skip(f"bridge {_label(g.taker)}", f"root {roots.old_id} is "
+                         f"{'gone' if held is None else 'tainted'}: nothing to take")  # fmt: skip
+            continue
+        if held:
+            raise RotationRefused(
+                f"{name}: root {roots.old_id} is tainted and no replica holds an authority "
+                "it signed: SPIRE takes the upstream revoke only from such a replica"
+            )
+        bridge = store.generation(roots.old_gen).root_as_signing_ca(t)
+        g.taker.step(f"bridge {_label(g.taker)}",
+                     partial(_switch, g.taker, bridge, roots.old_id))  # fmt: skip
+    # 4. the new chain current, placed once per server, used by every replica
+    if store.generations().next is not None:
+        first.step("promote generation", lambda: _promote(store, t, roots.new_gen))
+    for g in groups:
+        inter, placed = intermediates[g.server.name], False
+        for m in g.members:
+            active = _states(m).active
+            if active is not None and active.upstream_authority_subject_key_id == inter:
+                m.skip(f"switch {_label(m)}", f"signed by {inter}")
+                continue
+            if not placed:
+                signing = store.signing_ca(t, g.server)
+                assert signing is not None
+                m.step(f"switch {_label(m)}", partial(_switch, m, signing, inter))
+                placed = True
+            else:
+                m.step(f"switch {_label(m)}", partial(_use_placed, m, inter))
+    # 4b. the other replicas rolled, before the taint (see above)
+    for g in groups:
+        for m in g.members if g.replicated else ():
+            if m is g.taker:
+                continue
+            if not _served_pending(m, roots):
+                m.skip(f"roll {_label(m)}", f"serves an SVID under root {roots.new_id}")
+                continue
+            m.step(f"roll {_label(m)}", partial(_roll, m, roots))
+    # 5. the old root tainted through each taker; everything re-issued under the new chain
+    if _tainted_everywhere(takers, roots):
+        first.skip("taint old root", f"{roots.old_id} is tainted (or gone) everywhere")
+    else:
+        first.step("taint old root", lambda: _taint_through(takers, roots))
+    first.step("wait for renewals", lambda: first.wait(
+        lambda: _not_under(groups, intermediates, roots),
+        "every SVID and every replica's own SVID chains to the new intermediates"))  # fmt: skip
+    # 6. revoke, through each taker
+    if revoke:
+        first.step("revoke old root", lambda: _revoke_through(groups, intermediates, roots))
+        first.step("wait until gone", lambda: first.wait(
+            lambda: _all_missing(takers, set(), gone=roots.old_id),
+            f"root {roots.old_id} is gone from every holder"))  # fmt: skip
+        first.step("retire old generation", lambda: _retire(store, roots.old_gen))
+
+
+def _served_pending(run: _Run, roots: _Roots) -> str:
+    """Nothing ("") when the SVID the replica serves its APIs with chains to the new root
+    (verified against it alone); else why not."""
+    assert run.replica is not None
+    chain = run.d.replica_server_svid(run.server.name, run.replica)
+    try:
+        verify_x509_svid(chain, X509Bundle(run.server.trust_domain, (roots.new,)))
+    except X509SvidError as err:
+        return f"replica {run.replica} serves an SVID not under root {roots.new_id} ({err})"
+    return ""
+
+
+def _roll(run: _Run, roots: _Roots) -> str:
+    """Restart one replica (it comes back ready), so it serves an SVID under the new root.
+    The signing CA is placed again first: what a restarted replica mints under (memory
+    keys) must be the new intermediate, whatever an interrupted run left placed."""
+    assert run.replica is not None
+    signing = CaStore(run.d.ca_directory).signing_ca(run.d.topology, run.server)
+    assert signing is not None
+    run.d.place_signing_ca(run.server.name, signing)
+    run.d.restart_replica(run.server.name, run.replica)
+    what = f"{run.replica} restarted, serves an SVID under root {roots.new_id}"
+    return run.wait(lambda: _served_pending(run, roots), what)
+
+
+def _taint_through(takers: dict[str, _Run], roots: _Roots) -> str:
+    done = []
+    for name, run in takers.items():
+        if _bundle_roots(run).get(roots.old_id) is False:
+            record_serials(run)
+            try:
+                with run.api() as api:
+                    api.taint_upstream_authority(roots.old_id, timeout=10)
+            except InvalidArgumentError as err:
+                if "already tainted" not in err.message:
+                    raise  # a replica's cache lagged: the shared bundle has it tainted
+            done.append(f"{name} (through {_label(run)})")
+    return f"root {roots.old_id} tainted on {', '.join(done) or 'no server (already)'}"
+
+
+def _not_under(groups: list[_Group], intermediates: dict[str, str], roots: _Roots) -> str:
+    """What does not chain to an authority of its server under the new intermediate yet
+    ("" for nothing): agent and workload SVIDs (any replica may have signed them), and the
+    SVID each replica serves its APIs with (chains to the new root)."""
+    pending: list[str] = []
+    for g in groups:
+        name, inter = g.server.name, intermediates[g.server.name]
+        section = authorities_report(g.taker.d, [name]).server(name)
+        if section.error:
+            pending.append(f"{name} could not be asked: {section.error}")
+            continue
+        good = {r.authority_id for r in section.authorities
+                if r.kind == "x509" and r.upstream_authority_subject_key_id == inter}  # fmt: skip
+        for a in section.agents:
+            if "renewing" in a.detail or (a.authority_id and a.authority_id not in good):
+                pending.append(f"agent {a.agent or a.spiffe_id}")
+            elif a.agent and not a.authority_id and not renewed_since_taint(g.taker, a):
+                pending.append(f"agent {a.agent} ({a.detail}; no new SVID since the taint)")
+        for w in section.workloads:
+            if w.detail or w.x509_authority_id not in good:
+                pending.append(f"workload {w.workload}" + (f" ({w.detail})" if w.detail else ""))
+        for m in g.members if g.replicated else ():
+            if problem := _served_pending(m, roots):
+                pending.append(problem)
+    return ", ".join(pending)
+
+
+def _revoke_through(groups: list[_Group], intermediates: dict[str, str], roots: _Roots) -> str:
+    first = groups[0].taker
+    missing = _not_under(groups, intermediates, roots)
+    if missing and not first.force:
+        raise RotationRefused(f"not revoking root {roots.old_id}: still under it: {missing} "
+                              "(--force revokes anyway)")  # fmt: skip
+    done = []
+    for g in groups:
+        if roots.old_id in _bundle_roots(g.taker):
+            try:
+                with g.taker.api() as api:
+                    api.revoke_upstream_authority(roots.old_id, timeout=10)
+            except NotFoundError:
+                pass  # a replica's cache lagged: the shared bundle has it revoked
+            done.append(f"{g.server.name} (through {_label(g.taker)})")
+    text = f"root {roots.old_id} revoked on {', '.join(done) or 'no server (already)'}"
+    return f"forced: {missing}; {text}" if missing else text

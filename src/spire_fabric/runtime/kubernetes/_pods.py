@@ -9,6 +9,7 @@ import json
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -201,3 +202,38 @@ def port_forward(conn: ClusterApi, namespace: str, pod: str, port: int) -> Itera
         yield pf
     finally:
         pf.close()
+
+
+def replace_pod(
+    conn: ClusterApi, namespace: str, pod: str, timeout: float, *, interval: float = 2.0
+) -> None:
+    """Delete ``pod`` (its normal grace period) and return once its controller's
+    replacement of the same name (a StatefulSet's) is Running with every container ready:
+    a new uid tells the replacement from the pod still terminating."""
+    try:
+        old_uid = conn.core.read_namespaced_pod(pod, namespace).metadata.uid
+        conn.core.delete_namespaced_pod(pod, namespace)
+    except ApiException as err:
+        raise KubernetesTargetError(f"cannot restart pod {namespace}/{pod} of {conn.where()}: "
+                                    f"{api_error_message(err)}") from err  # fmt: skip
+    deadline, seen = time.monotonic() + timeout, "not seen yet"
+    while True:
+        try:
+            p = conn.core.read_namespaced_pod(pod, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            seen = "gone, not recreated yet"
+        else:
+            statuses = p.status.container_statuses or []
+            ready = bool(statuses) and all(cs.ready for cs in statuses)
+            if p.metadata.uid != old_uid and p.status.phase == "Running" and ready:
+                return
+            seen = ("the old pod, terminating" if p.metadata.uid == old_uid
+                    else f"replaced, {p.status.phase}{'' if ready else ', not ready'}")  # fmt: skip
+        if time.monotonic() > deadline:
+            raise KubernetesTargetError(
+                f"pod {namespace}/{pod} of {conn.where()} not back and ready after "
+                f"{timeout:g} s: {seen}"
+            )
+        time.sleep(interval)

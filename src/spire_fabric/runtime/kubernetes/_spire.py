@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,12 +18,12 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from spire_fabric.identity import X509Bundle, X509Svid, installer_admin_id, spire_server_id
 from spire_fabric.render import RenderPaths
 from spire_fabric.render.kubernetes import controller_manager_lease_name, selector_labels
+from spire_fabric.runtime._served import served_server_svid
 from spire_fabric.runtime.deployment import ServerReplica
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._objects import resource
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
 from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient
-from spire_fabric.tls import authorize_id, tls_client_context
 from spire_fabric.topology import Server
 
 SPIRE_SERVER_BIN = "/opt/spire/bin/spire-server"
@@ -175,13 +174,7 @@ class ServerAccess:
             entries = api.count_entries(timeout=10)
             federated = api.count_bundles(timeout=10)
         td = self.server.trust_domain
-        context = tls_client_context(bundle, authorize_id(spire_server_id(td)))
-        context.set_alpn_protocols(["h2"])  # gRPC servers refuse clients without it
-        with socket.create_connection(("127.0.0.1", forward.local_port), timeout=10) as raw, \
-                context.wrap_socket(raw) as tls:  # fmt: skip
-            der = tls.getpeercert(binary_form=True)
-        assert der is not None  # verified inside the handshake: a peer certificate exists
-        leaf = x509.load_der_x509_certificate(der)
+        leaf = served_server_svid("127.0.0.1", forward.local_port, bundle)[0]
         return ServerInfo(
             uptime_seconds=self._uptime(forward.pod),
             agents_count=agents,
@@ -195,6 +188,11 @@ class ServerAccess:
                 ),
             ),
         )
+
+    def served_svid(self) -> tuple[x509.Certificate, ...]:
+        """The chain this server (this replica, with ``fixed_pod``) serves its APIs with."""
+        forward, _, bundle = self._ensure()
+        return served_server_svid("127.0.0.1", forward.local_port, bundle)
 
     def _uptime(self, pod_name: str) -> int:
         pod = self.conn.core.read_namespaced_pod(pod_name, self.namespace)

@@ -44,6 +44,7 @@ from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
 from spire_fabric.runtime.kubernetes._installer import KubernetesInstaller
+from spire_fabric.runtime.kubernetes._pods import replace_pod
 from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries
 from spire_fabric.runtime.kubernetes._state import KubernetesSettings, default_state_dir, load
 from spire_fabric.runtime.kubernetes._status import status_rows
@@ -58,6 +59,9 @@ __all__ = ["KubernetesDeployment"]
 # the field manager of workload files: `up` (as ``spire-fabric``) applies the Secret without
 # data, so it never takes a file's content away
 FILES_MANAGER = "spire-fabric-files"
+# a replica's pod deleted, the StatefulSet's replacement scheduled, started and ready
+# (its readiness: SPIRE's /ready, the CA able to sign)
+REPLICA_RESTART_TIMEOUT = 300.0
 
 
 class KubernetesDeployment:
@@ -136,6 +140,19 @@ class KubernetesDeployment:
 
     def replica_server(self, name: str, replica: str) -> SpireServerClient:
         return self.access.replica_access(name, replica).client()
+
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
+        return self.access.replica_access(name, replica).served_svid()
+
+    def restart_replica(self, name: str, replica: str) -> None:
+        s = self.topology.server(name)
+        assert s.kubernetes is not None
+        pods = [r.name for r in self.server_replicas(name)]
+        if replica not in pods:
+            raise KubernetesTargetError(f"{replica!r} is not a pod of server {name}; its "
+                                        f"pods: {', '.join(pods) or 'none'}")  # fmt: skip
+        replace_pod(self.clusters[s.kubernetes.cluster], s.kubernetes.namespace, replica,
+                    REPLICA_RESTART_TIMEOUT)  # fmt: skip
 
     def server_info(self, name: str) -> ServerInfo:
         return self.access.server_access(name).server_info()

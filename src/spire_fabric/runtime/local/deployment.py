@@ -23,8 +23,16 @@ from cryptography import x509
 import spire_fabric.runtime.local.bootstrap as bootstrap
 import spire_fabric.runtime.local.waits as waits
 from spire_fabric.entries import EntryPlan, plan_entries
-from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
+from spire_fabric.identity import (
+    BundleSet,
+    JwtBundle,
+    JwtSvid,
+    SpiffeId,
+    X509Bundle,
+    join_token_agent_id,
+)
 from spire_fabric.render import RenderPaths
+from spire_fabric.runtime._served import served_server_svid
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.ca_hierarchy import CaFiles, SigningCa, write_atomic
 from spire_fabric.runtime.core import files_workload
@@ -157,6 +165,19 @@ class LocalDeployment:
         if replica != name:
             raise KeyError(f"server {name!r} runs one local replica, {name!r}, not {replica!r}")
         return self.server(name)
+
+    def replica_server_svid(self, name: str, replica: str) -> tuple[x509.Certificate, ...]:
+        self.replica_server(name, replica).close()  # KeyError naming the one replica
+        s = self.ctx.local.server(name)
+        with self.server(name) as client:
+            roots = tuple(a.certificate for a in client.get_bundle(timeout=10).x509_authorities)
+        return served_server_svid(s.host, s.ports.api, X509Bundle(s.trust_domain, roots))
+
+    def restart_replica(self, name: str, replica: str) -> None:
+        raise UpError(
+            f"the local target runs one process per server ({name}), not replicas to "
+            f"restart one by one ({replica}); replicas run with --target kubernetes"
+        )
 
     def server_health(self, name: str) -> tuple[bool, bool]:
         s = self.ctx.local.server(name)
