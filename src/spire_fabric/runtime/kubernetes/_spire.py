@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.runtime.kubernetes._objects import resource
 from spire_fabric.runtime.kubernetes._pods import PortForward, exec_json, running_pod
 from spire_fabric.server import CertInfo, ServerInfo, SpireServerClient
+from spire_fabric.tls import authorize_id, tls_client_context
 from spire_fabric.topology import Server
 
 SPIRE_SERVER_BIN = "/opt/spire/bin/spire-server"
@@ -174,7 +176,16 @@ class ServerAccess:
             entries = api.count_entries(timeout=10)
             federated = api.count_bundles(timeout=10)
         td = self.server.trust_domain
-        leaf = served_server_svid("127.0.0.1", forward.local_port, bundle)[0]
+        # the leaf from a stdlib handshake, as the clusters last proved it; rotate root's
+        # replica path reads whole chains with served_svid (pyOpenSSL). One reader for
+        # both once a cluster run covers it.
+        context = tls_client_context(bundle, authorize_id(spire_server_id(td)))
+        context.set_alpn_protocols(["h2"])  # gRPC servers refuse clients without it
+        with socket.create_connection(("127.0.0.1", forward.local_port), timeout=10) as raw, \
+                context.wrap_socket(raw) as tls:  # fmt: skip
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None  # verified inside the handshake: a peer certificate exists
+        leaf = x509.load_der_x509_certificate(der)
         return ServerInfo(
             uptime_seconds=self._uptime(forward.pod),
             agents_count=agents,
