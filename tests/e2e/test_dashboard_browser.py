@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from spire_fabric.runtime.monitoring import query_range
 from spire_fabric.server import Entry, X509Authority
 from spire_fabric.testing import short_tempdir
 from spire_fabric.testing.pki import make_ca
-from spire_fabric.topology import preset
+from spire_fabric.topology import dump_topology, preset
 
 from .conftest import Deploy, free_port_base
 
@@ -71,8 +72,20 @@ def topology() -> Iterator[tuple[Deploy, dict[str, str]]]:
     root = short_tempdir("sf-db-")
     deploy = Deploy(root / "spire-fabric" / "enterprise", free_port_base())
     env = dict(os.environ, XDG_STATE_HOME=str(root))  # where attach("enterprise") looks
+    # The preset's peers re-fetch each other's bundle every 15 s (its 1m refresh hint); the
+    # federation test below tampers with one server's copy and needs the copy to stay as
+    # tampered while the pages are read, so here the hint is SPIRE's default again.
+    t = preset("enterprise")
+    servers = tuple(
+        dataclasses.replace(s, bundle_endpoint=dataclasses.replace(
+            s.bundle_endpoint, refresh_hint=timedelta(minutes=5)))
+        if s.bundle_endpoint is not None else s
+        for s in t.servers
+    )  # fmt: skip
+    topology_file = root / "enterprise.yaml"
+    topology_file.write_text(dump_topology(dataclasses.replace(t, servers=servers)))
     try:
-        deploy.up()
+        deploy.up("--topology", str(topology_file))
         yield deploy, env
     finally:
         deploy.run("down", "--purge")
