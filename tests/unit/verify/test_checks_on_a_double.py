@@ -225,3 +225,19 @@ def test_a_forged_cross_trust_domain_check_needs_another_trust_domain_to_forge_w
     assert not any(i.startswith("sidecar-forged:") for i in ids), ids
     enterprise = verify_deployment(DoubleDeployment(preset("enterprise")))
     assert "sidecar-forged:enterprise-api->inventory/tls" in {c.id for c in enterprise.checks}
+
+
+def test_a_server_found_not_live_is_not_asked_again_by_the_checks_after():
+    """Each call to a gone server retries until its timeout; one not-live answer is enough."""
+    asked: list[str] = []
+
+    class Counting(DoubleDeployment):
+        def server(self, name):
+            asked.append(name)
+            return super().server(name)
+
+    report = verify_deployment(Counting(preset("basic")))
+    assert asked == []  # its health said "not live": no check waited on its API
+    datastore = report.get("datastore:spire-server")
+    assert not datastore.ok
+    assert datastore.detail == "spire-server is not live (see server-live:spire-server)"
