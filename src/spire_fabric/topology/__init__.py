@@ -19,6 +19,7 @@ from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._durations import format_duration, parse_duration
 from spire_fabric.topology._errors import Problem, TopologyError
 from spire_fabric.topology._kubernetes_only import (
+    MONITORING_NAMESPACE,
     KubernetesView,
     kubernetes_view,
     local_only_note,
@@ -100,6 +101,7 @@ from spire_fabric.topology._yaml import dump_topology, load_topology
 
 __all__ = [
     "CA_KEY_TYPES",
+    "MONITORING_NAMESPACE",
     "PRESET_NAMES",
     "TARGETS",
     "WORKLOAD_ATTESTORS",

@@ -38,7 +38,12 @@ from spire_fabric.identity import (
 )
 from spire_fabric.render import ALERT_NAMES
 from spire_fabric.runtime.deployment import ComponentHealth, Deployment
-from spire_fabric.runtime.monitoring import active_alerts, loaded_alert_rules, scrape_targets
+from spire_fabric.runtime.monitoring import (
+    active_alerts,
+    federated_up,
+    loaded_alert_rules,
+    scrape_targets,
+)
 from spire_fabric.server import NotFoundError
 from spire_fabric.tls import (
     authorize_id,
@@ -229,9 +234,13 @@ def _targets_up(d: Deployment, prometheus: str) -> str:
     expected |= {a.name for a in t.agents if a.telemetry_port is not None}
     expected |= {w.name for w in t.workloads if w.run is not None and w.run.metrics_port}
     targets = scrape_targets(prometheus)
-    missing = sorted(expected - {x.component for x in targets})
+    # on Kubernetes the other clusters' components arrive through federation: their `up`
+    federated = {c: v for c, v in federated_up(prometheus).items()
+                 if c not in {x.component for x in targets}}  # fmt: skip
+    missing = sorted(expected - {x.component for x in targets} - set(federated))
     down = [f"{x.component} ({x.health}: {x.last_error or 'not scraped yet'})"
             for x in targets if x.health != "up"]  # fmt: skip
+    down += [f"{c} (federated: up={v:g})" for c, v in sorted(federated.items()) if v != 1]
     rules = set(loaded_alert_rules(prometheus))
     absent = [name for name in ALERT_NAMES if name not in rules and (
         name != "GatewayErrors" or (t.monitoring is not None and t.monitoring.edge_workload))]
@@ -244,7 +253,8 @@ def _targets_up(d: Deployment, prometheus: str) -> str:
         problems.append(f"alert rules not loaded: {', '.join(absent)}")
     if problems:
         raise CheckFailed("; ".join(problems))
-    return f"{len(targets)} targets up, {len(rules)} alert rules ({prometheus})"
+    via = f" and {len(federated)} federated" if federated else ""
+    return f"{len(targets)} targets{via} up, {len(rules)} alert rules ({prometheus})"
 
 
 def _no_alert_firing(alertmanager: str) -> str:
