@@ -115,4 +115,33 @@ def test_a_peer_agent_serving_a_federating_workload_is_a_holder() -> None:
         "agent upstream-agent", "agent downstream-agent-1", "agent downstream-agent-2",
         "agent downstream-agent-3",
     ]  # fmt: skip
-    assert asked == ["upstream-client", "enterprise-api", "data-processor", "security-gateway"]
+    # read at the same time: which workloads are asked is the claim, not in what order
+    assert sorted(asked) == sorted(
+        ["upstream-client", "enterprise-api", "data-processor", "security-gateway"])
+
+
+def test_holders_are_read_at_the_same_time_and_a_failed_read_names_its_agent() -> None:
+    """On Kubernetes each read is an exec or a probe pod (seconds), and every poll of a
+    rotation's waits reads every holder: one poll must cost the slowest read, not the sum."""
+    import threading
+    import time
+
+    from spire_fabric.identity import BundleSet
+
+    barrier = threading.Barrier(4, timeout=5)  # passes only if all 4 reads run at once
+
+    class Views:
+        topology = preset("enterprise")
+
+        def jwt_bundles(self, workload: str) -> BundleSet:  # type: ignore[type-arg]
+            barrier.wait()
+            time.sleep(0.3)
+            if workload == "data-processor":
+                raise RuntimeError("exec failed")
+            return BundleSet(())
+
+    start = time.monotonic()
+    views = dict(_workload_views(Views(), TrustDomain("enterprise-root.org"), "jwt"))  # type: ignore[arg-type]
+    assert time.monotonic() - start < 1.0  # four reads of 0.3 s each, not 1.2 s
+    assert views["agent downstream-agent-2"] == "its Workload API did not answer: exec failed"
+    assert views["agent downstream-agent-1"] == set()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Literal
@@ -55,6 +56,8 @@ __all__ = ["Phase", "RotationRefused", "RotationResult", "RotationStep", "phase"
 Kind = Literal["x509", "jwt"]
 Phase = Literal["start", "prepared", "activated", "tainted", "renewed"]
 _PHASE_ORDER: tuple[Phase, ...] = ("start", "prepared", "activated", "tainted", "renewed")
+# holders read at the same time (as verify's IdentityReads: bounded, not one per agent)
+_READERS = 8
 
 
 class RotationRefused(SpireFabricError):
@@ -473,24 +476,34 @@ def _workload_views(
     trust domain, and every agent of a federated peer that serves a workload federating
     with ``td``: a peer server holding the new key is not enough, its workloads verify
     with the copy their agent syncs from it (every few seconds), so a key activated before
-    that copy arrives fails cross-domain calls for those seconds."""
+    that copy arrives fails cross-domain calls for those seconds.
+
+    The agents are read at the same time: on Kubernetes each read is an exec into a pod,
+    or a probe pod's start, a second to several each, and a rotation waits on these
+    reads over and over; one poll then costs the slowest read, not the sum of them."""
     t = d.topology
     own = {s.name for s in t.servers_of(td)}
     nested = {s.name for s in t.servers if isinstance(s.upstream_authority, SpireUpstreamAuthority)}
-    seen: dict[str, set[str] | str] = {}
+    readers: dict[str, str] = {}  # "agent NAME" -> the workload read as
     for w in t.workloads:
         agent = t.agent(w.agent)
         holds = agent.server in own or td in w.federates_with
-        if not holds or w.name in nested or f"agent {agent.name}" in seen:
-            continue
+        if holds and w.name not in nested:
+            readers.setdefault(f"agent {agent.name}", w.name)
+
+    def read(workload: str) -> set[str] | str:
         try:
             if kind == "x509":
-                bundle = d.x509_context(w.name).bundles.get(td)
-                ids = {skid(c) for c in bundle.x509_authorities} if bundle else set()
-            else:
-                jwt = d.jwt_bundles(w.name).get(td)
-                ids = set(jwt.jwt_authorities) if jwt else set()
-            seen[f"agent {agent.name}"] = ids
+                bundle = d.x509_context(workload).bundles.get(td)
+                return {skid(c) for c in bundle.x509_authorities} if bundle else set()
+            jwt = d.jwt_bundles(workload).get(td)
+            return set(jwt.jwt_authorities) if jwt else set()
         except Exception as err:
-            seen[f"agent {agent.name}"] = f"its Workload API did not answer: {err}"
-    return list(seen.items())
+            return f"its Workload API did not answer: {err}"
+
+    if not readers:
+        return []
+    with ThreadPoolExecutor(max_workers=min(_READERS, len(readers)),
+                            thread_name_prefix="holder-read") as pool:  # fmt: skip
+        views = list(pool.map(read, readers.values()))
+    return list(zip(readers, views, strict=True))
