@@ -24,6 +24,7 @@ from spire_fabric.topology._kubernetes_only import (
     kubernetes_view,
     local_only_note,
     local_only_notes,
+    monitoring_cluster,
 )
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
@@ -168,6 +169,7 @@ __all__ = [
     "load_topology",
     "local_only_note",
     "local_only_notes",
+    "monitoring_cluster",
     "parse_duration",
     "parse_scale",
     "placeholders",

@@ -23,7 +23,7 @@ from spire_fabric.topology._model import LocalRun, Topology, Workload
 from spire_fabric.topology._workload_run import PlaceholderError, placeholders
 
 __all__ = ["MONITORING_NAMESPACE", "KubernetesView", "kubernetes_view", "local_only_note",
-           "local_only_notes"]
+           "local_only_notes", "monitoring_cluster"]
 
 MONITORING_NAMESPACE = "spire-monitoring"
 
@@ -69,6 +69,19 @@ def kubernetes_view(topology: Topology) -> KubernetesView:
         agents=tuple(a for a in topology.agents if a.name not in dropped_agents),
     )
     return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped))
+
+
+def monitoring_cluster(topology: Topology) -> str:
+    """The cluster whose Prometheus evaluates the rules, holds the Alertmanager and federates
+    the other clusters' Prometheus: the edge workload's (most of what the rules watch runs
+    beside it), else the first cluster."""
+    m = topology.monitoring
+    if m is not None and m.edge_workload is not None:
+        w = topology.workload(m.edge_workload)
+        agent = topology.agent(w.agent)
+        if w.kubernetes is not None and agent.kubernetes is not None:
+            return agent.kubernetes.cluster
+    return topology.clusters[0].name
 
 
 def _names(text: str, dropped: set[str]) -> bool:

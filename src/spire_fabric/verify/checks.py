@@ -216,7 +216,12 @@ def _monitoring_checks(d: Deployment) -> Iterator[CheckResult]:
     monitoring on a target that does not run it yet gets one red row saying so."""
     if d.topology.monitoring is None:
         return
-    urls = d.monitoring_urls()
+    try:
+        urls = d.monitoring_urls()
+    except Exception as err:  # Kubernetes: no running pod to forward to; a check never crashes
+        yield CheckResult("monitoring", "Prometheus and Alertmanager run", False,
+                          f"{type(err).__name__}: {err}")  # fmt: skip
+        return
     if urls is None:
         yield CheckResult("monitoring", "Prometheus and Alertmanager run", False,
                           f"the {d.target} target does not run `monitoring:` yet")  # fmt: skip

@@ -42,7 +42,7 @@ from spire_fabric.render.kubernetes._common import (
     selector_labels,
 )
 from spire_fabric.render.kubernetes._resources import resources
-from spire_fabric.topology import MONITORING_NAMESPACE, Monitoring, Topology
+from spire_fabric.topology import MONITORING_NAMESPACE, Monitoring, Topology, monitoring_cluster
 
 __all__ = [
     "ALERTMANAGER",
@@ -51,7 +51,6 @@ __all__ = [
     "PROMETHEUS",
     "PROMETHEUS_PORT",
     "metrics_service_name",
-    "monitoring_cluster",
     "render_monitoring",
     "scrape_targets",
 ]
@@ -88,18 +87,6 @@ def scrape_targets(topology: Topology, cluster: str) -> list[tuple[str, str, str
 
 def metrics_service_name(component: str) -> str:
     return f"{component}-metrics"
-
-
-def monitoring_cluster(topology: Topology) -> str:
-    """The cluster whose Prometheus evaluates the rules and holds the Alertmanager: the edge
-    workload's (most of what the rules watch runs beside it), else the first cluster."""
-    m = topology.monitoring
-    if m is not None and m.edge_workload is not None:
-        w = topology.workload(m.edge_workload)
-        agent = topology.agent(w.agent)
-        if w.kubernetes is not None and agent.kubernetes is not None:
-            return agent.kubernetes.cluster
-    return topology.clusters[0].name
 
 
 def _yaml(document: dict[str, Any]) -> str:
@@ -176,7 +163,8 @@ def _metrics_services(topology: Topology, cluster: str) -> list[Obj]:
     for _, name, role, ns, port in scrape_targets(topology, cluster):
         out.append(obj("v1", "Service", meta(topology, cluster, metrics_service_name(name), ns,
                                              app=name, component=COMPONENT),
-                       spec={"clusterIP": "None", "publishNotReadyAddresses": True,
+                       spec={"type": "ClusterIP", "clusterIP": "None",
+                             "publishNotReadyAddresses": True,
                              "selector": selector_labels(name, role),
                              "ports": [{"name": "metrics", "port": port, "protocol": "TCP",
                                         "targetPort": port}]}))  # fmt: skip

@@ -47,7 +47,6 @@ from spire_fabric.render.kubernetes._monitoring import (
     ALERTMANAGER_PORT,
     PROMETHEUS,
     PROMETHEUS_PORT,
-    monitoring_cluster,
 )
 from spire_fabric.render.kubernetes._monitoring import COMPONENT as MONITORING
 from spire_fabric.render.kubernetes._mysql import PORT as MYSQL_PORT
@@ -60,6 +59,7 @@ from spire_fabric.topology import (
     SpireUpstreamAuthority,
     Topology,
     Workload,
+    monitoring_cluster,
     workload_callers,
 )
 

@@ -17,12 +17,12 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.render.kubernetes import mysql_instance, workload_command
-from spire_fabric.render.kubernetes._monitoring import ALERTMANAGER, PROMETHEUS, monitoring_cluster
+from spire_fabric.render.kubernetes._monitoring import ALERTMANAGER, PROMETHEUS
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.runtime.kubernetes._view import ClusterDeployment as KubernetesDeployment
 from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
-from spire_fabric.topology import MONITORING_NAMESPACE, Workload
+from spire_fabric.topology import MONITORING_NAMESPACE, Workload, monitoring_cluster
 
 
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:

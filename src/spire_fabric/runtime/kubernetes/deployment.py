@@ -33,7 +33,6 @@ from spire_fabric.render.kubernetes._monitoring import (
     ALERTMANAGER_PORT,
     PROMETHEUS,
     PROMETHEUS_PORT,
-    monitoring_cluster,
 )
 from spire_fabric.render.kubernetes._monitoring import COMPONENT as MONITORING
 from spire_fabric.runtime.ca_hierarchy import SigningCa
@@ -63,6 +62,7 @@ from spire_fabric.topology import (
     DiskUpstreamAuthority,
     Topology,
     agent_node_attestor,
+    monitoring_cluster,
 )
 from spire_fabric.workload import X509Context
 
