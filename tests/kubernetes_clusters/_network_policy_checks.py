@@ -111,7 +111,8 @@ def policies_in_place_and_enforced_by_every_node(kubes: dict[str, Kube]) -> None
     for cluster, namespaces in ((UPSTREAM, ("spire-upstream", "spire-upstream-agents",
                                             "spire-monitoring")),
                                 (DOWNSTREAM, ("spire-downstream", "spire-downstream-agents",
-                                              "downstream-workloads", "spire-monitoring"))):  # fmt: skip
+                                              "downstream-workloads",
+                                              "spire-monitoring"))):  # fmt: skip
         k = kubes[cluster]
         net = client.NetworkingV1Api(k.api)
         for ns in namespaces:
