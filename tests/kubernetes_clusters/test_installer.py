@@ -615,7 +615,8 @@ def test_prometheus_scrapes_both_clusters_and_evaluates_the_rules_with_none_firi
         assert urls is not None
         prometheus, alertmanager = urls
         direct = {t.component: t.health for t in scrape_targets(prometheus)}
-        federated = federated_up(prometheus)
+        # `up` of what this Prometheus did not scrape itself: the upstream cluster's
+        federated = {c: v for c, v in federated_up(prometheus).items() if c not in direct}
         rules = loaded_alert_rules(prometheus)
         firing = active_alerts(alertmanager)
     assert direct.pop("prometheus-upstream-cluster") == "up"  # the federation target
