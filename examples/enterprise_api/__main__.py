@@ -24,6 +24,7 @@ from .._common import (
     add_log_file_args,
     add_max_connections_arg,
     add_metrics_listen_arg,
+    add_number_arg,
     env,
     env_list,
     host_port,
@@ -82,6 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SPIFFE_ID",
         help="the SPIFFE ID inventory (its sidecar) must present (env "
         "ENTERPRISE_API_INVENTORY_ID)",
+    )
+    add_number_arg(
+        p,
+        "--max-connection-age",
+        "ENTERPRISE_API_MAX_CONNECTION_AGE",
+        60.0,
+        "seconds a keep-alive connection to inventory is reused before a new handshake",
     )
     add_identity_timeout_arg(p, "ENTERPRISE_API")
     add_max_connections_arg(p, "ENTERPRISE_API")
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.inventory:
             to_inventory = mtls_client_context(
                 source, source, authorize_id(SpiffeId.parse(args.inventory_id)))
-            inventory = ConnectionPool(args.inventory, to_inventory, size=4)
+            inventory = ConnectionPool(args.inventory, to_inventory, size=4,
+                                       max_age=args.max_connection_age)
         if args.metrics_listen:
             metrics_server = serve_metrics(metrics, args.metrics_listen)
         handler = make_handler(

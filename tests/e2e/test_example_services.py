@@ -22,9 +22,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from drill.sidecar_load import SidecarLoad
 from spire_fabric.examples._http import ConnectionPool
 
+from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.context import workload_component
+from spire_fabric.runtime.local.sidecars import sidecar_component
 from spire_fabric.testing import short_tempdir
 from spire_fabric.tls import authorize_id, mtls_client_context, tls_client_context
 from spire_fabric.topology import dump_topology, preset
@@ -308,20 +311,27 @@ def test_killed_api_makes_the_gateway_answer_503_until_the_supervisor_restarts_i
 # -- rotation --------------------------------------------------------------------------
 
 SHORT_TTL = timedelta(seconds=20)
+# the sidecars' workloads rotate too: inventory's server sidecar, api-poller's client
+# sidecar, catalog's files-mode helper (and the nginx it reloads)
+SIDECAR_WORKLOADS = ("inventory", "api-poller", "catalog")
 
 
 def _short_ttl_topology(path: Path) -> Path:
-    """The enterprise preset with 20 s X.509-SVIDs for the three services (the agent
-    rotates at half-life) and connections retired after 3 s, so traffic crosses rotations
-    on connections old and new."""
+    """The enterprise preset with 20 s X.509-SVIDs for the three services and the three
+    sidecar workloads (the agent rotates at half-life) and connections retired after 3 s,
+    so traffic crosses rotations on connections old and new; api-poller calls through its
+    client sidecar every 0.2 s, each call a new connection."""
     t = preset("enterprise")
     extra = {
+        "enterprise-api": ("--max-connection-age", "3"),  # its pool to inventory's sidecar
         "data-processor": ("--interval", "0.5", "--max-connection-age", "3"),
         "security-gateway": ("--max-connection-age", "3"),
+        "api-poller": ("--interval", "0.2"),
     }
     workloads = []
     for w in t.workloads:
-        if w.name in ("enterprise-api", "data-processor", "security-gateway"):
+        if w.name in ("enterprise-api", "data-processor", "security-gateway",
+                      *SIDECAR_WORKLOADS):  # fmt: skip
             assert w.run is not None
             run = dataclasses.replace(w.run, args=(*w.run.args, *extra.get(w.name, ())))
             w = dataclasses.replace(w, x509_svid_ttl=SHORT_TTL, jwt_svid_ttl=timedelta(minutes=1),
@@ -331,11 +341,33 @@ def _short_ttl_topology(path: Path) -> Path:
     return path
 
 
+def _children(pid: int) -> set[int]:
+    """The pids of a process's children (Linux: /proc/<pid>/task/<pid>/children)."""
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _nginx_master(d: LocalDeployment, workload: str) -> int:
+    """nginx's master pid: the only child of the workload's launcher (examples.inventory)."""
+    launcher = d.supervisor.states()[workload_component(workload)].pid
+    assert launcher is not None, f"{workload} is not running"
+    (master,) = _children(launcher)
+    return master
+
+
 def test_traffic_crosses_two_rotations_of_every_svid_with_zero_failures() -> None:
+    """Every service and every sidecar path under continuous traffic over at least two
+    rotations of each SVID: no request fails, no nginx restarts (same master pid), and
+    catalog's nginx is reloaded by the helper (new workers, a new served certificate)."""
     tmp = short_tempdir("sf-rot-")
     deploy = Deploy(tmp / "state", free_port_base())
     counts = {"gateway_ok": 0, "gateway_failed": 0}
     failures: list[str] = []
+    stop = threading.Event()
+    watched: dict[str, X509Source] = {}
+    sidecars: SidecarLoad | None = None
     try:
         deploy.up("--topology", str(_short_ttl_topology(tmp / "topology.yaml")))
         anchor = tmp / "anchor.pem"
@@ -343,10 +375,10 @@ def test_traffic_crosses_two_rotations_of_every_svid_with_zero_failures() -> Non
         services = Services(deploy, anchor, {})
         key = services.issue_key("load", "GET /records", rate=10000, burst=10000)
         d = deploy.deployment()
-        watched = {w: X509Source(endpoint=d.agent_endpoint(AGENT_OF[w]), picker=pick_by_id(w))
-                   for w in (API, PROCESSOR, GATEWAY)}  # fmt: skip
+        watched.update({w: X509Source(endpoint=d.agent_endpoint(AGENT_OF[w]),
+                                      picker=pick_by_id(w))
+                        for w in (API, PROCESSOR, GATEWAY)})  # fmt: skip
         serials: dict[str, set[int]] = {w: set() for w in watched}
-        stop = threading.Event()
 
         def drive() -> None:
             import ssl
@@ -370,37 +402,88 @@ def test_traffic_crosses_two_rotations_of_every_svid_with_zero_failures() -> Non
                         failures.append(repr(getattr(answer, "body", answer))[:200])
                     time.sleep(0.02)
 
-        # the processor's cycles from here on: before `up` returned it may have started
-        # before the API listened, which is start-up, not rotation
-        processor_log_path = deploy.state_dir / "logs" / "data-processor.log"
-        processor_offset = len(processor_log_path.read_text())
-        threads = [threading.Thread(target=drive) for _ in range(2)]
+        # nginx of inventory (TLS by its sidecar) and of catalog (TLS from the helper's
+        # files), and every process of the sidecar workloads, before the rotations
+        masters = {w: _nginx_master(d, w) for w in ("inventory", "catalog")}
+        inventory_workers = _children(masters["inventory"])
+        catalog_workers: set[int] = set()
+        components = [workload_component(w) for w in SIDECAR_WORKLOADS]
+        components += [sidecar_component(w, s.name) for w in SIDECAR_WORKLOADS
+                       for s in d.topology.workload(w).sidecars]  # fmt: skip
+        pids = {c: d.supervisor.states()[c].pid for c in components}
+        # the processor's and the poller's requests from here on: before `up` returned they
+        # may have started before the API listened, which is start-up, not rotation
+        logs = deploy.state_dir / "logs"
+        offsets = {w: len((logs / f"{w}.log").read_text()) for w in ("data-processor",
+                                                                       "api-poller")}
+        sidecars = SidecarLoad(d)
+        sidecars.start()
+        threads = [threading.Thread(target=drive, daemon=True) for _ in range(2)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 90
+        started = time.monotonic()
+        deadline = started + 120
         while time.monotonic() < deadline:
             for w, s in watched.items():
                 serials[w].add(s.get_x509_svid().leaf.serial_number)
+            catalog_workers |= _children(masters["catalog"])
             # three serials each = at least two rotations of every SVID
-            if all(len(s) >= 3 for s in serials.values()):
+            if (all(len(s) >= 3 for s in serials.values())
+                    and all(n >= 2 for n in sidecars.rotations().values())):  # fmt: skip
                 break
+            time.sleep(0.5)
+        # and on past the expiry of the first certificate each sidecar path used
+        until = max(sidecars.first_expiry().values(), default=0.0) + 1  # epoch seconds
+        while time.time() < until and time.monotonic() < deadline + 30:
             time.sleep(0.5)
         stop.set()
         for t in threads:
             t.join(10)
+        report = sidecars.stop()
+        ended = time.time()
         for s in watched.values():
             s.close()
-        processor_log = processor_log_path.read_text()[processor_offset:]
+        catalog_workers |= _children(masters["catalog"])
+        processor_log = (logs / "data-processor.log").read_text()[offsets["data-processor"]:]
         cycles_ok = processor_log.count("event=cycle") - processor_log.count("outcome=FAILED")
         cycles_failed = processor_log.count("outcome=FAILED")
+        poller_log = (logs / "api-poller.log").read_text()[offsets["api-poller"]:]
+        poller_lines = [line for line in poller_log.splitlines() if " -> " in line]
+        poller_failed = [line for line in poller_lines if " -> 200 in " not in line]
         print(f"rotation: serials seen {[len(s) for s in serials.values()]}, gateway requests "
               f"ok={counts['gateway_ok']} failed={counts['gateway_failed']}, processor cycles "
               f"ok={cycles_ok} failed={cycles_failed}")  # fmt: skip
+        print(f"rotation, sidecars: {report.summary()}; rotations per path "
+              f"{sidecars.rotations()}; api-poller requests ok="
+              f"{len(poller_lines) - len(poller_failed)} failed={len(poller_failed)}; catalog "
+              f"nginx workers seen {len(catalog_workers)}; "
+              f"{time.monotonic() - started:.1f} s")  # fmt: skip
         assert all(len(s) >= 3 for s in serials.values()), serials
         assert counts["gateway_failed"] == 0, failures[:5]
         assert counts["gateway_ok"] > 100
         failed_lines = [line for line in processor_log.splitlines() if "FAILED" in line]
         assert cycles_failed == 0 and cycles_ok >= 10, failed_lines or processor_log[-2000:]
+
+        # the sidecar paths: two rotations each, traffic past the expiry of the first
+        # certificate each one used (a sidecar that kept it would have failed), no failure
+        assert all(n >= 2 for n in sidecars.rotations().values()), sidecars.serials
+        expired = sidecars.first_expiry()
+        assert set(expired) == set(sidecars.rotations())
+        assert all(at < ended for at in expired.values()), (expired, ended)
+        assert report.failures == 0, report.reasons()
+        assert all(f.requests >= 50 for f in report.flows.values()), report.summary()
+        assert not poller_failed and len(poller_lines) >= 20, poller_failed[:5] or poller_log
+        # nginx never restarted; inventory's never even reloaded (its sidecar does the TLS);
+        # catalog's reloaded by SIGHUP: a new worker per reload, same master
+        assert {w: _nginx_master(d, w) for w in masters} == masters
+        assert _children(masters["inventory"]) == inventory_workers
+        assert len(catalog_workers) >= 3, catalog_workers
+        assert {c: d.supervisor.states()[c].pid for c in components} == pids
     finally:
+        stop.set()  # whatever failed, no thread or Workload API stream outlives the test
+        if sidecars is not None:
+            sidecars.stop()
+        for source in watched.values():
+            source.close()
         deploy.run("down", "--purge")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 
 from spire_fabric.identity import TrustDomain
 from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._model import (
     AgentKubernetes,
+    BundleEndpoint,
     DiskUpstreamAuthority,
     HealthProbe,
     IntermediateCa,
@@ -176,6 +178,14 @@ def basic() -> Topology:
     )
 
 
+# SPIRE's smallest refresh hint (bundleutil.MinimumRefreshHint): the peer fetches every
+# 15 s (a quarter of it), so a rotated authority crosses the federation within 15 s and
+# FederatedBundleStale (no good fetch for a whole hint) fires about a minute after the peer's
+# endpoint stops answering, not after SPIRE's default 5 minutes. A fetch is one small HTTPS
+# GET: docs/monitoring.md.
+_ENTERPRISE_BUNDLE_ENDPOINT = BundleEndpoint(refresh_hint=timedelta(minutes=1))
+
+
 def enterprise() -> Topology:
     """Upstream and downstream trust domains under one Enterprise Root CA, federated."""
     up_td, down_td = TrustDomain("enterprise-root.org"), TrustDomain("downstream.example.org")
@@ -209,6 +219,7 @@ def enterprise() -> Topology:
             host="127.0.0.1",
             ports=ServerPorts(api=8081, health=8080, federation=8443),
             ca_ttl="48h",
+            bundle_endpoint=_ENTERPRISE_BUNDLE_ENDPOINT,
             default_x509_svid_ttl="6h",
             default_jwt_svid_ttl="30m",
             upstream_authority=DiskUpstreamAuthority(ca="enterprise-root-intermediate"),
@@ -226,6 +237,7 @@ def enterprise() -> Topology:
             host="127.0.0.2",
             ports=ServerPorts(api=8081, health=8080, federation=8443),
             ca_ttl="24h",
+            bundle_endpoint=_ENTERPRISE_BUNDLE_ENDPOINT,
             default_x509_svid_ttl="4h",
             default_jwt_svid_ttl="15m",
             upstream_authority=DiskUpstreamAuthority(ca="downstream-regional-intermediate"),

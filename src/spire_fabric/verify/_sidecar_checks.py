@@ -9,7 +9,8 @@ workload's SVID (from its agent), and asks for the workload's health path:
   handshake: in TLS 1.3 the client finishes first, so the refusal shows on the first read);
 - an SVID for an *allowed* ID, but signed by another trust domain's intermediate from the
   topology's own CA hierarchy (whose chain reaches the Enterprise Root that both bundles
-  hold) must be refused: only the name constraints keep this forgery out;
+  hold) must be refused: only the name constraints keep this forgery out (a topology
+  whose hierarchy has no CA of another trust domain has no such check);
 - locally, the app's plain port must refuse a connection to this machine's non-loopback
   address (the app binds 127.0.0.1). On Kubernetes this needs a probe pod beside the
   workload and is not checked here yet.
@@ -31,7 +32,7 @@ from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.tls import authorize_id, mtls_client_context
-from spire_fabric.topology import DiskUpstreamAuthority, Sidecar, Workload
+from spire_fabric.topology import DiskUpstreamAuthority, Sidecar, Topology, Workload
 from spire_fabric.verify._report import CheckFailed, CheckResult, run_check
 from spire_fabric.workload import X509Context
 
@@ -73,7 +74,7 @@ def sidecar_checks(
                     f"{where} refuses {stranger.name} (not on its allow list)",
                     partial(_through, d, w, stranger, svid_of, context_of, admitted=False),
                 )
-            if callers:
+            if callers and _forgery_possible(t, callers[0]):
                 yield run_check(
                     f"sidecar-forged:{callers[0].name}->{where}",
                     f"{where} refuses a forged cross-trust-domain SVID of {callers[0].name}",
@@ -144,6 +145,16 @@ def _forged(d: Deployment, w: Workload, allowed: Workload,
         return (f"{allowed.spiffe_id} signed under {chain[0].subject.rfc4514_string()}: "
                 f"refused ({type(err).__name__})")
     raise CheckFailed(f"the forged SVID got through: HTTP {status}")
+
+
+def _forgery_possible(t: Topology, allowed: Workload) -> bool:
+    """Whether the topology's own hierarchy holds a CA of another trust domain than
+    `allowed`'s (a disk UpstreamAuthority): with one trust domain there is no boundary to
+    forge across, so there is no such check (rather than a red one nobody can turn green)."""
+    victim = SpiffeId.parse(allowed.spiffe_id).trust_domain
+    return any(s.trust_domain != victim and isinstance(s.upstream_authority,
+                                                       DiskUpstreamAuthority)
+               for s in t.servers)  # fmt: skip
 
 
 def _foreign_intermediate(d: Deployment, victim: TrustDomain) -> tuple[bytes, bytes]:

@@ -119,41 +119,41 @@ tests:
       exp_annotations:
         summary: "Gateway security-gateway answers 33.33% of its requests with 5xx: the API behind it is unreachable or refuses it"
         runbook: RUNBOOK(GatewayErrors)
-- interval: 1m
+- interval: 15s  # the enterprise preset's hint is 1m: a fetch every 15 s
   input_series:
   - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-downstream-server", trust_domain_id="enterprise-root_org", status="OK"}'
-    values: '1 2 3 4 4 4 4 4 4 4 4 4'
+    values: '1 2 3 4 5 6 7 8 8 8 8 8 8 8 8 8'
   - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-downstream-server", trust_domain_id="enterprise-root_org", status="Unknown"}'
-    values: '0 0 0 0 1 2 3 4 5 6 7 8'
+    values: '0 0 0 0 0 0 0 0 1 2 3 4 5 6 7 8'
   alert_rule_test:
-  - eval_time: 5m
+  - eval_time: 2m
     alertname: FederatedBundleStale
     exp_alerts: []
-  - eval_time: 10m
+  - eval_time: 210s
     alertname: FederatedBundleStale
     exp_alerts:
     - exp_labels: {severity: warning, component: spire-downstream-server,
                    trust_domain_id: enterprise-root_org}
       exp_annotations:
-        summary: "SPIRE server spire-downstream-server cannot refresh the bundle of enterprise-root_org: every fetch for a whole refresh hint (5m) failed, so its copy is older than the hint allows"
+        summary: "SPIRE server spire-downstream-server cannot refresh the bundle of enterprise-root_org: every fetch for a whole refresh hint (1m) failed, so its copy is older than the hint allows"
         runbook: RUNBOOK(FederatedBundleStale)
-- interval: 1m  # a young deployment: one success so far (a counter born with 1), then failures
+- interval: 15s  # a young deployment: one success so far (a counter born with 1), then failures
   input_series:
   - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-upstream-server", trust_domain_id="downstream_example_org", status="OK"}'
-    values: '_ _ _ 1 1 1 1 1 1 1 1 1'
+    values: '_ _ _ 1 1 1 1 1 1 1 1 1 1 1'
   - series: 'spire_server_bundle_manager_fetch_federated_bundle{component="spire-upstream-server", trust_domain_id="downstream_example_org", status="Unknown"}'
-    values: '_ _ _ _ 1 2 3 4 5 6 7 8'
+    values: '_ _ _ _ 1 2 3 4 5 6 7 8 9 10'
   alert_rule_test:
-  - eval_time: 6m
+  - eval_time: 90s
     alertname: FederatedBundleStale
     exp_alerts: []
-  - eval_time: 10m
+  - eval_time: 3m
     alertname: FederatedBundleStale
     exp_alerts:
     - exp_labels: {severity: warning, component: spire-upstream-server,
                    trust_domain_id: downstream_example_org}
       exp_annotations:
-        summary: "SPIRE server spire-upstream-server cannot refresh the bundle of downstream_example_org: every fetch for a whole refresh hint (5m) failed, so its copy is older than the hint allows"
+        summary: "SPIRE server spire-upstream-server cannot refresh the bundle of downstream_example_org: every fetch for a whole refresh hint (1m) failed, so its copy is older than the hint allows"
         runbook: RUNBOOK(FederatedBundleStale)
 - interval: 5s
   input_series:

@@ -188,3 +188,34 @@ def test_authorities_report_names_each_server_that_could_not_be_asked():
     with pytest.raises(AuthoritiesError, match="no server 'spire-server' in topology "
                        "'enterprise'; its servers: spire-upstream-server, spire-downstream"):
         authorities_report(DoubleDeployment(preset("enterprise")), ["spire-server"])
+
+
+def _one_trust_domain_with_a_server_sidecar() -> Topology:
+    """nginx behind a server sidecar that admits one caller, all in one trust domain."""
+    from spire_fabric.topology import JoinTokenAttestor, LocalRun, Sidecar, TopologyBuilder
+
+    td = "one.example.org"
+    caller = f"spiffe://{td}/caller"
+    b = (TopologyBuilder("one-td").trust_domain(td)
+         .server("spire-server", td, bundle_endpoint=None, node_attestors=(JoinTokenAttestor(),))
+         .agent("agent-a", "spire-server").agent("agent-b", "spire-server"))  # fmt: skip
+    b.workload("inventory", f"spiffe://{td}/inventory", agent="agent-a", selectors=["unix:uid:0"],
+               run=LocalRun(module="spire_fabric.examples.inventory",
+                            args=("--listen", "{listen}"), port=30445),
+               sidecars=[Sidecar("tls", "server", app_port=30446, allow_ids=(caller,))])
+    b.workload("caller", caller, agent="agent-b", selectors=["unix:uid:0"],
+               run=LocalRun(module="spire_fabric.examples.plain_poller",
+                            args=("--url", "http://{client}/health")),
+               sidecars=[Sidecar("mtls", "client", listen_port=30450, target="inventory")])
+    return b.build()  # fmt: skip
+
+
+def test_a_forged_cross_trust_domain_check_needs_another_trust_domain_to_forge_with():
+    """One trust domain: no boundary to forge across, so no forged-SVID check (it was a red
+    check that failed every `up` of such a topology); the enterprise preset keeps its own."""
+    one = verify_deployment(DoubleDeployment(_one_trust_domain_with_a_server_sidecar()))
+    ids = {c.id for c in one.checks if c.id.startswith("sidecar-")}
+    assert "sidecar-allowed:caller->inventory/tls" in ids
+    assert not any(i.startswith("sidecar-forged:") for i in ids), ids
+    enterprise = verify_deployment(DoubleDeployment(preset("enterprise")))
+    assert "sidecar-forged:enterprise-api->inventory/tls" in {c.id for c in enterprise.checks}
