@@ -602,7 +602,7 @@ def test_prometheus_scrapes_both_clusters_and_evaluates_the_rules_with_none_firi
     """Both servers (one through the upstream cluster's Prometheus, federated), every agent
     and every example workload up; the rules `render` writes loaded; no alert firing."""
     from spire_fabric.deploy import attach
-    from spire_fabric.render._monitoring import ALERT_NAMES
+    from spire_fabric.render import ALERT_NAMES
     from spire_fabric.runtime.monitoring import (
         active_alerts,
         federated_up,

@@ -16,8 +16,12 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from spire_fabric.render.kubernetes import mysql_instance, workload_command
-from spire_fabric.render.kubernetes._monitoring import ALERTMANAGER, PROMETHEUS
+from spire_fabric.render.kubernetes import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    mysql_instance,
+    workload_command,
+)
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.runtime.kubernetes._view import ClusterDeployment as KubernetesDeployment

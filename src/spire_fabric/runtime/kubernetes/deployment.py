@@ -22,19 +22,17 @@ import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.entries import EntryChange, EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render.kubernetes import (
+    ALERTMANAGER,
+    ALERTMANAGER_PORT,
+    PROMETHEUS,
+    PROMETHEUS_PORT,
     SigningCaPem,
     selector_labels,
     upstream_ca_secret,
     workload_files_secret,
     workload_socket_address,
 )
-from spire_fabric.render.kubernetes._monitoring import (
-    ALERTMANAGER,
-    ALERTMANAGER_PORT,
-    PROMETHEUS,
-    PROMETHEUS_PORT,
-)
-from spire_fabric.render.kubernetes._monitoring import COMPONENT as MONITORING
+from spire_fabric.render.kubernetes import MONITORING_COMPONENT as MONITORING
 from spire_fabric.runtime.ca_hierarchy import SigningCa
 from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, registration_entries
 from spire_fabric.runtime.deployment import (
