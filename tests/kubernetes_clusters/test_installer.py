@@ -344,6 +344,7 @@ def test_up_again_changes_nothing(
     assert listed == live == {
         ("upstream-cluster", 31443), ("downstream-cluster", 32443),
         ("downstream-cluster", 30080),
+        ("upstream-cluster", 30090),  # its Prometheus, federated by the downstream one's
     }  # fmt: skip
     again = installer.ok("up", "--topology", "enterprise")
     assert "no changes" in again.stdout
