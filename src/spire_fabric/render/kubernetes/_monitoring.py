@@ -147,6 +147,10 @@ def render_kubernetes_prometheus_config(topology: Topology, cluster: str) -> str
                 "job_name": f"federate-{other.name}",
                 # the other cluster's series as it labelled them (job, component, pod)
                 "honor_labels": True,
+                # stamped at this scrape: Prometheus applies no staleness to samples with
+                # their own timestamps, so a target gone upstream (a replaced pod) would
+                # stay `up == 0` here for the 5 min lookback and keep its alert firing
+                "honor_timestamps": False,
                 "metrics_path": "/federate",
                 "params": {"match[]": ['{job=~"' + "|".join(JOBS) + '"}']},
                 "static_configs": [{
