@@ -40,6 +40,10 @@ from spire_fabric.runtime.images._oci import files_layer, write_oci_image
 REGISTRY = "spire-fabric.local"
 BASE_PACKAGES = ("python3", "ca-certificates")
 MARIADB_PACKAGES = ("mariadb-server", "ca-certificates")
+# Prometheus and Alertmanager: two images (each with its binary as entrypoint, as the
+# official images have, so the rendered pods pass only arguments) on one base layer with
+# both packages, which containerd stores once.
+MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager", "ca-certificates")
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
         "mariadb": Image("mariadb", mariadb_version(), (), (MARIADB_ENTRYPOINT_PATH,),
                          base=MARIADB_PACKAGES, extra_layer=_mariadb_layer,
                          extra_layer_key=hashlib.sha256(MARIADB_ENTRYPOINT.encode()).hexdigest()),
+        "prometheus": Image("prometheus", debian_version("prometheus"), (),
+                            ("/usr/bin/prometheus",), base=MONITORING_PACKAGES),
+        "alertmanager": Image("alertmanager", debian_version("prometheus-alertmanager"), (),
+                              ("/usr/bin/prometheus-alertmanager",), base=MONITORING_PACKAGES),
     }
 
 
@@ -208,16 +216,20 @@ def _mariadb_layer(out: Path) -> Path:
     return files_layer([(MARIADB_ENTRYPOINT_PATH.lstrip("/"), script)], out)
 
 
-@functools.lru_cache(maxsize=1)
-def mariadb_version() -> str:
-    """The upstream version of bookworm main's mariadb-server (what debootstrap installs)."""
-    proc = run(["apt-cache", "madison", "mariadb-server"], check=False)
+@functools.cache
+def debian_version(package: str) -> str:
+    """The upstream version of bookworm main's ``package`` (what debootstrap installs)."""
+    proc = run(["apt-cache", "madison", package], check=False)
     for line in proc.stdout.splitlines():
         cols = [c.strip() for c in line.split("|")]
         if len(cols) == 3 and f" {BASE_SUITE}/main " in f" {cols[2]} ":
             version = cols[1].split(":", 1)[-1]
-            return version.split("-", 1)[0]
+            return version.split("-", 1)[0].split("+", 1)[0]
     return "unknown"
+
+
+def mariadb_version() -> str:
+    return debian_version("mariadb-server")
 
 
 def ensure_image(image: Image, say: Callable[[str], None] = print) -> Path:

@@ -19,6 +19,8 @@ INSTALLER_IMAGES = {
     # chown in the agent's init container: the project image is Debian (coreutils)
     "agent_init": "spire-fabric",
     "mysql": "mariadb",
+    "prometheus": "prometheus",
+    "alertmanager": "alertmanager",
 }
 
 

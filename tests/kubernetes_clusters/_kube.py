@@ -81,7 +81,8 @@ class Kube:
     def run(self, ns: str, name: str, image: str, command: list[str], *,
             timeout: float = 90, spec_extra: dict[str, Any] | None = None,
             container_extra: dict[str, Any] | None = None,
-            node: str | None = None) -> tuple[str, str]:
+            node: str | None = None,
+            labels: dict[str, str] | None = None) -> tuple[str, str]:
         """Run `command` in a pod of `image` to completion (on `node` if given, bypassing
         the scheduler); return (phase, logs)."""
         from kubernetes.client.rest import ApiException
@@ -90,7 +91,8 @@ class Kube:
             self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
             self.wait(f"old pod {name} gone", lambda: _gone(self.core, name, ns))
         body = {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, **({"labels": labels} if labels else {})},
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "main", "image": image,
                                      "imagePullPolicy": "Never", "command": command,

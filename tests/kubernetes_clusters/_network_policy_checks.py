@@ -46,11 +46,13 @@ RESTRICTED_CONTAINER = {"securityContext": {"allowPrivilegeEscalation": False,
                                             "capabilities": {"drop": ["ALL"]}}}
 
 
-def _from_new_pod(k: Kube, ns: str, name: str, host: str, port: int) -> str:
-    """The word of CONNECT from a new pod in ``ns`` with no labels any policy allows."""
+def _from_new_pod(k: Kube, ns: str, name: str, host: str, port: int,
+                  labels: dict[str, str] | None = None) -> str:  # fmt: skip
+    """The word of CONNECT from a new pod in ``ns`` with no labels any policy allows (or
+    with ``labels``, to pass for a peer that is allowed)."""
     phase, logs = k.run(ns, name, PYTHON_IMAGE, ["python3", "-c", CONNECT, host, str(port)],
                         spec_extra=RESTRICTED_POD, container_extra=RESTRICTED_CONTAINER,
-                        timeout=120)  # fmt: skip
+                        timeout=120, labels=labels)  # fmt: skip
     k.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
     assert phase == "Succeeded", logs
     return logs.strip().splitlines()[-1]
@@ -106,9 +108,11 @@ def outsider_namespace(kubes: dict[str, Kube]) -> Iterator[None]:
 def policies_in_place_and_enforced_by_every_node(kubes: dict[str, Kube]) -> None:
     from kubernetes import client
 
-    for cluster, namespaces in ((UPSTREAM, ("spire-upstream", "spire-upstream-agents")),
+    for cluster, namespaces in ((UPSTREAM, ("spire-upstream", "spire-upstream-agents",
+                                            "spire-monitoring")),
                                 (DOWNSTREAM, ("spire-downstream", "spire-downstream-agents",
-                                              "downstream-workloads"))):  # fmt: skip
+                                              "downstream-workloads",
+                                              "spire-monitoring"))):  # fmt: skip
         k = kubes[cluster]
         net = client.NetworkingV1Api(k.api)
         for ns in namespaces:
@@ -158,6 +162,21 @@ def enterprise_api_only_from_its_callers(kubes: dict[str, Kube]) -> None:
         "timeout", "refused")
 
 
+def telemetry_only_from_prometheus(kubes: dict[str, Kube]) -> None:
+    """An agent's telemetry (no Service with an address: its pod's IP) opens to a pod with
+    the Prometheus labels in the monitoring namespace, and to no other pod there."""
+    k = kubes[DOWNSTREAM]
+    (agent,) = k.core.list_namespaced_pod(
+        "spire-downstream-agents", label_selector="app.kubernetes.io/name=downstream-agent-1").items
+    ip, port = agent.status.pod_ip, 8281
+    prometheus = {"app.kubernetes.io/name": "prometheus",
+                  "app.kubernetes.io/component": "monitoring"}  # fmt: skip
+    assert _from_new_pod(k, "spire-monitoring", "telemetry-as-prometheus", ip, port,
+                         labels=prometheus) == "open", "Prometheus' way to telemetry is closed"
+    assert _from_new_pod(k, "spire-monitoring", "telemetry-from-monitoring-ns", ip, port) in (
+        "timeout", "refused")
+
+
 def verifies_green_behind_the_policies(verify_json: Callable[[], str]) -> None:
     report: dict[str, Any] = json.loads(verify_json())
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
@@ -180,4 +199,5 @@ CHECKS = (
     server_api_only_from_its_agents_while_the_bundle_endpoint_answers_anyone,
     mysql_only_from_its_server,
     enterprise_api_only_from_its_callers,
+    telemetry_only_from_prometheus,
 )

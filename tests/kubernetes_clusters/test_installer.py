@@ -136,6 +136,9 @@ def test_the_checks_cover_what_the_issue_names(
         "authority-tainted:spire-downstream-server",
         "authority-copy:spire-downstream-server->enterprise-root.org",
         "authority-copy:spire-upstream-server->downstream.example.org",
+        # issue 24: every server, agent and workload scraped and up, rules loaded, none firing
+        "monitoring-targets",
+        "monitoring-alerts",
     ):
         assert expected in ids, f"no check {expected}"
     assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
@@ -341,6 +344,7 @@ def test_up_again_changes_nothing(
     assert listed == live == {
         ("upstream-cluster", 31443), ("downstream-cluster", 32443),
         ("downstream-cluster", 30080),
+        ("upstream-cluster", 30090),  # its Prometheus, federated by the downstream one's
     }  # fmt: skip
     again = installer.ok("up", "--topology", "enterprise")
     assert "no changes" in again.stdout
@@ -589,6 +593,92 @@ def test_a_deleted_agent_pod_comes_back_and_verify_goes_green(
         p.metadata.uid != pod.metadata.uid and p.status.phase == "Running"
         for p in k.core.list_namespaced_pod(
             ns, label_selector="app.kubernetes.io/name=downstream-agent-1").items), timeout=120)
+    report = _wait_green(installer)
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+def test_prometheus_scrapes_both_clusters_and_evaluates_the_rules_with_none_firing(
+    enterprise: dict[str, Any], installer: KubeDeploy
+) -> None:
+    """Both servers (one through the upstream cluster's Prometheus, federated), every agent
+    and every example workload up; the rules `render` writes loaded; no alert firing."""
+    from spire_fabric.deploy import attach
+    from spire_fabric.render import ALERT_NAMES
+    from spire_fabric.runtime.monitoring import (
+        active_alerts,
+        federated_up,
+        loaded_alert_rules,
+        scrape_targets,
+    )
+
+    with attach("enterprise", state_dir=installer.state_dir) as d:
+        urls = d.monitoring_urls()
+        assert urls is not None
+        prometheus, alertmanager = urls
+        direct = {t.component: t.health for t in scrape_targets(prometheus)}
+        # `up` of what this Prometheus did not scrape itself: the upstream cluster's
+        federated = {c: v for c, v in federated_up(prometheus).items() if c not in direct}
+        rules = loaded_alert_rules(prometheus)
+        firing = active_alerts(alertmanager)
+    assert direct.pop("prometheus-upstream-cluster") == "up"  # the federation target
+    assert federated == {"spire-upstream-server": 1.0, "upstream-agent": 1.0}, federated
+    assert direct == {name: "up" for name in (
+        "prometheus-downstream-cluster", "alertmanager", "spire-downstream-server",
+        "downstream-agent-1", "downstream-agent-2", "downstream-agent-3",
+        "enterprise-api", "data-processor", "security-gateway")}, direct  # fmt: skip
+    assert sorted(rules) == sorted(ALERT_NAMES)
+    assert firing == [], firing
+
+
+def _agent_container(k: Kube, agent: str) -> tuple[list[str], str]:
+    """(ctr command for the node the agent's pod runs on, the agent container's id)."""
+    (pod,) = k.core.list_namespaced_pod(
+        "spire-downstream-agents", label_selector=f"app.kubernetes.io/name={agent}").items
+    node = next(n for n in k.nodes if n["name"] == pod.spec.node_name)
+    ctr = ["ctr", "--address", str(Path(node["dir"]) / "containerd" / "containerd.sock"),
+           "-n", "k8s.io"]  # fmt: skip
+    status = next(cs for cs in pod.status.container_statuses if cs.name == "spire-agent")
+    return ctr, status.container_id.removeprefix("containerd://")
+
+
+def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
+    enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
+) -> None:
+    """SIGSTOP of downstream-agent-2's process through its node's containerd (as the heal
+    test kills containers): its telemetry stops answering, SpireAgentDown fires in
+    Alertmanager's API within 90 s; SIGCONT resolves it. The kubelet's liveness probe
+    (3 x 10 s) may restart the hung agent first; that cures it just the same."""
+    from spire_fabric.deploy import attach
+    from spire_fabric.runtime.monitoring import active_alerts
+
+    agent = "downstream-agent-2"
+    ctr, cid = _agent_container(kubes[DOWNSTREAM], agent)
+    with attach("enterprise", state_dir=installer.state_dir) as d:
+        urls = d.monitoring_urls()
+        assert urls is not None
+        alertmanager = urls[1]
+
+        def down() -> bool:
+            return any(a.name == "SpireAgentDown" and a.component == agent
+                       for a in active_alerts(alertmanager))  # fmt: skip
+
+        assert not down()
+        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGSTOP", cid], check=True)
+        frozen = time.monotonic()
+        try:
+            while not down():
+                assert time.monotonic() - frozen < 90, "SpireAgentDown did not fire in 90 s"
+                time.sleep(1)
+            fired = time.monotonic() - frozen
+        finally:
+            # the kubelet may have replaced the container: then there is nothing to resume
+            subprocess.run([*ctr, "tasks", "kill", "-s", "SIGCONT", cid], capture_output=True)
+        resumed = time.monotonic()
+        while down():
+            assert time.monotonic() - resumed < 120, "SpireAgentDown did not resolve in 120 s"
+            time.sleep(1)
+        resolved = time.monotonic() - resumed
+    print(f"SpireAgentDown: fault -> firing {fired:.0f} s, resume -> resolved {resolved:.0f} s")
     report = _wait_green(installer)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
 

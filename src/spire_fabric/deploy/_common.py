@@ -90,7 +90,8 @@ def add_deployment_args(parser: argparse.ArgumentParser, *, settings: bool = Fal
         default=[],
         metavar="ROLE=IMAGE",
         help="override an image (a tag or a digest, name@sha256:…): server, agent, "
-        "controller_manager, workload, csi_driver, csi_registrar, agent_init, mysql",
+        "controller_manager, workload, csi_driver, csi_registrar, agent_init, mysql, "
+        "prometheus, alertmanager",
     )
     k.add_argument(
         "--workload-socket",

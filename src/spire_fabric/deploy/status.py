@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import add_deployment_args, choose
+from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.monitoring import MonitoringError, active_alerts
 from spire_fabric.verify import AuthoritiesReport, ServerAuthorities, authorities_report
@@ -143,14 +144,18 @@ def alert_lines(alertmanager: str | None) -> list[str]:
 def run(args: argparse.Namespace, console: Console) -> int:
     chosen = choose(args)
     report: AuthoritiesReport | None = None
-    alertmanager: str | None = None
+    alerts: list[str] = []
     with chosen.open() as deployment:
         rows = deployment.status()
         where, name = f"{deployment.target}, {chosen.state_dir}", deployment.name
         if args.output != "json":  # JSON stays the component rows; `authorities` has its own
             report = authorities_report(deployment)
-            urls = deployment.monitoring_urls()
-            alertmanager = urls[1] if urls else None
+            # read while the deployment is open: on Kubernetes the URL is its port-forward
+            try:
+                urls = deployment.monitoring_urls()
+                alerts = alert_lines(urls[1] if urls else None)
+            except SpireFabricError as err:  # no Alertmanager pod to forward to
+                alerts = [f"alerts: [red]cannot reach Alertmanager[/red]: {escape(str(err))}"]
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:
@@ -163,6 +168,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if report is not None:
             for line in authority_lines(report):
                 console.print(line)
-        for line in alert_lines(alertmanager):
+        for line in alerts:
             console.print(line)
     return 0 if all(r.healthy for r in rows) else 1

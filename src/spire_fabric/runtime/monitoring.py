@@ -22,6 +22,7 @@ __all__ = [
     "ScrapeTarget",
     "Series",
     "active_alerts",
+    "federated_up",
     "loaded_alert_rules",
     "query_range",
     "scrape_targets",
@@ -151,4 +152,19 @@ def query_range(prometheus: str, query: str, start: float, end: float, step: flo
     for r in data.get("result", []):
         points = tuple((float(t), float(v)) for t, v in r.get("values", []))
         out.append(Series(dict(r.get("metric", {})), points))
+    return out
+
+
+def federated_up(prometheus: str) -> dict[str, float]:
+    """component -> value of the ``up`` series Prometheus holds for targets another
+    Prometheus scraped (federated, so not among its own targets; Kubernetes: the other
+    clusters'). The lowest value per component: one down pod makes it down."""
+    data = _data(_get(prometheus, "/api/v1/query", {"query": 'up{job=~"spire-.+|workload"}'}),
+                 "query")  # fmt: skip
+    out: dict[str, float] = {}
+    for r in data.get("result", []):
+        component = r.get("metric", {}).get("component")
+        if component:
+            value = float(r.get("value", [0, "0"])[1])
+            out[component] = min(value, out.get(component, value))
     return out

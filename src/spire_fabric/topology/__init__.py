@@ -19,10 +19,12 @@ from spire_fabric.topology._builder import TopologyBuilder
 from spire_fabric.topology._durations import format_duration, parse_duration
 from spire_fabric.topology._errors import Problem, TopologyError
 from spire_fabric.topology._kubernetes_only import (
+    MONITORING_NAMESPACE,
     KubernetesView,
     kubernetes_view,
     local_only_note,
     local_only_notes,
+    monitoring_cluster,
 )
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
@@ -100,6 +102,7 @@ from spire_fabric.topology._yaml import dump_topology, load_topology
 
 __all__ = [
     "CA_KEY_TYPES",
+    "MONITORING_NAMESPACE",
     "PRESET_NAMES",
     "TARGETS",
     "WORKLOAD_ATTESTORS",
@@ -166,6 +169,7 @@ __all__ = [
     "load_topology",
     "local_only_note",
     "local_only_notes",
+    "monitoring_cluster",
     "parse_duration",
     "parse_scale",
     "placeholders",

@@ -1,5 +1,4 @@
-"""What of a topology the Kubernetes target runs in this release: everything but sidecars
-and monitoring.
+"""What of a topology the Kubernetes target runs in this release: everything but sidecars.
 
 Sidecars render for Kubernetes (containers in the workload's pod, see
 `render.kubernetes._workloads`), but the cluster images they need (ghostunnel, and nginx in
@@ -7,9 +6,12 @@ the workload image) are not built yet, so a workload with sidecars would never s
 there. Rather than fail a bring-up, the Kubernetes target leaves such workloads out, with
 the agents that only they use and the run options of other workloads that point at them
 (`--inventory {url:inventory}` goes with inventory), and says so in one line
-(:func:`local_only_notes`) in `plan` and `up`: never silently. The same holds for the
-topology's ``monitoring``: Prometheus and Alertmanager are built for the local target only
-so far, and on the clusters verify would show a red row for them.
+(:func:`local_only_notes`) in `plan` and `up`: never silently.
+
+With ``monitoring:`` every cluster gains one namespace, :data:`MONITORING_NAMESPACE`, for its
+Prometheus (and the Alertmanager of the cluster that evaluates the rules): apart from the
+servers' and workloads', so the one pod that holds a ServiceAccount token able to list pods
+shares a namespace with nothing else (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from dataclasses import dataclass
 from spire_fabric.topology._model import LocalRun, Topology, Workload
 from spire_fabric.topology._workload_run import PlaceholderError, placeholders
 
-__all__ = ["MONITORING_NOTE", "KubernetesView", "kubernetes_view", "local_only_note",
-           "local_only_notes"]
+__all__ = ["MONITORING_NAMESPACE", "KubernetesView", "kubernetes_view", "local_only_note",
+           "local_only_notes", "monitoring_cluster"]
 
-MONITORING_NOTE = ("monitoring: Prometheus and Alertmanager run on the local target only in "
-                   "this release")
+MONITORING_NAMESPACE = "spire-monitoring"
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,6 @@ class KubernetesView:
 
     topology: Topology
     left_out: tuple[str, ...]  # workloads
-    monitoring_left_out: bool = False
 
 
 def local_only_note(left_out: tuple[str, ...]) -> str:
@@ -46,19 +46,20 @@ def local_only_note(left_out: tuple[str, ...]) -> str:
 
 def local_only_notes(view: KubernetesView) -> list[str]:
     """Every line `plan` and `up` print for what the Kubernetes target leaves out."""
-    notes = [local_only_note(view.left_out)] if view.left_out else []
-    return notes + ([MONITORING_NOTE] if view.monitoring_left_out else [])
+    return [local_only_note(view.left_out)] if view.left_out else []
 
 
 def kubernetes_view(topology: Topology) -> KubernetesView:
-    """``topology`` without its sidecar-carrying workloads and its monitoring (see the
-    module docstring)."""
-    monitoring = topology.monitoring is not None
-    if monitoring:
-        topology = dataclasses.replace(topology, monitoring=None)
+    """``topology`` without its sidecar-carrying workloads, with the monitoring namespace
+    in each cluster when it has ``monitoring:`` (see the module docstring)."""
+    if topology.monitoring is not None:
+        topology = dataclasses.replace(topology, clusters=tuple(
+            c if MONITORING_NAMESPACE in c.namespaces
+            else dataclasses.replace(c, namespaces=(*c.namespaces, MONITORING_NAMESPACE))
+            for c in topology.clusters))  # fmt: skip
     dropped = {w.name for w in topology.workloads if w.sidecars}
     if not dropped:
-        return KubernetesView(topology, (), monitoring)
+        return KubernetesView(topology, ())
     kept = [w for w in topology.workloads if w.name not in dropped]
     used_agents = {w.agent for w in kept}
     dropped_agents = {w.agent for w in topology.workloads if w.name in dropped} - used_agents
@@ -67,8 +68,20 @@ def kubernetes_view(topology: Topology) -> KubernetesView:
         workloads=tuple(_without_references(w, dropped) for w in kept),
         agents=tuple(a for a in topology.agents if a.name not in dropped_agents),
     )
-    return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped),
-                          monitoring)
+    return KubernetesView(view, tuple(w.name for w in topology.workloads if w.name in dropped))
+
+
+def monitoring_cluster(topology: Topology) -> str:
+    """The cluster whose Prometheus evaluates the rules, holds the Alertmanager and federates
+    the other clusters' Prometheus: the edge workload's (most of what the rules watch runs
+    beside it), else the first cluster."""
+    m = topology.monitoring
+    if m is not None and m.edge_workload is not None:
+        w = topology.workload(m.edge_workload)
+        agent = topology.agent(w.agent)
+        if w.kubernetes is not None and agent.kubernetes is not None:
+            return agent.kubernetes.cluster
+    return topology.clusters[0].name
 
 
 def _names(text: str, dropped: set[str]) -> bool:

@@ -556,6 +556,10 @@ class Images:
     # The agent's init container: it only chowns the agent's directories, and SPIRE's own
     # images are FROM scratch (no chown in them).
     agent_init: str = "docker.io/library/busybox:1.37.0"
+    # `monitoring:`: the releases Debian bookworm packages (the test clusters' images are
+    # built from those packages); the pods pass arguments only, so either entrypoint works.
+    prometheus: str = "quay.io/prometheus/prometheus:v2.42.0"
+    alertmanager: str = "quay.io/prometheus/alertmanager:v0.25.0"
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,17 @@ def _kubernetes(topology: Topology) -> list[PublishedPort]:
                     f"({_WORKLOAD_CALLERS})",
                 )
             )  # fmt: skip
+    if topology.monitoring is not None:
+        from spire_fabric.topology._kubernetes_only import monitoring_cluster
+
+        main = monitoring_cluster(topology)
+        for c in topology.clusters:
+            if c.name != main:
+                out.append(PublishedPort(
+                    topology.monitoring.prometheus_port, c.name, f"prometheus ({c.name})",
+                    "Prometheus API (federation)",
+                    f"the Prometheus of {main} (read-only queries, no authentication)",
+                ))  # fmt: skip
     return out
 
 

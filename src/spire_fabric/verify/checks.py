@@ -39,7 +39,12 @@ from spire_fabric.identity import (
 )
 from spire_fabric.render import ALERT_NAMES
 from spire_fabric.runtime.deployment import ComponentHealth, Deployment
-from spire_fabric.runtime.monitoring import active_alerts, loaded_alert_rules, scrape_targets
+from spire_fabric.runtime.monitoring import (
+    active_alerts,
+    federated_up,
+    loaded_alert_rules,
+    scrape_targets,
+)
 from spire_fabric.server import NotFoundError, SpireServerClient
 from spire_fabric.tls import (
     authorize_id,
@@ -241,7 +246,12 @@ def _monitoring_checks(d: Deployment) -> Iterator[CheckResult]:
     monitoring on a target that does not run it yet gets one red row saying so."""
     if d.topology.monitoring is None:
         return
-    urls = d.monitoring_urls()
+    try:
+        urls = d.monitoring_urls()
+    except Exception as err:  # Kubernetes: no running pod to forward to; a check never crashes
+        yield CheckResult("monitoring", "Prometheus and Alertmanager run", False,
+                          f"{type(err).__name__}: {err}")  # fmt: skip
+        return
     if urls is None:
         yield CheckResult("monitoring", "Prometheus and Alertmanager run", False,
                           f"the {d.target} target does not run `monitoring:` yet")  # fmt: skip
@@ -262,9 +272,13 @@ def _targets_up(d: Deployment, prometheus: str) -> str:
     expected |= {f"{w.name}/{s.name}" for w in t.workloads for s in w.sidecars
                  if s.status_port is not None}  # fmt: skip
     targets = scrape_targets(prometheus)
-    missing = sorted(expected - {x.component for x in targets})
+    # on Kubernetes the other clusters' components arrive through federation: their `up`
+    federated = {c: v for c, v in federated_up(prometheus).items()
+                 if c not in {x.component for x in targets}}  # fmt: skip
+    missing = sorted(expected - {x.component for x in targets} - set(federated))
     down = [f"{x.component} ({x.health}: {x.last_error or 'not scraped yet'})"
             for x in targets if x.health != "up"]  # fmt: skip
+    down += [f"{c} (federated: up={v:g})" for c, v in sorted(federated.items()) if v != 1]
     rules = set(loaded_alert_rules(prometheus))
     absent = [name for name in ALERT_NAMES if name not in rules and (
         name != "GatewayErrors" or (t.monitoring is not None and t.monitoring.edge_workload))]
@@ -277,7 +291,8 @@ def _targets_up(d: Deployment, prometheus: str) -> str:
         problems.append(f"alert rules not loaded: {', '.join(absent)}")
     if problems:
         raise CheckFailed("; ".join(problems))
-    return f"{len(targets)} targets up, {len(rules)} alert rules ({prometheus})"
+    via = f" and {len(federated)} federated" if federated else ""
+    return f"{len(targets)} targets{via} up, {len(rules)} alert rules ({prometheus})"
 
 
 def _no_alert_firing(alertmanager: str) -> str:

@@ -66,6 +66,8 @@ def test_enterprise_publishes_no_server_api_node_port():
         ("upstream-cluster", 31443),
         ("downstream-cluster", 32443),
         ("downstream-cluster", 30080),
+        # the upstream cluster's Prometheus, federated by the downstream one's
+        ("upstream-cluster", 30090),
     }
     services = {
         o["metadata"]["name"]: o

@@ -26,7 +26,8 @@ def images_of(objects: list[dict[str, object]]) -> set[str]:
 
 def test_the_roles_are_every_image_field_and_mysql() -> None:
     assert IMAGE_ROLES == ("server", "agent", "controller_manager", "workload", "ghostunnel",
-                           "csi_driver", "csi_registrar", "agent_init", "mysql")  # fmt: skip
+                           "csi_driver", "csi_registrar", "agent_init", "prometheus",
+                           "alertmanager", "mysql")  # fmt: skip
 
 
 def test_csi_and_init_images_are_overridden_by_digest() -> None:
@@ -42,9 +43,16 @@ def test_csi_and_init_images_are_overridden_by_digest() -> None:
     assert not {default.csi_driver, default.csi_registrar, default.agent_init} & images
 
 
+def test_monitoring_images_are_overridden_like_the_others() -> None:
+    refs = {"prometheus": "registry.example/prometheus:2.42.0",
+            "alertmanager": "registry.example/alertmanager:0.25.0"}  # fmt: skip
+    t = adapt(preset("enterprise"), {}, KubernetesSettings(images=refs))
+    assert set(refs.values()) <= images_of(render_kubernetes_objects(t))
+
+
 def test_an_unknown_role_is_refused_listing_the_roles() -> None:
     with pytest.raises(KubernetesTargetError, match=r"--image csi=…: unknown role \(one of "
                        r"server, agent, controller_manager, workload, ghostunnel, csi_driver, "
                        r"csi_registrar, "
-                       r"agent_init, mysql\)"):  # fmt: skip
+                       r"agent_init, prometheus, alertmanager, mysql\)"):  # fmt: skip
         adapt(preset("enterprise"), {}, KubernetesSettings(images={"csi": "x:1"}))

@@ -8,6 +8,7 @@ import dataclasses
 
 from spire_fabric.render.kubernetes._workloads import render_workload
 from spire_fabric.topology import (
+    MONITORING_NAMESPACE,
     Sidecar,
     kubernetes_view,
     local_only_note,
@@ -33,11 +34,12 @@ def test_enterprise_on_kubernetes_is_the_preset_without_sidecar_workloads() -> N
     assert local_only_note(view.left_out) == (
         "inventory, api-poller, catalog: sidecars run on the local target only in this "
         "release; their cluster images are not built yet")
-    # monitoring too: Prometheus and Alertmanager are built for the local target only
-    assert full.monitoring is not None and view.topology.monitoring is None
-    assert local_only_notes(view) == [
-        local_only_note(view.left_out),
-        "monitoring: Prometheus and Alertmanager run on the local target only in this release"]
+    # monitoring runs there: kept, with a namespace of its own in each cluster
+    assert full.monitoring is not None and view.topology.monitoring == full.monitoring
+    assert local_only_notes(view) == [local_only_note(view.left_out)]
+    assert [c.namespaces[-1] for c in view.topology.clusters] == [MONITORING_NAMESPACE] * 2
+    assert [len(c.namespaces) for c in view.topology.clusters] == [
+        len(c.namespaces) + 1 for c in full.clusters]
 
 
 def test_a_topology_without_sidecars_is_unchanged_and_says_nothing() -> None:

@@ -35,6 +35,13 @@ from spire_fabric.render.kubernetes._controller_manager import (
     workload_pod_labels,
 )
 from spire_fabric.render.kubernetes._crds import CRDS, GROUP
+from spire_fabric.render.kubernetes._monitoring import (
+    ALERTMANAGER,
+    ALERTMANAGER_PORT,
+    PROMETHEUS,
+    PROMETHEUS_PORT,
+)
+from spire_fabric.render.kubernetes._monitoring import COMPONENT as MONITORING_COMPONENT
 from spire_fabric.render.kubernetes._mysql import (
     mysql_dns_names,
     mysql_instance,
@@ -62,6 +69,8 @@ from spire_fabric.render.kubernetes._yaml import dump_documents
 from spire_fabric.topology import Topology
 
 __all__ = [
+    "ALERTMANAGER",
+    "ALERTMANAGER_PORT",
     "CRDS",
     "GROUP",
     "LABEL_CLUSTER",
@@ -71,7 +80,10 @@ __all__ = [
     "LABEL_TOPOLOGY",
     "LABEL_WORKLOAD",
     "MANAGED_BY",
+    "MONITORING_COMPONENT",
     "PROBE_LABEL",
+    "PROMETHEUS",
+    "PROMETHEUS_PORT",
     "STAGES",
     "DatastoreTlsPem",
     "InstallerSecrets",

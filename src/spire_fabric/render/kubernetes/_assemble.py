@@ -22,6 +22,7 @@ from spire_fabric.render.kubernetes._common import (
 from spire_fabric.render.kubernetes._controller_manager import render_registrations
 from spire_fabric.render.kubernetes._crds import render_crds
 from spire_fabric.render.kubernetes._csi import render_csi_driver
+from spire_fabric.render.kubernetes._monitoring import render_monitoring
 from spire_fabric.render.kubernetes._mysql import render_mysql
 from spire_fabric.render.kubernetes._namespaces import render_namespaces
 from spire_fabric.render.kubernetes._network_policies import render_network_policies
@@ -115,6 +116,10 @@ def _workloads(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return out
 
 
+def _monitoring(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
+    return render_monitoring(t, cluster)
+
+
 def _registrations(t: Topology, cluster: str, _: Secrets) -> list[Obj]:
     return [o for s in _servers_of(t, cluster) for o in render_registrations(t, s)]
 
@@ -130,6 +135,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("06-agents.yaml", "SPIRE agents (until ready)", _agents),
     Stage("07-registrations.yaml", "registrations", _registrations),
     Stage("08-workloads.yaml", "workloads (until ready)", _workloads),
+    # last: what it watches exists by then, so its first scrapes find every target
+    Stage("09-monitoring.yaml", "Prometheus and Alertmanager (until ready)", _monitoring),
 )
 
 

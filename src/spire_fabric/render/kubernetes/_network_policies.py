@@ -15,12 +15,17 @@ Who may connect, and why (docs/kubernetes-target.md has the table):
 - a workload's service port: the workloads that call it (:func:`workload_callers`, the
   run descriptions naming its ``{url:NAME}``); anyone when it has a NodePort, which exists
   for clients outside the cluster.
-- health and telemetry ports (servers, agents, the controller manager): nobody. The
+- telemetry ports (servers, agents) and workloads' metrics ports: the Prometheus pod of
+  their cluster alone (``monitoring:``; no one without it). Health ports (and the
+  controller manager's): nobody. The
   kubelet's probes come from the pod's own node as root, which the enforcer of the test
   clusters (kube-network-policies) accepts before any policy (its ``meta skuid 0 accept``
   rule), as common implementations allow the node; `status` and `verify` read them through
-  a port-forward, which enters the pod's own network namespace and no policy sees. A
-  monitoring namespace in the topology would be the one peer to add here; there is none.
+  a port-forward, which enters the pod's own network namespace and no policy sees.
+- Alertmanager: its cluster's Prometheus. A Prometheus federated by the monitoring
+  cluster's: anyone, since that one comes through its NodePort with a node's address
+  (read-only queries of metrics); the monitoring cluster's Prometheus: nobody (read through
+  a port-forward).
 - agents, CSI drivers, installer identity probe pods and the in-pod relay serve nothing
   over the network (the Workload API is a unix socket): the default deny is all they get.
 
@@ -37,13 +42,24 @@ ever runs unfenced.
 from __future__ import annotations
 
 from spire_fabric.render.kubernetes._common import Obj, meta, obj, selector_labels
+from spire_fabric.render.kubernetes._monitoring import (
+    ALERTMANAGER,
+    ALERTMANAGER_PORT,
+    PROMETHEUS,
+    PROMETHEUS_PORT,
+)
+from spire_fabric.render.kubernetes._monitoring import COMPONENT as MONITORING
 from spire_fabric.render.kubernetes._mysql import PORT as MYSQL_PORT
 from spire_fabric.render.kubernetes._mysql import mysql_instance
+from spire_fabric.render.kubernetes._workloads import scraped_metrics_port
 from spire_fabric.topology import (
+    MONITORING_NAMESPACE,
+    Agent,
     Server,
     SpireUpstreamAuthority,
     Topology,
     Workload,
+    monitoring_cluster,
     workload_callers,
 )
 
@@ -66,7 +82,40 @@ def render_network_policies(topology: Topology, cluster: str) -> list[Obj]:
         policy = _workload_policy(topology, w, cluster)
         if policy is not None:
             out.append(policy)
+    if topology.monitoring is not None:
+        for a in topology.agents:
+            if a.kubernetes is not None and a.kubernetes.cluster == cluster:
+                policy = _agent_policy(topology, a)
+                if policy is not None:
+                    out.append(policy)
+        out += _monitoring_policies(topology, cluster)
     return out
+
+
+def _scrapers(topology: Topology) -> list[Obj]:
+    """The pods that may read telemetry and metrics ports: the Prometheus of the cluster
+    (empty without ``monitoring:``, so the port gets no rule at all)."""
+    if topology.monitoring is None:
+        return []
+    return [_peer(MONITORING_NAMESPACE, PROMETHEUS, MONITORING)]
+
+
+def _agent_policy(topology: Topology, agent: Agent) -> Obj | None:
+    k = agent.kubernetes
+    assert k is not None
+    if agent.telemetry_port is None:
+        return None
+    return _policy(topology, k.cluster, f"agent-{agent.name}", k.namespace, agent.name, "agent",
+                   [_rule(agent.telemetry_port, _scrapers(topology))])  # fmt: skip
+
+
+def _monitoring_policies(topology: Topology, cluster: str) -> list[Obj]:
+    if cluster == monitoring_cluster(topology):
+        return [_policy(topology, cluster, f"{MONITORING}-{ALERTMANAGER}", MONITORING_NAMESPACE,
+                        ALERTMANAGER, MONITORING,
+                        [_rule(ALERTMANAGER_PORT, _scrapers(topology))])]  # fmt: skip
+    return [_policy(topology, cluster, f"{MONITORING}-{PROMETHEUS}", MONITORING_NAMESPACE,
+                    PROMETHEUS, MONITORING, [_rule(PROMETHEUS_PORT, None)])]  # fmt: skip
 
 
 def _peer(namespace: str, app: str, component: str) -> Obj:
@@ -135,6 +184,8 @@ def _server_policy(topology: Topology, server: Server) -> Obj:
     ingress = [_rule(server.ports.api, _api_clients(topology, server))]
     if server.bundle_endpoint is not None:
         ingress.append(_rule(server.ports.federation, None))
+    if topology.monitoring is not None and server.ports.telemetry is not None:
+        ingress.append(_rule(server.ports.telemetry, _scrapers(topology)))
     return _policy(topology, k.cluster, f"server-{server.name}", k.namespace, server.name,
                    "server", ingress)  # fmt: skip
 
@@ -155,18 +206,25 @@ def _workload_policy(topology: Topology, w: Workload, cluster: str) -> Obj | Non
     agent = topology.agent(w.agent)
     if k is None or agent.kubernetes is None or agent.kubernetes.cluster != cluster:
         return None
-    if k.service_port is None or (w.run is None and not k.command):
+    if w.run is None and not k.command:
         return None
-    peers: list[Obj] | None = None
-    if k.node_port is None:
-        peers = [
-            _peer(c.kubernetes.namespace, c.name, "workload")
-            for c in workload_callers(topology, w)
-            if c.kubernetes is not None
-            and topology.agent(c.agent).kubernetes is not None
-            and topology.agent(c.agent).kubernetes.cluster == cluster  # type: ignore[union-attr]
-        ]
-        if not peers:
-            return None
+    ingress: list[Obj] = []
+    metrics = scraped_metrics_port(topology, w)
+    if metrics is not None:
+        ingress.append(_rule(metrics, _scrapers(topology)))
+    if k.service_port is not None:
+        peers: list[Obj] | None = None
+        if k.node_port is None:
+            peers = [
+                _peer(c.kubernetes.namespace, c.name, "workload")
+                for c in workload_callers(topology, w)
+                if c.kubernetes is not None
+                and topology.agent(c.agent).kubernetes is not None
+                and topology.agent(c.agent).kubernetes.cluster == cluster  # type: ignore[union-attr]
+            ]
+        if peers is None or peers:
+            ingress.insert(0, _rule(k.service_port, peers))
+    if not ingress:
+        return None
     return _policy(topology, cluster, f"workload-{w.name}", k.namespace, w.name, "workload",
-                   [_rule(k.service_port, peers)])  # fmt: skip
+                   ingress)  # fmt: skip

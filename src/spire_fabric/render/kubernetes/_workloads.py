@@ -67,6 +67,13 @@ def _service_port(w: Workload) -> int | None:
     return w.run.port if w.run else None
 
 
+def scraped_metrics_port(topology: Topology, w: Workload) -> int | None:
+    """The port Prometheus scrapes the workload's /metrics at, when the topology monitors."""
+    if topology.monitoring is None or w.run is None:
+        return None
+    return w.run.metrics_port
+
+
 # where a workload's managed files ({files}) are: its `<name>-files` Secret, read-only
 FILES_DIR = "/etc/spire-fabric/files"
 
@@ -103,9 +110,10 @@ def _placeholder_value(topology: Topology, w: Workload) -> Callable[[Placeholder
         if p.key == "client":
             return client_address(w)
         if p.key == "metrics_listen":
-            # loopback inside the pod until the Kubernetes target scrapes pods (issue 24):
-            # a plain-HTTP listener on the pod's address would be open to the cluster
-            return f"127.0.0.1:{target.run.metrics_port if target.run else 0}"
+            # on the pod's address only for Prometheus, which the NetworkPolicy alone admits
+            # to it (plain HTTP); without monitoring nothing scrapes it: loopback
+            host = "0.0.0.0" if topology.monitoring is not None else "127.0.0.1"
+            return f"{host}:{target.run.metrics_port if target.run else 0}"
         port = _service_port(target)
         if p.key == "spiffe_id":
             return target.spiffe_id
@@ -222,6 +230,10 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     if k.service_port is not None and not served_by_sidecar:
         container["ports"] = [{"name": "https", "containerPort": k.service_port, "protocol": "TCP"}]
         container["readinessProbe"] = readiness_probe({"tcpSocket": {"port": "https"}})
+    metrics = scraped_metrics_port(topology, w)
+    if metrics is not None:  # Prometheus scrapes it (its headless Service names the port)
+        container.setdefault("ports", []).append(
+            {"name": "metrics", "containerPort": metrics, "protocol": "TCP"})
     container["resources"] = resources("workload")
     container["securityContext"] = restricted_container()
     container["volumeMounts"] = [

@@ -1,4 +1,5 @@
-"""`status` on Kubernetes: one row per server, agent, database and workload, read from the
+"""`status` on Kubernetes: one row per server, agent, database, workload and monitoring
+Deployment (Prometheus per cluster, Alertmanager), read from the
 API (rollout, pod restarts, last termination) and SPIRE (SVID expiry: a server's from its
 own API, an agent's as its server knows it, a workload's as its agent gives it to the
 workload, fetched inside the cluster, as `verify` does).
@@ -15,12 +16,17 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from spire_fabric.render.kubernetes import mysql_instance, workload_command
+from spire_fabric.render.kubernetes import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    mysql_instance,
+    workload_command,
+)
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.runtime.kubernetes._view import ClusterDeployment as KubernetesDeployment
 from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
-from spire_fabric.topology import Workload
+from spire_fabric.topology import MONITORING_NAMESPACE, Workload, monitoring_cluster
 
 
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
@@ -94,6 +100,23 @@ def _rows(
             row = dataclasses.replace(row, svid_expires_at=expires_at,
                                       extra={**row.extra, "svid_serial": serial})  # fmt: skip
         rows.append(row)
+    return rows + _monitoring_rows(d)
+
+
+def _monitoring_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
+    """Each cluster's Prometheus (the monitoring cluster's is plain ``prometheus``, the ones
+    it federates carry their cluster's name) and the Alertmanager; none without monitoring."""
+    t = d.topology
+    if t.monitoring is None:
+        return []
+    main = monitoring_cluster(t)
+    rows = []
+    for c in t.clusters:
+        apps = (PROMETHEUS, ALERTMANAGER) if c.name == main else (PROMETHEUS,)
+        for app in apps:
+            name = app if c.name == main else f"{app}-{c.name}"
+            ref = ObjectRef("apps/v1", "Deployment", MONITORING_NAMESPACE, app)
+            rows.append(_row(d, c.name, "monitoring", name, ref))
     return rows
 
 

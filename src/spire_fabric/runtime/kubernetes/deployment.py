@@ -22,12 +22,17 @@ import spire_fabric.runtime.kubernetes._objects as objects
 from spire_fabric.entries import EntryChange, EntryPlan, plan_entries
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId, join_token_agent_id
 from spire_fabric.render.kubernetes import (
+    ALERTMANAGER,
+    ALERTMANAGER_PORT,
+    PROMETHEUS,
+    PROMETHEUS_PORT,
     SigningCaPem,
     selector_labels,
     upstream_ca_secret,
     workload_files_secret,
     workload_socket_address,
 )
+from spire_fabric.render.kubernetes import MONITORING_COMPONENT as MONITORING
 from spire_fabric.runtime.ca_hierarchy import SigningCa
 from spire_fabric.runtime.core import CaStore, entry_owner, files_workload, registration_entries
 from spire_fabric.runtime.deployment import (
@@ -51,7 +56,13 @@ from spire_fabric.runtime.kubernetes._status import status_rows
 from spire_fabric.runtime.kubernetes._teardown import Teardown
 from spire_fabric.runtime.kubernetes._waits import rollout_done
 from spire_fabric.server import Entry, ServerInfo, SpireServerClient
-from spire_fabric.topology import DiskUpstreamAuthority, Topology, agent_node_attestor
+from spire_fabric.topology import (
+    MONITORING_NAMESPACE,
+    DiskUpstreamAuthority,
+    Topology,
+    agent_node_attestor,
+    monitoring_cluster,
+)
 from spire_fabric.workload import X509Context
 
 __all__ = ["KubernetesDeployment"]
@@ -226,9 +237,18 @@ class KubernetesDeployment:
         return WorkloadAddress(name, "127.0.0.1", pf.local_port, sid)
 
     def monitoring_urls(self) -> tuple[str, str] | None:
-        """None: Prometheus and Alertmanager run on the local target only so far (issue 24
-        leaves their images and service discovery on Kubernetes to do)."""
-        return None
+        """Port-forwards of our own to the monitoring cluster's Prometheus (the one that
+        evaluates the rules and federates the others) and Alertmanager; None without
+        ``monitoring:``."""
+        if self.topology.monitoring is None:
+            return None
+        cluster = monitoring_cluster(self.topology)
+        urls = []
+        for app, port in ((PROMETHEUS, PROMETHEUS_PORT), (ALERTMANAGER, ALERTMANAGER_PORT)):
+            pf = self.access.forward(f"monitoring:{app}", cluster, MONITORING_NAMESPACE,
+                                     selector_labels(app, MONITORING), port)  # fmt: skip
+            urls.append(f"http://{pf.address}")
+        return urls[0], urls[1]
 
     def telemetry_endpoint(self, component: str) -> tuple[str, int] | None:
         """A port-forward of our own to the pod's telemetry port (a containerPort, not a

@@ -483,8 +483,8 @@ def test_workloads_get_the_socket_from_their_agents_csi_driver():
         "--api", "https://enterprise-api.downstream-workloads.svc:8443",
         "--api-id", "spiffe://downstream.example.org/ns/downstream-workloads/sa/enterprise-api",
         "--interval", "5",
-        # loopback in the pod until the Kubernetes target scrapes pods
-        "--metrics-listen", "127.0.0.1:8382",
+        # the pod's address: its cluster's Prometheus scrapes it (the only pod admitted)
+        "--metrics-listen", "0.0.0.0:8382",
     ]  # fmt: skip
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["SPIFFE_ENDPOINT_SOCKET"] == "unix:///spiffe-workload-api/api.sock"

@@ -27,6 +27,7 @@ from spire_fabric.topology import (
     Topology,
     WorkloadKubernetes,
     kubernetes_view,
+    monitoring_cluster,
     preset,
     workload_callers,
 )
@@ -133,26 +134,35 @@ def _expand(t: Topology, cluster: str, expected: set[str]) -> set[str]:
     return names | {f"stranger@{ns}" for ns in (*c.namespaces, "elsewhere")} | {OUTSIDE}
 
 
+# "prometheus": the Prometheus pod of the same cluster (monitoring:, in the preset)
 ENTERPRISE = {
     ("upstream-cluster", "spire-upstream-server", "api"): {"upstream-agent"},
     ("upstream-cluster", "spire-upstream-server", "federation"): {EVERYONE},
     ("upstream-cluster", "spire-upstream-server", "health"): set(),
-    ("upstream-cluster", "spire-upstream-server", "telemetry"): set(),
+    ("upstream-cluster", "spire-upstream-server", "telemetry"): {"prometheus"},
     ("upstream-cluster", "spire-upstream-server", "healthz"): set(),  # controller manager
     ("upstream-cluster", "spire-upstream-mysql", "mysql"): {"spire-upstream-server"},
     ("upstream-cluster", "upstream-agent", "health"): set(),
-    ("upstream-cluster", "upstream-agent", "telemetry"): set(),
+    ("upstream-cluster", "upstream-agent", "telemetry"): {"prometheus"},
+    # federated by the downstream cluster's Prometheus through its NodePort
+    ("upstream-cluster", "prometheus", "http"): {EVERYONE},
     ("downstream-cluster", "spire-downstream-server", "api"): {
         "downstream-agent-1", "downstream-agent-2", "downstream-agent-3"},
     ("downstream-cluster", "spire-downstream-server", "federation"): {EVERYONE},
     ("downstream-cluster", "spire-downstream-server", "health"): set(),
-    ("downstream-cluster", "spire-downstream-server", "telemetry"): set(),
+    ("downstream-cluster", "spire-downstream-server", "telemetry"): {"prometheus"},
     ("downstream-cluster", "spire-downstream-server", "healthz"): set(),
     ("downstream-cluster", "spire-downstream-mysql", "mysql"): {"spire-downstream-server"},
     ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway"},
     ("downstream-cluster", "security-gateway", "https"): {EVERYONE},  # NodePort 30080
-    **{("downstream-cluster", f"downstream-agent-{i}", port): set()
+    **{("downstream-cluster", w, "metrics"): {"prometheus"}
+       for w in ("enterprise-api", "data-processor", "security-gateway")},
+    **{("downstream-cluster", f"downstream-agent-{i}", port): (
+        {"prometheus"} if port == "telemetry" else set())
        for i in (1, 2, 3) for port in ("health", "telemetry")},
+    # read through a port-forward (no policy sees it); Alertmanager by its Prometheus alone
+    ("downstream-cluster", "prometheus", "http"): set(),
+    ("downstream-cluster", "alertmanager", "http"): {"prometheus"},
 }  # fmt: skip
 
 NESTED = {
@@ -185,7 +195,8 @@ def test_every_port_is_reachable_by_exactly_who_the_rules_say(name, expected):
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_every_preset_fences_every_port_it_does_not_mean_to_open(name):
-    """The rules, for each preset: health, telemetry and agent ports reach no one; a
+    """The rules, for each preset: health ports reach no one, telemetry and metrics only the
+    cluster's Prometheus (none without monitoring), Alertmanager only Prometheus; a
     server API only its own agents and nested servers; MySQL only its server; the
     federation port and NodePort workloads everyone; other workloads only their callers."""
     t = kubernetes_view(preset(name)).topology  # what the Kubernetes target runs
@@ -193,9 +204,17 @@ def test_every_preset_fences_every_port_it_does_not_mean_to_open(name):
     assert table
     servers = {s.name: s for s in t.servers}
     workloads = {w.name: w for w in t.workloads}
-    for (_, pod, port), who in table.items():
-        if port in ("health", "healthz", "telemetry"):
+    scrapers = {"prometheus"} if t.monitoring is not None else set()
+    for (cluster, pod, port), who in table.items():
+        if port in ("health", "healthz"):
             assert who == set(), (pod, port, who)
+        elif port in ("telemetry", "metrics"):  # the cluster's Prometheus alone
+            assert who == scrapers, (pod, port, who)
+        elif pod == "alertmanager":
+            assert who == {"prometheus"}, who
+        elif pod == "prometheus":  # federated through its NodePort, else port-forward only
+            main = cluster == monitoring_cluster(t)
+            assert (OUTSIDE in who) is not main and (who == set()) is main, (cluster, who)
         elif port == "api":
             children = {s.name for s in t.servers if getattr(s.upstream_authority, "server",
                                                             None) == pod}  # fmt: skip
@@ -220,7 +239,7 @@ def test_every_preset_fences_every_port_it_does_not_mean_to_open(name):
 def test_each_namespace_denies_ingress_by_default_and_egress_is_left_open(name):
     t = preset(name)
     policies = [o for o in render_kubernetes_objects(t) if o["kind"] == "NetworkPolicy"]
-    for c in t.clusters:
+    for c in kubernetes_view(t).topology.clusters:  # monitoring: its namespace too
         denies = {p["metadata"]["namespace"] for p in policies if cluster_of(p) == c.name
                   and p["metadata"]["name"] == "default-deny-ingress"}  # fmt: skip
         assert denies == set(c.namespaces)

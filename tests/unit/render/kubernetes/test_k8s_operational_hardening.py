@@ -122,10 +122,17 @@ def test_servers_and_agents_keep_their_token_everything_else_gets_none(name):
 def test_telemetry_and_health_ports_are_in_no_service(name):
     t = preset(name)
     objects = render_kubernetes_objects(t)
+    services = [o for o in objects if o["kind"] == "Service"]
+    # monitoring's discovery Services are headless: DNS names of the pods, no address or
+    # NodePort that would carry traffic to the port
+    discovery = [o for o in services if o["metadata"]["name"].endswith("-metrics")]
+    assert all(o["spec"]["clusterIP"] == "None" and o["spec"]["type"] == "ClusterIP"
+               and "nodePort" not in o["spec"]["ports"][0] for o in discovery)  # fmt: skip
+    assert bool(discovery) is (t.monitoring is not None)
     targets = {
         str(p.get("targetPort"))
-        for o in objects
-        if o["kind"] == "Service"
+        for o in services
+        if o not in discovery
         for p in o["spec"]["ports"]
     }
     container_ports = {

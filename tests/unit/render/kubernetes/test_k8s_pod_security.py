@@ -147,6 +147,9 @@ def test_enterprise_servers_and_workloads_enforce_restricted_and_agents_have_the
         ("downstream-cluster", "spire-downstream"): "restricted",
         ("downstream-cluster", "spire-downstream-agents"): "privileged",
         ("downstream-cluster", "downstream-workloads"): "restricted",
+        # monitoring: Prometheus and Alertmanager are ordinary restricted pods
+        ("upstream-cluster", "spire-monitoring"): "restricted",
+        ("downstream-cluster", "spire-monitoring"): "restricted",
     }
 
 
