@@ -205,3 +205,9 @@ def test_a_foreign_server_answering_on_our_port_is_not_read_as_ours(tmp_path: Pa
         httpd.server_close()
     assert any("is not running: its entries are compared after it starts" in n
                for n in plan.notes)  # fmt: skip
+
+
+def test_a_state_dir_given_as_a_str_is_taken_like_a_path(tmp_path, monkeypatch) -> None:
+    """`LocalDeployment.open("~/...")` from a notebook: a str, with ~, as a Path would be."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert StateDir("~/state").path == StateDir(tmp_path / "state").path == tmp_path / "state"

@@ -128,7 +128,9 @@ class LocalDeployment:
         return cls(LocalContext(state, record, topology, binaries))
 
     @classmethod
-    def open(cls, state_dir: Path, binaries: SpireBinaries | None = None) -> LocalDeployment:
+    def open(
+        cls, state_dir: str | os.PathLike[str], binaries: SpireBinaries | None = None
+    ) -> LocalDeployment:
         state = StateDir(state_dir)
         record, topology = state.load()
         return cls(LocalContext(state, record, topology, binaries))

@@ -62,8 +62,9 @@ class DeploymentRecord:
 
 
 class StateDir:
-    def __init__(self, path: Path) -> None:
-        self.path = path.expanduser().resolve()
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        # a notebook passes a str as often as a Path
+        self.path = Path(path).expanduser().resolve()
 
     @property
     def record_path(self) -> Path:
