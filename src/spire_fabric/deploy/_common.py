@@ -20,6 +20,7 @@ from spire_fabric.topology import (
     is_preset_spelling,
     load_topology,
     preset,
+    unknown_image_role,
 )
 
 EXIT_USAGE = 2
@@ -115,12 +116,16 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def options_from(args: argparse.Namespace) -> DeploymentOptions:
+    images = _pairs(getattr(args, "image", []), "--image")
+    refused = unknown_image_role(images)
+    if refused:
+        raise UsageError(refused)  # before any cluster is contacted
     return DeploymentOptions(
         port_base=getattr(args, "port_base", None),
         datastore=getattr(args, "datastore", None),
         kubeconfig=getattr(args, "kubeconfig", None),
         contexts=_pairs(getattr(args, "context", []), "--context"),
-        images=_pairs(getattr(args, "image", []), "--image"),
+        images=images,
         workload_socket=getattr(args, "workload_socket", None),
         timeout=getattr(args, "timeout", None),
     )

@@ -28,6 +28,7 @@ from spire_fabric.topology._kubernetes_only import (
 )
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
+    IMAGE_ROLES,
     TARGETS,
     WORKLOAD_ATTESTORS,
     Agent,
@@ -65,6 +66,7 @@ from spire_fabric.topology._model import (
     UpstreamAuthority,
     Workload,
     WorkloadKubernetes,
+    unknown_image_role,
 )
 from spire_fabric.topology._presets import PRESET_NAMES, is_preset_spelling, preset, scale
 from spire_fabric.topology._published import PublishedPort, published_ports, workload_node_port
@@ -102,6 +104,7 @@ from spire_fabric.topology._yaml import dump_topology, load_topology
 
 __all__ = [
     "CA_KEY_TYPES",
+    "IMAGE_ROLES",
     "MONITORING_NAMESPACE",
     "PRESET_NAMES",
     "TARGETS",
@@ -184,6 +187,7 @@ __all__ = [
     "server_replicas",
     "service_host",
     "shared_datastore",
+    "unknown_image_role",
     "upstream_address_for",
     "validate_localized",
     "validate_topology",

@@ -9,7 +9,8 @@ under ``kubernetes`` and :mod:`spire_fabric.topology._resolve` picks the effecti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
@@ -560,6 +561,19 @@ class Images:
     # built from those packages); the pods pass arguments only, so either entrypoint works.
     prometheus: str = "quay.io/prometheus/prometheus:v2.42.0"
     alertmanager: str = "quay.io/prometheus/alertmanager:v0.25.0"
+
+
+# ``--image ROLE=REF``: every field of Images, and the MySQL instance's image. Here, beside
+# Images, so the CLI can refuse a misspelt role before it contacts any cluster.
+IMAGE_ROLES = (*(f.name for f in dataclasses.fields(Images)), "mysql")
+
+
+def unknown_image_role(roles: Iterable[str]) -> str | None:
+    """The message refusing the first role of ``roles`` that is not an image role."""
+    unknown = sorted(set(roles) - set(IMAGE_ROLES))
+    if not unknown:
+        return None
+    return f"--image {unknown[0]}=…: unknown role (one of {', '.join(IMAGE_ROLES)})"
 
 
 @dataclass(frozen=True)

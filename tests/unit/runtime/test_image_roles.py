@@ -56,3 +56,21 @@ def test_an_unknown_role_is_refused_listing_the_roles() -> None:
                        r"csi_registrar, "
                        r"agent_init, prometheus, alertmanager, mysql\)"):  # fmt: skip
         adapt(preset("enterprise"), {}, KubernetesSettings(images={"csi": "x:1"}))
+
+
+def test_the_cli_refuses_a_misspelt_role_before_it_contacts_any_cluster(tmp_path) -> None:
+    """No kubeconfig anywhere: the answer is still about the role, exit 2 (`up`; `plan` keeps
+    2 for "changes", as terraform does, and exits 1)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KUBECONFIG=str(tmp_path / "none"), HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "spire_fabric.deploy", "up", "--target", "kubernetes",
+         "--image", "promethus=x:1"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--image promethus=…: unknown role (one of server, agent," in proc.stderr
+    assert "kubeconfig" not in proc.stderr

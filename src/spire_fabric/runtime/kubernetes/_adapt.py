@@ -8,10 +8,15 @@ import dataclasses
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._state import KubernetesSettings
-from spire_fabric.topology import Images, MySqlDatastore, Topology, kubernetes_view
+from spire_fabric.topology import (
+    IMAGE_ROLES,
+    MySqlDatastore,
+    Topology,
+    kubernetes_view,
+    unknown_image_role,
+)
 
-# ``--image ROLE=REF``: every field of Images, and the MySQL instance's image
-IMAGE_ROLES = (*(f.name for f in dataclasses.fields(Images)), "mysql")
+__all__ = ["IMAGE_ROLES", "adapt", "node_addresses"]
 
 
 def node_addresses(conn: ClusterApi) -> list[tuple[str, str]]:
@@ -43,11 +48,9 @@ def adapt(
 ) -> Topology:
     # sidecar-carrying workloads are local-only in this release (see kubernetes_view)
     topology = kubernetes_view(topology).topology
-    unknown = set(settings.images) - set(IMAGE_ROLES)
-    if unknown:
-        raise KubernetesTargetError(
-            f"--image {sorted(unknown)[0]}=…: unknown role (one of {', '.join(IMAGE_ROLES)})"
-        )
+    refused = unknown_image_role(settings.images)
+    if refused:
+        raise KubernetesTargetError(refused)
     new_clusters = []
     for c in topology.clusters:
         if c.node_address is None and c.name in clusters:
