@@ -37,20 +37,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from spire_fabric.identity import X509Svid
+from spire_fabric.metrics import CONTENT_TYPE, METRICS_PATH, CachedExposition
 
 from ._http import JsonHandler, Limits, PlainHttpServer
 
 __all__ = ["METRICS_PATH", "OTHER", "Metrics", "serve_metrics"]
 
 PREFIX = "spire_fabric_example"
-METRICS_PATH = "/metrics"
 OTHER = "other"
 # Latency buckets from 1 ms (a pooled local call) to 10 s (the examples' own deadlines).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_SCRAPE_CONNECTIONS = 4
-# The text format Prometheus 2.x reads (Debian bookworm's is 2.42); generate_latest writes it
-# for our names (plain ASCII), whatever the library's newest content type is.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _SvidSource(Protocol):
@@ -163,29 +160,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _Rendered:
-    """The last rendering, reused for ``min_interval`` seconds (bounded CPU per scraper)."""
-
-    def __init__(self, metrics: Metrics, min_interval: float) -> None:
-        self._metrics, self._min_interval = metrics, min_interval
-        self._lock = threading.Lock()
-        self._at = float("-inf")
-        self._text = b""
-
-    def get(self) -> bytes:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._at >= self._min_interval:
-                self._text, self._at = self._metrics.render(), now
-            return self._text
-
-
 def serve_metrics(
     metrics: Metrics, address: tuple[str, int], *, min_interval: float = 1.0
 ) -> PlainHttpServer:
     """Serve ``GET /metrics`` in a background thread on ``address`` (plain HTTP: put it on
     loopback or a network only the scraper reaches, as SPIRE's telemetry port)."""
-    rendered = _Rendered(metrics, min_interval)
+    rendered = CachedExposition(metrics.registry, min_interval)
 
     class MetricsHandler(JsonHandler):
         server_version = "metrics"

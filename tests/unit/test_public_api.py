@@ -29,6 +29,7 @@ MODULES = [
     "spire_fabric.server",
     "spire_fabric.agent",
     "spire_fabric.entries",
+    "spire_fabric.metrics",
 ]
 
 

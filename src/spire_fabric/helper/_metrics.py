@@ -5,30 +5,28 @@ with the agent: seconds until the SVID in them expires (and the lifetime it was 
 with, so "less than a third left" is one expression, as for the examples), serial changes
 written (rotations that reached the files), file writes, and reload signals delivered to
 the program. Read from ``HelperState`` at scrape time by a collector on the helper's own
-registry (not the library's global one), rendered by ``prometheus_client``, at most once
-per second however often it is asked for (the health port's connection cap bounds the
-rest). No label at all: one helper serves one workload, which Prometheus' target labels
-name.
+registry (not the library's global one), rendered by ``prometheus_client`` through
+:class:`spire_fabric.metrics.CachedExposition`: at most once per second however often it
+is asked for (the health port's connection cap bounds the rest). No label at all: one
+helper serves one workload, which Prometheus' target labels name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from spire_fabric.metrics import CONTENT_TYPE, METRICS_PATH, CachedExposition
 
 __all__ = ["METRICS_CONTENT_TYPE", "METRICS_PATH", "PREFIX", "HelperCounts", "HelperMetrics"]
 
 PREFIX = "spire_fabric_helper"
-METRICS_PATH = "/metrics"
-# The text format Prometheus 2.x reads (Debian bookworm's is 2.42), as the examples serve it.
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_CONTENT_TYPE = CONTENT_TYPE
 MIN_RENDER_INTERVAL_S = 1.0
 
 
@@ -76,13 +74,7 @@ class HelperMetrics:
     def __init__(self, read: Callable[[], HelperCounts]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StateCollector(read))
-        self._lock = threading.Lock()
-        self._at = float("-inf")
-        self._text = b""
+        self._exposition = CachedExposition(self.registry, MIN_RENDER_INTERVAL_S)
 
     def get(self) -> bytes:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._at >= MIN_RENDER_INTERVAL_S:
-                self._text, self._at = generate_latest(self.registry), now
-            return self._text
+        return self._exposition.get()
