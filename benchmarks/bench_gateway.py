@@ -67,6 +67,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _keepalive import keepalive_load
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_ID = "spiffe://downstream.example.org/ns/downstream-workloads/sa/security-gateway"
 GATEWAY_DNS = "security-gateway.downstream-workloads.svc"
@@ -78,72 +80,20 @@ ROUTE = "/records"
 
 def load(url: str, key: str, seconds: float, connections: int, cafile: str | None) -> dict:
     host, port = url.split("://", 1)[1].split(":")
-    context = None
-    if url.startswith("https://"):
-        context = ssl.create_default_context(cafile=cafile)
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https://") else None
 
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    start_at = time.monotonic() + 0.5
-    stop_at = start_at + seconds
+    def connect() -> http.client.HTTPConnection:
+        if context is None:
+            return http.client.HTTPConnection(host, int(port), timeout=10)
+        # verify by DNS name, as curl --resolve does
+        c = http.client.HTTPSConnection(GATEWAY_DNS, int(port), context=context, timeout=10)
+        c.sock = context.wrap_socket(
+            socket.create_connection((host, int(port)), timeout=10), server_hostname=GATEWAY_DNS
+        )
+        return c
 
-    def worker(i: int) -> None:
-        def connect() -> http.client.HTTPConnection:
-            if context is not None:
-                # verify by DNS name, as curl --resolve does
-                c: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    GATEWAY_DNS, int(port), context=context, timeout=10
-                )
-                c.sock = context.wrap_socket(
-                    socket.create_connection((host, int(port)), timeout=10),
-                    server_hostname=GATEWAY_DNS,
-                )
-            else:
-                c = http.client.HTTPConnection(host, int(port), timeout=10)
-                c.connect()
-            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return c
-
-        conn = connect()
-        headers = {"Authorization": f"Bearer {key}"}
-        while time.monotonic() < start_at:
-            time.sleep(0.01)
-        mine = latencies[i]
-        while True:
-            t0 = time.monotonic()
-            if t0 >= stop_at:
-                break
-            try:
-                conn.request("GET", ROUTE, headers=headers)
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    errors[i] += 1
-                if r.will_close:
-                    conn.close()
-                    conn = connect()
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-                conn = connect()
-                continue
-            mine.append(time.monotonic() - t0)
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    all_lat = sorted(x for lat in latencies for x in lat)
-    n = len(all_lat)
-    return {
-        "requests": n,
-        "errors": sum(errors),
-        "rps": n / seconds,
-        "p50_ms": all_lat[n // 2] * 1000 if n else 0,
-        "p99_ms": all_lat[min(n - 1, int(n * 0.99))] * 1000 if n else 0,
-    }
+    return keepalive_load(connect, ROUTE, seconds, connections,
+                          {"Authorization": f"Bearer {key}"})  # fmt: skip
 
 
 # -- hostile clients against plain-mode services of a checkout ----------------------------

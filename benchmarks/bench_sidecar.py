@@ -30,16 +30,15 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _keepalive import keepalive_load
 from _results import load, write_rows
 from bench_gateway import _cpu_seconds, _free_port_base
 
@@ -106,55 +105,10 @@ def bench_topology() -> Topology:
 
 def load_generator(port: int, seconds: float, connections: int) -> dict[str, float]:
     """``connections`` threads, each one keep-alive HTTP/1.1 connection to 127.0.0.1:port."""
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    start_at = time.monotonic() + 0.5
-    stop_at = start_at + seconds
-
-    def connect() -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    def worker(i: int) -> None:
-        conn = connect()
-        while time.monotonic() < start_at:
-            time.sleep(0.01)
-        mine = latencies[i]
-        while (t0 := time.monotonic()) < stop_at:
-            try:
-                conn.request("GET", PATH)
-                answer = conn.getresponse()
-                answer.read()
-                if answer.status != 200:
-                    errors[i] += 1
-                if answer.will_close:
-                    conn.close()
-                    conn = connect()
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-                conn = connect()
-                continue
-            mine.append(time.monotonic() - t0)
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    ordered = sorted(x for lat in latencies for x in lat)
-    n = len(ordered)
-    return {
-        "requests": n,
-        "errors": sum(errors),
-        "rps": n / seconds,
-        "p50_ms": ordered[n // 2] * 1000 if n else 0.0,
-        "p99_ms": ordered[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
-    }
+    return keepalive_load(
+        lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=10), PATH, seconds,
+        connections,
+    )
 
 
 # -- the orchestration --------------------------------------------------------------------
