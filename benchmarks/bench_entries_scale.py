@@ -260,6 +260,12 @@ def main() -> int:
         help="sizes (comma-separated) whose two creates run at the same time, each on its "
         "own server: for sizes where SPIRE takes many minutes, so both sides see the same load",
     )
+    parser.add_argument(
+        "--csv",
+        default="entries",
+        help="the results file, benchmarks/results/<CSV>.csv (entries: the plotted one; "
+        "another name for repeated runs of one size, such as entries-apply-1k)",
+    )
     args = parser.parse_args()
     binaries = ensure_spire()
     compile_package()
@@ -271,7 +277,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="sf-bench-entries-", dir="/tmp") as tmp:
             together = str(count) in args.together.split(",")
             rows.append(one_size(count, Path(tmp), together=together))
-        write_rows("entries", rows)
+        write_rows(args.csv, rows)
         r = rows[-1]
         print(
             f"{count:>6} entries: create CLI {r['cli_create_s']} s, apply {r['apply_s']} s "
