@@ -75,3 +75,19 @@ def test_table_output_still_draws_with_rich() -> None:
 
     # a table needs rich; the lazy import must still find it (one owner, no entries)
     _print_list("table", "bench", [])
+
+
+def test_the_command_runs_without_the_cyclic_collector_and_gives_it_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    from spire_fabric.entries import _cli
+
+    seen: list[bool] = []
+    real_run = _cli._run
+    monkeypatch.setattr(_cli, "_run", lambda args: seen.append(gc.isenabled()) or real_run(args))
+    # no server at that socket: the command fails (exit 1) after the collector was off
+    code = _cli.main(["list", "--owner", "o", "--socket", "/tmp/sf-no-such-dir/api.sock"])
+    assert (code, seen, gc.isenabled()) == (1, [False], True)
+    assert "no SPIRE server API socket" in capsys.readouterr().err
