@@ -22,7 +22,14 @@ their bytecode cached, as an installed package has it (_python.py); each `list` 
 records the client process's own CPU seconds (the server's are in neither). CSV:
 benchmarks/results/entries.csv.
 
-    python benchmarks/bench_entries_scale.py [--sizes 1000,10000,50000]
+With --list-only SIZES, one server filled by our apply (SPIRE's CLI needs well over
+30 min to create 50k) is listed by both sides, alternating: benchmarks/results/
+entries-list.csv. With --csv NAME the rows go to another file (repeated runs of one size).
+
+    python benchmarks/bench_entries_scale.py [--sizes 1000,10000] [--together 1000,10000]
+    python benchmarks/bench_entries_scale.py --sizes 1000,1000,1000 --together 1000 \
+        --csv entries-apply-1k
+    python benchmarks/bench_entries_scale.py --list-only 50000
 """
 
 from __future__ import annotations
