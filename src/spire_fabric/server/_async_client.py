@@ -197,7 +197,9 @@ class AsyncSpireServerClient(ClientBase):
         page_size: int | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Entry]:
-        """Entries matching every given filter, fetched page by page as you iterate (retried).
+        """Entries matching every given filter, fetched page by page as you iterate (retried);
+        the next page is asked for while this one is converted, so stopping early may leave
+        one page read for nothing.
 
         Filters are checked when called, before iteration starts. ``id_prefix`` keeps the
         entries whose ID starts with it (owned entries: ``"<owner>."``); SPIRE cannot filter
