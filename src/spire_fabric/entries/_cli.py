@@ -9,6 +9,7 @@ items failed; 2 bad input (arguments or file), reported before any RPC is made.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -97,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Without the cyclic garbage collector while the command runs: a listing or a plan
+    # makes a handful of container objects per entry (the entry, its IDs, selectors,
+    # tuples), none in a cycle, so reference counting frees them and the collector's
+    # passes over them found nothing; they were a fifth of `list`'s CPU at 10k entries.
+    # Only this short-lived program does it, never the library.
+    gc.disable()
+    try:
+        return _run(args)
+    finally:
+        gc.enable()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         spec = _load(args)
         owner = _owner(args, spec)

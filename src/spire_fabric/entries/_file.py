@@ -34,9 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.entries._reconcile import check_owner
 from spire_fabric.server._errors import SpireValidationError
@@ -47,6 +45,9 @@ from spire_fabric.server._models import (
     trust_domain_arg,
     ttl_arg,
 )
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "ENTRY_KEYS",
@@ -106,16 +107,24 @@ def load_entries_file(path: str | Path) -> EntriesFile:
     return parse_entries(text, source=source)
 
 
-# libyaml's parser with PyYAML's safe constructor (the same objects as yaml.safe_load, no
-# arbitrary Python): the pure-Python parser took a second per thousand entries, the cost
-# of a no-change `apply`. PyYAML without libyaml falls back to the pure-Python one.
-_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _safe_loader() -> type[yaml.SafeLoader]:
+    """libyaml's parser with PyYAML's safe constructor (the same objects as yaml.safe_load,
+    no arbitrary Python): the pure-Python parser took a second per thousand entries, the
+    cost of a no-change `apply`. PyYAML without libyaml falls back to the pure-Python one.
+    Imported here, not at the top: `entries list` reads no file, and PyYAML was a twentieth
+    of its start-up."""
+    import yaml
+
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return loader
 
 
 def parse_entries(text: str, *, source: str = "<string>") -> EntriesFile:
     """Parse YAML text into entries; `EntriesFileError` names the first bad field."""
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_SAFE_LOADER)
+        data = yaml.load(text, Loader=_safe_loader())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""

@@ -42,9 +42,15 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True)
 class Paged(Generic[T]):
-    """A listing RPC with page tokens; `page(token)` builds the call for one page."""
+    """A listing RPC with page tokens; `page(token)` builds the call for one page.
 
-    page: Callable[[str], Call[tuple[list[T], str]]]
+    A page's call returns its items as received (protobuf messages) and the next token;
+    `convert` makes models of those items. Kept apart so that a client asks for the next
+    page as soon as it has the token, and the server reads it while this page is converted.
+    """
+
+    page: Callable[[str], Call[tuple[Sequence[Any], str]]]
+    convert: Callable[[Sequence[Any]], list[T]]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Retry rule per method: "retried" methods are repeated on transient failures
 (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED) with backoff; "sent once" methods are not
 re-sent (a second attempt could duplicate or misreport), but wait for the connection to
 be ready before sending, so a server restart delays them rather than failing them.
-The `list_*` methods return an iterator that fetches page by page.
+The `list_*` methods return an iterator that fetches page by page, one page ahead.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from spire_fabric.server._models import (
 )
 from spire_fabric.server._requests import AuthorityKind
 from spire_fabric.server._transport import open_sync
+
+from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 
@@ -108,13 +110,23 @@ class SpireServerClient(ClientBase):
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _iterate(self, paged: Paged[T], timeout: float | None) -> Iterator[T]:
-        token = ""
-        while True:
-            items, token = self._send(paged.page(token), timeout)
-            for item in items:
-                yield item
-            if not token:
-                return
+        # The next page is asked for as soon as this page's token is known, before this
+        # page is converted and consumed: the server reads page N+1 while we convert page N.
+        # Its errors are raised where they were before, when iteration reaches that page; a
+        # caller that stops early leaves at most one page read for nothing.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="spire-list-ahead")
+        try:
+            raw, token = self._send(paged.page(""), timeout)
+            while True:
+                if token:
+                    ahead = pool.submit(self._send, paged.page(token), timeout)
+                for item in paged.convert(raw):
+                    yield item
+                if not token:
+                    return
+                raw, token = ahead.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _send_batch(self, batch: Batch[T], timeout: float | None) -> BatchResult[T]:
         done: list[Any] = []
@@ -168,7 +180,9 @@ class SpireServerClient(ClientBase):
         page_size: int | None = None,
         timeout: float | None = None,
     ) -> Iterator[Entry]:
-        """Entries matching every given filter, fetched page by page as you iterate (retried).
+        """Entries matching every given filter, fetched page by page as you iterate (retried);
+        the next page is asked for while this one is converted, so stopping early may leave
+        one page read for nothing.
 
         Filters are checked when called, before iteration starts. ``id_prefix`` keeps the
         entries whose ID starts with it (owned entries: ``"<owner>."``); SPIRE cannot filter

@@ -209,19 +209,16 @@ class ServerApi:
         if not isinstance(id_prefix, str):
             raise SpireValidationError(f"id_prefix must be a str, got {id_prefix!r}")
 
-        def entries(r: entry_api_pb2.ListEntriesResponse) -> tuple[list[Entry], str]:
-            convert = cv.entries_from_proto
-            if id_prefix:
-                return convert([e for e in r.entries if e.id.startswith(id_prefix)]), (
-                    r.next_page_token
-                )
-            return convert(r.entries), r.next_page_token
+        def entries(r: entry_api_pb2.ListEntriesResponse) -> tuple[Sequence[Any], str]:
+            if id_prefix:  # dropped before they are converted
+                return [e for e in r.entries if e.id.startswith(id_prefix)], r.next_page_token
+            return r.entries, r.next_page_token
 
-        def page(token: str) -> Call[tuple[list[Entry], str]]:
+        def page(token: str) -> Call[tuple[Sequence[Any], str]]:
             req = entry_api_pb2.ListEntriesRequest(filter=flt, page_size=size, page_token=token)
             return Call("entry", "ListEntries", req, entries, idempotent=True)
 
-        return Paged(page)
+        return Paged(page, cv.entries_from_proto)
 
     def get_entry(self, entry_id: str) -> Call[Entry]:
         if not entry_id:
@@ -367,17 +364,13 @@ class ServerApi:
         flt = self._agent_filter(agent_pb2.ListAgentsRequest.Filter, **filters)  # type: ignore[arg-type]
         size = self.page_size if page_size is None else _page_size(page_size)
 
-        def page(token: str) -> Call[tuple[list[AttestedAgent], str]]:
+        def page(token: str) -> Call[tuple[Sequence[Any], str]]:
             req = agent_pb2.ListAgentsRequest(filter=flt, page_size=size, page_token=token)
             return Call(
-                "agent",
-                "ListAgents",
-                req,
-                lambda r: ([cv.agent_from_proto(a) for a in r.agents], r.next_page_token),
-                idempotent=True,
+                "agent", "ListAgents", req, lambda r: (r.agents, r.next_page_token), idempotent=True
             )
 
-        return Paged(page)
+        return Paged(page, lambda msgs: [cv.agent_from_proto(a) for a in msgs])
 
     def get_agent(self, agent_id: SpiffeId | str) -> Call[AttestedAgent]:
         req = agent_pb2.GetAgentRequest(id=cv.id_to_proto(spiffe_id_arg(agent_id, "agent_id")))
@@ -433,17 +426,17 @@ class ServerApi:
     def list_federated_bundles(self, page_size: int | None = None) -> Paged[Bundle]:
         size = self.page_size if page_size is None else _page_size(page_size)
 
-        def page(token: str) -> Call[tuple[list[Bundle], str]]:
+        def page(token: str) -> Call[tuple[Sequence[Any], str]]:
             req = bundle_api_pb2.ListFederatedBundlesRequest(page_size=size, page_token=token)
             return Call(
                 "bundle",
                 "ListFederatedBundles",
                 req,
-                lambda r: ([cv.bundle_from_proto(b) for b in r.bundles], r.next_page_token),
+                lambda r: (r.bundles, r.next_page_token),
                 idempotent=True,
             )
 
-        return Paged(page)
+        return Paged(page, lambda msgs: [cv.bundle_from_proto(b) for b in msgs])
 
     def get_federated_bundle(self, trust_domain: TrustDomain | str) -> Call[Bundle]:
         td = trust_domain_arg(trust_domain, "trust_domain")
@@ -531,7 +524,7 @@ class ServerApi:
     ) -> Paged[FederationRelationship]:
         size = self.page_size if page_size is None else _page_size(page_size)
 
-        def page(token: str) -> Call[tuple[list[FederationRelationship], str]]:
+        def page(token: str) -> Call[tuple[Sequence[Any], str]]:
             req = trustdomain_pb2.ListFederationRelationshipsRequest(
                 page_size=size, page_token=token
             )
@@ -539,14 +532,11 @@ class ServerApi:
                 "trustdomain",
                 "ListFederationRelationships",
                 req,
-                lambda r: (
-                    [cv.relationship_from_proto(m) for m in r.federation_relationships],
-                    r.next_page_token,
-                ),
+                lambda r: (r.federation_relationships, r.next_page_token),
                 idempotent=True,
             )
 
-        return Paged(page)
+        return Paged(page, lambda msgs: [cv.relationship_from_proto(m) for m in msgs])
 
     def get_federation_relationship(
         self, trust_domain: TrustDomain | str

@@ -119,6 +119,32 @@ def test_entry_round_trips_through_proto_exactly():
     assert cv.entry_from_proto(type(msg).FromString(msg.SerializeToString())) == e
 
 
+def test_a_page_shares_parents_and_trust_domains_and_converts_as_one_entry_at_a_time():
+    # entries_from_proto builds each distinct parent and trust domain once: the result
+    # must be what converting each message alone gives, for several of each
+    entries = [
+        Entry(f"spiffe://{td}/w/{i}", parent, [f"unix:uid:{i}", "k8s:ns:a"], id=f"o.{i}",
+              federates_with=["b.org", "a.org"], dns_names=["x"], hint="h")
+        for i, (td, parent) in enumerate(
+            [("example.org", PARENT), ("other.org", PARENT), ("example.org", "spiffe://example.org/p"),
+             ("other.org", "spiffe://other.org/p")] * 2
+        )
+    ]  # fmt: skip
+    msgs = [cv.entry_to_proto(e) for e in entries]
+    page = cv.entries_from_proto(msgs)
+    assert page == [cv.entry_from_proto(m) for m in msgs] == entries
+    assert page[0].parent_id is page[4].parent_id
+    assert page[1].spiffe_id.trust_domain is page[3].spiffe_id.trust_domain
+    assert page[0].spiffe_id.trust_domain != page[1].spiffe_id.trust_domain
+
+
+def test_a_listed_entry_with_a_bad_trust_domain_is_still_refused():
+    msg = cv.entry_to_proto(Entry("spiffe://example.org/w", PARENT, ["unix:uid:1"]))
+    msg.spiffe_id.trust_domain = "Bad_Domain"
+    with pytest.raises(ValueError, match="Bad_Domain"):
+        cv.entries_from_proto([msg])
+
+
 def test_entry_diff_ignores_list_order_and_server_fields():
     a = full_entry()
     b = Entry(
