@@ -707,14 +707,14 @@ def test_a_frozen_agent_a_blocked_bundle_endpoint_and_a_refused_api_fire_and_res
     from spire_fabric.deploy import attach
     from spire_fabric.topology import bundle_endpoint_url
 
-    k = kubes[DOWNSTREAM]
+    k, server = kubes[DOWNSTREAM], "spire-downstream-server"
     with attach("enterprise", state_dir=installer.state_dir) as d:
         urls = d.monitoring_urls()
         assert urls is not None
         t = d.topology
-        (fed,) = t.federations_of(DOWNSTREAM)
+        (fed,) = t.federations_of(server)
         endpoint = urlparse(bundle_endpoint_url(t, fed, "kubernetes"))
-        server_ns = t.server(DOWNSTREAM).kubernetes.namespace  # type: ignore[union-attr]
+        server_ns = t.server(server).kubernetes.namespace  # type: ignore[union-attr]
         api_ns = t.workload("enterprise-api").kubernetes.namespace  # type: ignore[union-attr]
 
         def to_bundle_endpoint(pod: Any) -> list[str]:
@@ -729,12 +729,12 @@ def test_a_frozen_agent_a_blocked_bundle_endpoint_and_a_refused_api_fire_and_res
         faults = [
             Fault("SpireAgentDown", "downstream-agent-2",
                   lambda: _frozen(k, "downstream-agent-2"), fire_within=90, resolve_within=120),
-            Fault("FederatedBundleStale", DOWNSTREAM, lambda: _forwarding_refused(
-                k, server_ns, DOWNSTREAM, "server", to_bundle_endpoint), fire_within=120),
+            Fault("FederatedBundleStale", server, lambda: _forwarding_refused(
+                k, server_ns, server, "server", to_bundle_endpoint), fire_within=120),
             Fault("GatewayErrors", "security-gateway", lambda: _forwarding_refused(
                 k, api_ns, "enterprise-api", "workload", to_api), fire_within=60),
         ]  # fmt: skip
-        wait_for_good_fetch(urls[0], DOWNSTREAM)
+        wait_for_good_fetch(urls[0], server)
         with GatewayTraffic(d) as traffic:
             fire_and_resolve(urls[1], faults)
     assert traffic.statuses[503] > 0 and traffic.statuses[200] > 0, traffic.statuses
