@@ -3,7 +3,6 @@ a `down` that leaves nothing behind. Everything here is real SPIRE."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
@@ -11,15 +10,14 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from drill.alerts import Fault, GatewayTraffic, fire_and_resolve, wait_for_good_fetch
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -28,11 +26,10 @@ from spire_fabric.identity import SpiffeId, X509Svid
 from spire_fabric.runtime.binaries import SPIRE_VERSION
 from spire_fabric.runtime.core.ca import CaStore
 from spire_fabric.runtime.core.versions import load_versions
-from spire_fabric.runtime.local import LocalDeployment
 from spire_fabric.runtime.local.context import agent_component, server_component
 from spire_fabric.runtime.local.ports import is_listening
 from spire_fabric.runtime.local.supervisor import pid_alive
-from spire_fabric.runtime.monitoring import Alert, active_alerts, query_range, scrape_targets
+from spire_fabric.runtime.monitoring import Alert, active_alerts, scrape_targets
 from spire_fabric.testing import short_tempdir
 from spire_fabric.testing.pki import Ca, make_svid
 from spire_fabric.tls import authorize_id, mtls_client_context, mtls_urlopen
@@ -205,47 +202,6 @@ def port_blocked(host: str, port: int) -> Iterator[None]:
         subprocess.run(["iptables", "-w", "10", "-D", *spec], check=True, capture_output=True)
 
 
-class GatewayTraffic(threading.Thread):
-    """upstream-client calling the gateway's /records over mTLS about 5 times a second (the
-    gateway admits 50/s per SPIFFE caller), counting answers by status, until stopped."""
-
-    def __init__(self, d: LocalDeployment) -> None:
-        super().__init__(daemon=True)
-        t = d.topology
-        client = d.x509_context("upstream-client")
-        svid = next(s for s in client.svids
-                    if str(s.spiffe_id) == t.workload("upstream-client").spiffe_id)  # fmt: skip
-        gateway_id = SpiffeId.parse(t.workload("security-gateway").spiffe_id)
-        self.context = mtls_client_context(svid, client.get_bundle_set(), authorize_id(gateway_id))
-        address = d.workload_address("security-gateway")
-        assert address is not None
-        self.url = f"{address.url}/records"
-        self.statuses: collections.Counter[int] = collections.Counter()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            try:
-                with mtls_urlopen(self.url, self.context, timeout=10) as resp:
-                    self.statuses[resp.status] += 1
-            except urllib.error.HTTPError as e:
-                self.statuses[e.code] += 1
-            except OSError:
-                self.statuses[0] += 1  # the gateway itself did not answer
-
-    def __enter__(self) -> GatewayTraffic:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.join(15)
-
-
-def _firing(alertmanager: str, name: str, component: str) -> bool:
-    return any(a.name == name and a.component == component for a in active_alerts(alertmanager))
-
-
 def test_a_blocked_bundle_endpoint_and_an_unreachable_api_fire_their_alerts_and_resolve(
     enterprise: Deploy,
 ) -> None:
@@ -268,49 +224,17 @@ def test_a_blocked_bundle_endpoint_and_an_unreachable_api_fire_their_alerts_and_
     alertmanager = urls[1]
     upstream = d.topology.server(UPSTREAM)
     api = d.workload_address("enterprise-api")
-    assert api is not None and upstream.ports.federation is not None
-    faults = {
-        ("FederatedBundleStale", DOWNSTREAM): (upstream.host, upstream.ports.federation, 120),
-        ("GatewayErrors", "security-gateway"): (api.host, api.port, 60),
-    }
-    assert not any(_firing(alertmanager, *alert) for alert in faults)
-    # The alert is about an endpoint that worked going stale: wait for the downstream's
-    # first good fetch. SPIRE starts fetching before `up` bootstraps the peer's bundle, so
-    # its first fetch fails and the next comes a minute later (MinimumRefreshHint); after
-    # that one every 15 s.
-    good = (f'spire_server_bundle_manager_fetch_federated_bundle{{component="{DOWNSTREAM}", '
-            'status="OK"}')  # fmt: skip
-    deadline = time.monotonic() + 90
-    while not query_range(urls[0], good, time.time() - 10, time.time(), 5):
-        assert time.monotonic() < deadline, f"{DOWNSTREAM} never fetched the upstream bundle"
-        time.sleep(1)
-    fired: dict[tuple[str, str], float] = {}
-    resolved: dict[tuple[str, str], float] = {}
-    with contextlib.ExitStack() as blocks, GatewayTraffic(d) as traffic:
-        open_blocks = {}
-        for alert, (host, port, _) in faults.items():
-            open_blocks[alert] = blocks.enter_context(contextlib.ExitStack())
-            open_blocks[alert].enter_context(port_blocked(host, port))
-        start = time.monotonic()
-        while len(resolved) < len(faults):
-            now = time.monotonic() - start
-            for alert, (_, _, bound) in faults.items():
-                if alert in resolved:
-                    continue
-                firing = _firing(alertmanager, *alert)
-                if alert not in fired:
-                    assert now < bound, f"{alert[0]} did not fire within {bound} s"
-                    if firing:
-                        fired[alert] = now
-                        open_blocks[alert].close()  # undo the fault
-                elif not firing:
-                    resolved[alert] = now - fired[alert]
-                else:
-                    assert now - fired[alert] < 90, f"{alert[0]} did not resolve within 90 s"
-            time.sleep(1)
-    for alert, at in fired.items():
-        print(f"{alert[0]}: fired {at:.1f} s after the fault, resolved {resolved[alert]:.1f} s "
-              "after it was undone")  # fmt: skip
+    federation = upstream.ports.federation
+    assert api is not None and federation is not None
+    faults = [
+        Fault("FederatedBundleStale", DOWNSTREAM, lambda: port_blocked(upstream.host, federation),
+              fire_within=120),
+        Fault("GatewayErrors", "security-gateway", lambda: port_blocked(api.host, api.port),
+              fire_within=60),
+    ]  # fmt: skip
+    wait_for_good_fetch(urls[0], DOWNSTREAM)
+    with GatewayTraffic(d) as traffic:
+        fire_and_resolve(alertmanager, faults)
     assert traffic.statuses[503] > 0 and traffic.statuses[200] > 0, traffic.statuses
     assert wait_for_green(enterprise).ok
 

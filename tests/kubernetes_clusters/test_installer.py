@@ -8,14 +8,17 @@ that breaks something heals it and asserts it did.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -641,44 +644,100 @@ def _agent_container(k: Kube, agent: str) -> tuple[list[str], str]:
     return ctr, status.container_id.removeprefix("containerd://")
 
 
-def test_a_frozen_agent_fires_spire_agent_down_and_resolves_when_resumed(
+@contextlib.contextmanager
+def _frozen(k: Kube, agent: str) -> Iterator[None]:
+    """The agent's process stopped (SIGSTOP through its node's containerd, as the heal test
+    kills containers) until SIGCONT. The kubelet's liveness probe (3 x 10 s) may restart
+    the hung agent first: then there is nothing to resume, and that cures it just the same."""
+    ctr, cid = _agent_container(k, agent)
+    subprocess.run([*ctr, "tasks", "kill", "-s", "SIGSTOP", cid], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGCONT", cid], capture_output=True)
+
+
+@contextlib.contextmanager
+def _forwarding_refused(k: Kube, ns: str, app: str, component: str,
+                        match: Callable[[Any], list[str]]) -> Iterator[None]:
+    """Every TCP packet that the node of each of `app`'s pods forwards and that matches
+    `match(pod)` (iptables arguments) answered with a reset, as if nothing listened there.
+    One rule per pod, first in the FORWARD chain of its node's network namespace, where
+    its traffic passes after kube-proxy's translation (pod to pod and to other nodes); the
+    kubelet's probes leave from the node itself (OUTPUT) and do not see it. Tagged with
+    this test's pid and deleted by the same spec (the namespace goes with `down` anyway)."""
+    from spire_fabric.render.kubernetes._common import selector_labels
+
+    selector = ",".join(f"{key}={v}" for key, v in selector_labels(app, component).items())
+    pods = k.core.list_namespaced_pod(ns, label_selector=selector).items
+    assert pods, f"no pod of {app} in {ns}"
+    tag = ["-m", "comment", "--comment", f"spire-fabric-kube-test-{os.getpid()}"]
+    rules = [(next(n["netns"] for n in k.nodes if n["name"] == pod.spec.node_name),
+              ["FORWARD", "-p", "tcp", *match(pod), *tag, "-j", "REJECT", "--reject-with",
+               "tcp-reset"]) for pod in pods]  # fmt: skip
+    with contextlib.ExitStack() as undo:
+        for netns, spec in rules:
+            iptables = ["ip", "netns", "exec", netns, "iptables", "-w", "10"]
+            added = subprocess.run([*iptables, "-I", *spec], capture_output=True, text=True)
+            assert added.returncode == 0, f"{netns}: {spec}: {added.stderr.strip()}"
+            undo.callback(subprocess.run, [*iptables, "-D", *spec], check=True,
+                          capture_output=True)  # fmt: skip
+        yield
+
+
+def test_a_frozen_agent_a_blocked_bundle_endpoint_and_a_refused_api_fire_and_resolve(
     enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
 ) -> None:
-    """SIGSTOP of downstream-agent-2's process through its node's containerd (as the heal
-    test kills containers): its telemetry stops answering, SpireAgentDown fires in
-    Alertmanager's API within 90 s; SIGCONT resolves it. The kubelet's liveness probe
-    (3 x 10 s) may restart the hung agent first; that cures it just the same."""
-    from spire_fabric.deploy import attach
-    from spire_fabric.runtime.monitoring import active_alerts
+    """Three faults at once, each undone as soon as its alert is active in Alertmanager's
+    API, each resolving once undone (one wait for all keeps the module short), as locally
+    (tests/e2e/test_enterprise_up_verify_down.py):
 
-    agent = "downstream-agent-2"
-    ctr, cid = _agent_container(kubes[DOWNSTREAM], agent)
+    - downstream-agent-2's process frozen: its telemetry stops answering, SpireAgentDown
+      within 90 s;
+    - the upstream's bundle endpoint refused from the downstream server's view (its pod's
+      connections to the upstream cluster's federation NodePort reset in its node): no
+      fetch succeeds for a whole refresh hint, FederatedBundleStale within 120 s;
+    - enterprise-api refusing connections to its port (reset in its node) while
+      upstream-client calls the gateway through its NodePort: the gateway answers 503,
+      GatewayErrors within 60 s.
+
+    Verify is green afterwards (no alert firing), for the tests after this one."""
+    from drill.alerts import Fault, GatewayTraffic, fire_and_resolve, wait_for_good_fetch
+
+    from spire_fabric.deploy import attach
+    from spire_fabric.topology import bundle_endpoint_url
+
+    k, server = kubes[DOWNSTREAM], "spire-downstream-server"
     with attach("enterprise", state_dir=installer.state_dir) as d:
         urls = d.monitoring_urls()
         assert urls is not None
-        alertmanager = urls[1]
+        t = d.topology
+        (fed,) = t.federations_of(server)
+        endpoint = urlparse(bundle_endpoint_url(t, fed, "kubernetes"))
+        server_ns = t.server(server).kubernetes.namespace  # type: ignore[union-attr]
+        api_ns = t.workload("enterprise-api").kubernetes.namespace  # type: ignore[union-attr]
 
-        def down() -> bool:
-            return any(a.name == "SpireAgentDown" and a.component == agent
-                       for a in active_alerts(alertmanager))  # fmt: skip
+        def to_bundle_endpoint(pod: Any) -> list[str]:
+            return ["-s", pod.status.pod_ip, "-d", str(endpoint.hostname),
+                    "--dport", str(endpoint.port)]  # fmt: skip
 
-        assert not down()
-        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGSTOP", cid], check=True)
-        frozen = time.monotonic()
-        try:
-            while not down():
-                assert time.monotonic() - frozen < 90, "SpireAgentDown did not fire in 90 s"
-                time.sleep(1)
-            fired = time.monotonic() - frozen
-        finally:
-            # the kubelet may have replaced the container: then there is nothing to resume
-            subprocess.run([*ctr, "tasks", "kill", "-s", "SIGCONT", cid], capture_output=True)
-        resumed = time.monotonic()
-        while down():
-            assert time.monotonic() - resumed < 120, "SpireAgentDown did not resolve in 120 s"
-            time.sleep(1)
-        resolved = time.monotonic() - resumed
-    print(f"SpireAgentDown: fault -> firing {fired:.0f} s, resume -> resolved {resolved:.0f} s")
+        def to_api(pod: Any) -> list[str]:
+            (port,) = (p.container_port for c in pod.spec.containers for p in c.ports or []
+                       if p.name == "https")  # fmt: skip
+            return ["-d", pod.status.pod_ip, "--dport", str(port)]
+
+        faults = [
+            Fault("SpireAgentDown", "downstream-agent-2",
+                  lambda: _frozen(k, "downstream-agent-2"), fire_within=90, resolve_within=120),
+            Fault("FederatedBundleStale", server, lambda: _forwarding_refused(
+                k, server_ns, server, "server", to_bundle_endpoint), fire_within=120),
+            Fault("GatewayErrors", "security-gateway", lambda: _forwarding_refused(
+                k, api_ns, "enterprise-api", "workload", to_api), fire_within=60),
+        ]  # fmt: skip
+        wait_for_good_fetch(urls[0], server)
+        with GatewayTraffic(d) as traffic:
+            fire_and_resolve(urls[1], faults)
+    assert traffic.statuses[503] > 0 and traffic.statuses[200] > 0, traffic.statuses
     report = _wait_green(installer)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
 
