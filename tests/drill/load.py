@@ -510,6 +510,19 @@ def processor_cycles(log: str, after: int = 0) -> tuple[int, list[str]]:
     return len(cycles), [f"cycle {m.group(1)}{m.group(3)}" for m in cycles if m.group(2) != "ok"]
 
 
+_CYCLE_MS = re.compile(r"\bms=([0-9.]+)")
+
+
+def processor_cycle_work(log: str, after: int = 0) -> list[float]:
+    """Seconds each good cycle numbered above ``after`` spent on its requests (its ``ms=``).
+
+    A cycle is its interval's wait *plus* this work, so how many cycles fit in a drill
+    depends on it: under load the work adds up to several intervals over a long drill."""
+    return [float(w.group(1)) / 1000 for m in _CYCLE.finditer(log)
+            if int(m.group(1)) > after and m.group(2) == "ok"
+            and (w := _CYCLE_MS.search(m.group(3)))]  # fmt: skip
+
+
 def last_cycle(log: str) -> int:
     """The number of data-processor's last logged cycle (0: none yet)."""
     return max((int(m.group(1)) for m in _CYCLE.finditer(log)), default=0)
