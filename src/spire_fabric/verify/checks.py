@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
 
@@ -75,6 +75,7 @@ from spire_fabric.workload import X509Context
 __all__ = ["verify_deployment"]
 
 TTL_TOLERANCE = timedelta(seconds=60)
+T = TypeVar("T")
 
 
 def verify_deployment(deployment: Deployment) -> Report:
@@ -105,6 +106,11 @@ class _Pool:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="check")
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """A read some checks share, started now; submitted before the checks that wait
+        for it, it never waits for a free worker behind them."""
+        return self._pool.submit(fn)
 
     def check(self, check_id: str, title: str, fn: Callable[[], str]) -> Future[list[CheckResult]]:
         """One check, started now."""
@@ -174,12 +180,17 @@ def _run_checks(
     down: set[str] = set()  # servers whose health endpoint does not answer "live"
     d = cast(Deployment, _LiveServersOnly(deployment, down))
     t = d.topology
+    # `status` reads every component (on Kubernetes an exec per workload for its SVID's
+    # expiry, seconds): only the checks of what runs wait for it, in the pool.
+    status = pool.call(d.status)
     live = {s.name: pool.check(f"server-live:{s.name}", f"{s.name} live and ready",
                                partial(_server_live, d, s, down)) for s in t.servers}  # fmt: skip
-    rows = {(r.kind, r.name): r for r in d.status()}
     root = d.root_ca()
     for f in live.values():
         f.result()
+
+    def rows() -> dict[tuple[str, str], ComponentHealth]:
+        return {(r.kind, r.name): r for r in status.result()}
 
     def context_of(workload: Workload) -> X509Context:
         try:
@@ -196,10 +207,9 @@ def _run_checks(
     out: list[Future[list[CheckResult]]] = []
     check = pool.check
 
-    for (kind, name), row in rows.items():
-        if kind == "supervisor":
-            out.append(check(name, f"{name} running ({row.detail})",
-                             partial(_supervisor_running, row)))  # fmt: skip
+    out.append(pool.group(lambda: [
+        _check(name, f"{name} running ({row.detail})", partial(_supervisor_running, row))
+        for (kind, name), row in rows().items() if kind == "supervisor"]))  # fmt: skip
     for s in t.servers:
         out.append(live[s.name])
         out.append(check(f"datastore:{s.name}", f"{s.name} datastore reachable",
@@ -351,7 +361,7 @@ def _authority_checks_of(d: Deployment, reads: IdentityReads) -> Iterator[CheckR
 
 def _workload_run_checks(
     d: Deployment,
-    rows: dict[tuple[str, str], ComponentHealth],
+    rows: Callable[[], dict[tuple[str, str], ComponentHealth]],
     svid_of: Callable[[Workload], X509Svid],
     context_of: Callable[[Workload], X509Context],
 ) -> Iterator[Check]:
@@ -362,11 +372,10 @@ def _workload_run_checks(
     for w in d.topology.workloads:
         if w.run is None:
             continue
-        row = rows.get(("workload", w.name))
         yield (
             f"workload-process:{w.name}",
             f"{w.name} running",
-            partial(_workload_running, w, row),
+            partial(lambda w: _workload_running(w, rows().get(("workload", w.name))), w),
         )
         probe = w.run.health
         if probe is None:
