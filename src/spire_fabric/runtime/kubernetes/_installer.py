@@ -122,22 +122,11 @@ class KubernetesInstaller:
         notes: list[str] = []
         unchanged = 0
         rendered = self.rendered()
-        for cluster, _, o in rendered:
-            conn = self.access.clusters[cluster]
-            ref = objects.ObjectRef.of(o)
-            name = f"{cluster}/{_ref_name(ref)}"
-            live = objects.get_live(conn, ref)
-            if live is None:
-                changes.append(Change("create", ref.kind, name))
-                continue
-            try:
-                applied = objects.apply(conn, o, dry_run=True)
-            except KubernetesTargetError as err:
-                notes.append(str(err))
-                continue
-            fields = objects.changed_fields(live, applied)
-            if fields:
-                changes.append(Change("update", ref.kind, name, fields=tuple(fields)))
+        for found in objects.read_all(self._planned, rendered):
+            if isinstance(found, Change):
+                changes.append(found)
+            elif found:
+                notes.append(found)
             else:
                 unchanged += 1
         for cluster, ref in self._stale(rendered):
@@ -157,6 +146,23 @@ class KubernetesInstaller:
         versions = tuple(self.planned_versions().items())
         return DeploymentPlan(self.access.name, "kubernetes", tuple(changes), tuple(notes),
                               unchanged, published, versions)  # fmt: skip
+
+    def _planned(self, item: tuple[str, str, Obj]) -> Change | str:
+        """One object's change: created, updated (its fields), or "" when unchanged; a
+        dry run the API refuses is a note (its message)."""
+        cluster, _, o = item
+        conn = self.access.clusters[cluster]
+        ref = objects.ObjectRef.of(o)
+        name = f"{cluster}/{_ref_name(ref)}"
+        live = objects.get_live(conn, ref)
+        if live is None:
+            return Change("create", ref.kind, name)
+        try:
+            applied = objects.apply(conn, o, dry_run=True)
+        except KubernetesTargetError as err:
+            return str(err)
+        fields = objects.changed_fields(live, applied)
+        return Change("update", ref.kind, name, fields=tuple(fields)) if fields else ""
 
     def planned_versions(self) -> dict[str, str]:
         """The SPIRE version of every server and agent, read from the tags of the images
