@@ -113,6 +113,9 @@ def kubernetes_run(topology: str, extra: list[str]) -> tuple[float, list[tuple[s
             down = deploy("down", "--purge", *where, extra=[], timeout=600)
             if down.returncode != 0:
                 raise SystemExit(f"down exited {down.returncode}:\n{down.stdout}\n{down.stderr}")
+    for line in lines:  # verify went round again: what it waited for
+        if line.startswith("not green yet"):
+            print(f"  up: {line}", flush=True)
     steps = [(m["name"], float(m["s"])) for m in map(_STEP.match, lines) if m]
     totals = [float(m["s"]) for m in map(_TOTAL.match, lines) if m]
     if not totals:

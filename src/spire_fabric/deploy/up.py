@@ -81,6 +81,9 @@ def _verify(
         report = verify_deployment(deployment)
         deadline = time.monotonic() + converge_s
         while not report.ok and time.monotonic() < deadline:
+            # what it waits for, so a slow `up` says where its time goes
+            waiting = ", ".join(c.id for c in report.failed)
+            console.print(f"  [dim]not green yet ({escape(waiting)}); again in {pause:g}s[/dim]")
             time.sleep(pause)
             report = verify_deployment(deployment)
     print_report(report, console)

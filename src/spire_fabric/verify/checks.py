@@ -17,11 +17,12 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
 
@@ -65,7 +66,7 @@ from spire_fabric.topology import (
 from spire_fabric.verify._authorities import authorities_report, report_views
 from spire_fabric.verify._authority_checks import authority_checks
 from spire_fabric.verify._reads import IdentityReads
-from spire_fabric.verify._replica_checks import replica_checks
+from spire_fabric.verify._replica_checks import Check, replica_checks
 from spire_fabric.verify._report import CheckFailed, CheckResult, Report
 from spire_fabric.verify._report import run_check as _check
 from spire_fabric.verify._sidecar_checks import sidecar_checks
@@ -74,6 +75,7 @@ from spire_fabric.workload import X509Context
 __all__ = ["verify_deployment"]
 
 TTL_TOLERANCE = timedelta(seconds=60)
+T = TypeVar("T")
 
 
 def verify_deployment(deployment: Deployment) -> Report:
@@ -82,11 +84,52 @@ def verify_deployment(deployment: Deployment) -> Report:
     red with its reason, never skipped.
 
     Every workload's identity is read once, all at the same time, before the checks
-    start (:class:`IdentityReads`): the checks then judge what those reads returned."""
-    with IdentityReads(deployment) as reads:
+    start (:class:`IdentityReads`): the checks then judge what those reads returned. The
+    checks themselves run at the same time too (:class:`_Pool`), the report keeping their
+    order."""
+    with IdentityReads(deployment) as reads, _Pool() as pool:
         reads.prefetch(_identity_views(deployment))
-        checks = list(_run_checks(deployment, reads))
+        checks = pool.results(_run_checks(deployment, reads, pool))
     return Report(deployment.name, tuple(checks))
+
+
+# Checks at the same time. Each waits on a server's API, a pod's exec or a port-forward
+# (on Kubernetes a second or more each, 18 s one after the other for the enterprise
+# topology), hardly on the CPU; bounded so a topology of hundreds of workloads does not
+# open hundreds of connections at once.
+CHECK_WORKERS = 8
+
+
+class _Pool:
+    """Runs checks in threads; :meth:`results` gives them back in the order asked for,
+    whatever order they finished in."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="check")
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """A read some checks share, started now; submitted before the checks that wait
+        for it, it never waits for a free worker behind them."""
+        return self._pool.submit(fn)
+
+    def check(self, check_id: str, title: str, fn: Callable[[], str]) -> Future[list[CheckResult]]:
+        """One check, started now."""
+        return self._pool.submit(lambda: [_check(check_id, title, fn)])
+
+    def group(self, checks: Callable[[], Iterable[CheckResult]]) -> Future[list[CheckResult]]:
+        """Checks that run one after the other (a generator of them, or checks judged from
+        one shared read), the group at the same time as the others."""
+        return self._pool.submit(lambda: list(checks()))
+
+    @staticmethod
+    def results(futures: Iterable[Future[list[CheckResult]]]) -> list[CheckResult]:
+        return [c for f in futures for c in f.result()]
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _identity_views(d: Deployment) -> dict[str, list[str]]:
@@ -129,11 +172,25 @@ class _LiveServersOnly:
         return self._d.replica_server(name, replica)
 
 
-def _run_checks(deployment: Deployment, reads: IdentityReads) -> Iterator[CheckResult]:
+def _run_checks(
+    deployment: Deployment, reads: IdentityReads, pool: _Pool
+) -> list[Future[list[CheckResult]]]:
+    """Every check started in ``pool``, in report order. The servers' health is known
+    before any other check starts: one found not live is not asked again (`down`)."""
     down: set[str] = set()  # servers whose health endpoint does not answer "live"
     d = cast(Deployment, _LiveServersOnly(deployment, down))
     t = d.topology
-    rows = {(r.kind, r.name): r for r in d.status()}
+    # `status` reads every component (on Kubernetes an exec per workload for its SVID's
+    # expiry, seconds): only the checks of what runs wait for it, in the pool.
+    status = pool.call(d.status)
+    live = {s.name: pool.check(f"server-live:{s.name}", f"{s.name} live and ready",
+                               partial(_server_live, d, s, down)) for s in t.servers}  # fmt: skip
+    root = d.root_ca()
+    for f in live.values():
+        f.result()
+
+    def rows() -> dict[tuple[str, str], ComponentHealth]:
+        return {(r.kind, r.name): r for r in status.result()}
 
     def context_of(workload: Workload) -> X509Context:
         try:
@@ -147,97 +204,82 @@ def _run_checks(deployment: Deployment, reads: IdentityReads) -> Iterator[CheckR
                 return svid
         raise CheckFailed(f"agent {workload.agent} does not issue {workload.spiffe_id}")
 
-    for (kind, name), row in rows.items():
-        if kind == "supervisor":
-            yield _check(
-                name,
-                f"{name} running ({row.detail})",
-                partial(_supervisor_running, row),
-            )
+    out: list[Future[list[CheckResult]]] = []
+    check = pool.check
+
+    out.append(pool.group(lambda: [
+        _check(name, f"{name} running ({row.detail})", partial(_supervisor_running, row))
+        for (kind, name), row in rows().items() if kind == "supervisor"]))  # fmt: skip
     for s in t.servers:
-        yield _check(
-            f"server-live:{s.name}", f"{s.name} live and ready",
-            partial(_server_live, d, s, down),
-        )
-        yield _check(
-            f"datastore:{s.name}",
-            f"{s.name} datastore reachable",
-            partial(_datastore, d, s),
-        )
+        out.append(live[s.name])
+        out.append(check(f"datastore:{s.name}", f"{s.name} datastore reachable",
+                         partial(_datastore, d, s)))  # fmt: skip
     for a in t.agents:
-        yield _check(
-            f"agent-attested:{a.name}",
-            f"{a.name} attested and not banned",
-            partial(_agent_attested, d, a.name),
-        )
-        yield _check(
-            f"agent-live:{a.name}",
-            f"{a.name} live",
-            partial(_agent_live, d, a.name),
-        )
+        out.append(check(f"agent-attested:{a.name}", f"{a.name} attested and not banned",
+                         partial(_agent_attested, d, a.name)))  # fmt: skip
+        out.append(check(f"agent-live:{a.name}", f"{a.name} live",
+                         partial(_agent_live, d, a.name)))  # fmt: skip
     for s in t.servers:
-        yield _check(
-            f"entries:{s.name}",
-            f"{s.name} holds every expected entry, unchanged",
-            partial(_entries, d, s),
-        )
+        out.append(check(f"entries:{s.name}", f"{s.name} holds every expected entry, unchanged",
+                         partial(_entries, d, s)))  # fmt: skip
     for fed in t.federations:
-        yield _check(
+        out.append(check(
             f"federated-bundle:{fed.server}->{fed.trust_domain}",
             f"{fed.server} holds the current bundle of {fed.trust_domain}",
             partial(_federated_bundle, d, fed.server, fed.trust_domain),
-        )
+        ))  # fmt: skip
     for s in t.servers:
         if s.bundle_endpoint is not None:
-            yield _check(
+            out.append(check(
                 f"bundle-endpoint:{s.name}",
                 f"{s.name} serves its SPIFFE bundle ({s.bundle_endpoint.profile})",
                 partial(_bundle_endpoint, d, s),
-            )
-    root = d.root_ca()
+            ))  # fmt: skip
     nested = {s.name: s.upstream_authority.server for s in t.servers
               if isinstance(s.upstream_authority, SpireUpstreamAuthority)}  # fmt: skip
     for w in t.workloads:
         if w.name in nested:
             # A nested server's own identity: only the server process holds its SVID,
             # so prove what it got with it, a CA signed by its parent (Server API).
-            yield _check(
+            out.append(check(
                 f"workload-svid:{w.name}",
                 f"{w.name} holds {w.spiffe_id} and got its CA with it",
                 partial(_nested_ca, d, w.name, nested[w.name]),
-            )
+            ))  # fmt: skip
             continue
-        yield _check(
+        out.append(check(
             f"workload-svid:{w.name}",
             f"{w.name} holds {w.spiffe_id}",
             partial(lambda w: _workload_svid(d, w, svid_of(w), root), w),
-        )
-    yield from _nested_checks(d, svid_of)
+        ))  # fmt: skip
+    out += [check(*c) for c in _nested_checks(d, svid_of)]
     for server_w, client_w, forbidden_w in _cross_domain_pairs(d):
-        yield _check(
+        out.append(check(
             f"mtls:{client_w.name}->{server_w.name}",
             f"mutual TLS {client_w.spiffe_id} -> {server_w.spiffe_id}",
             partial(_mtls_between, svid_of, context_of, server_w, client_w),
-        )
+        ))  # fmt: skip
         if forbidden_w is not None:
-            yield _check(
+            out.append(check(
                 f"mtls-refused:{forbidden_w.name}->{server_w.name}",
                 f"{forbidden_w.name} is refused by {server_w.name}'s authorizer",
                 partial(
                     _mtls_between, svid_of, context_of, server_w, forbidden_w, allowed=client_w
                 ),
-            )
-        yield _check(
+            ))  # fmt: skip
+        out.append(check(
             f"jwt:{client_w.name}->{server_w.name}",
             f"a JWT-SVID of {client_w.name} validates at {server_w.name}",
             partial(_jwt, reads, issuer=client_w, validator=server_w),
-        )
-    yield from _workload_run_checks(d, rows, svid_of, context_of)
-    yield from sidecar_checks(d, svid_of, context_of)
-    yield from _authority_checks_of(d, reads)
-    for check_id, title, fn in replica_checks(d):
-        yield _check(check_id, title, fn)
-    yield from _monitoring_checks(d)
+        ))  # fmt: skip
+    out += [check(*c) for c in _workload_run_checks(d, rows, svid_of, context_of)]
+    out.append(pool.group(lambda: sidecar_checks(d, svid_of, context_of)))
+    # one authorities report judged by several checks
+    out.append(pool.group(lambda: _authority_checks_of(d, reads)))
+    out += [check(*c) for c in replica_checks(d)]
+    # one Prometheus and Alertmanager asked by both checks, after the monitoring_urls read
+    out.append(pool.group(lambda: _monitoring_checks(d)))
+    return out
 
 
 def _monitoring_checks(d: Deployment) -> Iterator[CheckResult]:
@@ -319,28 +361,28 @@ def _authority_checks_of(d: Deployment, reads: IdentityReads) -> Iterator[CheckR
 
 def _workload_run_checks(
     d: Deployment,
-    rows: dict[tuple[str, str], ComponentHealth],
+    rows: Callable[[], dict[tuple[str, str], ComponentHealth]],
     svid_of: Callable[[Workload], X509Svid],
     context_of: Callable[[Workload], X509Context],
-) -> Iterator[CheckResult]:
-    """Each workload the topology says how to run is running, and answers its health
-    probe as the identity it was given (a missing process is a red check, never absent)."""
+) -> Iterator[Check]:
+    """(id, title, body) of: each workload the topology says how to run is running, and
+    answers its health probe as the identity it was given (a missing process is a red
+    check, never absent)."""
     by_name = {w.name: w for w in d.topology.workloads}
     for w in d.topology.workloads:
         if w.run is None:
             continue
-        row = rows.get(("workload", w.name))
-        yield _check(
+        yield (
             f"workload-process:{w.name}",
             f"{w.name} running",
-            partial(_workload_running, w, row),
+            partial(lambda w: _workload_running(w, rows().get(("workload", w.name))), w),
         )
         probe = w.run.health
         if probe is None:
             continue
         caller = by_name[probe.caller] if probe.caller else w
         by = f" for {caller.name}" if caller is not w else ""
-        yield _check(
+        yield (
             f"workload-health:{w.name}",
             f"{w.name} answers {probe.path}{by}",
             partial(
@@ -406,8 +448,9 @@ def _probe(d: Deployment, w: Workload, probe: HealthProbe, svid: X509Svid, ctx: 
     return f"{url}: " + ", ".join(seen)
 
 
-def _nested_checks(d: Deployment, svid_of: Callable[[Workload], X509Svid]) -> Iterator[CheckResult]:
-    """A nested server's workloads chain through its CA to its parent's roots."""
+def _nested_checks(d: Deployment, svid_of: Callable[[Workload], X509Svid]) -> Iterator[Check]:
+    """(id, title, body): a nested server's workloads chain through its CA to its parent's
+    roots."""
     t = d.topology
     for s in t.servers:
         ua = s.upstream_authority
@@ -417,7 +460,7 @@ def _nested_checks(d: Deployment, svid_of: Callable[[Workload], X509Svid]) -> It
         if not ours:
             continue
         w = ours[0]
-        yield _check(
+        yield (
             f"nested-chain:{s.name}",
             f"{w.name} chains through {s.name}'s CA to {ua.server}'s root",
             partial(lambda w, parent: _nested_chain(d, svid_of(w), parent), w, ua.server),

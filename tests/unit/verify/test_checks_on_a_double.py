@@ -241,3 +241,34 @@ def test_a_server_found_not_live_is_not_asked_again_by_the_checks_after():
     datastore = report.get("datastore:spire-server")
     assert not datastore.ok
     assert datastore.detail == "spire-server is not live (see server-live:spire-server)"
+
+
+def test_the_checks_run_at_the_same_time_and_report_in_the_same_order(monkeypatch):
+    """Each check waits on its own server call (a second or more on Kubernetes): in a pool
+    the report takes about the longest of them, not their sum, and its rows, results and
+    messages are those of the checks run one after the other."""
+    import time
+
+    import spire_fabric.verify.checks as checks
+
+    class Slow(DoubleDeployment):
+        def server_health(self, name):
+            return (True, True)  # live: every check asks its server
+
+        def server(self, name):
+            time.sleep(0.15)
+            raise Unreachable(f"{name} did not answer")
+
+    def run() -> tuple[list[tuple[str, str, bool, str]], float]:
+        start = time.monotonic()
+        report = verify_deployment(Slow(preset("enterprise")))
+        rows = [(c.id, c.title, c.ok, c.detail) for c in report.checks]
+        return rows, time.monotonic() - start
+
+    monkeypatch.setattr(checks, "CHECK_WORKERS", 1)
+    one_by_one, sequential_s = run()
+    monkeypatch.setattr(checks, "CHECK_WORKERS", 8)
+    pooled, pooled_s = run()
+    assert pooled == one_by_one
+    assert sum("did not answer" in r[3] for r in pooled) >= 6  # the calls that were slow
+    assert pooled_s < sequential_s / 2, (pooled_s, sequential_s)

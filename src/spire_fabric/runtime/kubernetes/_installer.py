@@ -55,6 +55,18 @@ __all__ = ["KubernetesInstaller"]
 
 Obj = dict[str, Any]
 ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+# Overlap: a stage's pods start while the next stages apply, where nothing in between
+# needs them ready. The agents are waited for with the workloads: registrations need no
+# agent, and a workload waits for its SVID by itself (its identity timeout, 30 s), so the
+# workloads' pods start (image, interpreter) while the agents attest; before, each waited
+# for the other (8.5 s, then 13.8 s). Both are still waited for until ready before `up`
+# goes on, and the stage order is unchanged for anything that needs it.
+APPLIED_ONLY = {"06-agents.yaml": "SPIRE agents (started; waited for with the workloads)"}
+WAITS_WITH = {"08-workloads.yaml"}
+# Stages that need nothing but what exists before the stage named (Prometheus and
+# Alertmanager: their namespace, policies and config): applied then, so their pods start
+# while MySQL, the servers and the agents come up, and waited for at their own place.
+EARLY = {"09-monitoring.yaml": "04-mysql.yaml"}
 
 
 class KubernetesInstaller:
@@ -110,22 +122,11 @@ class KubernetesInstaller:
         notes: list[str] = []
         unchanged = 0
         rendered = self.rendered()
-        for cluster, _, o in rendered:
-            conn = self.access.clusters[cluster]
-            ref = objects.ObjectRef.of(o)
-            name = f"{cluster}/{_ref_name(ref)}"
-            live = objects.get_live(conn, ref)
-            if live is None:
-                changes.append(Change("create", ref.kind, name))
-                continue
-            try:
-                applied = objects.apply(conn, o, dry_run=True)
-            except KubernetesTargetError as err:
-                notes.append(str(err))
-                continue
-            fields = objects.changed_fields(live, applied)
-            if fields:
-                changes.append(Change("update", ref.kind, name, fields=tuple(fields)))
+        for found in objects.read_all(self._planned, rendered):
+            if isinstance(found, Change):
+                changes.append(found)
+            elif found:
+                notes.append(found)
             else:
                 unchanged += 1
         for cluster, ref in self._stale(rendered):
@@ -145,6 +146,23 @@ class KubernetesInstaller:
         versions = tuple(self.planned_versions().items())
         return DeploymentPlan(self.access.name, "kubernetes", tuple(changes), tuple(notes),
                               unchanged, published, versions)  # fmt: skip
+
+    def _planned(self, item: tuple[str, str, Obj]) -> Change | str:
+        """One object's change: created, updated (its fields), or "" when unchanged; a
+        dry run the API refuses is a note (its message)."""
+        cluster, _, o = item
+        conn = self.access.clusters[cluster]
+        ref = objects.ObjectRef.of(o)
+        name = f"{cluster}/{_ref_name(ref)}"
+        live = objects.get_live(conn, ref)
+        if live is None:
+            return Change("create", ref.kind, name)
+        try:
+            applied = objects.apply(conn, o, dry_run=True)
+        except KubernetesTargetError as err:
+            return str(err)
+        fields = objects.changed_fields(live, applied)
+        return Change("update", ref.kind, name, fields=tuple(fields)) if fields else ""
 
     def planned_versions(self) -> dict[str, str]:
         """The SPIRE version of every server and agent, read from the tags of the images
@@ -193,13 +211,37 @@ class KubernetesInstaller:
         nested = {s.name for s in t.servers
                   if isinstance(s.upstream_authority, SpireUpstreamAuthority)}  # fmt: skip
         deferred: list[tuple[str, objects.ObjectRef]] = []
+        later: list[tuple[str, objects.ObjectRef]] = []  # applied, waited for with WAITS_WITH
         for stage in STAGES:
             # rendered again per stage: Secrets and join tokens made by earlier stages
-            batch = [(c, o) for c, f, o in self.rendered() if f == stage.file]
+            rendered = self.rendered()
+            batch = [(c, o) for c, f, o in rendered if f == stage.file]
+            early = [(c, o) for c, f, o in rendered if EARLY.get(f) == stage.file]
+            if early:
+                with report("start what waits on nothing (Prometheus, Alertmanager)"):
+                    for cluster, o in early:
+                        objects.apply(self.access.clusters[cluster], o)
             spire_api = stage.file.startswith("07-") and t.kubernetes.registration == "spire-api"
             if batch or spire_api:
-                with report(stage.title):
-                    deferred += self._apply_stage(stage, batch, nested, spire_api)
+                # a stage waited for with the ones before it: applied first, then all waited
+                together = stage.file in WAITS_WITH and bool(later)
+                title = APPLIED_ONLY.get(stage.file) or (
+                    f"{stage.title.removesuffix(' (until ready)')} (started)" if together
+                    else stage.title)  # fmt: skip
+                with report(title):
+                    waits, more = self._apply_stage(stage, batch, nested, spire_api)
+                    deferred += more
+                    if stage.file in APPLIED_ONLY:
+                        later, waits = later + waits, []
+                    elif not together:
+                        self._wait(waits)
+                        waits = []
+                if waits:
+                    with report("SPIRE agents (until ready)"):
+                        self._wait(later)
+                    later = []
+                    with report(stage.title):
+                        self._wait(waits)
             if stage.file.startswith("07-") and deferred:
                 with report("nested SPIRE servers and their agents (until ready)"):
                     self._wait(deferred)
@@ -211,6 +253,9 @@ class KubernetesInstaller:
                     label_nodes(placement, self.access.clusters)
                 with report("join tokens"):
                     self._mint_join_tokens()
+        if later:  # a topology without workloads
+            with report("SPIRE agents (until ready)"):
+                self._wait(later)
         stale = self._stale(self.rendered())
         if stale:
             with report("delete what the topology no longer has"):
@@ -223,9 +268,9 @@ class KubernetesInstaller:
 
     def _apply_stage(
         self, stage: Stage, batch: list[tuple[str, Obj]], nested: set[str], spire_api: bool
-    ) -> list[tuple[str, objects.ObjectRef]]:
-        """Apply, wait what this stage must wait for; returns the rollouts deferred until
-        the registrations exist (nested servers and their agents)."""
+    ) -> tuple[list[tuple[str, objects.ObjectRef]], list[tuple[str, objects.ObjectRef]]]:
+        """Apply (CRDs waited until Established); returns the rollouts to wait for, and
+        those deferred until the registrations exist (nested servers and their agents)."""
         clusters = self.access.clusters
         for cluster, o in batch:
             objects.apply(clusters[cluster], o)
@@ -243,8 +288,7 @@ class KubernetesInstaller:
             if o["kind"] in ROLLOUT_KINDS:
                 ref = (cluster, objects.ObjectRef.of(o))
                 (deferred if _belongs_to(self.topology, o) & nested else waits).append(ref)
-        self._wait(waits)
-        return deferred
+        return waits, deferred
 
     def _wait(self, refs: list[tuple[str, objects.ObjectRef]]) -> None:
         for cluster, conn in self.access.clusters.items():

@@ -21,6 +21,7 @@ from spire_fabric.runtime.images import (
 )
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
+from spire_fabric.runtime.kubernetes._objects import read_all
 
 # (verb, API group, resource): what `up` and the checks do besides applying objects.
 _EXTRA_ACCESS = (
@@ -148,7 +149,9 @@ def _access(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
             needed.add((verb, group, plural, ns))
     for verb, group, resource in _EXTRA_ACCESS:
         needed.add((verb, group, resource, ""))
-    for verb, group, resource, ns in sorted(needed):
+
+    def review(need: tuple[str, str, str, str]) -> Any:
+        verb, group, resource, ns = need
         sub = None
         if "/" in resource:
             resource, sub = resource.split("/", 1)
@@ -161,12 +164,22 @@ def _access(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
             )
         )  # fmt: skip
         try:
-            result = auth.create_self_subject_access_review(review)
-        except ApiException as err:
-            raise KubernetesTargetError(
+            return auth.create_self_subject_access_review(review).status
+        except ApiException as err:  # raised below, in order
+            return KubernetesTargetError(
                 f"cannot ask {conn.where()} what we may do: {api_error_message(err)}"
-            ) from err
-        status: Any = result.status
+            )
+
+    # asked at the same time (a hundred reviews per cluster), judged in order: the first
+    # refusal in sorted order is the one named, as when they were asked one by one
+    ordered = sorted(needed)
+    for (verb, group, resource, ns), status in zip(ordered, read_all(review, ordered),
+                                                   strict=True):  # fmt: skip
+        sub = None
+        if "/" in resource:
+            resource, sub = resource.split("/", 1)
+        if isinstance(status, KubernetesTargetError):
+            raise status
         if not status.allowed:
             what = f"{resource}/{sub}" if sub else resource
             what += f".{group}" if group else ""
