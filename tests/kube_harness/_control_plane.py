@@ -9,6 +9,9 @@ runs as a pod, on one node.
 from __future__ import annotations
 
 import base64
+import functools
+import os
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +53,17 @@ def admin_kubeconfig(spec: ClusterSpec, user: str, crt: Path, key: Path, ca: Pat
         "current-context": spec.name,
     })
 
+
+
+DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+
+
+def _bound_since(since: float) -> bool:
+    """Whether a kubelet made the device-plugin socket at or after ``since`` (epoch s)."""
+    try:
+        return os.stat(DEVICE_PLUGIN_SOCKET).st_mtime >= since - 1.0
+    except FileNotFoundError:
+        return False
 
 class Cluster:
     """One cluster: its certificates, control plane and nodes, and the objects it needs."""
@@ -182,7 +196,16 @@ class Cluster:
             for _ in pool.map(lambda job: job[0].load_image(job[1]), jobs):
                 pass
         for n in self.nodes:
+            started = time.time()
             n.start_kubelet_and_proxy(self.kubeconfigs, self.ca, self.kube_bin)
+            # Every kubelet on the host empties the fixed /var/lib/kubelet/device-plugins/
+            # and binds kubelet.sock there (no flag moves it): two starting together race,
+            # and the one whose bind comes second exits ("Failed to start ContainerManager
+            # ... bind: address already in use"), as one CI run did. The next kubelet starts
+            # once this one has bound its socket (about a second).
+            wait(f"{self.spec.name} node {n.spec.name}: kubelet bound {DEVICE_PLUGIN_SOCKET}",
+                 functools.partial(_bound_since, started), 60,
+                 self.alive(f"{n.spec.name}/kubelet"))  # fmt: skip
 
     def load_image(self, name: str) -> str:
         """Load one image into every node of this cluster (a pod may land on any)."""
