@@ -13,10 +13,10 @@ APIs), `topology` / `render` (the declarative model and its configs, manifests, 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from spire_fabric import _html
+from spire_fabric._lazy import lazy_attributes
 from spire_fabric._version import __version__
 from spire_fabric.errors import SpireFabricError
 
@@ -108,17 +108,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spire_fabric' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # later lookups find it without this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 def _draw_topology(topology: Topology) -> str:
