@@ -148,5 +148,12 @@ def error_from_code(
 def error_from_rpc(err: grpc.RpcError, operation: str) -> SpireApiError:
     """Map a gRPC failure (sync or aio) to our tree, keeping SPIRE's message verbatim."""
     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
-    details = err.details() if callable(getattr(err, "details", None)) else str(err)
-    return error_from_code(code or grpc.StatusCode.UNKNOWN, details or "", operation)
+    details = (err.details() if callable(getattr(err, "details", None)) else str(err)) or ""
+    if code == grpc.StatusCode.UNIMPLEMENTED and details.startswith(
+        "unknown service spire.api.server."
+    ):
+        # what an agent's socket (or any other gRPC server) answers: say so, not only
+        # SPIRE's words, since the two sockets look alike on disk
+        details += (" (this endpoint does not serve the SPIRE Server API: an agent's "
+                    "socket? the server's is its socket_path)")  # fmt: skip
+    return error_from_code(code or grpc.StatusCode.UNKNOWN, details, operation)
