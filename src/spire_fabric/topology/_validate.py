@@ -531,7 +531,7 @@ class _Validator:
         p = f"workloads[{w.name}]"
         spiffe_id: SpiffeId | None = None
         try:
-            spiffe_id = SpiffeId.parse(w.spiffe_id)
+            spiffe_id = w.parsed_spiffe_id
         except SpiffeIdError as e:
             self.bad(f"{p}.spiffe_id", str(e))
         agent = self.agents.get(w.agent)

@@ -183,6 +183,8 @@ def _with(workload: Workload, **changes: object) -> Workload:
         raise TypeError(f"Workload has no field(s) {', '.join(unknown)}")
     new = object.__new__(Workload)
     new.__dict__.update(workload.__dict__, **changes)
+    if "spiffe_id" in changes:  # the parsed ID kept beside the fields is the old one's
+        new.__dict__.pop("parsed_spiffe_id", None)
     return new
 
 
