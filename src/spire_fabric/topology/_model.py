@@ -10,7 +10,6 @@ under ``kubernetes`` and :mod:`spire_fabric.topology._resolve` picks the effecti
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -391,6 +390,10 @@ class Sidecar:
         object.__setattr__(self, "allow_trust_domains", typed)
 
 
+# Where a Workload keeps its parsed SPIFFE ID, in its __dict__ beside the fields.
+_PARSED_ID = "_parsed_spiffe_id"
+
+
 @dataclass(frozen=True)
 class Workload:
     """A registration entry and, when ``run`` is set, the process (locally) or pod
@@ -428,7 +431,7 @@ class Workload:
         )
         object.__setattr__(self, "federates_with", typed)
 
-    @functools.cached_property
+    @property
     def parsed_spiffe_id(self) -> SpiffeId:
         """``spiffe_id`` parsed (raises SpiffeIdError naming the broken rule).
 
@@ -436,8 +439,13 @@ class Workload:
         workload; with 50k workloads the second parse was 0.1 s of a `plan`. The value
         lives in the instance's ``__dict__`` beside the fields (not a field: equality,
         ``repr`` and ``dataclasses.replace`` ignore it; a replaced workload parses anew).
+        Not ``functools.cached_property``: on Python 3.11 it takes a lock on every first
+        read, a third of the parse's cost.
         """
-        return SpiffeId.parse(self.spiffe_id)
+        kept: SpiffeId | None = self.__dict__.get(_PARSED_ID)
+        if kept is None:
+            kept = self.__dict__[_PARSED_ID] = SpiffeId.parse(self.spiffe_id)
+        return kept
 
 
 # --- federation -------------------------------------------------------------------------

@@ -211,3 +211,27 @@ def test_a_state_dir_given_as_a_str_is_taken_like_a_path(tmp_path, monkeypatch) 
     """`LocalDeployment.open("~/...")` from a notebook: a str, with ~, as a Path would be."""
     monkeypatch.setenv("HOME", str(tmp_path))
     assert StateDir("~/state").path == StateDir(tmp_path / "state").path == tmp_path / "state"
+
+
+def test_sidecars_get_their_upstreams_once_for_every_running_workload(tmp_path: Path) -> None:
+    """Each sidecar's command names where the workloads it fronts listen, read from the
+    whole topology once (not once per running workload: 50k workloads in a scale plan);
+    a running workload without sidecars gets none."""
+    from spire_fabric.runtime.local import sidecars
+
+    ctx = context(tmp_path / "state", 24000)
+    reads: list[int] = []
+    real = sidecars._targets
+    sidecars._targets = lambda local: reads.append(1) or real(local)  # type: ignore[assignment]
+    try:
+        got = sidecars.sidecar_processes(ctx)
+    finally:
+        sidecars._targets = real  # type: ignore[assignment]
+    with_sidecars = [w for w in ctx.local.workloads if w.run is not None and w.sidecars]
+    assert len(with_sidecars) > 1 and reads == [1]
+    assert [(p.workload.name, p.sidecar.name) for p in got] == [
+        (w.name, s.name) for w in with_sidecars for s in w.sidecars
+    ]
+    targets = real(ctx.local)
+    client = next(p for p in got if p.sidecar.mode == "client")
+    assert targets[client.sidecar.target] in " ".join(client.component.argv)

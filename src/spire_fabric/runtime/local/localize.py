@@ -184,7 +184,7 @@ def _with(workload: Workload, **changes: object) -> Workload:
     new = object.__new__(Workload)
     new.__dict__.update(workload.__dict__, **changes)
     if "spiffe_id" in changes:  # the parsed ID kept beside the fields is the old one's
-        new.__dict__.pop("parsed_spiffe_id", None)
+        new.__dict__.pop("_parsed_spiffe_id", None)
     return new
 
 
