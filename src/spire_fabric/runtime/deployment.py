@@ -16,16 +16,20 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
 from spire_fabric.entries import EntryPlan
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 from spire_fabric.runtime.ca_hierarchy import SigningCa
-from spire_fabric.server import Entry, ServerInfo, SpireServerClient
+from spire_fabric.server import Entry, ServerInfo
 from spire_fabric.topology import PublishedPort, Target, Topology
-from spire_fabric.workload import X509Context
+
+if TYPE_CHECKING:
+    # annotations only: the clients bring gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
+    from spire_fabric.workload import X509Context
 
 __all__ = [
     "Change",
