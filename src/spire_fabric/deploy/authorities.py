@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
-from spire_fabric.verify import (
-    AuthoritiesError,
-    AuthoritiesReport,
-    ServerAuthorities,
-    authorities_report,
-)
+
+if TYPE_CHECKING:
+    from spire_fabric.verify import AuthoritiesReport, ServerAuthorities
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -103,6 +101,10 @@ def print_report(report: AuthoritiesReport, console: Console) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    # imported here, not at the top: every `deploy` command (a 50k `plan` too) loads this
+    # module to build its parser, and the checks' modules (TLS, federation) are its largest
+    from spire_fabric.verify import AuthoritiesError, authorities_report
+
     with choose(args).open() as deployment:
         try:
             report = authorities_report(deployment, args.server)

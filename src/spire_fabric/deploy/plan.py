@@ -10,6 +10,7 @@ Exit status: 0 no changes, 2 changes, 1 error.
 from __future__ import annotations
 
 import argparse
+import gc
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -134,6 +135,19 @@ def full_plan(chosen: Chosen, deployment: Deployment) -> DeploymentPlan:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    # Without the cyclic garbage collector while `plan` runs: it makes a few acyclic
+    # objects per workload and entry (50k workloads, their localized copies, entries,
+    # changes), which reference counting frees; the collector's passes over them found
+    # nothing and were 0.3 s of a 50k-registration plan's 1.8 s of CPU. `plan` is a
+    # short-lived command (the entries CLI does the same); `up`, which plans too, does not.
+    gc.disable()
+    try:
+        return _run(args, console)
+    finally:
+        gc.enable()
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
     chosen = choose(args)
     fresh = not chosen.provider.holds(chosen.state_dir)
     with chosen.create() as deployment:

@@ -17,15 +17,18 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from spire_fabric.deploy._common import UsageError, add_deployment_args, choose
 from spire_fabric.deploy._output import StepPrinter
-from spire_fabric.runtime.core.root_rotation import RootRotationResult, rotate_root
-from spire_fabric.runtime.core.rotation import RotationRefused, RotationResult, rotate
 from spire_fabric.runtime.deployment import Deployment, StepReporter
+
+if TYPE_CHECKING:
+    from spire_fabric.runtime.core.root_rotation import RootRotationResult
+    from spire_fabric.runtime.core.rotation import RotationResult
 
 EXIT_REFUSED = 3
 
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                          "Enterprise Root CA at once")  # fmt: skip
     if args.kind != "root" and args.server is None:
         raise UsageError(f"rotate {args.kind} needs --server NAME")
+    # imported here, not at the top: every `deploy` command (a 50k `plan` too) loads this
+    # module to build its parser, and rotation brings the checks' modules (TLS, federation)
+    from spire_fabric.runtime.core.rotation import rotate
+
     started = time.monotonic()
     with choose(args).open() as deployment:
         if args.kind == "root":
@@ -101,6 +108,9 @@ def _report(
 ) -> int:
     """Run one rotation with its steps shown (text) or kept quiet (json), then say how it
     ended: a refusal is exit 3 with its reason, a result its JSON or its last line."""
+    from spire_fabric.runtime.core.root_rotation import RootRotationResult
+    from spire_fabric.runtime.core.rotation import RotationRefused
+
     try:
         result = work(StepPrinter(console) if args.output == "text" else _quiet)
     except RotationRefused as err:
@@ -132,6 +142,8 @@ def _notes(console: Console, result: RotationResult | RootRotationResult) -> Non
 def _root(
     args: argparse.Namespace, console: Console, deployment: Deployment, started: float
 ) -> int:
+    from spire_fabric.runtime.core.root_rotation import rotate_root
+
     if args.output == "text":
         console.print(f"[bold]rotate root[/bold] ({deployment.name} on {deployment.target})")
     return _report(args, console, started, lambda report: rotate_root(

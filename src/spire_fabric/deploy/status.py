@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,7 +18,9 @@ from spire_fabric.deploy._common import add_deployment_args, choose
 from spire_fabric.errors import SpireFabricError
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.monitoring import MonitoringError, active_alerts
-from spire_fabric.verify import AuthoritiesReport, ServerAuthorities, authorities_report
+
+if TYPE_CHECKING:
+    from spire_fabric.verify import AuthoritiesReport, ServerAuthorities
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -142,6 +145,10 @@ def alert_lines(alertmanager: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    # imported here, not at the top: every `deploy` command (a 50k `plan` too) loads this
+    # module to build its parser, and the checks' modules (TLS, federation) are its largest
+    from spire_fabric.verify import authorities_report
+
     chosen = choose(args)
     report: AuthoritiesReport | None = None
     alerts: list[str] = []

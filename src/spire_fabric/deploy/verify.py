@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,8 +12,9 @@ from rich.table import Table
 from spire_fabric.deploy._common import add_deployment_args, choose
 from spire_fabric.deploy._output import print_warnings
 from spire_fabric.runtime.deployment import Deployment
-from spire_fabric.verify import Report
-from spire_fabric.verify import verify_deployment as _verify
+
+if TYPE_CHECKING:
+    from spire_fabric.verify import Report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def verify_deployment(deployment: Deployment) -> Report:
+    # imported here, not at the top: every `deploy` command (a 50k `plan` too) loads this
+    # module to build its parser, and the checks' modules (TLS, federation) are its largest
+    from spire_fabric.verify import verify_deployment as _verify
+
     return _verify(deployment)
 
 

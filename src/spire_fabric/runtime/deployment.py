@@ -14,17 +14,22 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
 from spire_fabric.entries import EntryPlan
 from spire_fabric.identity import BundleSet, JwtBundle, JwtSvid, SpiffeId
 from spire_fabric.runtime.ca_hierarchy import SigningCa
-from spire_fabric.server import Entry, ServerInfo, SpireServerClient
+from spire_fabric.server import Entry, ServerInfo
 from spire_fabric.topology import PublishedPort, Target, Topology
-from spire_fabric.workload import X509Context
+
+if TYPE_CHECKING:
+    # annotations only: the clients bring gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
+    from spire_fabric.workload import X509Context
 
 __all__ = [
     "Change",
@@ -97,22 +102,18 @@ class DeploymentPlan:
         return [c for c in self.changes if c.kind == kind]
 
     def to_json(self) -> str:
-        """The plan as JSON (what ``plan --output json`` prints)."""
-        return json.dumps(
+        """The plan as JSON (what ``plan --output json`` prints), indented by 2.
+
+        Why by hand: ``json.dumps`` with ``indent`` runs the pure-Python encoder, which was
+        0.36 s of a 50k-entry plan's 2 s; each change is written with the C string encoder
+        in the same layout instead (byte for byte what ``json.dumps(..., indent=2)`` gives:
+        a unit test compares the two), and the rest goes through ``json.dumps`` as before.
+        """
+        text = json.dumps(
             {
                 "topology": self.topology,
                 "target": self.target,
-                # by hand, not asdict: asdict deep-copies each field and took 2 s at 50k
-                "changes": [
-                    {
-                        "action": c.action,
-                        "kind": c.kind,
-                        "name": c.name,
-                        "detail": c.detail,
-                        "fields": list(c.fields),
-                    }
-                    for c in self.changes
-                ],
+                "changes": [],
                 "notes": list(self.notes),
                 "unchanged": self.unchanged,
                 "published": [asdict(p) for p in self.published],
@@ -120,6 +121,26 @@ class DeploymentPlan:
             },
             indent=2,
         )
+        if not self.changes:
+            return text
+        # The first '"changes": []' is the key: the two values before it are JSON strings,
+        # whose quotes are escaped, so neither can hold it.
+        changes = ",\n".join(_change_json(c) for c in self.changes)
+        return text.replace('\n  "changes": []', f'\n  "changes": [\n{changes}\n  ]', 1)
+
+
+def _change_json(c: Change, _str: Callable[[str], str] = encode_basestring_ascii) -> str:
+    """One change as ``json.dumps(..., indent=2)`` writes it at the depth of the plan's list."""
+    if c.fields:
+        items = ",\n".join(f"        {_str(f)}" for f in c.fields)
+        fields = f"[\n{items}\n      ]"
+    else:
+        fields = "[]"
+    return (
+        f'    {{\n      "action": {_str(c.action)},\n      "kind": {_str(c.kind)},\n'
+        f'      "name": {_str(c.name)},\n      "detail": {_str(c.detail)},\n'
+        f'      "fields": {fields}\n    }}'
+    )
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ client is generated from it by scripts/gen-sync). Errors form one tree rooted at
 """
 
 import warnings as _warnings
+from typing import TYPE_CHECKING
 from typing import Any as _Any
 
-from spire_fabric.server._async_client import AsyncSpireServerClient
-from spire_fabric.server._client import SpireServerClient
+from spire_fabric._lazy import lazy_attributes as _lazy_attributes
 from spire_fabric.server._errors import (
     AlreadyExistsError,
     DeadlineExceededError,
@@ -63,7 +63,21 @@ from spire_fabric.server._models import (
     ServerInfo,
     X509Authority,
 )
-from spire_fabric.server._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from spire_fabric.server._async_client import AsyncSpireServerClient
+    from spire_fabric.server._client import SpireServerClient
+    from spire_fabric.server._retry import RetryPolicy
+
+# The clients load on first use (PEP 562): they bring gRPC, protobuf and every API's stubs,
+# and a local `deploy plan` uses the entry model and these errors without talking to a
+# server. The models and errors stay eager (they are small and used everywhere).
+_CLIENTS = {
+    "AsyncSpireServerClient": "spire_fabric.server._async_client",
+    "SpireServerClient": "spire_fabric.server._client",
+    "RetryPolicy": "spire_fabric.server._retry",
+}
+_lazy_getattr, __dir__ = _lazy_attributes(__name__, globals(), _CLIENTS)
 
 # Names that moved out of this package; importing them from here still works for one
 # release, with a DeprecationWarning naming the new home.
@@ -94,6 +108,8 @@ _RENAMED = {
 
 
 def __getattr__(name: str) -> _Any:
+    if name in _CLIENTS:
+        return _lazy_getattr(name)
     new_name = _RENAMED.get(name)
     if new_name is not None:
         _warnings.warn(

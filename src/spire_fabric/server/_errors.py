@@ -21,11 +21,16 @@ Per-item failures of batch calls are not raised: they come back as `BatchItem.er
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
+import functools
+from typing import TYPE_CHECKING, Any
 
 from spire_fabric.errors import SpireFabricError
+
+if TYPE_CHECKING:
+    # gRPC is imported where a status is read, not here: a local `deploy plan` imports
+    # these errors (through the entry model) but talks to no server, and gRPC with its
+    # protobuf stubs was a tenth of a 50k-registration plan's CPU.
+    import grpc
 
 __all__ = [
     "AlreadyExistsError",
@@ -119,34 +124,46 @@ class InternalError(SpireApiError):
     """SPIRE failed internally (gRPC INTERNAL); its log says why."""
 
 
-_BY_CODE: dict[grpc.StatusCode, type[SpireApiError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.INTERNAL: InternalError,
+# by the status code's name (grpc.StatusCode.X.name): gRPC is not imported to define them
+_BY_NAME: dict[str, type[SpireApiError]] = {
+    "INVALID_ARGUMENT": InvalidArgumentError,
+    "NOT_FOUND": NotFoundError,
+    "ALREADY_EXISTS": AlreadyExistsError,
+    "PERMISSION_DENIED": PermissionDeniedError,
+    "UNAUTHENTICATED": UnauthenticatedError,
+    "FAILED_PRECONDITION": FailedPreconditionError,
+    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
+    "UNAVAILABLE": UnavailableError,
+    "DEADLINE_EXCEEDED": DeadlineExceededError,
+    "INTERNAL": InternalError,
 }
-
-_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def error_from_code(
     code: grpc.StatusCode | int, message: str, operation: str = ""
 ) -> SpireApiError:
     """The typed error for a status code (an int is how batch results carry it)."""
-    status = (
-        code if isinstance(code, grpc.StatusCode) else _BY_INT.get(code, grpc.StatusCode.UNKNOWN)
-    )
-    return _BY_CODE.get(status, SpireApiError)(status, message, operation)
+    import grpc
+
+    if isinstance(code, grpc.StatusCode):
+        status = code
+    else:
+        status = _statuses().get(code, grpc.StatusCode.UNKNOWN)
+    return _BY_NAME.get(status.name, SpireApiError)(status, message, operation)
+
+
+@functools.cache
+def _statuses() -> dict[int, grpc.StatusCode]:
+    """gRPC's status codes by number (batch results carry numbers), made once."""
+    import grpc
+
+    return {c.value[0]: c for c in grpc.StatusCode}
 
 
 def error_from_rpc(err: grpc.RpcError, operation: str) -> SpireApiError:
     """Map a gRPC failure (sync or aio) to our tree, keeping SPIRE's message verbatim."""
+    import grpc
+
     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
     details = (err.details() if callable(getattr(err, "details", None)) else str(err)) or ""
     if code == grpc.StatusCode.UNIMPLEMENTED and details.startswith(

@@ -242,14 +242,17 @@ class Entry:
             if isinstance(self.dns_names, str):
                 raise SpireValidationError("Entry.dns_names must be a sequence of names, not a str")
             put(self, "dns_names", tuple(self.dns_names))
-        for ttl, what in ((self.x509_svid_ttl, "x509"), (self.jwt_svid_ttl, "jwt")):
-            if type(ttl) is not int or not 0 <= ttl <= _INT32_MAX:
-                ttl_arg(ttl, f"Entry.{what}_svid_ttl")
+        # written out, not looped over: this runs for each of 50k entries in a scale plan
+        x509_ttl, jwt_ttl = self.x509_svid_ttl, self.jwt_svid_ttl
+        if type(x509_ttl) is not int or not 0 <= x509_ttl <= _INT32_MAX:
+            ttl_arg(x509_ttl, "Entry.x509_svid_ttl")
+        if type(jwt_ttl) is not int or not 0 <= jwt_ttl <= _INT32_MAX:
+            ttl_arg(jwt_ttl, "Entry.jwt_svid_ttl")
         if self.expires_at < 0:
             raise SpireValidationError(f"Entry.expires_at must be >= 0, got {self.expires_at}")
         if len(self.hint) > _HINT_MAX:
             raise SpireValidationError(f"Entry.hint is longer than SPIRE's {_HINT_MAX} limit")
-        if any(not name for name in self.dns_names):
+        if self.dns_names and not all(self.dns_names):
             raise SpireValidationError("Entry.dns_names contains an empty name")
 
     def diff(self, other: Entry) -> frozenset[EntryField]:

@@ -37,6 +37,7 @@ from spire_fabric.topology._model import (
     Sidecar,
     SpireUpstreamAuthority,
     Topology,
+    Workload,
     WorkloadKubernetes,
 )
 from spire_fabric.topology._scale import (
@@ -501,18 +502,23 @@ def scale(params: ScaleParameters | None = None) -> Topology:
             health_port=8180 + i,
             telemetry_port=None,
         )
-    for i in range(p.workloads + p.entries):
-        agent = f"agent-{i % p.agents}"
+    agents = [f"agent-{i}" for i in range(p.agents)]
+    selectors = ("unix:uid:1000",)  # one tuple for all: validation checks it once per agent
+
+    def workload(i: int) -> Workload:
+        agent = agents[i % p.agents]
         name = f"workload-{i}" if i < p.workloads else f"entry-{i - p.workloads}"
-        b.workload(
-            name,
-            f"spiffe://{TRUST_DOMAIN}/{agent}/{name}",
+        return Workload(
+            name=name,
+            spiffe_id=f"spiffe://{TRUST_DOMAIN}/{agent}/{name}",
             agent=agent,
-            selectors=["unix:uid:1000"],
+            selectors=selectors,
             run=dataclasses.replace(_APP_RUN, port=FIRST_WORKLOAD_PORT + i)
             if i < p.running
             else None,
         )
+
+    b.add_workloads(workload(i) for i in range(p.workloads + p.entries))
     return b.build()
 
 

@@ -124,6 +124,8 @@ class _Validator:
         self.agents = {a.name: a for a in t.agents}
         self.clusters = {c.name: c for c in t.clusters}
         self._local_attestors: dict[str, tuple[str, ...]] = {}
+        # (agent, selectors, local selectors) whose selector rules passed
+        self._sound: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
 
     def bad(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -171,11 +173,10 @@ class _Validator:
             "clusters": (c.name for c in self.t.clusters),
         }
         for group, names in groups.items():
-            for name, count in sorted(Counter(names).items()):
-                if count > 1:
-                    self.bad(
-                        f"{group}[{name}]", f"name is used {count} times; names must be unique"
-                    )
+            # sorting only the repeated names: sorting all of them was 5% of a 50k plan
+            repeated = sorted((n, c) for n, c in Counter(names).items() if c > 1)
+            for name, count in repeated:
+                self.bad(f"{group}[{name}]", f"name is used {count} times; names must be unique")
         if not self.t.name:
             self.bad("name", "topology name cannot be empty")
 
@@ -530,7 +531,7 @@ class _Validator:
         p = f"workloads[{w.name}]"
         spiffe_id: SpiffeId | None = None
         try:
-            spiffe_id = SpiffeId.parse(w.spiffe_id)
+            spiffe_id = w.parsed_spiffe_id
         except SpiffeIdError as e:
             self.bad(f"{p}.spiffe_id", str(e))
         agent = self.agents.get(w.agent)
@@ -548,10 +549,15 @@ class _Validator:
                 f"{server.name!r} (via agent {w.agent!r}); a server only mints IDs of "
                 "its own trust domain",
             )
-        if agent is not None:
+        if agent is not None and (agent.name, w.selectors, w.local_selectors) not in self._sound:
+            found = len(self.problems)
             self._selectors(f"{p}.selectors", w.selectors, agent.workload_attestors, agent)
             if w.local_selectors:
                 self._local_selectors(p, w, agent)
+            if len(self.problems) == found:
+                # these rules read only the agent and the selectors: a combination found
+                # sound once is sound for every workload that has it (50k share one)
+                self._sound.add((agent.name, w.selectors, w.local_selectors))
         if not w.selectors:
             self.bad(f"{p}.selectors", "a workload needs at least one selector")
         for i, td in enumerate(w.federates_with):
@@ -569,7 +575,7 @@ class _Validator:
                     f"server {server.name!r} has no federation relationship with '{td}', "
                     "so SPIRE would refuse the entry",
                 )
-        if server is not None:
+        if server is not None and (w.x509_svid_ttl is not None or w.jwt_svid_ttl is not None):
             self._ttl_within_ca(f"{p}.x509_svid_ttl", w.x509_svid_ttl, server)
             self._ttl_within_ca(f"{p}.jwt_svid_ttl", w.jwt_svid_ttl, server)
         if w.kubernetes is not None and agent is not None and agent.kubernetes is not None:

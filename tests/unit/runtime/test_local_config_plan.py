@@ -10,6 +10,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from spire_fabric.render._hcl import HclWriter
 from spire_fabric.runtime.binaries import SpireBinaries
 from spire_fabric.runtime.local._config_keys import changed_keys, config_keys
@@ -25,7 +27,7 @@ from spire_fabric.runtime.local.processes import (
     write_configs,
 )
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
-from spire_fabric.topology import preset
+from spire_fabric.topology import Topology, preset
 
 TOKEN = "7f1c2b0e-5d4a-4e7b-9c1d-2a3b4c5d6e7f"
 
@@ -211,3 +213,31 @@ def test_a_state_dir_given_as_a_str_is_taken_like_a_path(tmp_path, monkeypatch) 
     """`LocalDeployment.open("~/...")` from a notebook: a str, with ~, as a Path would be."""
     monkeypatch.setenv("HOME", str(tmp_path))
     assert StateDir("~/state").path == StateDir(tmp_path / "state").path == tmp_path / "state"
+
+
+def test_sidecars_get_their_upstreams_once_for_every_running_workload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sidecar's command names where the workloads it fronts listen, read from the
+    whole topology once (not once per running workload: 50k workloads in a scale plan);
+    a running workload without sidecars gets none."""
+    from spire_fabric.runtime.local import sidecars
+
+    ctx = context(tmp_path / "state", 24000)
+    reads: list[str] = []
+    real = sidecars._targets
+
+    def counted(local: Topology) -> dict[str, str]:
+        reads.append(local.name)
+        return real(local)
+
+    monkeypatch.setattr(sidecars, "_targets", counted)
+    got = sidecars.sidecar_processes(ctx)
+    with_sidecars = [w for w in ctx.local.workloads if w.run is not None and w.sidecars]
+    assert len(with_sidecars) > 1 and reads == [ctx.local.name]
+    assert [(p.workload.name, p.sidecar.name) for p in got] == [
+        (w.name, s.name) for w in with_sidecars for s in w.sidecars
+    ]
+    targets = real(ctx.local)
+    client = next(p for p in got if p.sidecar.mode == "client")
+    assert targets[client.sidecar.target] in " ".join(client.component.argv)

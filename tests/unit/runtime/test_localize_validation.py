@@ -80,3 +80,23 @@ def test_an_unvalidated_topology_gets_every_rule_before_it_is_localized() -> Non
     )
     with pytest.raises(TopologyError, match=r"workloads\[app\]: name is used 2 times"):
         localize(unchecked, LocalSettings(uid=4242))
+
+
+def test_a_workloads_parsed_id_is_kept_and_never_outlives_its_spiffe_id() -> None:
+    import dataclasses
+
+    from spire_fabric.identity import SpiffeId
+    from spire_fabric.runtime.local.localize import _with
+
+    t = TopologyBuilder("t").trust_domain("a.org").server("s", "a.org")
+    t = t.agent("ag", "s").workload("w", "spiffe://a.org/w", agent="ag", selectors=["unix:uid:1"])
+    w = t.build().workloads[0]
+    assert w.parsed_spiffe_id == SpiffeId.parse("spiffe://a.org/w")
+    assert w.parsed_spiffe_id is w.parsed_spiffe_id  # parsed once
+    local = localize(t.build(), LocalSettings(uid=7)).workloads[0]
+    assert local.parsed_spiffe_id == SpiffeId.parse("spiffe://a.org/w")
+    # a copy with another ID parses its own, by replace or by localize's copy
+    other = SpiffeId.parse("spiffe://a.org/other")
+    assert dataclasses.replace(w, spiffe_id=str(other)).parsed_spiffe_id == other
+    assert _with(w, spiffe_id=str(other)).parsed_spiffe_id == other
+    assert w == dataclasses.replace(w)  # the kept value is no field

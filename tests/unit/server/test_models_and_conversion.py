@@ -358,3 +358,27 @@ def test_large_create_is_split_into_several_rpcs():
     assert sizes == [1000, 1000, 500]
     assert batch.chunks[2].request.entries[-1].spiffe_id.path == "/w/2499"
     assert not batch.chunks[0].idempotent
+
+
+def test_every_status_code_maps_to_its_typed_error_by_number_and_by_value():
+    """The table is keyed by the codes' names (gRPC is imported only when a code is read):
+    every code, given as gRPC's enum or as the number batch results carry, gets its class."""
+    from spire_fabric import server
+
+    expected = {
+        "INVALID_ARGUMENT": server.InvalidArgumentError,
+        "NOT_FOUND": server.NotFoundError,
+        "ALREADY_EXISTS": server.AlreadyExistsError,
+        "PERMISSION_DENIED": server.PermissionDeniedError,
+        "UNAUTHENTICATED": server.UnauthenticatedError,
+        "FAILED_PRECONDITION": server.FailedPreconditionError,
+        "RESOURCE_EXHAUSTED": server.ResourceExhaustedError,
+        "UNAVAILABLE": server.UnavailableError,
+        "DEADLINE_EXCEEDED": server.DeadlineExceededError,
+        "INTERNAL": server.InternalError,
+    }
+    for code in grpc.StatusCode:
+        want = expected.get(code.name, SpireApiError)
+        for given in (code, code.value[0]):
+            err = error_from_code(given, "m")
+            assert type(err) is want and err.code is code, (given, type(err))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from spire_fabric.identity import SpiffeId
 from spire_fabric.runtime.deployment import Change
@@ -22,7 +23,6 @@ from spire_fabric.server import (
     HttpsSpiffeProfile,
     HttpsWebProfile,
     NotFoundError,
-    SpireServerClient,
 )
 from spire_fabric.topology import (
     Federation,
@@ -31,6 +31,10 @@ from spire_fabric.topology import (
     bundle_endpoint_url,
     endpoint_spiffe_id,
 )
+
+if TYPE_CHECKING:
+    # annotations only: the client brings gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
 
 __all__ = ["FederationWork"]
 

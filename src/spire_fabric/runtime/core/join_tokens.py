@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from spire_fabric.identity import agent_alias_id, join_token_agent_id
 from spire_fabric.runtime.core.errors import UpError
-from spire_fabric.server import NotFoundError, SpireApiError, SpireServerClient
+from spire_fabric.server import NotFoundError, SpireApiError
 from spire_fabric.topology import Agent, Topology
+
+if TYPE_CHECKING:
+    # annotations only: the client brings gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
 
 __all__ = ["JOIN_TOKEN_TTL_S", "mint_join_token"]
 

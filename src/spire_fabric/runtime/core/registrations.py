@@ -8,13 +8,18 @@ the alias does not).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from spire_fabric.entries import EntryPlan, apply_entries
-from spire_fabric.identity import SpiffeId, agent_alias_id
+from spire_fabric.identity import agent_alias_id
 from spire_fabric.runtime.core.errors import UpError
 from spire_fabric.runtime.deployment import Change
-from spire_fabric.server import Entry, Selector, SpireServerClient
+from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Target, Topology, workload_selectors
+
+if TYPE_CHECKING:
+    # annotations only: the client brings gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
 
 __all__ = ["apply_registrations", "entry_changes", "entry_owner", "registration_entries"]
 
@@ -44,7 +49,7 @@ def registration_entries(topology: Topology, server: str, target: Target) -> lis
             selectors = parsed[texts] = tuple(Selector.parse(s) for s in texts)
         out.append(
             Entry(
-                spiffe_id=SpiffeId.parse(w.spiffe_id),
+                spiffe_id=w.parsed_spiffe_id,  # parsed once, by validation
                 parent_id=parent,
                 selectors=selectors,
                 x509_svid_ttl=int(w.x509_svid_ttl.total_seconds()) if w.x509_svid_ttl else 0,

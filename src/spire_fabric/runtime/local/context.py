@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spire_fabric.render import RenderPaths
 from spire_fabric.runtime.binaries import SpireBinaries, ensure_spire
 from spire_fabric.runtime.local._supervisor_client import SupervisorClient
 from spire_fabric.runtime.local.localize import localize
 from spire_fabric.runtime.local.state import DeploymentRecord, StateDir
-from spire_fabric.server import SpireServerClient
 from spire_fabric.topology import Agent, Topology
+
+if TYPE_CHECKING:
+    from spire_fabric.server import SpireServerClient
 
 __all__ = ["LocalContext", "agent_component", "server_component", "workload_component"]
 
@@ -55,6 +58,8 @@ class LocalContext:
         return self.binaries_
 
     def server_client(self, name: str) -> SpireServerClient:
+        from spire_fabric.server import SpireServerClient  # gRPC: only when a server is asked
+
         return SpireServerClient(f"unix://{self.paths.server_socket(name)}")
 
     def agent(self, name: str) -> Agent:

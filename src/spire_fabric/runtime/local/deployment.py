@@ -16,7 +16,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 
@@ -65,9 +65,13 @@ from spire_fabric.runtime.local.workloads import (
     workload_files_dir,
     workload_processes,
 )
-from spire_fabric.server import Entry, ServerInfo, SpireServerClient
+from spire_fabric.server import Entry, ServerInfo
 from spire_fabric.topology import DiskUpstreamAuthority, SpireUpstreamAuthority, Topology
-from spire_fabric.workload import WorkloadApiClient, X509Context
+
+if TYPE_CHECKING:
+    # annotations only: the clients bring gRPC, which a local `plan` does not need
+    from spire_fabric.server import SpireServerClient
+    from spire_fabric.workload import WorkloadApiClient, X509Context
 
 __all__ = ["LocalDeployment", "server_tiers"]
 
@@ -93,6 +97,14 @@ def server_tiers(topology: Topology) -> list[list[str]]:
         placed.update(tier)
         remaining = [s for s in remaining if s.name not in placed]
     return tiers
+
+
+
+def _workload_api(endpoint: str, wait_for_socket: float) -> WorkloadApiClient:
+    """A Workload API client, its module (gRPC) imported on first use, not by `plan`."""
+    from spire_fabric.workload import WorkloadApiClient
+
+    return WorkloadApiClient(endpoint, wait_for_socket=wait_for_socket)
 
 
 class LocalDeployment:
@@ -257,22 +269,22 @@ class LocalDeployment:
 
     def x509_context(self, workload: str) -> X509Context:
         agent = self.ctx.local.workload(workload).agent
-        with WorkloadApiClient(self.agent_endpoint(agent), wait_for_socket=0.5) as client:
+        with _workload_api(self.agent_endpoint(agent), wait_for_socket=0.5) as client:
             return client.fetch_x509_context(timeout=5)
 
     def jwt_svid(self, workload: str, audience: str) -> JwtSvid:
         w = self.ctx.local.workload(workload)
-        with WorkloadApiClient(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
+        with _workload_api(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
             return client.fetch_jwt_svid(audience, subject=w.spiffe_id, timeout=5)
 
     def jwt_bundles(self, workload: str) -> BundleSet[JwtBundle]:
         agent = self.ctx.local.workload(workload).agent
-        with WorkloadApiClient(self.agent_endpoint(agent), wait_for_socket=1) as client:
+        with _workload_api(self.agent_endpoint(agent), wait_for_socket=1) as client:
             return client.fetch_jwt_bundles(timeout=5)
 
     def workload_views(self, workload: str, audiences: Sequence[str] = ()) -> WorkloadViews:
         w = self.ctx.local.workload(workload)
-        with WorkloadApiClient(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
+        with _workload_api(self.agent_endpoint(w.agent), wait_for_socket=1) as client:
             return WorkloadViews(
                 client.fetch_x509_context(timeout=5),
                 client.fetch_jwt_bundles(timeout=5),

@@ -102,6 +102,9 @@ def localize(topology: Topology, settings: LocalSettings) -> Topology:
             run=_shift_run(w.run, offset),
             sidecars=tuple(_shift_sidecar(s, offset) for s in w.sidecars),
         )
+        if w.run is not None or w.sidecars
+        # most workloads (50k in a scale plan) are registrations only: one field changes
+        else _with_local_selectors(w, uid_selector)
         for w in topology.workloads
     )
     monitoring = topology.monitoring
@@ -180,6 +183,19 @@ def _with(workload: Workload, **changes: object) -> Workload:
         raise TypeError(f"Workload has no field(s) {', '.join(unknown)}")
     new = object.__new__(Workload)
     new.__dict__.update(workload.__dict__, **changes)
+    if "spiffe_id" in changes:  # the parsed ID kept beside the fields is the old one's
+        new.__dict__.pop("_parsed_spiffe_id", None)
+    return new
+
+
+def _with_local_selectors(workload: Workload, selectors: tuple[str, ...]) -> Workload:
+    """:func:`_with` of ``local_selectors`` alone, for the workloads that change nothing
+    else (no run, no sidecars): a third of localizing 50k workloads was ``_with``'s
+    keyword handling."""
+    new = object.__new__(Workload)
+    fields = new.__dict__
+    fields.update(workload.__dict__)
+    fields["local_selectors"] = selectors
     return new
 
 

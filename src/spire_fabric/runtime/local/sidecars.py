@@ -49,9 +49,13 @@ def svid_dir(state_dir: Path, workload: str) -> Path:
     return state_dir / "workloads" / workload / SVID_SUBDIR
 
 
-def _place(ctx: LocalContext, local: Topology, w: Workload) -> SidecarPlace:
-    targets = {t.name: f"{LOOPBACK}:{t.run.port}" for t in local.workloads
-               if t.run is not None and t.run.port is not None}  # fmt: skip
+def _targets(local: Topology) -> dict[str, str]:
+    """Where each workload that runs with a port listens (the sidecars' upstreams)."""
+    return {t.name: f"{LOOPBACK}:{t.run.port}" for t in local.workloads
+            if t.run is not None and t.run.port is not None}  # fmt: skip
+
+
+def _place(ctx: LocalContext, w: Workload, targets: dict[str, str]) -> SidecarPlace:
     return SidecarPlace(
         socket_address=ctx.agent_endpoint(w.agent), public_host=LOOPBACK, status_host=LOOPBACK,
         ghostunnel=str(ghostunnel_program().bin_dir / "ghostunnel"),
@@ -63,10 +67,15 @@ def _place(ctx: LocalContext, local: Topology, w: Workload) -> SidecarPlace:
 def sidecar_processes(ctx: LocalContext) -> list[SidecarProcess]:
     """Every sidecar of a workload that runs here, in the topology's order."""
     out = []
+    # once, not once per running workload: each pass reads every workload (50k in a scale
+    # plan), and only a workload with sidecars needs a place at all
+    targets: dict[str, str] | None = None
     for w in ctx.local.workloads:
-        if w.run is None:
+        if w.run is None or not w.sidecars:
             continue
-        place = _place(ctx, ctx.local, w)
+        if targets is None:
+            targets = _targets(ctx.local)
+        place = _place(ctx, w, targets)
         for s in w.sidecars:
             name = sidecar_component(w.name, s.name)
             out.append(SidecarProcess(w, s, Component(

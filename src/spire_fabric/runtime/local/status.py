@@ -23,7 +23,6 @@ from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processe
 from spire_fabric.runtime.local.waits import agent_healthy, http_ok, sidecar_ready, tcp_open
 from spire_fabric.runtime.local.workloads import workload_processes
 from spire_fabric.topology import Workload
-from spire_fabric.workload import WorkloadApiClient
 
 __all__ = ["status_rows"]
 
@@ -57,6 +56,8 @@ def _agent_svid_expiries(ctx: LocalContext) -> dict[str, int]:
 
 
 def _workload_svid_expiry(ctx: LocalContext, workload: Workload) -> int | None:
+    from spire_fabric.workload import WorkloadApiClient  # gRPC: not for a local `plan`
+
     try:
         with WorkloadApiClient(ctx.agent_endpoint(workload.agent), wait_for_socket=0.2) as c:
             svids = c.fetch_x509_svids(timeout=3)

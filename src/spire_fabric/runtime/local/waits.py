@@ -29,7 +29,6 @@ from spire_fabric.runtime.local.monitoring import monitoring_component, monitori
 from spire_fabric.runtime.local.sidecars import SidecarProcess, sidecar_processes
 from spire_fabric.runtime.local.workloads import workload_processes
 from spire_fabric.runtime.monitoring import MonitoringError, scrape_targets
-from spire_fabric.workload import WorkloadApiClient
 
 __all__ = ["agent_healthy", "http_ok", "tcp_open", "wait_for"]
 
@@ -118,6 +117,8 @@ def wait_agents_healthy(ctx: LocalContext, names: list[str]) -> None:
 def _issues_all(ctx: LocalContext, agent: str, spiffe_ids: frozenset[str], seen: set[str]) -> bool:
     """Whether ``agent`` issues every one of ``spiffe_ids``; ``seen`` keeps what it issued
     at the last look, so a timeout can name the ones still missing."""
+    from spire_fabric.workload import WorkloadApiClient  # gRPC: not for a local `plan`
+
     try:
         with WorkloadApiClient(ctx.agent_endpoint(agent), wait_for_socket=0.2) as client:
             issued = {str(s.spiffe_id) for s in client.fetch_x509_svids(timeout=2)}
