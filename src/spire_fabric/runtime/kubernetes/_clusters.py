@@ -4,6 +4,7 @@ each. Everything that talks to a cluster goes through a :class:`ClusterApi`."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ class ClusterApi:
     context: str
     api: k8s.ApiClient
     _dyn: DynamicClient | None = field(default=None, repr=False)
+    # The dynamic client's discovery cache is not thread-safe: plan reads objects from 8
+    # threads (read_all), and on a fresh cluster concurrent lookups that fill the cache
+    # failed inside the client with KeyError: 'api'. Lookups go one at a time.
+    discovery_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # Typed Any on purpose: the client's models declare every attribute Optional, while the
     # API server fills what we read (metadata, spec, status of a listed object); checking
@@ -60,13 +65,15 @@ class ClusterApi:
 
     @property
     def dyn(self) -> DynamicClient:
-        if self._dyn is None:
-            self._dyn = DynamicClient(self.api)
-        return self._dyn
+        with self.discovery_lock:
+            if self._dyn is None:
+                self._dyn = DynamicClient(self.api)
+            return self._dyn
 
     def refresh_discovery(self) -> None:
         """New CRDs are invisible to a discovery cache made before them."""
-        self._dyn = None
+        with self.discovery_lock:
+            self._dyn = None
 
     def where(self) -> str:
         return f"cluster {self.cluster} (context {self.context})"

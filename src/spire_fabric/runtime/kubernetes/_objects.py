@@ -73,11 +73,14 @@ class ObjectRef:
 
 
 def resource(conn: ClusterApi, api_version: str, kind: str) -> Any:
-    try:
-        return conn.dyn.resources.get(api_version=api_version, kind=kind)
-    except ResourceNotFoundError:
-        conn.refresh_discovery()  # a CRD applied moments ago
-        return conn.dyn.resources.get(api_version=api_version, kind=kind)
+    """The dynamic client's resource, looked up under the connection's discovery lock
+    (the client's discovery cache is not thread-safe; see ClusterApi)."""
+    with conn.discovery_lock:
+        try:
+            return conn.dyn.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            conn.refresh_discovery()  # a CRD applied moments ago
+            return conn.dyn.resources.get(api_version=api_version, kind=kind)
 
 
 def get_live(conn: ClusterApi, ref: ObjectRef) -> Obj | None:
