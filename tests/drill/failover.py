@@ -1,0 +1,230 @@
+"""Helpers of the failover drills of issue 23 on the Kubernetes test clusters.
+
+Why it exists: a highly available server claims that losing one replica (its pod, its
+node, a rolling change) costs no workload request and stops neither X.509 nor JWT
+issuance nor new registrations. Cached SVIDs hide an outage of the servers for hours,
+so the drills need things that only a *working* server can give during the fault:
+
+- :class:`NewWorkload`: a pod that did not exist before the fault, and a ClusterSPIFFEID
+  created during it that selects that pod alone (by its UID). Its SVID needs the
+  controller manager's leader to create the entry through a server, the agent to sync
+  it, and a server to sign a new X.509-SVID; its JWT-SVID for a fresh audience needs a
+  server to sign it (an agent caches JWT-SVIDs per audience) and must validate against
+  the JWT bundle that a *verifier* (enterprise-api) holds;
+- :func:`window_of`: the traffic's counts of one drill, out of one
+  :class:`~drill.load.TrafficLoad` that runs through all of them;
+- the replica and node helpers the drills break things with.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drill.load import API, FlowCount, LoadReport
+from spire_fabric.identity import SpiffeId, TrustDomain, parse_and_validate_jwt_svid
+from spire_fabric.proto.workload import workload_pb2
+from spire_fabric.render.kubernetes import identity_probe_pod, selector_labels
+from spire_fabric.runtime.deployment import Deployment
+from spire_fabric.runtime.kubernetes._pods import exec_in_pod
+from spire_fabric.workload._convert import (
+    jwt_svids_from_response,
+    x509_context_from_response,
+)
+
+__all__ = [
+    "Arrival",
+    "NewWorkload",
+    "kill_node_containers",
+    "node_of",
+    "pod_ready",
+    "server_pods",
+    "wait_for",
+    "window_of",
+]  # fmt: skip
+
+DRILL_LABEL = "spire-fabric.io/drill"
+CRD = ("spire.spiffe.io", "v1alpha1", "clusterspiffeids")
+
+
+def pod_ready(pod: Any) -> bool:
+    """Running, not being deleted, every container ready (a new pod has no statuses yet:
+    that is not ready)."""
+    statuses = pod.status.container_statuses or []
+    return (pod.metadata.deletion_timestamp is None and pod.status.phase == "Running"
+            and bool(statuses) and all(cs.ready for cs in statuses))  # fmt: skip
+
+
+def server_pods(core: Any, ns: str, server: str) -> list[Any]:
+    """The server's replica pods (the StatefulSet's), those being deleted included."""
+    selector = ",".join(f"{k}={v}" for k, v in selector_labels(server, "server").items())
+    return list(core.list_namespaced_pod(ns, label_selector=selector).items)
+
+
+def wait_for(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
+    """Seconds until ``probe()`` held (API errors count as "not yet"); AssertionError
+    naming ``what`` after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(Exception):
+            if probe():
+                return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def node_of(nodes: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The harness's record of node ``name`` (its directory holds its containerd socket)."""
+    return next(n for n in nodes if n["name"] == name)
+
+
+def kill_node_containers(node: dict[str, Any]) -> int:
+    """SIGKILL every container task (pause sandboxes included) through the node's own
+    containerd, as a crashed node runtime leaves it; returns how many were killed."""
+    ctr = ["ctr", "--address", str(Path(node["dir"]) / "containerd" / "containerd.sock"),
+           "-n", "k8s.io"]  # fmt: skip
+    ids = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    for cid in ids:
+        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", cid], capture_output=True)
+    return len(ids)
+
+
+def window_of(before: LoadReport, after: LoadReport) -> dict[str, Any]:
+    """The load's requests and failures between two reports of one TrafficLoad, per flow
+    and in all, with each failure's reason."""
+    flows: dict[str, dict[str, Any]] = {}
+    for name, now in after.flows.items():
+        was = before.flows.get(name, FlowCount(0, 0, {}))
+        reasons = {r: n - was.reasons.get(r, 0) for r, n in now.reasons.items()
+                   if n - was.reasons.get(r, 0) > 0}  # fmt: skip
+        flows[name] = {"requests": now.requests - was.requests,
+                       "failures": now.failures - was.failures, "reasons": reasons}  # fmt: skip
+    return {"seconds": round(after.seconds - before.seconds, 1),
+            "requests": sum(f["requests"] for f in flows.values()),
+            "failures": sum(f["failures"] for f in flows.values()), "flows": flows}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What the new workload got, and how long after :meth:`NewWorkload.start`."""
+
+    spiffe_id: str
+    x509_seconds: float  # its own X.509-SVID in its Workload API answer
+    jwt_seconds: float  # a fresh JWT-SVID of its ID validated by enterprise-api's bundle
+    jwt_refused_first: int  # tokens the verifier's bundle could not validate before that
+
+
+class NewWorkload:
+    """A pod and the ClusterSPIFFEID that registers it, both made during a drill.
+
+    The pod is the installer's identity probe of ``like`` (its namespace, service account,
+    node and agent socket), relabelled so that only this drill's ClusterSPIFFEID selects
+    it; the entry's selector is the pod's UID, so no other pod can get its SVID."""
+
+    def __init__(self, d: Deployment, tag: str, *, like: str = "data-processor",
+                 server: str = "spire-downstream-server") -> None:  # fmt: skip
+        self.d, self.tag, self.server = d, tag, server
+        w = d.topology.workload(like)
+        assert w.kubernetes is not None
+        self.workload, self.ns = w, w.kubernetes.namespace
+        self.conn = d.clusters[d.access.workload_cluster(like)]  # type: ignore[attr-defined]
+        td = d.topology.server(server).trust_domain
+        self.name = f"drill-{tag}-{uuid.uuid4().hex[:5]}"
+        self.spiffe_id = f"spiffe://{td}/drill/{self.name}"
+        self._td = TrustDomain.parse(str(td))
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Create the pod, then its registration (the entry comes *after* the pod, so the
+        controller manager must notice a new ClusterSPIFFEID during the drill)."""
+        from kubernetes import client
+
+        body = identity_probe_pod(self.d.topology, self.workload, self.name)
+        body["metadata"]["labels"] = {DRILL_LABEL: self.name}
+        self.conn.core.create_namespaced_pod(self.ns, body)
+        self._started = time.monotonic()
+        spec = {
+            "className": self.server,
+            "spiffeIDTemplate": self.spiffe_id,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.ns}},
+            "podSelector": {"matchLabels": {DRILL_LABEL: self.name}},
+            "workloadSelectorTemplates": ["k8s:pod-uid:{{ .PodMeta.UID }}"],
+        }
+        client.CustomObjectsApi(self.conn.api).create_cluster_custom_object(
+            *CRD, {"apiVersion": f"{CRD[0]}/{CRD[1]}", "kind": "ClusterSPIFFEID",
+                   "metadata": {"name": self.name, "labels": {DRILL_LABEL: self.name}},
+                   "spec": spec})  # fmt: skip
+
+    def close(self) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        with contextlib.suppress(ApiException):
+            client.CustomObjectsApi(self.conn.api).delete_cluster_custom_object(
+                *CRD, self.name)  # fmt: skip
+        with contextlib.suppress(ApiException):
+            self.conn.core.delete_namespaced_pod(self.name, self.ns, grace_period_seconds=0)
+
+    def __enter__(self) -> NewWorkload:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _relay(self, audience: str) -> dict[str, Any] | None:
+        argv = ["python3", "-m", "spire_fabric.workload.relay", audience, self.spiffe_id]
+        r = exec_in_pod(self.conn, self.ns, self.name, "probe", argv, timeout=30)
+        return dict(json.loads(r.stdout)) if r.returncode == 0 else None
+
+    def wait_identity(self, timeout: float = 180) -> Arrival:
+        """Wait until the pod's Workload API answers with an X.509-SVID of its new ID, and
+        a JWT-SVID of that ID for a fresh audience (so signed now, by a server) validates
+        against enterprise-api's JWT bundle. A token the verifier could not validate is
+        counted and a new one fetched: its key had not reached the verifier yet."""
+        x509_at: float | None = None
+        refused = 0
+        sid = SpiffeId.parse(self.spiffe_id)
+        endpoint = f"{self.name}"
+        last = "no answer yet"
+        deadline = self._started + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # pod still starting, exec hiccup
+                audience = f"drill-audience-{uuid.uuid4().hex[:8]}"
+                raw = self._relay(audience)
+                if raw is None:
+                    last = "the relay got no identity"
+                else:
+                    ctx = x509_context_from_response(workload_pb2.X509SVIDResponse.FromString(
+                        base64.b64decode(raw["x509"])), endpoint)  # fmt: skip
+                    if not any(s.spiffe_id == sid for s in ctx.svids):
+                        last = f"SVIDs {[str(s.spiffe_id) for s in ctx.svids]}"
+                    else:
+                        if x509_at is None:
+                            x509_at = time.monotonic() - self._started
+                        jwt_msg = workload_pb2.JWTSVIDResponse.FromString(
+                            base64.b64decode(raw["jwt"]))  # fmt: skip
+                        token = jwt_svids_from_response(jwt_msg, (audience,), endpoint)[0].token
+                        try:
+                            parse_and_validate_jwt_svid(token, self.d.jwt_bundles(API),
+                                                        [audience])  # fmt: skip
+                        except Exception as err:
+                            refused += 1
+                            last = f"enterprise-api's bundle refused the JWT-SVID: {err}"
+                        else:
+                            return Arrival(self.spiffe_id, round(x509_at, 1),
+                                           round(time.monotonic() - self._started, 1),
+                                           refused)  # fmt: skip
+            time.sleep(1)
+        raise AssertionError(f"new workload {self.name} got no usable identity within "
+                             f"{timeout:g} s: {last}")  # fmt: skip
