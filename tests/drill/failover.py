@@ -182,10 +182,30 @@ class NewWorkload:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _relay(self, audience: str) -> dict[str, Any] | None:
-        argv = ["python3", "-m", "spire_fabric.workload.relay", audience, self.spiffe_id]
+    def _relay(self, audience: str | None) -> dict[str, Any]:
+        """The relay's answers (X.509 alone without an audience); LookupError with what
+        the relay said when it got none."""
+        argv = ["python3", "-m", "spire_fabric.workload.relay"]
+        if audience:
+            argv += [audience, self.spiffe_id]
         r = exec_in_pod(self.conn, self.ns, self.name, "probe", argv, timeout=30)
-        return dict(json.loads(r.stdout)) if r.returncode == 0 else None
+        if r.returncode != 0:
+            lines = (r.stderr or r.stdout).strip().splitlines()
+            raise LookupError(lines[-1][:300] if lines else f"exit {r.returncode}")
+        return dict(json.loads(r.stdout))
+
+    def status(self) -> str:
+        """The ClusterSPIFFEID's status as the controller manager wrote it, and the pod's
+        phase and node: what a failure message needs."""
+        from kubernetes import client
+
+        with contextlib.suppress(Exception):
+            o = client.CustomObjectsApi(self.conn.api).get_cluster_custom_object(
+                *CRD, self.name)  # fmt: skip
+            pod = self.conn.core.read_namespaced_pod(self.name, self.ns)
+            return (f"ClusterSPIFFEID status {o.get('status')}; pod {pod.status.phase} on "
+                    f"{pod.spec.node_name} uid {pod.metadata.uid}")  # fmt: skip
+        return "status unreadable"
 
     def wait_identity(self, timeout: float = 180) -> Arrival:
         """Wait until the pod's Workload API answers with an X.509-SVID of its new ID, and
@@ -199,32 +219,28 @@ class NewWorkload:
         last = "no answer yet"
         deadline = self._started + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):  # pod still starting, exec hiccup
-                audience = f"drill-audience-{uuid.uuid4().hex[:8]}"
-                raw = self._relay(audience)
-                if raw is None:
-                    last = "the relay got no identity"
-                else:
+            try:
+                if x509_at is None:
                     ctx = x509_context_from_response(workload_pb2.X509SVIDResponse.FromString(
-                        base64.b64decode(raw["x509"])), endpoint)  # fmt: skip
+                        base64.b64decode(self._relay(None)["x509"])), endpoint)  # fmt: skip
                     if not any(s.spiffe_id == sid for s in ctx.svids):
-                        last = f"SVIDs {[str(s.spiffe_id) for s in ctx.svids]}"
-                    else:
-                        if x509_at is None:
-                            x509_at = time.monotonic() - self._started
-                        jwt_msg = workload_pb2.JWTSVIDResponse.FromString(
-                            base64.b64decode(raw["jwt"]))  # fmt: skip
-                        token = jwt_svids_from_response(jwt_msg, (audience,), endpoint)[0].token
-                        try:
-                            parse_and_validate_jwt_svid(token, self.d.jwt_bundles(API),
-                                                        [audience])  # fmt: skip
-                        except Exception as err:
-                            refused += 1
-                            last = f"enterprise-api's bundle refused the JWT-SVID: {err}"
-                        else:
-                            return Arrival(self.spiffe_id, round(x509_at, 1),
-                                           round(time.monotonic() - self._started, 1),
-                                           refused)  # fmt: skip
+                        raise LookupError(f"SVIDs {[str(s.spiffe_id) for s in ctx.svids]}")
+                    x509_at = time.monotonic() - self._started
+                audience = f"drill-audience-{uuid.uuid4().hex[:8]}"
+                jwt_msg = workload_pb2.JWTSVIDResponse.FromString(
+                    base64.b64decode(self._relay(audience)["jwt"]))  # fmt: skip
+                token = jwt_svids_from_response(jwt_msg, (audience,), endpoint)[0].token
+                try:
+                    parse_and_validate_jwt_svid(token, self.d.jwt_bundles(API), [audience])
+                except Exception as err:
+                    refused += 1
+                    last = f"enterprise-api's bundle refused the JWT-SVID: {err}"
+                else:
+                    return Arrival(self.spiffe_id, round(x509_at, 1),
+                                   round(time.monotonic() - self._started, 1),
+                                   refused)  # fmt: skip
+            except Exception as err:  # pod still starting, entry not there yet, exec hiccup
+                last = f"{'JWT' if x509_at else 'X.509'}: {type(err).__name__}: {err}"[:400]
             time.sleep(1)
         raise AssertionError(f"new workload {self.name} got no usable identity within "
-                             f"{timeout:g} s: {last}")  # fmt: skip
+                             f"{timeout:g} s: {last}; {self.status()}")  # fmt: skip
