@@ -200,8 +200,8 @@ class NewWorkload:
         from kubernetes import client
 
         with contextlib.suppress(Exception):
-            o = client.CustomObjectsApi(self.conn.api).get_cluster_custom_object(
-                *CRD, self.name)  # fmt: skip
+            o = dict(client.CustomObjectsApi(self.conn.api).get_cluster_custom_object(
+                *CRD, self.name))  # type: ignore[call-overload]  # fmt: skip
             pod = self.conn.core.read_namespaced_pod(self.name, self.ns)
             return (f"ClusterSPIFFEID status {o.get('status')}; pod {pod.status.phase} on "
                     f"{pod.spec.node_name} uid {pod.metadata.uid}")  # fmt: skip
