@@ -1004,7 +1004,7 @@ def test_server_failover_drills_under_load(
 
     (a) one replica's pod deleted; (b) every container of a replica's node killed; (c) a
     rolling change of the servers through `up` (a pod-template change: the audit log off);
-    each with a workload pod started mid-drill, registered by a ClusterSPIFFEID created
+    each with a workload pod started mid-drill, registered by an entry created (server API)
     mid-drill, that must get its X.509-SVID and a freshly signed JWT-SVID which the
     verifier's bundle validates. 0 failed requests, then verify green. (d) last, so it
     disturbs none of them: the shared MariaDB's pod deleted, what works while it is down
