@@ -146,33 +146,46 @@ class NewWorkload:
         self._td = TrustDomain.parse(str(td))
         self._started = 0.0
         self._entry_id = ""
+        self._pod_uid = ""
         self.entry_seconds = 0.0  # from the pod's creation until a server took its entry
 
-    def start(self) -> None:
-        """Create the pod, then its entry through the server's API (the Service, so any
-        ready replica takes it), retried while the call fails: the entry comes *after* the
+    def start(self, entry_timeout: float = 90) -> None:
+        """Create the pod, then its entry (:meth:`register`): the entry comes *after* the
         pod, during the fault."""
-        from spire_fabric.server import Entry, Selector
+        self.create_pod()
+        self.register(entry_timeout)
 
+    def create_pod(self) -> None:
         body = identity_probe_pod(self.d.topology, self.workload, self.name)
         body["metadata"]["labels"] = {DRILL_LABEL: self.name}
-        pod = self.conn.core.create_namespaced_pod(self.ns, body)
+        self._pod_uid = str(self.conn.core.create_namespaced_pod(self.ns, body).metadata.uid)
         self._started = time.monotonic()
+
+    def register(self, timeout: float) -> None:
+        """The pod's entry through the server's API (its Service, so any ready replica
+        takes it), retried while the call fails (the replica behind it went away) for up
+        to ``timeout`` seconds (0: one try); the last error raised after that."""
+        from spire_fabric.server import Entry, Selector
+
         parent = self.d.agent_id(self.workload.agent)
         assert parent is not None, self.workload.agent
         entry = Entry(SpiffeId.parse(self.spiffe_id), parent,
-                      (Selector("k8s", f"pod-uid:{pod.metadata.uid}"),))  # fmt: skip
-        last: Exception | None = None
-        while time.monotonic() - self._started < 90:
+                      (Selector("k8s", f"pod-uid:{self._pod_uid}"),))  # fmt: skip
+        tried = time.monotonic()
+        while True:
             try:
                 with self.d.server(self.server) as api:
                     self._entry_id = api.create_entry(entry).id
                 self.entry_seconds = round(time.monotonic() - self._started, 1)
                 return
-            except Exception as err:  # the replica behind the call went away: again
-                last = err
+            except Exception:
+                if time.monotonic() - tried >= timeout:
+                    raise
                 time.sleep(1)
-        raise AssertionError(f"no server took the entry of {self.name} in 90 s: {last}")
+
+    @property
+    def registered(self) -> bool:
+        return bool(self._entry_id)
 
     def close(self) -> None:
         from kubernetes.client.exceptions import ApiException
