@@ -1,7 +1,7 @@
 """A highly available topology for the tests: the enterprise preset with its downstream
-server at 2 replicas on Kubernetes, the layout docs/high-availability.md describes. The
-preset runs that layout itself (with memory keys) since the failover drills of issue 23
-ran on the clusters; this builds it explicitly, and with another key manager."""
+server at 2 replicas with memory keys on Kubernetes, the layout docs/high-availability.md
+describes. The preset itself keeps one replica until the failover drills of issue 23 run
+on the clusters."""
 
 from __future__ import annotations
 

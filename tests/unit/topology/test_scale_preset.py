@@ -75,11 +75,7 @@ def test_local_servers_lift_the_per_ip_attestation_limit_and_kubernetes_keeps_it
     assert local and kube
     for conf in local:
         assert "    ratelimit {\n        attestation = false\n    }" in conf.read_text(), conf
-    # Kubernetes keeps SPIRE's per-IP limits: stated explicitly only for a server with
-    # replicas (the enterprise downstream one, docs/high-availability.md), never lifted
-    assert not [p for p in kube if "attestation = false" in p.read_text()]
-    stated = [p for p in kube if "ratelimit" in p.read_text()]
-    assert all("attestation = true" in p.read_text() for p in stated), stated
+    assert not [p for p in kube if "ratelimit" in p.read_text()]
 
 
 def test_a_large_plan_table_shows_twenty_changes_per_kind_and_counts_the_rest():

@@ -55,13 +55,9 @@ def test_a_server_has_one_replica_unless_asked():
     assert server_replicas(s, "local") == server_replicas(s, "kubernetes") == 1
 
 
-def test_enterprise_preset_runs_the_ha_layout_on_kubernetes():
-    """Since the failover drills ran on the clusters, the preset is the HA layout: the
-    downstream server at 2 replicas with memory keys, the single-node upstream at 1."""
+def test_enterprise_preset_keeps_one_replica_until_the_cluster_drills_land():
     t = preset("enterprise")
-    assert [server_replicas(s, "kubernetes") for s in t.servers] == [1, 2]
-    assert [server_replicas(s, "local") for s in t.servers] == [1, 1]
-    assert t.servers == enterprise_ha().servers
+    assert [server_replicas(s, "kubernetes") for s in t.servers] == [1, 1]
 
 
 def test_the_ha_layout_runs_two_downstream_replicas_on_kubernetes_only():
