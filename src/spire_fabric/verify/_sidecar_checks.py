@@ -12,8 +12,9 @@ workload's SVID (from its agent), and asks for the workload's health path:
   hold) must be refused: only the name constraints keep this forgery out (a topology
   whose hierarchy has no CA of another trust domain has no such check);
 - locally, the app's plain port must refuse a connection to this machine's non-loopback
-  address (the app binds 127.0.0.1). On Kubernetes this needs a probe pod beside the
-  workload and is not checked here yet.
+  address (the app binds 127.0.0.1); on Kubernetes, from the pod of a workload that calls
+  it, the app's plain port on the pod's IP must not answer while the sidecar's port does
+  (so the refusal is the binding's and the network policy's, not a broken route).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -85,6 +87,13 @@ def sidecar_checks(
                     f"sidecar-loopback-only:{where}",
                     f"{w.name}'s plain port {s.app_port} is not reachable off loopback",
                     partial(_loopback_only, s.app_port),
+                )
+            from_peer = getattr(d, "plain_port_from_peer", None)  # the Kubernetes target
+            if d.target == "kubernetes" and from_peer is not None and s.app_port is not None:
+                yield run_check(
+                    f"sidecar-loopback-only:{where}",
+                    f"{w.name}'s plain port {s.app_port} is not reachable from another pod",
+                    partial(_not_from_peer, from_peer, w, s.app_port),
                 )
 
 
@@ -198,6 +207,19 @@ def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: W
         raise CheckFailed("svid_bundle.pem lacks authorities of the agent's bundle")
     expires = on_disk.leaf.not_valid_after_utc.strftime("%H:%M:%SZ")
     return f"serial {on_disk.leaf.serial_number:x} (expires {expires}); modes 0644/0600/0644"
+
+
+def _not_from_peer(from_peer: Callable[[str, int], Any], w: Workload, app_port: int) -> str:
+    probe = from_peer(w.name, app_port)
+    public = next(p for p in probe.results if p != app_port)
+    if probe.results[public] != "open":
+        raise CheckFailed(f"from {probe.peer}'s pod, {probe.pod_ip}:{public} (the sidecar) "
+                          f"does not answer either ({probe.results[public]}): no route to try")
+    if probe.results[app_port] == "open":
+        raise CheckFailed(f"from {probe.peer}'s pod, {probe.pod_ip}:{app_port} accepted a "
+                          "connection: the app listens beyond loopback")
+    return (f"from {probe.peer}'s pod: {probe.pod_ip}:{app_port} refused "
+            f"({probe.results[app_port][:60]}); the sidecar's :{public} answers")
 
 
 def _non_loopback_address() -> str:
