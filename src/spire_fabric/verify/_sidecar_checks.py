@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -57,7 +58,8 @@ def sidecar_checks(
                 yield run_check(
                     f"sidecar-files:{where}",
                     f"{where}'s SVID files are the agent's current SVID, with their modes",
-                    partial(_files_current, files_of, w, svid_of, context_of),
+                    partial(_files_current, files_of, w, svid_of, context_of,
+                            partial(_fresh_svid, d, w)),
                 )
             if s.mode != "server":
                 continue
@@ -183,12 +185,47 @@ def _foreign_intermediate(d: Deployment, victim: TrustDomain) -> tuple[bytes, by
 _MODES = {"svid.pem": 0o644, "svid_key.pem": 0o600, "svid_bundle.pem": 0o644}
 
 
+def _fresh_svid(d: Deployment, w: Workload) -> X509Svid:
+    """The SVID the agent serves ``w`` at this moment (not verify's one read of the run)."""
+    for svid in d.x509_context(w.name).svids:
+        if str(svid.spiffe_id) == w.spiffe_id:
+            return svid
+    raise CheckFailed(f"agent {w.agent} does not issue {w.spiffe_id}")
+
+
+# With short SVIDs the agent may rotate between verify's read of the SVID and the read of
+# the files (on Kubernetes each read is an exec of a second or more): then both are read
+# again, the agent's first, so the files must have caught up with it.
+_FILES_ATTEMPTS = 3
+
+
 def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: Workload,
                    svid_of: Callable[[Workload], X509Svid],
-                   context_of: Callable[[Workload], X509Context]) -> str:
+                   context_of: Callable[[Workload], X509Context],
+                   fresh_svid: Callable[[], X509Svid] | None = None) -> str:
     """svid.pem is the chain the agent serves now, the key is its key, the bundle holds the
     trust domain's authorities, and each file has the helper's mode (key 0600)."""
-    files = files_of(w.name)
+    served = svid_of(w)
+    for attempt in range(_FILES_ATTEMPTS):
+        files = files_of(w.name)
+        try:
+            return _files_match(files, w, served, context_of)
+        except _Rotated:
+            if fresh_svid is None or attempt == _FILES_ATTEMPTS - 1:
+                break
+            time.sleep(1)
+            served = fresh_svid()
+    on_disk = X509Svid.parse_pem(files["svid.pem"][0], files["svid_key.pem"][0])
+    raise CheckFailed(f"svid.pem (serial {on_disk.leaf.serial_number:x}) is not the SVID the "
+                      f"agent serves now (serial {served.leaf.serial_number:x})")
+
+
+class _Rotated(Exception):
+    """svid.pem is another SVID than the one compared with."""
+
+
+def _files_match(files: dict[str, tuple[bytes, int]], w: Workload, served: X509Svid,
+                 context_of: Callable[[Workload], X509Context]) -> str:
     missing = [n for n in _MODES if n not in files]
     if missing:
         raise CheckFailed(f"missing {', '.join(missing)} (found: {', '.join(files) or 'none'})")
@@ -197,10 +234,8 @@ def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: W
     if wrong:
         raise CheckFailed("; ".join(wrong))
     on_disk = X509Svid.parse_pem(files["svid.pem"][0], files["svid_key.pem"][0])  # key matches
-    served = svid_of(w)
     if on_disk.cert_chain != served.cert_chain:
-        raise CheckFailed(f"svid.pem (serial {on_disk.leaf.serial_number:x}) is not the SVID the "
-                          f"agent serves now (serial {served.leaf.serial_number:x})")
+        raise _Rotated
     own = context_of(w).bundles.get(served.spiffe_id.trust_domain)
     trusted = set(x509.load_pem_x509_certificates(files["svid_bundle.pem"][0]))
     if own is None or not set(own.x509_authorities) <= trusted:

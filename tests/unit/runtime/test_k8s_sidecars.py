@@ -192,3 +192,33 @@ def test_prometheus_scrapes_each_sidecar_by_its_status_name(sidecars_on: None) -
     assert ports == {8443, 30447}  # the sidecar's mTLS port and its metrics, never 30446
     upstream = yaml.safe_load(render_kubernetes_prometheus_config(t, "upstream-cluster"))
     assert not {"ghostunnel", "svid-helper"} & {j["job_name"] for j in upstream["scrape_configs"]}
+
+
+def _files(svid: Any, ca: Any) -> dict[str, tuple[bytes, int]]:
+    return {"svid.pem": (svid.cert_chain_pem(), 0o644),
+            "svid_key.pem": (svid.private_key_pem(), 0o600),
+            "svid_bundle.pem": (ca.cert.public_bytes(Encoding.PEM), 0o644)}
+
+
+def test_the_files_check_reads_again_when_the_agent_rotated_between_its_reads() -> None:
+    """verify reads the agent's SVID once per run; with 20 s SVIDs (and exec reads on
+    Kubernetes) the helper may already hold the next one: both are read again, the agent's
+    first. Files that lag behind the agent still fail."""
+    from spire_fabric.identity import TrustDomain
+    from spire_fabric.verify._sidecar_checks import _files_current
+    from spire_fabric.workload import X509Context
+
+    t = preset("enterprise")
+    w = t.workload("catalog")
+    ca = make_ca("downstream.example.org")
+    old, new = make_svid(ca, w.spiffe_id), make_svid(ca, w.spiffe_id)
+    context = X509Context((new,), {TrustDomain("downstream.example.org"): ca.bundle(
+        "downstream.example.org")})
+    ok = _files_current(lambda n: _files(new, ca), w, lambda _: old, lambda _: context,
+                        lambda: new)
+    assert "modes 0644/0600/0644" in ok
+    with pytest.raises(CheckFailed, match="is not the SVID the agent serves now"):
+        _files_current(lambda n: _files(old, ca), w, lambda _: new, lambda _: context,
+                       lambda: new)
+    with pytest.raises(CheckFailed, match="is not the SVID the agent serves now"):
+        _files_current(lambda n: _files(new, ca), w, lambda _: old, lambda _: context)
