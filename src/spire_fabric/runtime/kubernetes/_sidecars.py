@@ -18,8 +18,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from spire_fabric.render.kubernetes import selector_labels
-from spire_fabric.render.kubernetes._workloads import SVID_DIR, workload_cluster
+from spire_fabric.render.kubernetes import SVID_DIR, selector_labels, workload_cluster
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._pods import exec_in_pod, running_pod

@@ -21,10 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from spire_fabric.render.kubernetes import (
     ALERTMANAGER,
     PROMETHEUS,
+    SVID_DIR,
     mysql_instance,
     workload_command,
 )
-from spire_fabric.render.kubernetes._workloads import SVID_DIR
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
 from spire_fabric.runtime.kubernetes._sidecars import SidecarFacts, sidecar_facts
