@@ -21,8 +21,10 @@ and proof that the certificates did change underneath it:
   connections that an nginx reload hands to a retiring worker.
 
 Keep-alive flows retire their connections after ``max_age`` seconds, so new handshakes
-happen all along. Local target only: the client sidecar's plain port is 127.0.0.1 of the
-machine (on Kubernetes it is inside the pod).
+happen all along. Both targets: the client sidecar's plain port is 127.0.0.1 of the machine
+locally, and on Kubernetes 127.0.0.1 inside api-poller's pod, reached through a port-forward
+(which enters the pod's network namespace); the agent-side witnesses are read there with
+``Deployment.x509_context`` (an exec in the pod: :class:`drill.load.PolledX509Source`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,21 @@ def _get_presenting(host: str, port: int, context: ssl.SSLContext, path: str,
         conn.close()
 
 
+def client_sidecar_address(d: Deployment, port: int) -> tuple[str, int]:
+    """Where this process reaches api-poller's client sidecar (its plain port ``port`` on
+    loopback): the port itself locally, a port-forward into the pod on Kubernetes."""
+    if d.target == "local":
+        return "127.0.0.1", port
+    from spire_fabric.render.kubernetes import selector_labels
+
+    w = d.topology.workload(POLLER)
+    assert w.kubernetes is not None
+    access = d.access  # type: ignore[attr-defined]
+    pf = access.forward(f"sidecar:{POLLER}:{port}", access.workload_cluster(POLLER),
+                        w.kubernetes.namespace, selector_labels(POLLER, "workload"), port)
+    return "127.0.0.1", pf.local_port
+
+
 class SidecarLoad:
     """Traffic on every flow of :data:`SIDECAR_FLOWS`, one thread each, until :meth:`stop`;
     a watcher thread samples the agent-side SVIDs every ``sample`` seconds.
@@ -104,8 +121,6 @@ class SidecarLoad:
 
     def __init__(self, d: Deployment, *, pause: float = 0.02, max_age: float = 2.0,
                  timeout: float = 10.0, sample: float = 0.5, warmup: float = 60.0) -> None:
-        if d.target != "local":
-            raise ValueError(f"SidecarLoad runs on the local target, not {d.target!r}")
         t = d.topology
         names = {w.name for w in t.workloads}
         missing = [w for w in (API, GATEWAY, UPSTREAM_CLIENT, INVENTORY, CATALOG, POLLER)
@@ -118,7 +133,8 @@ class SidecarLoad:
         self._ids = {w: SpiffeId.parse(str(t.workload(w).spiffe_id))
                      for w in (API, GATEWAY, INVENTORY, CATALOG, POLLER)}  # fmt: skip
         (client,) = (s for s in t.workload(POLLER).sidecars if s.mode == "client")
-        self._client_port = client.listen_port
+        assert client.listen_port is not None  # validated: a client sidecar has one
+        self._client_port: int = client.listen_port
         self.serials: dict[str, set[int]] = {w: set() for w in WITNESSES}
         self.expiries: dict[str, dict[int, float]] = {w: {} for w in WITNESSES}
         self._seen_lock = threading.Lock()
@@ -142,7 +158,8 @@ class SidecarLoad:
         try:
             for w in (GATEWAY, UPSTREAM_CLIENT, API, POLLER):
                 self._sources[w] = workload_x509_source(self.d, w, 1.0)
-            self._client = self._pool(f"http://127.0.0.1:{self._client_port}", None)
+            host, port = client_sidecar_address(self.d, self._client_port)
+            self._client = self._pool(f"http://{host}:{port}", None)
             self._via_api = self._pool(self._url(GATEWAY),
                                        self._mtls(UPSTREAM_CLIENT, GATEWAY))  # fmt: skip
             self._catalog = self._pool(self._url(CATALOG), self._mtls(GATEWAY, CATALOG))

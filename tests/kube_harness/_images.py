@@ -44,6 +44,9 @@ MARIADB_PACKAGES = ("mariadb-server", "ca-certificates")
 # official images have, so the rendered pods pass only arguments) on one base layer with
 # both packages, which containerd stores once.
 MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager", "ca-certificates")
+# The project image again on a base with Debian's nginx, for the workloads that run it (the
+# enterprise preset's inventory and catalog: `spire_fabric.examples.inventory`).
+NGINX_PACKAGES = ("python3", "ca-certificates", "nginx")
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,23 @@ def _project_image(out: Path, ref: str, say: Callable[[str], None]) -> None:
     build_project_image(out, reference=ref, source=project_root(), say=say)
 
 
+def _project_nginx_image(out: Path, ref: str, say: Callable[[str], None]) -> None:
+    """The project image (`_project_image`) on a Debian base that also has nginx: the
+    shipped builder's ``base`` is an OCI archive, written here from that one layer."""
+    base = out.parent / f".{out.name}.base.oci.tar"
+    try:
+        write_oci_image(base, f"{REGISTRY}/python-nginx:base",
+                        [ensure_base_layer(NGINX_PACKAGES, say)], ("python3",))
+        build_project_image(out, reference=ref, base=base, source=project_root(), say=say)
+    finally:
+        base.unlink(missing_ok=True)
+
+
 def image_set(project_version: str = __version__) -> dict[str, Image]:
     """Every image the test clusters use, by short name; the project image is tagged with
     this package's version (``spire_fabric._version``) and a hash of its source."""
     from spire_fabric.runtime.binaries import SPIRE_VERSION, spire_cache_dir
+    from spire_fabric.runtime.ghostunnel import GHOSTUNNEL_VERSION, ghostunnel_program
 
     kube = _build.PARTS["kubernetes"].bin_dir
     spire = spire_cache_dir()
@@ -125,6 +141,15 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
         "spire-fabric": Image(
             "spire-fabric-python", f"{project_version}-py3.11-{project_source_hash()}", (),
             (), base=None, builder=_project_image),
+        "spire-fabric-nginx": Image(
+            "spire-fabric-python-nginx",
+            f"{project_version}-py3.11-{debian_version('nginx')}-{project_source_hash()}", (),
+            (), base=None, builder=_project_nginx_image),
+        # ghostunnel is built with cgo (glibc): the Debian base has the C library
+        "ghostunnel": Image("ghostunnel", GHOSTUNNEL_VERSION,
+                            (("usr/local/bin/ghostunnel",
+                              ghostunnel_program().bin_dir / "ghostunnel"),),
+                            ("/usr/local/bin/ghostunnel",)),
         "spire-server": Image("spire-server", SPIRE_VERSION,
                               (("opt/spire/bin/spire-server", spire / "spire-server"),),
                               ("/opt/spire/bin/spire-server", "run")),

@@ -24,18 +24,33 @@ INSTALLER_IMAGES = {
 }
 
 
+# the sidecars' roles, filled only while the Kubernetes target runs sidecars (the one
+# switch, `spire_fabric.topology.sidecars_on_kubernetes`): off, nothing more is built
+SIDECAR_IMAGES = {
+    "ghostunnel": "ghostunnel",
+    # the inventory example's nginx (inventory and catalog)
+    "nginx": "spire-fabric-nginx",
+}
+
+
+def _roles() -> dict[str, str]:
+    from spire_fabric.topology import sidecars_on_kubernetes
+
+    return {**INSTALLER_IMAGES, **(SIDECAR_IMAGES if sidecars_on_kubernetes() else {})}
+
+
 def installer_images() -> dict[str, str]:
     """role -> image reference of the test images."""
     from kube_harness._images import image_set
 
     images = image_set()
-    return {role: images[name].ref for role, name in INSTALLER_IMAGES.items()}
+    return {role: images[name].ref for role, name in _roles().items()}
 
 
 def load_installer_images(say: Callable[[str], None] = print) -> None:
     """Every installer image into every test cluster (containerd skips what it has)."""
     for spec in CLUSTERS:
-        for name in INSTALLER_IMAGES.values():
+        for name in dict.fromkeys(_roles().values()):
             load_image(spec.name, name, say)
 
 

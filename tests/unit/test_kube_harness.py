@@ -291,6 +291,27 @@ def test_deploy_args_load_the_images_then_print_the_installer_args_shell_quoted(
     assert images["workload"].startswith("spire-fabric.local/spire-fabric-python:")
 
 
+def test_with_sidecars_on_the_installer_gets_the_ghostunnel_and_nginx_images(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off (the default until the cluster tests pass) nothing more is built or loaded; on,
+    the two sidecar roles are filled by images of the harness's own set."""
+    from kube_harness._images import image_set
+
+    from spire_fabric.runtime.ghostunnel import GHOSTUNNEL_VERSION
+    from spire_fabric.topology._kubernetes_only import SIDECARS_ENV
+
+    monkeypatch.setenv(SIDECARS_ENV, "0")
+    assert set(_installer.installer_images()) == set(_installer.INSTALLER_IMAGES)
+    monkeypatch.setenv(SIDECARS_ENV, "1")
+    images = _installer.installer_images()
+    assert set(images) == {*_installer.INSTALLER_IMAGES, "ghostunnel", "nginx"}
+    assert images["ghostunnel"] == f"spire-fabric.local/ghostunnel:{GHOSTUNNEL_VERSION}"
+    assert images["nginx"].startswith("spire-fabric.local/spire-fabric-python-nginx:")
+    ghostunnel = image_set()["ghostunnel"]
+    assert ghostunnel.files[0][0] == "usr/local/bin/ghostunnel"
+    assert ghostunnel.base is not None  # cgo: it needs the C library of the Debian base
+
+
 def test_the_harness_is_not_a_package_of_the_wheel() -> None:
     from setuptools import find_packages
 

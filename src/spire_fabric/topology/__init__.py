@@ -25,6 +25,7 @@ from spire_fabric.topology._kubernetes_only import (
     local_only_note,
     local_only_notes,
     monitoring_cluster,
+    sidecars_on_kubernetes,
 )
 from spire_fabric.topology._model import (
     CA_KEY_TYPES,
@@ -187,6 +188,7 @@ __all__ = [
     "server_replicas",
     "service_host",
     "shared_datastore",
+    "sidecars_on_kubernetes",
     "unknown_image_role",
     "upstream_address_for",
     "validate_localized",

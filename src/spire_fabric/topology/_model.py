@@ -275,6 +275,9 @@ class Agent:
 # --- workloads --------------------------------------------------------------------------
 
 
+ImageRole = Literal["workload", "nginx"]
+
+
 @dataclass(frozen=True)
 class WorkloadKubernetes:
     """The workload's pod. ``command`` None means ``python -m <run.module> <run.args>`` (the
@@ -291,6 +294,17 @@ class WorkloadKubernetes:
     # working directory, where a workload keeps its files (the API's SQLite store): they
     # survive the pod's replacement. None: an emptyDir, kept across container restarts only.
     storage: str | None = None
+    # The agent that attests the pod on Kubernetes, when not ``agent``: an agent of the same
+    # server in a Kubernetes cluster. Locally every process runs as one uid, so a program that
+    # cannot pick its SVID (ghostunnel takes the first the agent serves) needs an agent of its
+    # own; on Kubernetes the agent tells pods apart by their k8s selectors (namespace, service
+    # account), so such a workload can share a node's agent, and needs no node of its own
+    # (one agent per node and server: `agent_node_selector`).
+    agent: str | None = None
+    # Which of the topology's ``images`` the pod runs when ``image`` is None (None: the
+    # ``workload`` image); "nginx" for a workload that starts nginx (the project image with
+    # Debian's nginx in it).
+    image_role: ImageRole | None = None
 
 
 HealthScheme = Literal["mtls", "http"]
@@ -570,6 +584,9 @@ class Images:
     workload: str = f"spire-fabric:{__version__}"
     # server/client sidecars: ghostunnel built from its module (runtime.ghostunnel)
     ghostunnel: str = "spire-fabric-ghostunnel:1.8.4"
+    # ``workload`` with Debian's nginx in it (`deploy image build --base` an image that has
+    # it), for the workloads whose ``kubernetes.image_role`` is "nginx" (inventory, catalog)
+    nginx: str = f"spire-fabric-nginx:{__version__}"
     # spiffe-csi-driver 0.2.8 (2025-08) is the release of SPIRE 1.13's time and already has
     # -plugin-name (since 0.2.2); the registrar version is the one spiffe-csi's examples use.
     csi_driver: str = "ghcr.io/spiffe/spiffe-csi-driver:0.2.8"

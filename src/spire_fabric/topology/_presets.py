@@ -267,7 +267,7 @@ def enterprise() -> Topology:
     )
     # the fourth and fifth agents are inventory's and api-poller's: locally every process runs
     # as one uid, so a program that cannot pick its SVID (ghostunnel takes the first) needs
-    # an agent of its own
+    # an agent of its own (on Kubernetes they share the first and third: kubernetes.agent)
     for i in (1, 2, 3, 4, 5):
         b.agent(
             f"downstream-agent-{i}",
@@ -315,8 +315,10 @@ def enterprise() -> Topology:
         selectors=["k8s:ns:downstream-workloads", "k8s:sa:inventory"],
         dns_names=["inventory.downstream-workloads.svc"],
         run=_INVENTORY_RUN,
+        # on Kubernetes the k8s selectors tell its pod apart: enterprise-api's agent will do
         kubernetes=WorkloadKubernetes(
-            namespace="downstream-workloads", service_account="inventory", service_port=8443
+            namespace="downstream-workloads", service_account="inventory", service_port=8443,
+            agent="downstream-agent-1", image_role="nginx",
         ),
         sidecars=[
             # nginx has no SPIFFE code: ghostunnel terminates mTLS and admits only these two
@@ -341,7 +343,7 @@ def enterprise() -> Topology:
         run=LocalRun(module=f"{_EXAMPLES}.plain_poller",
                      args=("--url", "http://{client}/health", "--interval", "5")),
         kubernetes=WorkloadKubernetes(namespace="downstream-workloads",
-                                      service_account="api-poller"),
+                                      service_account="api-poller", agent="downstream-agent-3"),
         sidecars=[Sidecar("mtls", "client", listen_port=30450, target="enterprise-api",
                           status_port=30451)],
     )
@@ -354,7 +356,8 @@ def enterprise() -> Topology:
         dns_names=["catalog.downstream-workloads.svc"],
         run=_CATALOG_RUN,
         kubernetes=WorkloadKubernetes(
-            namespace="downstream-workloads", service_account="catalog", service_port=8443
+            namespace="downstream-workloads", service_account="catalog", service_port=8443,
+            image_role="nginx",
         ),
         sidecars=[Sidecar("svid", "files", signal="HUP", pid_file="nginx.pid",
                           status_port=30449)],

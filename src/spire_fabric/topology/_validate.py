@@ -527,6 +527,22 @@ class _Validator:
 
     # --- workloads --------------------------------------------------------------------
 
+    def _kubernetes_agent(self, w: Workload) -> None:
+        """``kubernetes.agent`` stands in for ``agent`` on Kubernetes: it must be an agent
+        in a cluster, of the same server (the SPIFFE ID is that server's to mint)."""
+        k = w.kubernetes
+        if k is None or k.agent is None:
+            return
+        path = f"workloads[{w.name}].kubernetes.agent"
+        other, mine = self.agents.get(k.agent), self.agents.get(w.agent)
+        if other is None:
+            self.bad(path, f"unknown agent {k.agent!r}")
+        elif other.kubernetes is None:
+            self.bad(path, f"agent {k.agent!r} has no kubernetes: it runs on no cluster")
+        elif mine is not None and other.server != mine.server:
+            self.bad(path, f"agent {k.agent!r} belongs to server {other.server!r}, not to "
+                           f"{mine.server!r} of agent {w.agent!r}: that server mints the ID")
+
     def _workload(self, w: Workload) -> None:
         p = f"workloads[{w.name}]"
         spiffe_id: SpiffeId | None = None
@@ -710,6 +726,7 @@ class _Validator:
                 path = f"workloads[{w.name}].kubernetes.node_port"
                 self._node_port(w.kubernetes.node_port, path)
                 claim("<nodeport>", w.kubernetes.node_port, path)
+                self._kubernetes_agent(w)
                 storage = w.kubernetes.storage
                 if storage is not None and not _QUANTITY.fullmatch(storage):
                     self.bad(f"workloads[{w.name}].kubernetes.storage",

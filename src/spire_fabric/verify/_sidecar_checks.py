@@ -12,8 +12,9 @@ workload's SVID (from its agent), and asks for the workload's health path:
   hold) must be refused: only the name constraints keep this forgery out (a topology
   whose hierarchy has no CA of another trust domain has no such check);
 - locally, the app's plain port must refuse a connection to this machine's non-loopback
-  address (the app binds 127.0.0.1). On Kubernetes this needs a probe pod beside the
-  workload and is not checked here yet.
+  address (the app binds 127.0.0.1); on Kubernetes, from the pod of a workload that calls
+  it, the app's plain port on the pod's IP must not answer while the sidecar's port does
+  (so the refusal is the binding's and the network policy's, not a broken route).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -55,7 +58,8 @@ def sidecar_checks(
                 yield run_check(
                     f"sidecar-files:{where}",
                     f"{where}'s SVID files are the agent's current SVID, with their modes",
-                    partial(_files_current, files_of, w, svid_of, context_of),
+                    partial(_files_current, files_of, w, svid_of, context_of,
+                            partial(_fresh_svid, d, w)),
                 )
             if s.mode != "server":
                 continue
@@ -85,6 +89,13 @@ def sidecar_checks(
                     f"sidecar-loopback-only:{where}",
                     f"{w.name}'s plain port {s.app_port} is not reachable off loopback",
                     partial(_loopback_only, s.app_port),
+                )
+            from_peer = getattr(d, "plain_port_from_peer", None)  # the Kubernetes target
+            if d.target == "kubernetes" and from_peer is not None and s.app_port is not None:
+                yield run_check(
+                    f"sidecar-loopback-only:{where}",
+                    f"{w.name}'s plain port {s.app_port} is not reachable from another pod",
+                    partial(_not_from_peer, from_peer, w, s.app_port),
                 )
 
 
@@ -174,12 +185,47 @@ def _foreign_intermediate(d: Deployment, victim: TrustDomain) -> tuple[bytes, by
 _MODES = {"svid.pem": 0o644, "svid_key.pem": 0o600, "svid_bundle.pem": 0o644}
 
 
+def _fresh_svid(d: Deployment, w: Workload) -> X509Svid:
+    """The SVID the agent serves ``w`` at this moment (not verify's one read of the run)."""
+    for svid in d.x509_context(w.name).svids:
+        if str(svid.spiffe_id) == w.spiffe_id:
+            return svid
+    raise CheckFailed(f"agent {w.agent} does not issue {w.spiffe_id}")
+
+
+# With short SVIDs the agent may rotate between verify's read of the SVID and the read of
+# the files (on Kubernetes each read is an exec of a second or more): then both are read
+# again, the agent's first, so the files must have caught up with it.
+_FILES_ATTEMPTS = 3
+
+
 def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: Workload,
                    svid_of: Callable[[Workload], X509Svid],
-                   context_of: Callable[[Workload], X509Context]) -> str:
+                   context_of: Callable[[Workload], X509Context],
+                   fresh_svid: Callable[[], X509Svid] | None = None) -> str:
     """svid.pem is the chain the agent serves now, the key is its key, the bundle holds the
     trust domain's authorities, and each file has the helper's mode (key 0600)."""
-    files = files_of(w.name)
+    served = svid_of(w)
+    for attempt in range(_FILES_ATTEMPTS):
+        files = files_of(w.name)
+        try:
+            return _files_match(files, w, served, context_of)
+        except _Rotated:
+            if fresh_svid is None or attempt == _FILES_ATTEMPTS - 1:
+                break
+            time.sleep(1)
+            served = fresh_svid()
+    on_disk = X509Svid.parse_pem(files["svid.pem"][0], files["svid_key.pem"][0])
+    raise CheckFailed(f"svid.pem (serial {on_disk.leaf.serial_number:x}) is not the SVID the "
+                      f"agent serves now (serial {served.leaf.serial_number:x})")
+
+
+class _Rotated(Exception):
+    """svid.pem is another SVID than the one compared with."""
+
+
+def _files_match(files: dict[str, tuple[bytes, int]], w: Workload, served: X509Svid,
+                 context_of: Callable[[Workload], X509Context]) -> str:
     missing = [n for n in _MODES if n not in files]
     if missing:
         raise CheckFailed(f"missing {', '.join(missing)} (found: {', '.join(files) or 'none'})")
@@ -188,16 +234,27 @@ def _files_current(files_of: Callable[[str], dict[str, tuple[bytes, int]]], w: W
     if wrong:
         raise CheckFailed("; ".join(wrong))
     on_disk = X509Svid.parse_pem(files["svid.pem"][0], files["svid_key.pem"][0])  # key matches
-    served = svid_of(w)
     if on_disk.cert_chain != served.cert_chain:
-        raise CheckFailed(f"svid.pem (serial {on_disk.leaf.serial_number:x}) is not the SVID the "
-                          f"agent serves now (serial {served.leaf.serial_number:x})")
+        raise _Rotated
     own = context_of(w).bundles.get(served.spiffe_id.trust_domain)
     trusted = set(x509.load_pem_x509_certificates(files["svid_bundle.pem"][0]))
     if own is None or not set(own.x509_authorities) <= trusted:
         raise CheckFailed("svid_bundle.pem lacks authorities of the agent's bundle")
     expires = on_disk.leaf.not_valid_after_utc.strftime("%H:%M:%SZ")
     return f"serial {on_disk.leaf.serial_number:x} (expires {expires}); modes 0644/0600/0644"
+
+
+def _not_from_peer(from_peer: Callable[[str, int], Any], w: Workload, app_port: int) -> str:
+    probe = from_peer(w.name, app_port)
+    public = next(p for p in probe.results if p != app_port)
+    if probe.results[public] != "open":
+        raise CheckFailed(f"from {probe.peer}'s pod, {probe.pod_ip}:{public} (the sidecar) "
+                          f"does not answer either ({probe.results[public]}): no route to try")
+    if probe.results[app_port] == "open":
+        raise CheckFailed(f"from {probe.peer}'s pod, {probe.pod_ip}:{app_port} accepted a "
+                          "connection: the app listens beyond loopback")
+    return (f"from {probe.peer}'s pod: {probe.pod_ip}:{app_port} refused "
+            f"({probe.results[app_port][:60]}); the sidecar's :{public} answers")
 
 
 def _non_loopback_address() -> str:

@@ -26,7 +26,7 @@ def images_of(objects: list[dict[str, object]]) -> set[str]:
 
 def test_the_roles_are_every_image_field_and_mysql() -> None:
     assert IMAGE_ROLES == ("server", "agent", "controller_manager", "workload", "ghostunnel",
-                           "csi_driver", "csi_registrar", "agent_init", "prometheus",
+                           "nginx", "csi_driver", "csi_registrar", "agent_init", "prometheus",
                            "alertmanager", "mysql")  # fmt: skip
 
 
@@ -52,7 +52,8 @@ def test_monitoring_images_are_overridden_like_the_others() -> None:
 
 def test_an_unknown_role_is_refused_listing_the_roles() -> None:
     with pytest.raises(KubernetesTargetError, match=r"--image csi=…: unknown role \(one of "
-                       r"server, agent, controller_manager, workload, ghostunnel, csi_driver, "
+                       r"server, agent, controller_manager, workload, ghostunnel, nginx, "
+                       r"csi_driver, "
                        r"csi_registrar, "
                        r"agent_init, prometheus, alertmanager, mysql\)"):  # fmt: skip
         adapt(preset("enterprise"), {}, KubernetesSettings(images={"csi": "x:1"}))
@@ -74,3 +75,15 @@ def test_the_cli_refuses_a_misspelt_role_before_it_contacts_any_cluster(tmp_path
     assert proc.returncode == 2, proc.stderr
     assert "--image promethus=…: unknown role (one of server, agent," in proc.stderr
     assert "kubeconfig" not in proc.stderr
+
+
+def test_sidecar_images_are_overridden_like_the_others(monkeypatch) -> None:
+    """With sidecars on Kubernetes, `--image ghostunnel=` and `--image nginx=` reach the
+    sidecar containers and the nginx apps (inventory, catalog)."""
+    from spire_fabric.topology._kubernetes_only import SIDECARS_ENV
+
+    monkeypatch.setenv(SIDECARS_ENV, "1")
+    refs = {"ghostunnel": "registry.example/ghostunnel:1.8.4",
+            "nginx": "registry.example/spire-fabric-nginx:0.1.0"}  # fmt: skip
+    t = adapt(preset("enterprise"), {}, KubernetesSettings(images=refs))
+    assert set(refs.values()) <= images_of(render_kubernetes_objects(t))

@@ -60,6 +60,7 @@ from spire_fabric.render.kubernetes._secrets import (
 )
 from spire_fabric.render.kubernetes._servers import upstream_ca_secret_name
 from spire_fabric.render.kubernetes._workloads import (
+    SVID_DIR,
     uses_files,
     workload_cluster,
     workload_command,
@@ -85,6 +86,7 @@ __all__ = [
     "PROMETHEUS",
     "PROMETHEUS_PORT",
     "STAGES",
+    "SVID_DIR",
     "DatastoreTlsPem",
     "InstallerSecrets",
     "MySqlPasswords",

@@ -30,7 +30,12 @@ from typing import Any
 
 import yaml
 
-from spire_fabric.render._monitoring import _d, render_alert_rules, render_alertmanager_config
+from spire_fabric.render._monitoring import (
+    GHOSTUNNEL_METRICS_PATH,
+    _d,
+    render_alert_rules,
+    render_alertmanager_config,
+)
 from spire_fabric.render.kubernetes._common import (
     Obj,
     config_map,
@@ -85,6 +90,53 @@ def scrape_targets(topology: Topology, cluster: str) -> list[tuple[str, str, str
     return out
 
 
+# the sidecars' jobs, named as on the local target: ghostunnel's Prometheus text, the
+# files-mode helper's /metrics
+SIDECAR_JOBS = {"ghostunnel": GHOSTUNNEL_METRICS_PATH, "svid-helper": "/metrics"}
+
+
+def sidecar_scrape_targets(topology: Topology, cluster: str
+                           ) -> list[tuple[str, str, str, str, int]]:
+    """(job, component ``<workload>/<sidecar>`` as `status` names it, workload, namespace,
+    status port) of every sidecar with a ``status_port`` in ``cluster``'s pods."""
+    from spire_fabric.render.kubernetes._workloads import workload_cluster
+
+    out = []
+    for w in topology.workloads:
+        wk = w.kubernetes
+        if wk is None or workload_cluster(topology, w) != cluster:
+            continue
+        for sc in w.sidecars:
+            if sc.status_port is not None:
+                job = "svid-helper" if sc.mode == "files" else "ghostunnel"
+                out.append((job, f"{w.name}/{sc.name}", w.name, wk.namespace, sc.status_port))
+    return out
+
+
+def _sidecar_service_stem(component: str) -> str:
+    return component.replace("/", "-")
+
+
+def _sidecar_job(job: str, targets: list[tuple[str, str, str, str, int]], refresh: str) -> Obj:
+    """One job per sidecar kind: each sidecar's pod through its headless Service, its
+    ``component`` label set by the Service's name (a Service name has no ``/``)."""
+    return {
+        "job_name": job,
+        "metrics_path": SIDECAR_JOBS[job],
+        "dns_sd_configs": [
+            {"names": [f"{metrics_service_name(_sidecar_service_stem(c))}.{ns}.svc"],
+             "type": "A", "port": port, "refresh_interval": refresh}
+            for _, c, _, ns, port in targets],
+        "relabel_configs": [
+            {"source_labels": ["__meta_dns_name"],
+             "regex": rf"{metrics_service_name(_sidecar_service_stem(c))}\..+",
+             "target_label": "component", "replacement": c}
+            for _, c, _, _, _ in targets] + [
+            {"source_labels": ["__meta_dns_name"], "regex": r".+-metrics\.([^.]+)\.svc",
+             "target_label": "namespace"}],
+    }  # fmt: skip
+
+
 def metrics_service_name(component: str) -> str:
     return f"{component}-metrics"
 
@@ -126,6 +178,11 @@ def render_kubernetes_prometheus_config(topology: Topology, cluster: str) -> str
         mine = [t for t in targets if t[0] == job]
         if mine:
             jobs.append(_dns_job(job, mine, _d(m.scrape_interval)))
+    sidecars = sidecar_scrape_targets(topology, cluster)
+    for job in SIDECAR_JOBS:
+        mine = [t for t in sidecars if t[0] == job]
+        if mine:
+            jobs.append(_sidecar_job(job, mine, _d(m.scrape_interval)))
     document: dict[str, Any] = {
         "global": {
             "scrape_interval": _d(m.scrape_interval),
@@ -140,6 +197,9 @@ def render_kubernetes_prometheus_config(topology: Topology, cluster: str) -> str
         document["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
         jobs.append({"job_name": ALERTMANAGER, "static_configs": [
             {"targets": [am], "labels": {"component": ALERTMANAGER}}]})  # fmt: skip
+        # the sidecars' jobs only where there are sidecars (the others' match stays)
+        kinds = {t[0] for c in topology.clusters for t in sidecar_scrape_targets(topology, c.name)}
+        federated = [*JOBS, *(j for j in SIDECAR_JOBS if j in kinds)]
         for other in topology.clusters:
             if other.name == cluster:
                 continue
@@ -152,7 +212,7 @@ def render_kubernetes_prometheus_config(topology: Topology, cluster: str) -> str
                 # stay `up == 0` here for the 5 min lookback and keep its alert firing
                 "honor_timestamps": False,
                 "metrics_path": "/federate",
-                "params": {"match[]": ['{job=~"' + "|".join(JOBS) + '"}']},
+                "params": {"match[]": ['{job=~"' + "|".join(federated) + '"}']},
                 "static_configs": [{
                     "targets": [f"{other.effective_node_address}:{m.prometheus_port}"],
                     "labels": {"component": f"{PROMETHEUS}-{other.name}"}}],
@@ -170,6 +230,15 @@ def _metrics_services(topology: Topology, cluster: str) -> list[Obj]:
                        spec={"type": "ClusterIP", "clusterIP": "None",
                              "publishNotReadyAddresses": True,
                              "selector": selector_labels(name, role),
+                             "ports": [{"name": "metrics", "port": port, "protocol": "TCP",
+                                        "targetPort": port}]}))  # fmt: skip
+    for _, component, workload, ns, port in sidecar_scrape_targets(topology, cluster):
+        name = metrics_service_name(_sidecar_service_stem(component))
+        out.append(obj("v1", "Service", meta(topology, cluster, name, ns, app=workload,
+                                             component=COMPONENT),
+                       spec={"type": "ClusterIP", "clusterIP": "None",
+                             "publishNotReadyAddresses": True,
+                             "selector": selector_labels(workload, "workload"),
                              "ports": [{"name": "metrics", "port": port, "protocol": "TCP",
                                         "targetPort": port}]}))  # fmt: skip
     return out

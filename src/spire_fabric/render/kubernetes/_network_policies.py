@@ -15,12 +15,12 @@ Who may connect, and why (docs/kubernetes-target.md has the table):
 - a workload's service port: the workloads that call it (:func:`workload_callers`, the
   run descriptions naming its ``{url:NAME}``); anyone when it has a NodePort, which exists
   for clients outside the cluster.
-- telemetry ports (servers, agents) and workloads' metrics ports: the Prometheus pod of
-  their cluster alone (``monitoring:``; no one without it). Health ports (and the
-  controller manager's): nobody. The
-  kubelet's probes come from the pod's own node as root, which the enforcer of the test
-  clusters (kube-network-policies) accepts before any policy (its ``meta skuid 0 accept``
-  rule), as common implementations allow the node; `status` and `verify` read them through
+- telemetry ports (servers, agents), workloads' metrics ports and sidecars' status ports
+  (ghostunnel's and the helper's metrics): the Prometheus pod of their cluster alone
+  (``monitoring:``; no one without it). Health ports (and the controller manager's):
+  nobody. The kubelet's probes come from the pod's own node as root, which the enforcer of
+  the test clusters (kube-network-policies) accepts before any policy (its ``meta skuid 0
+  accept`` rule), as common implementations allow the node; `status` and `verify` read them through
   a port-forward, which enters the pod's own network namespace and no policy sees.
 - Alertmanager: its cluster's Prometheus. A Prometheus federated by the monitoring
   cluster's: anyone, since that one comes through its NodePort with a node's address
@@ -212,6 +212,9 @@ def _workload_policy(topology: Topology, w: Workload, cluster: str) -> Obj | Non
     metrics = scraped_metrics_port(topology, w)
     if metrics is not None:
         ingress.append(_rule(metrics, _scrapers(topology)))
+    if topology.monitoring is not None:  # each sidecar's metrics, on its status port
+        ingress += [_rule(sc.status_port, _scrapers(topology))
+                    for sc in w.sidecars if sc.status_port is not None]  # fmt: skip
     if k.service_port is not None:
         peers: list[Obj] | None = None
         if k.node_port is None:

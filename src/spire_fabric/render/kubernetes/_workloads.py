@@ -179,6 +179,15 @@ def _sidecar_container(topology: Topology, w: Workload, s: Sidecar,
     return c
 
 
+def workload_image(topology: Topology, w: Workload) -> str:
+    """``kubernetes.image``, else the topology's image of ``kubernetes.image_role``."""
+    k = w.kubernetes
+    if k is not None and k.image:
+        return k.image
+    images = topology.kubernetes.images
+    return images.nginx if k is not None and k.image_role == "nginx" else images.workload
+
+
 def workload_command(topology: Topology, w: Workload) -> list[str] | None:
     """The container's argv, or None when the topology does not say how to run it."""
     k, run = w.kubernetes, w.run
@@ -207,7 +216,7 @@ def render_workload(topology: Topology, w: Workload) -> list[Obj]:
     ]
     container: Obj = {
         "name": w.name,
-        "image": k.image or topology.kubernetes.images.workload,
+        "image": workload_image(topology, w),
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         # The root is read-only; like the local target's per-workload directory, the

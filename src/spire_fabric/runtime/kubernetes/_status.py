@@ -1,4 +1,5 @@
-"""`status` on Kubernetes: one row per server, agent, database, workload and monitoring
+"""`status` on Kubernetes: one row per server, agent, database, workload (and each of its
+sidecars, a container of its pod, with its own SVID expiry) and monitoring
 Deployment (Prometheus per cluster, Alertmanager), read from the
 API (rollout, pod restarts, last termination) and SPIRE (SVID expiry: a server's from its
 own API, an agent's as its server knows it, a workload's as its agent gives it to the
@@ -14,16 +15,19 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cryptography import x509
 from kubernetes.client.exceptions import ApiException
 
 from spire_fabric.render.kubernetes import (
     ALERTMANAGER,
     PROMETHEUS,
+    SVID_DIR,
     mysql_instance,
     workload_command,
 )
 from spire_fabric.runtime.deployment import ComponentHealth
 from spire_fabric.runtime.kubernetes._objects import ObjectRef, get_live
+from spire_fabric.runtime.kubernetes._sidecars import SidecarFacts, sidecar_facts
 from spire_fabric.runtime.kubernetes._view import ClusterDeployment as KubernetesDeployment
 from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
 from spire_fabric.topology import MONITORING_NAMESPACE, Workload, monitoring_cluster
@@ -32,14 +36,86 @@ from spire_fabric.topology import MONITORING_NAMESPACE, Workload, monitoring_clu
 def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
     t = d.topology
     running = [w.name for w in t.workloads if _runs_in_a_pod(d, w)]
+    with_sidecars = [n for n in running if t.workload(n).sidecars]
     # Server reads share the deployment's port-forwards and admin SVIDs: one thread;
-    # each workload's fetch is its own exec.
+    # each workload's fetch is its own exec, and so is each sidecar pod's look inside.
     with ThreadPoolExecutor(max_workers=4) as pool:
         workload_expiry = {w: pool.submit(_workload_expiry, d, w) for w in running}
+        facts = {w: pool.submit(_facts, d, w) for w in with_sidecars}
         server_expiry = {s.name: _server_expiry(d, s.name) for s in t.servers}
         agent_expiry = _agent_expiry(d)
-        return _rows(d, agent_expiry, server_expiry,
+        rows = _rows(d, agent_expiry, server_expiry,
                      {n: f.result() for n, f in workload_expiry.items()})  # fmt: skip
+        sidecar_facts_of = {n: f.result() for n, f in facts.items()}
+    return _with_sidecar_rows(d, rows, sidecar_facts_of)
+
+
+def _facts(d: KubernetesDeployment, name: str) -> SidecarFacts | None:
+    try:
+        return sidecar_facts(d.clusters, d.topology, name)
+    except Exception:  # no ready pod: the rows say so from the API's side
+        return None
+
+
+def _with_sidecar_rows(d: KubernetesDeployment, rows: list[ComponentHealth],
+                       facts: dict[str, SidecarFacts | None]) -> list[ComponentHealth]:
+    """After each workload's row, one per sidecar (a container of its pod): its own SVID
+    expiry, as on the local target: the leaf a server sidecar presents, the svid.pem a
+    files sidecar wrote, and for a client sidecar (which shows its chain only to its
+    target) the SVID the agent serves the pod."""
+    out: list[ComponentHealth] = []
+    t = d.topology
+    for row in rows:
+        out.append(row)
+        if row.kind != "workload" or not t.workload(row.name).sidecars:
+            continue
+        w = t.workload(row.name)
+        cluster = str(row.extra.get("cluster", ""))
+        pod = str(row.extra.get("pod", ""))
+        statuses = _container_statuses(d, cluster, w, pod)
+        f = facts.get(w.name)
+        for sc in w.sidecars:
+            cs = statuses.get(sc.name)
+            expiry: int | None = None
+            if sc.mode == "server" and f is not None and f.presented is not None:
+                expiry = int(x509.load_der_x509_certificate(f.presented)
+                             .not_valid_after_utc.timestamp())  # fmt: skip
+                detail = f"mTLS :{w.kubernetes.service_port if w.kubernetes else '?'} -> " \
+                         f"127.0.0.1:{sc.app_port}"
+            elif sc.mode == "server":
+                detail = f"mTLS -> 127.0.0.1:{sc.app_port}"
+            elif sc.mode == "client":
+                expiry = row.svid_expires_at
+                detail = f"127.0.0.1:{sc.listen_port} -> {sc.target} (mTLS)"
+            else:
+                pem = f.files.get("svid.pem", (b"", 0))[0] if f is not None else b""
+                with contextlib.suppress(ValueError):
+                    expiry = int(x509.load_pem_x509_certificate(pem)
+                                 .not_valid_after_utc.timestamp()) if pem else None  # fmt: skip
+                detail = f"files in {SVID_DIR}"
+            last = cs.last_state.terminated if cs is not None and cs.last_state else None
+            out.append(ComponentHealth(
+                name=f"{w.name}/{sc.name}", kind="sidecar", pid=None,
+                running=bool(cs is not None and cs.state and cs.state.running),
+                healthy=bool(cs is not None and cs.ready),
+                detail=f"{detail}, container {sc.name} of pod {pod or '(none)'}",
+                restarts=(cs.restart_count or 0) if cs is not None else 0,
+                last_exit=f"exit {last.exit_code} ({last.reason})" if last else None,
+                svid_expires_at=expiry,
+                extra={"cluster": cluster, "pod": pod},
+            ))  # fmt: skip
+    return out
+
+
+def _container_statuses(d: KubernetesDeployment, cluster: str, w: Workload, pod: str
+                        ) -> dict[str, Any]:
+    if not pod or w.kubernetes is None or cluster not in d.clusters:
+        return {}
+    try:
+        live = d.clusters[cluster].core.read_namespaced_pod(pod, w.kubernetes.namespace)
+    except ApiException:
+        return {}
+    return {cs.name: cs for cs in live.status.container_statuses or []}
 
 
 def _runs_in_a_pod(d: KubernetesDeployment, w: Workload) -> bool:

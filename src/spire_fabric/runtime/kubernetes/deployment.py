@@ -51,6 +51,11 @@ from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
 from spire_fabric.runtime.kubernetes._installer import KubernetesInstaller
 from spire_fabric.runtime.kubernetes._pods import replace_pod
 from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries
+from spire_fabric.runtime.kubernetes._sidecars import (
+    PeerProbe,
+    plain_port_from_peer,
+    sidecar_facts,
+)
 from spire_fabric.runtime.kubernetes._state import KubernetesSettings, default_state_dir, load
 from spire_fabric.runtime.kubernetes._status import status_rows
 from spire_fabric.runtime.kubernetes._teardown import Teardown
@@ -363,6 +368,17 @@ class KubernetesDeployment:
                 "run `up` first"
             )
         return {k: base64.b64decode(v) for k, v in ((live.get("data") or {}).items())}
+
+    def sidecar_files(self, workload: str) -> dict[str, tuple[bytes, int]]:
+        """The files a files-mode sidecar keeps for ``workload`` (name -> content, mode), as
+        its app container reads them from the shared emptyDir: `verify` compares them with
+        the agent's current SVID."""
+        return sidecar_facts(self.clusters, self.topology, workload).files
+
+    def plain_port_from_peer(self, workload: str, app_port: int) -> PeerProbe:
+        """From a calling workload's pod: the sidecar's port and the app's plain port on
+        ``workload``'s pod IP (`verify`: the plain one must not answer)."""
+        return plain_port_from_peer(self.clusters, self.topology, workload, app_port)
 
     def _identity(self, workload: str) -> WorkloadIdentity:
         w = self.topology.workload(workload)
