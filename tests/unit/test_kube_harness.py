@@ -287,7 +287,7 @@ def test_deploy_args_load_the_images_then_print_the_installer_args_shell_quoted(
     assert args[:4] == ["--kubeconfig", str(base / "kubeconfig"), "--workload-socket",
                         "host-path"]
     images = dict(a.split("=", 1) for a in args[5::2])
-    assert set(images) == set(_installer.INSTALLER_IMAGES)
+    assert set(images) == set(_installer.installer_images())
     assert images["workload"].startswith("spire-fabric.local/spire-fabric-python:")
 
 

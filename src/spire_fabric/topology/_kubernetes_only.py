@@ -1,12 +1,12 @@
 """What of a topology the Kubernetes target runs: everything, sidecars behind one switch.
 
 Sidecars render for Kubernetes as containers in the workload's pod (see
-`render.kubernetes._workloads`). Until they have passed on the real clusters the target
-leaves sidecar-carrying workloads out unless :func:`sidecars_on_kubernetes` says otherwise
-(the one switch, :data:`KUBERNETES_SIDECARS`, which the environment variable
-``SPIRE_FABRIC_KUBERNETES_SIDECARS=1``/``0`` overrides for a run): with the agents that
-only they use and the run options of other workloads that point at them
-(`--inventory {url:inventory}` goes with inventory), and says so in one line
+`render.kubernetes._workloads`). When :func:`sidecars_on_kubernetes` says no (the one
+switch, :data:`KUBERNETES_SIDECARS`, on since the cluster tests passed with it, which the
+environment variable ``SPIRE_FABRIC_KUBERNETES_SIDECARS=1``/``0`` overrides for a run) the
+target leaves sidecar-carrying workloads out: with the agents that only they use and the
+run options of other workloads that point at them (`--inventory {url:inventory}` goes with
+inventory), and says so in one line
 (:func:`local_only_notes`) in `plan` and `up`: never silently.
 
 With sidecars on, a workload's ``kubernetes.agent`` replaces its ``agent`` (locally every
@@ -35,10 +35,10 @@ __all__ = ["KUBERNETES_SIDECARS", "MONITORING_NAMESPACE", "KubernetesView", "kub
 
 MONITORING_NAMESPACE = "spire-monitoring"
 
-# The one switch: whether the Kubernetes target runs sidecar-carrying workloads. Off until the
-# whole cluster module (tests/kubernetes_clusters/test_installer.py) passes with it on (its
-# sidecar tests did; one full run had a red datastore check after the key-compromise drill).
-KUBERNETES_SIDECARS = False
+# The one switch: whether the Kubernetes target runs sidecar-carrying workloads. On since the
+# cluster tests (tests/kubernetes_clusters/test_installer.py) passed with it; 0 in the
+# environment variable runs a deployment without them.
+KUBERNETES_SIDECARS = True
 SIDECARS_ENV = "SPIRE_FABRIC_KUBERNETES_SIDECARS"
 
 
@@ -63,8 +63,8 @@ def local_only_note(left_out: tuple[str, ...]) -> str:
     """The one line `plan` and `up` print for the Kubernetes target ('' if nothing)."""
     if not left_out:
         return ""
-    return (f"{', '.join(left_out)}: sidecars run on the local target only in this release; "
-            f"{SIDECARS_ENV}=1 runs them on Kubernetes too (not yet passed on real clusters)")
+    return (f"{', '.join(left_out)}: left out with their sidecars ({SIDECARS_ENV} is not 1); "
+            "unset it to run them on Kubernetes too")
 
 
 def local_only_notes(view: KubernetesView) -> list[str]:

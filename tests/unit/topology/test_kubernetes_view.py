@@ -1,5 +1,5 @@
-"""The Kubernetes target leaves sidecar-carrying workloads out until its one switch is on (the
-cluster tests pass with it), says so in one line, and renders sidecars correctly when
+"""The Kubernetes target runs sidecar-carrying workloads unless its one switch is off (then
+it leaves them out and says so in one line), and renders sidecars correctly when
 asked directly (a small topology of its own)."""
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ def test_enterprise_on_kubernetes_is_the_preset_without_sidecar_workloads() -> N
     assert not [a for a in api.run.args if "inventory" in a]
     assert "--metrics-listen" in api.run.args or "--grant" in api.run.args
     assert local_only_note(view.left_out) == (
-        "inventory, api-poller, catalog: sidecars run on the local target only in this "
-        "release; SPIRE_FABRIC_KUBERNETES_SIDECARS=1 runs them on Kubernetes too (not yet "
-        "passed on real clusters)")
+        "inventory, api-poller, catalog: left out with their sidecars "
+        "(SPIRE_FABRIC_KUBERNETES_SIDECARS is not 1); unset it to run them on Kubernetes too")
     # monitoring runs there: kept, with a namespace of its own in each cluster
     assert full.monitoring is not None and view.topology.monitoring == full.monitoring
     assert local_only_notes(view) == [local_only_note(view.left_out)]

@@ -668,7 +668,7 @@ def test_kubernetes_plan_lists_every_manifest_file_with_its_object_counts():
     )
     workloads = next(i for i in items if i.name == "downstream-cluster/08-workloads.yaml")
     assert workloads.detail == (
-        "3 Deployment, 1 PersistentVolumeClaim, 1 Secret, 2 Service, 3 ServiceAccount"
+        "6 Deployment, 1 PersistentVolumeClaim, 1 Secret, 4 Service, 6 ServiceAccount"
     )
     assert not [i for i in plan_items(topology, "local") if i.kind == "manifests"]
 

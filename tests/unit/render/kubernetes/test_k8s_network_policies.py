@@ -153,8 +153,13 @@ ENTERPRISE = {
     ("downstream-cluster", "spire-downstream-server", "telemetry"): {"prometheus"},
     ("downstream-cluster", "spire-downstream-server", "healthz"): set(),
     ("downstream-cluster", "spire-downstream-mysql", "mysql"): {"spire-downstream-server"},
-    ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway"},
+    # api-poller through its client sidecar
+    ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway",
+                                                        "api-poller"},
     ("downstream-cluster", "security-gateway", "https"): {EVERYONE},  # NodePort 30080
+    # inventory's server sidecar: who its allow list names; catalog: nobody calls it
+    ("downstream-cluster", "inventory", "https"): {"enterprise-api", "security-gateway"},
+    ("downstream-cluster", "catalog", "https"): set(),
     **{("downstream-cluster", w, "metrics"): {"prometheus"}
        for w in ("enterprise-api", "data-processor", "security-gateway")},
     **{("downstream-cluster", f"downstream-agent-{i}", port): (
@@ -261,8 +266,8 @@ def test_policies_are_applied_with_the_namespaces_before_any_pod(name):
 
 
 def test_callers_come_from_url_placeholders_only():
-    # the Kubernetes view: no sidecars there (their callers: test_sidecar_validation.py)
-    t = kubernetes_view(preset("enterprise")).topology
+    # without sidecars, whose callers are test_sidecar_validation.py's
+    t = kubernetes_view(preset("enterprise"), sidecars=False).topology
     api = t.workload("enterprise-api")
     assert [w.name for w in workload_callers(t, api)] == ["data-processor", "security-gateway"]
     assert workload_callers(t, t.workload("security-gateway")) == ()
@@ -291,7 +296,8 @@ def test_a_caller_in_another_namespace_is_admitted_by_namespace_and_labels():
     t2 = dataclasses.replace(t, clusters=clusters, workloads=tuple(
         moved if w.name == dp.name else w for w in t.workloads))  # fmt: skip
     table = reach_table(t2)
-    assert table[(cluster, "enterprise-api", "https")] == {"data-processor", "security-gateway"}
+    assert table[(cluster, "enterprise-api", "https")] == {"data-processor", "security-gateway",
+                                                           "api-poller"}
     assert "stranger@processing" not in table[(cluster, "enterprise-api", "https")]
 
 
