@@ -5,9 +5,9 @@ test session has imported everything already."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from fresh_interpreter import modules_after
 
 NOT_LOADED = (
     "grpc",
@@ -20,17 +20,9 @@ NOT_LOADED = (
 )
 
 
-def _modules_after(code: str) -> set[str]:
-    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules), file=sys.stderr)"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    return set(done.stderr.split())
-
-
 def test_a_fresh_local_plan_loads_neither_grpc_nor_the_clients(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    modules = _modules_after(
+    modules = modules_after(
         "from spire_fabric.deploy.cli import main\n"
         f"code = main(['plan', '--topology', 'scale:agents=2,workloads=4', '--state-dir', "
         f"{str(state)!r}, '--output', 'json'])\n"
@@ -42,7 +34,7 @@ def test_a_fresh_local_plan_loads_neither_grpc_nor_the_clients(tmp_path: Path) -
 
 
 def test_the_clients_still_load_on_first_use() -> None:
-    modules = _modules_after(
+    modules = modules_after(
         "import spire_fabric.server as s, spire_fabric.workload as w\n"
         "assert s.SpireServerClient.__name__ == 'SpireServerClient'\n"
         "assert w.WorkloadApiClient.__name__ == 'WorkloadApiClient'\n"

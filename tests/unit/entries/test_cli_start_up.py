@@ -8,10 +8,8 @@ session has imported everything already.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from fresh_interpreter import modules_after
 
 NOT_NEEDED = ("spire_fabric.workload", "spire_fabric.tls", "spire_fabric.federation", "rich")
 # what the server client does not use of identity (the chain explainer brings pyOpenSSL,
@@ -26,28 +24,20 @@ NOT_NEEDED_MODULES = (
 )
 
 
-def _imported_after(code: str) -> set[str]:
-    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    return set(done.stdout.split())
-
-
 def _rooms(modules: set[str]) -> set[str]:
     return {room for room in NOT_NEEDED if any(m.split(".")[:2] == room.split(".")[:2]
                                                for m in modules)}  # fmt: skip
 
 
 def test_the_entries_program_imports_neither_workload_tls_federation_nor_rich() -> None:
-    modules = _imported_after("import spire_fabric.entries._cli")
+    modules = modules_after("import spire_fabric.entries._cli")
     assert "spire_fabric.server" in modules  # the probe did import the program
     assert _rooms(modules) == set()
     assert {m for m in NOT_NEEDED_MODULES if m in modules} == set()
 
 
 def test_an_identity_name_still_imports_its_module_on_first_use() -> None:
-    modules = _imported_after("import spire_fabric.identity as i\ni.explain_chain")
+    modules = modules_after("import spire_fabric.identity as i\ni.explain_chain")
     assert "spire_fabric.identity._explain" in modules and "OpenSSL" in modules
     from spire_fabric import identity
 
@@ -57,7 +47,7 @@ def test_an_identity_name_still_imports_its_module_on_first_use() -> None:
 
 
 def test_an_entries_file_still_parses_with_yaml_imported_on_first_use() -> None:
-    modules = _imported_after(
+    modules = modules_after(
         "from spire_fabric.entries import parse_entries\n"
         "parse_entries('owner: o\\nentries: []\\n')"
     )
@@ -65,7 +55,7 @@ def test_an_entries_file_still_parses_with_yaml_imported_on_first_use() -> None:
 
 
 def test_a_root_name_still_imports_its_room_on_first_use() -> None:
-    modules = _imported_after("import spire_fabric\nspire_fabric.X509Source")
+    modules = modules_after("import spire_fabric\nspire_fabric.X509Source")
     assert "spire_fabric.workload" in modules
     assert "spire_fabric.tls" not in modules
 
