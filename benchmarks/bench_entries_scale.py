@@ -146,12 +146,10 @@ def list_both(count: int, cli_sock: str, cli_parent: str, our_sock: str) -> dict
     }
 
 
-def list_only(count: int, workdir: Path) -> dict[str, object]:
-    """Both lists against ONE server that our apply filled (SPIRE's CLI needs well over
-    30 min to create 50k): the same entries, listed by the CLI by parent and by us by owner.
-    The apply's time is recorded too, with no CLI create to compare it with."""
-    parent = f"spiffe://{TD}/bench/py-parent"
-    spec = {
+def entries_file(count: int, parent: str) -> dict[str, object]:
+    """What our `entries apply` reads: ``count`` entries under ``parent``, owned by "bench"
+    (the same registrations the CLI's JSON creates)."""
+    return {
         "owner": "bench",
         "defaults": {"parent_id": parent},
         "entries": [
@@ -160,6 +158,14 @@ def list_only(count: int, workdir: Path) -> dict[str, object]:
             for i in range(count)
         ],
     }  # fmt: skip
+
+
+def list_only(count: int, workdir: Path) -> dict[str, object]:
+    """Both lists against ONE server that our apply filled (SPIRE's CLI needs well over
+    30 min to create 50k): the same entries, listed by the CLI by parent and by us by owner.
+    The apply's time is recorded too, with no CLI create to compare it with."""
+    parent = f"spiffe://{TD}/bench/py-parent"
+    spec = entries_file(count, parent)
     (workdir / "entries.yaml").write_text(yaml.safe_dump(spec))
     before = load()
     with SpireServerProcess(ensure_spire(), TD, workdir=workdir / "one", log_level="WARN") as srv:
@@ -189,18 +195,7 @@ def one_size(count: int, workdir: Path, *, together: bool = False) -> dict[str, 
             for i in range(count)
         ]
     }
-    spec = {
-        "owner": "bench",
-        "defaults": {"parent_id": py_parent},
-        "entries": [
-            {
-                "spiffe_id": f"spiffe://{TD}/bench/py/{i}",
-                "selectors": [f"unix:uid:{i}"],
-                "x509_svid_ttl": 3600,
-            }
-            for i in range(count)
-        ],
-    }
+    spec = entries_file(count, py_parent)
     (workdir / "entries.yaml").write_text(yaml.safe_dump(spec))
     before = load()
 

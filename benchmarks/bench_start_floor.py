@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 from _python import compile_package, python_env
 from _results import load, write_rows
+from bench_entries_scale import entries_file
 
 from spire_fabric.runtime.binaries import ensure_spire
 from spire_fabric.testing import SpireServerProcess
@@ -63,15 +64,7 @@ def main() -> int:
     binaries = ensure_spire()
     py = sys.executable
     parent = f"spiffe://{TD}/bench/py-parent"
-    spec = {
-        "owner": "bench",
-        "defaults": {"parent_id": parent},
-        "entries": [
-            {"spiffe_id": f"spiffe://{TD}/bench/py/{i}", "selectors": [f"unix:uid:{i}"],
-             "x509_svid_ttl": 3600}
-            for i in range(args.entries)
-        ],
-    }  # fmt: skip
+    spec = entries_file(args.entries, parent)
     with tempfile.TemporaryDirectory(prefix="sf-bench-floor-", dir="/tmp") as tmp:
         work = Path(tmp)
         (work / "entries.yaml").write_text(yaml.safe_dump(spec))
