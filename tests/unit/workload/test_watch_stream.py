@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from fake_rpc_error import FakeRpcError
 
 from spire_fabric.workload import (
     BackoffPolicy,
@@ -19,17 +20,6 @@ from spire_fabric.workload._watch import WatchStream
 
 EP = parse_endpoint("unix:///tmp/sf/agent.sock")
 FAST = BackoffPolicy(initial=0.001, maximum=0.002, jitter=0)
-
-
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
 
 
 class FakeCall:
