@@ -17,7 +17,11 @@ What is counted (and nothing is guessed):
   as the workload's agent serves it (`Deployment.x509_context`); its JWT-SVID to the key
   named by the token's ``kid`` (`Deployment.jwt_svid`, audience :data:`PROBE_AUDIENCE`);
 - a federated peer's copy of the bundle (the peer server's ``GetFederatedBundle``)
-  equals the bundle when it holds the same X.509 authorities and JWT keys.
+  equals the bundle when it holds the same X.509 authorities and JWT keys;
+- for a server of several replicas, the bundle's own authorities (`BundleAuthority`) and
+  the CAs each workload's X.509-SVID chain verifies through up to a bundle root: every
+  replica holds its own keys, so after a replica is gone (a pod lost, its memory keys with
+  it) SVIDs it signed are still out there, held by no live replica, yet still trusted.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from spire_fabric.errors import SpireFabricError
+from spire_fabric.identity import BundleSet, X509Bundle, verify_x509_svid
 from spire_fabric.runtime.deployment import Deployment
 from spire_fabric.server import (
     AttestedAgent,
@@ -56,6 +61,7 @@ __all__ = [
     "AuthoritiesError",
     "AuthoritiesReport",
     "AuthorityRow",
+    "BundleAuthority",
     "LeakExposure",
     "PeerCopy",
     "ServerAuthorities",
@@ -129,7 +135,12 @@ class AgentSvidSource:
 @dataclass(frozen=True)
 class WorkloadSvidSource:
     """A workload of the server: which authority its X.509-SVID and which key its JWT-SVID
-    come from (``""`` with ``detail`` when it could not be fetched)."""
+    come from (``""`` with ``detail`` when it could not be fetched).
+
+    ``x509_chain``: the subject key IDs of the CAs its served chain verifies through
+    against the server's bundle, from the CA that signed it up to the bundle root that
+    anchors it; empty when the chain does not verify. How an SVID from a CA that no live
+    replica holds any more (its replica is gone) is told from one that is not trusted."""
 
     workload: str
     spiffe_id: str
@@ -137,6 +148,20 @@ class WorkloadSvidSource:
     x509_expires_at: int
     jwt_key_id: str
     detail: str = ""
+    x509_chain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BundleAuthority:
+    """An authority the server's bundle holds: an X.509 root (by subject key ID, expiry its
+    NotAfter) or a JWT key (by key ID, expiry as the bundle says, 0 for none). What an SVID
+    from a replica that is gone is judged by: whether its key (or its root) is still in
+    the bundle, and tainted."""
+
+    kind: Kind
+    authority_id: str
+    expires_at: int
+    tainted: bool
 
 
 @dataclass(frozen=True)
@@ -183,7 +208,11 @@ class LeakExposure:
 
 @dataclass(frozen=True)
 class ServerAuthorities:
-    """Everything the report says about one server (``error``: it could not be asked)."""
+    """Everything the report says about one server (``error``: it could not be asked).
+
+    ``replicas``: how many the topology runs on this target; ``authorities`` are then those
+    of the replicas that were ready (each asked through its own API), and
+    ``bundle_authorities`` what the shared bundle holds, which outlives a replica."""
 
     server: str
     trust_domain: str
@@ -195,6 +224,8 @@ class ServerAuthorities:
     peers: tuple[PeerCopy, ...] = ()
     leaked_intermediate: LeakExposure | None = None
     error: str = ""
+    replicas: int = 1
+    bundle_authorities: tuple[BundleAuthority, ...] = ()
 
     def authority(self, kind: Kind, slot: Slot) -> AuthorityRow | None:
         """The authority of that kind in that slot, or None (no prepared one, say)."""
@@ -297,7 +328,7 @@ def _server_section(d: Deployment, s: Server, reads: IdentityReads) -> ServerAut
         return ServerAuthorities(s.name, s.trust_domain.name, error=_one_line(err))
     seen: dict[str, x509.Certificate] = {}  # CA certificates of the chains served, by SKID
     agents = tuple(_agent_sources(d, s, listed, seen))
-    workloads = tuple(_workload_sources(d, s, seen, reads))
+    workloads = tuple(_workload_sources(d, s, seen, reads, bundle))
     rows = _first_of_each(
         (row for x, j in pairs for row in _authority_rows(x, j, bundle, agents, workloads)),
         lambda r: (r.kind, r.authority_id),
@@ -316,7 +347,16 @@ def _server_section(d: Deployment, s: Server, reads: IdentityReads) -> ServerAut
         workloads=workloads,
         peers=tuple(_peer_copies(d, s, bundle)),
         leaked_intermediate=leak_exposure(d.topology, s),
+        replicas=server_replicas(s, d.target),
+        bundle_authorities=_bundle_authorities(bundle),
     )
+
+
+def _bundle_authorities(bundle: Bundle) -> tuple[BundleAuthority, ...]:
+    x509_rows = tuple(BundleAuthority("x509", skid(a.certificate), _not_after(a.certificate),
+                                      a.tainted) for a in bundle.x509_authorities)  # fmt: skip
+    return x509_rows + tuple(BundleAuthority("jwt", k.key_id, k.expires_at, k.tainted)
+                             for k in bundle.jwt_authorities)  # fmt: skip
 
 
 def _replica_states(d: Deployment, s: Server) -> list[tuple[AuthorityStates, AuthorityStates]]:
@@ -492,18 +532,24 @@ def _served_by(t: Topology, s: Server) -> list[str]:
 
 
 def _workload_sources(
-    d: Deployment, s: Server, seen: dict[str, x509.Certificate], reads: IdentityReads
+    d: Deployment,
+    s: Server,
+    seen: dict[str, x509.Certificate],
+    reads: IdentityReads,
+    bundle: Bundle,
 ) -> Iterable[WorkloadSvidSource]:
     t = d.topology
     for name in _served_by(t, s):
         w = t.workload(name)
         x509_id, expires, kid, problems = "", 0, "", []
+        chain: tuple[str, ...] = ()
         try:
             svid = next(v for v in reads.x509_context(name).svids
                         if str(v.spiffe_id) == w.spiffe_id)  # fmt: skip
             x509_id = authority_key_id(svid.leaf)
             expires = int(svid.leaf.not_valid_after_utc.timestamp())
             _remember_cas(svid.cert_chain, seen)
+            chain = _verified_cas(svid.cert_chain, bundle)
         except StopIteration:
             problems.append(f"its agent serves no X.509-SVID for {w.spiffe_id}")
         except Exception as err:
@@ -512,7 +558,20 @@ def _workload_sources(
             kid = jwt_key_id(reads.jwt_svid(name, PROBE_AUDIENCE).marshal())
         except Exception as err:
             problems.append(f"no JWT-SVID: {_one_line(err)}")
-        yield WorkloadSvidSource(name, w.spiffe_id, x509_id, expires, kid, "; ".join(problems))
+        yield WorkloadSvidSource(name, w.spiffe_id, x509_id, expires, kid, "; ".join(problems),
+                                 x509_chain=chain)  # fmt: skip
+
+
+def _verified_cas(chain: Iterable[x509.Certificate], bundle: Bundle) -> tuple[str, ...]:
+    """The subject key IDs of the CAs ``chain`` (leaf first) verifies through against the
+    bundle's roots, up to the root that anchors it; () when it does not verify. Verified,
+    not read off the extensions: an authority key ID alone is what a forger writes too."""
+    roots = X509Bundle(bundle.trust_domain, tuple(a.certificate for a in bundle.x509_authorities))
+    try:
+        _, verified = verify_x509_svid(list(chain), BundleSet([roots]))
+    except Exception:  # any refusal: the check says the chain does not verify
+        return ()
+    return tuple(skid(c) for c in verified[1:])
 
 
 def _peer_copies(d: Deployment, s: Server, bundle: Bundle) -> Iterable[PeerCopy]:

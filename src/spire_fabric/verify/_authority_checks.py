@@ -30,6 +30,7 @@ from spire_fabric.verify._authorities import (
     AuthorityRow,
     ServerAuthorities,
     UpstreamRow,
+    WorkloadSvidSource,
 )
 from spire_fabric.verify._report import CheckResult
 
@@ -169,7 +170,14 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
     An SVID from the *old*, untainted authority is green, named: that is every workload for
     hours after SPIRE's own scheduled rotation (agents renew at half an SVID's lifetime), and
     it is still trusted; a verify that went red after every routine rotation would teach
-    people to ignore it. A compromise is what taint (here or on the root) is for."""
+    people to ignore it. A compromise is what taint (here or on the root) is for.
+
+    The same holds for a server of several replicas after one is gone (a pod lost): each
+    replica held its own keys (with the memory key manager they die with it), so what it
+    signed comes from no live replica, yet is trusted until it expires. Such a JWT-SVID is
+    green while its key is in the bundle and untainted, such an X.509-SVID while its chain
+    verifies to a bundle root and nothing on it is tainted (`_gone_replica`). A server of one
+    replica is judged as before: its one server holds every authority it signs with."""
     if not s.workloads:
         return [], "no workload is served by this server's agents"
     slot_of: dict[tuple[str, str], AuthorityRow] = {(r.kind, r.authority_id): r
@@ -187,7 +195,14 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
         for kind, label, aid in (("x509", "X.509-SVID", w.x509_authority_id),
                                  ("jwt", "JWT-SVID", w.jwt_key_id)):  # fmt: skip
             row = slot_of.get((kind, aid))
-            if row is None:
+            if row is None and s.replicas > 1:
+                why, note = _gone_replica(s, server, kind, aid, w)
+                if not why:
+                    if kind == "x509":
+                        last_expiry[note] = max(last_expiry.get(note, 0), w.x509_expires_at)
+                    renewing.setdefault(note, []).append(w.workload)
+                    continue
+            elif row is None:
                 why = f"{label} from {aid}, which is none of {server.name}'s authorities"
             elif row.tainted:
                 why = (f"{label} from the {row.slot} authority {aid}, which is tainted: run "
@@ -221,6 +236,44 @@ def _svids(s: ServerAuthorities, server: Server) -> _Verdict:
             for note, names in renewing.items()
         )
     return problems, fine
+
+
+def _gone_replica(
+    s: ServerAuthorities, server: Server, kind: str, aid: str, w: WorkloadSvidSource
+) -> tuple[str, str]:
+    """(what is wrong, "" if nothing; the green note) for an SVID of a server of several
+    replicas from an authority that no live replica holds.
+
+    Trusted, hence green and named, only by what a verifier trusts: the JWT key still in
+    the bundle and untainted; the X.509 chain verified (in the report) to a bundle root with
+    nothing tainted on it. A key the bundle no longer holds was revoked (or is another
+    server's) and stays red."""
+    held = {(b.kind, b.authority_id): b for b in s.bundle_authorities}
+    whose = f"which no live replica of {server.name} holds (its replica is gone)"
+    if kind == "jwt":
+        key = held.get(("jwt", aid))
+        if key is None:
+            return (f"JWT-SVID from {aid}, which is none of {server.name}'s authorities: no "
+                    "live replica holds it and the bundle does not (revoked, or another "
+                    "server's)"), ""  # fmt: skip
+        if key.tainted:
+            return (f"JWT-SVID from {aid}, {whose}, and which is tainted in the bundle: "
+                    "agents re-issue as soon as they see a taint, so one still served means "
+                    "they did not"), ""  # fmt: skip
+        until = _when(key.expires_at) if key.expires_at else "it is removed (no expiry)"
+        return "", (f"JWT-SVID from {aid}, from a replica that is gone (its key is still in "
+                    f"the bundle until {until}; renewed at half its lifetime)")  # fmt: skip
+    if not w.x509_chain:
+        return (f"X.509-SVID from {aid}, which is none of {server.name}'s authorities: no "
+                "live replica holds it and its chain does not verify against the bundle",
+                "")  # fmt: skip
+    tainted = [k for k in w.x509_chain if (b := held.get(("x509", k))) is not None and b.tainted]
+    if tainted:
+        return (f"X.509-SVID from {aid}, {whose}, under root {tainted[0]}, which is tainted: "
+                "run `deploy rotate root --revoke`"), ""  # fmt: skip
+    return "", (f"X.509-SVID from CA {aid}, from a replica that is gone (its chain verifies "
+                f"to root {w.x509_chain[-1]} of the bundle; the last of these expires at "
+                "{last}; renewed at half its lifetime)")  # fmt: skip
 
 
 def _tainted(s: ServerAuthorities, server: Server, target: str) -> _Verdict:

@@ -5,6 +5,13 @@ workload (selector ``k8s:pod-uid``, parent = the agent of the pod's node, DNS na
 the resource; we leave ``autoPopulateDNSNames`` off, so none from Services), and one per
 ClusterStaticEntry. This restates spire-controller-manager 0.6.3's rules
 (``pkg/spireentry/entries.go``) so a wrong or missing entry shows as a difference.
+
+Only *settled* pods count (:func:`settled_pod`): not the identity probe pods that `verify`,
+`plan` and the drills' load start and delete within seconds (they carry the workload's label,
+so the controller manager gives each its own entry, always a moment late), and not a pod
+being deleted. Counting them compared a snapshot of pods with a snapshot of entries that the
+controller manager had not caught up with: `entries:<server>` went red while a load polled a
+registered-only workload's identity (issue 23, drill (a)), with no entry actually wrong.
 """
 
 from __future__ import annotations
@@ -13,10 +20,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from spire_fabric.identity import SpiffeId, node_alias_id, spire_server_id
-from spire_fabric.render.kubernetes import k8s_selectable, workload_pod_labels
+from spire_fabric.render.kubernetes import PROBE_LABEL, k8s_selectable, workload_pod_labels
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector
 from spire_fabric.server import Entry, Selector
 from spire_fabric.topology import Topology, Workload, workload_selectors
+
+
+def settled_pod(pod: Any) -> bool:
+    """A pod whose entry the controller manager is expected to hold: scheduled, not being
+    deleted, and not an identity probe pod (whose entry comes and goes with it in seconds;
+    the probe getting its identity is what proves that entry)."""
+    labels = pod.metadata.labels or {}
+    return bool(pod.spec.node_name) and pod.metadata.deletion_timestamp is None and (
+        PROBE_LABEL not in labels
+    )
 
 
 def _options(w: Workload) -> dict[str, Any]:
@@ -97,8 +114,8 @@ def _pod_entries(
     pods = conn.core.list_namespaced_pod(ns, label_selector=label_selector(labels)).items
     out = []
     for pod in pods:
-        if not pod.spec.node_name:  # not scheduled: the controller manager waits too
-            continue
+        if not settled_pod(pod):  # not scheduled (the controller manager waits too), a probe
+            continue  # or being deleted: its entry is in flux
         node = conn.core.read_node(pod.spec.node_name)
         parent = SpiffeId.parse(f"spiffe://{td}/spire/agent/k8s_psat/{cluster}/{node.metadata.uid}")
         names = list(w.dns_names)

@@ -50,7 +50,7 @@ from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
 from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
 from spire_fabric.runtime.kubernetes._installer import KubernetesInstaller
 from spire_fabric.runtime.kubernetes._pods import replace_pod
-from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries
+from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries, settled_pod
 from spire_fabric.runtime.kubernetes._sidecars import (
     PeerProbe,
     plain_port_from_peer,
@@ -78,6 +78,16 @@ FILES_MANAGER = "spire-fabric-files"
 # a replica's pod deleted, the StatefulSet's replacement scheduled, started and ready
 # (its readiness: SPIRE's /ready, the CA able to sign)
 REPLICA_RESTART_TIMEOUT = 300.0
+
+
+def _pod_uids_of(e: Entry) -> frozenset[str]:
+    """The pod UIDs an entry of the controller manager selects (``k8s:pod-uid:``)."""
+    return frozenset(sel.value.removeprefix("pod-uid:") for sel in e.selectors
+                     if sel.type == "k8s" and sel.value.startswith("pod-uid:"))  # fmt: skip
+
+
+def _entry_key(e: Entry) -> tuple[str, str, frozenset[str]]:
+    return str(e.spiffe_id), str(e.parent_id), _pod_uids_of(e)
 
 
 class KubernetesDeployment:
@@ -301,38 +311,39 @@ class KubernetesDeployment:
 
     def entry_plan(self, server: str) -> EntryPlan:
         """Desired entries against the server's; entries the controller manager made are
-        matched by (SPIFFE ID, parent), since it chooses their IDs itself."""
+        matched by (SPIFFE ID, parent, pod UIDs), since it chooses their IDs itself. The pod
+        UID is part of the key: two pods of one workload on one node (a pod and an identity
+        probe, on the upstream cluster's single node) have the same SPIFFE ID and parent.
+        An entry of a pod that is not settled (gone, being deleted, a probe) is the
+        controller manager's to make or drop, and is left out on both sides."""
         desired = self.desired_entries(server)
         with self.server(server) as client:
             current = list(client.list_entries(timeout=10))
         if self.topology.kubernetes.registration == "spire-api":
             return plan_entries(current, desired, owner=self.entry_owner)
         prefix = f"{server}."
-        have = {(e.spiffe_id, e.parent_id): e for e in current if e.id.startswith(prefix)}
+        settled = self._pod_uids(server)
+        have = {_entry_key(e): e for e in current if e.id.startswith(prefix)
+                and (not _pod_uids_of(e) or _pod_uids_of(e) & settled)}  # fmt: skip
         changes: list[EntryChange] = []
         unchanged: list[Entry] = []
         for e in desired:
-            cur = have.pop((e.spiffe_id, e.parent_id), None)
+            cur = have.pop(_entry_key(e), None)
             if cur is None:
                 changes.append(EntryChange("create", e))
             elif cur.diff(e):
                 changes.append(EntryChange("update", e, frozenset(cur.diff(e)), cur))
             else:
                 unchanged.append(cur)
-        live_pods = self._pod_uids(server)
-        for e in have.values():
-            uids = [sel.value.removeprefix("pod-uid:") for sel in e.selectors
-                    if sel.type == "k8s" and sel.value.startswith("pod-uid:")]  # fmt: skip
-            if uids and not set(uids) & live_pods:
-                continue  # its pod is gone; the controller manager removes it on its next pass
-            changes.append(EntryChange("delete", e))
+        changes += [EntryChange("delete", e) for e in have.values()]
         return EntryPlan(tuple(changes), tuple(unchanged))
 
     def _pod_uids(self, server: str) -> set[str]:
+        """The UIDs of the settled pods (`settled_pod`) of the server's cluster."""
         k = self.topology.server(server).kubernetes
         assert k is not None
         pods = self.clusters[k.cluster].core.list_pod_for_all_namespaces().items
-        return {str(p.metadata.uid) for p in pods}
+        return {str(p.metadata.uid) for p in pods if settled_pod(p)}
 
     def x509_context(self, workload: str) -> X509Context:
         return self._identity(workload).x509_context()
