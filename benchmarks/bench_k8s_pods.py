@@ -1,15 +1,22 @@
 """A workload scaled to 100 pods on the test clusters: how long until the controller manager
 has made an entry for every pod, and until every pod holds its SVID (issue 25, item 2).
 
-The `basic` preset on the downstream test cluster (three nodes, so 100 pods stay under
-the kubelet's 110-pod limit per node): one server with its controller manager, one agent
-on every node, and `example-app`, the API example, the smallest workload image we have
-that fetches an SVID (the project image; it opens its port only once the agent has given
-it one). After `up` to green, its Deployment is scaled from 1 to N pods and the clock
-starts:
+The `basic` preset on the downstream test cluster (three nodes, so 100 pods fit its pod
+ranges, a /26 per node), with one agent per node: `basic`'s agent, and two more of the same
+kind with a copy of `example-app` each (`example-app-2`, `example-app-3`, their own service
+accounts and SPIFFE IDs). One agent DaemonSet on every node would not do here: the test
+nodes share one filesystem, so its pods would share one hostPath socket directory and a
+workload would reach whichever agent bound the socket last, whose kubelet does not know the
+pod (docs/kubernetes-test-clusters.md). Each agent has its own directory and node, and each
+workload runs next to its agent, as `agent_node_selector` renders it.
 
-- entries: the server's entries for example-app's SPIFFE ID, one per pod (each with its
-  pod's UID as a selector), counted through the Server API every second;
+`example-app` is the API example, the smallest workload image we have that fetches an SVID
+(the project image; it opens its port only once the agent has given it one). After `up` to
+green, the three Deployments are scaled from 1 pod each to N pods in all (split evenly) and
+the clock starts:
+
+- entries: the server's entries for the three SPIFFE IDs, one per pod (each with its pod's
+  UID as a selector), counted through the Server API every second;
 - SVIDs: a pod is Ready when its process holds its SVID and listens (its readiness probe);
   per pod, Ready's transition time minus the pod's creation, as the API server records
   both (whole seconds).
@@ -30,9 +37,10 @@ import time
 from typing import Any
 
 from spire_fabric.testing import short_tempdir
+from spire_fabric.topology import dump_topology
 
 DOWNSTREAM = "downstream-spire-cluster"
-WORKLOAD = "example-app"
+WORKLOADS = ("example-app", "example-app-2", "example-app-3")  # one per agent, one agent per node
 NAMESPACE = "apps"
 
 
@@ -42,8 +50,33 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 def _pods(core: Any) -> list[Any]:
-    selector = f"app.kubernetes.io/name={WORKLOAD}"
+    selector = f"app.kubernetes.io/name in ({','.join(WORKLOADS)})"
     return list(core.list_namespaced_pod(NAMESPACE, label_selector=selector).items)
+
+
+def one_agent_per_node() -> Any:
+    """`basic` with two more agents and a copy of example-app for each (see the module)."""
+    import dataclasses
+
+    from spire_fabric.topology import preset
+
+    t = preset("basic")
+    (agent,) = t.agents
+    (app,) = t.workloads
+    assert agent.health_port and agent.telemetry_port and app.kubernetes
+    agents, workloads = [agent], [app]
+    for i in (2, 3):
+        name = f"{app.name}-{i}"
+        agents.append(dataclasses.replace(agent, name=f"{agent.name}-{i}",
+                                          health_port=agent.health_port + i,
+                                          telemetry_port=agent.telemetry_port + i))  # fmt: skip
+        workloads.append(dataclasses.replace(
+            app, name=name, agent=f"{agent.name}-{i}",
+            spiffe_id=app.spiffe_id.replace(app.name, name),
+            selectors=(f"k8s:ns:{NAMESPACE}", f"k8s:sa:{name}"),
+            local_selectors=(f"unix:uid:{1000 + i}",),
+            kubernetes=dataclasses.replace(app.kubernetes, service_account=name)))  # fmt: skip
+    return dataclasses.replace(t, agents=tuple(agents), workloads=tuple(workloads))
 
 
 def _ready_at(pod: Any) -> float | None:
@@ -55,23 +88,26 @@ def _ready_at(pod: Any) -> float | None:
 
 def measure(state: Any, pods: int, timeout: float) -> dict[str, object]:
     from spire_fabric.runtime.kubernetes import KubernetesDeployment
-    from spire_fabric.topology import preset
 
-    spiffe_id = preset("basic").workload(WORKLOAD).spiffe_id
     with KubernetesDeployment.open(state) as d:
         conn = d.clusters["spire-cluster"]
         server = d.topology.servers[0].name
+        ids = [d.topology.workload(w).spiffe_id for w in WORKLOADS]
         start_wall = time.time()
         start = time.monotonic()
-        conn.apps.patch_namespaced_deployment_scale(
-            WORKLOAD, NAMESPACE, {"spec": {"replicas": pods}}
-        )
+        for i, w in enumerate(WORKLOADS):  # N split evenly, the first ones one more
+            share = pods // len(WORKLOADS) + (1 if i < pods % len(WORKLOADS) else 0)
+            conn.apps.patch_namespaced_deployment_scale(
+                w, NAMESPACE, {"spec": {"replicas": share}}
+            )
         entries_s = svids_s = None
         entries = ready = 0
         while time.monotonic() - start < timeout and (entries_s is None or svids_s is None):
             if entries_s is None:
                 with d.server(server) as client:
-                    entries = sum(1 for _ in client.list_entries(spiffe_id=spiffe_id, timeout=30))
+                    entries = sum(1 for spiffe_id in ids
+                                  for _ in client.list_entries(spiffe_id=spiffe_id,
+                                                               timeout=30))  # fmt: skip
                 if entries >= pods:
                     entries_s = time.monotonic() - start
             if svids_s is None:
@@ -103,12 +139,15 @@ def main() -> int:
     from _clusters import deploy, test_clusters
     from _results import load, write_rows
 
-    state = short_tempdir("sf-bench-pods-") / "state"
+    root = short_tempdir("sf-bench-pods-")
+    state = root / "state"
+    topology = root / "basic-one-agent-per-node.yaml"
+    topology.write_text(dump_topology(one_agent_per_node()))
     where = ["--target", "kubernetes", "--state-dir", str(state)]
     with test_clusters() as extra:
         load_before = load()
         try:
-            up = deploy("up", "--topology", "basic", "--context",
+            up = deploy("up", "--topology", str(topology), "--context",
                         f"spire-cluster={DOWNSTREAM}", *where, extra=extra)  # fmt: skip
             if up.returncode != 0:
                 raise SystemExit(f"up exited {up.returncode}:\n{up.stdout[-4000:]}")
