@@ -37,15 +37,18 @@ def _usage(*, ca: bool) -> x509.KeyUsage:
     )
 
 
-def make_ca(trust_domain: str, label: str = "CA") -> Ca:
-    """A self-signed CA with SPIRE's shape (URI SAN = the trust domain ID)."""
+def make_ca(trust_domain: str, label: str = "CA", *, issuer: Ca | None = None) -> Ca:
+    """A CA with SPIRE's shape (URI SAN = the trust domain ID): self-signed, or under
+    ``issuer`` (an intermediate, as a server under an UpstreamAuthority holds), with the
+    authority key ID SPIRE writes so a chain can be followed by key IDs."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} {label}")])
     now = datetime.now(timezone.utc)
+    signer_key = issuer.key if issuer else key
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer.cert.subject if issuer else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
@@ -54,12 +57,15 @@ def make_ca(trust_domain: str, label: str = "CA") -> Ca:
         .add_extension(_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), False
+        )
+        .add_extension(
             x509.SubjectAlternativeName(
                 [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
             ),
             critical=False,
         )
-        .sign(key, hashes.SHA256())
+        .sign(signer_key, hashes.SHA256())
     )
     return Ca(cert, key)
 
@@ -90,6 +96,9 @@ def make_svid(ca: Ca, spiffe_id: str, *, ttl: timedelta = timedelta(hours=1)) ->
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
             critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
         )
         .sign(ca.key, hashes.SHA256())
     )

@@ -24,14 +24,13 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from ha_topology import enterprise_ha
 
 from spire_fabric.runtime.deployment import ServerReplica
 from spire_fabric.server import AuthorityState, AuthorityStates, Bundle
 from spire_fabric.server._models import JwtAuthority, X509Authority
+from spire_fabric.testing.pki import Ca, make_ca, make_svid
 from spire_fabric.topology import Topology, preset
 from spire_fabric.verify import AuthoritiesReport, authorities_report, authority_checks
 from spire_fabric.verify._authorities import _served_by, authority_key_id, skid
@@ -46,66 +45,12 @@ TD = HA.server(DOWN).trust_domain
 # ---- a small PKI with SPIRE's shape (subject and authority key IDs) ---------------------
 
 
-@dataclass(frozen=True)
-class Ca:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def id(self) -> str:
-        return skid(self.cert)
-
-
 def _ca(name: str, issuer: Ca | None = None) -> Ca:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(hours=1))
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{TD.name}")]),
-            False,
-        )
-    )
-    signer = issuer or Ca(b.sign(key, hashes.SHA256()), key)
-    b = b.add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), False
-    )
-    return Ca(b.sign(signer.key, hashes.SHA256()), key)
+    return make_ca(TD.name, name, issuer=issuer)
 
 
 def _leaf(spiffe_id: str, issuer: Ca) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "workload")]))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(minutes=5))
-        .not_valid_after(NOW + timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, True, False, False, False, False), critical=True
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), False
-        )
-        .sign(issuer.key, hashes.SHA256())
-    )
+    return make_svid(issuer, spiffe_id).leaf
 
 
 def _token(kid: str) -> str:
@@ -155,7 +100,8 @@ class Api:
         ca, kid = self.world.live[self.replica]
         expires = int((NOW + timedelta(days=1)).timestamp())
         if kind == "x509":
-            return AuthorityStates(AuthorityState(ca.id, expires, authority_key_id(ca.cert)))
+            state = AuthorityState(skid(ca.cert), expires, authority_key_id(ca.cert))
+            return AuthorityStates(state)
         return AuthorityStates(AuthorityState(kid, expires))
 
     def get_bundle(self, timeout: float) -> Bundle:
@@ -258,15 +204,15 @@ def test_the_report_sees_the_gone_replicas_chain_verified_to_the_bundle_root() -
     section = _report(_world()).server(DOWN)
     assert section.replicas == 2
     assert {r.authority_id for r in section.authorities} == {
-        NEW_CA.id,
-        OTHER_CA.id,
+        skid(NEW_CA.cert),
+        skid(OTHER_CA.cert),
         NEW_KID,
         OTHER_KID,
     }
     assert section.workloads
     for w in section.workloads:
-        assert (w.x509_authority_id, w.jwt_key_id) == (GONE_CA.id, GONE_KID)
-        assert w.x509_chain == (GONE_CA.id, ROOT.id)
+        assert (w.x509_authority_id, w.jwt_key_id) == (skid(GONE_CA.cert), GONE_KID)
+        assert w.x509_chain == (skid(GONE_CA.cert), skid(ROOT.cert))
     assert ("jwt", GONE_KID) in {(b.kind, b.authority_id) for b in section.bundle_authorities}
 
 
@@ -278,8 +224,8 @@ def test_svids_from_a_gone_replica_are_green_and_named() -> None:
         "bundle until " in detail
     )
     assert (
-        f"X.509-SVID from CA {GONE_CA.id}, from a replica that is gone (its chain "
-        f"verifies to root {ROOT.id} of the bundle; the last of these expires at " in detail
+        f"X.509-SVID from CA {skid(GONE_CA.cert)}, from a replica that is gone (its chain "
+        f"verifies to root {skid(ROOT.cert)} of the bundle; the last of these expires at " in detail
     )
     assert "renewed at half its lifetime" in detail
     assert "{last}" not in detail
@@ -306,8 +252,8 @@ def test_an_x509_svid_of_a_gone_replica_under_a_tainted_root_is_red() -> None:
     ok, detail = _svids_check(_world(root_tainted=True))
     assert not ok
     assert (
-        f"X.509-SVID from {GONE_CA.id}, which no live replica of {DOWN} holds (its "
-        f"replica is gone), under root {ROOT.id}, which is tainted" in detail
+        f"X.509-SVID from {skid(GONE_CA.cert)}, which no live replica of {DOWN} holds (its "
+        f"replica is gone), under root {skid(ROOT.cert)}, which is tainted" in detail
     )
 
 
@@ -322,7 +268,7 @@ def test_an_x509_svid_whose_chain_does_not_verify_is_red() -> None:
     ok, detail = _svids_check(world)
     assert not ok
     assert (
-        f"data-processor: X.509-SVID from {forged_ca.id}, which is none of {DOWN}'s "
+        f"data-processor: X.509-SVID from {skid(forged_ca.cert)}, which is none of {DOWN}'s "
         "authorities: no live replica holds it and its chain does not verify against "
         "the bundle"
     ) in detail
@@ -338,7 +284,7 @@ def test_a_server_of_one_replica_is_judged_as_before() -> None:
     assert not ok
     names = ", ".join(_served_by(ONE, ONE.server(DOWN)))
     assert detail == (
-        f"{names}: X.509-SVID from {GONE_CA.id}, which is none of {DOWN}'s "
+        f"{names}: X.509-SVID from {skid(GONE_CA.cert)}, which is none of {DOWN}'s "
         f"authorities; {names}: JWT-SVID from {GONE_KID}, which is none of "
         f"{DOWN}'s authorities"
     )
