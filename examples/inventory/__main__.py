@@ -21,7 +21,8 @@ sidecar (``python -m spire_fabric.helper``) keeps current there: ``svid.pem``,
 ``svid_key.pem``, and ``svid_bundle.pem`` as the CAs a client certificate must chain to
 (any ID of the trust domain: nginx cannot match a SPIFFE ID). The helper sends SIGHUP to
 the pid in ``--pid-file`` after each rotation, and nginx re-reads the files without a
-restart (same master pid). The launcher waits for the files before it starts nginx.
+restart (same master pid). The launcher waits for the files before it starts nginx, and
+starts it again when nginx read them in the middle of a rotation (`_start_nginx`).
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     argv_ = [args.nginx, "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf),
              "-g", "daemon off;"]
-    nginx = subprocess.Popen(argv_, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    nginx = _start_nginx(argv_, args.tls_dir)
+    if isinstance(nginx, int):
+        return nginx
 
     def forward(signum: int, frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -146,6 +149,53 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, forward)
     print(f"inventory: nginx pid {nginx.pid} on {args.listen[0]}:{args.listen[1]}", flush=True)
     return nginx.wait()
+
+
+# nginx exits at once when the key does not match the certificate. That happens when it
+# reads the files while the helper replaces them: the helper writes the key, then the chain
+# (each atomically, but not the two together), and a reader between the two gets an old
+# certificate with a new key. After a restart of both (`up` with new settings, CI
+# 2026-12-07) the old files are there, so the launcher does not wait, and the helper writes
+# the new SVID while nginx starts. A mismatched pair is in flux: it settles within the
+# helper's next write, so nginx is started again, a bounded number of times.
+NGINX_STARTS = 5
+NGINX_EARLY_EXIT_S = 1.0
+
+
+def _start_nginx(argv: list[str], tls_dir: Path | None) -> subprocess.Popen[bytes] | int:
+    """nginx running, or its exit status when it could not start for another reason than
+    a certificate and key caught in the middle of a rotation."""
+    for attempt in range(1, NGINX_STARTS + 1):
+        nginx = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        try:
+            rc = nginx.wait(timeout=NGINX_EARLY_EXIT_S)
+        except subprocess.TimeoutExpired:
+            return nginx
+        if tls_dir is None or attempt == NGINX_STARTS or not _pair_in_flux(tls_dir):
+            return rc
+        print(f"inventory: nginx exited ({rc}) on a certificate and key of two different SVIDs "
+              f"in {tls_dir} (the sidecar is replacing them); starting it again "
+              f"({attempt + 1} of {NGINX_STARTS})", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _pair_in_flux(tls_dir: Path) -> bool:
+    """The key in ``svid_key.pem`` is not the one of the first certificate in ``svid.pem``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    try:
+        cert = x509.load_pem_x509_certificate((tls_dir / "svid.pem").read_bytes())
+        key = load_pem_private_key((tls_dir / "svid_key.pem").read_bytes(), password=None)
+    except (OSError, ValueError):
+        return True  # being replaced (or gone): look again
+    der = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*der) != key.public_key().public_bytes(*der)
 
 
 def _wait_for_files(tls_dir: Path, timeout: float) -> bool:
