@@ -181,21 +181,19 @@ def _start_nginx(argv: list[str], tls_dir: Path | None) -> subprocess.Popen[byte
 
 
 def _pair_in_flux(tls_dir: Path) -> bool:
-    """The key in ``svid_key.pem`` is not the one of the first certificate in ``svid.pem``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        PublicFormat,
-        load_pem_private_key,
-    )
+    """``svid.pem`` and ``svid_key.pem`` are not one SVID (the SDK's own parse, which
+    checks the key against the leaf as go-spiffe's ``x509svid.Parse`` does), or are being
+    replaced (unreadable for a moment)."""
+    from spire_fabric.identity import X509Svid, X509SvidError
 
     try:
-        cert = x509.load_pem_x509_certificate((tls_dir / "svid.pem").read_bytes())
-        key = load_pem_private_key((tls_dir / "svid_key.pem").read_bytes(), password=None)
-    except (OSError, ValueError):
-        return True  # being replaced (or gone): look again
-    der = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return cert.public_key().public_bytes(*der) != key.public_key().public_bytes(*der)
+        X509Svid.parse_pem((tls_dir / "svid.pem").read_bytes(),
+                           (tls_dir / "svid_key.pem").read_bytes())  # fmt: skip
+    except OSError:
+        return True
+    except X509SvidError as err:
+        return "does not match private key" in str(err)
+    return False
 
 
 def _wait_for_files(tls_dir: Path, timeout: float) -> bool:
