@@ -164,14 +164,19 @@ NGINX_EARLY_EXIT_S = 1.0
 
 def _start_nginx(argv: list[str], tls_dir: Path | None) -> subprocess.Popen[bytes] | int:
     """nginx running, or its exit status when it could not start for another reason than
-    a certificate and key caught in the middle of a rotation."""
+    a certificate and key caught in the middle of a rotation: the pair does not match now,
+    or it was replaced while nginx read it (by the time nginx has exited, the helper has
+    usually finished, and the pair then matches: CI 2026-12-07)."""
     for attempt in range(1, NGINX_STARTS + 1):
+        before = _pair_files(tls_dir)
         nginx = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         try:
             rc = nginx.wait(timeout=NGINX_EARLY_EXIT_S)
         except subprocess.TimeoutExpired:
             return nginx
-        if tls_dir is None or attempt == NGINX_STARTS or not _pair_in_flux(tls_dir):
+        if tls_dir is None or attempt == NGINX_STARTS or (
+            _pair_files(tls_dir) == before and not _pair_mismatched(tls_dir)
+        ):
             return rc
         print(f"inventory: nginx exited ({rc}) on a certificate and key of two different SVIDs "
               f"in {tls_dir} (the sidecar is replacing them); starting it again "
@@ -180,7 +185,22 @@ def _start_nginx(argv: list[str], tls_dir: Path | None) -> subprocess.Popen[byte
     raise AssertionError("unreachable")
 
 
-def _pair_in_flux(tls_dir: Path) -> bool:
+def _pair_files(tls_dir: Path | None) -> tuple[tuple[int, int], ...]:
+    """Which files ``svid.pem`` and ``svid_key.pem`` are (inode and change time): the
+    helper replaces a file by renaming a new one over it."""
+    if tls_dir is None:
+        return ()
+    out = []
+    for name in ("svid.pem", "svid_key.pem"):
+        try:
+            st = (tls_dir / name).stat()
+            out.append((st.st_ino, st.st_ctime_ns))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+def _pair_mismatched(tls_dir: Path) -> bool:
     """``svid.pem`` and ``svid_key.pem`` are not one SVID (the SDK's own parse, which
     checks the key against the leaf as go-spiffe's ``x509svid.Parse`` does), or are being
     replaced (unreadable for a moment)."""

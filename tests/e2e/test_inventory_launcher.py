@@ -53,12 +53,12 @@ def _write_pair(tls_dir: Path, *, mismatched: bool) -> None:
     write_atomic(tls_dir / "svid.pem", svid.cert_chain_pem(), 0o644)
 
 
-def _launch(tls_dir: Path, port: int) -> subprocess.Popen[str]:
+def _launch(tls_dir: Path, port: int, nginx: str = NGINX) -> subprocess.Popen[str]:
     prefix = tls_dir.parent / "nginx"
     prefix.mkdir()
     return subprocess.Popen(
         [sys.executable, "-m", "examples.inventory", "--listen", f"127.0.0.1:{port}",
-         "--prefix", str(prefix), "--tls-dir", str(tls_dir), "--nginx", NGINX,
+         "--prefix", str(prefix), "--tls-dir", str(tls_dir), "--nginx", nginx,
          "--files-timeout", "5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -97,3 +97,41 @@ def test_a_pair_that_stays_mismatched_ends_the_launcher_with_nginx_s_status(
     _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 1, err  # nginx's own exit status on [emerg]
     assert "(5 of 5)" in err and "key values mismatch" in err, err
+
+
+def test_nginx_is_started_again_when_the_pair_was_replaced_while_it_read_it(
+    tls_dir: Path,
+) -> None:
+    """What CI hit: old, whole files are there; the helper writes the new key, nginx reads
+    (mismatch, exit 1), the helper writes the new chain, and by the time the launcher looks
+    the pair is whole again. The first start goes through a wrapper that plays the helper
+    around the real nginx, so the timing is not left to chance."""
+    _write_pair(tls_dir, mismatched=False)  # the old SVID, whole
+    new_ca = make_ca("downstream.example.org")
+    new = make_svid(new_ca, ID)
+    (tls_dir.parent / "new_key.pem").write_bytes(new.private_key_pem())
+    (tls_dir.parent / "new_chain.pem").write_bytes(new.cert_chain_pem())
+    wrapper = tls_dir.parent / "nginx-mid-rotation"
+    marker = tls_dir.parent / "first-start-done"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ -e {marker} ]; then exec {NGINX} \"$@\"; fi\n"
+        f"touch {marker}\n"
+        f"cp {tls_dir.parent}/new_key.pem {tls_dir}/.k && mv {tls_dir}/.k {tls_dir}/svid_key.pem\n"
+        f"{NGINX} \"$@\"; rc=$?\n"
+        f"cp {tls_dir.parent}/new_chain.pem {tls_dir}/.c && mv {tls_dir}/.c {tls_dir}/svid.pem\n"
+        "exit $rc\n"
+    )
+    wrapper.chmod(0o755)
+    port = _free_port()
+    launcher = _launch(tls_dir, port, nginx=str(wrapper))
+    try:
+        deadline = time.monotonic() + 15
+        while not _listening(port):
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline, "nginx never listened"
+            time.sleep(0.2)
+    finally:
+        launcher.terminate()
+        _, err = launcher.communicate(timeout=15)
+    assert "key values mismatch" in err and "starting it again (2 of 5)" in err, err
