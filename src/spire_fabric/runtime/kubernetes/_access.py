@@ -28,6 +28,7 @@ class ClusterAccess:
         self._topology: Topology | None = None
         self._servers: dict[str, ServerAccess] = {}
         self._forwards: dict[str, PortForward] = {}
+        self._retired: list[PortForward] = []  # replaced; their connections in flight end
         self._lock = threading.RLock()
 
     @property
@@ -73,14 +74,16 @@ class ClusterAccess:
     def forward(
         self, key: str, cluster: str, namespace: str, labels: dict[str, str], port: int
     ) -> PortForward:
-        """A port-forward to a running pod of ``labels``, replaced when the pod is."""
+        """A port-forward to a running pod of ``labels``, replaced when the pod is (the old
+        one's connections in flight are left to end with the old pod)."""
         conn = self.clusters[cluster]
         pod = running_pod(conn, namespace, labels)
         with self._lock:
             pf = self._forwards.get(key)
             if pf is None or pf.pod != pod:
                 if pf is not None:
-                    pf.close()
+                    pf.retire()
+                    self._retired = [r for r in self._retired if r.carrying] + [pf]
                 pf = PortForward(conn, namespace, pod, port)
                 self._forwards[key] = pf
             return pf
@@ -95,10 +98,11 @@ class ClusterAccess:
         with self._lock:
             for access in self._servers.values():
                 access.close()
-            for pf in self._forwards.values():
+            for pf in [*self._forwards.values(), *self._retired]:
                 pf.close()
             self._servers.clear()
             self._forwards.clear()
+            self._retired.clear()
             for c in (self._clusters or {}).values():
                 c.close()
             self._clusters = None

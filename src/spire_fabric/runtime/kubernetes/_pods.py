@@ -4,8 +4,10 @@ port), both through the API server like kubectl, so nothing needs a route to pod
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import logging
 import select
 import socket
 import threading
@@ -19,6 +21,8 @@ from kubernetes.stream import portforward, stream
 
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message, label_selector
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
+
+logger = logging.getLogger(__name__)
 
 
 def _quiet_forward_threads() -> None:
@@ -130,14 +134,32 @@ def exec_json(
 
 class PortForward:
     """``kubectl port-forward`` in-process: a loopback listener whose every connection is
-    carried to the pod's port over its own API-server stream. Close it when done."""
+    carried to the pod's port over its own API-server stream. Close it when done.
+
+    Opening a stream is an HTTP upgrade through the API server to the kubelet, and on a
+    loaded node one can fail where the next succeeds; the connection waiting on it has sent
+    nothing yet that would be lost, so the stream is tried ``OPEN_ATTEMPTS`` times before
+    the connection is closed. Each failure is logged and kept in ``failures``.
+    """
+
+    OPEN_ATTEMPTS = 3
+    RETRY_PAUSE = 0.5  # seconds, times the attempt number
+    FAILURES_KEPT = 20
 
     def __init__(self, conn: ClusterApi, namespace: str, pod: str, port: int) -> None:
         self.conn, self.namespace, self.pod, self.port = conn, namespace, pod, port
+        self.failures: collections.deque[str] = collections.deque(maxlen=self.FAILURES_KEPT)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.local_port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
+        self._carrying = 0  # connections in flight
+        self._count_lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True, name=f"pf-{pod}").start()
+
+    @property
+    def carrying(self) -> int:
+        """Connections being carried now."""
+        return self._carrying
 
     @property
     def address(self) -> str:
@@ -149,20 +171,46 @@ class PortForward:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._carry, args=(client,), daemon=True).start()
+            with self._count_lock:
+                self._carrying += 1
+            threading.Thread(target=self._carry_counted, args=(client,), daemon=True).start()
+
+    def _open(self) -> tuple[Any, Any] | None:
+        """A new stream to the pod's port (the client's PortForward and its socket), or
+        None after ``OPEN_ATTEMPTS`` failures or once this forward is closed."""
+        for attempt in range(1, self.OPEN_ATTEMPTS + 1):
+            if self._closed.is_set():
+                return None
+            try:
+                pf = portforward(
+                    self.conn.streaming_core().connect_get_namespaced_pod_portforward,
+                    self.pod,
+                    self.namespace,
+                    ports=str(self.port),
+                )
+                return pf, pf.socket(self.port)
+            except Exception as err:  # the client wraps every failure in ApiException
+                why = (f"port-forward to {self.namespace}/{self.pod}:{self.port} of "
+                       f"{self.conn.where()}: opening stream {attempt} of "
+                       f"{self.OPEN_ATTEMPTS} failed: {str(err).strip()[:300]}")  # fmt: skip
+                self.failures.append(why)
+                logger.warning("%s", why)
+                self._closed.wait(self.RETRY_PAUSE * attempt)
+        return None
+
+    def _carry_counted(self, client: socket.socket) -> None:
+        try:
+            self._carry(client)
+        finally:
+            with self._count_lock:
+                self._carrying -= 1
 
     def _carry(self, client: socket.socket) -> None:
-        try:
-            pf = portforward(
-                self.conn.streaming_core().connect_get_namespaced_pod_portforward,
-                self.pod,
-                self.namespace,
-                ports=str(self.port),
-            )
-            remote = pf.socket(self.port)
-        except Exception:
+        opened = self._open()
+        if opened is None:
             client.close()
             return
+        pf, remote = opened
         remote.setblocking(True)
         with contextlib.suppress(OSError):
             _pipe(client, remote, self._closed)
@@ -172,8 +220,21 @@ class PortForward:
         with contextlib.suppress(Exception):
             pf.close()
 
+    def retire(self) -> None:
+        """Take no new connections (the pod was replaced; a new forward takes them) and let
+        those in flight end on their own, as they would with ``kubectl port-forward``."""
+        self._stop_listening()
+
     def close(self) -> None:
+        """Stop: no new connections, and those in flight are cut within a second."""
         self._closed.set()
+        self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        # close() alone leaves the socket listening while the accept thread is blocked in
+        # accept() (the call holds it); shutdown() wakes that call and stops the listening.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
 
