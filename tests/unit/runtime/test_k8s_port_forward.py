@@ -81,10 +81,9 @@ def test_a_stream_that_never_opens_closes_the_connection_and_says_why_each_time(
 ) -> None:
     opener = _FailingFirst(10)
     monkeypatch.setattr(_pods, "portforward", opener)
-    with _pods.PortForward(conn, "ns", "pod-1", 8443) as pf:
-        # closed with the client's bytes unread: the client sees a reset, as a run did
-        with pytest.raises(ConnectionResetError):
-            _round_trip(pf)
+    # closed with the client's bytes unread: the client sees a reset, as a run did
+    with _pods.PortForward(conn, "ns", "pod-1", 8443) as pf, pytest.raises(ConnectionResetError):
+        _round_trip(pf)
     assert opener.calls == _pods.PortForward.OPEN_ATTEMPTS
     assert [f.split(": opening ")[1][:20] for f in pf.failures] == [
         f"stream {i} of 3 failed" for i in (1, 2, 3)
