@@ -122,6 +122,7 @@ class Arrival:
     jwt_seconds: float  # a fresh JWT-SVID of its ID validated by enterprise-api's bundle
     jwt_refused_first: int  # tokens the verifier's bundle could not validate before that
     entry_seconds: float  # until a server took its entry (retried while replicas change)
+    refused_why: str = ""  # the verifier's first refusal, if any
 
 
 class NewWorkload:
@@ -229,7 +230,7 @@ class NewWorkload:
         against enterprise-api's JWT bundle. A token the verifier could not validate is
         counted and a new one fetched: its key had not reached the verifier yet."""
         x509_at: float | None = None
-        refused = 0
+        refused, why = 0, ""
         sid = SpiffeId.parse(self.spiffe_id)
         endpoint = f"{self.name}"
         last = "no answer yet"
@@ -251,10 +252,11 @@ class NewWorkload:
                 except Exception as err:
                     refused += 1
                     last = f"enterprise-api's bundle refused the JWT-SVID: {err}"
+                    why = why or last[:300]
                 else:
                     return Arrival(self.spiffe_id, round(x509_at, 1),
                                    round(time.monotonic() - self._started, 1),
-                                   refused, self.entry_seconds)  # fmt: skip
+                                   refused, self.entry_seconds, why)  # fmt: skip
             except Exception as err:  # pod still starting, entry not there yet, exec hiccup
                 last = f"{'JWT' if x509_at else 'X.509'}: {type(err).__name__}: {err}"[:400]
             time.sleep(1)

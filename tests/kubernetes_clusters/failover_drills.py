@@ -80,7 +80,7 @@ def test_server_failover_drills_under_load(
     from drill.load import PROCESSOR, TrafficLoad
 
     from spire_fabric.deploy import attach
-    from spire_fabric.topology import dump_topology, preset
+    from spire_fabric.topology import dump_topology
 
     k = kubes[DOWNSTREAM]
     drills: dict[str, Any] = {}
@@ -169,11 +169,22 @@ def test_server_failover_drills_under_load(
             # the flows that need no process of the killed node: not one failure
             untouched = {f: c for f, c in window["flows"].items() if f != "processor-jwt"}
             assert sum(c["failures"] for c in untouched.values()) == 0, window
-            assert window["failures"] == 0, window
+            # processor-jwt's client is data-processor itself (its JWT-SVID is fetched in its
+            # container): while that container is dead the request cannot be made at all.
+            # Those attempts, and only those, may fail, and only so; (c) then asserts 0
+            # failures of every flow, processor-jwt included, so it must have recovered.
+            processor_pods = {p.metadata.name for p in k.core.list_namespaced_pod(
+                "downstream-workloads", label_selector=f"app.kubernetes.io/name={PROCESSOR}"
+            ).items}  # fmt: skip
+            absent = [f"cannot exec in pod downstream-workloads/{pod} " for pod in processor_pods]
+            absent.append(f"no running pod app.kubernetes.io/component=workload,"
+                          f"app.kubernetes.io/name={PROCESSOR} in namespace downstream-workloads")
+            for reason in window["flows"]["processor-jwt"]["reasons"]:
+                assert any(a in reason for a in absent), (reason, processor_pods)  # fmt: skip
 
             # (c) a rolling change of the servers through `up`: the audit log off changes
             # the server's config and its pod template, so the StatefulSet rolls
-            doc = yaml.safe_load(dump_topology(preset("enterprise")))
+            doc = yaml.safe_load(dump_topology(d.topology))  # what runs, changed in one field
             server_doc = next(s for s in doc["servers"] if s["name"] == HA_SERVER)
             server_doc["audit_log_enabled"] = False
             changed = tmp_path / "enterprise-audit-off.yaml"

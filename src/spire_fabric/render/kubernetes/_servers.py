@@ -203,10 +203,33 @@ def _server_container(topology: Topology, server: Server) -> Obj:
     # pkg/server/datastore/datastore_health.go). So the Service sends agents only to a
     # replica that can sign with a CA chained to that bundle.
     c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
+    if _mints_keys_at_start(server):
+        c["readinessProbe"]["initialDelaySeconds"] = NEW_KEY_PROPAGATION_SECONDS
     c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
+
+
+# How long a replica that minted a new JWT key at its start stays unready: the key is in the
+# shared bundle from the moment it is minted, and agents fetch the bundle every 5 s (SPIRE's
+# default sync_interval, kept on Kubernetes), then push it to their workloads at once.
+NEW_KEY_PROPAGATION_SECONDS = 15
+
+
+def _mints_keys_at_start(server: Server) -> bool:
+    """A replica with memory keys, one of several: every start (a crash, a node lost, a
+    rolling change) activates a new JWT key at once (SPIRE 1.13.3 pkg/server/ca/rotator,
+    rotateJWTKey), unlike a rotation, where a key is published long before it signs.
+    Were the replica Ready (in the Service) at once, an agent could get a JWT-SVID signed
+    with that key before verifiers' bundles hold it, and it would be refused; failover
+    drill (c) saw one. Kept out of the Service until the key has reached every agent, it
+    signs nothing before that, while the other replicas serve. A single replica is not
+    delayed: there is no other to serve meanwhile."""
+    return (
+        server_replicas(server, "kubernetes") > 1
+        and server_key_manager(server, "kubernetes") == "memory"
+    )
 
 
 def _liveness(path: str, delay: int) -> Obj:

@@ -91,6 +91,26 @@ def test_readiness_is_spires_ready_check_on_every_replica():
     assert 'ready_path = "/ready"' in render_server_config(enterprise_ha(), DOWN, K8S)
 
 
+def _server_readiness(t: Topology, name: str) -> dict:
+    containers = _stateful_set(t, name)["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "spire-server")["readinessProbe"]
+
+
+def test_a_replica_with_memory_keys_joins_the_service_once_its_new_jwt_key_has_spread():
+    """Each start of such a replica activates a new JWT key at once; it stays out of the
+    Service for longer than agents take to fetch the bundle (5 s), so nothing it signs
+    meets a verifier without its key. Disk keys survive a restart, and one replica has no
+    other to serve meanwhile: neither waits."""
+    from spire_fabric.render.kubernetes._servers import NEW_KEY_PROPAGATION_SECONDS
+
+    assert NEW_KEY_PROPAGATION_SECONDS >= 3 * 5
+    assert _server_readiness(enterprise_ha(), DOWN)["initialDelaySeconds"] == (
+        NEW_KEY_PROPAGATION_SECONDS
+    )
+    assert "initialDelaySeconds" not in _server_readiness(enterprise_ha("disk"), DOWN)
+    assert "initialDelaySeconds" not in _server_readiness(enterprise_ha(), UP)  # 1 replica
+
+
 def test_agents_dial_the_service_not_a_replica():
     t = enterprise_ha()
     (svc,) = _objects(t, "Service", DOWN)
