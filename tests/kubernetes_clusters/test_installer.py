@@ -50,10 +50,21 @@ class KubeDeploy:
         r = self.run(*args, timeout=timeout)
         if r.returncode != 0:
             raise AssertionError(
-                f"`deploy {' '.join(args)}` exited {r.returncode}\n{r.stdout[-6000:]}\n"
-                f"{r.stderr[-4000:]}"
+                f"`deploy {' '.join(args)}` exited {r.returncode}\n{_red_checks(r.stdout)}"
+                f"{r.stdout[-6000:]}\n{r.stderr[-4000:]}"
             )
         return r
+
+
+def _red_checks(stdout: str) -> str:
+    """The failed checks of a `verify --output json` (whose tail alone, in a long report,
+    need not include them: a CI run showed only green ones), else nothing."""
+    try:
+        checks = json.loads(stdout)["checks"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    red = [c for c in checks if not c.get("ok")]
+    return f"red checks: {json.dumps(red, indent=1)}\n" if red else ""
 
 
 def object_lists(kubes: dict[str, Kube]) -> dict[str, list[str]]:
