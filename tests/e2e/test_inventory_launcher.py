@@ -69,6 +69,15 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _wait_listening(launcher: subprocess.Popen[str], port: int, timeout: float = 15) -> None:
+    """Until nginx listens on ``port``; fails if the launcher ends first or it takes longer."""
+    deadline = time.monotonic() + timeout
+    while not _listening(port):
+        assert launcher.poll() is None, launcher.communicate()
+        assert time.monotonic() < deadline, "nginx never listened"
+        time.sleep(0.2)
+
+
 def test_nginx_is_started_again_once_the_pair_is_whole(tls_dir: Path) -> None:
     _write_pair(tls_dir, mismatched=True)
     port = _free_port()
@@ -77,11 +86,7 @@ def test_nginx_is_started_again_once_the_pair_is_whole(tls_dir: Path) -> None:
         time.sleep(1.5)  # nginx has refused the pair at least once
         assert launcher.poll() is None, launcher.communicate()
         _write_pair(tls_dir, mismatched=False)  # the helper's next write
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            assert launcher.poll() is None, launcher.communicate()
-            assert time.monotonic() < deadline, "nginx never listened"
-            time.sleep(0.2)
+        _wait_listening(launcher, port)
     finally:
         launcher.terminate()
         _, err = launcher.communicate(timeout=15)
@@ -126,11 +131,7 @@ def test_nginx_is_started_again_when_the_pair_was_replaced_while_it_read_it(
     port = _free_port()
     launcher = _launch(tls_dir, port, nginx=str(wrapper))
     try:
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            assert launcher.poll() is None, launcher.communicate()
-            assert time.monotonic() < deadline, "nginx never listened"
-            time.sleep(0.2)
+        _wait_listening(launcher, port)
     finally:
         launcher.terminate()
         _, err = launcher.communicate(timeout=15)
