@@ -8,6 +8,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from spire_fabric.errors import SpireFabricError
+from spire_fabric.server import DeadlineExceededError, UnavailableError
+
+# A Server API call that timed out or found no connection is made once more, on a new
+# connection, before the check is red: on Kubernetes each call rides a port-forward stream
+# (API server, kubelet, container runtime) that a busy node can stall for seconds where the
+# next stream is instant. A server really gone fails both tries; the detail says when the
+# first one failed, so a flaky path shows in the report instead of hiding.
+_TRIED_AGAIN = (DeadlineExceededError, UnavailableError)
 
 
 class CheckFailed(SpireFabricError):
@@ -75,11 +83,21 @@ def run_check(check_id: str, title: str, fn: Callable[[], str]) -> CheckResult:
     """Run one check: its detail on success, its reason (or the unexpected error) on failure;
     a check never crashes the report."""
     start = time.monotonic()
-    try:
-        detail = fn()
-        ok = True
-    except CheckFailed as err:
-        detail, ok = str(err), False
-    except Exception as err:
-        detail, ok = f"{type(err).__name__}: {err}", False
+    first: str | None = None
+    for _ in range(2):
+        try:
+            detail = fn()
+            ok = True
+        except CheckFailed as err:
+            detail, ok = str(err), False
+        except _TRIED_AGAIN as err:
+            detail, ok = f"{type(err).__name__}: {err}", False
+            if first is None:
+                first = detail
+                continue
+        except Exception as err:
+            detail, ok = f"{type(err).__name__}: {err}", False
+        break
+    if first is not None:
+        detail = f"{detail} (second try; the first: {first})"
     return CheckResult(check_id, title, ok, detail, round(time.monotonic() - start, 3))

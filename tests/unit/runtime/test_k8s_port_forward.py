@@ -127,3 +127,44 @@ def test_closing_a_forward_cuts_the_connections_in_flight(
         pf.close()
         s.settimeout(5)
         assert s.recv(10) == b""
+
+
+class _HangingFirst:
+    """The first open hangs until released (an upgrade the kubelet never answers), and its
+    stream arrives only then; later opens are echo streams at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+        self.late: _Stream | None = None
+
+    def __call__(self, method: Any, *args: Any, **kwargs: Any) -> _Stream:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(10)
+            self.late = _Stream()
+            return self.late
+        return _Stream()
+
+
+def test_a_stream_that_hangs_opening_is_given_up_and_a_new_one_carries_the_connection(
+    conn: ClusterApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pods.PortForward, "OPEN_TIMEOUT", 0.3)
+    opener = _HangingFirst()
+    monkeypatch.setattr(_pods, "portforward", opener)
+    with _pods.PortForward(conn, "ns", "pod-1", 8443) as pf:
+        started = time.monotonic()
+        assert _round_trip(pf) == b"hello"
+        assert time.monotonic() - started < 3
+        assert opener.calls == 2
+        assert "did not open within 0.3 s" in pf.failures[0]
+        opener.release.set()  # the hung open completes late: its stream is closed, unused
+        deadline = time.monotonic() + 5
+        while opener.late is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert opener.late is not None
+        deadline = time.monotonic() + 5
+        while opener.late._ours.fileno() != -1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert opener.late._ours.fileno() == -1

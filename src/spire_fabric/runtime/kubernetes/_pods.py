@@ -137,12 +137,14 @@ class PortForward:
     carried to the pod's port over its own API-server stream. Close it when done.
 
     Opening a stream is an HTTP upgrade through the API server to the kubelet, and on a
-    loaded node one can fail where the next succeeds; the connection waiting on it has sent
-    nothing yet that would be lost, so the stream is tried ``OPEN_ATTEMPTS`` times before
+    loaded node one can fail, or hang, where the next succeeds; the connection waiting on
+    it has sent nothing yet that would be lost, so the stream is tried ``OPEN_ATTEMPTS``
+    times, each given ``OPEN_TIMEOUT`` seconds (the client's own open has no bound), before
     the connection is closed. Each failure is logged and kept in ``failures``.
     """
 
     OPEN_ATTEMPTS = 3
+    OPEN_TIMEOUT = 4.0  # seconds; an open on a busy node takes well under one
     RETRY_PAUSE = 0.5  # seconds, times the attempt number
     FAILURES_KEPT = 20
 
@@ -182,12 +184,7 @@ class PortForward:
             if self._closed.is_set():
                 return None
             try:
-                pf = portforward(
-                    self.conn.streaming_core().connect_get_namespaced_pod_portforward,
-                    self.pod,
-                    self.namespace,
-                    ports=str(self.port),
-                )
+                pf = self._open_within(self.OPEN_TIMEOUT)
                 return pf, pf.socket(self.port)
             except Exception as err:  # the client wraps every failure in ApiException
                 why = (f"port-forward to {self.namespace}/{self.pod}:{self.port} of "
@@ -197,6 +194,42 @@ class PortForward:
                 logger.warning("%s", why)
                 self._closed.wait(self.RETRY_PAUSE * attempt)
         return None
+
+    def _open_within(self, seconds: float) -> Any:
+        """The client's portforward, opened in a thread of its own so a hung upgrade costs
+        ``seconds``, not the connection; a stream that opens too late is closed."""
+        box: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def opener() -> None:
+            try:
+                pf = portforward(
+                    self.conn.streaming_core().connect_get_namespaced_pod_portforward,
+                    self.pod,
+                    self.namespace,
+                    ports=str(self.port),
+                )
+            except Exception as err:
+                box["error"] = err
+            else:
+                with lock:
+                    if box.get("abandoned"):
+                        pf.close()
+                    else:
+                        box["stream"] = pf
+            finally:
+                done.set()
+
+        done = threading.Event()
+        threading.Thread(target=opener, daemon=True, name=f"pf-open-{self.pod}").start()
+        done.wait(seconds)
+        with lock:
+            if "stream" in box:
+                return box["stream"]
+            if "error" in box:
+                raise box["error"]
+            box["abandoned"] = True
+        raise TimeoutError(f"the stream did not open within {seconds:g} s")
 
     def _carry_counted(self, client: socket.socket) -> None:
         try:
