@@ -1,12 +1,7 @@
-"""Issue 23's failover drills on the clusters, written and not yet wired in.
-
-Why apart from test_installer.py: they need the enterprise preset's downstream server at 2
-replicas, and the preset keeps 1 until the drills and the whole enterprise module have
-passed on the clusters with that layout (docs/high-availability.md says what has run).
-pytest does not collect this file (its name is not test_*). To wire the drills in, switch
-the preset (replicas=2, key_manager="memory" on the downstream server's ServerKubernetes)
-and import ``test_server_failover_drills_under_load`` into test_installer.py before its
-`down` test: pytest then runs it with that module's fixtures.
+"""Issue 23's failover drills on the clusters, run by test_installer.py (which imports
+the test right before its `down` test, so it runs with that module's fixtures on the
+enterprise preset's 2 downstream replicas). Kept apart because of its size; pytest does not
+collect this file by itself (its name is not test_*).
 """
 
 from __future__ import annotations

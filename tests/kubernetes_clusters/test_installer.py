@@ -1223,6 +1223,13 @@ def test_key_compromise_drill_under_load_fails_no_request(
         assert_kept_refused_and_fresh_accepted(d, kept)
 
 
+# Issue 23's failover drills on the downstream server's 2 replicas, the last test before
+# `down`: drill (c) leaves the servers with the audit log off, and (d) restarts MariaDB.
+from kubernetes_clusters.failover_drills import (  # noqa: E402
+    test_server_failover_drills_under_load as test_server_failover_drills_under_load,
+)
+
+
 def test_down_leaves_the_clusters_as_they_were(
     enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube]
 ) -> None:

@@ -248,11 +248,12 @@ def enterprise() -> Topology:
                 namespace="spire-downstream",
                 node_ports=ServerNodePorts(api=32081, federation=32443),
                 datastore=_mysql("spire-downstream-mysql", "spire-downstream"),
-                # One replica until the failover drills of issue 23 run on the clusters
-                # (and `rotate root` reaches every replica). The HA layout meant for it:
-                # replicas=2 with key_manager="memory" (safe under the disk
-                # UpstreamAuthority, no claim to pin a replica: docs/high-availability.md);
-                # the upstream would keep 1, its cluster having a single node.
+                # Highly available (docs/high-availability.md): 2 replicas with memory keys,
+                # safe under the disk UpstreamAuthority (a restarted replica's new CA is
+                # signed by the same intermediate) and no volume claim to pin a replica to
+                # a dead node. The upstream keeps 1: its cluster has a single node.
+                replicas=2,
+                key_manager="memory",
             ),
         )
         .federate("spire-upstream-server", "spire-downstream-server")

@@ -75,7 +75,13 @@ def test_local_servers_lift_the_per_ip_attestation_limit_and_kubernetes_keeps_it
     assert local and kube
     for conf in local:
         assert "    ratelimit {\n        attestation = false\n    }" in conf.read_text(), conf
-    assert not [p for p in kube if "ratelimit" in p.read_text()]
+    # on Kubernetes SPIRE's per-IP limits stay on; a server with replicas (enterprise's
+    # downstream) renders them explicitly (docs/high-availability.md, "Rate limits")
+    limited = [p for p in kube if "ratelimit" in p.read_text()]
+    assert limited, "the enterprise downstream server's replicas render their rate limits"
+    for p in limited:
+        assert "attestation = false" not in p.read_text(), p
+        assert "/enterprise/" in p.as_posix() and "spire-downstream" in p.read_text(), p
 
 
 def test_a_large_plan_table_shows_twenty_changes_per_kind_and_counts_the_rest():

@@ -55,9 +55,14 @@ def test_a_server_has_one_replica_unless_asked():
     assert server_replicas(s, "local") == server_replicas(s, "kubernetes") == 1
 
 
-def test_enterprise_preset_keeps_one_replica_until_the_cluster_drills_land():
+def test_the_enterprise_preset_is_the_ha_layout():
+    """Issue 23: 2 downstream replicas on Kubernetes, the upstream's single-node cluster 1."""
     t = preset("enterprise")
-    assert [server_replicas(s, "kubernetes") for s in t.servers] == [1, 1]
+    assert [(s.name, server_replicas(s, "kubernetes")) for s in t.servers] == [
+        (UP, 1),
+        (DOWN, 2),
+    ]
+    assert t == enterprise_ha()
 
 
 def test_the_ha_layout_runs_two_downstream_replicas_on_kubernetes_only():

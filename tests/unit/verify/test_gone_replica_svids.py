@@ -31,14 +31,14 @@ from spire_fabric.runtime.deployment import ServerReplica
 from spire_fabric.server import AuthorityState, AuthorityStates, Bundle
 from spire_fabric.server._models import JwtAuthority, X509Authority
 from spire_fabric.testing.pki import Ca, make_ca, make_svid
-from spire_fabric.topology import Topology, preset
+from spire_fabric.topology import Topology
 from spire_fabric.verify import AuthoritiesReport, authorities_report, authority_checks
 from spire_fabric.verify._authorities import _served_by, authority_key_id, skid
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DOWN = "spire-downstream-server"
 HA = enterprise_ha()
-ONE = preset("enterprise")
+ONE = enterprise_ha(key_manager="disk", replicas=1)
 TD = HA.server(DOWN).trust_domain
 
 
