@@ -376,19 +376,23 @@ def test_the_authorities_report_on_kubernetes(
     assert list(servers) == ["spire-upstream-server", "spire-downstream-server"]
     for s in servers.values():
         assert s["error"] == ""
-        (active,) = [a for a in s["authorities"] if (a["kind"], a["slot"]) == ("x509", "active")]
-        assert active["upstream_authority_subject_key_id"]  # the Enterprise Root hierarchy
+        # one active X.509 authority per replica: each holds its own keys (the HA server
+        # has 2), all under the same intermediate of the Enterprise Root hierarchy
+        actives = [a for a in s["authorities"] if (a["kind"], a["slot"]) == ("x509", "active")]
+        assert len(actives) == s["replicas"], (s["replicas"], actives)
+        assert len({a["authority_id"] for a in actives}) == len(actives), actives
         assert [p["equal"] for p in s["peers"]] == [True]
         assert s["agents"], "ListAgents named no agent"
         for agent in s["agents"]:
             assert agent["authority_id"] == "" and agent["detail"], agent
         for w in s["workloads"]:
             assert w["detail"] == "", w
-            assert w["x509_authority_id"] == active["authority_id"]
-        assert active["workload_svids"] == len(s["workloads"])
-        # the intermediate above it is seen in the chains the pods are served, with its root
+            assert w["x509_authority_id"] in {a["authority_id"] for a in actives}, w
+        assert sum(a["workload_svids"] for a in actives) == len(s["workloads"])
+        # the intermediate above them is seen in the chains the pods are served, with its root
         (up,) = s["upstream"]
-        assert up["subject_key_id"] == active["upstream_authority_subject_key_id"]
+        for active in actives:
+            assert up["subject_key_id"] == active["upstream_authority_subject_key_id"]
         assert up["expires_at"] > time.time() and up["root_expires_at"] > up["expires_at"]
         assert up["root_subject_key_id"] and not up["in_bundle"] and not up["root_tainted"]
     # the services, and the sidecar workloads when the target runs them
