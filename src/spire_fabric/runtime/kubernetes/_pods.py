@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,38 +200,22 @@ class PortForward:
     def _open_within(self, seconds: float) -> Any:
         """The client's portforward, opened in a thread of its own so a hung upgrade costs
         ``seconds``, not the connection; a stream that opens too late is closed."""
-        box: dict[str, Any] = {}
-        lock = threading.Lock()
+        opened: Future[Any] = Future()
 
         def opener() -> None:
             try:
-                pf = portforward(
+                opened.set_result(portforward(
                     self.conn.streaming_core().connect_get_namespaced_pod_portforward,
-                    self.pod,
-                    self.namespace,
-                    ports=str(self.port),
-                )
+                    self.pod, self.namespace, ports=str(self.port)))  # fmt: skip
             except Exception as err:
-                box["error"] = err
-            else:
-                with lock:
-                    if box.get("abandoned"):
-                        pf.close()
-                    else:
-                        box["stream"] = pf
-            finally:
-                done.set()
+                opened.set_exception(err)
 
-        done = threading.Event()
         threading.Thread(target=opener, daemon=True, name=f"pf-open-{self.pod}").start()
-        done.wait(seconds)
-        with lock:
-            if "stream" in box:
-                return box["stream"]
-            if "error" in box:
-                raise box["error"]
-            box["abandoned"] = True
-        raise TimeoutError(f"the stream did not open within {seconds:g} s")
+        try:
+            return opened.result(timeout=seconds)
+        except FutureTimeout:
+            opened.add_done_callback(_close_unused)
+            raise TimeoutError(f"the stream did not open within {seconds:g} s") from None
 
     def _carry_counted(self, client: socket.socket) -> None:
         try:
@@ -276,6 +262,12 @@ class PortForward:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_unused(opened: Future[Any]) -> None:
+    """A stream that opened after its connection stopped waiting for it."""
+    if opened.exception() is None:
+        opened.result().close()
 
 
 def _pipe(a: socket.socket, b: socket.socket, closed: threading.Event) -> None:
