@@ -6,6 +6,11 @@ reused connection is sent again only if its method is idempotent, so a POST that
 the server is never replayed. Connections retire after ``max_age`` seconds so a long-lived
 client picks up a rotated SVID on the server side in bounded time; with our TLS contexts
 each *new* connection presents and checks the current SVIDs.
+
+A connection that could not be opened at all (the name did not resolve, the address
+refused) carried no request, so it is tried once more after ``connect_retry`` seconds
+whatever the method, as nginx's ``proxy_next_upstream error`` does: a DNS server or a
+Service endpoint that is being replaced costs the caller a short wait, not a failed request.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class ConnectionPool:
         timeout: float = 10.0,
         idle_timeout: float = 10.0,
         max_age: float = 300.0,
+        connect_retry: float = 0.5,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("https", "http") or not url.hostname:
@@ -96,6 +102,7 @@ class ConnectionPool:
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self.max_age = max_age
+        self.connect_retry = connect_retry
         self._idle: list[_Pooled] = []
         self._lock = threading.Lock()
         self.opened = 0
@@ -114,6 +121,15 @@ class ConnectionPool:
         with self._lock:
             self.opened += 1
         return _Pooled(conn)
+
+    def _open(self) -> _Pooled:
+        try:
+            return self._new()
+        except (socket.gaierror, ConnectionRefusedError):
+            # nothing was sent: safe to try again for any method; a second failure is the
+            # caller's (whose error names it)
+            time.sleep(self.connect_retry)
+        return self._new()
 
     def _take(self) -> _Pooled | None:
         now = time.monotonic()
@@ -141,9 +157,10 @@ class ConnectionPool:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """Send one request and read the whole answer. Raises OSError (incl. ssl errors)
-        or http.client.HTTPException when no answer could be had: :class:`NoAnswer` if the
-        request was sent and the connection then broke.
+        """Send one request and read the whole answer. Raises OSError (incl. ssl errors,
+        ``socket.gaierror`` for a name that does not resolve) or http.client.HTTPException
+        when no answer could be had: :class:`NoAnswer` if the request was sent and the
+        connection then broke.
 
         A request that fails on a reused connection is sent once more on a new one only if
         ``method`` is idempotent: the server may have closed the connection just as the
@@ -156,7 +173,7 @@ class ConnectionPool:
         reused = pooled is not None
         while True:
             if pooled is None:
-                pooled = self._new()
+                pooled = self._open()
             try:
                 pooled.conn.request(method, self.prefix + path, body=body, headers=all_headers)
                 answer = pooled.conn.getresponse()

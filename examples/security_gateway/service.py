@@ -26,6 +26,7 @@ import http.client
 import logging
 import math
 import posixpath
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -279,6 +280,9 @@ def make_handler(
             headers["X-Gateway-Client"] = client.name
             try:
                 answer = upstream.request(self.command, self.path, body, headers)
+            except socket.gaierror as e:
+                # (an OSError too: before the catch-all below, which would call it a refusal)
+                return self.upstream_failed(503, "enterprise-api's name does not resolve", e)
             except ConnectionRefusedError as e:
                 return self.upstream_failed(503, "enterprise-api is unreachable", e)
             except TimeoutError as e:

@@ -23,7 +23,7 @@ from kube_harness import _build, _images
 from kube_harness._host import Daemons, State, https_ok, port_free, wait, write
 from kube_harness._netpol import enforcer_ready
 from kube_harness._node import Node
-from kube_harness._objects import bootstrap_manifests
+from kube_harness._objects import bootstrap_manifests, dns_replicas
 from kube_harness._pki import ClusterPki
 from kube_harness._plan import (
     CLUSTER_DOMAIN,
@@ -245,7 +245,7 @@ class Cluster:
 
         def dns_ready() -> bool:
             dep = self.apps.read_namespaced_deployment("coredns", "kube-system")
-            return ((dep.status.ready_replicas if dep.status else None) or 0) >= 1
+            return ((dep.status.ready_replicas if dep.status else None) or 0) >= dns_replicas(s)
 
         wait(f"{s.name} CoreDNS ready", dns_ready, timeout)
         wait(f"{s.name} NetworkPolicy enforcer ready on every node",

@@ -12,6 +12,10 @@ from kube_harness._netpol import enforcer_manifests
 from kube_harness._plan import CLUSTER_DOMAIN, PV_COUNT, STORAGE_CLASS, ClusterSpec
 
 
+def dns_replicas(spec: ClusterSpec) -> int:
+    return min(2, spec.nodes)
+
+
 def bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
     coredns = _images.image_set()["coredns"].ref
     corefile = (
@@ -47,11 +51,18 @@ def bootstrap_manifests(spec: ClusterSpec, d: Path) -> list[dict[str, Any]]:
          "data": {"Corefile": corefile}},
         {"apiVersion": "apps/v1", "kind": "Deployment",
          "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+         # two replicas on two nodes where there are two, as kubeadm deploys it: a node
+         # lost must not take the cluster's only DNS server with it
+         "spec": {"replicas": dns_replicas(spec), "selector": {"matchLabels": labels},
+                  "template": {
              "metadata": {"labels": labels},
              "spec": {
                  "serviceAccountName": "coredns",
                  "dnsPolicy": "Default",
+                 "affinity": {"podAntiAffinity": {
+                     "requiredDuringSchedulingIgnoredDuringExecution": [{
+                         "labelSelector": {"matchLabels": labels},
+                         "topologyKey": "kubernetes.io/hostname"}]}},
                  "containers": [{
                      "name": "coredns", "image": coredns, "imagePullPolicy": "Never",
                      "args": ["-conf", "/etc/coredns/Corefile"],

@@ -148,6 +148,9 @@ def test_server_failover_drills_under_load(
                                               for p in live()])  # fmt: skip
             restarts = {p.metadata.uid: sum(cs.restart_count for cs in p.status.container_statuses
                                             or []) for p in on_node}  # fmt: skip
+            # recorded: CoreDNS runs 2 replicas on 2 of the 3 nodes, so this node may run one
+            dns = k.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns")
+            dns_on_node = sum(p.spec.node_name == processor_node for p in dns.items)
             killed = kill_node_containers(node_of(k.nodes, processor_node))
             with NewWorkload(d, "b") as new:
                 arrival = new.wait_identity(timeout=240)
@@ -158,10 +161,11 @@ def test_server_failover_drills_under_load(
             to_green = green(t0)
             window = window_of(before, load.report())
             record("b-replica-node-killed", window, node=processor_node, containers=killed,
-                   mysql_on_node=mysql_node == processor_node,
+                   mysql_on_node=mysql_node == processor_node, dns_on_node=dns_on_node,
                    replica_ready_s=round(back, 1), time_to_green_s=to_green,
                    new_workload=arrival.__dict__)  # fmt: skip
-            # the flows that need no process of the killed node: not one failure
+            # the flows that need no process of the killed node but a CoreDNS replica (the
+            # other one answers; a lookup refused meanwhile is tried again): not one failure
             untouched = {f: c for f, c in window["flows"].items() if f != "processor-jwt"}
             assert sum(c["failures"] for c in untouched.values()) == 0, window
             # processor-jwt's client is data-processor itself (its JWT-SVID is fetched in its

@@ -320,6 +320,59 @@ def test_a_pooled_connection_the_server_closed_is_not_used(served) -> None:
     assert seen.requests == [("POST", "/a"), ("POST", "/b")]
 
 
+def test_a_connection_refused_is_opened_once_more_and_the_post_goes_through() -> None:
+    # bound, not yet listening: connects are refused (RST) until listen() below
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve_later() -> None:
+        time.sleep(0.1)
+        sock.listen()
+        conn, _ = sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n{}" not in data:
+                data += conn.recv(65536)
+            got.append(data.split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+
+    server = threading.Thread(target=serve_later, daemon=True)
+    server.start()
+    try:
+        with ConnectionPool(f"http://127.0.0.1:{port}", connect_retry=0.5) as pool:
+            assert pool.request("POST", "/records", b"{}").status == 201
+            assert pool.opened == 1
+        assert got == [b"POST /records HTTP/1.1"]  # once: nothing was sent by the refused try
+    finally:
+        server.join(5)
+        sock.close()
+
+
+def test_a_name_that_does_not_resolve_is_tried_twice_then_raised() -> None:
+    with ConnectionPool("http://does-not-resolve.invalid:80", connect_retry=0.3) as pool:
+        started = time.monotonic()
+        with pytest.raises(socket.gaierror):
+            pool.request("GET", "/records")
+        assert time.monotonic() - started >= 0.3  # the second try came after the pause
+        assert pool.opened == 0
+
+
+def test_a_refusal_that_lasts_is_raised_after_the_second_try() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # never listens
+    try:
+        port = sock.getsockname()[1]
+        with ConnectionPool(f"http://127.0.0.1:{port}", connect_retry=0.2) as pool:
+            started = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                pool.request("POST", "/records", b"{}")
+            assert 0.2 <= time.monotonic() - started < 2.0
+    finally:
+        sock.close()
+
+
 def test_logged_fields_are_cut_and_escaped() -> None:
     line = kv(path="/" + "a" * 65_000, agent="\x1b[31mred\x00", plain="ok", name="é")
     assert len(line) < 400

@@ -189,6 +189,25 @@ def test_keys_expire_and_revocation_takes_effect_without_a_restart(gateway: Gate
     assert [c.name for c in list_keys(gateway.keys)] == ["temp"]
 
 
+def test_an_upstream_name_that_does_not_resolve_is_a_503_that_says_so(tmp_path: Path) -> None:
+    keys = tmp_path / "api-keys.json"
+    upstream = ConnectionPool("http://enterprise-api.does-not-resolve.invalid:8443",
+                              connect_retry=0.1)  # fmt: skip
+    handler = make_handler(upstream, ApiKeys(keys), RateLimiter(),
+                           Policy((), 0.0, 1, None, frozenset()), None)  # fmt: skip
+    server = PlainHttpServer(handler, ("127.0.0.1", 0))
+    try:
+        with ConnectionPool(server.url) as client:
+            key = issue_key(keys, "alice", ["GET /records"], 100, 100)
+            answer = client.request("GET", "/records", None, {"Authorization": f"Bearer {key}"})
+        assert answer.status == 503, answer.body
+        assert answer.json()["reason"] == "enterprise-api's name does not resolve"
+        assert answer.headers["Retry-After"] == "1"
+    finally:
+        server.close()
+        upstream.close()
+
+
 def test_key_file_documents_can_be_built_without_a_file() -> None:
     document, key = add_client({"clients": {}}, "alice", ["GET /records"], 2, 4, expires_in=60,
                                now=1000)  # fmt: skip
