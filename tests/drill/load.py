@@ -261,6 +261,8 @@ class TrafficLoad:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._flows: dict[str, _Flow] = {}
+        # every failure with its wall-clock time, to match it with the services' logs
+        self.failure_log: list[tuple[float, str, str]] = []
         self._key = ""
         self._anchors: tuple[float, ssl.SSLContext] | None = None
         self._anchor_lock = threading.Lock()
@@ -342,6 +344,7 @@ class TrafficLoad:
                 with flow.lock:
                     flow.failures += 1
                     flow.reasons[_reason(err)] += 1
+                    self.failure_log.append((time.time(), flow.name, _reason(err)))
             else:
                 with flow.lock:
                     flow.requests += 1

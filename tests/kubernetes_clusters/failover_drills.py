@@ -49,6 +49,40 @@ def _cordoned(k: Kube, names: list[str]) -> contextlib.AbstractContextManager[No
     return cordon()
 
 
+SLOW_MS = 1000.0
+
+
+def _explained(k: Kube, load: Any, window: dict[str, Any], since: float) -> dict[str, Any]:
+    """``window`` with what explains its failures, for the assertion message: each
+    failure's time, and the gateway's and enterprise-api's log lines since ``since``
+    (wall clock) that report a failure or took over SLOW_MS (their pods' logs go with the
+    clusters, so a CI run keeps only what its message holds)."""
+    import re
+
+    failures = [(round(t - since, 1), flow, why[:120]) for t, flow, why in load.failure_log
+                if t >= since]  # fmt: skip
+    lines: dict[str, list[str]] = {}
+    for app in ("security-gateway", "enterprise-api"):
+        selector = f"app.kubernetes.io/name={app}"
+        pods = k.core.list_namespaced_pod("downstream-workloads", label_selector=selector)
+        for pod in pods.items:
+            try:
+                text = k.core.read_namespaced_pod_log(
+                    pod.metadata.name, "downstream-workloads", timestamps=True,
+                    since_seconds=max(1, int(time.time() - since) + 1))  # fmt: skip
+            except Exception as err:  # the explanation must not hide the failure
+                lines[pod.metadata.name] = [f"(no log: {err})"]
+                continue
+            kept = []
+            for line in text.splitlines():
+                ms = re.search(r" ms=([0-9.]+)", line)
+                if ("upstream-failed" in line or " ERROR " in line or " WARNING " in line
+                        or (ms and float(ms[1]) >= SLOW_MS)):  # fmt: skip
+                    kept.append(line[:400])
+            lines[pod.metadata.name] = kept[-20:]
+    return {**window, "failures_at_s": failures, "service_logs": lines}
+
+
 def test_server_failover_drills_under_load(
     enterprise: dict[str, Any], installer: KubeDeploy, kubes: dict[str, Kube], tmp_path: Path
 ) -> None:
@@ -115,6 +149,7 @@ def test_server_failover_drills_under_load(
             # (a) one replica's pod deleted: the one not on data-processor's node, its
             # replacement placed there (the other nodes cordoned meanwhile) for (b)
             before, t0 = load.report(), time.monotonic()
+            wall = time.time()
             victim = next((p for p in live() if p.spec.node_name != processor_node), live()[0])
             leaders = {r.name for r in d.server_replicas(HA_SERVER) if r.leader}
             placed = any(p.spec.node_name == processor_node for p in live())
@@ -136,13 +171,14 @@ def test_server_failover_drills_under_load(
                    was_leader=victim.metadata.name in leaders,
                    replica_ready_s=round(back, 1), time_to_green_s=to_green,
                    new_workload=arrival.__dict__)  # fmt: skip
-            assert window["failures"] == 0, window
+            assert window["failures"] == 0, _explained(k, load, window, wall)
             assert arrival.jwt_refused_first == 0, arrival
 
             # (b) every container of the node that runs a replica and data-processor
             # killed (every downstream node runs one example workload; this one only
             # serves the processor's flow); the other replica's node left alone
             before, t0 = load.report(), time.monotonic()
+            wall = time.time()
             on_node = [p for p in live() if p.spec.node_name == processor_node]
             assert on_node, (processor_node, [(p.metadata.name, p.spec.node_name)
                                               for p in live()])  # fmt: skip
@@ -167,7 +203,8 @@ def test_server_failover_drills_under_load(
             # the flows that need no process of the killed node but a CoreDNS replica (the
             # other one answers; a lookup refused meanwhile is tried again): not one failure
             untouched = {f: c for f, c in window["flows"].items() if f != "processor-jwt"}
-            assert sum(c["failures"] for c in untouched.values()) == 0, window
+            assert sum(c["failures"] for c in untouched.values()) == 0, _explained(
+                k, load, window, wall)  # fmt: skip
             # processor-jwt's client is data-processor itself (its JWT-SVID is fetched in its
             # container): while that container is dead the request cannot be made at all.
             # Those attempts, and only those, may fail, and only so; (c) then asserts 0
@@ -189,6 +226,7 @@ def test_server_failover_drills_under_load(
             changed = tmp_path / "enterprise-audit-off.yaml"
             changed.write_text(yaml.safe_dump(doc, sort_keys=False))
             before, t0 = load.report(), time.monotonic()
+            wall = time.time()
             old_uids = {p.metadata.uid for p in live()}
             with concurrent_up(installer, changed) as up_done:
                 wait_for("the rolling change replaced a replica", lambda: any(
@@ -204,7 +242,7 @@ def test_server_failover_drills_under_load(
             record("c-rolling-change-through-up", window, change="audit_log_enabled: false",
                    up_s=round(up_done.seconds, 1), time_to_green_s=to_green,
                    new_workload=arrival.__dict__)  # fmt: skip
-            assert window["failures"] == 0, window
+            assert window["failures"] == 0, _explained(k, load, window, wall)
             assert arrival.jwt_refused_first == 0, arrival
 
             # (d) the shared MariaDB stopped for a minute, measured (no zero-failure claim)

@@ -239,10 +239,10 @@ def test_a_pod_on_another_node_reaches_a_service_on_the_first_node(
     assert len(kube.nodes) >= 2
     (server,) = kube.core.list_namespaced_pod(SMOKE_NS, label_selector="app=pinned").items
     assert server.spec.node_name == kube.nodes[0]["name"]
-    (dns,) = kube.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+    dns = kube.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
     cluster_ip = kube.core.read_namespaced_service("pinned", SMOKE_NS).spec.cluster_ip
     for node in kube.nodes[1:]:
-        # by DNS name (CoreDNS runs on one node only) through the Service, then straight
+        # by DNS name (CoreDNS runs on two of the nodes) through the Service, then straight
         # to the pod's address: the server sees the client pod's own address either way
         # (no NAT between pods, the route goes through the host; kube-proxy does not
         # masquerade pod-to-Service traffic, which a NetworkPolicy enforcer relies on)
@@ -267,7 +267,10 @@ def test_a_pod_on_another_node_reaches_a_service_on_the_first_node(
         assert ipaddress.ip_address(client.status.pod_ip) in ipaddress.ip_network(
             node["pod_cidr"])
         assert peer == client.status.pod_ip, (node, peer)
-    assert dns.spec.node_name in {n["name"] for n in kube.nodes}
+    # two CoreDNS replicas on two different nodes of this cluster, as kubeadm places them
+    assert len(dns) == 2, [(p.metadata.name, p.spec.node_name) for p in dns]
+    assert len({p.spec.node_name for p in dns}) == 2
+    assert {p.spec.node_name for p in dns} <= {n["name"] for n in kube.nodes}
 
 
 def test_projected_token_for_spire_server_passes_token_review(kube: Kube) -> None:
