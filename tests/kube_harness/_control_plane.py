@@ -207,9 +207,9 @@ class Cluster:
                  functools.partial(_bound_since, started), 60,
                  self.alive(f"{n.spec.name}/kubelet"))  # fmt: skip
 
-    def load_image(self, name: str) -> str:
+    def load_image(self, name: str | _images.Image) -> str:
         """Load one image into every node of this cluster (a pod may land on any)."""
-        image = _images.image_set()[name]
+        image = name if isinstance(name, _images.Image) else _images.image_set()[name]
         _images.ensure_image(image, self.say)
         with ThreadPoolExecutor(max_workers=2) as pool:
             refs = list(pool.map(lambda n: n.load_image(name), self.nodes))

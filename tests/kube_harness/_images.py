@@ -126,11 +126,10 @@ def _project_nginx_image(out: Path, ref: str, say: Callable[[str], None]) -> Non
 def image_set(project_version: str = __version__) -> dict[str, Image]:
     """Every image the test clusters use, by short name; the project image is tagged with
     this package's version (``spire_fabric._version``) and a hash of its source."""
-    from spire_fabric.runtime.binaries import SPIRE_VERSION, spire_cache_dir
+    from spire_fabric.runtime.binaries import SPIRE_VERSION
     from spire_fabric.runtime.ghostunnel import GHOSTUNNEL_VERSION, ghostunnel_program
 
     kube = _build.PARTS["kubernetes"].bin_dir
-    spire = spire_cache_dir()
     return {
         "pause": Image("pause", f"v{_build.KUBERNETES_VERSION}", (("pause", kube / "pause"),),
                        ("/pause",), base=None),
@@ -150,12 +149,8 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
                             (("usr/local/bin/ghostunnel",
                               ghostunnel_program().bin_dir / "ghostunnel"),),
                             ("/usr/local/bin/ghostunnel",)),
-        "spire-server": Image("spire-server", SPIRE_VERSION,
-                              (("opt/spire/bin/spire-server", spire / "spire-server"),),
-                              ("/opt/spire/bin/spire-server", "run")),
-        "spire-agent": Image("spire-agent", SPIRE_VERSION,
-                             (("opt/spire/bin/spire-agent", spire / "spire-agent"),),
-                             ("/opt/spire/bin/spire-agent", "run")),
+        "spire-server": spire_image("spire-server", SPIRE_VERSION),
+        "spire-agent": spire_image("spire-agent", SPIRE_VERSION),
         "spire-controller-manager": Image(
             "spire-controller-manager", _build.SPIRE_CONTROLLER_MANAGER_VERSION,
             (("usr/local/bin/spire-controller-manager",
@@ -174,6 +169,17 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
         "alertmanager": Image("alertmanager", debian_version("prometheus-alertmanager"), (),
                               ("/usr/bin/prometheus-alertmanager",), base=MONITORING_PACKAGES),
     }
+
+
+def spire_image(program: str, version: str) -> Image:
+    """``spire-server`` or ``spire-agent`` of one SPIRE release, from that release's cached
+    binaries (`ensure_spire`). The pinned release's are in `image_set`; another release's
+    (the upgrade rehearsal's 1.13.0) is made only when asked for, so setup never builds it."""
+    from spire_fabric.runtime.binaries import spire_cache_dir
+
+    binary = spire_cache_dir(version) / program
+    return Image(program, version, ((f"opt/spire/bin/{program}", binary),),
+                 (f"/opt/spire/bin/{program}", "run"))  # fmt: skip
 
 
 MARIADB_ENTRYPOINT_PATH = "/usr/local/bin/sfk-mariadb-entrypoint"

@@ -124,8 +124,9 @@ def up(say: Say = print, *, timeout: float = 180,
         return status_locked()
 
 
-def load_image(cluster: str, name: str, say: Say = print) -> str:
-    """Load one of `_images.image_set()` into every node of a running cluster; return its ref.
+def load_image(cluster: str, name: str | _images.Image, say: Say = print) -> str:
+    """Load one of `_images.image_set()` (or another `_images.Image`) into every node of a
+    running cluster; return its ref.
 
     Every node: a pod (a SPIRE agent of a DaemonSet, a server the scheduler places) may run
     on any of them, and `imagePullPolicy: Never` finds only what that node's containerd has.

@@ -21,6 +21,11 @@ import pytest
 from kubernetes_clusters._kube import DOWNSTREAM, KUBE_TESTS_ENV, SMOKE_NS, UPSTREAM, Kube
 from spire_fabric.testing.kubeconfig import KUBECONFIG_ENV
 
+REHEARSAL_ENV = "SPIRE_FABRIC_UPGRADE_REHEARSAL"
+# issue 23's rolling-upgrade rehearsal runs on demand only (its docstring says why and how):
+# without the variable it is not collected, so the test command neither runs nor skips it
+collect_ignore = [] if os.environ.get(REHEARSAL_ENV) == "1" else ["test_upgrade_rehearsal.py"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = os.path.dirname(__file__)
