@@ -209,7 +209,7 @@ class Cluster:
 
     def load_image(self, name: str | _images.Image) -> str:
         """Load one image into every node of this cluster (a pod may land on any)."""
-        image = name if isinstance(name, _images.Image) else _images.image_set()[name]
+        image = _images.image_named(name)
         _images.ensure_image(image, self.say)
         with ThreadPoolExecutor(max_workers=2) as pool:
             refs = list(pool.map(lambda n: n.load_image(name), self.nodes))

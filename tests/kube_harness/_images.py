@@ -171,6 +171,16 @@ def image_set(project_version: str = __version__) -> dict[str, Image]:
     }
 
 
+def image_named(name: str | Image) -> Image:
+    """An image of `image_set` by its short name, or the image itself (`spire_image`)."""
+    if isinstance(name, Image):
+        return name
+    images = image_set()
+    if name not in images:
+        raise KeyError(f"no test image named {name!r}; the test images: {', '.join(images)}")
+    return images[name]
+
+
 def spire_image(program: str, version: str) -> Image:
     """``spire-server`` or ``spire-agent`` of one SPIRE release, from that release's cached
     binaries (`ensure_spire`). The pinned release's are in `image_set`; another release's

@@ -168,7 +168,7 @@ state = "{cdir / 'state'}"
         return sh("ctr", "--address", str(self.sock), "-n", "k8s.io", *args)
 
     def load_image(self, name: str | _images.Image) -> str:
-        image = name if isinstance(name, _images.Image) else _images.image_set()[name]
+        image = _images.image_named(name)
         tarball = _images.ensure_image(image, self.say)
         self._ctr("images", "import", str(tarball))
         return image.ref

@@ -379,3 +379,13 @@ def test_the_agent_socket_root_is_claimed_only_when_nobody_else_uses_it(tmp_path
     assert claimed_host_socket_root(foreign) is None
     assert str(foreign) not in state.data["dirs"]
     assert [p.name for p in foreign.iterdir()] == ["someone-elses-agent"]
+
+
+def test_an_image_is_named_by_its_short_name_or_given_itself() -> None:
+    from kube_harness._images import image_named, image_set, spire_image
+
+    assert image_named("spire-agent") == image_set()["spire-agent"]
+    other = spire_image("spire-agent", "1.13.0")
+    assert image_named(other) is other and other.ref.endswith("/spire-agent:1.13.0")
+    with pytest.raises(KeyError, match=r"no test image named 'nope'; the test images: pause, "):
+        image_named("nope")
