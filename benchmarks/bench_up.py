@@ -13,7 +13,12 @@ Both print the time of every step so the slow ones are visible, and the ratio of
 median to the target.
 
     python benchmarks/bench_up.py [--topology enterprise] [--runs 3]
-    python benchmarks/bench_up.py --target kubernetes [--runs 1]
+    python benchmarks/bench_up.py --target kubernetes [--runs 1] [--server-replicas N]
+
+`--server-replicas N` runs the topology with every server at N replicas on Kubernetes (a
+YAML copy of it), to show what the enterprise preset's highly available downstream server
+costs a fresh `up` (its replicas' readiness delay, docs/high-availability.md); it writes
+up_kubernetes_replicas<N>.csv.
 """
 
 from __future__ import annotations
@@ -123,16 +128,38 @@ def kubernetes_run(topology: str, extra: list[str]) -> tuple[float, list[tuple[s
     return totals[-1], steps
 
 
-def kubernetes_main(topology: str, runs: int) -> int:
+def with_server_replicas(topology: str, replicas: int) -> str:
+    """A YAML copy of ``topology`` whose servers run ``replicas`` replicas on Kubernetes."""
+    import dataclasses
+
+    from spire_fabric.topology import dump_topology
+
+    t = preset(topology)
+    servers = tuple(
+        s if s.kubernetes is None
+        else dataclasses.replace(s, kubernetes=dataclasses.replace(s.kubernetes, replicas=replicas))
+        for s in t.servers
+    )  # fmt: skip
+    path = short_tempdir("sf-bench-topology-") / f"{topology}-replicas{replicas}.yaml"
+    path.write_text(dump_topology(dataclasses.replace(t, servers=servers)))
+    return str(path)
+
+
+def kubernetes_main(topology: str, runs: int, server_replicas: int | None = None) -> int:
     from _clusters import test_clusters
     from _results import load, write_rows
 
     rows: list[dict[str, object]] = []
     ups: list[float] = []
+    source, label, csv_name = topology, topology, "up_kubernetes"
+    if server_replicas is not None:
+        source = with_server_replicas(topology, server_replicas)
+        label = f"{topology}, servers at {server_replicas} replicas"
+        csv_name = f"up_kubernetes_replicas{server_replicas}"
     with test_clusters() as extra:
         for i in range(runs):
             load_before = load()
-            up_s, steps = kubernetes_run(topology, extra)
+            up_s, steps = kubernetes_run(source, extra)
             ups.append(up_s)
             print(f"\nrun {i + 1}: up --target kubernetes to verified {up_s:.1f} s "
                   f"(load {load_before:.2f})")  # fmt: skip
@@ -140,7 +167,7 @@ def kubernetes_main(topology: str, runs: int) -> int:
                 print(f"  {seconds:6.1f} s  {name}")
             other = up_s - sum(s for _, s in steps)
             print(f"  {other:6.1f} s  (outside the steps: start, plan, report)")
-            rows.append({"run": i + 1, "topology": topology, "up_to_verified_s": up_s,
+            rows.append({"run": i + 1, "topology": label, "up_to_verified_s": up_s,
                          "load_1m": round(load_before, 2),
                          **{f"phase:{name}": s for name, s in steps}})  # fmt: skip
     med = statistics.median(ups)
@@ -150,7 +177,7 @@ def kubernetes_main(topology: str, runs: int) -> int:
         f"ratio {med / KUBERNETES_TARGET_S:.2f} (<= 1.0 meets it); load {load():.2f}"
     )
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    write_rows("up_kubernetes", [{k: r.get(k, "") for k in keys} for r in rows])
+    write_rows(csv_name, [{k: r.get(k, "") for k in keys} for r in rows])
     return 0 if med <= KUBERNETES_TARGET_S else 1
 
 
@@ -161,9 +188,15 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=None, help="runs (default: 3 local, 1 on Kubernetes)"
     )
+    parser.add_argument(
+        "--server-replicas", type=int, default=None, metavar="N",
+        help="Kubernetes: every server at N replicas (a YAML copy of the preset)",
+    )
     args = parser.parse_args()
     if args.target == "kubernetes":
-        return kubernetes_main(args.topology, args.runs or 1)
+        return kubernetes_main(args.topology, args.runs or 1, args.server_replicas)
+    if args.server_replicas is not None:
+        parser.error("--server-replicas is for --target kubernetes (the local target runs 1)")
     args.runs = args.runs or 3
     binaries = ensure_spire()
     print(f"SPIRE {binaries.version} ({binaries.source}); {os.cpu_count()} CPUs")

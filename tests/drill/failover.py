@@ -245,7 +245,7 @@ class NewWorkload:
                     x509_at = time.monotonic() - self._started
                 audience = f"drill-audience-{uuid.uuid4().hex[:8]}"
                 jwt_msg = workload_pb2.JWTSVIDResponse.FromString(
-                    base64.b64decode(self._relay(audience)["jwt"]))  # fmt: skip
+                    base64.b64decode(self._relay(audience)["jwt"][audience]))  # fmt: skip
                 token = jwt_svids_from_response(jwt_msg, (audience,), endpoint)[0].token
                 try:
                     parse_and_validate_jwt_svid(token, self.d.jwt_bundles(API), [audience])

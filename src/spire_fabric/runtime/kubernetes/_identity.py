@@ -36,6 +36,12 @@ from spire_fabric.workload._convert import (
     x509_context_from_response,
 )
 
+# How long one relay keeps asking while the agent has no identity for its pod yet: a probe
+# pod's first call comes while the agent still attests it (through its kubelet), a second or
+# two on a busy node. With the relay's own fetch timeout (10 s) it stays within the exec's
+# (30 s), so a relay that gets nothing still answers with the agent's reason.
+RELAY_WAIT_S = 15
+
 
 class WorkloadIdentity:
     """What the Workload API gives one workload in its cluster."""
@@ -45,22 +51,26 @@ class WorkloadIdentity:
 
     def fetch(self, audience: str | None = None, timeout: float = 45) -> dict[str, Any]:
         """The raw answers; retried while the entry is being created and synced."""
-        return self.fetch_each([audience] if audience else [None], timeout)[0]
+        raw = self.fetch_each([audience] if audience else [], timeout)
+        if audience:
+            raw["jwt"] = raw["jwt"][audience]
+        return raw
 
-    def fetch_each(
-        self, audiences: Sequence[str | None], timeout: float = 45
-    ) -> list[dict[str, Any]]:
-        """The raw answers for each audience (None: none), read in one pod: the
-        workload's own, or one probe pod for them all."""
+    def fetch_each(self, audiences: Sequence[str], timeout: float = 45) -> dict[str, Any]:
+        """The raw answers with a JWT-SVID for each audience (``jwt`` by audience), read by
+        one relay in one pod: the workload's own, or a probe pod. The relay itself waits
+        while the agent has no identity for the pod yet (a probe pod that just started),
+        so a slow attestation costs no further exec; an exec that still fails (the entry
+        not synced yet) is tried again until ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._pod() as (ns, pod, container):
-            return [self._relay(ns, pod, container, a, deadline) for a in audiences]
+            return self._relay(ns, pod, container, audiences, deadline)
 
     def _relay(
-        self, ns: str, pod: str, container: str, audience: str | None, deadline: float
+        self, ns: str, pod: str, container: str, audiences: Sequence[str], deadline: float
     ) -> dict[str, Any]:
-        argv = ["python3", "-m", "spire_fabric.workload.relay"]
-        if audience:
+        argv = ["python3", "-m", "spire_fabric.workload.relay", "--wait", str(RELAY_WAIT_S)]
+        for audience in dict.fromkeys(audiences):
             argv += [audience, self.workload.spiffe_id]
         while True:
             result = exec_in_pod(self.conn, ns, pod, container, argv, timeout=30)
@@ -78,11 +88,11 @@ class WorkloadIdentity:
     def views(self, audiences: Sequence[str] = ()) -> WorkloadViews:
         """Every view in one exec per audience (one when there is none): each answer
         carries the X.509 context and JWT bundles too; the first one's are kept."""
-        raws = self.fetch_each(list(audiences) or [None])
+        raw = self.fetch_each(audiences)
         return WorkloadViews(
-            self._x509(raws[0]),
-            self._jwt_bundles(raws[0]),
-            {a: self._jwt_svid(raw, a) for a, raw in zip(audiences, raws, strict=False)},
+            self._x509(raw),
+            self._jwt_bundles(raw),
+            {a: self._jwt_svid(raw["jwt"][a], a) for a in audiences},
         )
 
     def x509_context(self) -> X509Context:
@@ -90,7 +100,7 @@ class WorkloadIdentity:
 
     def jwt(self, audience: str) -> tuple[JwtSvid, BundleSet[JwtBundle]]:
         raw = self.fetch(audience)
-        return self._jwt_svid(raw, audience), self._jwt_bundles(raw)
+        return self._jwt_svid(raw["jwt"], audience), self._jwt_bundles(raw)
 
     def jwt_bundles(self) -> BundleSet[JwtBundle]:
         return self._jwt_bundles(self.fetch())
@@ -99,9 +109,9 @@ class WorkloadIdentity:
         msg = workload_pb2.X509SVIDResponse.FromString(base64.b64decode(raw["x509"]))
         return x509_context_from_response(msg, self._endpoint())
 
-    def _jwt_svid(self, raw: dict[str, Any], audience: str) -> JwtSvid:
+    def _jwt_svid(self, encoded: str, audience: str) -> JwtSvid:
         return jwt_svids_from_response(
-            workload_pb2.JWTSVIDResponse.FromString(base64.b64decode(raw["jwt"])),
+            workload_pb2.JWTSVIDResponse.FromString(base64.b64decode(encoded)),
             (audience,),
             self._endpoint(),
         )[0]
