@@ -407,6 +407,20 @@ def test_status_shows_the_sidecar_with_its_own_svid(enterprise: Deploy) -> None:
         "spiffe://downstream.example.org/ns/downstream-workloads/sa/inventory"]
 
 
+def test_status_without_svids_says_the_same_of_what_runs(enterprise: Deploy) -> None:
+    """`verify` asks `status(svids=False)`: the same rows, running and healthy alike, with
+    no expiry read (each one a Workload API call as a workload, on Kubernetes an exec)."""
+    d = enterprise.deployment()
+    full = {(r.kind, r.name): r for r in d.status()}
+    bare = {(r.kind, r.name): r for r in d.status(svids=False)}
+    assert set(bare) == set(full)
+    assert {k: (r.running, r.healthy, r.pid) for k, r in bare.items()} == \
+        {k: (r.running, r.healthy, r.pid) for k, r in full.items()}
+    assert all(r.svid_expires_at is None for r in bare.values())
+    assert full[("workload", "enterprise-api")].svid_expires_at is not None
+    assert full[("sidecar", INVENTORY_TLS)].svid_expires_at is not None
+
+
 def test_second_up_changes_nothing(enterprise: Deploy) -> None:
     d = enterprise.deployment()
     before_pids = {n: s.pid for n, s in d.supervisor.states().items()}

@@ -380,8 +380,13 @@ class Deployment(Protocol):
         already computed and shown (else computed here)."""
         ...
 
-    def status(self) -> list[ComponentHealth]:
-        """One row per server, agent, workload and the target's own controller."""
+    def status(self, svids: bool = True) -> list[ComponentHealth]:
+        """One row per server, agent, workload and the target's own controller.
+
+        ``svids=False`` leaves out when each component's SVID expires: reading it is a
+        Workload API call as each workload (on Kubernetes an exec into its pod, and one
+        into each sidecar pod, a second or more each on a busy node). `verify` asks
+        whether each component runs, and reads every identity once on its own."""
         ...
 
     def close(self) -> None:

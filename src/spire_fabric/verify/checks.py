@@ -180,9 +180,10 @@ def _run_checks(
     down: set[str] = set()  # servers whose health endpoint does not answer "live"
     d = cast(Deployment, _LiveServersOnly(deployment, down))
     t = d.topology
-    # `status` reads every component (on Kubernetes an exec per workload for its SVID's
-    # expiry, seconds): only the checks of what runs wait for it, in the pool.
-    status = pool.call(d.status)
+    # Whether each component runs, without SVID expiries: those are a Workload API call as
+    # each workload (on Kubernetes an exec per pod), which the identity reads above make
+    # once already. Only the checks of what runs wait for it, in the pool.
+    status = pool.call(partial(d.status, svids=False))
     live = {s.name: pool.check(f"server-live:{s.name}", f"{s.name} live and ready",
                                partial(_server_live, d, s, down)) for s in t.servers}  # fmt: skip
     root = d.root_ca()

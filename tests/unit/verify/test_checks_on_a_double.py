@@ -29,6 +29,7 @@ class DoubleDeployment:
 
     topology: Topology
     rows: list[ComponentHealth] = field(default_factory=list)
+    status_asked: list[bool] = field(default_factory=list)  # the svids argument of each call
     target = "local"
 
     @property
@@ -134,7 +135,8 @@ class DoubleDeployment:
     def __exit__(self, *exc):
         self.close()
 
-    def status(self):
+    def status(self, svids=True):
+        self.status_asked.append(svids)
         return self.rows
 
     def down(self, purge=False):
@@ -161,9 +163,12 @@ def test_a_workload_the_target_did_not_start_is_a_red_check_not_an_absent_one():
 def test_a_running_workload_row_turns_its_process_check_green():
     t = preset("basic")
     rows = [ComponentHealth("example-app", "workload", 4242, True, True, "")]
-    report = verify_deployment(DoubleDeployment(t, rows))
+    double = DoubleDeployment(t, rows)
+    report = verify_deployment(double)
     assert report.get("workload-process:example-app").ok
     assert report.get("workload-process:example-app").detail == "pid 4242"
+    # once, without expiries: those would read every identity again (an exec per pod)
+    assert double.status_asked == [False]
     # nothing else can pass when every server is down: the report is red, not empty
     assert not report.ok and report.get("server-live:spire-server").detail.startswith("health")
 

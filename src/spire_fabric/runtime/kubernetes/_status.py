@@ -33,17 +33,19 @@ from spire_fabric.runtime.kubernetes._waits import pods_of, rollout_done
 from spire_fabric.topology import MONITORING_NAMESPACE, Workload, monitoring_cluster
 
 
-def status_rows(d: KubernetesDeployment) -> list[ComponentHealth]:
+def status_rows(d: KubernetesDeployment, svids: bool = True) -> list[ComponentHealth]:
+    """``svids=False``: no expiries, so no exec into any pod and no Server API call."""
     t = d.topology
-    running = [w.name for w in t.workloads if _runs_in_a_pod(d, w)]
+    running = [w.name for w in t.workloads if _runs_in_a_pod(d, w)] if svids else []
     with_sidecars = [n for n in running if t.workload(n).sidecars]
     # Server reads share the deployment's port-forwards and admin SVIDs: one thread;
     # each workload's fetch is its own exec, and so is each sidecar pod's look inside.
     with ThreadPoolExecutor(max_workers=4) as pool:
         workload_expiry = {w: pool.submit(_workload_expiry, d, w) for w in running}
         facts = {w: pool.submit(_facts, d, w) for w in with_sidecars}
-        server_expiry = {s.name: _server_expiry(d, s.name) for s in t.servers}
-        agent_expiry = _agent_expiry(d)
+        server_expiry = {s.name: _server_expiry(d, s.name) if svids else None
+                         for s in t.servers}  # fmt: skip
+        agent_expiry = _agent_expiry(d) if svids else {}
         rows = _rows(d, agent_expiry, server_expiry,
                      {n: f.result() for n, f in workload_expiry.items()})  # fmt: skip
         sidecar_facts_of = {n: f.result() for n, f in facts.items()}

@@ -413,8 +413,8 @@ class KubernetesDeployment:
     ) -> DeploymentPlan:
         return self.installer.up(report, plan)
 
-    def status(self) -> list[ComponentHealth]:
-        return status_rows(self)
+    def status(self, svids: bool = True) -> list[ComponentHealth]:
+        return status_rows(self, svids)
 
     def down(self, purge: bool = False) -> list[str]:
         """Delete every object of ours (``cluster: Kind ns/name`` of each, returned). A CRD

@@ -473,8 +473,8 @@ class LocalDeployment:
                 out[path.name] = (path.read_bytes(), path.stat().st_mode & 0o7777)
         return out
 
-    def status(self) -> list[ComponentHealth]:
-        return status_rows(self.ctx)
+    def status(self, svids: bool = True) -> list[ComponentHealth]:
+        return status_rows(self.ctx, svids)
 
     def workload_file(self, workload: str, name: str) -> bytes | None:
         files_workload(self.ctx.local, workload, name)

@@ -95,8 +95,8 @@ def _file_expiry(path: Path) -> int | None:
     return int(cert.not_valid_after_utc.timestamp())
 
 
-def sidecar_row(ctx: LocalContext, sp: SidecarProcess, st: ComponentState | None
-                ) -> ComponentHealth:
+def sidecar_row(ctx: LocalContext, sp: SidecarProcess, st: ComponentState | None,
+                svids: bool = True) -> ComponentHealth:
     """A sidecar's row; its SVID expiry is its own: the chain a server sidecar presents,
     the svid.pem a files sidecar wrote, and for a client sidecar (which shows its chain
     only to its target) the SVID the agent serves to the entry it wears."""
@@ -104,13 +104,13 @@ def sidecar_row(ctx: LocalContext, sp: SidecarProcess, st: ComponentState | None
     running = bool(st and st.running)
     if s.mode == "server":
         assert sp.port is not None
-        expiry = _presented_expiry(sp.port) if running else None
+        expiry = _presented_expiry(sp.port) if running and svids else None
         detail = f"mTLS :{sp.port} -> 127.0.0.1:{s.app_port}"
     elif s.mode == "client":
-        expiry = _workload_svid_expiry(ctx, w) if running else None
+        expiry = _workload_svid_expiry(ctx, w) if running and svids else None
         detail = f"127.0.0.1:{s.listen_port} -> {s.target} (mTLS)"
     else:
-        expiry = _file_expiry(svid_dir(ctx.state.path, w.name) / "svid.pem")
+        expiry = _file_expiry(svid_dir(ctx.state.path, w.name) / "svid.pem") if svids else None
         detail = f"files in {svid_dir(ctx.state.path, w.name)}"
     return ComponentHealth(
         name=f"{w.name}/{s.name}", kind="sidecar", pid=st.pid if st else None,
@@ -120,7 +120,8 @@ def sidecar_row(ctx: LocalContext, sp: SidecarProcess, st: ComponentState | None
     )  # fmt: skip
 
 
-def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
+def status_rows(ctx: LocalContext, svids: bool = True) -> list[ComponentHealth]:
+    """``svids=False``: no expiries, so no Workload or Server API call and no TLS dial."""
     states = ctx.supervisor.states()
     sup = ctx.supervisor.pid
     rows = [
@@ -133,7 +134,7 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
             detail="restarts what crashes",
         )
     ]
-    agent_expiry = _agent_svid_expiries(ctx)
+    agent_expiry = _agent_svid_expiries(ctx) if svids else {}
     for s in ctx.local.servers:
         st = states.get(server_component(s.name))
         healthy = http_ok(s.host, s.ports.health, "/ready")
@@ -147,7 +148,7 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
                 detail=f"api :{s.ports.api}, bundle endpoint :{s.ports.federation}",
                 restarts=st.restarts if st else 0,
                 last_exit=st.last_exit if st else None,
-                svid_expires_at=_server_svid_expiry(ctx, s.name) if healthy else None,
+                svid_expires_at=_server_svid_expiry(ctx, s.name) if healthy and svids else None,
             )
         )
     for a in ctx.local.agents:
@@ -181,11 +182,11 @@ def status_rows(ctx: LocalContext) -> list[ComponentHealth]:
                 detail=f"https://127.0.0.1:{p.port}" if p.port else "client",
                 restarts=st.restarts if st else 0,
                 last_exit=st.last_exit if st else None,
-                svid_expires_at=_workload_svid_expiry(ctx, p.workload),
+                svid_expires_at=_workload_svid_expiry(ctx, p.workload) if svids else None,
             )
         )
     for sp in sidecar_processes(ctx):
-        rows.append(sidecar_row(ctx, sp, states.get(sp.component.name)))
+        rows.append(sidecar_row(ctx, sp, states.get(sp.component.name), svids))
     urls = monitoring_urls(ctx)
     for kind, url in zip(("prometheus", "alertmanager"), urls or (), strict=False):
         st = states.get(monitoring_component(kind))
