@@ -27,12 +27,18 @@ from typing import Any
 
 from spire_fabric.proto.workload import workload_pb2
 from spire_fabric.workload._client import WorkloadApiClient
-from spire_fabric.workload._errors import NoIdentityIssuedError, WorkloadApiUnavailableError
+from spire_fabric.workload._errors import (
+    NoIdentityIssuedError,
+    WorkloadApiError,
+    WorkloadApiUnavailableError,
+)
 
 __all__ = ["main", "relay"]
 
 # How often a waiting relay asks again: the agent attests a new pod within a second or so.
 RETRY_S = 0.25
+# The longest --wait: an exec that waits longer than this is stuck, not waiting.
+MAX_WAIT_S = 600.0
 
 
 def _b64(message: Any) -> str:
@@ -82,11 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if len(args.pairs) % 2:
         parser.error(f"AUDIENCE and SPIFFE_ID come in pairs; got {len(args.pairs)} values")
-    if args.wait < 0:
-        parser.error(f"--wait must be 0 or more seconds, not {args.wait}")
+    if not 0 <= args.wait <= MAX_WAIT_S:  # also refuses nan, which would wait for ever
+        parser.error(f"--wait must be 0 to {MAX_WAIT_S:.0f} seconds, not {args.wait}")
     pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
-    with WorkloadApiClient() as client:
-        answers = relay(client, pairs, args.wait)
+    try:
+        with WorkloadApiClient() as client:
+            answers = relay(client, pairs, args.wait)
+    except WorkloadApiError as err:  # the caller reads the last line: the agent's reason
+        print(f"relay: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(answers))
     return 0
 

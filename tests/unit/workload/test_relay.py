@@ -104,7 +104,9 @@ def test_main_prints_the_answers(
     ("argv", "says"),
     [
         (["aud"], "AUDIENCE and SPIFFE_ID come in pairs; got 1 values"),
-        (["--wait", "-1"], "--wait must be 0 or more seconds, not -1.0"),
+        (["--wait", "-1"], "--wait must be 0 to 600 seconds, not -1.0"),
+        (["--wait", "nan"], "--wait must be 0 to 600 seconds, not nan"),
+        (["--wait", "inf"], "--wait must be 0 to 600 seconds, not inf"),
         (["--wait", "soon"], "invalid float value: 'soon'"),
     ],
 )
@@ -115,3 +117,17 @@ def test_bad_arguments_are_named(
         relay_module.main(argv)
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_an_agent_that_cannot_be_reached_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installer shows the relay's last line: the reason, not a traceback's tail."""
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", "unix:///nonexistent/agent.sock")
+    monkeypatch.setattr(
+        relay_module, "WorkloadApiClient", lambda: FakeClient(10, WorkloadApiUnavailableError)
+    )
+    assert relay_module.main([]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "relay: no identity issued\n"

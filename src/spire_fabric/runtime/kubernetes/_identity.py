@@ -37,9 +37,10 @@ from spire_fabric.workload._convert import (
 )
 
 # How long one relay keeps asking while the agent has no identity for its pod yet: a probe
-# pod's first call comes while the agent still attests it (through its kubelet), a second or
-# two on a busy node. With the relay's own fetch timeout (10 s) it stays within the exec's
-# (30 s), so a relay that gets nothing still answers with the agent's reason.
+# pod's entry is made by the controller manager after the pod appears, then reaches the
+# agent through the server's entry cache and the agent's sync (5 s each, SPIRE's defaults).
+# With the relay's own fetch timeout (10 s) it stays within the exec's (30 s), so a relay
+# that gets nothing still answers with the agent's reason.
 RELAY_WAIT_S = 15
 
 
@@ -49,14 +50,7 @@ class WorkloadIdentity:
     def __init__(self, conn: ClusterApi, topology: Topology, workload: Workload) -> None:
         self.conn, self.topology, self.workload = conn, topology, workload
 
-    def fetch(self, audience: str | None = None, timeout: float = 45) -> dict[str, Any]:
-        """The raw answers; retried while the entry is being created and synced."""
-        raw = self.fetch_each([audience] if audience else [], timeout)
-        if audience:
-            raw["jwt"] = raw["jwt"][audience]
-        return raw
-
-    def fetch_each(self, audiences: Sequence[str], timeout: float = 45) -> dict[str, Any]:
+    def fetch(self, audiences: Sequence[str] = (), timeout: float = 45) -> dict[str, Any]:
         """The raw answers with a JWT-SVID for each audience (``jwt`` by audience), read by
         one relay in one pod: the workload's own, or a probe pod. The relay itself waits
         while the agent has no identity for the pod yet (a probe pod that just started),
@@ -86,9 +80,9 @@ class WorkloadIdentity:
             time.sleep(2)
 
     def views(self, audiences: Sequence[str] = ()) -> WorkloadViews:
-        """Every view in one exec per audience (one when there is none): each answer
-        carries the X.509 context and JWT bundles too; the first one's are kept."""
-        raw = self.fetch_each(audiences)
+        """Every view from one relay: the X.509 context, the JWT bundles and a JWT-SVID
+        for each audience."""
+        raw = self.fetch(audiences)
         return WorkloadViews(
             self._x509(raw),
             self._jwt_bundles(raw),
@@ -99,8 +93,8 @@ class WorkloadIdentity:
         return self._x509(self.fetch())
 
     def jwt(self, audience: str) -> tuple[JwtSvid, BundleSet[JwtBundle]]:
-        raw = self.fetch(audience)
-        return self._jwt_svid(raw["jwt"], audience), self._jwt_bundles(raw)
+        raw = self.fetch([audience])
+        return self._jwt_svid(raw["jwt"][audience], audience), self._jwt_bundles(raw)
 
     def jwt_bundles(self) -> BundleSet[JwtBundle]:
         return self._jwt_bundles(self.fetch())
