@@ -21,6 +21,8 @@ _TABLE: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "mysql": (("50m", "384Mi", "64Mi"), ("1", "1Gi", "512Mi")),
     "workload": (("20m", "48Mi", "32Mi"), ("500m", "256Mi", "256Mi")),
     "sidecar": (("10m", "24Mi", "16Mi"), ("500m", "128Mi", "64Mi")),
+    # a Python asked once a second by the kubelet, asking the server in turn
+    "readiness-gate": (("10m", "48Mi", "16Mi"), ("300m", "128Mi", "64Mi")),
     "identity-probe": (("10m", "32Mi", "16Mi"), ("200m", "128Mi", "64Mi")),
     # about 75 MB resident and 0.4% of a core on the enterprise deployment (docs/monitoring.md);
     # its TSDB is on an emptyDir of 512Mi, inside the ephemeral-storage limit

@@ -202,19 +202,61 @@ def _server_container(topology: Topology, server: Server) -> Obj:
     # (SPIRE 1.13.3 pkg/server/server.go CheckHealth, pkg/server/ca/ca_health.go,
     # pkg/server/datastore/datastore_health.go). So the Service sends agents only to a
     # replica that can sign with a CA chained to that bundle.
-    c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
     if _mints_keys_at_start(server):
-        c["readinessProbe"]["initialDelaySeconds"] = NEW_KEY_PROPAGATION_SECONDS
+        # Asked through the gate, which asks /ready first, then whether agents could lack
+        # the replica's new JWT key (:func:`readiness_gate_container`). On this container,
+        # not the gate's: a server restarted in its pod is unready until the gate has
+        # seen its new key.
+        c["readinessProbe"] = readiness_probe(
+            {"httpGet": {"path": "/ready", "port": READINESS_GATE_PORT}, "timeoutSeconds": 3}
+        )
+    else:
+        c["readinessProbe"] = readiness_probe({"httpGet": {"path": "/ready", "port": "health"}})
     c["resources"] = resources("spire-server")
     c["securityContext"] = restricted_container()
     c["volumeMounts"] = _server_mounts(topology, server)
     return c
 
 
-# How long a replica that minted a new JWT key at its start stays unready: the key is in the
-# shared bundle from the moment it is minted, and agents fetch the bundle every 5 s (SPIRE's
-# default sync_interval, kept on Kubernetes), then push it to their workloads at once.
+# How long a replica that minted a new JWT key at its start stays unready while agents
+# exist: the key is in the shared bundle from the moment it is minted, and agents fetch the
+# bundle every 5 s (SPIRE's default sync_interval, kept on Kubernetes), then push it to
+# their workloads at once.
 NEW_KEY_PROPAGATION_SECONDS = 15
+# Where the readiness gate listens in the server's pod (SPIRE's own ports are 8080, 8081,
+# 8443 and 9988; the controller manager's 8083).
+READINESS_GATE_PORT = 8089
+
+
+def readiness_gate_container(topology: Topology, server: Server) -> Obj:
+    """`python -m spire_fabric.server.readiness` beside a replica that mints a JWT key at
+    start: it lets the replica into the Service once no agent can lack that key, the full
+    15 s while agents exist, 2 s when none does (a fresh ``up``: the servers' step took 17 s
+    of a 58 s ``up`` with a fixed delay). It runs in the workload image, which has the SDK."""
+    probe = {"httpGet": {"path": "/live", "port": READINESS_GATE_PORT}, "periodSeconds": 10}
+    return {
+        "name": "readiness-gate",
+        "image": topology.kubernetes.images.workload,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "spire_fabric.server.readiness"],
+        "args": [
+            f"--socket={PATHS.server_socket(server.name)}",
+            f"--health-port={server.ports.health}",
+            f"--port={READINESS_GATE_PORT}",
+            f"--delay={NEW_KEY_PROPAGATION_SECONDS}",
+        ],
+        "ports": [{"name": "ready-gate", "containerPort": READINESS_GATE_PORT, "protocol": "TCP"}],
+        "livenessProbe": probe,
+        "resources": resources("readiness-gate"),
+        "securityContext": restricted_container(),
+        "volumeMounts": [
+            {
+                "name": "server-socket",
+                "mountPath": dirname(PATHS.server_socket(server.name)),
+                "readOnly": True,
+            }
+        ],
+    }
 
 
 def _mints_keys_at_start(server: Server) -> bool:
@@ -223,9 +265,9 @@ def _mints_keys_at_start(server: Server) -> bool:
     rotateJWTKey), unlike a rotation, where a key is published long before it signs.
     Were the replica Ready (in the Service) at once, an agent could get a JWT-SVID signed
     with that key before verifiers' bundles hold it, and it would be refused; failover
-    drill (c) saw one. Kept out of the Service until the key has reached every agent, it
-    signs nothing before that, while the other replicas serve. A single replica is not
-    delayed: there is no other to serve meanwhile."""
+    drill (c) saw one. Kept out of the Service until the key has reached every agent (its
+    readiness gate), it signs nothing before that, while the other replicas serve. A
+    single replica is not delayed: there is no other to serve meanwhile."""
     return (
         server_replicas(server, "kubernetes") > 1
         and server_key_manager(server, "kubernetes") == "memory"
@@ -338,19 +380,21 @@ def _stateful_set(topology: Topology, server: Server) -> Obj:
     assert k is not None
     labels = selector_labels(server.name, COMPONENT)
     containers = [_server_container(topology, server)]
+    if _mints_keys_at_start(server):
+        containers.append(readiness_gate_container(topology, server))
     volumes = _server_volumes(topology, server)
-    share_processes = False
     if controller_manager_enabled(topology, server):
         containers.append(controller_manager_container(topology, server))
         volumes += controller_manager_volumes(server)
-        # With audit_log_enabled SPIRE serves its socket through a peer tracker that
-        # looks the caller up in /proc by the PID the kernel reports: a sidecar in its own
-        # PID namespace is reported as PID 0 and every call of the controller manager
-        # fails, so no entry is made (on the test clusters no workload got an SVID; SPIRE
-        # 1.13.3 pkg/server/endpoints/endpoints_posix.go). helm-charts-hardened
-        # shares the namespace always; we only when the audit log needs it, as the
-        # sidecar can then see the server's processes.
-        share_processes = server.audit_log_enabled
+    # With audit_log_enabled SPIRE serves its socket through a peer tracker that looks the
+    # caller up in /proc by the PID the kernel reports: a sidecar in its own PID namespace
+    # is reported as PID 0 and every call of it fails (the controller manager made no
+    # entry: on the test clusters no workload got an SVID; SPIRE 1.13.3
+    # pkg/server/endpoints/endpoints_posix.go). helm-charts-hardened shares the namespace
+    # always; we only when the audit log needs it for a sidecar on the socket (the
+    # controller manager, the readiness gate), as the sidecars can then see the server's
+    # processes.
+    share_processes = server.audit_log_enabled and len(containers) > 1
     pod_spec: Obj = {
         # Evicted last under node pressure: without the server no SVID is renewed. The
         # pod keeps its token (k8s_psat TokenReview, BundlePublisher, controller manager).

@@ -85,9 +85,15 @@ def test_disruption_budget_lets_one_replica_go_at_a_time():
 
 
 def test_readiness_is_spires_ready_check_on_every_replica():
+    """Directly with disk keys; through the readiness gate (which asks it first) with
+    memory keys."""
+    assert _server_readiness(enterprise_ha("disk"), DOWN)["httpGet"] == {
+        "path": "/ready",
+        "port": "health",
+    }
     containers = _stateful_set(enterprise_ha(), DOWN)["spec"]["template"]["spec"]["containers"]
-    server = next(c for c in containers if c["name"] == "spire-server")
-    assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+    gate = next(c for c in containers if c["name"] == "readiness-gate")
+    assert "--health-port=8080" in gate["args"]
     assert 'ready_path = "/ready"' in render_server_config(enterprise_ha(), DOWN, K8S)
 
 
@@ -97,18 +103,39 @@ def _server_readiness(t: Topology, name: str) -> dict:
 
 
 def test_a_replica_with_memory_keys_joins_the_service_once_its_new_jwt_key_has_spread():
-    """Each start of such a replica activates a new JWT key at once; it stays out of the
-    Service for longer than agents take to fetch the bundle (5 s), so nothing it signs
-    meets a verifier without its key. Disk keys survive a restart, and one replica has no
-    other to serve meanwhile: neither waits."""
-    from spire_fabric.render.kubernetes._servers import NEW_KEY_PROPAGATION_SECONDS
+    """Each start of such a replica activates a new JWT key at once; its readiness gate
+    keeps it out of the Service for longer than agents take to fetch the bundle (5 s), so
+    nothing it signs meets a verifier without its key. The server container's probe asks
+    the gate, so a restart in the pod closes it too. Disk keys survive a restart, and one
+    replica has no other to serve meanwhile: neither has a gate."""
+    from spire_fabric.render.kubernetes._servers import (
+        NEW_KEY_PROPAGATION_SECONDS,
+        READINESS_GATE_PORT,
+    )
 
     assert NEW_KEY_PROPAGATION_SECONDS >= 3 * 5
-    assert _server_readiness(enterprise_ha(), DOWN)["initialDelaySeconds"] == (
-        NEW_KEY_PROPAGATION_SECONDS
-    )
-    assert "initialDelaySeconds" not in _server_readiness(enterprise_ha("disk"), DOWN)
-    assert "initialDelaySeconds" not in _server_readiness(enterprise_ha(), UP)  # 1 replica
+    probe = _server_readiness(enterprise_ha(), DOWN)
+    assert probe["httpGet"] == {"path": "/ready", "port": READINESS_GATE_PORT}
+    assert "initialDelaySeconds" not in probe and probe["periodSeconds"] == 1
+    pod = _stateful_set(enterprise_ha(), DOWN)["spec"]["template"]["spec"]
+    (gate,) = [c for c in pod["containers"] if c["name"] == "readiness-gate"]
+    assert gate["command"] == ["python", "-m", "spire_fabric.server.readiness"]
+    assert f"--delay={NEW_KEY_PROPAGATION_SECONDS}" in gate["args"]
+    assert gate["image"] == enterprise_ha().kubernetes.images.workload
+    assert [(m["name"], m["readOnly"]) for m in gate["volumeMounts"]] == [("server-socket", True)]
+    for t, name in ((enterprise_ha("disk"), DOWN), (enterprise_ha(), UP)):  # disk; 1 replica
+        assert _server_readiness(t, name)["httpGet"] == {"path": "/ready", "port": "health"}
+        pod = _stateful_set(t, name)["spec"]["template"]["spec"]
+        assert "readiness-gate" not in [c["name"] for c in pod["containers"]]
+
+
+def test_the_gate_args_are_what_its_command_line_takes():
+    from spire_fabric.render.kubernetes._servers import readiness_gate_container
+    from spire_fabric.server.readiness import _parser
+
+    t = enterprise_ha()
+    args = _parser().parse_args(readiness_gate_container(t, t.server(DOWN))["args"])
+    assert args.health_port == t.server(DOWN).ports.health and args.delay == 15
 
 
 def test_agents_dial_the_service_not_a_replica():

@@ -418,14 +418,18 @@ def test_mysql_secret_with_values_carries_them_base64_encoded():
 
 
 def test_server_probes_hit_the_health_port_liveness_and_readiness_paths():
+    """Readiness directly for one replica; for two with memory keys through the readiness
+    gate, which asks the same /ready first (test_k8s_high_availability)."""
     objects = render_kubernetes_objects(preset("enterprise"))
-    c = _find(objects, "StatefulSet", "spire-downstream-server", "spire-downstream")["spec"][
-        "template"
-    ]["spec"]["containers"][0]
-    health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
-    assert health == 8080
-    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "health"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+    for name, ns, ready_port in (
+        ("spire-upstream-server", "spire-upstream", "health"),
+        ("spire-downstream-server", "spire-downstream", 8089),
+    ):
+        c = _find(objects, "StatefulSet", name, ns)["spec"]["template"]["spec"]["containers"][0]
+        health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
+        assert health == 8080
+        assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "health"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": ready_port}
 
 
 def test_psat_agents_mount_a_projected_token_for_the_spire_server_audience():

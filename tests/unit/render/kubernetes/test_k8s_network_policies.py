@@ -152,6 +152,7 @@ ENTERPRISE = {
     ("downstream-cluster", "spire-downstream-server", "health"): set(),
     ("downstream-cluster", "spire-downstream-server", "telemetry"): {"prometheus"},
     ("downstream-cluster", "spire-downstream-server", "healthz"): set(),
+    ("downstream-cluster", "spire-downstream-server", "ready-gate"): set(),  # the kubelet's
     ("downstream-cluster", "spire-downstream-mysql", "mysql"): {"spire-downstream-server"},
     # api-poller through its client sidecar
     ("downstream-cluster", "enterprise-api", "https"): {"data-processor", "security-gateway",
@@ -211,7 +212,7 @@ def test_every_preset_fences_every_port_it_does_not_mean_to_open(name):
     workloads = {w.name: w for w in t.workloads}
     scrapers = {"prometheus"} if t.monitoring is not None else set()
     for (cluster, pod, port), who in table.items():
-        if port in ("health", "healthz"):
+        if port in ("health", "healthz", "ready-gate"):
             assert who == set(), (pod, port, who)
         elif port in ("telemetry", "metrics"):  # the cluster's Prometheus alone
             assert who == scrapers, (pod, port, who)

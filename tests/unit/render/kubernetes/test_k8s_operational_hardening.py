@@ -151,7 +151,8 @@ def test_telemetry_and_health_ports_are_in_no_service(name):
 @pytest.mark.parametrize("audit", [True, False])
 def test_an_audited_server_shares_its_processes_with_the_controller_manager(audit):
     # SPIRE's audit log serves the socket through a peer tracker that finds the caller
-    # in /proc: the sidecar must be in the server's PID namespace, or it cannot call
+    # in /proc: the sidecars (controller manager; the readiness gate of the replicated
+    # downstream server) must be in the server's PID namespace, or they cannot call
     import dataclasses
 
     t = preset("enterprise")
@@ -160,7 +161,9 @@ def test_an_audited_server_shares_its_processes_with_the_controller_manager(audi
     for o in render_kubernetes_objects(t):
         if o["kind"] == "StatefulSet":
             spec = o["spec"]["template"]["spec"]
-            assert len(spec["containers"]) == 2
+            sidecars = {c["name"] for c in spec["containers"][1:]}
+            gate = {"readiness-gate"} if o["spec"]["replicas"] > 1 else set()
+            assert sidecars == {"spire-controller-manager"} | gate
             assert spec.get("shareProcessNamespace", False) is audit
 
 
