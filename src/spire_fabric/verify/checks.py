@@ -87,9 +87,13 @@ def verify_deployment(deployment: Deployment) -> Report:
     start (:class:`IdentityReads`): the checks then judge what those reads returned. The
     checks themselves run at the same time too (:class:`_Pool`), the report keeping their
     order."""
-    with IdentityReads(deployment) as reads, _Pool() as pool:
-        reads.prefetch(_identity_views(deployment))
-        checks = pool.results(_run_checks(deployment, reads, pool))
+    live = _LiveServersOnly(deployment)
+    try:
+        with IdentityReads(deployment) as reads, _Pool() as pool:
+            reads.prefetch(_identity_views(deployment))
+            checks = pool.results(_run_checks(live, reads, pool))
+    finally:
+        live.close()
     return Report(deployment.name, tuple(checks))
 
 
@@ -148,37 +152,88 @@ def _identity_views(d: Deployment) -> dict[str, list[str]]:
 
 class _LiveServersOnly:
     """The deployment, except that asking for the Server API of a server found not live
-    fails at once, naming the check that found it. Why: a call to a server that is gone
-    retries until its timeout (5 s), and a dozen checks ask that server; a `verify` with
-    one server down took 78 s, and repeated a dozen timeouts where one cause is the answer."""
+    fails at once, naming the check that found it, and that every check shares one client
+    per server (and per replica).
 
-    def __init__(self, d: Deployment, down: set[str]) -> None:
+    Why refuse: a call to a server that is gone retries until its timeout (5 s), and a
+    dozen checks ask that server; a `verify` with one server down took 78 s, and repeated a
+    dozen timeouts where one cause is the answer. Why share: a client is a channel with
+    its own TLS handshake, on Kubernetes through a port-forward; a dozen checks each made
+    one, and a check that asks one thing of a server took 2-4 s on the test clusters."""
+
+    def __init__(self, d: Deployment) -> None:
         self._d = d
-        self._down = down
+        self.down: set[str] = set()  # servers whose health endpoint does not answer "live"
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], Future[SpireServerClient]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._d, name)
 
     def _refuse(self, server: str) -> None:
-        if server in self._down:
+        if server in self.down:
             raise CheckFailed(f"{server} is not live (see server-live:{server})")
 
     def server(self, name: str) -> SpireServerClient:
         self._refuse(name)
-        return self._d.server(name)
+        return self._shared((name, ""), lambda: self._d.server(name))
 
     def replica_server(self, name: str, replica: str) -> SpireServerClient:
         self._refuse(name)
-        return self._d.replica_server(name, replica)
+        return self._shared((name, replica), lambda: self._d.replica_server(name, replica))
+
+    def _shared(
+        self, key: tuple[str, str], make: Callable[[], SpireServerClient]
+    ) -> SpireServerClient:
+        with self._lock:
+            made = self._clients.get(key)
+            mine = made is None
+            if made is None:
+                made = self._clients[key] = Future()
+        if mine:
+            try:
+                made.set_result(make())
+            except BaseException as err:
+                with self._lock:  # not kept: the next check tries again
+                    del self._clients[key]
+                made.set_exception(err)
+        return cast(SpireServerClient, _Unclosed(made.result()))
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._clients = list(self._clients.values()), {}
+        for f in made:
+            if f.done() and f.exception() is None:
+                f.result().close()
+
+
+class _Unclosed:
+    """A shared client as a check sees it: ``with`` and ``close`` leave it open for the
+    others (:meth:`_LiveServersOnly.close` closes it)."""
+
+    def __init__(self, client: SpireServerClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __enter__(self) -> _Unclosed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _run_checks(
-    deployment: Deployment, reads: IdentityReads, pool: _Pool
+    servers_live: _LiveServersOnly, reads: IdentityReads, pool: _Pool
 ) -> list[Future[list[CheckResult]]]:
     """Every check started in ``pool``, in report order. The servers' health is known
     before any other check starts: one found not live is not asked again (`down`)."""
-    down: set[str] = set()  # servers whose health endpoint does not answer "live"
-    d = cast(Deployment, _LiveServersOnly(deployment, down))
+    down = servers_live.down
+    d = cast(Deployment, servers_live)
     t = d.topology
     # Whether each component runs, without SVID expiries: those are a Workload API call as
     # each workload (on Kubernetes an exec per pod), which the identity reads above make

@@ -142,3 +142,20 @@ def test_exec_and_port_forward_never_swap_the_shared_api_client(
         pf.close()
     assert len(handed) == 1 + _pods.PortForward.OPEN_ATTEMPTS  # exec, then each try
     assert all(api is not conn.api for api in handed)
+
+
+def test_a_stage_is_applied_in_waves_namespaces_first_then_what_pods_use_then_pods():
+    """Each wave at once (a stage of 40 objects took 2.5-3.7 s one after the other), but
+    never a pod-making object before the ConfigMaps, claims and Services its pods use."""
+    from spire_fabric.runtime.kubernetes._installer import _apply_waves
+
+    def o(kind: str, name: str) -> tuple[str, dict]:
+        return ("c", {"kind": kind, "metadata": {"name": name}})
+
+    batch = [o("Namespace", "a"), o("NetworkPolicy", "p"), o("Namespace", "b"),
+             o("ConfigMap", "cm"), o("Deployment", "d"), o("PersistentVolumeClaim", "v"),
+             o("StatefulSet", "s"), o("Service", "svc")]  # fmt: skip
+    waves = [[x[1]["metadata"]["name"] for x in w] for w in _apply_waves(batch)]
+    assert waves == [["a"], ["b"], ["p", "cm", "v", "svc"], ["d", "s"]]
+    assert _apply_waves([o("Deployment", "d")]) == [[o("Deployment", "d")]]
+    assert _apply_waves([]) == []

@@ -44,11 +44,53 @@ from spire_fabric.workload._convert import (
 RELAY_WAIT_S = 15
 
 
-class WorkloadIdentity:
-    """What the Workload API gives one workload in its cluster."""
+def needs_probe_pod(w: Workload) -> bool:
+    """Whether ``w`` is only registered (its pods are the user's): a probe pod reads it."""
+    assert w.kubernetes is not None
+    return w.run is None and not w.kubernetes.command
 
-    def __init__(self, conn: ClusterApi, topology: Topology, workload: Workload) -> None:
+
+def start_probe_pod(conn: ClusterApi, topology: Topology, w: Workload) -> str:
+    """Create a probe pod for ``w`` without waiting for it; its name.
+
+    Why ahead: the probe pod's entry is made by the controller manager once the pod
+    exists and reaches the agent through the server's entry cache and the agent's sync (5
+    s each), the slowest read of `verify`. `up` starts it with the workloads, so that wait
+    passes while the workloads come up."""
+    assert w.kubernetes is not None
+    name = f"{w.name}-probe-{uuid.uuid4().hex[:6]}"
+    body = identity_probe_pod(topology, w, name)
+    try:
+        conn.core.create_namespaced_pod(w.kubernetes.namespace, body)
+    except ApiException as err:
+        raise KubernetesTargetError(
+            f"cannot create probe pod for {w.name} in {w.kubernetes.namespace} of "
+            f"{conn.where()}: {api_error_message(err)}"
+        ) from err
+    return name
+
+
+def delete_probe_pod(conn: ClusterApi, w: Workload, name: str) -> None:
+    assert w.kubernetes is not None
+    with contextlib.suppress(ApiException):
+        conn.core.delete_namespaced_pod(name, w.kubernetes.namespace, grace_period_seconds=0)
+
+
+class WorkloadIdentity:
+    """What the Workload API gives one workload in its cluster.
+
+    ``probe_pod``: a probe pod already started for it (:func:`start_probe_pod`), used
+    instead of a new one and deleted after the read like one."""
+
+    def __init__(
+        self,
+        conn: ClusterApi,
+        topology: Topology,
+        workload: Workload,
+        probe_pod: str | None = None,
+    ) -> None:
         self.conn, self.topology, self.workload = conn, topology, workload
+        self.probe_pod = probe_pod
 
     def fetch(self, audiences: Sequence[str] = (), timeout: float = 45) -> dict[str, Any]:
         """The raw answers with a JWT-SVID for each audience (``jwt`` by audience), read by
@@ -125,30 +167,18 @@ class WorkloadIdentity:
         w = self.workload
         assert w.kubernetes is not None
         ns = w.kubernetes.namespace
-        if w.run is not None or w.kubernetes.command:
+        if not needs_probe_pod(w):
             pod = running_pod(self.conn, ns, selector_labels(w.name, "workload"))
             yield ns, pod, w.name
             return
-        name = f"{w.name}-probe-{uuid.uuid4().hex[:6]}"
-        self._create_probe(name)
+        name, self.probe_pod = self.probe_pod, None  # a started pod serves one read
+        if name is None:
+            name = start_probe_pod(self.conn, self.topology, w)
         try:
             _wait_running(self.conn, ns, name)
             yield ns, name, "probe"
         finally:
-            with contextlib.suppress(ApiException):
-                self.conn.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
-
-    def _create_probe(self, name: str) -> None:
-        w = self.workload
-        assert w.kubernetes is not None
-        body = identity_probe_pod(self.topology, w, name)
-        try:
-            self.conn.core.create_namespaced_pod(w.kubernetes.namespace, body)
-        except ApiException as err:
-            raise KubernetesTargetError(
-                f"cannot create probe pod for {w.name} in {w.kubernetes.namespace} of "
-                f"{self.conn.where()}: {api_error_message(err)}"
-            ) from err
+            delete_probe_pod(self.conn, w, name)
 
 
 def _wait_running(conn: ClusterApi, ns: str, name: str, timeout: float = 60) -> None:

@@ -62,11 +62,28 @@ ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 # for the other (8.5 s, then 13.8 s). Both are still waited for until ready before `up`
 # goes on, and the stage order is unchanged for anything that needs it.
 APPLIED_ONLY = {"06-agents.yaml": "SPIRE agents (started; waited for with the workloads)"}
-WAITS_WITH = {"08-workloads.yaml"}
+WORKLOADS_STAGE = "08-workloads.yaml"
+WAITS_WITH = {WORKLOADS_STAGE}
 # Stages that need nothing but what exists before the stage named (Prometheus and
 # Alertmanager: their namespace, policies and config): applied then, so their pods start
 # while MySQL, the servers and the agents come up, and waited for at their own place.
 EARLY = {"09-monitoring.yaml": "04-mysql.yaml"}
+
+
+# What other objects of a stage live in or are of: applied first, one after the other.
+CONTAINERS_KINDS = ("Namespace", "CustomResourceDefinition")
+
+
+def _apply_waves(batch: list[tuple[str, Obj]]) -> list[list[tuple[str, Obj]]]:
+    """A stage's objects in the order they can be applied, each wave all at once:
+    namespaces and CRDs (one a wave, in stage order), then what pods use (ConfigMaps,
+    Secrets, claims, Services, accounts), then what makes pods. A pod made before its
+    ConfigMap or claim exists fails to mount it, and the kubelet tries again only 10-15 s
+    later."""
+    first = [[i] for i in batch if i[1]["kind"] in CONTAINERS_KINDS]
+    used = [i for i in batch if i[1]["kind"] not in (*CONTAINERS_KINDS, *ROLLOUT_KINDS)]
+    makers = [i for i in batch if i[1]["kind"] in ROLLOUT_KINDS]
+    return [*first, *(wave for wave in (used, makers) if wave)]
 
 
 class KubernetesInstaller:
@@ -231,6 +248,8 @@ class KubernetesInstaller:
                 with report(title):
                     waits, more = self._apply_stage(stage, batch, nested, spire_api)
                     deferred += more
+                    if stage.file == WORKLOADS_STAGE:
+                        self.d.start_identity_probes()
                     if stage.file in APPLIED_ONLY:
                         later, waits = later + waits, []
                     elif not together:
@@ -272,8 +291,8 @@ class KubernetesInstaller:
         """Apply (CRDs waited until Established); returns the rollouts to wait for, and
         those deferred until the registrations exist (nested servers and their agents)."""
         clusters = self.access.clusters
-        for cluster, o in batch:
-            objects.apply(clusters[cluster], o)
+        for wave in _apply_waves(batch):
+            objects.read_all(lambda item: objects.apply(clusters[item[0]], item[1]), wave)
         if stage.file.startswith("01-"):
             for cluster, conn in clusters.items():
                 names = [o["metadata"]["name"] for c, o in batch if c == cluster]

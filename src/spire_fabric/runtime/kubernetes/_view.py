@@ -19,3 +19,7 @@ class ClusterDeployment(Deployment, Protocol):
     def clusters(self) -> dict[str, ClusterApi]:
         """Connections to the topology's clusters."""
         ...
+
+    def start_identity_probes(self) -> None:
+        """Start the probe pods `verify` will read registered-only workloads through."""
+        ...

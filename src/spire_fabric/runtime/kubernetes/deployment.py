@@ -47,7 +47,12 @@ from spire_fabric.runtime.deployment import (
 from spire_fabric.runtime.kubernetes._access import ClusterAccess
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, label_selector, resolve_contexts
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
-from spire_fabric.runtime.kubernetes._identity import WorkloadIdentity
+from spire_fabric.runtime.kubernetes._identity import (
+    WorkloadIdentity,
+    delete_probe_pod,
+    needs_probe_pod,
+    start_probe_pod,
+)
 from spire_fabric.runtime.kubernetes._installer import KubernetesInstaller
 from spire_fabric.runtime.kubernetes._pods import replace_pod
 from spire_fabric.runtime.kubernetes._registrations import controller_manager_entries, settled_pod
@@ -99,6 +104,8 @@ class KubernetesDeployment:
         self.access = ClusterAccess(topology, settings, state_dir)
         self.installer = KubernetesInstaller(self, self.access)
         self.kept: list[str] = []  # what `down` left because others still use it
+        # probe pods `up` started with the workloads, by workload: `verify` takes them
+        self._probe_pods: dict[str, str] = {}
 
     @classmethod
     def create(
@@ -133,7 +140,13 @@ class KubernetesDeployment:
         return self.access.clusters
 
     def close(self) -> None:
-        self.access.close()
+        try:
+            for workload, pod in list(self._probe_pods.items()):  # not taken (--no-verify)
+                self._probe_pods.pop(workload, None)
+                conn = self.clusters[self.access.workload_cluster(workload)]
+                delete_probe_pod(conn, self.topology.workload(workload), pod)
+        finally:
+            self.access.close()
 
     def __enter__(self) -> KubernetesDeployment:
         return self
@@ -394,7 +407,21 @@ class KubernetesDeployment:
     def _identity(self, workload: str) -> WorkloadIdentity:
         w = self.topology.workload(workload)
         conn = self.clusters[self.access.workload_cluster(workload)]
-        return WorkloadIdentity(conn, self.topology, w)
+        return WorkloadIdentity(conn, self.topology, w, self._probe_pods.pop(workload, None))
+
+    def start_identity_probes(self) -> None:
+        """Start the probe pods of the registered-only workloads ahead of `verify` (`up`
+        does, with the workloads): their entries then reach the agents while the
+        workloads come up. Best effort: a pod that cannot be made now is made, or its
+        error said, by `verify` itself."""
+        for w in self.topology.workloads:
+            if w.kubernetes is None or not needs_probe_pod(w) or w.name in self._probe_pods:
+                continue
+            conn = self.clusters[self.access.workload_cluster(w.name)]
+            try:
+                self._probe_pods[w.name] = start_probe_pod(conn, self.topology, w)
+            except KubernetesTargetError:
+                continue
 
     # ---- lifecycle ---------------------------------------------------------------------
 
