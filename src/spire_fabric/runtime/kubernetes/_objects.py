@@ -199,27 +199,32 @@ def changed_fields(live: Obj, applied: Obj, depth: int = 3) -> list[str]:
 
 
 def list_ours(conn: ClusterApi, topology_name: str) -> list[Obj]:
-    """Every object in the cluster that carries our labels for this topology."""
+    """Every object in the cluster that carries our labels for this topology, in the order
+    of :data:`OWNED_KINDS`. The kinds are listed at the same time: `up` lists them twice
+    per cluster (its plan, and what to delete at its end), 80 round trips that took seconds
+    one after the other on a loaded machine."""
     selector = f"{LABEL_TOPOLOGY}={topology_name},{LABEL_MANAGED_BY}=spire-fabric"
-    out: list[Obj] = []
-    for api_version, kind in OWNED_KINDS:
+
+    def of_kind(kind_of: tuple[str, str]) -> list[Obj]:
+        api_version, kind = kind_of
         try:
             res = resource(conn, api_version, kind)
         except ResourceNotFoundError:
-            continue
+            return []
         try:
             items = res.get(label_selector=selector).to_dict().get("items", [])
         except ApiException as err:
             if err.status == 404:
-                continue
+                return []
             raise KubernetesTargetError(
                 f"cannot list {kind} in {conn.where()}: {api_error_message(err)}"
             ) from err
         for item in items:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
-            out.append(item)
-    return out
+        return list(items)
+
+    return [item for items in read_all(of_kind, OWNED_KINDS) for item in items]
 
 
 def foreign_custom_resources(conn: ClusterApi, crd: Obj, topology_name: str) -> list[str]:
