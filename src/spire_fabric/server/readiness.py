@@ -191,7 +191,7 @@ async def _answer(
     if not isinstance(event, h11.Request):
         return
     target = event.target.split(b"?", 1)[0]
-    if event.method not in (b"GET", b"HEAD"):
+    if event.method != b"GET":
         await _send(writer, conn, 405, "only GET\n", allow=True)
     elif target == b"/live":
         await _send(writer, conn, 200, "live\n")
@@ -217,7 +217,7 @@ async def _send(
         ("Connection", "close"),
     ]
     if allow:
-        headers.append(("Allow", "GET, HEAD"))
+        headers.append(("Allow", "GET"))
     writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
     writer.write(conn.send(h11.Data(data=body)) or b"")
     writer.write(conn.send(h11.EndOfMessage()) or b"")

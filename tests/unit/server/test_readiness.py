@@ -205,15 +205,17 @@ def test_ready_and_not_ready_are_200_and_503_with_the_reason():
 
 
 def test_live_other_paths_and_methods():
-    live, other, post = _ask(
+    live, other, post, head = _ask(
         (False, "never asked"),
         b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"HEAD /ready HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     assert live.startswith(b"HTTP/1.1 200 ") and live.endswith(b"live\n")
     assert other.startswith(b"HTTP/1.1 404 ")
-    assert post.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in post
+    assert post.startswith(b"HTTP/1.1 405 ") and b"Allow: GET\r\n" in post
+    assert head.startswith(b"HTTP/1.1 405 ") and head.endswith(b"\r\n\r\n")  # no body
 
 
 def test_a_head_over_the_bound_and_garbage_get_a_4xx():
