@@ -39,7 +39,7 @@ class ClusterApi:
     api: k8s.ApiClient
     _dyn: DynamicClient | None = field(default=None, repr=False)
     # The dynamic client's discovery cache is not thread-safe: plan reads objects from 8
-    # threads (read_all), and on a fresh cluster concurrent lookups that fill the cache
+    # threads (at_once), and on a fresh cluster concurrent lookups that fill the cache
     # failed inside the client with KeyError: 'api'. Lookups go one at a time.
     discovery_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 

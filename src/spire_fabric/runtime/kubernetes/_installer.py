@@ -139,7 +139,7 @@ class KubernetesInstaller:
         notes: list[str] = []
         unchanged = 0
         rendered = self.rendered()
-        for found in objects.read_all(self._planned, rendered):
+        for found in objects.at_once(self._planned, rendered):
             if isinstance(found, Change):
                 changes.append(found)
             elif found:
@@ -292,7 +292,7 @@ class KubernetesInstaller:
         those deferred until the registrations exist (nested servers and their agents)."""
         clusters = self.access.clusters
         for wave in _apply_waves(batch):
-            objects.read_all(lambda item: objects.apply(clusters[item[0]], item[1]), wave)
+            objects.at_once(lambda item: objects.apply(clusters[item[0]], item[1]), wave)
         if stage.file.startswith("01-"):
             for cluster, conn in clusters.items():
                 names = [o["metadata"]["name"] for c, o in batch if c == cluster]

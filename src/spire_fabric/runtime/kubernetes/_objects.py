@@ -224,7 +224,7 @@ def list_ours(conn: ClusterApi, topology_name: str) -> list[Obj]:
             item.setdefault("kind", kind)
         return list(items)
 
-    return [item for items in read_all(of_kind, OWNED_KINDS) for item in items]
+    return [item for items in at_once(of_kind, OWNED_KINDS) for item in items]
 
 
 def foreign_custom_resources(conn: ClusterApi, crd: Obj, topology_name: str) -> list[str]:
@@ -292,7 +292,7 @@ def wait_gone(conn: ClusterApi, refs: list[ObjectRef], timeout: float) -> None:
         )
 
 
-def read_all(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+def at_once(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[fn(i) for i in items]`` with the calls made at the same time (:data:`READERS`),
     reads or applies:
     results in the order of ``items``, and the first item's error (in that order) raised,

@@ -21,7 +21,7 @@ from spire_fabric.runtime.images import (
 )
 from spire_fabric.runtime.kubernetes._clusters import ClusterApi, api_error_message
 from spire_fabric.runtime.kubernetes._errors import KubernetesTargetError
-from spire_fabric.runtime.kubernetes._objects import read_all
+from spire_fabric.runtime.kubernetes._objects import at_once
 
 # (verb, API group, resource): what `up` and the checks do besides applying objects.
 _EXTRA_ACCESS = (
@@ -173,7 +173,7 @@ def _access(conn: ClusterApi, objs: list[dict[str, Any]]) -> None:
     # asked at the same time (a hundred reviews per cluster), judged in order: the first
     # refusal in sorted order is the one named, as when they were asked one by one
     ordered = sorted(needed)
-    for (verb, group, resource, ns), status in zip(ordered, read_all(review, ordered),
+    for (verb, group, resource, ns), status in zip(ordered, at_once(review, ordered),
                                                    strict=True):  # fmt: skip
         sub = None
         if "/" in resource:
